@@ -1,0 +1,421 @@
+// Command bench runs twice's job queue and River v0.51.1 side by side on the same PostgreSQL
+// database, in the same run, each at its own defaults and tuned, and prints a table (or
+// JSON with --json). It is a module of its own so that the twice library never depends on
+// River.
+//
+//	go run . --dsn postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+//
+// Work is the time to drain N pre-inserted no-op jobs until every one is recorded as
+// completed; insert is bulk insertion (twice EnqueueMany, River InsertManyFast); latency is
+// enqueue to handler start for single jobs at a light rate. The SQLite figure is twice with
+// three local processes working one file.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/store"
+)
+
+// envChild marks a child process of the SQLite benchmark; it carries the DSN.
+const envChild = "TWICE_BENCH_CHILD"
+
+type params struct {
+	dsn        string
+	work       int
+	insert     int
+	latency    int
+	rate       int
+	sqliteWork int
+	only       string
+	cpuProfile string
+	txLatency  bool
+}
+
+func main() {
+	if dsn := os.Getenv(envChild); dsn != "" {
+		if err := child(dsn); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var p params
+	flag.StringVar(&p.dsn, "dsn", envOr("TWICE_BENCH_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL database both systems run on")
+	flag.IntVar(&p.work, "work", 100_000, "jobs drained in each work run")
+	flag.IntVar(&p.insert, "insert", 100_000, "jobs bulk-inserted in each insert run")
+	flag.IntVar(&p.latency, "latency", 500, "single jobs enqueued in each latency run")
+	flag.IntVar(&p.rate, "rate", 100, "jobs per second in the latency runs")
+	flag.IntVar(&p.sqliteWork, "sqlite-work", 30_000, "jobs drained by three processes on SQLite (0 skips it)")
+	flag.StringVar(&p.only, "only", "both", "twice, river or both")
+	flag.StringVar(&p.cpuProfile, "cpuprofile", "", "write a CPU profile of twice's default work run here")
+	flag.BoolVar(&p.txLatency, "tx-latency", false, "twice's latency runs enqueue with EnqueueTx in a transaction that then commits")
+	asJSON := flag.Bool("json", false, "print JSON")
+	flag.Parse()
+	if err := run(context.Background(), p, *asJSON, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// row is one measured configuration.
+type row struct {
+	System      string  `json:"system"`
+	Config      string  `json:"config"`
+	WorkPerSec  float64 `json:"work_jobs_per_sec"`
+	InsertPer   float64 `json:"insert_jobs_per_sec"`
+	LatencyP50  float64 `json:"latency_p50_ms"`
+	LatencyP99  float64 `json:"latency_p99_ms"`
+	Description string  `json:"description"`
+}
+
+// system is one queue under test in one configuration.
+type system interface {
+	name() (system, config, description string)
+	// work pre-inserts n jobs, then works them and returns when all are completed.
+	work(ctx context.Context, schema string, n int) (time.Duration, error)
+	insert(ctx context.Context, schema string, n int) (time.Duration, error)
+	latency(ctx context.Context, schema string, n, rate int) ([]time.Duration, error)
+}
+
+func run(ctx context.Context, p params, asJSON bool, out io.Writer) error {
+	admin, err := pgx.Connect(ctx, p.dsn)
+	if err != nil {
+		return err
+	}
+	defer admin.Close(context.Background())
+	var systems []system
+	if p.only != "river" {
+		systems = append(systems, twiceDefaults(p), twiceTuned(p))
+	}
+	if p.only != "twice" {
+		systems = append(systems, riverDefaults(p), riverTuned(p))
+	}
+	var rows []row
+	for _, sys := range systems {
+		s, cfg, desc := sys.name()
+		r := row{System: s, Config: cfg, Description: desc}
+		progress("%s %s: work %d", s, cfg, p.work)
+		d, err := withSchema(ctx, admin, func(schema string) (time.Duration, error) {
+			if p.cpuProfile != "" && s == "twice" && cfg == "defaults" {
+				return profiled(p.cpuProfile, func() (time.Duration, error) { return sys.work(ctx, schema, p.work) })
+			}
+			return sys.work(ctx, schema, p.work)
+		})
+		if err != nil {
+			return fmt.Errorf("%s %s work: %w", s, cfg, err)
+		}
+		r.WorkPerSec = float64(p.work) / d.Seconds()
+		progress("%s %s: insert %d", s, cfg, p.insert)
+		d, err = withSchema(ctx, admin, func(schema string) (time.Duration, error) { return sys.insert(ctx, schema, p.insert) })
+		if err != nil {
+			return fmt.Errorf("%s %s insert: %w", s, cfg, err)
+		}
+		r.InsertPer = float64(p.insert) / d.Seconds()
+		progress("%s %s: latency %d at %d/s", s, cfg, p.latency, p.rate)
+		var lat []time.Duration
+		_, err = withSchema(ctx, admin, func(schema string) (time.Duration, error) {
+			var err error
+			lat, err = sys.latency(ctx, schema, p.latency, p.rate)
+			return 0, err
+		})
+		if err != nil {
+			return fmt.Errorf("%s %s latency: %w", s, cfg, err)
+		}
+		r.LatencyP50, r.LatencyP99 = percentile(lat, 0.50), percentile(lat, 0.99)
+		rows = append(rows, r)
+	}
+	var sqlitePerSec float64
+	if p.sqliteWork > 0 && p.only != "river" {
+		progress("twice sqlite: work %d with 3 processes", p.sqliteWork)
+		d, err := sqliteWork(ctx, p.sqliteWork)
+		if err != nil {
+			return fmt.Errorf("sqlite: %w", err)
+		}
+		sqlitePerSec = float64(p.sqliteWork) / d.Seconds()
+	}
+	return report(out, asJSON, rows, sqlitePerSec)
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+func profiled(path string, fn func() (time.Duration, error)) (time.Duration, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return 0, err
+	}
+	defer pprof.StopCPUProfile()
+	return fn()
+}
+
+// withSchema runs fn in a fresh schema, dropped afterwards, so no run sees another's rows
+// or dead tuples.
+func withSchema(ctx context.Context, admin *pgx.Conn, fn func(schema string) (time.Duration, error)) (time.Duration, error) {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	schema := "bench_" + hex.EncodeToString(b)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return 0, err
+	}
+	defer admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+	return fn(schema)
+}
+
+func percentile(ds []time.Duration, q float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := min(len(s)-1, int(q*float64(len(s))))
+	return float64(s[i].Microseconds()) / 1000
+}
+
+func report(out io.Writer, asJSON bool, rows []row, sqlitePerSec float64) error {
+	find := func(sys, cfg string) row {
+		for _, r := range rows {
+			if r.System == sys && r.Config == cfg {
+				return r
+			}
+		}
+		return row{}
+	}
+	if asJSON {
+		res := map[string]any{
+			"twice_work_jobs_per_sec":         find("twice", "defaults").WorkPerSec,
+			"river_work_jobs_per_sec":         find("river", "tuned").WorkPerSec,
+			"twice_insert_jobs_per_sec":       find("twice", "defaults").InsertPer,
+			"river_insert_jobs_per_sec":       find("river", "defaults").InsertPer,
+			"twice_latency_p99_ms":            find("twice", "defaults").LatencyP99,
+			"river_latency_p99_ms":            find("river", "tuned").LatencyP99,
+			"twice_sqlite_3proc_jobs_per_sec": sqlitePerSec,
+			"runs":                            rows,
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SYSTEM\tCONFIG\tWORK jobs/s\tINSERT jobs/s\tLATENCY p50 ms\tp99 ms\tSETTINGS")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.2f\t%.2f\t%s\n", r.System, r.Config, r.WorkPerSec, r.InsertPer, r.LatencyP50, r.LatencyP99, r.Description)
+	}
+	_ = tw.Flush()
+	if sqlitePerSec > 0 {
+		fmt.Fprintf(out, "\ntwice on SQLite, 3 processes on one file: %.0f jobs/s\n", sqlitePerSec)
+	}
+	if t, r := find("twice", "defaults"), find("river", "tuned"); t.WorkPerSec > 0 && r.WorkPerSec > 0 {
+		fmt.Fprintf(out, "\ntwice defaults vs River tuned: work %.2fx (target 2x), p99 %.2f ms (target 5 ms)\n", t.WorkPerSec/r.WorkPerSec, t.LatencyP99)
+	}
+	if t, r := find("twice", "defaults"), find("river", "defaults"); t.InsertPer > 0 && r.InsertPer > 0 {
+		fmt.Fprintf(out, "bulk insert, twice EnqueueMany vs River InsertManyFast: %.2fx (target 1.5x)\n", t.InsertPer/r.InsertPer)
+	}
+	return nil
+}
+
+// pool opens a pgx pool whose connections work in schema.
+func pool(ctx context.Context, dsn, schema string, size int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	if size > 0 {
+		cfg.MaxConns = size
+	}
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+// waitCount polls count until it reaches n; the bound is a liveness guard only.
+func waitCount(ctx context.Context, n int, count func(context.Context) (int, error)) error {
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		got, err := count(ctx)
+		if err != nil {
+			return err
+		}
+		if got >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d jobs completed in 10 minutes", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitWorked waits until the handler has run n times, then until the database records n
+// completions.
+func waitWorked(ctx context.Context, worked *atomic.Int64, n int, count func(context.Context) (int, error)) error {
+	if err := waitCount(ctx, n, func(context.Context) (int, error) { return int(worked.Load()), nil }); err != nil {
+		return err
+	}
+	return waitCount(ctx, n, count)
+}
+
+// latencyRecorder collects enqueue-to-start latencies.
+type latencyRecorder struct {
+	mu  sync.Mutex // protects got
+	got []time.Duration
+}
+
+func (l *latencyRecorder) add(sentUnixNano int64) {
+	d := time.Since(time.Unix(0, sentUnixNano))
+	l.mu.Lock()
+	l.got = append(l.got, d)
+	l.mu.Unlock()
+}
+
+func (l *latencyRecorder) n() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.got)
+}
+
+// pace calls send n times at rate per second.
+func pace(ctx context.Context, n, rate int, send func(i int) error) error {
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for i := range n {
+		if err := send(i); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// sqliteWork drains n jobs with three child processes on one SQLite file.
+func sqliteWork(ctx context.Context, n int) (time.Duration, error) {
+	dir, err := os.MkdirTemp("", "twice-bench-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	dsn := "sqlite:" + filepath.Join(dir, "bench.db")
+	s, err := store.Open(ctx, dsn, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	if _, err := store.NewMigrator(s, twice.Components()...).Up(ctx); err != nil {
+		return 0, err
+	}
+	jc, err := jobs.New(s, jobs.Config{Service: "bench"})
+	if err != nil {
+		return 0, err
+	}
+	defer jc.Stop(ctx)
+	if err := insertTwice(ctx, jc, n); err != nil {
+		return 0, err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	var kids []*exec.Cmd
+	var gos []io.WriteCloser
+	defer func() {
+		for _, g := range gos {
+			_ = g.Close() // a child exits when its standard input closes
+		}
+		for _, k := range kids {
+			_ = k.Wait()
+		}
+	}()
+	for range 3 {
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), envChild+"="+dsn)
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return 0, err
+		}
+		outp, err := cmd.StdoutPipe()
+		if err != nil {
+			return 0, err
+		}
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		kids = append(kids, cmd)
+		gos = append(gos, in)
+		if line, err := bufio.NewReader(outp).ReadString('\n'); err != nil || line != "ready\n" {
+			return 0, fmt.Errorf("child not ready: %q %v", line, err)
+		}
+	}
+	start := time.Now()
+	for _, g := range gos {
+		if _, err := io.WriteString(g, "go\n"); err != nil {
+			return 0, err
+		}
+	}
+	err = waitCount(ctx, n, func(ctx context.Context) (int, error) {
+		st, err := jc.Stats(ctx)
+		if err != nil || len(st) == 0 {
+			return 0, err
+		}
+		return st[0].Completed, nil
+	})
+	return time.Since(start), err
+}
+
+// child is one SQLite worker process: it opens a node, says "ready", registers its no-op
+// worker when told "go", and exits when its standard input closes.
+func child(dsn string) error {
+	ctx := context.Background()
+	node, err := twice.Open(ctx, twice.Config{DSN: dsn, Name: "bench", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	defer node.Close(ctx)
+	fmt.Println("ready")
+	in := bufio.NewReader(os.Stdin)
+	if _, err := in.ReadString('\n'); err != nil {
+		return err
+	}
+	if err := jobs.Register(node.Jobs(), jobs.WorkFunc[noopArgs](func(context.Context, *jobs.Job[noopArgs]) error { return nil })); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, in)
+	return nil
+}

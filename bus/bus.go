@@ -1,0 +1,141 @@
+// Package bus carries small signals between the instances of a service: wake-ups,
+// invalidations, presence deltas, forwarded messages. It is layer 2 of twice, under the
+// cluster core and the building blocks.
+//
+// A signal is a hint, never the data: delivery is best-effort and at most once, so every
+// user of the bus keeps a fallback (a poll, a cache flush) and a lost signal delays work but
+// never loses it. When signals may have been missed (a reconnect, a poller that fell
+// behind) every subscriber receives a [Message] with Lost set and must resynchronise.
+//
+// The default backend lives in the store ([NewStore]): LISTEN/NOTIFY on PostgreSQL, with
+// NOTIFY batched to at most one per service every few milliseconds and never one per row;
+// on SQLite a notification table that every instance polls cheaply. Larger deployments can
+// use another backend implementing [Bus]; the conformance suite in bustest runs against each.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// MaxPayload is the largest payload of one message, in bytes. Signals are small: send an id,
+// not a document.
+const MaxPayload = 4000
+
+// MaxChannel is the longest channel name, in bytes.
+const MaxChannel = 128
+
+// ErrClosed is returned once the bus is closed.
+var ErrClosed = errors.New("bus: closed")
+
+// Message is one signal as delivered to a subscriber.
+type Message struct {
+	Channel string
+	Payload []byte
+	// From is the instance id of the sender.
+	From string
+	// Lost is set, with no payload, when signals on this channel may have been missed; the
+	// subscriber must resynchronise from the database.
+	Lost bool
+}
+
+// Handler receives messages. It runs on the bus's delivery goroutine and must return
+// quickly: hand slow work to a goroutine of your own.
+type Handler func(Message)
+
+// Bus delivers each published message to every subscriber of its channel on every instance
+// of the service, the publisher's own included.
+type Bus interface {
+	// Publish sends payload on channel. It returns once the message has left this process.
+	Publish(ctx context.Context, channel string, payload []byte) error
+	// PublishTx sends payload on channel if and when tx (the caller's *sql.Tx, pgx.Tx or
+	// store.Tx) commits; nothing is sent on rollback.
+	PublishTx(ctx context.Context, tx any, channel string, payload []byte) error
+	// Subscribe calls h for every message on channel until cancel is called.
+	Subscribe(channel string, h Handler) (cancel func())
+	// Close stops delivery and releases the bus's connections.
+	Close(ctx context.Context) error
+}
+
+// Validate checks a channel and payload against the limits.
+func Validate(channel string, payload []byte) error {
+	if channel == "" {
+		return errors.New("bus: empty channel")
+	}
+	if len(channel) > MaxChannel {
+		return fmt.Errorf("bus: channel of %d bytes is longer than the limit of %d", len(channel), MaxChannel)
+	}
+	if len(payload) > MaxPayload {
+		return fmt.Errorf("bus: payload of %d bytes on %q is larger than the limit of %d: send an id, not the data", len(payload), channel, MaxPayload)
+	}
+	return nil
+}
+
+// Subscribers is the registry every backend uses to fan messages out to handlers.
+type Subscribers struct {
+	mu   sync.Mutex // protects subs, next
+	subs map[string]map[int]Handler
+	next int
+}
+
+// Add registers h on channel and returns the function that removes it.
+func (s *Subscribers) Add(channel string, h Handler) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subs == nil {
+		s.subs = map[string]map[int]Handler{}
+	}
+	if s.subs[channel] == nil {
+		s.subs[channel] = map[int]Handler{}
+	}
+	id := s.next
+	s.next++
+	s.subs[channel][id] = h
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.subs[channel], id)
+		if len(s.subs[channel]) == 0 {
+			delete(s.subs, channel)
+		}
+	}
+}
+
+// Has reports whether channel has at least one handler.
+func (s *Subscribers) Has(channel string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs[channel]) > 0
+}
+
+func (s *Subscribers) handlers(channel string) []Handler {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hs := make([]Handler, 0, len(s.subs[channel]))
+	for _, h := range s.subs[channel] {
+		hs = append(hs, h)
+	}
+	return hs
+}
+
+// Deliver calls every handler of m.Channel.
+func (s *Subscribers) Deliver(m Message) {
+	for _, h := range s.handlers(m.Channel) {
+		h(m)
+	}
+}
+
+// Lost tells every subscriber of every channel that signals may have been missed.
+func (s *Subscribers) Lost() {
+	s.mu.Lock()
+	channels := make([]string, 0, len(s.subs))
+	for c := range s.subs {
+		channels = append(channels, c)
+	}
+	s.mu.Unlock()
+	for _, c := range channels {
+		s.Deliver(Message{Channel: c, Lost: true})
+	}
+}

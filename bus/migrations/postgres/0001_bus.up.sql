@@ -1,0 +1,2 @@
+-- PostgreSQL carries bus signals with LISTEN/NOTIFY and needs no table.
+SELECT 1;

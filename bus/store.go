@@ -1,0 +1,71 @@
+package bus
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/twicehq/twice/store"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Component is the bus's schema (a table on SQLite, nothing on PostgreSQL).
+func Component() store.Component {
+	return store.MustLoadComponent("bus", migrations)
+}
+
+// DefaultFlush is how long the PostgreSQL backend gathers messages into one NOTIFY.
+const DefaultFlush = 2 * time.Millisecond
+
+// DefaultPoll is how often the SQLite backend looks for new signals; the look is a pragma
+// read unless another process has committed.
+const DefaultPoll = 5 * time.Millisecond
+
+// DefaultRetention is how long SQLite keeps signal rows. A poller that falls further behind
+// than half of it reports Lost.
+const DefaultRetention = time.Minute
+
+// Config configures the store-native bus.
+type Config struct {
+	// Service scopes every channel: services sharing a database never see each other's
+	// signals.
+	Service string
+	// Instance is this instance's id, sent as [Message.From].
+	Instance string
+	// Flush is the PostgreSQL batching window. Defaults to [DefaultFlush].
+	Flush time.Duration
+	// Poll is the SQLite poll interval. Defaults to [DefaultPoll].
+	Poll time.Duration
+	// Retention is how long SQLite keeps signal rows. Defaults to [DefaultRetention].
+	Retention time.Duration
+	// Logger defaults to slog.Default(). It should carry the instance id.
+	Logger *slog.Logger
+}
+
+// NewStore starts the bus of s's dialect: LISTEN/NOTIFY on PostgreSQL, a polled table on
+// SQLite (migrated with [Component]).
+func NewStore(ctx context.Context, s *store.Store, cfg Config) (Bus, error) {
+	if cfg.Service == "" || cfg.Instance == "" {
+		return nil, errors.New("bus: Config.Service and Config.Instance are required")
+	}
+	if cfg.Flush == 0 {
+		cfg.Flush = DefaultFlush
+	}
+	if cfg.Poll == 0 {
+		cfg.Poll = DefaultPoll
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if s.Dialect() == store.Postgres {
+		return newPG(ctx, s, cfg)
+	}
+	return newSQLite(ctx, s, cfg)
+}

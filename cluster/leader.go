@@ -1,0 +1,306 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twicehq/twice/lease"
+)
+
+// LeaderLease is the name of the lease the leader of a service holds.
+const LeaderLease = "leader"
+
+// DefaultLeaderPoll is how often a follower looks whether the leader lease is free. With the
+// lease TTL it bounds failover: after a leader is killed, another instance leads within
+// TTL + poll; after a leader stops gracefully, within poll.
+const DefaultLeaderPoll = 100 * time.Millisecond
+
+// ErrNotLeader is the cause of the context [Leader.Context] returns to a follower.
+var ErrNotLeader = errors.New("cluster: not the leader")
+
+// LeaderConfig tunes a [Leader].
+type LeaderConfig struct {
+	// TTL of the leader lease. Defaults to the manager's TTL.
+	TTL time.Duration
+	// Poll is how often a follower looks at the lease. Defaults to [DefaultLeaderPoll].
+	Poll time.Duration
+	// Logger defaults to slog.Default(). It should carry the instance id; the node's does.
+	Logger *slog.Logger
+}
+
+// Leader campaigns for the leadership of one service and tells the rest of the process
+// whether it leads. Exactly one instance leads at a time; a leader that loses its lease
+// (paused, cut off from the database) stops believing it leads before anyone else can take
+// over, and any write it still attempts is fenced by [lease.Lease.Check] on [Leader.Lease].
+type Leader struct {
+	m   *lease.Manager
+	cfg LeaderConfig
+	log *slog.Logger
+
+	mu        sync.Mutex // protects cur, watchers, onElected, sitOut
+	cur       *lease.Lease
+	watchers  map[chan bool]struct{}
+	onElected []func(context.Context)
+	sitOut    time.Time
+
+	wg   sync.WaitGroup // OnElected callbacks in flight
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+// NewLeader starts campaigning on m. Call [Leader.Stop] to stop and hand leadership over.
+func NewLeader(m *lease.Manager, cfg LeaderConfig) *Leader {
+	if cfg.TTL == 0 {
+		cfg.TTL = m.TTL()
+	}
+	if cfg.Poll == 0 {
+		cfg.Poll = DefaultLeaderPoll
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	l := &Leader{m: m, cfg: cfg, log: cfg.Logger, watchers: map[chan bool]struct{}{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go l.campaign()
+	return l
+}
+
+// IsLeader reports whether this instance leads now. It is false from the moment the lease's
+// local deadline passes, even in a process that has just woken from a long pause.
+func (l *Leader) IsLeader() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cur != nil && l.cur.Valid()
+}
+
+// Lease is the leader lease while this instance leads, for fencing writes with
+// [lease.Lease.Check]; nil otherwise.
+func (l *Leader) Lease() *lease.Lease {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cur == nil || !l.cur.Valid() {
+		return nil
+	}
+	return l.cur
+}
+
+var notLeaderCtx = func() context.Context {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(ErrNotLeader)
+	return ctx
+}()
+
+// Context is cancelled when this instance stops leading; for a follower it is already
+// cancelled, with cause [ErrNotLeader].
+func (l *Leader) Context() context.Context {
+	if ls := l.Lease(); ls != nil {
+		return ls.Context()
+	}
+	return notLeaderCtx
+}
+
+// OnElected registers fn to run, in its own goroutine, each time this instance becomes
+// leader, with a context cancelled when it stops leading. If it leads already, fn starts at
+// once. [Leader.Stop] waits for running callbacks to return. The term's lease, to fence
+// writes with, is lease.FromContext(ctx).
+func (l *Leader) OnElected(fn func(ctx context.Context)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.onElected = append(l.onElected, fn)
+	if l.cur != nil && l.cur.Valid() {
+		l.startLocked(fn, l.cur)
+	}
+}
+
+func (l *Leader) startLocked(fn func(context.Context), ls *lease.Lease) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		fn(ls.Context())
+	}()
+}
+
+// Watch returns a channel that receives whether this instance leads: the current state at
+// once, then every change. A slow reader misses intermediate changes but always receives
+// the latest state; code that must see every term (and stop the old term's work before the
+// next starts) uses [Leader.OnElected]. The channel closes when ctx ends or the leader stops.
+func (l *Leader) Watch(ctx context.Context) <-chan bool {
+	ch := make(chan bool, 1)
+	l.mu.Lock()
+	ch <- l.cur != nil && l.cur.Valid()
+	l.watchers[ch] = struct{}{}
+	l.mu.Unlock()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-l.done:
+		}
+		l.mu.Lock()
+		if _, ok := l.watchers[ch]; ok {
+			delete(l.watchers, ch)
+			close(ch)
+		}
+		l.mu.Unlock()
+	}()
+	return ch
+}
+
+func (l *Leader) notifyLocked(leading bool) {
+	for ch := range l.watchers {
+		select {
+		case <-ch: // drop the stale state; the reader only needs the latest
+		default:
+		}
+		ch <- leading
+	}
+}
+
+// Current returns the leader lease as the database sees it; its Holder is the leading
+// instance's id, empty when nobody leads.
+func (l *Leader) Current(ctx context.Context) (lease.Info, error) {
+	i, err := l.m.Info(ctx, LeaderLease)
+	if errors.Is(err, lease.ErrNotFound) {
+		return lease.Info{Name: LeaderLease}, nil
+	}
+	if err == nil && !i.Held() {
+		i.Holder = ""
+	}
+	return i, err
+}
+
+// Resign gives leadership up, if this instance has it, and stays out of the next election
+// for two poll intervals so another instance can take over.
+func (l *Leader) Resign(ctx context.Context) error {
+	l.mu.Lock()
+	cur := l.cur
+	l.sitOut = time.Now().Add(2 * l.cfg.Poll)
+	l.mu.Unlock()
+	if cur == nil {
+		return nil
+	}
+	return cur.Release(ctx)
+}
+
+// Poke makes a follower look at the lease now instead of at its next poll; the bus calls it
+// when the leader lease is released elsewhere.
+func (l *Leader) Poke() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Stop stops campaigning, gives leadership up if held (so another instance takes over
+// within one poll), and waits for OnElected callbacks to return.
+func (l *Leader) Stop(ctx context.Context) error {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	<-l.done
+	l.mu.Lock()
+	cur := l.cur
+	l.cur = nil
+	l.mu.Unlock()
+	var err error
+	if cur != nil {
+		err = cur.Release(ctx)
+	}
+	l.wg.Wait()
+	return err
+}
+
+func (l *Leader) campaign() {
+	defer close(l.done)
+	for {
+		if l.stopping() {
+			return
+		}
+		if wait := l.follow(); wait > 0 {
+			if !l.sleep(wait) {
+				return
+			}
+			continue
+		}
+		ls, err := l.m.TryAcquire(context.Background(), LeaderLease, &lease.AcquireOpts{TTL: l.cfg.TTL})
+		if err != nil {
+			if !errors.Is(err, lease.ErrHeld) && !errors.Is(err, lease.ErrClosed) {
+				l.log.Warn("cluster: leader election attempt failed", "err", err)
+			}
+			if !l.sleep(l.cfg.Poll) {
+				return
+			}
+			continue
+		}
+		l.lead(ls)
+	}
+}
+
+// follow returns how long to wait before trying for the lease, or 0 to try now.
+func (l *Leader) follow() time.Duration {
+	l.mu.Lock()
+	sitOut := time.Until(l.sitOut)
+	l.mu.Unlock()
+	if sitOut > 0 {
+		return sitOut
+	}
+	// Reading first keeps followers from taking SQLite's write lock ten times a second.
+	info, err := l.m.Info(context.Background(), LeaderLease)
+	if err != nil || !info.Held() {
+		return 0
+	}
+	return min(l.cfg.Poll, info.Remaining+time.Millisecond)
+}
+
+// lead runs while ls is held: it announces the election and waits for the lease to end.
+func (l *Leader) lead(ls *lease.Lease) {
+	l.mu.Lock()
+	l.cur = ls
+	for _, fn := range l.onElected {
+		l.startLocked(fn, ls)
+	}
+	l.notifyLocked(true)
+	l.mu.Unlock()
+	l.log.Info("cluster: elected leader", "token", ls.Token())
+
+	select {
+	case <-ls.Context().Done():
+	case <-l.stop:
+		// Stop releases the lease after the loop has ended.
+		return
+	}
+	l.mu.Lock()
+	if l.cur == ls {
+		l.cur = nil
+	}
+	l.notifyLocked(false)
+	l.mu.Unlock()
+	l.log.Info("cluster: no longer leader", "token", ls.Token(), "cause", context.Cause(ls.Context()))
+}
+
+func (l *Leader) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.stop:
+		return false
+	case <-l.kick:
+		return true
+	case <-t.C:
+		return true
+	}
+}
+
+func (l *Leader) stopping() bool {
+	select {
+	case <-l.stop:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,312 @@
+// Package cluster knows the instances of a service: membership with heartbeats in database
+// time (starting, ready, draining, dead), and leader election on top of leases.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twicehq/twice/store"
+)
+
+// State is where an instance is in its life.
+type State string
+
+const (
+	StateStarting State = "starting" // registered, not yet serving
+	StateReady    State = "ready"    // serving
+	StateDraining State = "draining" // stopping: handing back leadership, leases and work
+	StateDead     State = "dead"     // stopped heartbeating; never stored, only reported
+)
+
+// DefaultHeartbeatInterval is how often an instance heartbeats.
+const DefaultHeartbeatInterval = time.Second
+
+// DefaultDeadAfterBeats is how many heartbeats an instance may miss before it counts as dead.
+const DefaultDeadAfterBeats = 3
+
+// DefaultKeepDead is how long the row of a dead instance stays listed before it is reaped.
+const DefaultKeepDead = 10 * time.Minute
+
+// Config describes this instance to the cluster.
+type Config struct {
+	Service string
+	ID      string
+	Host    string
+	PID     int
+	Version string
+	// Addr is the address other instances or operators can reach this instance at.
+	Addr string
+	// HeartbeatInterval defaults to [DefaultHeartbeatInterval].
+	HeartbeatInterval time.Duration
+	// DeadAfter is how long without a heartbeat until the instance counts as dead. Defaults
+	// to [DefaultDeadAfterBeats] heartbeat intervals.
+	DeadAfter time.Duration
+	// Logger defaults to slog.Default(). It should carry the instance id; the node's does.
+	Logger *slog.Logger
+}
+
+// Member is an instance as the database sees it.
+type Member struct {
+	ID           string        `json:"id"`
+	Service      string        `json:"service"`
+	Host         string        `json:"host"`
+	PID          int           `json:"pid"`
+	Version      string        `json:"version"`
+	Addr         string        `json:"addr,omitempty"`
+	State        State         `json:"state"` // StateDead when Alive is false
+	StartedAt    time.Time     `json:"started_at"`
+	HeartbeatAt  time.Time     `json:"heartbeat_at"`
+	HeartbeatAge time.Duration `json:"heartbeat_age"` // in database time
+	Uptime       time.Duration `json:"uptime"`        // since it registered, in database time
+	DeadAfter    time.Duration `json:"dead_after"`
+	Alive        bool          `json:"alive"`
+}
+
+// Membership registers this instance and keeps it alive with heartbeats.
+type Membership struct {
+	s   *store.Store
+	q   queries
+	cfg Config
+	log *slog.Logger
+
+	state       atomic.Value // State
+	lastOK      atomic.Int64 // monotonic nanoseconds since start of the last successful beat
+	lastAttempt atomic.Int64 // same, of the last attempt, successful or not
+	epoch       time.Time    // base for the two above
+
+	mu      sync.Mutex // protects joined, stopped, onStall
+	onStall []func(from, to time.Time)
+	joined  bool
+	stopped bool
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// NewMembership validates cfg; [Membership.Join] registers.
+func NewMembership(s *store.Store, cfg Config) (*Membership, error) {
+	if cfg.Service == "" || cfg.ID == "" {
+		return nil, errors.New("cluster: Config.Service and Config.ID are required")
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.HeartbeatInterval < 10*time.Millisecond {
+		return nil, fmt.Errorf("cluster: heartbeat interval %v is below 10ms", cfg.HeartbeatInterval)
+	}
+	if cfg.DeadAfter == 0 {
+		cfg.DeadAfter = DefaultDeadAfterBeats * cfg.HeartbeatInterval
+	}
+	if cfg.DeadAfter <= cfg.HeartbeatInterval {
+		return nil, fmt.Errorf("cluster: dead-after %v must be longer than the heartbeat interval %v", cfg.DeadAfter, cfg.HeartbeatInterval)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := &Membership{s: s, q: queriesFor(s.Dialect()), cfg: cfg, log: cfg.Logger, epoch: time.Now(),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	m.state.Store(StateStarting)
+	return m, nil
+}
+
+// Config returns the membership's configuration with defaults filled in.
+func (m *Membership) Config() Config { return m.cfg }
+
+// Join registers the instance as starting and begins heartbeating.
+func (m *Membership) Join(ctx context.Context) error {
+	if err := m.register(ctx); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.joined || m.stopped {
+		return errors.New("cluster: Join called twice or after Leave")
+	}
+	m.joined = true
+	go m.beatLoop()
+	return nil
+}
+
+func (m *Membership) register(ctx context.Context) error {
+	c := m.cfg
+	start := time.Now()
+	m.lastAttempt.Store(int64(start.Sub(m.epoch)))
+	_, err := m.s.Control().Exec(ctx, m.q.insert, m.s.NowArg(), c.Service, c.ID, c.Host, c.PID, c.Version, c.Addr,
+		string(m.State()), c.DeadAfter.Milliseconds())
+	if err != nil {
+		return fmt.Errorf("cluster: register %s: %w", c.ID, err)
+	}
+	m.landed(start)
+	return nil
+}
+
+// OnStall registers fn to run after heartbeats resume from a stall: a stretch from one
+// successful beat's start to the next one's end of DeadAfter or more, during which the
+// cluster may have counted this instance dead and rescued its work (its jobs may have run
+// elsewhere too). from is when it could first be counted dead, to when it was alive again.
+// fn runs on the heartbeat loop: it must not block.
+func (m *Membership) OnStall(fn func(from, to time.Time)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.onStall = append(m.onStall, fn)
+}
+
+// landed records a successful beat or registration that started at start, and reports a
+// stall if the previous one started DeadAfter or more before now.
+func (m *Membership) landed(start time.Time) {
+	prev := m.lastOK.Swap(int64(start.Sub(m.epoch)))
+	if prev == 0 {
+		return
+	}
+	from, to := m.epoch.Add(time.Duration(prev)).Add(m.cfg.DeadAfter), time.Now()
+	if to.Before(from) {
+		return
+	}
+	m.log.Warn("cluster: heartbeats stalled past dead-after; the cluster may have counted this instance dead and rescued its work",
+		"stalled", to.Sub(from.Add(-m.cfg.DeadAfter)).Round(time.Millisecond), "dead_after", m.cfg.DeadAfter)
+	m.mu.Lock()
+	fns := slices.Clone(m.onStall)
+	m.mu.Unlock()
+	for _, fn := range fns {
+		fn(from, to)
+	}
+}
+
+func (m *Membership) beatLoop() {
+	defer close(m.done)
+	t := time.NewTicker(m.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		if err := m.Beat(context.Background()); err != nil {
+			m.log.Warn("cluster: heartbeat failed", "err", err)
+		}
+	}
+}
+
+// Beat heartbeats once. If the row is gone (this instance was declared dead and reaped
+// while it was paused or cut off), it registers again.
+func (m *Membership) Beat(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.DeadAfter)
+	defer cancel()
+	start := time.Now()
+	m.lastAttempt.Store(int64(start.Sub(m.epoch)))
+	n, err := m.s.Control().Exec(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State()))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		m.log.Warn("cluster: this instance's row was reaped (it was counted dead); registering again")
+		return m.register(ctx)
+	}
+	m.landed(start)
+	return nil
+}
+
+// State is this instance's own state.
+func (m *Membership) State() State { return m.state.Load().(State) }
+
+// SetState records a new state locally at once and in the database.
+func (m *Membership) SetState(ctx context.Context, st State) error {
+	m.state.Store(st)
+	if _, err := m.s.Control().Exec(ctx, m.q.setState, m.cfg.Service, m.cfg.ID, string(st)); err != nil {
+		return fmt.Errorf("cluster: set state %s: %w", st, err)
+	}
+	return nil
+}
+
+// Registered reports whether the last successful heartbeat is recent enough that the
+// cluster still counts this instance alive.
+func (m *Membership) Registered() bool {
+	ok := m.lastOK.Load()
+	return ok > 0 && time.Since(m.epoch.Add(time.Duration(ok))) < m.cfg.DeadAfter
+}
+
+// LastBeat is when the last successful heartbeat started (zero before the first). The
+// cluster may count this instance dead once it is DeadAfter old.
+func (m *Membership) LastBeat() time.Time {
+	ok := m.lastOK.Load()
+	if ok == 0 {
+		return time.Time{}
+	}
+	return m.epoch.Add(time.Duration(ok))
+}
+
+// SinceLastAttempt is how long ago the heartbeat loop last tried to beat; a large value means
+// the loop itself is stuck, not merely the database.
+func (m *Membership) SinceLastAttempt() time.Duration {
+	return time.Since(m.epoch.Add(time.Duration(m.lastAttempt.Load())))
+}
+
+// Members lists every instance of the service, dead ones included until they are reaped.
+func (m *Membership) Members(ctx context.Context) ([]Member, error) {
+	return List(ctx, m.s, m.cfg.Service)
+}
+
+// List lists the instances of service, dead ones included until they are reaped.
+func List(ctx context.Context, s *store.Store, service string) ([]Member, error) {
+	rows, err := s.Reader().Query(ctx, queriesFor(s.Dialect()).list, s.NowArg(), service)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: members: %w", err)
+	}
+	defer rows.Close()
+	var out []Member
+	for rows.Next() {
+		var mb Member
+		var started, beat store.Time
+		var age, up store.Micros
+		var deadMS int64
+		var st string
+		if err := rows.Scan(&mb.ID, &mb.Service, &mb.Host, &mb.PID, &mb.Version, &mb.Addr, &st,
+			&started, &beat, &deadMS, &age, &up); err != nil {
+			return nil, fmt.Errorf("cluster: members: %w", err)
+		}
+		mb.StartedAt, mb.HeartbeatAt, mb.HeartbeatAge, mb.Uptime = started.Time, beat.Time, age.Duration, up.Duration
+		mb.DeadAfter = time.Duration(deadMS) * time.Millisecond
+		mb.Alive = mb.HeartbeatAge < mb.DeadAfter
+		mb.State = State(st)
+		if !mb.Alive {
+			mb.State = StateDead
+		}
+		out = append(out, mb)
+	}
+	return out, rows.Err()
+}
+
+// Reap deletes the rows of instances dead for longer than keep. One instance (the leader)
+// runs it; it is harmless when two do.
+func (m *Membership) Reap(ctx context.Context, keep time.Duration) (int64, error) {
+	n, err := m.s.Exec(ctx, m.q.reap, m.s.NowArg(), m.cfg.Service, keep.Milliseconds())
+	if err != nil {
+		return 0, fmt.Errorf("cluster: reap: %w", err)
+	}
+	return n, nil
+}
+
+// Leave stops heartbeating and removes this instance's row.
+func (m *Membership) Leave(ctx context.Context) error {
+	m.mu.Lock()
+	joined := m.joined
+	if !m.stopped {
+		m.stopped = true
+		close(m.stop)
+	}
+	m.mu.Unlock()
+	if joined {
+		<-m.done
+	}
+	if _, err := m.s.Control().Exec(ctx, m.q.leave, m.cfg.Service, m.cfg.ID); err != nil {
+		return fmt.Errorf("cluster: leave: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/jobs"
+)
+
+type report struct{ Day string }
+
+func (report) Kind() string { return "report" }
+
+func TestJobsQueuesCronCommands(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		ctx := context.Background()
+		env := []string{"TWICE_DSN=" + db.DSN, "TWICE_SERVICE="}
+		with := func(args ...string) []string {
+			if db.Schema != "" {
+				args = append(args, "--schema", db.Schema)
+			}
+			return args
+		}
+		n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "shop", Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close(ctx)
+		// No worker is registered: the jobs stay where the commands put them.
+		r1, err := n.Jobs().Enqueue(ctx, report{Day: "mon"}, &jobs.Opts{Tags: []string{"daily"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, err := n.Jobs().Enqueue(ctx, report{Day: "tue"}, &jobs.Opts{Queue: "slow"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Cron().Add("nightly-report", "0 3 * * *", report{Day: "nightly"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		run := func(want int, args ...string) string {
+			t.Helper()
+			code, out, stderr := cli(t, env, with(args...)...)
+			if code != want {
+				t.Fatalf("twice %v: exit %d, want %d\n%s%s", args, code, want, out, stderr)
+			}
+			return out + stderr
+		}
+
+		out := run(0, "jobs", "list")
+		if !strings.Contains(out, "report") || !strings.Contains(out, "slow") || !strings.Contains(out, "available") {
+			t.Errorf("jobs list:\n%s", out)
+		}
+		var rows []jobs.Row
+		if err := json.Unmarshal([]byte(run(0, "jobs", "list", "--json", "--tag", "daily", "--service", "shop")), &rows); err != nil || len(rows) != 1 || rows[0].ID != r1.ID {
+			t.Errorf("jobs list --json --tag: %+v %v", rows, err)
+		}
+		if out := run(0, "jobs", "show", fmt.Sprint(r1.ID)); !strings.Contains(out, `{"Day":`) || !strings.Contains(out, "daily") {
+			t.Errorf("jobs show:\n%s", out)
+		}
+		if out := run(0, "jobs", "cancel", fmt.Sprint(r2.ID)); !strings.Contains(out, "cancelled") {
+			t.Errorf("jobs cancel: %s", out)
+		}
+		if out := run(1, "jobs", "cancel", fmt.Sprint(r2.ID)); !strings.Contains(out, "already finished") {
+			t.Errorf("second cancel: %s", out)
+		}
+		var row jobs.Row
+		if err := json.Unmarshal([]byte(run(0, "jobs", "retry", fmt.Sprint(r2.ID), "--json")), &row); err != nil || row.State != jobs.Available {
+			t.Errorf("jobs retry --json: %+v %v", row, err)
+		}
+		if out := run(1, "jobs", "show", "999999"); !strings.Contains(out, "not found") {
+			t.Errorf("show of a missing job: %s", out)
+		}
+		var stats struct{ Queues []jobs.QueueStats }
+		if err := json.Unmarshal([]byte(run(0, "jobs", "stats", "--json")), &stats); err != nil || len(stats.Queues) != 2 {
+			t.Errorf("jobs stats --json: %+v %v", stats, err)
+		}
+
+		run(0, "queues", "pause", "slow")
+		if out := run(0, "queues", "list"); !strings.Contains(out, "slow") || !strings.Contains(out, "true") {
+			t.Errorf("queues list after pause:\n%s", out)
+		}
+		run(0, "queues", "resume", "slow")
+		if err := json.Unmarshal([]byte(run(0, "queues", "list", "--json")), &stats); err != nil || stats.Queues[1].Paused {
+			t.Errorf("queues list --json after resume: %+v %v", stats, err)
+		}
+
+		out = run(0, "cron", "list")
+		if !strings.Contains(out, "nightly-report") || !strings.Contains(out, "0 3 * * *") || !strings.Contains(out, " 03:00:00") {
+			t.Errorf("cron list:\n%s", out)
+		}
+		var trig struct{ Job int64 }
+		if err := json.Unmarshal([]byte(run(0, "cron", "trigger", "nightly-report", "--json")), &trig); err != nil || trig.Job == 0 {
+			t.Fatalf("cron trigger --json: %+v %v", trig, err)
+		}
+		got, err := n.Jobs().Get(ctx, trig.Job)
+		if err != nil || got.Kind != "report" || got.Meta["cron"] != "nightly-report" {
+			t.Errorf("triggered job: %+v %v", got, err)
+		}
+		if out := run(1, "cron", "trigger", "nope"); !strings.Contains(out, "not found") {
+			t.Errorf("trigger of a missing schedule: %s", out)
+		}
+
+		for _, bad := range [][]string{{"jobs"}, {"jobs", "show"}, {"jobs", "show", "abc"}, {"jobs", "list", "--state", "nope"},
+			{"jobs", "list", "--limit", "0"}, {"jobs", "frob"}, {"queues"}, {"queues", "pause"}, {"cron"}, {"cron", "trigger"},
+			{"cron", "list", "extra"}} {
+			if out := run(2, bad...); !strings.Contains(out, "Usage:") {
+				t.Errorf("twice %v: no usage", bad)
+			}
+		}
+	})
+}

@@ -1,0 +1,220 @@
+package twice
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/twicehq/twice/cluster"
+	"github.com/twicehq/twice/cron"
+	"github.com/twicehq/twice/idempotency"
+	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/lease"
+	"github.com/twicehq/twice/session"
+	"github.com/twicehq/twice/store"
+)
+
+// MigrateMode says what [Open] does about the database schema.
+type MigrateMode int
+
+const (
+	// MigrateAuto applies pending migrations under a migration lock at Open, so the first of
+	// any number of instances starting together migrates and the rest wait for it.
+	MigrateAuto MigrateMode = iota
+	// MigrateOff never changes the schema: Open fails with [store.ErrMigrationsPending] if
+	// it is behind. For teams that apply `twice migrate sql` with their own tool.
+	MigrateOff
+)
+
+// EnvDSN is the environment variable [Config.DSN] defaults to, so one binary runs on the
+// embedded SQLite file on a laptop and on PostgreSQL in production without a code change.
+const EnvDSN = "TWICE_DSN"
+
+// Config configures a [Node]. The zero value runs on the embedded SQLite default.
+type Config struct {
+	// DSN names the database all instances of the service share: "sqlite:PATH" or
+	// "postgres://…". Defaults to $TWICE_DSN, or "sqlite:./twice.db".
+	DSN string
+	// Name is the service. Services sharing a database are isolated from each other: each
+	// has its own members, leader and locks. Defaults to the executable's base name.
+	Name string
+	// Schema is the PostgreSQL schema for twice's tables. Defaults to the DSN's
+	// search_path, usually "public".
+	Schema string
+	// Migrate says whether Open applies pending migrations. Defaults to [MigrateAuto].
+	Migrate MigrateMode
+	// Bus selects the transport of signals between instances: empty for the store-native
+	// bus (LISTEN/NOTIFY on PostgreSQL, a polled table on SQLite), or a NATS URL
+	// ("nats://host:4222", a comma-separated list for a cluster) for package natsbus.
+	// Defaults to empty.
+	Bus string
+
+	// InstanceID names this instance; unique among live instances. Defaults to
+	// host-pid-random.
+	InstanceID string
+	// AdvertiseAddr is where other instances and operators can reach this instance; it is
+	// shown by `twice status`. Defaults to empty.
+	AdvertiseAddr string
+	// Version is the build version shown by `twice status`. Defaults to the main module's
+	// version from the build info, or "devel".
+	Version string
+
+	// HeartbeatInterval is how often the instance heartbeats, in database time. Defaults to
+	// 1 second.
+	HeartbeatInterval time.Duration
+	// DeadAfter is how long without a heartbeat until the instance counts as dead and its
+	// work is rescued. Defaults to 3 heartbeat intervals.
+	DeadAfter time.Duration
+	// LeaseTTL is how long the leader lease, and locks by default, outlive a holder that
+	// stops renewing them; renewals happen every quarter of it. With LeaderPoll it bounds
+	// failover after a crash: a new leader within LeaseTTL + LeaderPoll. Defaults to 2 seconds.
+	LeaseTTL time.Duration
+	// LeaderPoll is how often a follower looks whether the leader lease is free; it bounds
+	// the handover on a graceful Close. Defaults to 100 milliseconds.
+	LeaderPoll time.Duration
+	// KeepDead is how long a dead instance stays listed before the leader removes its row.
+	// Defaults to 10 minutes.
+	KeepDead time.Duration
+	// EventRetention is how long the event log keeps events (not those of event-sourced
+	// streams, kept forever); negative keeps everything. Defaults to 7 days.
+	EventRetention time.Duration
+
+	// Sessions configures [Node.Sessions]; Service and Logger are the node's. Defaults to
+	// the zero session.Config.
+	Sessions session.Config
+	// Idempotency configures [Node.Idempotency]; Service, Instance and Logger are the
+	// node's. Defaults to the zero idempotency.Config.
+	Idempotency idempotency.Config
+
+	// Jobs configures the job queue (queues, retries, retention); its Service, Instance,
+	// Bus and Logger are the node's. Defaults to the zero jobs.Config's defaults.
+	Jobs jobs.Config
+	// Cron configures schedules; its Service, Instance and Logger are the node's. Defaults
+	// to the zero cron.Config's defaults.
+	Cron cron.Config
+
+	// Logger receives the node's logs, each with the instance id. Defaults to slog.Default().
+	Logger *slog.Logger
+	// Clock replaces database time. For tests only; leave nil in production.
+	Clock store.Clock
+}
+
+const maxNameLen = 128
+
+var validService = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
+
+// withDefaults returns a copy of c with zero fields filled in.
+func (c Config) withDefaults() Config {
+	if c.DSN == "" {
+		c.DSN = os.Getenv(EnvDSN)
+	}
+	if c.DSN == "" {
+		c.DSN = store.DefaultDSN
+	}
+	if c.Name == "" {
+		c.Name = strings.TrimSuffix(filepath.Base(os.Args[0]), ".exe")
+	}
+	if c.InstanceID == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 3)
+		_, _ = rand.Read(b)
+		c.InstanceID = fmt.Sprintf("%s-%d-%s", shortHost(host), os.Getpid(), hex.EncodeToString(b))
+	}
+	if c.Version == "" {
+		c.Version = BuildVersion()
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = cluster.DefaultHeartbeatInterval
+	}
+	if c.DeadAfter == 0 {
+		c.DeadAfter = cluster.DefaultDeadAfterBeats * c.HeartbeatInterval
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = lease.DefaultTTL
+	}
+	if c.LeaderPoll == 0 {
+		c.LeaderPoll = cluster.DefaultLeaderPoll
+	}
+	if c.KeepDead == 0 {
+		c.KeepDead = cluster.DefaultKeepDead
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if len(c.Name) > maxNameLen || !validService.MatchString(c.Name) {
+		errs = append(errs, fmt.Errorf("Name %q must be 1 to %d letters, digits, '.', '_', ':' or '-'", c.Name, maxNameLen))
+	}
+	if len(c.InstanceID) > maxNameLen || !validService.MatchString(c.InstanceID) {
+		errs = append(errs, fmt.Errorf("InstanceID %q must be 1 to %d letters, digits, '.', '_', ':' or '-'", c.InstanceID, maxNameLen))
+	}
+	if c.HeartbeatInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("HeartbeatInterval %v is below 10ms", c.HeartbeatInterval))
+	}
+	if c.DeadAfter <= c.HeartbeatInterval {
+		errs = append(errs, fmt.Errorf("DeadAfter %v must be longer than HeartbeatInterval %v", c.DeadAfter, c.HeartbeatInterval))
+	}
+	if c.LeaseTTL < lease.MinTTL {
+		errs = append(errs, fmt.Errorf("LeaseTTL %v is below the minimum %v", c.LeaseTTL, lease.MinTTL))
+	}
+	if c.LeaderPoll < time.Millisecond || c.LeaderPoll > c.LeaseTTL {
+		errs = append(errs, fmt.Errorf("LeaderPoll %v must be between 1ms and LeaseTTL %v", c.LeaderPoll, c.LeaseTTL))
+	}
+	if err := validBus(c.Bus); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Migrate != MigrateAuto && c.Migrate != MigrateOff {
+		errs = append(errs, fmt.Errorf("Migrate %d is not a MigrateMode", c.Migrate))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("twice: invalid Config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func shortHost(h string) string {
+	h, _, _ = strings.Cut(h, ".")
+	h = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '-'
+	}, h)
+	if h == "" || h[0] == '-' {
+		h = "host" + h
+	}
+	if len(h) > 40 {
+		h = h[:40]
+	}
+	return h
+}
+
+// BuildVersion is the version of the running binary: its main module's version, or its VCS
+// revision, or "devel". [Config.Version] defaults to it.
+func BuildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return "devel-" + s.Value[:12]
+		}
+	}
+	return "devel"
+}

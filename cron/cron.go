@@ -1,0 +1,341 @@
+// Package cron fires schedules exactly once per tick across all instances of a service.
+//
+// A tick is a job (see package jobs) whose unique key is (schedule, tick time), inserted by
+// the leader in the same transaction that records the tick as the schedule's last; two
+// instances that both believe they lead still fire it once, and a restart resumes from the
+// last fired tick, so none is skipped. Ticks are computed in database time. Ticks that come
+// due while no instance can fire them (a failover, a cluster that was down) fire late, as
+// themselves, within a grace period; older ones are "missed" and follow the schedule's
+// catch-up policy. Expressions are parsed by github.com/netresearch/go-cron, the
+// maintained fork of robfig/cron: five fields, an optional leading seconds field,
+// descriptors (@hourly, @every 90s) and CRON_TZ= prefixes.
+package cron
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	gocron "github.com/netresearch/go-cron"
+
+	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/store"
+)
+
+// Mode says where a schedule's ticks run.
+type Mode string
+
+const (
+	// OncePerTick fires each tick once across the cluster, as a job. The default.
+	OncePerTick Mode = "once"
+	// EveryInstance runs each tick's worker in-process on every live instance: no row, no
+	// retry. For per-instance upkeep such as flushing a local buffer.
+	EveryInstance Mode = "every-instance"
+)
+
+// CatchUp says what happens to ticks missed for longer than the grace period.
+type CatchUp string
+
+const (
+	// CatchUpOnce fires the latest missed tick once, standing for all of them. The default.
+	CatchUpOnce CatchUp = "once"
+	// CatchUpSkip fires none of them.
+	CatchUpSkip CatchUp = "skip"
+	// CatchUpAll fires every missed tick, at most CatchUpLimit of the most recent.
+	CatchUpAll CatchUp = "all"
+)
+
+// Overlap says what happens to a tick while the previous tick's job has not finished.
+type Overlap string
+
+const (
+	// OverlapAllow fires it anyway. The default.
+	OverlapAllow Overlap = "allow"
+	// OverlapSkip drops it.
+	OverlapSkip Overlap = "skip"
+	// OverlapWait holds it until the previous job finishes, then fires (the wait counts
+	// against the grace period: a tick held past it follows the catch-up policy).
+	OverlapWait Overlap = "wait"
+)
+
+// Defaults of [Opts] and [Config].
+const (
+	DefaultGrace        = time.Minute
+	DefaultCatchUpLimit = 100
+	DefaultPoll         = time.Second
+)
+
+// Opts configure one schedule. A nil *Opts is valid.
+type Opts struct {
+	// Mode defaults to [OncePerTick].
+	Mode Mode `json:"mode,omitempty"`
+	// CatchUp defaults to [CatchUpOnce].
+	CatchUp CatchUp `json:"catch_up,omitempty"`
+	// CatchUpLimit bounds [CatchUpAll]. Defaults to 100.
+	CatchUpLimit int `json:"catch_up_limit,omitempty"`
+	// Overlap defaults to [OverlapAllow].
+	Overlap Overlap `json:"overlap,omitempty"`
+	// Grace is how late a tick may still fire as itself; older ticks are missed. Defaults
+	// to 1 minute, well above a leader failover.
+	Grace time.Duration `json:"grace,omitempty"`
+	// Location is the time zone the expression is read in, unless it starts with
+	// CRON_TZ=. Defaults to UTC.
+	Location *time.Location `json:"-"`
+	// Job are the options of each tick's job (queue, priority, attempts, timeout, tags).
+	// Its Unique and RunAt are set by cron. Defaults to the kind's and the queue's.
+	Job *jobs.Opts `json:"job,omitempty"`
+}
+
+// Config configures [Cron]. The node fills Service, Instance and Logger.
+type Config struct {
+	Service  string
+	Instance string
+	Logger   *slog.Logger
+	// Poll is the longest the leader sleeps between looks at its schedules; it wakes at
+	// each tick regardless. Defaults to 1 second.
+	Poll time.Duration
+}
+
+// MaxNameLen is the longest schedule name.
+const MaxNameLen = 128
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]*$`)
+
+// ErrInvalid wraps every rejected schedule.
+var ErrInvalid = errors.New("cron: invalid schedule")
+
+// ErrNotFound is returned for a schedule the service does not have.
+var ErrNotFound = errors.New("cron: schedule not found")
+
+// Cron holds the schedules declared by this instance's code.
+type Cron struct {
+	s    *store.Store
+	jobs *jobs.Client
+	cfg  Config
+	log  *slog.Logger
+
+	declMu    sync.Mutex // serialises Add with the leader's undeclare
+	mu        sync.Mutex // protects schedules, started, stopped
+	schedules map[string]*schedule
+	started   bool
+	stopped   bool
+
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+type schedule struct {
+	name  string
+	expr  string // as declared, without the CRON_TZ prefix we add
+	tz    string
+	sched Schedule
+	args  jobs.Raw
+	opts  Opts
+	// optsJSON is opts as stored, for `twice cron trigger`.
+	optsJSON string
+}
+
+// New returns the cron of the jobs client jc on s.
+func New(s *store.Store, jc *jobs.Client, cfg Config) (*Cron, error) {
+	if cfg.Service == "" {
+		return nil, errors.New("cron: Config.Service is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = DefaultPoll
+	}
+	return &Cron{s: s, jobs: jc, cfg: cfg, log: cfg.Logger, schedules: map[string]*schedule{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+}
+
+// Schedule computes a schedule's ticks.
+type Schedule interface {
+	// Next returns the first tick strictly after t.
+	Next(t time.Time) time.Time
+}
+
+// parser accepts five fields with an optional leading seconds field, and descriptors.
+var parser = gocron.NewParser(gocron.SecondOptional | gocron.Minute | gocron.Hour | gocron.Dom | gocron.Month |
+	gocron.Dow | gocron.Descriptor)
+
+// Parse parses expr in loc (UTC when nil; a CRON_TZ= or TZ= prefix overrides it) and
+// returns the schedule and the time zone's name.
+func Parse(expr string, loc *time.Location) (Schedule, string, error) {
+	expr = strings.TrimSpace(expr)
+	if expr == "" {
+		return nil, "", errors.New("empty expression")
+	}
+	if len(expr) > gocron.MaxSpecLength {
+		return nil, "", fmt.Errorf("expression of %d bytes is longer than %d", len(expr), gocron.MaxSpecLength)
+	}
+	if loc == nil {
+		loc = time.UTC
+	}
+	tz := loc.String()
+	spec := expr
+	if strings.HasPrefix(expr, "CRON_TZ=") || strings.HasPrefix(expr, "TZ=") {
+		name, _, _ := strings.Cut(expr[strings.Index(expr, "=")+1:], " ")
+		tz = name
+	} else {
+		spec = "CRON_TZ=" + tz + " " + expr
+	}
+	sc, err := parser.Parse(spec)
+	if err != nil {
+		return nil, "", err
+	}
+	if every, ok := sc.(gocron.ConstantDelaySchedule); ok {
+		if every.Delay < time.Second {
+			return nil, "", fmt.Errorf("@every %v is shorter than a second", every.Delay)
+		}
+		return aligned{every.Delay}, tz, nil
+	}
+	return sc, tz, nil
+}
+
+// aligned is @every d with ticks at multiples of d since the Unix epoch, so every instance
+// and every restart computes the same ticks.
+type aligned struct{ d time.Duration }
+
+func (a aligned) Next(t time.Time) time.Time {
+	return time.Unix(0, (t.UnixNano()/int64(a.d)+1)*int64(a.d)).In(t.Location())
+}
+
+// Add declares a schedule: args is the job each tick enqueues (and the worker of its kind
+// runs). A bad expression or option is an error naming the schedule. Declaring a name again
+// replaces it; the stored schedule follows the code, and ticks of a changed expression
+// continue from the last tick fired.
+func (c *Cron) Add(name, expr string, args jobs.Args, opts *Opts) error {
+	sc, err := c.declare(name, expr, args, opts)
+	if err != nil {
+		return err
+	}
+	c.declMu.Lock()
+	defer c.declMu.Unlock()
+	if sc.opts.Mode == OncePerTick {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := c.upsert(ctx, sc); err != nil {
+			return fmt.Errorf("cron: %s: %w", name, err)
+		}
+	}
+	c.mu.Lock()
+	c.schedules[name] = sc
+	c.mu.Unlock()
+	c.poke()
+	return nil
+}
+
+func (c *Cron) declare(name, expr string, args jobs.Args, opts *Opts) (*schedule, error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w %q: %s", ErrInvalid, name, fmt.Sprintf(format, a...))
+	}
+	if len(name) > MaxNameLen || !validName.MatchString(name) {
+		return nil, bad("a name is 1 to %d letters, digits, '.', '_', ':', '/' or '-'", MaxNameLen)
+	}
+	var o Opts
+	if opts != nil {
+		o = *opts
+	}
+	sc, tz, err := Parse(expr, o.Location)
+	if err != nil {
+		return nil, bad("expression %q: %v", expr, err)
+	}
+	if args == nil {
+		return nil, bad("nil job arguments")
+	}
+	data, err := json.Marshal(args)
+	if err != nil {
+		return nil, bad("encode arguments: %v", err)
+	}
+	if o.Mode == "" {
+		o.Mode = OncePerTick
+	}
+	if o.CatchUp == "" {
+		o.CatchUp = CatchUpOnce
+	}
+	if o.Overlap == "" {
+		o.Overlap = OverlapAllow
+	}
+	if o.Grace <= 0 {
+		o.Grace = DefaultGrace
+	}
+	if o.CatchUpLimit <= 0 {
+		o.CatchUpLimit = DefaultCatchUpLimit
+	}
+	switch {
+	case o.Mode != OncePerTick && o.Mode != EveryInstance:
+		return nil, bad("mode %q", o.Mode)
+	case o.CatchUp != CatchUpOnce && o.CatchUp != CatchUpSkip && o.CatchUp != CatchUpAll:
+		return nil, bad("catch-up policy %q", o.CatchUp)
+	case o.Overlap != OverlapAllow && o.Overlap != OverlapSkip && o.Overlap != OverlapWait:
+		return nil, bad("overlap policy %q", o.Overlap)
+	}
+	stored, err := json.Marshal(o)
+	if err != nil {
+		return nil, bad("encode options: %v", err)
+	}
+	return &schedule{name: name, expr: strings.TrimSpace(expr), tz: tz, sched: sc,
+		args: jobs.Raw{KindName: args.Kind(), JSON: data}, opts: o, optsJSON: string(stored)}, nil
+}
+
+// Remove stops this instance declaring a schedule.
+func (c *Cron) Remove(name string) {
+	c.mu.Lock()
+	delete(c.schedules, name)
+	c.mu.Unlock()
+}
+
+func (c *Cron) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Cron) declared(mode Mode) []*schedule {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*schedule, 0, len(c.schedules))
+	for _, sc := range c.schedules {
+		if sc.opts.Mode == mode {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+// Start runs the every-instance schedules of this process until Stop.
+func (c *Cron) Start() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started || c.stopped {
+		return
+	}
+	c.started = true
+	c.wg.Add(1)
+	go c.everyInstance()
+}
+
+// Stop ends the every-instance loop. The leader's loop ends with its term (the node
+// hands leadership over after Stop).
+func (c *Cron) Stop(context.Context) error {
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		return nil
+	}
+	c.stopped = true
+	c.mu.Unlock()
+	close(c.stop)
+	c.wg.Wait()
+	return nil
+}

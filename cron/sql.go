@@ -1,0 +1,75 @@
+package cron
+
+import (
+	"embed"
+
+	"github.com/twicehq/twice/store"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Component is the schedule table's schema, for [store.Migrator].
+func Component() store.Component {
+	return store.MustLoadComponent("cron", migrations)
+}
+
+type queries struct {
+	upsert, undeclare, lock, advance, list, get string
+}
+
+var pgQueries = queries{
+	upsert: `
+INSERT INTO twice_cron (service, name, expr, tz, kind, args, opts, declared, updated_at)
+VALUES ($2, $3, $4, $5, $6, $7, $8, true, coalesce($1::timestamptz, now()))
+ON CONFLICT (service, name) DO UPDATE
+SET expr = excluded.expr, tz = excluded.tz, kind = excluded.kind, args = excluded.args, opts = excluded.opts,
+    declared = true,
+    updated_at = CASE WHEN twice_cron.expr <> excluded.expr OR twice_cron.tz <> excluded.tz OR NOT twice_cron.declared
+                      THEN excluded.updated_at ELSE twice_cron.updated_at END`,
+	undeclare: `UPDATE twice_cron SET declared = false WHERE service = $1 AND declared AND NOT (name = ANY($2::text[]))`,
+	// The row lock makes two leaders take turns on a schedule; the tick's unique key would
+	// keep them from firing it twice even without it.
+	lock: `
+SELECT last_tick, last_job_id, updated_at, coalesce($1::timestamptz, now()) FROM twice_cron
+WHERE service = $2 AND name = $3
+FOR UPDATE`,
+	advance: `
+UPDATE twice_cron SET last_tick = $3, last_job_id = coalesce($4, last_job_id), declared = true
+WHERE service = $1 AND name = $2 AND (last_tick IS NULL OR last_tick < $3)`,
+	list: `
+SELECT name, expr, tz, kind, args, opts, declared, last_tick, last_job_id, updated_at
+FROM twice_cron WHERE service = $1 ORDER BY name`,
+	get: `SELECT kind, args, opts FROM twice_cron WHERE service = $1 AND name = $2`,
+}
+
+const sqliteNow = `coalesce($1, ` + store.SQLiteNow + `)`
+
+var sqliteQueries = queries{
+	upsert: `
+INSERT INTO twice_cron (service, name, expr, tz, kind, args, opts, declared, updated_at)
+VALUES ($2, $3, $4, $5, $6, $7, $8, 1, ` + sqliteNow + `)
+ON CONFLICT (service, name) DO UPDATE
+SET expr = excluded.expr, tz = excluded.tz, kind = excluded.kind, args = excluded.args, opts = excluded.opts,
+    declared = 1,
+    updated_at = CASE WHEN twice_cron.expr <> excluded.expr OR twice_cron.tz <> excluded.tz OR NOT twice_cron.declared
+                      THEN excluded.updated_at ELSE twice_cron.updated_at END`,
+	undeclare: `UPDATE twice_cron SET declared = 0 WHERE service = $1 AND declared AND name NOT IN (SELECT value FROM json_each($2))`,
+	lock: `
+SELECT last_tick, last_job_id, updated_at, ` + sqliteNow + ` FROM twice_cron
+WHERE service = $2 AND name = $3`,
+	advance: `
+UPDATE twice_cron SET last_tick = $3, last_job_id = coalesce($4, last_job_id), declared = 1
+WHERE service = $1 AND name = $2 AND (last_tick IS NULL OR last_tick < $3)`,
+	list: `
+SELECT name, expr, tz, kind, args, opts, declared, last_tick, last_job_id, updated_at
+FROM twice_cron WHERE service = $1 ORDER BY name`,
+	get: `SELECT kind, args, opts FROM twice_cron WHERE service = $1 AND name = $2`,
+}
+
+func queriesFor(d store.Dialect) *queries {
+	if d == store.SQLite {
+		return &sqliteQueries
+	}
+	return &pgQueries
+}

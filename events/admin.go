@@ -1,0 +1,271 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twicehq/twice/store"
+)
+
+// ErrNoGroup is returned for a Shared or ExactlyOnce group that was never subscribed.
+var ErrNoGroup = errors.New("events: no such consumer group")
+
+// end is the position after every event committed so far. On PostgreSQL, events just
+// after it may have committed already (after a transaction that is still running); snap is
+// the snapshot that tells them apart: a reader that must start exactly at the end skips the
+// events visible in it.
+func (l *Log) end(ctx context.Context) (p position, snap string, err error) {
+	if err := l.s.Reader().QueryRow(ctx, l.q.end).Scan(&p.xid, &p.id, &snap); err != nil {
+		return p, "", fmt.Errorf("events: find the end of the log: %w", err)
+	}
+	return p, snap, nil
+}
+
+// groupDef is a group as recorded by its first Subscribe.
+type groupDef struct {
+	topics     []string
+	partitions int
+	mode       string
+}
+
+func (l *Log) group(ctx context.Context, name string) (groupDef, error) {
+	var g groupDef
+	var topics string
+	err := l.s.Reader().QueryRow(ctx, l.q.group, l.cfg.Service, name).Scan(&topics, &g.partitions, &g.mode)
+	if errors.Is(err, store.ErrNoRows) {
+		return g, fmt.Errorf("%w: %q", ErrNoGroup, name)
+	}
+	if err != nil {
+		return g, fmt.Errorf("events: group %q: %w", name, err)
+	}
+	if err := json.Unmarshal([]byte(topics), &g.topics); err != nil || len(g.topics) == 0 {
+		return g, fmt.Errorf("events: group %q has unreadable topics %q", name, topics)
+	}
+	return g, nil
+}
+
+// ReplayOpts say where a replay starts. A nil *ReplayOpts replays from the beginning of the
+// log (as far as retention kept it).
+type ReplayOpts struct {
+	// FromID starts at the event with this id: it and every event after it in log order
+	// are handled again.
+	FromID int64
+	// FromTime starts at the first event (in log order) whose transaction began at or
+	// after this time.
+	FromTime time.Time
+}
+
+// Replay moves every checkpoint of the Shared or ExactlyOnce group back (or forward) so
+// the group handles the log again from opts. Running instances notice at their next read or
+// idle poll. An ExactlyOnce projection that rebuilds its read model should clear it in the
+// same transaction it calls ReplayTx in.
+func (l *Log) Replay(ctx context.Context, group string, opts *ReplayOpts) error {
+	return l.s.InTx(ctx, func(tx store.Tx) error { return l.replay(ctx, tx, group, opts) })
+}
+
+// ReplayTx is [Log.Replay] inside the caller's transaction tx.
+func (l *Log) ReplayTx(ctx context.Context, tx any, group string, opts *ReplayOpts) error {
+	q, err := l.s.Wrap(tx)
+	if err != nil {
+		return err
+	}
+	return l.replay(ctx, q, group, opts)
+}
+
+func (l *Log) replay(ctx context.Context, q store.Querier, group string, opts *ReplayOpts) error {
+	g, err := l.group(ctx, group)
+	if err != nil {
+		return err
+	}
+	if g.mode == Broadcast.String() {
+		return fmt.Errorf("events: group %q is a broadcast group, which keeps no checkpoint to replay", group)
+	}
+	var from position
+	switch {
+	case opts == nil || opts.FromID == 0 && opts.FromTime.IsZero():
+	case opts.FromID != 0 && !opts.FromTime.IsZero():
+		return errors.New("events: Replay from an id or from a time, not both")
+	case opts.FromID != 0:
+		err := q.QueryRow(ctx, l.q.positionOf, l.cfg.Service, opts.FromID).Scan(&from.xid, &from.id)
+		if errors.Is(err, store.ErrNoRows) {
+			return fmt.Errorf("events: Replay from event %d: no such event (pruned, or of another service)", opts.FromID)
+		}
+		if err != nil {
+			return err
+		}
+		from.id-- // just before it
+	default:
+		query := withTopics(l.q.positionAt, l.s.Dialect(), "topic", len(g.topics))
+		err := q.QueryRow(ctx, query, l.cfg.Service, topicArg(l.s.Dialect(), g.topics), l.s.TimeArg(opts.FromTime)).Scan(&from.xid, &from.id)
+		if errors.Is(err, store.ErrNoRows) {
+			if from, _, err = l.end(ctx); err != nil {
+				return err
+			}
+			break
+		}
+		if err != nil {
+			return err
+		}
+		from.id--
+	}
+	if _, err := q.Exec(ctx, l.q.replay, l.s.NowArg(), l.cfg.Service, group, from.xid, from.id); err != nil {
+		return fmt.Errorf("events: replay %q: %w", group, err)
+	}
+	return nil
+}
+
+// Lag is how far a Shared or ExactlyOnce group is behind the log.
+type Lag struct {
+	Group string `json:"group"`
+	// Pending is the number of events committed but not yet checkpointed by the group.
+	Pending int64 `json:"pending"`
+	// Oldest is when the oldest pending event's transaction began; zero when none is.
+	Oldest time.Time `json:"oldest,omitzero"`
+	// DeadLetters is the number of events the group gave up on.
+	DeadLetters int64          `json:"dead_letters"`
+	Partitions  []PartitionLag `json:"partitions"`
+}
+
+// PartitionLag is the lag of one partition.
+type PartitionLag struct {
+	Partition int       `json:"partition"`
+	Pending   int64     `json:"pending"`
+	Oldest    time.Time `json:"oldest,omitzero"`
+	// Owner is the instance handling the partition now; empty when nobody is.
+	Owner string `json:"owner"`
+	// CheckpointAt is when the partition's checkpoint last moved, in database time.
+	CheckpointAt time.Time `json:"checkpoint_at"`
+}
+
+// Lag reports how far a Shared or ExactlyOnce group is behind, per partition (a Broadcast
+// group keeps no checkpoint: [ErrNoGroup]). It counts rows, so on a very large backlog it
+// takes as long as reading them.
+func (l *Log) Lag(ctx context.Context, group string) (Lag, error) {
+	g, err := l.group(ctx, group)
+	if err != nil {
+		return Lag{}, err
+	}
+	out := Lag{Group: group}
+	query := withTopics(l.q.lag, l.s.Dialect(), "e.topic", len(g.topics))
+	rows, err := l.s.Reader().Query(ctx, query, l.cfg.Service, topicArg(l.s.Dialect(), g.topics), g.partitions, group)
+	if err != nil {
+		return out, fmt.Errorf("events: lag of %q: %w", group, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p PartitionLag
+		var upd, oldest store.Time
+		if err := rows.Scan(&p.Partition, &upd, &p.Pending, &oldest); err != nil {
+			return out, err
+		}
+		p.CheckpointAt, p.Oldest = upd.Time, oldest.Time
+		out.Pending += p.Pending
+		if !p.Oldest.IsZero() && (out.Oldest.IsZero() || p.Oldest.Before(out.Oldest)) {
+			out.Oldest = p.Oldest
+		}
+		out.Partitions = append(out.Partitions, p)
+	}
+	if err := rows.Err(); err != nil {
+		return out, err
+	}
+	if err := l.s.Reader().QueryRow(ctx, l.q.countDead, l.cfg.Service, group).Scan(&out.DeadLetters); err != nil {
+		return out, err
+	}
+	if l.cfg.Leases != nil {
+		held, err := l.cfg.Leases.List(ctx, "events/"+group+"/p/")
+		if err != nil {
+			return out, err
+		}
+		owners := map[string]string{}
+		for _, h := range held {
+			owners[h.Name] = h.Holder
+		}
+		for i := range out.Partitions {
+			out.Partitions[i].Owner = owners[fmt.Sprintf("events/%s/p/%d", group, out.Partitions[i].Partition)]
+		}
+	}
+	return out, nil
+}
+
+// DeadLetter is an event a group gave up on.
+type DeadLetter struct {
+	EventID  int64     `json:"event_id"`
+	Attempts int       `json:"attempts"`
+	Error    string    `json:"error"`
+	At       time.Time `json:"at"`
+}
+
+// DeadLetters lists the events group gave up on, by event id, after the id afterID, at most
+// limit (1 to 1000; 0 means 100). Read the events themselves with [Log.Get].
+func (l *Log) DeadLetters(ctx context.Context, group string, afterID int64, limit int) ([]DeadLetter, error) {
+	if limit == 0 {
+		limit = 100
+	}
+	if limit < 0 || limit > 1000 {
+		return nil, fmt.Errorf("events: DeadLetters limit %d must be 1 to 1000", limit)
+	}
+	rows, err := l.s.Reader().Query(ctx, l.q.listDead, l.cfg.Service, group, afterID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("events: dead letters of %q: %w", group, err)
+	}
+	defer rows.Close()
+	var out []DeadLetter
+	for rows.Next() {
+		var d DeadLetter
+		var at store.Time
+		if err := rows.Scan(&d.EventID, &d.Attempts, &d.Error, &at); err != nil {
+			return nil, err
+		}
+		d.At = at.Time
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// pruneBatch is how many events one prune statement deletes, so that pruning never holds
+// a long transaction (or SQLite's write lock) open.
+const pruneBatch = 5000
+
+// Prune deletes the events older than the retention, except those of event-sourced
+// streams, and returns how many it deleted. The leader runs it (see [Log.Maintain]).
+func (l *Log) Prune(ctx context.Context) (int64, error) {
+	if l.cfg.Retention < 0 {
+		return 0, nil
+	}
+	var total int64
+	for {
+		n, err := l.s.Exec(ctx, l.q.prune, l.s.NowArg(), l.cfg.Service, l.cfg.Retention.Milliseconds(), pruneBatch)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("events: prune: %w", err)
+		}
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
+}
+
+// MaintainInterval is how often [Log.Maintain] prunes.
+const MaintainInterval = time.Minute
+
+// Maintain prunes old events every [MaintainInterval] until ctx ends. The node runs it on
+// the leader.
+func (l *Log) Maintain(ctx context.Context) {
+	t := time.NewTicker(MaintainInterval)
+	defer t.Stop()
+	for {
+		if n, err := l.Prune(ctx); err != nil && ctx.Err() == nil {
+			l.log.Warn("events: pruning failed", "err", err)
+		} else if n > 0 {
+			l.log.Info("events: pruned events past their retention", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,386 @@
+// Package events is a durable event log in the service's own database, with consumer groups
+// and event-sourced streams.
+//
+// Publish an event inside the business transaction that causes it ([Log.PublishTx]): it
+// exists if and only if the transaction commits (the outbox pattern, with the log itself as
+// the outbox). Consumers read the log in commit order and never skip an event that commits
+// late: on PostgreSQL a reader only passes rows whose transaction id is below the oldest
+// transaction still running, so no row can still appear behind it (the bug of readers that
+// trust a BIGSERIAL, watermill#311 and Marten#1629); on SQLite there is one writer, so id
+// order is commit order. Readers are woken over the bus and poll as a backstop.
+//
+// Consumer groups ([Log.Subscribe]) come in three modes:
+//
+//   - [Shared]: each event is handled by one instance of the group, in order per key,
+//     at least once, with retries and a dead-letter state. Keys are spread over a fixed
+//     number of partitions; each partition is owned by one instance at a time under a lease,
+//     and instances share the partitions evenly.
+//   - [ExactlyOnce]: as Shared, but the handler gets a transaction and the group's
+//     checkpoint commits in it, so effects in the same database happen exactly once even
+//     when instances crash.
+//   - [Broadcast]: every instance handles every event published while it runs.
+//
+// Groups can be replayed from an event id or a time ([Log.Replay]); [Log.Lag] says how far
+// each is behind; events older than the retention are pruned by the leader ([Log.Maintain]),
+// except those of event-sourced streams, which are the source of truth.
+//
+// Event-sourced streams ([Log.AppendTx], [Log.Load]) append to the same log with optimistic
+// concurrency: a stream's events carry versions 1, 2, 3…, and an append that expected
+// another version fails with a [*ConflictError]. A projection (a CQRS read model) is an
+// ExactlyOnce group on the stream's category.
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/lease"
+	"github.com/twicehq/twice/store"
+)
+
+// Limits on what is published. Payloads and headers are stored in the row; send large
+// documents by reference.
+const (
+	// MaxTopic is the longest topic, in bytes.
+	MaxTopic = 255
+	// MaxKey is the longest key (and stream name), in bytes.
+	MaxKey = 255
+	// DefaultMaxPayload is the default [Config.MaxPayload]: 1 MiB.
+	DefaultMaxPayload = 1 << 20
+	// MaxHeaders is the most headers an event may carry.
+	MaxHeaders = 64
+	// MaxHeaderBytes is the largest total size of an event's header names and values.
+	MaxHeaderBytes = 16 << 10
+	// MaxBatch is the most events one Publish or Append call takes.
+	MaxBatch = 5000
+)
+
+// Defaults of [Config].
+const (
+	DefaultPoll      = time.Second
+	DefaultRetention = 7 * 24 * time.Hour
+)
+
+var (
+	// ErrClosed is returned once the log is closed.
+	ErrClosed = errors.New("events: closed")
+	// ErrInvalid is wrapped by every error about a bad topic, key, payload or header.
+	ErrInvalid = errors.New("events: invalid event")
+)
+
+// WakeChannel is the bus channel on which publishers announce the topics of new events.
+const WakeChannel = "twice.events"
+
+// Config configures a [Log].
+type Config struct {
+	// Service scopes the log: services sharing a database never see each other's events.
+	// Required.
+	Service string
+	// Instance is this instance's id. Required.
+	Instance string
+	// Bus wakes readers on every instance when events commit. Defaults to nil: readers
+	// only poll.
+	Bus bus.Bus
+	// Leases assigns the partitions of Shared and ExactlyOnce groups. Required for those
+	// groups; defaults to nil.
+	Leases *lease.Manager
+	// Poll is how often an idle reader looks for events it was not woken for (a lost
+	// signal). Defaults to [DefaultPoll].
+	Poll time.Duration
+	// MaxPayload is the largest payload, in bytes. Defaults to [DefaultMaxPayload].
+	MaxPayload int
+	// Retention is how long events are kept, counted from their transaction's start;
+	// events of event-sourced streams are kept forever. Negative keeps everything.
+	// Defaults to [DefaultRetention].
+	Retention time.Duration
+	// Logger defaults to slog.Default(). It should carry the instance id.
+	Logger *slog.Logger
+}
+
+// Log is a service's event log. It is safe for concurrent use.
+type Log struct {
+	s   *store.Store
+	q   queries
+	cfg Config
+	log *slog.Logger
+
+	watch *watcher
+	wake  waker
+	ann   *announcer // nil without a bus
+
+	mu        sync.Mutex // protects consumers, closed
+	consumers map[*Consumer]struct{}
+	closed    bool
+	unsub     func()
+}
+
+// New returns the log of cfg.Service in s, which must carry [Component]'s schema.
+func New(s *store.Store, cfg Config) (*Log, error) {
+	if cfg.Service == "" || cfg.Instance == "" {
+		return nil, errors.New("events: Config.Service and Config.Instance are required")
+	}
+	if cfg.Poll == 0 {
+		cfg.Poll = DefaultPoll
+	}
+	if cfg.Poll < time.Millisecond {
+		return nil, fmt.Errorf("events: Poll %v is below 1ms", cfg.Poll)
+	}
+	if cfg.MaxPayload == 0 {
+		cfg.MaxPayload = DefaultMaxPayload
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	l := &Log{s: s, q: queriesFor(s.Dialect()), cfg: cfg, log: cfg.Logger, consumers: map[*Consumer]struct{}{}}
+	l.wake.init()
+	l.watch = newWatcher(l)
+	if cfg.Bus != nil {
+		l.ann = newAnnouncer(cfg.Bus, l.log)
+		l.unsub = cfg.Bus.Subscribe(WakeChannel, func(m bus.Message) {
+			if m.Lost {
+				l.wake.all()
+				return
+			}
+			for _, t := range strings.Split(string(m.Payload), "\n") {
+				l.wake.topic(t)
+			}
+		})
+	}
+	return l, nil
+}
+
+// Store is the database the log lives in.
+func (l *Log) Store() *store.Store { return l.s }
+
+// Service is the service whose log this is.
+func (l *Log) Service() string { return l.cfg.Service }
+
+// Message is an event to publish.
+type Message struct {
+	// Topic names what happened ("order.placed"); consumer groups subscribe to topics.
+	// Required, at most [MaxTopic] bytes of UTF-8.
+	Topic string
+	// Key orders events: a group handles the events of one key in the order they were
+	// published. Empty means no order is needed. At most [MaxKey] bytes.
+	Key string
+	// Payload is the event's body, at most [Config.MaxPayload] bytes.
+	Payload []byte
+	// Headers are optional metadata (a type name, a trace id): at most [MaxHeaders]
+	// entries of [MaxHeaderBytes] in all.
+	Headers map[string]string
+}
+
+// Event is an event as consumers and [Log.Load] see it.
+type Event struct {
+	// ID is unique in the database. It increases with insertion, not necessarily with
+	// commit: use it to name an event (Replay from it, de-duplicate), not to order events.
+	ID      int64
+	Topic   string
+	Key     string
+	Payload []byte
+	Headers map[string]string
+	// Stream and Version are set on the events of an event-sourced stream.
+	Stream  string
+	Version int64
+	// At is the start of the publishing transaction, in database time.
+	At time.Time
+
+	pos position
+}
+
+// position is a place in the log's read order: (transaction id, id) on PostgreSQL, (0, id)
+// on SQLite. Every event after it in that order is unread.
+type position struct{ xid, id int64 }
+
+func (p position) after(q position) bool {
+	return p.xid > q.xid || p.xid == q.xid && p.id > q.id
+}
+
+func (l *Log) validate(m Message) error {
+	switch {
+	case m.Topic == "":
+		return fmt.Errorf("%w: empty topic", ErrInvalid)
+	case len(m.Topic) > MaxTopic:
+		return fmt.Errorf("%w: topic of %d bytes is longer than the limit of %d", ErrInvalid, len(m.Topic), MaxTopic)
+	case !utf8.ValidString(m.Topic) || strings.ContainsAny(m.Topic, "\n\x00"):
+		return fmt.Errorf("%w: topic %q must be UTF-8 without newlines or NUL", ErrInvalid, m.Topic)
+	case len(m.Key) > MaxKey:
+		return fmt.Errorf("%w: key of %d bytes is longer than the limit of %d", ErrInvalid, len(m.Key), MaxKey)
+	case !utf8.ValidString(m.Key) || strings.ContainsRune(m.Key, 0):
+		return fmt.Errorf("%w: key %q must be UTF-8 without NUL", ErrInvalid, m.Key)
+	case len(m.Payload) > l.cfg.MaxPayload:
+		return fmt.Errorf("%w: payload of %d bytes on %q is larger than the limit of %d: store the document and publish its id",
+			ErrInvalid, len(m.Payload), m.Topic, l.cfg.MaxPayload)
+	}
+	return validHeaders(m.Headers)
+}
+
+// hashKey spreads keys over partitions; the events of one key always land in one. Events
+// without a key are spread at random.
+func hashKey(key string) int64 {
+	if key == "" {
+		return int64(rand.Uint32() >> 1)
+	}
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int64(h.Sum32() >> 1)
+}
+
+// Publish appends msgs to the log in a transaction of its own and returns their ids. For
+// events caused by a business write, use [Log.PublishTx] in that write's transaction.
+func (l *Log) Publish(ctx context.Context, msgs ...Message) ([]int64, error) {
+	var ids []int64
+	err := l.s.InTx(ctx, func(tx store.Tx) error {
+		var err error
+		ids, err = l.insert(ctx, tx, "", 0, msgs)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	l.announce(topicsOf(msgs))
+	return ids, nil
+}
+
+// PublishTx appends msgs to the log inside the caller's transaction tx (a *sql.Tx, pgx.Tx or
+// store.Tx) and returns their ids: the events exist if and only if tx commits. Readers on
+// every instance are woken once it has.
+func (l *Log) PublishTx(ctx context.Context, tx any, msgs ...Message) ([]int64, error) {
+	q, err := l.s.Wrap(tx)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := l.insert(ctx, q, "", 0, msgs)
+	if err != nil {
+		return nil, err
+	}
+	l.watch.add(ids, msgs)
+	return ids, nil
+}
+
+// insert writes msgs in one statement. For a stream, version is the version of the first.
+func (l *Log) insert(ctx context.Context, q store.Querier, stream string, version int64, msgs []Message) ([]int64, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	if len(msgs) > MaxBatch {
+		return nil, fmt.Errorf("%w: %d events in one call; the limit is %d", ErrInvalid, len(msgs), MaxBatch)
+	}
+	if l.isClosed() {
+		return nil, ErrClosed
+	}
+	var sb strings.Builder
+	sb.WriteString(l.q.insertHead)
+	args := make([]any, 0, 1+8*len(msgs))
+	args = append(args, l.s.NowArg())
+	for i, m := range msgs {
+		if err := l.validate(m); err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		n := len(args)
+		fmt.Fprintf(&sb, l.q.insertRow, n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
+		var st, ver any
+		if stream != "" {
+			st, ver = stream, version+int64(i)
+		}
+		payload := m.Payload
+		if payload == nil {
+			payload = []byte{}
+		}
+		args = append(args, l.cfg.Service, m.Topic, m.Key, hashKey(m.Key), payload, encodeHeaders(m.Headers), st, ver)
+	}
+	if stream != "" {
+		sb.WriteString(" ON CONFLICT (service, stream, version) WHERE stream IS NOT NULL DO NOTHING")
+	}
+	sb.WriteString(l.q.insertTail)
+	rows, err := q.Query(ctx, sb.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("events: publish: %w", err)
+	}
+	defer rows.Close()
+	ids := make([]int64, 0, len(msgs))
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("events: publish: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("events: publish: %w", err)
+	}
+	return ids, nil
+}
+
+func topicsOf(msgs []Message) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range msgs {
+		if !seen[m.Topic] {
+			seen[m.Topic] = true
+			out = append(out, m.Topic)
+		}
+	}
+	return out
+}
+
+// announce wakes readers of topics on every instance: this one at once, the others through
+// the bus. It does not wait for the signal to be sent, so a publisher never waits on the
+// bus; the signals of concurrent publishers merge.
+func (l *Log) announce(topics []string) {
+	for _, t := range topics {
+		l.wake.topic(t)
+	}
+	if l.ann != nil {
+		l.ann.add(topics)
+	}
+}
+
+func (l *Log) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// Close stops every consumer of this log in this process (committing their progress and
+// handing their partitions to other instances) and the wake-up machinery.
+func (l *Log) Close(ctx context.Context) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	cs := make([]*Consumer, 0, len(l.consumers))
+	for c := range l.consumers {
+		cs = append(cs, c)
+	}
+	l.mu.Unlock()
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, c.Close(ctx))
+	}
+	if l.unsub != nil {
+		l.unsub()
+	}
+	l.watch.close()
+	if l.ann != nil {
+		l.ann.close()
+	}
+	return errors.Join(errs...)
+}

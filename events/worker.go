@@ -1,0 +1,394 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twicehq/twice/lease"
+	"github.com/twicehq/twice/store"
+)
+
+// heldBackPoll is how soon a reader first looks again when committed events wait behind a
+// transaction that is still running (PostgreSQL): that transaction's end sends no signal.
+// The wait doubles while they stay held back, up to the poll interval.
+const heldBackPoll = 5 * time.Millisecond
+
+// errMoved means the checkpoint changed under a worker: a Replay, or another owner after
+// this one lost its lease. The worker reloads it.
+var errMoved = errors.New("events: checkpoint moved")
+
+// worker reads and handles one partition (or, for Broadcast, the whole group on this
+// instance).
+type worker struct {
+	c     *Consumer
+	part  int          // -1 for Broadcast
+	lease *lease.Lease // nil for Broadcast
+	ctx   context.Context
+	quit  chan struct{} // closed to stop after the event in hand
+	done  chan struct{}
+
+	pos position
+	ver int64
+	// skipVisible is the snapshot of a Broadcast start (PostgreSQL): events visible in it
+	// were committed before the group started, and are not this instance's to handle.
+	skipVisible string
+}
+
+func (c *Consumer) newWorker(ctx context.Context, part int, l *lease.Lease) *worker {
+	return &worker{c: c, part: part, lease: l, ctx: ctx, quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (w *worker) durable() bool { return w.part >= 0 }
+
+func (w *worker) finished() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stopping reports whether the worker should stop before its next event.
+func (w *worker) stopping() bool {
+	select {
+	case <-w.quit:
+		return true
+	case <-w.ctx.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// sleep waits d, or until the worker must stop; it reports whether it slept the whole time.
+func (w *worker) sleep(d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-w.quit:
+		return false
+	case <-w.ctx.Done():
+		return false
+	case <-wake:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (w *worker) run() {
+	defer w.c.wg.Done()
+	defer close(w.done)
+	defer w.release()
+	c := w.c
+	log := c.l.log.With("group", c.cfg.Name, "partition", w.part)
+	backoff := 50 * time.Millisecond
+	var held time.Duration // the current wait while events are held back
+	if w.durable() {
+		for !w.stopping() {
+			if err := w.load(); err == nil {
+				break
+			} else {
+				log.Warn("events: cannot read checkpoint", "err", err)
+			}
+			w.sleep(backoff, nil)
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+	for !w.stopping() {
+		wake := c.wake.wait()
+		evs, heldBack, err := w.fetch()
+		if err != nil {
+			if !w.stopping() {
+				log.Warn("events: read failed", "err", err)
+			}
+			w.sleep(backoff, nil)
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		if len(evs) > 0 {
+			if err := w.process(evs); err != nil && !w.stopping() {
+				if errors.Is(err, errMoved) {
+					log.Info("events: checkpoint moved (replay or new owner); reloading")
+				} else {
+					log.Warn("events: checkpoint failed", "err", err)
+				}
+				if err := w.load(); err != nil {
+					w.sleep(backoff, nil)
+				}
+			}
+			continue
+		}
+		wait := c.l.cfg.Poll
+		if heldBack {
+			// Look again soon, then less often: a long transaction elsewhere on the server
+			// may hold the events back for a while.
+			held = min(max(2*held, heldBackPoll), wait)
+			wait = held
+		} else {
+			held = 0
+		}
+		if w.sleep(wait, wake) && w.durable() && !heldBack {
+			// An idle poll also notices a Replay.
+			if err := w.load(); err != nil {
+				log.Debug("events: cannot reload checkpoint", "err", err)
+			}
+		}
+	}
+}
+
+// release gives the partition back once the worker has stopped.
+func (w *worker) release() {
+	if w.lease == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.lease.Release(ctx); err != nil {
+		w.c.l.log.Debug("events: releasing a partition failed; it expires by itself", "group", w.c.cfg.Name, "partition", w.part, "err", err)
+	}
+}
+
+func (w *worker) load() error {
+	l, c := w.c.l, w.c
+	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
+	defer cancel()
+	return l.s.Reader().QueryRow(ctx, l.q.offset, l.cfg.Service, c.cfg.Name, w.part).Scan(&w.pos.xid, &w.pos.id, &w.ver)
+}
+
+// fetch reads the next batch after w.pos. heldBack says that committed events wait behind
+// a transaction still running, so the caller should look again soon.
+func (w *worker) fetch() ([]Event, bool, error) {
+	l, c := w.c.l, w.c
+	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
+	defer cancel()
+	parts, part := c.cfg.Partitions, w.part
+	if !w.durable() {
+		parts, part = 0, 0
+	}
+	snap := w.skipVisible
+	if snap == "" && l.s.Dialect() == store.Postgres {
+		snap = noSnapshot
+	}
+	rows, err := l.s.Reader().Query(ctx, c.read, l.cfg.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, c.cfg.BatchSize, snap)
+	if err != nil {
+		return nil, false, err
+	}
+	evs, err := l.scanEvents(rows)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(evs) == c.cfg.BatchSize || c.heldBack == "" {
+		return evs, false, nil
+	}
+	last := w.pos
+	if len(evs) > 0 {
+		last = evs[len(evs)-1].pos
+	}
+	var held bool
+	if err := l.s.Reader().QueryRow(ctx, c.heldBack, l.cfg.Service, c.topicArg, last.xid, last.id).Scan(&held); err != nil {
+		return evs, false, nil
+	}
+	return evs, held, nil
+}
+
+func (l *Log) scanEvents(rows store.Rows) ([]Event, error) {
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var headers []byte
+		var at store.Time
+		if err := rows.Scan(&e.ID, &e.Topic, &e.Key, &e.Payload, &headers, &e.Stream, &e.Version, &e.pos.xid, &at); err != nil {
+			return nil, err
+		}
+		e.pos.id, e.At = e.ID, at.Time
+		h, err := decodeHeaders(headers)
+		if err != nil {
+			l.log.Warn("events: event has unreadable headers; delivering it without them", "id", e.ID, "err", err)
+		}
+		e.Headers = h
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// process handles a batch in order and checkpoints. It returns errMoved if the checkpoint
+// moved meanwhile.
+func (w *worker) process(evs []Event) error {
+	c := w.c
+	switch {
+	case c.cfg.Mode == ExactlyOnce:
+		return w.processTx(evs)
+	case c.cfg.HandleBatch != nil:
+		done, err := w.attempt(evs[0].ID, func() error { return c.cfg.HandleBatch(w.ctx, evs) }, func(n int, err error) error {
+			for _, e := range evs {
+				w.deadLetter(e, n, err)
+			}
+			return nil
+		})
+		if !done || err != nil {
+			return err
+		}
+		return w.commit(evs[len(evs)-1].pos)
+	}
+	last := w.pos
+	for _, e := range evs {
+		if w.stopping() {
+			// Lost the partition (or asked to stop): the next owner resumes after last.
+			break
+		}
+		done, _ := w.attempt(e.ID, func() error { return c.cfg.Handle(w.ctx, e) }, func(n int, err error) error {
+			w.deadLetter(e, n, err)
+			return nil
+		})
+		if !done {
+			break
+		}
+		last = e.pos
+	}
+	if last == w.pos {
+		return nil
+	}
+	return w.commit(last)
+}
+
+// attempt runs fn until it succeeds; after MaxAttempts failures it calls giveUp. It returns
+// false if the worker had to stop first, and giveUp's error.
+func (w *worker) attempt(event int64, fn func() error, giveUp func(n int, err error) error) (bool, error) {
+	c := w.c
+	backoff := c.cfg.RetryBackoff
+	for n := 1; ; n++ {
+		err := protect(fn)
+		if err == nil {
+			return true, nil
+		}
+		if w.stopping() {
+			return false, nil
+		}
+		if c.cfg.MaxAttempts > 0 && n >= c.cfg.MaxAttempts {
+			c.l.log.Error("events: giving up on an event; it goes to the dead letters", "group", c.cfg.Name, "event", event, "attempts", n, "err", err)
+			return true, giveUp(n, err)
+		}
+		c.l.log.Warn("events: handler failed; retrying", "group", c.cfg.Name, "event", event, "attempt", n, "err", err)
+		if !w.sleep(backoff, nil) {
+			return false, nil
+		}
+		backoff = min(2*backoff, maxRetryBackoff)
+	}
+}
+
+// protect turns a handler's panic into an error, so one bad event cannot stop the process.
+func protect(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("events: handler panicked: %v", r)
+		}
+	}()
+	return fn()
+}
+
+// deadLetter records that the group gave up on e (Shared; Broadcast only logs).
+func (w *worker) deadLetter(e Event, attempts int, cause error) {
+	c, l := w.c, w.c.l
+	if !w.durable() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 10*time.Second)
+	defer cancel()
+	if _, err := l.s.Exec(ctx, l.q.dead, l.s.NowArg(), l.cfg.Service, c.cfg.Name, e.ID, attempts, cause.Error()); err != nil {
+		l.log.Warn("events: cannot record a dead letter", "event", e.ID, "err", err)
+	}
+}
+
+// commit moves the checkpoint to pos, if nobody else moved it since it was read.
+func (w *worker) commit(pos position) error {
+	if !w.durable() {
+		w.pos = pos
+		return nil
+	}
+	l, c := w.c.l, w.c
+	// A stop must not lose the progress made: commit even if the lease's context ended.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 10*time.Second)
+	defer cancel()
+	n, err := l.s.Exec(ctx, l.q.commitOffset, l.s.NowArg(), l.cfg.Service, c.cfg.Name, w.part, pos.xid, pos.id, w.ver)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return errMoved
+	}
+	w.pos, w.ver = pos, w.ver+1
+	return nil
+}
+
+// inTx runs fn and moves the checkpoint to pos in one transaction; on success the worker
+// is at pos.
+func (w *worker) inTx(pos position, fn func(ctx context.Context, tx store.Tx) error) error {
+	l, c := w.c.l, w.c
+	err := l.s.InTx(w.ctx, func(tx store.Tx) error {
+		if err := fn(w.ctx, tx); err != nil {
+			return err
+		}
+		n, err := tx.Exec(w.ctx, l.q.commitOffset, l.s.NowArg(), l.cfg.Service, c.cfg.Name, w.part, pos.xid, pos.id, w.ver)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return errMoved
+		}
+		return nil
+	})
+	if err == nil {
+		w.pos, w.ver = pos, w.ver+1
+	}
+	return err
+}
+
+// processTx handles a batch in one transaction with the checkpoint. If a handler fails, the
+// batch is rolled back and its events are handled one transaction each, so the failing one
+// is retried and, in the end, dead-lettered alone, with the checkpoint moving past it in
+// the same transaction.
+func (w *worker) processTx(evs []Event) error {
+	c, l := w.c, w.c.l
+	err := w.inTx(evs[len(evs)-1].pos, func(ctx context.Context, tx store.Tx) error {
+		for _, e := range evs {
+			if err := protect(func() error { return c.cfg.HandleTx(ctx, tx, e) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil || errors.Is(err, errMoved) || w.stopping() {
+		return err
+	}
+	for _, e := range evs {
+		var moved error
+		done, err := w.attempt(e.ID, func() error {
+			err := w.inTx(e.pos, func(ctx context.Context, tx store.Tx) error { return c.cfg.HandleTx(ctx, tx, e) })
+			if errors.Is(err, errMoved) {
+				moved = err
+				return nil
+			}
+			return err
+		}, func(n int, cause error) error {
+			return w.inTx(e.pos, func(ctx context.Context, tx store.Tx) error {
+				_, err := tx.Exec(ctx, l.q.dead, l.s.NowArg(), l.cfg.Service, c.cfg.Name, e.ID, n, cause.Error())
+				return err
+			})
+		})
+		switch {
+		case moved != nil:
+			return moved
+		case err != nil:
+			return err
+		case !done:
+			return nil
+		}
+	}
+	return nil
+}

@@ -1,0 +1,39 @@
+package twice
+
+import (
+	"net/http"
+
+	"github.com/twicehq/twice/idempotency"
+	"github.com/twicehq/twice/session"
+)
+
+// startIdempotency makes the node's idempotency keys; its leader prunes expired keys.
+func (n *Node) startIdempotency() error {
+	cfg := n.cfg.Idempotency
+	cfg.Service, cfg.Instance, cfg.Logger = n.cfg.Name, n.cfg.InstanceID, n.log
+	if cfg.Scope == nil {
+		cfg.Scope = UserScope
+	}
+	var err error
+	if n.idem, err = idempotency.New(n.store, cfg); err != nil {
+		return err
+	}
+	n.whileLeader("idempotency", n.idem.PruneInterval(), n.idem.Prune)
+	return nil
+}
+
+// Idempotency is the service's Idempotency-Key store, shared by every instance (see package
+// idempotency). Wrap handlers with its Middleware, or serve handlers that write to the same
+// database with its HandlerTx.
+func (n *Node) Idempotency() *idempotency.Keys { return n.idem }
+
+// UserScope is the node's default idempotency scope: the user of the request's twice session
+// (when the session middleware runs before the idempotency middleware and the user is
+// logged in), else the hash of the Authorization header ([idempotency.AuthorizationScope]),
+// so two users never share a key space.
+func UserScope(r *http.Request) string {
+	if u := session.UserID(r.Context()); u != "" {
+		return "user:" + u
+	}
+	return idempotency.AuthorizationScope(r)
+}

@@ -1,0 +1,86 @@
+package idempotency
+
+import (
+	"embed"
+	"strings"
+
+	"github.com/twicehq/twice/cluster"
+	"github.com/twicehq/twice/store"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Component is the idempotency keys' schema, for [store.Migrator].
+func Component() store.Component {
+	return store.MustLoadComponent("idempotency", migrations)
+}
+
+// Row states.
+const (
+	stateRunning   = 0
+	stateDone      = 1
+	stateNotStored = 2
+)
+
+// queries are the statements of one dialect; where time matters $1 is "now".
+type queries struct {
+	claim, get, complete, release, prune string
+}
+
+var pgQueries = build(store.Postgres, "coalesce($1::timestamptz, now())",
+	func(x string) string { return "(" + x + ")::bigint * interval '1 millisecond'" })
+
+var sqliteQueries = build(store.SQLite, "coalesce($1, "+store.SQLiteNow+")",
+	func(x string) string { return "(" + x + ") * 1000" })
+
+// build writes the statements with NOW for the time source and ms(x) for "x milliseconds".
+func build(d store.Dialect, now string, ms func(string) string) queries {
+	r := strings.NewReplacer("NOW", now, "RETENTION", ms("$7"),
+		"OWNER_ALIVE", cluster.AliveSQL(d, "twice_idempotency.service", "twice_idempotency.owner", "("+now+") - "+ms("$5")),
+		// A running claim whose owner has not heartbeaten for DeadAfter plus the grace $8
+		// (ms) is free to take over: the request died with its instance, and waiting for
+		// the retention would lock the key for a day. Moving "now" back by the grace makes
+		// AliveSQL's test "no beat for DeadAfter + grace".
+		"OWNER_DEAD", "twice_idempotency.owner <> excluded.owner AND NOT "+
+			cluster.AliveSQL(d, "twice_idempotency.service", "twice_idempotency.owner", "excluded.created_at - "+ms("$8")))
+	q := queries{
+		// Claims the key, or takes over an expired row or a dead owner's claim of the same
+		// request; returns no row when someone else holds it. "WHERE true" keeps SQLite
+		// from reading ON CONFLICT as a join's ON.
+		claim: `
+INSERT INTO twice_idempotency (service, scope, key, fingerprint, owner, state, status, header, body, created_at, expires_at)
+SELECT $2, $3, $4, $5, $6, 0, 0, NULL, NULL, t.n, t.n + RETENTION
+FROM (SELECT NOW AS n) t WHERE true
+ON CONFLICT (service, scope, key) DO UPDATE
+SET fingerprint = excluded.fingerprint, owner = excluded.owner, state = 0, status = 0, header = NULL, body = NULL,
+    created_at = excluded.created_at, expires_at = excluded.expires_at
+WHERE twice_idempotency.expires_at <= excluded.created_at
+   OR (twice_idempotency.state = 0 AND twice_idempotency.fingerprint = excluded.fingerprint AND OWNER_DEAD)
+RETURNING owner`,
+		// owner_alive is the claim test's liveness, with the grace $5 (ms), so a duplicate
+		// of a request running on a live instance is answered without a write.
+		get: `
+SELECT fingerprint, state, status, header, body, OWNER_ALIVE FROM twice_idempotency
+WHERE service = $2 AND scope = $3 AND key = $4 AND expires_at > NOW`,
+		complete: `
+UPDATE twice_idempotency SET state = $5, status = $6, header = $7, body = $8
+WHERE service = $1 AND scope = $2 AND key = $3 AND owner = $4 AND state = 0`,
+		release: `
+DELETE FROM twice_idempotency WHERE service = $1 AND scope = $2 AND key = $3 AND owner = $4 AND state = 0`,
+		prune: `
+DELETE FROM twice_idempotency WHERE (service, scope, key) IN (
+	SELECT service, scope, key FROM twice_idempotency WHERE service = $2 AND expires_at <= NOW LIMIT $3)`,
+	}
+	for _, p := range []*string{&q.claim, &q.get, &q.prune} {
+		*p = r.Replace(*p)
+	}
+	return q
+}
+
+func queriesFor(d store.Dialect) queries {
+	if d == store.SQLite {
+		return sqliteQueries
+	}
+	return pgQueries
+}

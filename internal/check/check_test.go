@@ -1,0 +1,123 @@
+package check
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice/internal/instance"
+	"github.com/twicehq/twice/internal/testdb"
+)
+
+func TestMain(m *testing.M) {
+	if instance.IsChild() {
+		os.Exit(instance.Main())
+	}
+	os.Exit(m.Run())
+}
+
+func op(e string, proc int, o instance.Op) instance.Event {
+	return instance.Event{Event: e, Proc: proc, ID: "i" + string(rune('0'+proc)), Op: &o}
+}
+
+// Each analyser must catch what it is for.
+func TestAnalyzersCatchViolations(t *testing.T) {
+	t.Parallel()
+	writes := []logWrite{{"leader", 1, 10, "a"}, {"leader", 2, 20, "b"}, {"leader", 1, 11, "a"}}
+	if inv := tokenOrder("x", writes, "leader"); inv.Violations != 1 || inv.Operations != 3 {
+		t.Errorf("token order: %+v", inv)
+	}
+	if inv := tokenOrder("x", writes[:2], "leader"); inv.Violations != 0 {
+		t.Errorf("token order on a good log: %+v", inv)
+	}
+	refused := []instance.Event{op("op", 0, instance.Op{Kind: "write", Value: 11, Token: 1, Result: "fenced"})}
+	if inv := refusedLeftNoTrace(refused, writes); inv.Violations != 1 {
+		t.Errorf("refused but committed: %+v", inv)
+	}
+
+	// A stale holder's write succeeding after a newer token wrote is not linearizable.
+	stale := []instance.Event{
+		op("op", 0, instance.Op{Kind: "write", Value: 20, Token: 2, Call: 10, Return: 20, Result: "ok"}),
+		op("op", 1, instance.Op{Kind: "write", Value: 11, Token: 1, Call: 30, Return: 40, Result: "ok"}),
+	}
+	good := []logWrite{{"leader", 2, 20, "b"}, {"leader", 1, 11, "a"}}
+	if inv := linearizable(stale, good, instance.Op{Kind: "read", Value: 11, Call: 50, Return: 60}); inv.Violations != 1 {
+		t.Errorf("stale write accepted: %+v", inv)
+	}
+	// A read of a value nobody wrote is not linearizable.
+	ghost := []instance.Event{op("op", 0, instance.Op{Kind: "read", Value: 99, Call: 10, Return: 20, Result: "ok"})}
+	if inv := linearizable(ghost, nil, instance.Op{Kind: "read", Value: 0, Call: 50, Return: 60}); inv.Violations != 1 {
+		t.Errorf("ghost read: %+v", inv)
+	}
+	// A sound history with an unknown outcome that committed, a killed writer's write and
+	// a refused stale write is linearizable.
+	sound := []instance.Event{
+		op("op", 0, instance.Op{Kind: "write", Value: 10, Token: 1, Call: 10, Return: 20, Result: "ok"}),
+		op("op", 0, instance.Op{Kind: "write", Value: 11, Token: 1, Call: 25, Return: 30, Result: "unknown"}),
+		op("op", 1, instance.Op{Kind: "read", Value: 11, Call: 40, Return: 45, Result: "ok"}),
+		op("op", 1, instance.Op{Kind: "write", Value: 20, Token: 2, Call: 50, Return: 60, Result: "ok"}),
+		op("op", 0, instance.Op{Kind: "write", Value: 12, Token: 1, Call: 70, Return: 80, Result: "fenced"}),
+		op("op", 2, instance.Op{Kind: "read", Value: 21, Call: 90, Return: 95, Result: "ok"}),
+	}
+	log := []logWrite{{"leader", 1, 10, "a"}, {"leader", 1, 11, "a"}, {"leader", 2, 20, "b"}, {"leader", 2, 21, "b"}}
+	if inv := linearizable(sound, log, instance.Op{Kind: "read", Value: 21, Call: 100, Return: 110}); inv.Violations != 0 {
+		t.Errorf("sound history: %+v", inv)
+	}
+
+	now := time.Now().Add(-time.Hour)
+	terms := []instance.Event{
+		{Event: "elected", Proc: 0, ID: "a", Token: 1, T: now.UnixNano()},
+		{Event: "elected", Proc: 1, ID: "b", Token: 2, T: now.Add(time.Second).UnixNano()},
+		{Event: "demoted", Proc: 0, ID: "a", Token: 1, T: now.Add(3 * time.Second).UnixNano()},
+	}
+	if inv := oneBeliever(terms, time.Second); inv.Violations != 1 {
+		t.Errorf("two believers for 2s: %+v", inv)
+	}
+}
+
+func TestFaultKinds(t *testing.T) {
+	t.Parallel()
+	if _, err := faultKinds(Params{Faults: []string{"drop"}}, "sqlite"); err == nil {
+		t.Error("drop on SQLite accepted")
+	}
+	if _, err := faultKinds(Params{Faults: []string{"meteor"}}, "postgres"); err == nil || !strings.Contains(err.Error(), "unknown fault") {
+		t.Errorf("unknown fault: %v", err)
+	}
+	if got, _ := faultKinds(Params{}, "sqlite"); strings.Join(got, ",") != "kill,stop" {
+		t.Errorf("SQLite defaults %v", got)
+	}
+	if got, _ := faultKinds(Params{}, "postgres"); strings.Join(got, ",") != "kill,stop,drop,delay,blackhole" {
+		t.Errorf("PostgreSQL defaults without a restart command %v", got)
+	}
+}
+
+// A short run of the real thing on each store: every fault kind, no violation.
+func TestRun(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		spawn, err := instance.Self()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Run(context.Background(), Params{DSN: db.DSN, Schema: db.Schema, Duration: 10 * time.Second,
+			FaultEvery: 2 * time.Second, Spawn: spawn, Progress: t.Output()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, inv := range rep.Invariants {
+			t.Logf("%-62s ops %6d  violations %d %v", inv.Name, inv.Operations, inv.Violations, inv.Details)
+			if inv.Operations == 0 && !strings.Contains(inv.Name, "refused") {
+				t.Errorf("%s: no operations: the run exercised nothing", inv.Name)
+			}
+		}
+		if rep.Violations != 0 {
+			t.Fatalf("%d violations", rep.Violations)
+		}
+		if len(rep.Faults) == 0 {
+			t.Fatal("no fault injected")
+		}
+	})
+}

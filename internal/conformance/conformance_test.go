@@ -1,0 +1,49 @@
+package conformance
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnats"
+	"github.com/twicehq/twice/store"
+)
+
+func TestSQLite(t *testing.T) {
+	t.Parallel()
+	Exercise(t, store.SQLite)
+}
+
+func TestPostgres(t *testing.T) {
+	t.Parallel()
+	testdb.PostgresURL(t)
+	Exercise(t, store.Postgres)
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// The events suite again, with instances signalling each other over NATS.
+func TestEventsOverNATS(t *testing.T) {
+	t.Parallel()
+	cfg := fast
+	cfg.Bus = testnats.URL(t)
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		eventsSuiteWith(t, db.Dialect, cfg)
+	})
+}
+
+// The cache and settings suites again, with instances signalling each other over NATS.
+func TestCacheAndSettingsOverNATS(t *testing.T) {
+	t.Parallel()
+	cfg := calm
+	cfg.Bus = testnats.URL(t)
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		t.Run("Cache", func(t *testing.T) { cachesWith(t, db.Dialect, cfg) })
+		t.Run("Settings", func(t *testing.T) { settingsWith(t, db.Dialect, cfg) })
+	})
+}

@@ -1,0 +1,376 @@
+package conformance
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/lease"
+	"github.com/twicehq/twice/store"
+)
+
+// leases exercises acquisition, tokens, renewal, expiry, loss and fencing.
+func leases(t *testing.T, dialect store.Dialect) {
+	ctx := context.Background()
+
+	// manager opens an instance's own store (its own connections, as a separate process
+	// would have) and a lease manager on it.
+	manager := func(t *testing.T, db testdb.DB, clock store.Clock, holder string, ttl time.Duration) (*lease.Manager, *store.Store) {
+		t.Helper()
+		s := open(t, db, clock)
+		m, err := lease.NewManager(s, lease.Config{Service: "svc", Holder: holder, TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close(context.Background()) })
+		return m, s
+	}
+
+	t.Run("TokensStrictlyIncrease", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		a, _ := manager(t, db, nil, "a", 0)
+		b, _ := manager(t, db, nil, "b", 0)
+		var last int64
+		for i := range 6 {
+			m, other := a, b
+			if i%2 == 1 {
+				m, other = b, a
+			}
+			l, err := m.TryAcquire(ctx, "x", nil)
+			if err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+			if l.Token() <= last {
+				t.Fatalf("round %d: token %d after %d", i, l.Token(), last)
+			}
+			last = l.Token()
+			if _, err := other.TryAcquire(ctx, "x", nil); !errors.Is(err, lease.ErrHeld) {
+				t.Fatalf("round %d: second holder got %v, want ErrHeld", i, err)
+			}
+			if _, err := m.TryAcquire(ctx, "x", nil); !errors.Is(err, lease.ErrHeld) {
+				t.Fatalf("round %d: same holder twice got %v, want ErrHeld", i, err)
+			}
+			if err := l.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if cause := context.Cause(l.Context()); !errors.Is(cause, lease.ErrReleased) {
+				t.Fatalf("released lease context cause %v", cause)
+			}
+		}
+	})
+
+	t.Run("ServicesAreIsolated", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		s := open(t, db, nil)
+		for _, svc := range []string{"shop", "billing"} {
+			m, err := lease.NewManager(s, lease.Config{Service: svc, Holder: "h-" + svc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = m.Close(ctx) })
+			if l, err := m.TryAcquire(ctx, "leader", nil); err != nil || l.Token() != 1 {
+				t.Fatalf("service %s: %v", svc, err)
+			}
+		}
+	})
+
+	t.Run("RenewedWhileHeld", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		// A TTL long enough that a loaded machine does not miss three renewals in a row;
+		// losing the lease then would be right, but not what this test is about.
+		ttl := 800 * time.Millisecond
+		a, _ := manager(t, db, nil, "a", ttl)
+		b, _ := manager(t, db, nil, "b", ttl)
+		l, err := a.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Four TTLs: without renewal the lease would have expired three times over.
+		deadline := time.Now().Add(4 * ttl)
+		for time.Now().Before(deadline) {
+			if _, err := b.TryAcquire(ctx, "x", nil); !errors.Is(err, lease.ErrHeld) {
+				t.Fatalf("other holder took a renewed lease: %v", err)
+			}
+			time.Sleep(ttl / 8)
+		}
+		if !l.Valid() || l.Context().Err() != nil {
+			t.Fatalf("renewed lease invalid: %v", context.Cause(l.Context()))
+		}
+	})
+
+	t.Run("ExpiryAndFencing", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		clock := testdb.NewClock()
+		a, sa := manager(t, db, clock, "a", 0)
+		b, sb := manager(t, db, clock, "b", 0)
+		la, err := a.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sa.InTx(ctx, func(tx store.Tx) error { return la.Check(ctx, tx) }); err != nil {
+			t.Fatalf("holder's own check: %v", err)
+		}
+		// a pauses past its TTL: in database time the lease has expired and b takes it.
+		clock.Advance(lease.DefaultTTL + time.Millisecond)
+		lb, err := b.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatalf("expired lease not taken: %v", err)
+		}
+		if lb.Token() != la.Token()+1 {
+			t.Fatalf("token %d after %d", lb.Token(), la.Token())
+		}
+		// a wakes and writes with its old token: refused, in its own transaction.
+		err = sa.InTx(ctx, func(tx store.Tx) error { return la.Check(ctx, tx) })
+		if !errors.Is(err, lease.ErrFenced) {
+			t.Fatalf("stale holder's check = %v, want ErrFenced", err)
+		}
+		if err := sb.InTx(ctx, func(tx store.Tx) error { return lb.Check(ctx, tx) }); err != nil {
+			t.Fatalf("new holder's check: %v", err)
+		}
+		// a's next renewal finds the lease gone and cancels a's context.
+		select {
+		case <-la.Context().Done():
+			if cause := context.Cause(la.Context()); !errors.Is(cause, lease.ErrLost) {
+				t.Fatalf("cause %v, want ErrLost", cause)
+			}
+		case <-time.After(5 * lease.DefaultTTL):
+			t.Fatal("stale holder's context never cancelled")
+		}
+		if la.Valid() {
+			t.Fatal("lost lease still valid")
+		}
+		// CheckToken fences a token passed along without the Lease value.
+		if err := sb.InTx(ctx, func(tx store.Tx) error { return b.CheckToken(ctx, tx, "x", lb.Token()) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := sb.InTx(ctx, func(tx store.Tx) error { return b.CheckToken(ctx, tx, "x", la.Token()) }); !errors.Is(err, lease.ErrFenced) {
+			t.Fatalf("CheckToken with an old token = %v", err)
+		}
+		if err := sb.InTx(ctx, func(tx store.Tx) error { return b.CheckToken(ctx, tx, "never", 1) }); !errors.Is(err, lease.ErrFenced) {
+			t.Fatalf("CheckToken of an unknown lease = %v", err)
+		}
+	})
+
+	t.Run("FencedWriteBlocksTakeover", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		// A write checked against token n commits before token n+1 can be issued: the
+		// new holder's acquisition waits for the old holder's transaction.
+		clock := testdb.NewClock()
+		a, sa := manager(t, db, clock, "a", 0)
+		b, _ := manager(t, db, clock, "b", 0)
+		la, err := a.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := sa.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := la.Check(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(lease.DefaultTTL + time.Millisecond)
+		var committed atomic.Bool
+		got := make(chan error, 1)
+		go func() {
+			lb, err := b.TryAcquire(ctx, "x", nil)
+			if err == nil && !committed.Load() {
+				err = errors.New("new token issued while a write fenced by the old one was uncommitted")
+			}
+			if err == nil && lb.Token() != la.Token()+1 {
+				err = errors.New("unexpected token")
+			}
+			got <- err
+		}()
+		time.Sleep(300 * time.Millisecond)
+		committed.Store(true)
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("StalledFencedTxIsAborted", func(t *testing.T) {
+		t.Parallel()
+		if dialect != store.Postgres {
+			t.Skip("SQLite has no server to abort a stalled transaction; a frozen writer blocks until it resumes")
+		}
+		db := testdb.New(t, dialect)
+		a, sa := manager(t, db, nil, "a", 500*time.Millisecond)
+		b, _ := manager(t, db, nil, "b", 500*time.Millisecond)
+		la, err := a.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := sa.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := la.Check(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+		// a stalls inside its fenced transaction and gives the lease up meanwhile: the
+		// takeover waits for the transaction, which the server aborts after a TTL idle.
+		if err := la.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		lb, err := b.Acquire(actx, "x", nil)
+		if err != nil {
+			t.Fatalf("takeover blocked by a stalled fenced transaction: %v", err)
+		}
+		t.Logf("takeover after %v (lease TTL 500ms)", time.Since(start))
+		if err := tx.Commit(ctx); err == nil {
+			t.Fatal("the stalled fenced transaction committed after the lease passed on")
+		}
+		if lb.Token() != la.Token()+1 {
+			t.Fatalf("token %d after %d", lb.Token(), la.Token())
+		}
+	})
+
+	t.Run("LostWhenTakenAway", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		a, sa := manager(t, db, nil, "a", lease.MinTTL)
+		l, err := a.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// An operator (or a bug) reassigns the row: the holder must notice at its next
+		// renewal, not keep acting.
+		if _, err := sa.Exec(ctx, "UPDATE twice_leases SET holder = 'intruder', token = token + 1 WHERE name = 'x'"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-l.Context().Done():
+		case <-time.After(2 * lease.MinTTL):
+			t.Fatal("lease not lost")
+		}
+	})
+
+	t.Run("AcquireWaits", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		a, _ := manager(t, db, nil, "a", lease.MinTTL)
+		b, _ := manager(t, db, nil, "b", lease.MinTTL)
+		la, err := a.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Same process, other goroutine: woken by the local release.
+		local := make(chan *lease.Lease, 1)
+		go func() {
+			l, err := a.Acquire(ctx, "x", nil)
+			if err != nil {
+				t.Error(err)
+			}
+			local <- l
+		}()
+		time.Sleep(50 * time.Millisecond)
+		if err := la.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		l2 := <-local
+		if l2 == nil || l2.Token() != la.Token()+1 {
+			t.Fatalf("waiter got %v", l2)
+		}
+		// Other instance: sees the release on its next look.
+		start := time.Now()
+		remote := make(chan *lease.Lease, 1)
+		go func() {
+			l, err := b.Acquire(ctx, "x", nil)
+			if err != nil {
+				t.Error(err)
+			}
+			remote <- l
+		}()
+		time.Sleep(50 * time.Millisecond)
+		if err := l2.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if l3 := <-remote; l3 == nil || l3.Token() != l2.Token()+1 {
+			t.Fatalf("remote waiter got %v", l3)
+		}
+		if waited := time.Since(start); waited > 10*lease.MinTTL {
+			t.Logf("remote waiter took %v", waited)
+		}
+		// A cancelled wait returns the context's error.
+		cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		if _, err := a.Acquire(cctx, "x", nil); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("cancelled Acquire = %v", err)
+		}
+	})
+
+	t.Run("InfoAndList", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		a, _ := manager(t, db, nil, "a", 0)
+		if _, err := a.Info(ctx, "none"); !errors.Is(err, lease.ErrNotFound) {
+			t.Fatalf("Info of unknown lease = %v", err)
+		}
+		for _, n := range []string{"lock:a", "lock:b", "other"} {
+			if _, err := a.TryAcquire(ctx, n, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		i, err := a.Info(ctx, "lock:a")
+		if err != nil || i.Holder != "a" || !i.Held() || i.Remaining <= 0 || i.Remaining > lease.DefaultTTL {
+			t.Fatalf("Info = %+v, %v", i, err)
+		}
+		ls, err := a.List(ctx, "lock:")
+		if err != nil || len(ls) != 2 || ls[0].Name != "lock:a" || ls[1].Name != "lock:b" {
+			t.Fatalf("List = %+v, %v", ls, err)
+		}
+	})
+
+	t.Run("CloseReleases", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		a, _ := manager(t, db, nil, "a", 0)
+		b, _ := manager(t, db, nil, "b", 0)
+		l, err := a.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(context.Cause(l.Context()), lease.ErrReleased) {
+			t.Fatal("Close did not end the lease")
+		}
+		if _, err := b.TryAcquire(ctx, "x", nil); err != nil {
+			t.Fatalf("lease not free after Close: %v", err)
+		}
+		if _, err := a.TryAcquire(ctx, "y", nil); !errors.Is(err, lease.ErrClosed) {
+			t.Fatalf("TryAcquire after Close = %v", err)
+		}
+	})
+
+	t.Run("BadInput", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		a, _ := manager(t, db, nil, "a", 0)
+		if _, err := a.TryAcquire(ctx, "", nil); err == nil {
+			t.Fatal("empty name accepted")
+		}
+		if _, err := a.TryAcquire(ctx, "x", &lease.AcquireOpts{TTL: time.Millisecond}); err == nil {
+			t.Fatal("1 ms TTL accepted")
+		}
+		if _, err := lease.NewManager(open(t, db, nil), lease.Config{}); err == nil {
+			t.Fatal("manager without service accepted")
+		}
+	})
+}

@@ -1,0 +1,52 @@
+package instance
+
+import (
+	"context"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/cache"
+	"github.com/twicehq/twice/store"
+)
+
+// CrashTable is the row instances with [Options.CacheWriter] update; CrashCache is the
+// cache they invalidate it in.
+const (
+	CrashTable = "twice_cache_crash"
+	CrashCache = "crash"
+)
+
+// CreateCrashTable creates [CrashTable] with its one row at version 0.
+func CreateCrashTable(ctx context.Context, s *store.Store) error {
+	if _, err := s.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+CrashTable+" (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)"); err != nil {
+		return err
+	}
+	_, err := s.Exec(ctx, "INSERT INTO "+CrashTable+" (id, v) VALUES (1, 0)")
+	return err
+}
+
+// writeAndInvalidate bumps the row's version and invalidates it with InvalidateTx in the
+// same transaction, as fast as it can, until ctx ends or the process is killed: a kill lands
+// before, during or after a commit.
+func writeAndInvalidate(ctx context.Context, node *twice.Node) error {
+	c, err := cache.New(node.Caches(), CrashCache, cache.Config[int, int]{
+		Load: func(ctx context.Context, id int) (int, error) {
+			var v int
+			err := node.Store().Reader().QueryRow(ctx, "SELECT v FROM "+CrashTable+" WHERE id = $1", id).Scan(&v)
+			return v, err
+		},
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		for ctx.Err() == nil {
+			_ = node.Store().InTx(ctx, func(tx store.Tx) error {
+				if _, err := tx.Exec(ctx, "UPDATE "+CrashTable+" SET v = v + 1 WHERE id = 1"); err != nil {
+					return err
+				}
+				return c.InvalidateTx(ctx, tx, 1)
+			})
+		}
+	}()
+	return nil
+}

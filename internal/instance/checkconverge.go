@@ -1,0 +1,85 @@
+package instance
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/cache"
+	"github.com/twicehq/twice/store"
+)
+
+// The checker's configuration and cache workload: now and then every instance sets the
+// setting CheckSetting to a new value and, in the same transaction, writes the value to its
+// service's row of CheckCachedTable, which every instance reads through a coherent cache,
+// and invalidates that cache. The row is the truth both must converge to; GET /converge
+// answers with this instance's view of both, as a Converged.
+const (
+	CheckSetting     = "check.value"
+	CheckCachedTable = "twice_check_cached"
+)
+
+// Converged is an instance's view of the setting and of the cached row.
+type Converged struct {
+	Setting int64 `json:"setting"`
+	Cache   int64 `json:"cache"`
+}
+
+// CreateCheckConvergeTables creates the cached row of service.
+func CreateCheckConvergeTables(ctx context.Context, s *store.Store, service string) error {
+	ddl := "CREATE TABLE IF NOT EXISTS " + CheckCachedTable + " (service TEXT PRIMARY KEY, value INTEGER NOT NULL, writes INTEGER NOT NULL)"
+	if s.Dialect() == store.Postgres {
+		ddl = "CREATE TABLE IF NOT EXISTS " + CheckCachedTable + " (service text PRIMARY KEY, value bigint NOT NULL, writes bigint NOT NULL)"
+	}
+	if _, err := s.Exec(ctx, ddl); err != nil {
+		return err
+	}
+	_, err := s.Exec(ctx, "INSERT INTO "+CheckCachedTable+" (service, value, writes) VALUES ($1, 0, 0) ON CONFLICT (service) DO NOTHING", service)
+	return err
+}
+
+// startConverge starts the writer (until writing ends) and a reader that keeps the cache
+// warm (until ctx ends), and returns the handler of GET /converge.
+func startConverge(ctx, writing context.Context, node *twice.Node, unique func() int64) (http.Handler, error) {
+	s := node.Store()
+	c, err := cache.New(node.Caches(), "check", cache.Config[string, int64]{
+		Load: func(ctx context.Context, _ string) (int64, error) {
+			var v int64
+			err := s.QueryRow(ctx, "SELECT value FROM "+CheckCachedTable+" WHERE service = $1", node.Service()).Scan(&v)
+			return v, err
+		}})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for writing.Err() == nil {
+			sleep(writing, 5*opPeriod)
+			v := unique()
+			_ = s.InTx(writing, func(tx store.Tx) error {
+				if _, err := node.Settings().SetTx(writing, tx, CheckSetting, v, nil); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(writing, "UPDATE "+CheckCachedTable+" SET value = $1, writes = writes + 1 WHERE service = $2", v, node.Service()); err != nil {
+					return err
+				}
+				return c.InvalidateTx(writing, tx, "v")
+			})
+		}
+	}()
+	go func() {
+		for ctx.Err() == nil {
+			_, _ = c.Get(ctx, "v")
+			sleep(ctx, opPeriod)
+		}
+	}()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, err := c.Get(r.Context(), "v")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(Converged{Setting: node.Settings().Int(CheckSetting, 0), Cache: v})
+	}), nil
+}

@@ -1,0 +1,242 @@
+package instance_test
+
+import (
+	"context"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/instance"
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/store"
+)
+
+func TestMain(m *testing.M) {
+	if instance.IsChild() {
+		os.Exit(instance.Main())
+	}
+	code := m.Run()
+	removeChildBuild()
+	os.Exit(code)
+}
+
+func spawner(t *testing.T) instance.Spawner {
+	sp, err := instance.Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp
+}
+
+// checkTerms fails t if two instances believed they led at once for longer than limit,
+// or a later term has a token that is not higher.
+func checkTerms(t *testing.T, ts []instance.Term, limit time.Duration) {
+	t.Helper()
+	var worst time.Duration
+	for i, a := range ts {
+		for _, b := range ts[i+1:] {
+			if a.Proc == b.Proc {
+				continue
+			}
+			overlap := a.Overlap(b)
+			worst = max(worst, overlap)
+			if overlap > limit {
+				t.Errorf("%s (token %d) and %s (token %d) both led for %v", a.ID, a.Token, b.ID, b.Token, overlap)
+			}
+		}
+		if i > 0 && a.Token <= ts[i-1].Token {
+			t.Errorf("term %d has token %d after %d", i, a.Token, ts[i-1].Token)
+		}
+	}
+	t.Logf("%d terms; longest overlap of two beliefs: %v (limit %v)", len(ts), max(worst, 0), limit)
+}
+
+func TestKillLeader(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc"}
+		res, err := instance.BenchFailover(context.Background(), spawner(t), opts, instance.FailoverParams{Kills: 3, Progress: t.Output()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The design bound is TTL + poll; three times that only fails when failover waits
+		// for something it should not (a dead-after period, a missed wake-up), not on a
+		// busy machine. The figures themselves come from `twice bench failover`.
+		bound := 3 * time.Duration(res.LeaseTTLMS+res.PollMS) * time.Millisecond
+		for i, f := range res.FailoversMS {
+			if d := time.Duration(f * float64(time.Millisecond)); d > bound {
+				t.Errorf("failover %d took %v, beyond %v", i+1, d, bound)
+			}
+		}
+	})
+}
+
+func TestPausedLeaderIsFenced(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		s := db.Open(t, nil)
+		if _, err := store.NewMigrator(s, twice.Components()...).Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := instance.CreateFenceTable(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		ttl := time.Second
+		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", LeaseTTL: ttl,
+			LeaderPoll: 50 * time.Millisecond, FencedWrites: true}
+		g := instance.NewGroup(spawner(t), opts, t.Output())
+		defer g.Stop(10 * time.Second)
+		for i := range 3 {
+			if _, err := g.Start(ctx, i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wait := func(what string, from int, match func(instance.Event) bool) instance.Event {
+			t.Helper()
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			ev, _, err := g.WaitFor(wctx, from, match)
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			return ev
+		}
+		for round := range 2 {
+			wait("a leader", 0, func(instance.Event) bool { _, _, ok := g.Leader(); return ok })
+			time.Sleep(ttl / 2) // let it write
+			slot, old, _ := g.Leader()
+			_, from := g.Log()
+			t0 := time.Now()
+			if err := g.Signal(slot, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			// Paused for well over a lease. The others elect a new leader meanwhile: on
+			// PostgreSQL within one TTL, or two if it froze inside a fenced transaction
+			// (the server aborts that after a TTL idle). On SQLite a process frozen inside
+			// a write transaction keeps the only write lock, and then nobody can take
+			// over until it resumes (nothing unsafe happens: no newer token can be
+			// issued either).
+			pctx, cancel := context.WithTimeout(ctx, 3*ttl)
+			newTerm := func(e instance.Event) bool { return e.Event == "elected" && e.Token > old.Token }
+			newLeader, _, err := g.WaitFor(pctx, from, newTerm)
+			cancel()
+			time.Sleep(time.Until(t0.Add(3 * ttl)))
+			if err := g.Signal(slot, syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			if err != nil {
+				if db.Dialect != store.SQLite {
+					t.Fatalf("no new leader while the old one was paused: %v", err)
+				}
+				t.Logf("round %d: the frozen leader held SQLite's write lock; election waits for it to resume", round)
+				newLeader = wait("a new term", from, newTerm)
+			}
+			// The woken writer tries again with its old token and must be refused.
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			fenced, _, err := g.WaitFor(wctx, from, func(e instance.Event) bool {
+				return e.Proc == slot && e.Event == "fenced" && e.Token == old.Token
+			})
+			cancel()
+			if err != nil {
+				t.Fatalf("round %d: the paused leader's stale write was not refused: %v", round, err)
+			}
+			t.Logf("round %d: %s paused with token %d; %s elected with token %d; stale write refused: %s",
+				round, old.ID, old.Token, newLeader.ID, newLeader.Token, fenced.Err)
+		}
+		g.Stop(10 * time.Second)
+
+		// Every accepted write carries the token current when it committed: in commit
+		// order the tokens never go back, and each belongs to a real term of its writer.
+		log, _ := g.Log()
+		ts := instance.Terms(log, time.Now())
+		checkTerms(t, ts, ttl)
+		owner := map[int64]string{}
+		for _, tm := range ts {
+			owner[tm.Token] = tm.ID
+		}
+		writes, err := instance.FencedWrites(ctx, s, "svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last int64
+		perToken := map[int64]int{}
+		for n, w := range writes {
+			if w.Token < last {
+				t.Fatalf("write %d has token %d after a write with token %d: a stale write was accepted", n, w.Token, last)
+			}
+			if owner[w.Token] != w.Instance {
+				t.Fatalf("write %d by %s with token %d, which was %q's term", n, w.Instance, w.Token, owner[w.Token])
+			}
+			last = w.Token
+			perToken[w.Token]++
+		}
+		n := len(writes)
+		if n == 0 || len(perToken) < 3 {
+			t.Fatalf("%d writes in %d terms: the test did not exercise fencing", n, len(perToken))
+		}
+		t.Logf("%d fenced writes accepted across %d terms, all in token order", n, len(perToken))
+	})
+}
+
+func TestLockFreedAfterKill(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", Lock: "nightly-report"}
+		g := instance.NewGroup(spawner(t), opts, t.Output())
+		defer g.Stop(10 * time.Second)
+		if _, err := g.Start(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		locked, _, err := g.WaitFor(ctx, 0, func(e instance.Event) bool { return e.Event == "locked" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "svc", Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close(ctx)
+		if _, ok, err := n.Locks().TryAcquire(ctx, "nightly-report", nil); ok || err != nil {
+			t.Fatalf("lock held by a live process was taken: %v %v", ok, err)
+		}
+		t0 := time.Now()
+		if err := g.Kill(0); err != nil {
+			t.Fatal(err)
+		}
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		k, err := n.Locks().Acquire(actx, "nightly-report", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(t0)
+		ttl := n.Config().LeaseTTL
+		t.Logf("lock of a killed process free after %v (lease TTL %v)", took, ttl)
+		if took > 3*ttl {
+			t.Errorf("lock free only after %v, beyond three lease periods", took)
+		}
+		if k.Token() <= locked.Token {
+			t.Errorf("token %d not above the dead holder's %d", k.Token(), locked.Token)
+		}
+	})
+}
+
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	xs := []float64{5, 1, 4, 2, 3}
+	for p, want := range map[float64]float64{50: 3, 99: 5, 100: 5, 1: 1} {
+		if got := instance.Percentile(xs, p); got != want {
+			t.Errorf("p%v = %v, want %v", p, got, want)
+		}
+	}
+	if instance.Percentile(nil, 50) != 0 {
+		t.Error("empty percentile")
+	}
+}

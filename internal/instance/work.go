@@ -1,0 +1,82 @@
+package instance
+
+import (
+	"context"
+	"time"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/cron"
+	"github.com/twicehq/twice/jobs"
+)
+
+// WorkOptions make a child instance work jobs and fire a schedule, reporting each start.
+type WorkOptions struct {
+	// Concurrency is the default queue's concurrency on the instance. Defaults to 100.
+	Concurrency int `json:"concurrency,omitempty"`
+	// JobDuration is how long each job sleeps. Defaults to 0.
+	JobDuration time.Duration `json:"job_duration,omitempty"`
+	// RescueInterval overrides the jobs default.
+	RescueInterval time.Duration `json:"rescue_interval,omitempty"`
+	// Report makes every job start print a "job" event; off for benchmarks.
+	Report bool `json:"report,omitempty"`
+	// Cron, if set, declares the schedule "tick" with this expression; each tick's job
+	// prints a "tick" event.
+	Cron string `json:"cron,omitempty"`
+	// CatchUp and Grace configure the schedule.
+	CatchUp cron.CatchUp  `json:"catch_up,omitempty"`
+	Grace   time.Duration `json:"grace,omitempty"`
+}
+
+// CrashJob is the job a working instance runs.
+type CrashJob struct {
+	N int `json:"n"`
+}
+
+// Kind implements jobs.Args.
+func (CrashJob) Kind() string { return "crash" }
+
+// CronTick is the job of the "tick" schedule.
+type CronTick struct{}
+
+// Kind implements jobs.Args.
+func (CronTick) Kind() string { return "cron-tick" }
+
+// jobsConfig is the node's job configuration for o.
+func (o Options) jobsConfig() jobs.Config {
+	if o.Work == nil {
+		return jobs.Config{}
+	}
+	return jobs.Config{Queues: map[string]jobs.QueueConfig{jobs.DefaultQueue: {Concurrency: o.Work.Concurrency}},
+		RescueInterval: o.Work.RescueInterval}
+}
+
+// startWork registers the workers and the schedule of o.Work on node.
+func startWork(node *twice.Node, w *WorkOptions, em *emitter) error {
+	err := jobs.Register(node.Jobs(), jobs.WorkFunc[CrashJob](func(ctx context.Context, job *jobs.Job[CrashJob]) error {
+		if w.Report {
+			em.emit(Event{Event: "job", Job: job.ID, Attempt: job.Attempt})
+		}
+		if w.JobDuration > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(w.JobDuration):
+			}
+		}
+		return nil
+	}))
+	if err != nil {
+		return err
+	}
+	if w.Cron == "" {
+		return nil
+	}
+	err = jobs.Register(node.Jobs(), jobs.WorkFunc[CronTick](func(ctx context.Context, job *jobs.Job[CronTick]) error {
+		em.emit(Event{Event: "tick", Job: job.ID, Attempt: job.Attempt, Tick: job.Meta["tick"]})
+		return nil
+	}))
+	if err != nil {
+		return err
+	}
+	return node.Cron().Add("tick", w.Cron, CronTick{}, &cron.Opts{CatchUp: w.CatchUp, Grace: w.Grace})
+}

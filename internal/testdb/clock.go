@@ -1,0 +1,30 @@
+package testdb
+
+import (
+	"sync"
+	"time"
+)
+
+// Clock is a stub database clock that tests move by hand. One Clock shared by several
+// stores is one database's time, as all instances see it.
+type Clock struct {
+	mu sync.Mutex // protects t
+	t  time.Time
+}
+
+// NewClock returns a clock at the current time.
+func NewClock() *Clock { return &Clock{t: time.Now().Truncate(time.Millisecond)} }
+
+// Now implements store.Clock.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}

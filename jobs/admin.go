@@ -1,0 +1,364 @@
+package jobs
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/twicehq/twice/store"
+)
+
+// Get returns the job with id.
+func (c *Client) Get(ctx context.Context, id int64) (*Row, error) {
+	rows, err := queryRows(ctx, c.s.Reader(), c.q.get, c.cfg.Service, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
+	}
+	return rows[0], nil
+}
+
+// ListParams filter [Client.List]. Zero fields do not filter.
+type ListParams struct {
+	States []State
+	Queue  string
+	Kind   string
+	Tag    string
+	// BeforeID lists jobs with smaller ids only, to page backwards from the newest.
+	BeforeID int64
+	// Limit is the most jobs returned. Defaults to 100; at most 10000.
+	Limit int
+}
+
+// List returns jobs, newest first.
+func (c *Client) List(ctx context.Context, p ListParams) ([]*Row, error) {
+	where := []string{"service = $1"}
+	args := []any{c.cfg.Service}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(cond, "$?", fmt.Sprintf("$%d", len(args))))
+	}
+	if len(p.States) > 0 {
+		bits := 0
+		for _, s := range p.States {
+			b, ok := stateBits[s]
+			if !ok {
+				return nil, fmt.Errorf("%w: state %q", ErrInvalid, s)
+			}
+			bits |= b
+		}
+		add("(state & $?) <> 0", bits)
+	}
+	if p.Queue != "" {
+		add("queue = $?", p.Queue)
+	}
+	if p.Kind != "" {
+		add("kind = $?", p.Kind)
+	}
+	if p.Tag != "" {
+		add(c.q.tagFilter, p.Tag)
+	}
+	if p.BeforeID > 0 {
+		add("id < $?", p.BeforeID)
+	}
+	limit := p.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, 10000)
+	args = append(args, limit)
+	query := fmt.Sprintf("SELECT %s FROM twice_jobs WHERE %s ORDER BY id DESC LIMIT $%d", rowCols, strings.Join(where, " AND "), len(args))
+	return queryRows(ctx, c.s.Reader(), query, args...)
+}
+
+// Cancel cancels a job: one that has not run yet is cancelled at once; a running one has
+// its context cancelled with [ErrCancelled] on whichever instance runs it, and is recorded
+// as cancelled when its worker returns (or when it is rescued). Cancelling a finished job
+// returns [ErrFinished].
+func (c *Client) Cancel(ctx context.Context, id int64) error {
+	st, err := c.cancel(ctx, c.s, id)
+	if err != nil {
+		return err
+	}
+	if st == bitRunning {
+		c.publish(ctx, cancelChannel, formatID(id))
+	}
+	return nil
+}
+
+// CancelTx is [Client.Cancel] inside the caller's transaction: nothing changes unless tx
+// commits.
+func (c *Client) CancelTx(ctx context.Context, tx any, id int64) error {
+	q, err := c.s.Wrap(tx)
+	if err != nil {
+		return err
+	}
+	st, err := c.cancel(ctx, q, id)
+	if err != nil {
+		return err
+	}
+	if st == bitRunning && c.cfg.Bus != nil {
+		if err := c.cfg.Bus.PublishTx(ctx, tx, cancelChannel, []byte(formatID(id))); err != nil {
+			c.log.Debug("jobs: cancel signal not queued; the owner's poll finds it", "job", id, "err", err)
+		}
+	}
+	return nil
+}
+
+func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, error) {
+	var st int
+	var owner string
+	var batch *int64
+	err := q.QueryRow(ctx, c.q.cancel, c.s.NowArg(), c.cfg.Service, id).Scan(&st, &owner, &batch)
+	if errors.Is(err, sql.ErrNoRows) {
+		row, gerr := c.getOn(ctx, q, id)
+		if gerr != nil {
+			return 0, gerr
+		}
+		return 0, fmt.Errorf("%w: job %d is %s", ErrFinished, id, row.State)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("jobs: cancel %d: %w", id, err)
+	}
+	if st == bitCancelled && batch != nil {
+		if _, err := q.Exec(ctx, c.q.releaseBatches, c.s.NowArg(), c.cfg.Service, c.idList([]int64{*batch})); err != nil {
+			return 0, err
+		}
+	}
+	return st, nil
+}
+
+func (c *Client) getOn(ctx context.Context, q store.Querier, id int64) (*Row, error) {
+	rows, err := queryRows(ctx, q, c.q.get, c.cfg.Service, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
+	}
+	return rows[0], nil
+}
+
+// idList is a list of ids as the dialect's array parameter.
+func (c *Client) idList(ids []int64) any {
+	if c.s.Dialect() == store.Postgres {
+		return ids
+	}
+	var sb strings.Builder
+	sb.WriteByte('[')
+	for i, id := range ids {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(formatID(id))
+	}
+	sb.WriteByte(']')
+	return sb.String()
+}
+
+// Retry makes a finished (completed, cancelled or discarded) or scheduled job available
+// now, granting it one more attempt if it had none left. A running job returns
+// [ErrRunning].
+func (c *Client) Retry(ctx context.Context, id int64) error {
+	queue, err := c.retry(ctx, c.s, id)
+	if err != nil {
+		return err
+	}
+	c.wakeQueues(ctx, map[string]bool{queue: true})
+	return nil
+}
+
+// RetryTx is [Client.Retry] inside the caller's transaction.
+func (c *Client) RetryTx(ctx context.Context, tx any, id int64) error {
+	q, err := c.s.Wrap(tx)
+	if err != nil {
+		return err
+	}
+	queue, err := c.retry(ctx, q, id)
+	if err != nil {
+		return err
+	}
+	c.notifyInTx(ctx, tx, map[string]bool{queue: true})
+	return nil
+}
+
+func (c *Client) retry(ctx context.Context, q store.Querier, id int64) (string, error) {
+	var queue string
+	err := q.QueryRow(ctx, c.q.retry, c.s.NowArg(), c.cfg.Service, id).Scan(&queue)
+	if errors.Is(err, sql.ErrNoRows) {
+		row, gerr := c.getOn(ctx, q, id)
+		if gerr != nil {
+			return "", gerr
+		}
+		if row.State == Waiting {
+			return "", fmt.Errorf("jobs: job %d is a batch callback waiting for its batch", id)
+		}
+		return "", fmt.Errorf("%w: job %d", ErrRunning, id)
+	}
+	if err != nil {
+		return "", fmt.Errorf("jobs: retry %d: %w", id, err)
+	}
+	return queue, nil
+}
+
+// QueueStats counts one queue's jobs by state.
+type QueueStats struct {
+	Queue     string `json:"queue"`
+	Paused    bool   `json:"paused"`
+	Available int    `json:"available"`
+	// Scheduled counts available jobs whose time has not come (retries included).
+	Scheduled int `json:"scheduled"`
+	Running   int `json:"running"`
+	Completed int `json:"completed"`
+	Cancelled int `json:"cancelled"`
+	Discarded int `json:"discarded"`
+	Waiting   int `json:"waiting"`
+}
+
+// Stats counts the jobs of every queue of the service, and says which are paused. It
+// scans the job table: an operator's command, not a hot path.
+func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
+	byQueue := map[string]*QueueStats{}
+	get := func(q string) *QueueStats {
+		if byQueue[q] == nil {
+			byQueue[q] = &QueueStats{Queue: q}
+		}
+		return byQueue[q]
+	}
+	rows, err := c.s.Reader().Query(ctx, c.q.stats, c.s.NowArg(), c.cfg.Service)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var queue string
+		var state, n int
+		var later bool
+		if err := rows.Scan(&queue, &state, &later, &n); err != nil {
+			return nil, err
+		}
+		s := get(queue)
+		switch state {
+		case bitAvailable:
+			if later {
+				s.Scheduled += n
+			} else {
+				s.Available += n
+			}
+		case bitRunning:
+			s.Running += n
+		case bitCompleted:
+			s.Completed += n
+		case bitCancelled:
+			s.Cancelled += n
+		case bitDiscarded:
+			s.Discarded += n
+		case bitWaiting:
+			s.Waiting += n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	qrows, err := c.s.Reader().Query(ctx, `SELECT name, paused FROM twice_queues WHERE service = $1`, c.cfg.Service)
+	if err != nil {
+		return nil, err
+	}
+	defer qrows.Close()
+	for qrows.Next() {
+		var name string
+		var paused bool
+		if err := qrows.Scan(&name, &paused); err != nil {
+			return nil, err
+		}
+		get(name).Paused = paused
+	}
+	if err := qrows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]QueueStats, 0, len(byQueue))
+	for _, s := range byQueue {
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Queue < out[j].Queue })
+	return out, nil
+}
+
+// PauseQueue stops every instance from starting jobs of queue; running jobs finish.
+func (c *Client) PauseQueue(ctx context.Context, queue string) error {
+	return c.setPaused(ctx, queue, true)
+}
+
+// ResumeQueue lets every instance start jobs of queue again.
+func (c *Client) ResumeQueue(ctx context.Context, queue string) error {
+	if err := c.setPaused(ctx, queue, false); err != nil {
+		return err
+	}
+	c.wakeQueues(ctx, map[string]bool{queue: true})
+	return nil
+}
+
+func (c *Client) setPaused(ctx context.Context, queue string, paused bool) error {
+	if err := checkName("queue", queue, MaxQueueLen); err != nil {
+		return err
+	}
+	if _, err := c.s.Exec(ctx, c.q.pause, c.s.NowArg(), c.cfg.Service, queue, paused); err != nil {
+		return fmt.Errorf("jobs: pause %s: %w", queue, err)
+	}
+	return nil
+}
+
+// BatchStatus counts a batch's members by state.
+type BatchStatus struct {
+	ID       int64         `json:"id"`
+	Total    int           `json:"total"`
+	ByState  map[State]int `json:"by_state"`
+	Finished bool          `json:"finished"`
+}
+
+// Batch returns the status of the batch with id (its callback job's id).
+func (c *Client) Batch(ctx context.Context, id int64) (BatchStatus, error) {
+	rows, err := c.s.Reader().Query(ctx, `SELECT state, count(*) FROM twice_jobs WHERE service = $1 AND batch_id = $2 GROUP BY state`,
+		c.cfg.Service, id)
+	if err != nil {
+		return BatchStatus{}, err
+	}
+	defer rows.Close()
+	st := BatchStatus{ID: id, ByState: map[State]int{}, Finished: true}
+	for rows.Next() {
+		var state, n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return BatchStatus{}, err
+		}
+		s := stateOf(state)
+		st.ByState[s] += n
+		st.Total += n
+		if !s.Finished() {
+			st.Finished = false
+		}
+	}
+	return st, rows.Err()
+}
+
+// RunHere runs the worker registered for args' kind in this process, now, without a row:
+// no retry, no record. Cron's every-instance mode uses it.
+func (c *Client) RunHere(ctx context.Context, args Args) error {
+	c.mu.Lock()
+	wk := c.workers[args.Kind()]
+	c.mu.Unlock()
+	if wk == nil {
+		return fmt.Errorf("%w: %q", ErrNoWorker, args.Kind())
+	}
+	data, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	return safeRun(ctx, wk.run, &Row{Kind: args.Kind(), Args: data, State: Running, Attempt: 1, MaxAttempts: 1})
+}

@@ -1,0 +1,330 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twicehq/twice/store"
+)
+
+// completer records finished attempts in batches: while one statement runs, the next batch
+// gathers, so a busy instance finishes hundreds of jobs per statement and an idle one
+// records each job at once.
+type completer struct {
+	c *Client
+
+	mu      sync.Mutex // protects pending, closed
+	pending []result
+	closed  bool
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newCompleter(c *Client) *completer {
+	k := &completer{c: c, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go k.loop()
+	return k
+}
+
+func (k *completer) add(r result) {
+	k.mu.Lock()
+	if k.closed {
+		k.mu.Unlock()
+		return // its attempt stays running under this owner and is rescued
+	}
+	k.pending = append(k.pending, r)
+	k.mu.Unlock()
+	select {
+	case k.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (k *completer) take() []result {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := min(len(k.pending), k.c.cfg.CompleteBatch)
+	batch := k.pending[:n:n]
+	k.pending = k.pending[n:]
+	return batch
+}
+
+func (k *completer) loop() {
+	defer close(k.done)
+	for {
+		select {
+		case <-k.kick:
+		case <-k.stop:
+			k.drain(context.Background(), 10*time.Second)
+			return
+		}
+		for {
+			batch := k.take()
+			if len(batch) == 0 {
+				break
+			}
+			k.flushRetrying(batch)
+		}
+	}
+}
+
+// flushRetrying records a batch, retrying while the database is unreachable. An instance
+// that never manages to is eventually declared dead and its jobs rescued.
+func (k *completer) flushRetrying(batch []result) {
+	wait := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := k.c.finish(ctx, batch)
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt == 1 || attempt%50 == 0 {
+			k.c.log.Warn("jobs: recording finished jobs failed; retrying", "count", len(batch), "err", err)
+		}
+		select {
+		case <-k.stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+func (k *completer) drain(ctx context.Context, limit time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		batch := k.take()
+		if len(batch) == 0 {
+			return
+		}
+		if err := k.c.finish(ctx, batch); err != nil {
+			k.c.log.Warn("jobs: recording finished jobs on shutdown failed; they will be rescued", "count", len(batch), "err", err)
+			return
+		}
+	}
+}
+
+func (k *completer) close(ctx context.Context) {
+	k.mu.Lock()
+	if k.closed {
+		k.mu.Unlock()
+		return
+	}
+	k.closed = true
+	k.mu.Unlock()
+	close(k.stop)
+	select {
+	case <-k.done:
+	case <-ctx.Done():
+	}
+}
+
+// finish runs the finish statement for a batch, then releases the keys and batches it
+// touched.
+func (c *Client) finish(ctx context.Context, batch []result) error {
+	n := len(batch)
+	var done []finished
+	var err error
+	if c.s.Dialect() == store.SQLite {
+		err = c.s.InTx(ctx, func(tx store.Tx) error {
+			done = done[:0]
+			for _, r := range batch {
+				d, err := scanFinished(tx.Query(ctx, c.q.finish, c.s.NowArg(), c.cfg.Service, c.cfg.Instance,
+					r.id, r.attempt, r.state, r.delayMS, r.err, r.undo))
+				if err != nil {
+					return err
+				}
+				done = append(done, d...)
+			}
+			return c.releaseKeysSQLite(ctx, tx, done)
+		})
+	} else {
+		done, err = c.finishPG(ctx, batch)
+	}
+	if err != nil {
+		return err
+	}
+	if len(done) < n {
+		got := make(map[int64]bool, len(done))
+		for _, d := range done {
+			got[d.id] = true
+		}
+		for _, r := range batch {
+			if !got[r.id] {
+				c.log.Warn("jobs: result refused: the attempt is no longer this instance's (rescued, handed back or cancelled)",
+					"job", r.id, "attempt", r.attempt)
+			}
+		}
+	}
+	return c.afterFinish(ctx, done, false)
+}
+
+// finishPG records successes with the complete statement and every other outcome with the
+// general finish statement.
+func (c *Client) finishPG(ctx context.Context, batch []result) ([]finished, error) {
+	var okIDs []int64
+	var okAttempts []int32
+	var other []result
+	keyed := false
+	for _, r := range batch {
+		if r.state == bitCompleted && r.err == nil {
+			okIDs, okAttempts = append(okIDs, r.id), append(okAttempts, int32(r.attempt))
+			keyed = keyed || r.keyed
+		} else {
+			other = append(other, r)
+		}
+	}
+	var done []finished
+	switch {
+	case len(okIDs) > 0 && keyed:
+		d, err := scanFinished(c.s.Query(ctx, c.q.complete, c.s.NowArg(), c.cfg.Service, c.cfg.Instance, okIDs, okAttempts))
+		if err != nil {
+			return nil, err
+		}
+		done = d
+	case len(okIDs) > 0:
+		// No key to release: the statement returns ids only, and the rest of what the
+		// caller needs is known from the batch.
+		rows, err := c.s.Query(ctx, c.q.completePlain, c.s.NowArg(), c.cfg.Service, c.cfg.Instance, okIDs, okAttempts)
+		if err != nil {
+			return nil, err
+		}
+		ids, err := scanIDList(rows)
+		if err != nil {
+			return nil, err
+		}
+		byID := make(map[int64]result, len(batch))
+		for _, r := range batch {
+			byID[r.id] = r
+		}
+		done = make([]finished, 0, len(ids))
+		for _, id := range ids {
+			r := byID[id]
+			f := finished{id: id, state: bitCompleted, queue: r.queue}
+			if r.batchID != 0 {
+				b := r.batchID
+				f.batchID = &b
+			}
+			done = append(done, f)
+		}
+	}
+	if len(other) == 0 {
+		return done, nil
+	}
+	n := len(other)
+	ids, attempts, states := make([]int64, n), make([]int32, n), make([]int16, n)
+	delays, errs, undo := make([]int64, n), make([]*string, n), make([]int32, n)
+	for i, r := range other {
+		ids[i], attempts[i], states[i] = r.id, int32(r.attempt), int16(r.state)
+		delays[i], errs[i], undo[i] = r.delayMS, r.err, int32(r.undo)
+	}
+	d, err := scanFinished(c.s.Query(ctx, c.q.finish, c.s.NowArg(), c.cfg.Service, c.cfg.Instance,
+		ids, attempts, states, delays, errs, undo))
+	if err != nil {
+		return nil, err
+	}
+	return append(done, d...), nil
+}
+
+func scanIDList(rows store.Rows) ([]int64, error) {
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+// finished is a job the finish or rescue statement moved.
+type finished struct {
+	id      int64
+	key     *string
+	batchID *int64
+	state   int
+	queue   string
+}
+
+func scanFinished(rows store.Rows, err error) ([]finished, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []finished
+	for rows.Next() {
+		var f finished
+		if err := rows.Scan(&f.id, &f.key, &f.batchID, &f.state, &f.queue); err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}
+
+func (c *Client) releaseKeysSQLite(ctx context.Context, tx store.Tx, done []finished) error {
+	for _, f := range done {
+		if f.key == nil {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM twice_job_keys WHERE service = $1 AND key = $2 AND job_id = $3`,
+			c.cfg.Service, *f.key, f.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// afterFinish releases the batch callbacks whose last member just finished and wakes the
+// queues where finishing made room: a freed key, a released callback, and with
+// wakeAvailable the queues of jobs made available. It runs after the finishing statement
+// committed, so the last member of a batch to commit always sees the others finished.
+func (c *Client) afterFinish(ctx context.Context, done []finished, wakeAvailable bool) error {
+	wake := map[string]bool{}
+	var batches []int64
+	for _, f := range done {
+		if f.key != nil || wakeAvailable && f.state == bitAvailable {
+			wake[f.queue] = true
+		}
+		if f.batchID != nil && f.state != bitAvailable {
+			batches = append(batches, *f.batchID)
+		}
+	}
+	if len(batches) > 0 {
+		var arg any = batches
+		if c.s.Dialect() == store.SQLite {
+			list, _ := json.Marshal(batches)
+			arg = string(list)
+		}
+		rows, err := c.s.Query(ctx, c.q.releaseBatches, c.s.NowArg(), c.cfg.Service, arg)
+		if err != nil {
+			return fmt.Errorf("jobs: release batch callbacks: %w", err)
+		}
+		if err := collectQueues(rows, wake); err != nil {
+			return err
+		}
+	}
+	c.wakeQueues(ctx, wake)
+	return nil
+}
+
+func collectQueues(rows store.Rows, into map[string]bool) error {
+	defer rows.Close()
+	for rows.Next() {
+		var q string
+		if err := rows.Scan(&q); err != nil {
+			return err
+		}
+		into[q] = true
+	}
+	return rows.Err()
+}

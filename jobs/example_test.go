@@ -1,0 +1,124 @@
+package jobs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/jobs"
+)
+
+type SendEmail struct {
+	UserID int64 `json:"user_id"`
+}
+
+func (SendEmail) Kind() string { return "send-email" }
+
+func openNode(ctx context.Context) (*twice.Node, func()) {
+	dir, err := os.MkdirTemp("", "twice-jobs-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	node, err := twice.Open(ctx, twice.Config{DSN: "sqlite:" + filepath.Join(dir, "twice.db"), Name: "shop",
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return node, func() {
+		_ = node.Close(ctx)
+		os.RemoveAll(dir)
+	}
+}
+
+// Enqueue a job in the same transaction as the business write, and work it.
+func Example() {
+	ctx := context.Background()
+	node, done := openNode(ctx)
+	defer done()
+
+	worked := make(chan string, 1)
+	err := jobs.Register(node.Jobs(), jobs.WorkFunc[SendEmail](func(ctx context.Context, job *jobs.Job[SendEmail]) error {
+		worked <- fmt.Sprintf("email to user %d, attempt %d", job.Args.UserID, job.Attempt)
+		return nil
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	tx, err := node.Store().DB().BeginTx(ctx, nil) // a *sql.Tx; a pgx.Tx works too
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, "CREATE TABLE signups (user_id INTEGER)"); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO signups VALUES (42)"); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := node.Jobs().EnqueueTx(ctx, tx, SendEmail{UserID: 42}, nil); err != nil {
+		log.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(<-worked)
+	// Output: email to user 42, attempt 1
+}
+
+// A failing job is retried with backoff until its attempts run out, then kept as discarded.
+func ExampleClient_Retry() {
+	ctx := context.Background()
+	node, done := openNode(ctx)
+	defer done()
+	var fail atomic.Bool
+	fail.Store(true)
+	finished := make(chan struct{}, 10)
+	err := jobs.Register(node.Jobs(), jobs.WorkFunc[SendEmail](func(ctx context.Context, job *jobs.Job[SendEmail]) error {
+		defer func() { finished <- struct{}{} }()
+		if fail.Load() {
+			return errors.New("mail server down")
+		}
+		return nil
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := node.Jobs().Enqueue(ctx, SendEmail{UserID: 7}, &jobs.Opts{MaxAttempts: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	<-finished
+	row := waitFor(ctx, node, r.ID, jobs.Discarded)
+	fmt.Println(row.State, row.Attempt, row.LastError)
+
+	fail.Store(false)
+	if err := node.Jobs().Retry(ctx, r.ID); err != nil { // what `twice jobs retry ID` does
+		log.Fatal(err)
+	}
+	<-finished
+	row = waitFor(ctx, node, r.ID, jobs.Completed)
+	fmt.Println(row.State, row.Attempt)
+	// Output:
+	// discarded 1 mail server down
+	// completed 2
+}
+
+func waitFor(ctx context.Context, node *twice.Node, id int64, st jobs.State) *jobs.Row {
+	for {
+		row, err := node.Jobs().Get(ctx, id)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if row.State == st {
+			return row
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,195 @@
+package jobs
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/twicehq/twice/store"
+)
+
+// Maintain runs the queue's upkeep until ctx ends: every PruneInterval it deletes finished
+// jobs past their retention and releases batch callbacks a lost race left waiting. The
+// node runs it on the leader; it is harmless if two instances run it at once.
+func (c *Client) Maintain(ctx context.Context) {
+	prune := time.NewTicker(c.cfg.PruneInterval)
+	defer prune.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-prune.C:
+		}
+		if _, err := c.Prune(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("jobs: prune failed", "err", err)
+		}
+		if err := c.releaseWaiting(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("jobs: releasing batch callbacks failed", "err", err)
+		}
+	}
+}
+
+// rescueLoop rescues the jobs of dead instances every RescueInterval until stop closes. It
+// runs on every instance, not only the leader: a rescue must not wait for an election when
+// the leader is among the dead, and two rescuers never move a job twice (the statement
+// skips rows another holds, and a rescued job has no owner left to be dead).
+func (c *Client) rescueLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-stop
+		cancel()
+	}()
+	t := time.NewTicker(c.cfg.RescueInterval)
+	defer t.Stop()
+	for {
+		if _, err := c.Rescue(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("jobs: rescue failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Rescue makes the running jobs of instances that are no longer alive available again (or
+// discards them when that was their last attempt, or cancels them if that was asked) and
+// returns how many it moved. A job on a live instance is never touched, however long it runs.
+func (c *Client) Rescue(ctx context.Context) (int, error) {
+	if c.s.Dialect() == store.SQLite {
+		// Every instance looks every second; on SQLite the look is a read, and only a
+		// rescue takes the write lock.
+		var one int
+		err := c.s.Reader().QueryRow(ctx, c.q.rescueCheck, c.s.NowArg(), c.cfg.Service).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	var done []finished
+	err := c.s.InTx(ctx, func(tx store.Tx) error {
+		rows, err := tx.Query(ctx, c.q.rescue, c.s.NowArg(), c.cfg.Service)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var f finished
+			var lastErr string
+			var attempt int
+			if err := rows.Scan(&f.id, &f.key, &f.batchID, &f.state, &f.queue, &lastErr, &attempt); err != nil {
+				return err
+			}
+			c.log.Info("jobs: rescued a job from a dead instance", "job", f.id, "attempt", attempt, "state", stateOf(f.state), "why", lastErr)
+			done = append(done, f)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows.Close()
+		if c.s.Dialect() == store.SQLite {
+			return c.releaseKeysSQLite(ctx, tx, done)
+		}
+		return nil
+	})
+	if err != nil || len(done) == 0 {
+		return 0, err
+	}
+	return len(done), c.afterFinish(ctx, done, true)
+}
+
+// pruneBatch is the most rows one prune statement deletes, so pruning a long backlog never
+// holds locks for long.
+const pruneBatch = 10000
+
+// Prune deletes finished jobs older than their retention and returns how many.
+func (c *Client) Prune(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := c.s.Exec(ctx, c.q.prune, c.s.NowArg(), c.cfg.Service, c.cfg.CompletedRetention.Milliseconds(),
+			c.cfg.CancelledRetention.Milliseconds(), c.cfg.DiscardedRetention.Milliseconds(), pruneBatch)
+		total += int(n)
+		if err != nil || n < pruneBatch {
+			return total, err
+		}
+	}
+}
+
+// releaseWaiting is the backstop for batch callbacks: it makes available every callback
+// whose members have all finished.
+func (c *Client) releaseWaiting(ctx context.Context) error {
+	rows, err := c.s.Query(ctx, c.q.batchBackstop, c.s.NowArg(), c.cfg.Service)
+	if err != nil {
+		return err
+	}
+	wake := map[string]bool{}
+	if err := collectQueues(rows, wake); err != nil {
+		return err
+	}
+	c.wakeQueues(ctx, wake)
+	return nil
+}
+
+// notifier sends wake-ups for committed jobs from one goroutine, so an enqueue never waits
+// for the bus and a burst of enqueues to a queue costs one signal.
+type notifier struct {
+	c *Client
+
+	mu      sync.Mutex // protects pending
+	pending map[string]bool
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+func newNotifier(c *Client) *notifier {
+	n := &notifier{c: c, pending: map[string]bool{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go n.loop()
+	return n
+}
+
+func (n *notifier) send(queues map[string]bool) {
+	n.mu.Lock()
+	for q := range queues {
+		n.pending[q] = true
+	}
+	n.mu.Unlock()
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (n *notifier) loop() {
+	defer close(n.done)
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.kick:
+		}
+		n.mu.Lock()
+		qs := n.pending
+		n.pending = map[string]bool{}
+		n.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		for q := range qs {
+			n.c.publish(ctx, wakeChannel, q)
+		}
+		cancel()
+	}
+}
+
+func (n *notifier) close() {
+	n.once.Do(func() { close(n.stop) })
+	<-n.done
+}

@@ -1,0 +1,3 @@
+DROP TABLE twice_queues;
+DROP TABLE twice_job_keys;
+DROP TABLE twice_jobs;

@@ -1,0 +1,515 @@
+package jobs
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twicehq/twice/store"
+)
+
+// soonDelays are the extra looks a producer takes after a wake-up for jobs that may not be
+// committed yet (see notifyInTx), as long as each look finds nothing.
+var soonDelays = []time.Duration{2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond}
+
+// producer fetches and runs the jobs of one queue on this instance.
+type producer struct {
+	c     *Client
+	queue string
+	cfg   QueueConfig
+
+	wakeCh chan struct{}
+	soon   atomic.Bool
+	freeCh chan struct{}
+	stopCh chan struct{}
+	done   chan struct{}
+	once   sync.Once
+	begun  atomic.Bool
+
+	// tasks hands fetched jobs to idle workers; unbuffered, so a job never waits in it.
+	tasks chan task
+
+	mu      sync.Mutex // protects running
+	running map[int64]*runningJob
+}
+
+type runningJob struct {
+	row    *Row
+	cancel context.CancelCauseFunc
+}
+
+func newProducer(c *Client, queue string, cfg QueueConfig) *producer {
+	return &producer{c: c, queue: queue, cfg: cfg, wakeCh: make(chan struct{}, 1), freeCh: make(chan struct{}, 1),
+		stopCh: make(chan struct{}), done: make(chan struct{}), running: map[int64]*runningJob{}, tasks: make(chan task)}
+}
+
+func (p *producer) start() {
+	p.begun.Store(true)
+	go p.loop()
+}
+
+func (p *producer) wake(soon bool) {
+	if soon {
+		p.soon.Store(true)
+	}
+	select {
+	case p.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (p *producer) numRunning() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.running)
+}
+
+func (p *producer) loop() {
+	defer close(p.done)
+	poll := time.NewTimer(p.c.cfg.Poll)
+	defer poll.Stop()
+	var soon *time.Timer
+	soonStep := -1
+	more, woken := true, true
+	threshold := max(1, p.cfg.Concurrency/4)
+	failures := 0
+	for {
+		select {
+		case <-p.stopCh:
+			return
+		default:
+		}
+		if free := p.cfg.Concurrency - p.numRunning(); more && free > 0 && (woken || free >= threshold || free == p.cfg.Concurrency) {
+			n, err := p.fetch(free)
+			switch {
+			case err != nil:
+				failures++
+				if failures == 1 || failures%100 == 0 {
+					p.c.log.Warn("jobs: fetch failed; retrying at the next poll", "queue", p.queue, "err", err, "failures", failures)
+				}
+				more = false
+			default:
+				failures = 0
+				more = n == free
+				if n > 0 {
+					soonStep = -1
+				} else if soonStep >= 0 && soonStep < len(soonDelays) {
+					soon = resetTimer(soon, soonDelays[soonStep])
+				}
+			}
+			woken = false
+		}
+		var soonC <-chan time.Time
+		if soon != nil && soonStep >= 0 {
+			soonC = soon.C
+		}
+		select {
+		case <-p.stopCh:
+			return
+		case <-p.wakeCh:
+			more, woken = true, true
+			if p.soon.Swap(false) {
+				soonStep = 0
+			}
+		case <-p.freeCh:
+		case <-soonC:
+			more, woken = true, true
+			soonStep++
+		case <-poll.C:
+			more, woken = true, true
+			p.checkCancelled()
+			poll.Reset(p.c.cfg.Poll)
+		}
+	}
+}
+
+func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
+	if t == nil {
+		return time.NewTimer(d)
+	}
+	t.Reset(d)
+	return t
+}
+
+// fetch takes up to n available jobs and starts them.
+func (p *producer) fetch(n int) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var rows []*Row
+	var err error
+	if p.c.s.Dialect() == store.SQLite {
+		rows, err = p.fetchSQLite(ctx, n)
+	} else {
+		rows, err = p.fetchPG(ctx, n)
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range rows {
+		p.execute(r)
+	}
+	return len(rows), nil
+}
+
+func (p *producer) fetchPG(ctx context.Context, n int) ([]*Row, error) {
+	c := p.c
+	if p.cfg.GlobalLimit <= 0 {
+		return p.queryFetched(ctx, c.s, c.q.fetch, c.s.NowArg(), c.cfg.Service, p.queue, n, c.cfg.Instance)
+	}
+	// A cluster-wide limit needs fetchers of the queue to take turns: an advisory lock per
+	// queue, held for the fetch's transaction only.
+	var rows []*Row
+	err := c.s.InTx(ctx, func(tx store.Tx) error {
+		if _, err := tx.Exec(ctx, c.q.limitLock, c.cfg.Service, p.queue); err != nil {
+			return err
+		}
+		room, err := p.room(ctx, tx, n)
+		if err != nil || room == 0 {
+			return err
+		}
+		rows, err = p.queryFetched(ctx, tx, c.q.fetch, c.s.NowArg(), c.cfg.Service, p.queue, room, c.cfg.Instance)
+		return err
+	})
+	return rows, err
+}
+
+// room is how many jobs may start under the queue's cluster-wide limit, at most n.
+func (p *producer) room(ctx context.Context, q store.Querier, n int) (int, error) {
+	var running int
+	if err := q.QueryRow(ctx, p.c.q.countRunning, p.c.cfg.Service, p.queue).Scan(&running); err != nil {
+		return 0, err
+	}
+	return max(0, min(n, p.cfg.GlobalLimit-running)), nil
+}
+
+func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
+	c := p.c
+	// The write lock is the scarce thing on SQLite: an idle queue's look is a read.
+	var one int
+	err := c.s.Reader().QueryRow(ctx, c.q.fetch, c.s.NowArg(), c.cfg.Service, p.queue, 1, c.cfg.Instance).Scan(&one, new(*string))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rows []*Row
+	err = c.s.InTx(ctx, func(tx store.Tx) error {
+		if p.cfg.GlobalLimit > 0 {
+			room, err := p.room(ctx, tx, n)
+			if err != nil || room == 0 {
+				return err
+			}
+			n = room
+		}
+		cand, err := tx.Query(ctx, c.q.fetch, c.s.NowArg(), c.cfg.Service, p.queue, n, c.cfg.Instance)
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		claim := map[string]int64{}
+		for cand.Next() {
+			var id int64
+			var key *string
+			if err := cand.Scan(&id, &key); err != nil {
+				cand.Close()
+				return err
+			}
+			if key == nil {
+				ids = append(ids, id)
+			} else if _, dup := claim[*key]; !dup {
+				claim[*key] = id
+			}
+		}
+		cand.Close()
+		if err := cand.Err(); err != nil {
+			return err
+		}
+		for key, id := range claim {
+			// The one writer makes check-then-insert safe here.
+			k, err := tx.Exec(ctx, `INSERT INTO twice_job_keys (service, key, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+				c.cfg.Service, key, id)
+			if err != nil {
+				return err
+			}
+			if k == 1 {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		list, _ := json.Marshal(ids)
+		rows, err = p.queryFetched(ctx, tx, sqliteTake, c.s.NowArg(), c.cfg.Service, p.queue, string(list), c.cfg.Instance)
+		return err
+	})
+	return rows, err
+}
+
+// queryFetched runs a fetch returning [fetchCols] and scans the jobs it took.
+func (p *producer) queryFetched(ctx context.Context, q store.Querier, query string, args ...any) ([]*Row, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	pg := q.Dialect() == store.Postgres
+	var out []*Row
+	for rows.Next() {
+		r := &Row{State: Running, Owner: p.c.cfg.Instance}
+		var key, lastError *string
+		var batch *int64
+		var timeoutMS int64
+		var tags, meta, args []byte
+		dest := []any{&r.ID, &r.Queue, &r.Kind, &args, &r.Priority, nil, &r.Attempt, &r.MaxAttempts, &key, &batch,
+			&timeoutMS, &tags, &meta, &lastError, nil, nil}
+		var runAt, created, attempted store.Time
+		if pg {
+			dest[5], dest[14], dest[15] = &r.ScheduledAt, &r.CreatedAt, &r.AttemptedAt
+		} else {
+			dest[5], dest[14], dest[15] = &runAt, &created, &attempted
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		if !pg {
+			r.ScheduledAt, r.CreatedAt, r.AttemptedAt = runAt.Time, created.Time, attempted.Time
+		}
+		fill(r, bitRunning, args, &r.Owner, key, nil, lastError, batch, timeoutMS, false, tags, meta)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// execute runs a fetched job on a worker goroutine: an idle one if there is one, else a
+// new one. A worker waits a while for its next job before it exits, so a busy queue does
+// not pay for a goroutine and its stack growth per job.
+func (p *producer) execute(row *Row) {
+	ctx, cancel := context.WithCancelCause(p.c.runCtx)
+	p.mu.Lock()
+	p.running[row.ID] = &runningJob{row: row, cancel: cancel}
+	p.mu.Unlock()
+	t := task{row: row, ctx: ctx, cancel: cancel}
+	select {
+	case p.tasks <- t:
+	default:
+		go p.worker(t)
+	}
+}
+
+// task is a fetched job on its way to a worker.
+type task struct {
+	row    *Row
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// workerIdle is how long a worker goroutine waits for another job before it exits.
+const workerIdle = time.Second
+
+func (p *producer) worker(t task) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		res := p.c.work(t.ctx, t.row)
+		t.cancel(nil)
+		p.mu.Lock()
+		delete(p.running, t.row.ID)
+		p.mu.Unlock()
+		p.c.comp.add(res)
+		select {
+		case p.freeCh <- struct{}{}:
+		default:
+		}
+		idle.Reset(workerIdle)
+		select {
+		case t = <-p.tasks:
+		case <-idle.C:
+			return
+		case <-p.c.runCtx.Done():
+			return
+		}
+	}
+}
+
+func (p *producer) cancelJob(id int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r := p.running[id]; r != nil {
+		r.cancel(ErrCancelled)
+	}
+}
+
+// checkCancelled is the poll behind the cancel signal: it cancels running jobs whose
+// cancellation was requested while the signal was lost.
+func (p *producer) checkCancelled() {
+	if p.numRunning() == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := p.c.s.Reader().Query(ctx, p.c.q.cancelRequested, p.c.cfg.Service, p.c.cfg.Instance)
+	if err != nil {
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		if rows.Scan(&id) == nil {
+			p.cancelJob(id)
+		}
+	}
+}
+
+func (p *producer) stopFetching() {
+	p.once.Do(func() { close(p.stopCh) })
+	if p.begun.Load() {
+		<-p.done
+	}
+}
+
+// waitIdle waits until no job runs or ctx ends.
+func (p *producer) waitIdle(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for p.numRunning() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// handBackRunning returns the jobs still running here (their workers ignored the
+// cancellation) to the queue, without counting the attempt.
+func (p *producer) handBackRunning(ctx context.Context) error {
+	p.mu.Lock()
+	stuck := make([]*Row, 0, len(p.running))
+	for _, r := range p.running {
+		stuck = append(stuck, r.row)
+	}
+	p.mu.Unlock()
+	if len(stuck) == 0 {
+		return nil
+	}
+	c := p.c
+	ids, attempts := make([]int64, len(stuck)), make([]int32, len(stuck))
+	for i, r := range stuck {
+		ids[i], attempts[i] = r.ID, int32(r.Attempt)
+	}
+	var err error
+	if c.s.Dialect() == store.SQLite {
+		err = c.s.InTx(ctx, func(tx store.Tx) error {
+			for i := range stuck {
+				if _, err := tx.Exec(ctx, c.q.handBack, c.s.NowArg(), c.cfg.Service, c.cfg.Instance, ids[i], attempts[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	} else {
+		_, err = c.s.Exec(ctx, c.q.handBack, c.s.NowArg(), c.cfg.Service, c.cfg.Instance, ids, attempts)
+	}
+	if err != nil {
+		return fmt.Errorf("jobs: hand back %d running jobs of queue %s: %w", len(stuck), p.queue, err)
+	}
+	c.log.Warn("jobs: handed back jobs whose workers did not return after shutdown", "queue", p.queue, "count", len(stuck))
+	c.publish(ctx, wakeChannel, p.queue)
+	return nil
+}
+
+// result is one finished attempt, as the finish statement takes it.
+type result struct {
+	id      int64
+	attempt int
+	state   int
+	delayMS int64
+	err     *string
+	undo    int
+	queue   string
+	keyed   bool  // the job holds a key, to be released with it
+	batchID int64 // the job's batch, 0 for none
+}
+
+var errTimeout = errors.New("jobs: attempt timed out")
+
+// work runs one attempt and decides its outcome.
+func (c *Client) work(ctx context.Context, row *Row) result {
+	c.mu.Lock()
+	wk := c.workers[row.Kind]
+	c.mu.Unlock()
+	timeout := row.Timeout
+	if timeout == 0 {
+		timeout = c.cfg.Timeout
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, timeout, errTimeout)
+		defer cancel()
+	}
+	var err error
+	if wk == nil {
+		err = fmt.Errorf("%w: %q on instance %s", ErrNoWorker, row.Kind, c.cfg.Instance)
+	} else {
+		err = safeRun(ctx, wk.run, row)
+	}
+	return c.outcome(ctx, row, err)
+}
+
+func safeRun(ctx context.Context, run func(context.Context, *Row) error, row *Row) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("jobs: worker panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return run(ctx, row)
+}
+
+func (c *Client) outcome(ctx context.Context, row *Row, err error) result {
+	res := result{id: row.ID, attempt: row.Attempt, queue: row.Queue, keyed: row.Key != "", batchID: row.BatchID}
+	msg := func(e error) *string {
+		s := e.Error()
+		if len(s) > 4000 {
+			s = s[:4000]
+		}
+		return &s
+	}
+	cause := context.Cause(ctx)
+	var snooze *snoozeError
+	var cancelled *cancelError
+	var decode *decodeError
+	switch {
+	case err == nil:
+		res.state = bitCompleted
+	case errors.Is(cause, ErrCancelled):
+		res.state, res.err = bitCancelled, msg(fmt.Errorf("cancelled while running: %w", err))
+	case errors.Is(cause, ErrShutdown):
+		// Handed back: another instance runs it, and this attempt does not count.
+		res.state, res.undo, res.err = bitAvailable, 1, msg(fmt.Errorf("handed back on shutdown of %s: %w", c.cfg.Instance, err))
+	case errors.As(err, &snooze):
+		res.state, res.undo, res.delayMS = bitAvailable, 1, snooze.d.Milliseconds()
+	case errors.As(err, &cancelled):
+		res.state, res.err = bitCancelled, msg(err)
+	case errors.As(err, &decode):
+		res.state, res.err = bitDiscarded, msg(err)
+	default:
+		if errors.Is(cause, errTimeout) {
+			err = fmt.Errorf("%w after %v: %w", errTimeout, row.Timeout, err)
+		}
+		res.err = msg(err)
+		if row.Attempt >= row.MaxAttempts {
+			res.state = bitDiscarded
+		} else {
+			res.state, res.delayMS = bitAvailable, max(c.cfg.Backoff(row.Attempt).Milliseconds(), 0)
+		}
+	}
+	return res
+}

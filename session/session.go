@@ -1,0 +1,423 @@
+// Package session keeps server-side HTTP sessions in the database the service already has,
+// so every instance sees the same session and no update is lost between them.
+//
+// Each value is its own row: two requests of one session that change different keys both
+// keep their change, and concurrent changes to one key end with the one committed last,
+// never with a whole-session overwrite (the failure of blob stores such as scs's and
+// Spring Session's). The cookie carries a 256-bit random token; the database keeps only its
+// SHA-256, so reading the table gives nobody a session.
+//
+//	mux.Handle("/", node.Sessions().Middleware(app))
+//
+//	func login(w http.ResponseWriter, r *http.Request) {
+//		ctx := r.Context()
+//		if err := session.SetUser(ctx, "42"); err != nil { … } // new token: fixation-proof
+//		_ = session.Put(ctx, "theme", "dark")
+//	}
+//	theme, ok := session.Get[string](ctx, "theme")
+//
+// Changes are written in one short transaction just before the response's headers go out,
+// so the client never sees a response whose session change was not stored.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/twicehq/twice/internal/httpx"
+	"github.com/twicehq/twice/store"
+)
+
+// Defaults of [Config].
+const (
+	DefaultCookieName    = "twice_session"
+	DefaultIdleTimeout   = 24 * time.Hour
+	DefaultLifetime      = 7 * 24 * time.Hour
+	DefaultMaxValueBytes = 64 << 10
+	DefaultPruneInterval = time.Minute
+)
+
+// MaxKeyLen is the longest key, in bytes.
+const MaxKeyLen = 256
+
+// SecureMode says when the cookie gets the Secure attribute.
+type SecureMode int
+
+const (
+	// SecureAuto sets Secure when the request came over TLS, or from a trusted proxy whose
+	// X-Forwarded-Proto (or Forwarded proto=) says https.
+	SecureAuto SecureMode = iota
+	// SecureAlways always sets Secure.
+	SecureAlways
+	// SecureNever never sets Secure: plain-HTTP development only.
+	SecureNever
+)
+
+// Errors.
+var (
+	// ErrNoSession is returned when the context carries no session: the handler is not
+	// behind [Sessions.Middleware].
+	ErrNoSession = errors.New("session: no session in context (is the handler behind Sessions.Middleware?)")
+	// ErrHeadersWritten is returned by Renew, SetUser and Destroy after the response's
+	// headers went out: the cookie could no longer follow the change.
+	ErrHeadersWritten = errors.New("session: response headers already written; renew or destroy before writing the response")
+	// ErrTooLarge is returned by Put for a value over Config.MaxValueBytes.
+	ErrTooLarge = errors.New("session: value too large")
+	// ErrBadKey is returned for an empty key or one over MaxKeyLen bytes.
+	ErrBadKey = errors.New("session: key must be 1 to 256 bytes")
+)
+
+// Config configures [Sessions].
+type Config struct {
+	// Service scopes sessions: services sharing a database never see each other's.
+	// Required (the node sets it).
+	Service string
+	// CookieName is the cookie's name. Defaults to [DefaultCookieName]. Behind HTTPS, a
+	// name starting with "__Host-" (with SecureAlways) stops a sibling subdomain from
+	// planting its own session cookie.
+	CookieName string
+	// Domain is the cookie's Domain attribute. Defaults to empty: the request's host only.
+	Domain string
+	// Path is the cookie's Path. Defaults to "/".
+	Path string
+	// SameSite is the cookie's SameSite attribute. Defaults to http.SameSiteLaxMode.
+	SameSite http.SameSite
+	// Secure says when the cookie is marked Secure. Defaults to [SecureAuto].
+	Secure SecureMode
+	// TrustedProxies are the addresses whose X-Forwarded-Proto and Forwarded headers are
+	// believed. Defaults to none: only the connection itself counts.
+	TrustedProxies []netip.Prefix
+	// ScriptAccess leaves out HttpOnly, letting page scripts read the cookie. Defaults to
+	// false: the cookie is HttpOnly.
+	ScriptAccess bool
+	// BrowserSession makes the cookie last until the browser closes rather than until the
+	// session's absolute expiry. Defaults to false.
+	BrowserSession bool
+	// IdleTimeout ends a session not used for this long, measured in database time; use
+	// refreshes it at most every tenth of it (and at most every minute). Defaults to
+	// [DefaultIdleTimeout].
+	IdleTimeout time.Duration
+	// Lifetime ends a session this long after it began, however much it is used. Defaults
+	// to [DefaultLifetime].
+	Lifetime time.Duration
+	// MaxValueBytes bounds one encoded value. Defaults to [DefaultMaxValueBytes].
+	MaxValueBytes int
+	// PruneInterval is how often the leader deletes expired sessions. Defaults to
+	// [DefaultPruneInterval].
+	PruneInterval time.Duration
+	// ErrorHandler answers a request whose session could not be read or written (the
+	// database is unreachable). Defaults to a 500 problem+json response.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+	// Logger defaults to slog.Default(). It should carry the instance id; the node's does.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.CookieName == "" {
+		c.CookieName = DefaultCookieName
+	}
+	if c.Path == "" {
+		c.Path = "/"
+	}
+	if c.SameSite == 0 {
+		c.SameSite = http.SameSiteLaxMode
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.Lifetime == 0 {
+		c.Lifetime = DefaultLifetime
+	}
+	if c.MaxValueBytes == 0 {
+		c.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if c.PruneInterval == 0 {
+		c.PruneInterval = DefaultPruneInterval
+	}
+	if c.ErrorHandler == nil {
+		c.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, _ error) {
+			httpx.WriteProblem(w, httpx.Problem{Type: "session-store-unavailable", Status: http.StatusInternalServerError,
+				Detail: "the session could not be read or saved; try again"})
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.Service == "" {
+		errs = append(errs, errors.New("Service is required"))
+	}
+	if c.IdleTimeout < time.Second || c.Lifetime < time.Second {
+		errs = append(errs, fmt.Errorf("IdleTimeout %v and Lifetime %v must be at least a second", c.IdleTimeout, c.Lifetime))
+	}
+	if c.Secure < SecureAuto || c.Secure > SecureNever {
+		errs = append(errs, fmt.Errorf("Secure %d is not a SecureMode", c.Secure))
+	}
+	if c.SameSite == http.SameSiteNoneMode && c.Secure == SecureNever {
+		errs = append(errs, errors.New("SameSite=None needs a Secure cookie; browsers drop it otherwise"))
+	}
+	// Browsers only accept prefixed names on cookies that keep the prefix's promise.
+	if strings.HasPrefix(c.CookieName, "__Host-") && (c.Secure != SecureAlways || c.Domain != "" || c.Path != "/") {
+		errs = append(errs, errors.New("a __Host- cookie needs Secure: SecureAlways, no Domain and Path /"))
+	}
+	if strings.HasPrefix(c.CookieName, "__Secure-") && c.Secure != SecureAlways {
+		errs = append(errs, errors.New("a __Secure- cookie needs Secure: SecureAlways"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("session: invalid Config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Sessions is the session store of one service. Get it from the node (twice.Node.Sessions)
+// or make one with [New] on a migrated store. It is safe for concurrent use.
+type Sessions struct {
+	s   *store.Store
+	cfg Config
+	q   queries
+	log *slog.Logger
+}
+
+// New returns the sessions of cfg.Service in s, whose schema must include [Component].
+func New(s *store.Store, cfg Config) (*Sessions, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Sessions{s: s, cfg: cfg, q: queriesFor(s.Dialect()), log: cfg.Logger}, nil
+}
+
+// Config returns the configuration with defaults filled in.
+func (m *Sessions) Config() Config { return m.cfg }
+
+type ctxKey struct{}
+
+// Middleware loads the request's session (if its cookie names a live one), puts it in the
+// request's context for [Get], [Put] and the rest, and saves the changes in one
+// transaction just before the response's headers go out; the cookie is set only when the
+// token changes. A malformed cookie counts as no session. Works with any router that takes
+// func(http.Handler) http.Handler (net/http, chi, echo through echo.WrapMiddleware).
+func (m *Sessions) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := m.load(r)
+		if err != nil {
+			m.log.Error("session: cannot load the session", "err", err)
+			m.cfg.ErrorHandler(w, r, err)
+			return
+		}
+		hw := &httpx.HookWriter{ResponseWriter: w}
+		s.hw = hw
+		failed := false
+		hw.Before = func() bool {
+			if err := s.commit(r.Context(), w); err != nil {
+				m.log.Error("session: cannot save the session", "err", err)
+				m.cfg.ErrorHandler(w, r, err)
+				failed = true
+				return false
+			}
+			return true
+		}
+		next.ServeHTTP(hw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, s)))
+		hw.Finish()
+		if failed {
+			return // the client was told the request failed; its changes must not land later
+		}
+		// Changes made after the headers went out are still saved; only a new session could
+		// not reach the client, and commit says so.
+		if err := s.commit(context.WithoutCancel(r.Context()), nil); err != nil {
+			m.log.Error("session: cannot save changes made after the response was written", "err", err)
+		}
+	})
+}
+
+// load reads the session named by r's cookie; a missing, malformed or dead one gives a
+// new, empty session that is stored only once something is put in it.
+func (m *Sessions) load(r *http.Request) (*Session, error) {
+	s := &Session{m: m, values: map[string][]byte{}, dirty: map[string]change{}, ua: r.UserAgent(),
+		secure: m.secure(r)}
+	// A browser may send several cookies of one name (another path, a parent domain);
+	// the first that names a live session wins, and only a few are tried.
+	for i, c := range r.CookiesNamed(m.cfg.CookieName) {
+		if i == maxCookies {
+			break
+		}
+		s.hadCookie = true
+		hash, err := DecodeToken(c.Value)
+		if err != nil {
+			m.log.Debug("session: ignoring a malformed cookie", "len", len(c.Value), "remote", r.RemoteAddr)
+			continue
+		}
+		found, err := s.fetch(r.Context(), hash)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			return s, nil
+		}
+		m.log.Debug("session: cookie names no live session", "remote", r.RemoteAddr)
+	}
+	return s, nil
+}
+
+// maxCookies bounds the session cookies of one request that are looked up.
+const maxCookies = 3
+
+func (m *Sessions) secure(r *http.Request) bool {
+	switch m.cfg.Secure {
+	case SecureAlways:
+		return true
+	case SecureNever:
+		return false
+	}
+	return overTLS(r, m.cfg.TrustedProxies)
+}
+
+// cookie returns the session cookie carrying token, or one that deletes it when token is
+// empty.
+func (m *Sessions) cookie(token string, expires time.Time, secure bool) *http.Cookie {
+	c := &http.Cookie{Name: m.cfg.CookieName, Value: token, Path: m.cfg.Path, Domain: m.cfg.Domain,
+		Secure: secure, HttpOnly: !m.cfg.ScriptAccess, SameSite: m.cfg.SameSite}
+	switch {
+	case token == "":
+		c.MaxAge = -1
+	case !m.cfg.BrowserSession:
+		c.Expires = expires.UTC()
+		c.MaxAge = max(1, int(time.Until(expires).Seconds()))
+	}
+	return c
+}
+
+// Info describes one live session, as listed by [Sessions.List].
+type Info struct {
+	// ID identifies the session to [Sessions.DestroyID]. It is not its token and grants
+	// nothing.
+	ID        string    `json:"id"`
+	UserAgent string    `json:"user_agent"`
+	CreatedAt time.Time `json:"created_at"`
+	LastSeen  time.Time `json:"last_seen"`
+	// ExpiresAt is the absolute limit; Deadline the moment it ends unless used again.
+	ExpiresAt time.Time `json:"expires_at"`
+	Deadline  time.Time `json:"deadline"`
+}
+
+// List returns the live sessions of user, most recently used first.
+func (m *Sessions) List(ctx context.Context, user string) ([]Info, error) {
+	rows, err := m.s.Reader().Query(ctx, m.q.list, m.s.NowArg(), m.cfg.Service, user)
+	if err != nil {
+		return nil, fmt.Errorf("session: list: %w", err)
+	}
+	defer rows.Close()
+	var out []Info
+	for rows.Next() {
+		var i Info
+		var c, seen, exp, dl store.Time
+		if err := rows.Scan(&i.ID, &i.UserAgent, &c, &seen, &exp, &dl); err != nil {
+			return nil, err
+		}
+		i.CreatedAt, i.LastSeen, i.ExpiresAt, i.Deadline = c.Time, seen.Time, exp.Time, dl.Time
+		out = append(out, i)
+	}
+	return out, rows.Err()
+}
+
+// DestroyUser ends every session of user at once, on every instance ("log out
+// everywhere"), and returns how many there were. Call it when a password changes, in the
+// same transaction with [Sessions.DestroyUserTx].
+func (m *Sessions) DestroyUser(ctx context.Context, user string) (int64, error) {
+	var n int64
+	err := m.s.InTx(ctx, func(tx store.Tx) (err error) {
+		n, err = m.destroyUser(ctx, tx, user)
+		return err
+	})
+	return n, err
+}
+
+// DestroyUserTx is [Sessions.DestroyUser] in the caller's transaction (*sql.Tx, pgx.Tx or
+// store.Tx): the sessions end if and when tx commits.
+func (m *Sessions) DestroyUserTx(ctx context.Context, tx any, user string) (int64, error) {
+	q, err := m.s.Wrap(tx)
+	if err != nil {
+		return 0, err
+	}
+	return m.destroyUser(ctx, q, user)
+}
+
+func (m *Sessions) destroyUser(ctx context.Context, q store.Querier, user string) (int64, error) {
+	n, err := m.delete(ctx, q, m.q.userValues, m.q.user, m.cfg.Service, user)
+	if err != nil {
+		return 0, fmt.Errorf("session: destroy user: %w", err)
+	}
+	return n, nil
+}
+
+// delete runs a delete of sessions (sessionsSQL) with their values (valuesSQL, same
+// arguments) and returns how many sessions it deleted. On PostgreSQL the foreign key's
+// cascade deletes the values with the session row, locking rows in the order a save does
+// (session, then values), so a destroy and a concurrent save cannot deadlock. SQLite has one
+// writer and no such deadlock, but enforces the cascade only on connections with
+// foreign_keys on, which a caller's own connection may lack: there the values go first,
+// explicitly.
+func (m *Sessions) delete(ctx context.Context, q store.Querier, valuesSQL, sessionsSQL string, args ...any) (int64, error) {
+	if q.Dialect() == store.SQLite {
+		if _, err := q.Exec(ctx, valuesSQL, args...); err != nil {
+			return 0, err
+		}
+	}
+	return q.Exec(ctx, sessionsSQL, args...)
+}
+
+// DestroyID ends the session with id (from [Sessions.List]), for "log out that device". It
+// reports whether there was one.
+func (m *Sessions) DestroyID(ctx context.Context, id string) (bool, error) {
+	var n int64
+	err := m.s.InTx(ctx, func(tx store.Tx) (err error) {
+		n, err = m.delete(ctx, tx, m.q.idValues, m.q.id, m.cfg.Service, id)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("session: destroy: %w", err)
+	}
+	return n > 0, nil
+}
+
+// pruneBatch bounds one prune transaction, so SQLite's single writer is never held long.
+const pruneBatch = 1000
+
+// Prune deletes expired sessions (and expired scs-adapter sessions) in short batches and
+// returns how many it deleted. The node's leader runs it every PruneInterval; expired
+// sessions are never served in between, so pruning only reclaims space.
+func (m *Sessions) Prune(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := m.s.InTx(ctx, func(tx store.Tx) error {
+			a, err := m.delete(ctx, tx, m.q.pruneValues, m.q.prune, m.s.NowArg(), m.cfg.Service, pruneBatch)
+			if err != nil {
+				return err
+			}
+			b, err := tx.Exec(ctx, m.q.pruneSCS, m.s.NowArg(), m.cfg.Service, pruneBatch)
+			n = a + b
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("session: prune: %w", err)
+		}
+		total += n
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
+}
+
+// PruneInterval is how often the leader should call [Sessions.Prune].
+func (m *Sessions) PruneInterval() time.Duration { return m.cfg.PruneInterval }

@@ -1,0 +1,496 @@
+package session_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/session"
+	"github.com/twicehq/twice/store"
+)
+
+func TestMain(m *testing.M) {
+	// scs.New starts a cleanup goroutine for its default memory store, which the adapter
+	// replaces but cannot stop.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/alexedwards/scs/v2/memstore.(*MemStore).startCleanup"))
+}
+
+type bundle struct {
+	s     *store.Store
+	m     *session.Sessions
+	clock *testdb.Clock
+}
+
+// setup opens a migrated store on db with a stub clock and sessions on it.
+func setup(t testing.TB, db testdb.DB, cfg session.Config) *bundle {
+	t.Helper()
+	clock := testdb.NewClock()
+	s := db.Open(t, &store.Options{Clock: clock})
+	if _, err := store.NewMigrator(s, session.Component()).Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Service == "" {
+		cfg.Service = "shop"
+	}
+	cfg.Logger = testdb.Logger(t)
+	m, err := session.New(s, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bundle{s: s, m: m, clock: clock}
+}
+
+// serve runs fn behind the middleware for one request carrying cookie (if any) and returns
+// the response.
+func (b *bundle) serve(t testing.TB, cookie *http.Cookie, fn func(w http.ResponseWriter, r *http.Request)) *http.Response {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	if cookie != nil {
+		r.AddCookie(cookie)
+	}
+	w := httptest.NewRecorder()
+	b.m.Middleware(http.HandlerFunc(fn)).ServeHTTP(w, r)
+	return w.Result()
+}
+
+func sessionCookie(res *http.Response) *http.Cookie {
+	for _, c := range res.Cookies() {
+		if c.Name == session.DefaultCookieName {
+			return c
+		}
+	}
+	return nil
+}
+
+func put(t testing.TB, kv ...any) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < len(kv); i += 2 {
+			if err := session.Put(r.Context(), kv[i].(string), kv[i+1]); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
+
+func get[T any](t testing.TB, b *bundle, c *http.Cookie, key string) (v T, ok bool) {
+	t.Helper()
+	b.serve(t, c, func(w http.ResponseWriter, r *http.Request) { v, ok = session.Get[T](r.Context(), key) })
+	return v, ok
+}
+
+func TestSessions(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Run("PutGetAndCookie", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			res := b.serve(t, nil, func(w http.ResponseWriter, r *http.Request) {})
+			if c := sessionCookie(res); c != nil {
+				t.Fatalf("a request that stores nothing got a cookie: %v", c)
+			}
+			res = b.serve(t, nil, put(t, "cart", []string{"apple"}, "n", 3))
+			c := sessionCookie(res)
+			if c == nil {
+				t.Fatal("no cookie")
+			}
+			if !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Path != "/" || c.Secure || len(c.Value) != 43 {
+				t.Errorf("cookie %+v: want HttpOnly, SameSite=Lax, Path=/, not Secure over plain HTTP, 43 characters", c)
+			}
+			if c.MaxAge <= 0 || c.Expires.IsZero() {
+				t.Errorf("cookie %+v does not persist until the session's expiry", c)
+			}
+			if cart, ok := get[[]string](t, b, c, "cart"); !ok || len(cart) != 1 || cart[0] != "apple" {
+				t.Errorf("cart = %v, %v", cart, ok)
+			}
+			if n, ok := get[int](t, b, c, "n"); !ok || n != 3 {
+				t.Errorf("n = %v, %v", n, ok)
+			}
+			if _, ok := get[int](t, b, c, "cart"); ok {
+				t.Error("a []string decoded as an int")
+			}
+			res = b.serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+				session.Remove(r.Context(), "n")
+				w.WriteHeader(http.StatusNoContent)
+			})
+			if sessionCookie(res) != nil {
+				t.Error("a change without a new token set the cookie again")
+			}
+			if _, ok := get[int](t, b, c, "n"); ok {
+				t.Error("removed key still there")
+			}
+			// Only the hash of the token is stored.
+			var n int
+			if err := b.s.QueryRow(context.Background(), "SELECT count(*) FROM twice_sessions WHERE token_hash = $1", []byte(c.Value)).Scan(&n); err != nil || n != 0 {
+				t.Errorf("token stored in clear: %d, %v", n, err)
+			}
+		})
+
+		t.Run("SaveAndChangesAfterTheHeaders", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			// A streaming handler saves first, so the new session's cookie goes out with the
+			// first flush.
+			res := b.serve(t, nil, func(w http.ResponseWriter, r *http.Request) {
+				_ = session.Put(r.Context(), "a", 1)
+				if err := session.From(r.Context()).Save(r.Context()); err != nil {
+					t.Error(err)
+				}
+				_, _ = w.Write([]byte("streaming"))
+				http.NewResponseController(w).Flush()
+			})
+			c := sessionCookie(res)
+			if c == nil {
+				t.Fatal("no cookie after Save")
+			}
+			// A change to a stored session after the headers went out is still saved.
+			b.serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusAccepted)
+				_ = session.Put(r.Context(), "b", 2)
+			})
+			if v, ok := get[int](t, b, c, "b"); !ok || v != 2 {
+				t.Errorf("change after the headers lost: %v %v", v, ok)
+			}
+		})
+
+		t.Run("DestroyDuringSaveNeverFails", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			for range 30 {
+				c := sessionCookie(b.serve(t, nil, put(t, "a", 0, "b", 0, "c", 0)))
+				var wg sync.WaitGroup
+				codes := make(chan int, 2)
+				wg.Go(func() { codes <- b.serve(t, c, put(t, "a", 1, "b", 1, "c", 1)).StatusCode })
+				wg.Go(func() {
+					codes <- b.serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+						if err := session.Destroy(r.Context()); err != nil {
+							http.Error(w, err.Error(), http.StatusInternalServerError)
+						}
+					}).StatusCode
+				})
+				wg.Wait()
+				close(codes)
+				for code := range codes {
+					if code != http.StatusOK {
+						t.Fatalf("status %d: a destroy racing a save failed (deadlock?)", code)
+					}
+				}
+			}
+		})
+
+		t.Run("ParallelRequestsKeepEveryKey", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			c := sessionCookie(b.serve(t, nil, put(t, "seed", 0)))
+			// Every request loads the session before any of them saves, the interleaving
+			// in which a whole-session store loses all but one change.
+			const n = 8
+			var loaded sync.WaitGroup
+			loaded.Add(n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					b.serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+						loaded.Done()
+						loaded.Wait()
+						if err := session.Put(r.Context(), "k"+string(rune('a'+i)), i); err != nil {
+							t.Error(err)
+						}
+						if err := session.Put(r.Context(), "same", i); err != nil {
+							t.Error(err)
+						}
+					})
+				})
+			}
+			wg.Wait()
+			var keys []string
+			var same int
+			b.serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+				keys = session.Keys(r.Context())
+				same, _ = session.Get[int](r.Context(), "same")
+			})
+			if len(keys) != n+2 {
+				t.Fatalf("keys %v: want seed, same and %d others; a parallel update was lost", keys, n)
+			}
+			// The same key ends with one of the writes whole: the one committed last.
+			if same < 0 || same >= n {
+				t.Errorf("same = %d", same)
+			}
+		})
+
+		t.Run("RenewInvalidatesOldToken", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			old := sessionCookie(b.serve(t, nil, put(t, "cart", "x")))
+			res := b.serve(t, old, func(w http.ResponseWriter, r *http.Request) {
+				if err := session.SetUser(r.Context(), "u1"); err != nil {
+					t.Error(err)
+				}
+			})
+			nw := sessionCookie(res)
+			if nw == nil || nw.Value == old.Value {
+				t.Fatalf("login did not renew the token: %v", nw)
+			}
+			if _, ok := get[string](t, b, old, "cart"); ok {
+				t.Error("old token still works after renew")
+			}
+			if v, ok := get[string](t, b, nw, "cart"); !ok || v != "x" {
+				t.Errorf("values lost on renew: %q %v", v, ok)
+			}
+			var user string
+			b.serve(t, nw, func(w http.ResponseWriter, r *http.Request) { user = session.UserID(r.Context()) })
+			if user != "u1" {
+				t.Errorf("user %q", user)
+			}
+			// A request still holding the old token changes nothing.
+			res = b.serve(t, old, put(t, "cart", "planted"))
+			if v, _ := get[string](t, b, nw, "cart"); v != "x" {
+				t.Errorf("a request with the old token changed the renewed session: %q", v)
+			}
+			// Renew after the headers went out is refused: the cookie could not follow.
+			b.serve(t, nw, func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusOK)
+				if err := session.Renew(r.Context()); !errors.Is(err, session.ErrHeadersWritten) {
+					t.Errorf("Renew after WriteHeader = %v", err)
+				}
+			})
+		})
+
+		t.Run("DestroyAndLogOutEverywhere", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			login := func(user, ua string) *http.Cookie {
+				r := httptest.NewRequest(http.MethodPost, "/", nil)
+				r.Header.Set("User-Agent", ua)
+				w := httptest.NewRecorder()
+				b.m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if err := session.SetUser(r.Context(), user); err != nil {
+						t.Error(err)
+					}
+				})).ServeHTTP(w, r)
+				return sessionCookie(w.Result())
+			}
+			phone, laptop, other := login("ann", "phone"), login("ann", "laptop"), login("bob", "x")
+			ctx := context.Background()
+			list, err := b.m.List(ctx, "ann")
+			if err != nil || len(list) != 2 {
+				t.Fatalf("List = %+v, %v", list, err)
+			}
+			for _, i := range list {
+				if i.ID == "" || (i.UserAgent != "phone" && i.UserAgent != "laptop") || i.CreatedAt.IsZero() || !i.Deadline.After(i.LastSeen) {
+					t.Errorf("info %+v", i)
+				}
+			}
+			res := b.serve(t, phone, func(w http.ResponseWriter, r *http.Request) {
+				if err := session.Destroy(r.Context()); err != nil {
+					t.Error(err)
+				}
+			})
+			if c := sessionCookie(res); c == nil || c.MaxAge >= 0 {
+				t.Errorf("Destroy did not delete the cookie: %v", c)
+			}
+			if list, _ := b.m.List(ctx, "ann"); len(list) != 1 {
+				t.Errorf("after Destroy: %+v", list)
+			}
+			n, err := b.m.DestroyUser(ctx, "ann")
+			if err != nil || n != 1 {
+				t.Fatalf("DestroyUser = %d, %v", n, err)
+			}
+			var user string
+			b.serve(t, laptop, func(w http.ResponseWriter, r *http.Request) { user = session.UserID(r.Context()) })
+			if user != "" {
+				t.Error("a session survived DestroyUser")
+			}
+			b.serve(t, other, func(w http.ResponseWriter, r *http.Request) { user = session.UserID(r.Context()) })
+			if user != "bob" {
+				t.Errorf("another user's session was destroyed: %q", user)
+			}
+			list, _ = b.m.List(ctx, "bob")
+			if ok, err := b.m.DestroyID(ctx, list[0].ID); !ok || err != nil {
+				t.Errorf("DestroyID = %v, %v", ok, err)
+			}
+		})
+
+		t.Run("MalformedCookieIsNoSession", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			good := sessionCookie(b.serve(t, nil, put(t, "k", 1)))
+			flip := []byte(good.Value)
+			flip[5] ^= 1
+			for _, v := range []string{"", "x", good.Value[:42], good.Value + "A", good.Value + "=", string(flip),
+				strings.Repeat("A", 5000), "!!!!" + good.Value[4:], "\x00" + good.Value[1:]} {
+				res := b.serve(t, &http.Cookie{Name: session.DefaultCookieName, Value: v}, func(w http.ResponseWriter, r *http.Request) {
+					if _, ok := session.Get[int](r.Context(), "k"); ok {
+						t.Errorf("cookie %.50q gave a session", v)
+					}
+				})
+				if res.StatusCode != http.StatusOK {
+					t.Errorf("cookie %.50q: status %d", v, res.StatusCode)
+				}
+			}
+			// A planted or stale cookie of the same name before the real one does not hide it.
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Cookie", session.DefaultCookieName+"="+string(flip)+"; "+session.DefaultCookieName+"="+good.Value)
+			w := httptest.NewRecorder()
+			b.m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if _, ok := session.Get[int](r.Context(), "k"); !ok {
+					t.Error("the valid cookie after an invalid one was not used")
+				}
+			})).ServeHTTP(w, r)
+		})
+
+		t.Run("IdleAndAbsoluteTimeouts", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{IdleTimeout: 10 * time.Minute, Lifetime: time.Hour})
+			c := sessionCookie(b.serve(t, nil, put(t, "k", 1)))
+			// Used every 9 minutes, the session lives until its absolute limit.
+			for range 6 {
+				b.clock.Advance(9 * time.Minute)
+				if _, ok := get[int](t, b, c, "k"); !ok {
+					t.Fatal("session ended while in use")
+				}
+			}
+			b.clock.Advance(7 * time.Minute) // 61 minutes after it began
+			if _, ok := get[int](t, b, c, "k"); ok {
+				t.Error("session outlived its Lifetime")
+			}
+			c = sessionCookie(b.serve(t, nil, put(t, "k", 1)))
+			b.clock.Advance(11 * time.Minute)
+			if _, ok := get[int](t, b, c, "k"); ok {
+				t.Error("session outlived its IdleTimeout")
+			}
+			n, err := b.m.Prune(context.Background())
+			if err != nil || n != 2 {
+				t.Errorf("Prune = %d, %v; want the 2 expired sessions", n, err)
+			}
+			var rows int
+			if err := b.s.QueryRow(context.Background(), "SELECT count(*) FROM twice_session_values").Scan(&rows); err != nil || rows != 0 {
+				t.Errorf("%d value rows left after prune (%v)", rows, err)
+			}
+		})
+
+		t.Run("PopIsOnce", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			c := sessionCookie(b.serve(t, nil, put(t, "flash", "saved")))
+			var got atomic.Int32
+			var wg sync.WaitGroup
+			for range 6 {
+				wg.Go(func() {
+					b.serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+						v, ok, err := session.Pop[string](r.Context(), "flash")
+						if err != nil {
+							t.Error(err)
+						}
+						if ok && v == "saved" {
+							got.Add(1)
+						}
+					})
+				})
+			}
+			wg.Wait()
+			if got.Load() != 1 {
+				t.Errorf("flash popped %d times, want once", got.Load())
+			}
+		})
+
+		t.Run("SecureCookie", func(t *testing.T) {
+			t.Parallel()
+			proxy := netip.MustParsePrefix("10.0.0.0/8")
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{TrustedProxies: []netip.Prefix{proxy}})
+			for _, tc := range []struct {
+				name, remote, xfp, fwd string
+				tls, want              bool
+			}{
+				{name: "plain", remote: "192.0.2.1:1"},
+				{name: "tls", remote: "192.0.2.1:1", tls: true, want: true},
+				{name: "untrusted proxy", remote: "192.0.2.1:1", xfp: "https"},
+				{name: "trusted proxy", remote: "10.1.2.3:1", xfp: "https", want: true},
+				{name: "trusted proxy http", remote: "10.1.2.3:1", xfp: "http, https"},
+				{name: "trusted Forwarded", remote: "10.1.2.3:1", fwd: `for=1.2.3.4;proto=https`, want: true},
+			} {
+				r := httptest.NewRequest(http.MethodGet, "/", nil)
+				r.RemoteAddr = tc.remote
+				if tc.tls {
+					r.TLS = &tls.ConnectionState{}
+				}
+				if tc.xfp != "" {
+					r.Header.Set("X-Forwarded-Proto", tc.xfp)
+				}
+				if tc.fwd != "" {
+					r.Header.Set("Forwarded", tc.fwd)
+				}
+				w := httptest.NewRecorder()
+				b.m.Middleware(http.HandlerFunc(put(t, "k", 1))).ServeHTTP(w, r)
+				if c := sessionCookie(w.Result()); c == nil || c.Secure != tc.want {
+					t.Errorf("%s: cookie %v, want Secure=%v", tc.name, c, tc.want)
+				}
+			}
+		})
+
+		t.Run("StoreDownIsAnErrorNotANewSession", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			c := sessionCookie(b.serve(t, nil, put(t, "k", 1)))
+			b.s.Close()
+			called := false
+			res := b.serve(t, c, func(w http.ResponseWriter, r *http.Request) { called = true })
+			if called || res.StatusCode != http.StatusInternalServerError || res.Header.Get("Content-Type") != "application/problem+json" {
+				t.Errorf("status %d %q, handler called %v", res.StatusCode, res.Header.Get("Content-Type"), called)
+			}
+		})
+	})
+}
+
+func TestConfig(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testdb.New(t, store.SQLite), session.Config{})
+	for _, cfg := range []session.Config{
+		{},
+		{Service: "x", IdleTimeout: time.Millisecond},
+		{Service: "x", SameSite: http.SameSiteNoneMode, Secure: session.SecureNever},
+		{Service: "x", CookieName: "__Host-s"},
+		{Service: "x", CookieName: "__Host-s", Secure: session.SecureAlways, Domain: "example.com"},
+		{Service: "x", CookieName: "__Secure-s"},
+	} {
+		if _, err := session.New(b.s, cfg); err == nil {
+			t.Errorf("New(%+v) accepted", cfg)
+		}
+	}
+	if err := session.Put(context.Background(), "k", 1); !errors.Is(err, session.ErrNoSession) {
+		t.Errorf("Put outside the middleware = %v", err)
+	}
+}
+
+func FuzzDecodeToken(f *testing.F) {
+	f.Add("")
+	f.Add("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	f.Add("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB")
+	f.Add("_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-A")
+	f.Add("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+	f.Add(strings.Repeat("A", 4096))
+	f.Fuzz(func(t *testing.T, v string) {
+		hash, err := session.DecodeToken(v)
+		if err != nil {
+			if hash != nil {
+				t.Fatal("hash with an error")
+			}
+			return
+		}
+		if len(v) != 43 || len(hash) != 32 {
+			t.Fatalf("accepted %q (%d bytes) with a %d-byte hash", v, len(v), len(hash))
+		}
+		if strings.ContainsAny(v, "+/=") {
+			t.Fatalf("accepted a non-base64url token %q", v)
+		}
+	})
+}

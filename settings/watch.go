@@ -1,0 +1,130 @@
+package settings
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+type watcher struct {
+	key       string // "" for every key
+	fn        func(Setting)
+	cancelled atomic.Bool
+}
+
+// note is one change to hand to the watchers that were registered when it was applied.
+type note struct {
+	v  Setting
+	to []*watcher
+}
+
+// notifier calls watchers on a goroutine of its own, in the order changes were applied, so
+// a slow watcher never holds up the local copy and a watcher may itself call Set.
+type notifier struct {
+	mu     sync.Mutex // protects queue, closed
+	queue  []note
+	closed bool
+	wake   chan struct{}
+	done   chan struct{}
+}
+
+func newNotifier() *notifier {
+	n := &notifier{wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go n.loop()
+	return n
+}
+
+func (n *notifier) add(x note) {
+	n.mu.Lock()
+	if !n.closed {
+		n.queue = append(n.queue, x)
+	}
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (n *notifier) loop() {
+	defer close(n.done)
+	for {
+		n.mu.Lock()
+		q, closed := n.queue, n.closed
+		n.queue = nil
+		n.mu.Unlock()
+		for _, x := range q {
+			for _, w := range x.to {
+				if !w.cancelled.Load() {
+					w.fn(x.v)
+				}
+			}
+		}
+		if closed {
+			return
+		}
+		if len(q) == 0 {
+			<-n.wake
+		}
+	}
+}
+
+// close stops the notifier once the changes already queued have been handed out.
+func (n *notifier) close() {
+	n.mu.Lock()
+	n.closed = true
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+	<-n.done
+}
+
+// Watch calls fn with the current setting of key (if it is set) and then with every new
+// version of it this instance applies, deletions included (Deleted set). Versions only go
+// up; one superseded before this instance read it is skipped, since a watcher wants the
+// configuration as it is, not every step to it (the history has those). Calls come in
+// order, one at a time, on a goroutine shared by all watchers of these settings: keep fn
+// quick. cancel stops the calls.
+func (s *Settings) Watch(key string, fn func(Setting)) (cancel func()) {
+	return s.watch(key, fn)
+}
+
+// WatchAll is [Settings.Watch] for every key: fn gets every current setting, then every
+// change.
+func (s *Settings) WatchAll(fn func(Setting)) (cancel func()) {
+	return s.watch("", fn)
+}
+
+func (s *Settings) watch(key string, fn func(Setting)) func() {
+	w := &watcher{key: key, fn: fn}
+	s.mu.Lock()
+	id := s.nextW
+	s.nextW++
+	s.watchers[id] = w
+	// The current values are queued under the same lock as later changes, so fn sees
+	// each version once and in order.
+	var cur []Setting
+	for k, v := range s.vals {
+		if !v.Deleted && (key == "" || k == key) {
+			cur = append(cur, v)
+		}
+	}
+	sortByKey(cur)
+	for _, v := range cur {
+		s.notes.add(note{v: v, to: []*watcher{w}})
+	}
+	s.mu.Unlock()
+	return func() {
+		w.cancelled.Store(true)
+		s.mu.Lock()
+		delete(s.watchers, id)
+		s.mu.Unlock()
+	}
+}
+
+func sortByKey(vs []Setting) {
+	slices.SortFunc(vs, func(a, b Setting) int { return strings.Compare(a.Key, b.Key) })
+}

@@ -1,0 +1,10 @@
+// Package store is the only place in twice that speaks SQL dialects: it opens SQLite (the
+// embedded default, one file shared by every local instance) or PostgreSQL, hands out
+// queriers and transactions that behave alike on both, joins a caller's own transaction,
+// gives database time, and applies each building block's embedded migrations under a lock.
+//
+// Building blocks keep their own SQL for both dialects next to their code and run it through
+// a [Querier]. Placeholders are $1, $2, … in both dialects. Timestamps are timestamptz on
+// PostgreSQL and integer microseconds on SQLite; [Time] scans either, [Dialect.TimeArg]
+// binds either, and [Dialect.Now] is database time that tests can stub with a [Clock].
+package store

@@ -1,0 +1,98 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func (s *Store) openPostgres(ctx context.Context, schema string) error {
+	d := s.dsn
+	cfg, err := pgxpool.ParseConfig(d.Raw)
+	if err != nil {
+		return fmt.Errorf("%w %q: %s", ErrBadDSN, d, redactErr(err, d.Raw))
+	}
+	if schema != "" {
+		cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("store: cannot connect to %s: %s", d, redactErr(err, d.Raw))
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "3F000" {
+			return fmt.Errorf("store: %s: schema %q does not exist", d, schema)
+		}
+		return fmt.Errorf("store: cannot connect to %s: %s", d, redactErr(err, d.Raw))
+	}
+	s.pool = pool
+	// The control pool: two connections, opened when first used, for heartbeats and leases.
+	ccfg := cfg.Copy()
+	ccfg.MaxConns, ccfg.MinConns = 2, 0
+	if ccfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		ccfg.ConnConfig.RuntimeParams["application_name"] = "twice-control"
+	}
+	if s.control, err = pgxpool.NewWithConfig(ctx, ccfg); err != nil {
+		pool.Close()
+		return fmt.Errorf("store: cannot connect to %s: %s", d, redactErr(err, d.Raw))
+	}
+	if schema == "" {
+		if err := pool.QueryRow(ctx, "SELECT coalesce(current_schema(), '')").Scan(&schema); err != nil {
+			pool.Close()
+			s.control.Close()
+			return fmt.Errorf("store: %s: %w", d, err)
+		}
+		if schema == "" {
+			pool.Close()
+			s.control.Close()
+			return fmt.Errorf("store: %s: the search_path names no existing schema; create it or set Schema", d)
+		}
+	}
+	s.schema = schema
+	return nil
+}
+
+// pgxQuerier adapts pgx (the pool, a connection or a transaction).
+type pgxQuerier struct {
+	q interface {
+		Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+		QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	}
+}
+
+func (q pgxQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	tag, err := q.q.Exec(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (q pgxQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	rows, err := q.q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+func (q pgxQuerier) QueryRow(ctx context.Context, query string, args ...any) Row {
+	return q.q.QueryRow(ctx, query, args...)
+}
+
+func (q pgxQuerier) Dialect() Dialect { return Postgres }
+
+type pgxTx struct {
+	pgxQuerier
+	tx pgx.Tx
+}
+
+func (t *pgxTx) Commit(ctx context.Context) error   { return t.tx.Commit(ctx) }
+func (t *pgxTx) Rollback(ctx context.Context) error { return t.tx.Rollback(ctx) }

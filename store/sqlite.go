@@ -1,0 +1,111 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"runtime"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// sqliteReaders is the size of the read pool; reads in WAL mode never block each other.
+var sqliteReaders = max(4, runtime.GOMAXPROCS(0))
+
+func (s *Store) openSQLite(ctx context.Context) error {
+	d := s.dsn
+	pragmas := url.Values{}
+	for _, p := range []string{
+		fmt.Sprintf("busy_timeout(%d)", d.BusyTimeout.Milliseconds()),
+		"journal_mode(WAL)",
+		"synchronous(" + d.Synchronous + ")",
+		"foreign_keys(1)",
+	} {
+		pragmas.Add("_pragma", p)
+	}
+	base := "file:" + d.Path + "?" + pragmas.Encode()
+
+	var err error
+	s.writer, err = sql.Open("sqlite", base+"&_txlock=immediate")
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", d, err)
+	}
+	s.writer.SetMaxOpenConns(1)
+	s.writer.SetMaxIdleConns(1)
+	s.writer.SetConnMaxIdleTime(0)
+	s.writer.SetConnMaxLifetime(0)
+
+	s.ctlConn, err = sql.Open("sqlite", base+"&_txlock=immediate")
+	if err != nil {
+		s.writer.Close()
+		return fmt.Errorf("store: %s: %w", d, err)
+	}
+	s.ctlConn.SetMaxOpenConns(1)
+	s.ctlConn.SetMaxIdleConns(1)
+
+	s.reader, err = sql.Open("sqlite", base+"&_pragma=query_only(1)")
+	if err != nil {
+		s.writer.Close()
+		s.ctlConn.Close()
+		return fmt.Errorf("store: %s: %w", d, err)
+	}
+	s.reader.SetMaxOpenConns(sqliteReaders)
+	s.reader.SetMaxIdleConns(sqliteReaders)
+
+	// The first statement on the writer creates the file and switches it to WAL, which
+	// readers need before they open.
+	if _, err := s.writer.ExecContext(ctx, "PRAGMA user_version"); err != nil {
+		s.Close()
+		return fmt.Errorf("store: cannot open %s: %w", d, err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		s.Close()
+		return err
+	}
+	return nil
+}
+
+// sqlQuerier adapts database/sql (SQLite, or a caller's *sql.Tx on either database).
+type sqlQuerier struct {
+	db interface {
+		ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+		QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	}
+	dialect Dialect
+}
+
+func (q sqlQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := q.db.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (q sqlQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	rows, err := q.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return sqlRows{rows}, nil
+}
+
+func (q sqlQuerier) QueryRow(ctx context.Context, query string, args ...any) Row {
+	return q.db.QueryRowContext(ctx, query, args...)
+}
+
+func (q sqlQuerier) Dialect() Dialect { return q.dialect }
+
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { r.Rows.Close() }
+
+type sqlTx struct {
+	sqlQuerier
+	tx *sql.Tx
+}
+
+func (t *sqlTx) Commit(context.Context) error   { return t.tx.Commit() }
+func (t *sqlTx) Rollback(context.Context) error { return t.tx.Rollback() }

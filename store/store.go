@@ -1,0 +1,343 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Dialect names the SQL a store speaks.
+type Dialect string
+
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// ErrNoRows is returned by [Row.Scan] when a query returned no row, on either driver.
+var ErrNoRows = sql.ErrNoRows
+
+// Querier runs SQL. The store, its transactions and a caller's own transaction (through
+// [Wrap]) all satisfy it, so a building block's query runs the same way in each. Placeholders
+// are $1, $2, … in both dialects.
+type Querier interface {
+	// Exec runs a statement and returns the number of rows it affected.
+	Exec(ctx context.Context, sql string, args ...any) (int64, error)
+	Query(ctx context.Context, sql string, args ...any) (Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) Row
+	// Dialect is the SQL dialect the querier speaks.
+	Dialect() Dialect
+}
+
+// Rows is the result of [Querier.Query]. Close must be called unless Next returned false.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+// Row is the result of [Querier.QueryRow]; Scan returns [ErrNoRows] when there was none.
+type Row interface {
+	Scan(dest ...any) error
+}
+
+// Tx is a transaction opened by [Store.Begin].
+type Tx interface {
+	Querier
+	Commit(ctx context.Context) error
+	Rollback(ctx context.Context) error
+}
+
+// Clock stubs database time in tests. In production it is nil and every lease, heartbeat and
+// schedule is computed from the database's own clock, so no instance's clock matters.
+type Clock interface {
+	Now() time.Time
+}
+
+// Options tune [Open]. A nil *Options is valid.
+type Options struct {
+	// Schema is the PostgreSQL schema twice's tables live in; it is created on first use.
+	// Defaults to the DSN's search_path, usually "public". Ignored for SQLite.
+	Schema string
+	// Clock replaces database time, for tests only. Defaults to nil: the database's clock.
+	Clock Clock
+	// Logger receives connection-level messages. Defaults to slog.Default().
+	Logger *slog.Logger
+	// ConnectTimeout bounds the first connection. Defaults to 10 seconds.
+	ConnectTimeout time.Duration
+}
+
+// Store is the one place that speaks to the database. It is safe for concurrent use.
+type Store struct {
+	dsn    DSN
+	schema string
+	clock  Clock
+	log    *slog.Logger
+
+	pool    *pgxpool.Pool // PostgreSQL
+	control *pgxpool.Pool // PostgreSQL: a few connections kept for the cluster's own statements
+
+	// SQLite keeps one writer connection per process: writes queue in Go instead of sleeping
+	// in SQLite's busy handler, and every transaction begins IMMEDIATE, so two processes
+	// can never deadlock upgrading a read to a write. Reads use their own pool and never
+	// wait for a writer (WAL).
+	writer  *sql.DB
+	reader  *sql.DB
+	ctlConn *sql.DB // SQLite: a second writer connection for the cluster's own statements
+
+	sqlOnce sync.Once
+	sqlDB   *sql.DB // database/sql view of the PostgreSQL pool, made on first use
+}
+
+// Open connects to the database named by dsn and checks it answers. Errors name the DSN with
+// its password masked.
+func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
+	d, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if opts == nil {
+		opts = &Options{}
+	}
+	s := &Store{dsn: d, clock: opts.Clock, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	timeout := opts.ConnectTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	switch d.Dialect {
+	case SQLite:
+		err = s.openSQLite(ctx)
+	case Postgres:
+		err = s.openPostgres(ctx, opts.Schema)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// DSN returns the parsed DSN the store was opened with.
+func (s *Store) DSN() DSN { return s.dsn }
+
+// String returns the DSN with its password masked.
+func (s *Store) String() string { return s.dsn.String() }
+
+// Dialect is the SQL dialect of the database.
+func (s *Store) Dialect() Dialect { return s.dsn.Dialect }
+
+// Schema is the PostgreSQL schema the store works in; empty for SQLite.
+func (s *Store) Schema() string { return s.schema }
+
+// Pool is the pgx pool, or nil on SQLite. Use it to run the business transactions that
+// twice's Tx operations join.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// DB is a database/sql handle on the same database. On SQLite it is the writer, whose
+// transactions begin IMMEDIATE; on PostgreSQL it shares the pgx pool.
+func (s *Store) DB() *sql.DB {
+	if s.dsn.Dialect == SQLite {
+		return s.writer
+	}
+	s.sqlOnce.Do(func() { s.sqlDB = stdlib.OpenDBFromPool(s.pool) })
+	return s.sqlDB
+}
+
+// Exec runs a statement on the writer.
+func (s *Store) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	return s.q().Exec(ctx, query, args...)
+}
+
+// Query runs a query on the writer, so it may modify rows (UPDATE … RETURNING).
+func (s *Store) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	return s.q().Query(ctx, query, args...)
+}
+
+// QueryRow runs a query on the writer, so it may modify rows (UPDATE … RETURNING).
+func (s *Store) QueryRow(ctx context.Context, query string, args ...any) Row {
+	return s.q().QueryRow(ctx, query, args...)
+}
+
+// ReadDB is SQLite's read pool (nil on PostgreSQL), for code that needs a connection of its
+// own, such as the bus's PRAGMA data_version poller.
+func (s *Store) ReadDB() *sql.DB { return s.reader }
+
+// Control returns a querier reserved for the cluster's own liveness statements: heartbeats,
+// lease acquisitions, renewals and releases. On PostgreSQL it is a pool of its own, so
+// application traffic that queues for every connection of the main pool cannot delay a
+// heartbeat until a live instance looks dead (and its running jobs are taken over). On
+// SQLite it is a second writer connection: it meets the application's writes only at
+// SQLite's own lock (each holds it for a commit), not at the back of this process's queue
+// for the writer connection.
+func (s *Store) Control() Querier {
+	if s.dsn.Dialect == SQLite {
+		return sqlQuerier{db: s.ctlConn, dialect: SQLite}
+	}
+	return pgxQuerier{q: s.control}
+}
+
+// Reader returns a querier for read-only statements. On SQLite it does not queue behind this
+// process's writes; on PostgreSQL it is the pool.
+func (s *Store) Reader() Querier {
+	if s.dsn.Dialect == SQLite {
+		return sqlQuerier{db: s.reader, dialect: SQLite}
+	}
+	return pgxQuerier{q: s.pool}
+}
+
+func (s *Store) q() Querier {
+	if s.dsn.Dialect == SQLite {
+		return sqlQuerier{db: s.writer, dialect: SQLite}
+	}
+	return pgxQuerier{q: s.pool}
+}
+
+// Begin opens a transaction. On SQLite it holds the database's write lock until it ends.
+func (s *Store) Begin(ctx context.Context) (Tx, error) {
+	if s.dsn.Dialect == SQLite {
+		tx, err := s.writer.BeginTx(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		return &sqlTx{sqlQuerier: sqlQuerier{db: tx, dialect: SQLite}, tx: tx}, nil
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pgxTx{pgxQuerier: pgxQuerier{q: tx}, tx: tx}, nil
+}
+
+// InTx runs fn in a transaction, committing if fn returns nil and rolling back otherwise.
+func (s *Store) InTx(ctx context.Context, fn func(tx Tx) error) (err error) {
+	tx, err := s.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			// The rollback's own error is less useful than fn's and is dropped on purpose.
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// Ping checks the database answers a query.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.Reader().QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("store: %s: %w", s, err)
+	}
+	return nil
+}
+
+// Now returns database time (or the stub clock's).
+func (s *Store) Now(ctx context.Context) (time.Time, error) {
+	if s.clock != nil {
+		return s.clock.Now(), nil
+	}
+	var t Time
+	var err error
+	if s.dsn.Dialect == SQLite {
+		err = s.reader.QueryRowContext(ctx, "SELECT "+SQLiteNow).Scan(&t)
+	} else {
+		err = s.pool.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&t)
+	}
+	return t.Time, err
+}
+
+// NowArg is the value to bind to a query's "now" parameter: nil, so the query uses database
+// time, unless a test clock is installed. Queries spell it with [Dialect.Now].
+func (s *Store) NowArg() any {
+	if s.clock == nil {
+		return nil
+	}
+	return s.TimeArg(s.clock.Now())
+}
+
+// TimeArg converts t to the value a timestamp column takes in this dialect: time.Time on
+// PostgreSQL, integer microseconds since the epoch on SQLite.
+func (s *Store) TimeArg(t time.Time) any { return s.dsn.Dialect.TimeArg(t) }
+
+// TimeArg converts t to the value a timestamp column takes in this dialect.
+func (d Dialect) TimeArg(t time.Time) any {
+	if d == SQLite {
+		return t.UnixMicro()
+	}
+	return t
+}
+
+// SQLiteNow is SQLite's clock in microseconds since the epoch, the unit of every SQLite
+// timestamp column. SQLite keeps milliseconds; that is finer than any lease or heartbeat
+// needs.
+const SQLiteNow = "CAST(unixepoch('subsec')*1000000 AS INTEGER)"
+
+// Now is the SQL for "database time, unless the parameter $n carries a stub time". Every
+// time-dependent query uses it so tests can move the clock.
+func (d Dialect) Now(n int) string {
+	if d == SQLite {
+		return fmt.Sprintf("coalesce($%d, %s)", n, SQLiteNow)
+	}
+	return fmt.Sprintf("coalesce($%d::timestamptz, now())", n)
+}
+
+// Interval is the SQL for "n milliseconds", to add to a time in this dialect. expr must be an
+// integer expression (a parameter or a column).
+func (d Dialect) Interval(expr string) string {
+	if d == SQLite {
+		return "(" + expr + ")*1000"
+	}
+	return "(" + expr + ") * interval '1 millisecond'"
+}
+
+// Close closes every connection.
+func (s *Store) Close() {
+	if s.pool != nil {
+		if s.sqlDB != nil {
+			s.sqlDB.Close()
+		}
+		s.pool.Close()
+	}
+	if s.control != nil {
+		s.control.Close()
+	}
+	if s.writer != nil {
+		s.writer.Close()
+	}
+	if s.reader != nil {
+		s.reader.Close()
+	}
+	if s.ctlConn != nil {
+		s.ctlConn.Close()
+	}
+}
+
+// IsUniqueViolation reports whether err is a unique-constraint violation on either driver.
+func IsUniqueViolation(err error) bool {
+	var code interface{ SQLState() string }
+	if errors.As(err, &code) {
+		return code.SQLState() == "23505"
+	}
+	var sqlite interface{ Code() int }
+	if errors.As(err, &sqlite) {
+		// SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY.
+		return sqlite.Code() == 2067 || sqlite.Code() == 1555
+	}
+	return false
+}

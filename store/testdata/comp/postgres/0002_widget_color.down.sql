@@ -1,0 +1,2 @@
+DROP INDEX twice_test_widgets_color;
+ALTER TABLE twice_test_widgets DROP COLUMN color;

@@ -1,0 +1,1 @@
+CREATE TABLE twice_test_widgets (id INTEGER PRIMARY KEY, name TEXT NOT NULL, at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec')*1000000 AS INTEGER)));

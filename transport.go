@@ -1,0 +1,39 @@
+package twice
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/bus/natsbus"
+)
+
+// openBus starts the bus [Config.Bus] names.
+func (n *Node) openBus(ctx context.Context) (bus.Bus, error) {
+	if n.cfg.Bus == "" {
+		return bus.NewStore(ctx, n.store, bus.Config{Service: n.cfg.Name, Instance: n.cfg.InstanceID, Logger: n.log})
+	}
+	return natsbus.New(ctx, natsbus.Config{URL: n.cfg.Bus, Service: n.cfg.Name, Instance: n.cfg.InstanceID,
+		Store: n.store, Logger: n.log})
+}
+
+// validBus checks [Config.Bus]: empty, or NATS URLs.
+func validBus(s string) error {
+	if s == "" {
+		return nil
+	}
+	for _, u := range strings.Split(s, ",") {
+		p, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || p.Host == "" {
+			return fmt.Errorf("Bus %q is not a NATS URL (nats://host:port)", u)
+		}
+		switch p.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("Bus %q: scheme %q is not nats, tls, ws or wss", u, p.Scheme)
+		}
+	}
+	return nil
+}

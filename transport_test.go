@@ -1,0 +1,63 @@
+package twice_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnats"
+)
+
+func TestConfigBusMustBeNATS(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []string{"redis://x:1", "nats://", "127.0.0.1:4222", "nats://a:1,http://b:2"} {
+		_, err := twice.Open(context.Background(), twice.Config{DSN: "sqlite:" + filepath.Join(t.TempDir(), "x.db"), Name: "svc", Bus: bad})
+		if err == nil || !strings.Contains(err.Error(), "Bus") {
+			t.Errorf("Bus %q: %v", bad, err)
+		}
+	}
+}
+
+// Two nodes on NATS hand leadership over through the NATS bus.
+func TestNodeOnNATS(t *testing.T) {
+	t.Parallel()
+	url := testnats.URL(t)
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		open := func() *twice.Node {
+			n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "svc", Bus: url,
+				Logger: testdb.Logger(t), LeaderPoll: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = n.Close(ctx) })
+			return n
+		}
+		a := open()
+		deadline := time.Now().Add(20 * time.Second)
+		for !a.IsLeader() {
+			if time.Now().After(deadline) {
+				t.Fatal("first node never leads")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		b := open()
+		elected := make(chan struct{})
+		b.Leader().OnElected(func(ctx context.Context) { close(elected); <-ctx.Done() })
+		start := time.Now()
+		if err := a.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-elected:
+			t.Logf("handover over NATS in %v", time.Since(start))
+		case <-time.After(20 * time.Second):
+			t.Fatal("no handover")
+		}
+	})
+}
