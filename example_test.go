@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
+	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/store"
@@ -139,4 +141,30 @@ func ExampleNode_Health() {
 	// mux.Handle("/healthz", node.Health()); mux.Handle("/readyz", node.Health()) …
 	// Output:
 	// ready: true failed: 0
+}
+
+// Count heartbeat stalls: stretches long enough for the cluster to count this instance dead
+// (a frozen VM, a long pause, a database that did not answer). While it looked dead, its
+// running jobs may have been rescued and run elsewhere; an alert on this counter, or on the
+// age of LastHeartbeat, tells you before users do.
+func ExampleNode_OnHeartbeatStall() {
+	dsn, cleanup := scratch()
+	defer cleanup()
+	ctx := context.Background()
+	node, err := twice.Open(ctx, twice.Config{DSN: dsn, Name: "shop", Logger: quiet})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close(ctx)
+
+	var stalls atomic.Int64 // export it as a metric
+	node.OnHeartbeatStall(func(from, to time.Time) {
+		stalls.Add(1)
+		slog.Warn("counted dead for a while", "from", from, "for", to.Sub(from))
+	})
+	fmt.Println("last heartbeat within dead-after:", time.Since(node.LastHeartbeat()) < node.Config().DeadAfter)
+	fmt.Println("stalls:", stalls.Load())
+	// Output:
+	// last heartbeat within dead-after: true
+	// stalls: 0
 }
