@@ -53,6 +53,8 @@ func (s *Store) openSQLite(ctx context.Context) error {
 	s.reader.SetMaxOpenConns(sqliteReaders)
 	s.reader.SetMaxIdleConns(sqliteReaders)
 
+	s.writerStmts, s.readerStmts, s.ctlStmts = newStmtCache(s.writer), newStmtCache(s.reader), newStmtCache(s.ctlConn)
+
 	// The first statement on the writer creates the file and switches it to WAL, which
 	// readers need before they open.
 	if _, err := s.writer.ExecContext(ctx, "PRAGMA user_version"); err != nil {
@@ -74,10 +76,28 @@ type sqlQuerier struct {
 		QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 	}
 	dialect Dialect
+	stmts   *stmtCache // nil: every statement is compiled per call
+	tx      *sql.Tx    // set when db is a transaction on stmts' pool
+}
+
+// stmt returns the prepared form of query if it is ready, bound to the transaction if q is
+// one, or nil.
+func (q sqlQuerier) stmt(ctx context.Context, query string) *sql.Stmt {
+	st := q.stmts.get(query)
+	if st == nil || q.tx == nil {
+		return st
+	}
+	return q.tx.StmtContext(ctx, st)
 }
 
 func (q sqlQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	res, err := q.db.ExecContext(ctx, query, args...)
+	var res sql.Result
+	var err error
+	if st := q.stmt(ctx, query); st != nil {
+		res, err = st.ExecContext(ctx, args...)
+	} else {
+		res, err = q.db.ExecContext(ctx, query, args...)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -85,7 +105,13 @@ func (q sqlQuerier) Exec(ctx context.Context, query string, args ...any) (int64,
 }
 
 func (q sqlQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
-	rows, err := q.db.QueryContext(ctx, query, args...)
+	var rows *sql.Rows
+	var err error
+	if st := q.stmt(ctx, query); st != nil {
+		rows, err = st.QueryContext(ctx, args...)
+	} else {
+		rows, err = q.db.QueryContext(ctx, query, args...)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -93,6 +119,9 @@ func (q sqlQuerier) Query(ctx context.Context, query string, args ...any) (Rows,
 }
 
 func (q sqlQuerier) QueryRow(ctx context.Context, query string, args ...any) Row {
+	if st := q.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return q.db.QueryRowContext(ctx, query, args...)
 }
 

@@ -92,6 +92,8 @@ type Store struct {
 	writer  *sql.DB
 	reader  *sql.DB
 	ctlConn *sql.DB // SQLite: a second writer connection for the cluster's own statements
+	// SQLite: each pool's prepared statements (see stmtCache).
+	writerStmts, readerStmts, ctlStmts *stmtCache
 
 	sqlOnce sync.Once
 	sqlDB   *sql.DB // database/sql view of the PostgreSQL pool, made on first use
@@ -183,7 +185,7 @@ func (s *Store) ReadDB() *sql.DB { return s.reader }
 // for the writer connection.
 func (s *Store) Control() Querier {
 	if s.dsn.Dialect == SQLite {
-		return sqlQuerier{db: s.ctlConn, dialect: SQLite}
+		return sqlQuerier{db: s.ctlConn, dialect: SQLite, stmts: s.ctlStmts}
 	}
 	return pgxQuerier{q: s.control}
 }
@@ -192,14 +194,14 @@ func (s *Store) Control() Querier {
 // process's writes; on PostgreSQL it is the pool.
 func (s *Store) Reader() Querier {
 	if s.dsn.Dialect == SQLite {
-		return sqlQuerier{db: s.reader, dialect: SQLite}
+		return sqlQuerier{db: s.reader, dialect: SQLite, stmts: s.readerStmts}
 	}
 	return pgxQuerier{q: s.pool}
 }
 
 func (s *Store) q() Querier {
 	if s.dsn.Dialect == SQLite {
-		return sqlQuerier{db: s.writer, dialect: SQLite}
+		return sqlQuerier{db: s.writer, dialect: SQLite, stmts: s.writerStmts}
 	}
 	return pgxQuerier{q: s.pool}
 }
@@ -211,7 +213,7 @@ func (s *Store) Begin(ctx context.Context) (Tx, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &sqlTx{sqlQuerier: sqlQuerier{db: tx, dialect: SQLite}, tx: tx}, nil
+		return &sqlTx{sqlQuerier: sqlQuerier{db: tx, dialect: SQLite, stmts: s.writerStmts, tx: tx}, tx: tx}, nil
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -317,6 +319,9 @@ func (s *Store) Close() {
 	if s.control != nil {
 		s.control.Close()
 	}
+	for _, c := range []*stmtCache{s.writerStmts, s.readerStmts, s.ctlStmts} {
+		c.close()
+	}
 	if s.writer != nil {
 		s.writer.Close()
 	}
@@ -325,6 +330,9 @@ func (s *Store) Close() {
 	}
 	if s.ctlConn != nil {
 		s.ctlConn.Close()
+	}
+	for _, c := range []*stmtCache{s.writerStmts, s.readerStmts, s.ctlStmts} {
+		c.wait()
 	}
 }
 
