@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -91,7 +92,7 @@ func TestStmtCacheSkipsScriptsAndStopsAtItsBound(t *testing.T) {
 		t.Fatal("a script was asked for")
 	}
 	for i := range maxCachedStmts {
-		c.pending[string(rune('a'+i%26))+string(rune(i))] = true
+		c.pending[fmt.Sprintf("SELECT %d AS filler", i)] = true
 	}
 	c.mu.Unlock()
 	if c.get("SELECT 42") != nil {
