@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -96,12 +95,6 @@ func ParseDSN(dsn string) (DSN, error) {
 			default:
 				return bad("unknown parameter %q (known: synchronous, busy_timeout)", k)
 			}
-		}
-		dir := filepath.Dir(d.Path)
-		if st, err := os.Stat(dir); err != nil {
-			return bad("directory %s does not exist", dir)
-		} else if !st.IsDir() {
-			return bad("%s is not a directory", dir)
 		}
 		return d, nil
 	case "postgres", "postgresql":

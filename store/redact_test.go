@@ -3,8 +3,11 @@ package store_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -178,4 +181,34 @@ func FuzzRedactNoLeak(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A SQLite file in a directory that does not exist: Open says so, naming the directory (and
+// where a relative one resolves to), and does not call the DSN bad.
+func TestOpenMissingDirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dsn, want := range map[string]string{
+		"sqlite:" + dir + "/missing/x.db":  "the directory " + dir + "/missing does not exist",
+		"sqlite:./no-such-dir-h9/twice.db": "the directory no-such-dir-h9 (" + filepath.Join(wd, "no-such-dir-h9") + ", from the working directory) does not exist",
+	} {
+		if _, err := store.ParseDSN(dsn); err != nil {
+			t.Errorf("ParseDSN(%q): %v", dsn, err)
+		}
+		_, err := store.Open(context.Background(), dsn, nil)
+		if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, fs.ErrNotExist) || errors.Is(err, store.ErrBadDSN) {
+			t.Errorf("Open(%q) = %v; want an error saying %q", dsn, err, want)
+		}
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Open(context.Background(), "sqlite:"+file+"/x.db", nil); err == nil || !strings.Contains(err.Error(), file+" is not a directory") {
+		t.Errorf("Open under a file: %v", err)
+	}
 }
