@@ -13,12 +13,13 @@ import (
 	"github.com/twicehq/twice/internal/redact"
 )
 
-// DSN is a parsed data source name. Both forms name the database every instance of a
-// service shares:
+// DSN is a parsed data source name. Every form names the database all instances of a
+// service share:
 //
 //	sqlite:./twice.db                  a file next to the binary (the embedded default)
 //	sqlite:/var/lib/shop/twice.db?synchronous=full&busy_timeout=10000
 //	postgres://user:pass@host:5432/db?pool_max_conns=20&search_path=shop
+//	host=db port=5432 dbname=shop user=app password='a secret'   (libpq keyword/value)
 type DSN struct {
 	Dialect Dialect
 	// Raw is the DSN as given. It may hold a password: print [DSN.String] instead.
@@ -42,16 +43,24 @@ const DefaultBusyTimeout = 10 * time.Second
 // ErrBadDSN is returned, wrapped with the reason, for a DSN that cannot be used.
 var ErrBadDSN = errors.New("store: bad DSN")
 
-// ParseDSN parses dsn without touching the database. Errors name the DSN with its secrets
-// masked, and say what is wrong without repeating the input.
+// ParseDSN parses dsn without touching the database. PostgreSQL takes a URL or the libpq
+// keyword/value form ("host=db dbname=shop user=app password=…"). Errors name the DSN with
+// its secrets masked, and say what is wrong without repeating the input.
 func ParseDSN(dsn string) (DSN, error) {
 	d := DSN{Raw: dsn}
 	bad := func(format string, args ...any) (DSN, error) {
 		return DSN{}, fmt.Errorf("%w %q: %s", ErrBadDSN, Redact(dsn), fmt.Sprintf(format, args...))
 	}
+	if redact.IsKeywordValue(dsn) {
+		if _, _, problem := redact.Keywords(dsn); problem != "" {
+			return bad("PostgreSQL keyword/value form: %s", problem)
+		}
+		d.Dialect = Postgres
+		return d, nil
+	}
 	scheme, rest, ok := strings.Cut(dsn, ":")
 	if !ok || dsn == "" {
-		return bad("want sqlite:PATH or postgres://USER@HOST/DB")
+		return bad("want sqlite:PATH, postgres://USER@HOST/DB or host=HOST dbname=DB …")
 	}
 	switch strings.ToLower(scheme) {
 	case "sqlite", "sqlite3":
@@ -108,7 +117,7 @@ func ParseDSN(dsn string) (DSN, error) {
 		if !plainScheme.MatchString(scheme) {
 			scheme = "?"
 		}
-		return bad("unknown scheme %q: want sqlite:PATH or postgres://USER@HOST/DB", scheme)
+		return bad("unknown scheme %q: want sqlite:PATH, postgres://USER@HOST/DB or host=HOST dbname=DB …", scheme)
 	}
 }
 

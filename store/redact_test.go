@@ -16,6 +16,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/bus/natsbus"
+	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/store"
 )
 
@@ -210,5 +211,37 @@ func TestOpenMissingDirectory(t *testing.T) {
 	}
 	if _, err := store.Open(context.Background(), "sqlite:"+file+"/x.db", nil); err == nil || !strings.Contains(err.Error(), file+" is not a directory") {
 		t.Errorf("Open under a file: %v", err)
+	}
+}
+
+func TestKeywordValueDSN(t *testing.T) {
+	t.Parallel()
+	const dsn = "host=db.internal port=5433 dbname=shop user=app password='a s3cret\\'s' sslmode=disable"
+	d, err := store.ParseDSN(dsn)
+	if err != nil || d.Dialect != store.Postgres {
+		t.Fatalf("ParseDSN: %+v, %v", d, err)
+	}
+	if got, want := d.String(), "host=db.internal port=5433 dbname=shop user=app password=xxxxx sslmode=disable"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+
+	// A real connection in the keyword form, to the server of the PostgreSQL suites.
+	db := testdb.New(t, store.Postgres)
+	u, err := url.Parse(testdb.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := "host=" + u.Hostname() + " port=" + u.Port() + " dbname=" + strings.TrimPrefix(u.Path, "/") + " user=" + u.User.Username() + " sslmode=disable"
+	if p, ok := u.User.Password(); ok {
+		kv += " password=" + kvQuote(p)
+	}
+	s, err := store.Open(context.Background(), kv, &store.Options{Schema: db.Schema})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", store.Redact(kv), err)
+	}
+	defer s.Close()
+	var one int
+	if err := s.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil || one != 1 || s.Schema() != db.Schema {
+		t.Fatalf("SELECT 1 = %d, %v; schema %q", one, err, s.Schema())
 	}
 }
