@@ -104,7 +104,7 @@ type dbFlags struct {
 
 func (d *dbFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.dsn, "dsn", "", "database: sqlite:PATH or postgres://… (default $TWICE_DSN, then "+store.DefaultDSN+")")
-	fs.StringVar(&d.schema, "schema", "", "PostgreSQL schema (default: the DSN's search_path)")
+	fs.StringVar(&d.schema, "schema", os.Getenv(twice.EnvSchema), "PostgreSQL schema (default $"+twice.EnvSchema+", then the DSN's search_path)")
 }
 
 func (d *dbFlags) resolve() string {

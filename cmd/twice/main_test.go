@@ -109,6 +109,50 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	}
 }
 
+// $TWICE_SERVICE and $TWICE_SCHEMA stand for --service and --schema in every command that
+// takes them.
+func TestEnvServiceAndSchema(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		ctx := context.Background()
+		for _, name := range []string{"shop", "other"} {
+			n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: name, Logger: testdb.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close(ctx)
+		}
+		env := []string{"TWICE_DSN=" + db.DSN, "TWICE_SCHEMA=" + db.Schema, "TWICE_SERVICE=shop"}
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"config", "set", "greeting", "hello", "--type", "string"}, "greeting = hello"},
+			{[]string{"config", "get", "greeting"}, "hello"},
+			{[]string{"config", "list"}, "greeting"},
+			{[]string{"jobs", "stats"}, "service shop"},
+			{[]string{"queues", "list"}, "service shop"},
+			{[]string{"cron", "list"}, "service shop"},
+			{[]string{"migrate", "status"}, "Z\n"}, // applied, with a timestamp, not pending
+		} {
+			code, out, stderr := cli(t, env, tc.args...)
+			if code != 0 || !strings.Contains(out, tc.want) {
+				t.Errorf("twice %v: exit %d, want %q\n%s%s", tc.args, code, tc.want, out, stderr)
+			}
+		}
+		// status shows only $TWICE_SERVICE, and every service without it.
+		if code, out, stderr := cli(t, env, "status"); code != 0 || !strings.Contains(out, "service shop") || strings.Contains(out, "service other") {
+			t.Errorf("status with TWICE_SERVICE=shop: %d\n%s%s", code, out, stderr)
+		}
+		env[2] = "TWICE_SERVICE="
+		if code, out, _ := cli(t, env, "status"); code != 0 || !strings.Contains(out, "service shop") || !strings.Contains(out, "service other") {
+			t.Errorf("status without TWICE_SERVICE: %d\n%s", code, out)
+		}
+		if code, _, stderr := cli(t, env, "config", "list"); code != 2 || !strings.Contains(stderr, "--service (or $TWICE_SERVICE) is required") {
+			t.Errorf("config list without a service: %d\n%s", code, stderr)
+		}
+	})
+}
+
 func TestMigrateAndStatus(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		env := []string{"TWICE_DSN=" + db.DSN}

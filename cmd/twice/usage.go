@@ -26,8 +26,9 @@ type usageLine struct{ sub, args, desc string }
 
 // Notes on the defaults of shared flags, said in the help of the commands that take them.
 const (
-	dbNote    = "--dsn defaults to $TWICE_DSN, then sqlite:./twice.db."
-	adminNote = "Each takes --dsn, --schema, --service and --json. --service defaults to $TWICE_SERVICE,\nor the only service in the database.\n" + dbNote
+	dbNote      = "--dsn defaults to $TWICE_DSN, then sqlite:./twice.db; --schema to $TWICE_SCHEMA."
+	serviceNote = "--service defaults to $TWICE_SERVICE."
+	adminNote   = "Each takes --dsn, --schema, --service and --json. --service defaults to $TWICE_SERVICE,\nor the only service in the database.\n" + dbNote
 )
 
 // commands is set in init: the help command reads the table it is part of.
@@ -37,14 +38,14 @@ func init() {
 	commands = []command{
 		{name: "demo", run: noStderr(demoCmd), note: dbNote, lines: []usageLine{
 			{"", "[--dsn DSN]", "three local instances: failover, drain and fencing"}}},
-		{name: "status", run: noStderr(statusCmd), note: dbNote, lines: []usageLine{
+		{name: "status", run: noStderr(statusCmd), note: serviceNote + "\n" + dbNote, lines: []usageLine{
 			{"", "[--dsn DSN] [--service NAME] [--json]", "members, leader and locks of each service"}}},
 		{name: "migrate", run: noStderr(migrateCmd), note: dbNote, lines: []usageLine{
 			{"up", "[--dsn DSN]", "apply pending migrations"},
 			{"down", "[--dsn DSN] [--steps N | --all]", "undo the last N migrations (default 1)"},
 			{"status", "[--dsn DSN] [--json]", "list migrations and whether each is applied"},
 			{"sql", "[--dsn DSN | --dialect postgres|sqlite]", "print the SQL, for your own migration tool"}}},
-		{name: "config", run: noStderr(configCmd), note: dbNote, lines: []usageLine{
+		{name: "config", run: noStderr(configCmd), note: serviceNote + "\n" + dbNote, lines: []usageLine{
 			{"get", "KEY --service NAME [--json]", "a setting's value"},
 			{"set", "KEY VALUE --service NAME [--type T] [--if-version N] [--actor WHO] [--json]",
 				"change a setting on every instance; T is string,\nint, float, bool, duration or json (needed for a new key)"},
@@ -131,7 +132,7 @@ func usage() string {
 	for i := range commands {
 		commands[i].writeLines(&b, "")
 	}
-	b.WriteString("\n`twice COMMAND -h` shows one command and its flags.\n" + dbNote + "\n")
+	b.WriteString("\n`twice COMMAND -h` shows one command and its flags.\n" + dbNote + "\n" + serviceNote + "\n")
 	return b.String()
 }
 
