@@ -14,9 +14,10 @@ import (
 const Mask = "xxxxx"
 
 // String returns s with every secret masked: the password of a PostgreSQL URL's user info,
-// all of the user info of other URLs (a NATS token may hold a ':'), the value of a secret keyword of a
-// keyword/value DSN, and everything from the first secret query parameter (password,
-// sslpassword, token, …) to the end, since an unescaped '&' or '#' could be inside it.
+// all of the user info of other URLs (a NATS token may hold a ':'), the value of a secret
+// keyword of a keyword/value DSN, and everything from the first secret query parameter
+// (password, sslpassword, token, …) to the end, since an unescaped '&' or '#' could be
+// inside it.
 func String(s string) string {
 	out, _ := scan(s)
 	return out
@@ -48,7 +49,7 @@ func IsKeywordValue(s string) bool {
 	if i < 0 {
 		return false
 	}
-	return strings.TrimLeft(s[i:], spaces) != "" && strings.TrimLeft(s[i:], spaces)[0] == '='
+	return strings.HasPrefix(strings.TrimLeft(s[i:], spaces), "=")
 }
 
 var schemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:`)
@@ -108,9 +109,9 @@ func userinfo(s string, start int, mode userMode) (string, []string) {
 var strictElem = regexp.MustCompile(`^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/?#\s]*@)?(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%-]+)(?::[0-9]{0,5})?(?:[/?][^@]*)?$`)
 
 // urlList masks a URL or a comma-separated list of them (NATS). Each element's user info is
-// masked on its own only when the split cannot be misread: every element is strict, and all
-// or none have a scheme and user info. Otherwise a ',' may be inside a password, and
-// everything from the first "://" to the last '@' is masked.
+// masked on its own only when the split cannot be misread: every element is strict and has
+// a scheme and user info. Otherwise a ',' may be inside a password, and everything from the
+// first "://" to the last '@' is masked.
 func urlList(s string) (string, []string) {
 	if !strings.Contains(s, "@") {
 		return params(s)
