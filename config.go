@@ -38,16 +38,28 @@ const (
 // embedded SQLite file on a laptop and on PostgreSQL in production without a code change.
 const EnvDSN = "TWICE_DSN"
 
+// EnvService is the environment variable [Config.Name] defaults to. The twice command's
+// --service defaults to it too, so a service and the CLI started with it agree.
+const EnvService = "TWICE_SERVICE"
+
+// EnvSchema is the environment variable [Config.Schema] defaults to, as the twice command's
+// --schema does.
+const EnvSchema = "TWICE_SCHEMA"
+
 // Config configures a [Node]. The zero value runs on the embedded SQLite default.
 type Config struct {
-	// DSN names the database all instances of the service share: "sqlite:PATH" or
-	// "postgres://…". Defaults to $TWICE_DSN, or "sqlite:./twice.db".
+	// DSN names the database all instances of the service share: "sqlite:PATH",
+	// "postgres://…" or the libpq form "host=… dbname=… user=…". Defaults to $TWICE_DSN,
+	// or "sqlite:./twice.db" (Open then logs a warning: instances started in different
+	// directories would share nothing).
 	DSN string
 	// Name is the service. Services sharing a database are isolated from each other: each
-	// has its own members, leader and locks. Defaults to the executable's base name.
+	// has its own members, leader and locks. Defaults to $TWICE_SERVICE, or the
+	// executable's base name (Open then logs a warning: differently named builds would
+	// silently form separate services).
 	Name string
-	// Schema is the PostgreSQL schema for twice's tables. Defaults to the DSN's
-	// search_path, usually "public".
+	// Schema is the PostgreSQL schema for twice's tables. Defaults to $TWICE_SCHEMA, or the
+	// DSN's search_path, usually "public".
 	Schema string
 	// Migrate says whether Open applies pending migrations. Defaults to [MigrateAuto].
 	Migrate MigrateMode
@@ -120,7 +132,13 @@ func (c Config) withDefaults() Config {
 		c.DSN = store.DefaultDSN
 	}
 	if c.Name == "" {
+		c.Name = os.Getenv(EnvService)
+	}
+	if c.Name == "" {
 		c.Name = strings.TrimSuffix(filepath.Base(os.Args[0]), ".exe")
+	}
+	if c.Schema == "" {
+		c.Schema = os.Getenv(EnvSchema)
 	}
 	if c.InstanceID == "" {
 		host, _ := os.Hostname()
@@ -150,6 +168,25 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.Default()
 	}
 	return c
+}
+
+// warnDefaults logs, once per Open, the defaults that let instances silently part ways:
+// a Name taken from the executable (two builds named differently are two services, with
+// two leaders and cron firing twice) and the SQLite file in the working directory
+// (instances started elsewhere share nothing). given is the Config as passed to Open.
+func warnDefaults(log *slog.Logger, given, c Config) {
+	if given.Name == "" && os.Getenv(EnvService) == "" {
+		log.Warn("twice: Name defaults to the executable's name; set Config.Name or $"+EnvService+
+			" so that every build of the service joins the same service", "name", c.Name)
+	}
+	if given.DSN == "" && os.Getenv(EnvDSN) == "" {
+		path := strings.TrimPrefix(c.DSN, "sqlite:")
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+		log.Warn("twice: DSN defaults to a SQLite file in the working directory; set Config.DSN or $"+EnvDSN+
+			" so that instances started elsewhere share the database", "dsn", c.DSN, "file", path)
+	}
 }
 
 func (c Config) validate() error {

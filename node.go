@@ -70,11 +70,13 @@ type Node struct {
 // instance and starts heartbeating and campaigning for leadership. The node is ready when
 // Open returns.
 func Open(ctx context.Context, cfg Config) (*Node, error) {
+	given := cfg
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	log := cfg.Logger.With("instance", cfg.InstanceID, "service", cfg.Name)
+	warnDefaults(log, given, cfg)
 	s, err := store.Open(ctx, cfg.DSN, &store.Options{Schema: cfg.Schema, Clock: cfg.Clock, Logger: log})
 	if err != nil {
 		return nil, err

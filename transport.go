@@ -3,11 +3,10 @@ package twice
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"strings"
 
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/bus/natsbus"
+	"github.com/twicehq/twice/store"
 )
 
 // openBus starts the bus [Config.Bus] names.
@@ -19,21 +18,14 @@ func (n *Node) openBus(ctx context.Context) (bus.Bus, error) {
 		Store: n.store, Logger: n.log})
 }
 
-// validBus checks [Config.Bus]: empty, or NATS URLs.
+// validBus checks [Config.Bus]: empty, or NATS URLs. The error shows the URL with its
+// credentials masked.
 func validBus(s string) error {
 	if s == "" {
 		return nil
 	}
-	for _, u := range strings.Split(s, ",") {
-		p, err := url.Parse(strings.TrimSpace(u))
-		if err != nil || p.Host == "" {
-			return fmt.Errorf("Bus %q is not a NATS URL (nats://host:port)", u)
-		}
-		switch p.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return fmt.Errorf("Bus %q: scheme %q is not nats, tls, ws or wss", u, p.Scheme)
-		}
+	if err := natsbus.CheckURL(s); err != nil {
+		return fmt.Errorf("Bus %q: %w", store.Redact(s), err)
 	}
 	return nil
 }

@@ -22,6 +22,17 @@ func TestConfigBusMustBeNATS(t *testing.T) {
 	}
 }
 
+// A bad Bus is named in Open's error with its credentials masked, whatever is wrong with it.
+func TestConfigBusErrorHidesPassword(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []string{"redis://me:Hunter2x@h:1", "nats://me:Hunter2/x@h", "nats://me:Hunter2@x@h", "nats://Hunter2x@h,127.0.0.1"} {
+		_, err := twice.Open(context.Background(), twice.Config{DSN: "sqlite:" + filepath.Join(t.TempDir(), "x.db"), Name: "svc", Bus: bad})
+		if err == nil || !strings.Contains(err.Error(), "Bus") || strings.Contains(err.Error(), "Hunter2") {
+			t.Errorf("Bus %q: %v", bad, err)
+		}
+	}
+}
+
 // Two nodes on NATS hand leadership over through the NATS bus.
 func TestNodeOnNATS(t *testing.T) {
 	t.Parallel()

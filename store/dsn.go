@@ -4,19 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/twicehq/twice/internal/redact"
 )
 
-// DSN is a parsed data source name. Both forms name the database every instance of a
-// service shares:
+// DSN is a parsed data source name. Every form names the database all instances of a
+// service share:
 //
 //	sqlite:./twice.db                  a file next to the binary (the embedded default)
 //	sqlite:/var/lib/shop/twice.db?synchronous=full&busy_timeout=10000
 //	postgres://user:pass@host:5432/db?pool_max_conns=20&search_path=shop
+//	host=db port=5432 dbname=shop user=app password='a secret'   (libpq keyword/value)
 type DSN struct {
 	Dialect Dialect
 	// Raw is the DSN as given. It may hold a password: print [DSN.String] instead.
@@ -40,16 +43,24 @@ const DefaultBusyTimeout = 10 * time.Second
 // ErrBadDSN is returned, wrapped with the reason, for a DSN that cannot be used.
 var ErrBadDSN = errors.New("store: bad DSN")
 
-// ParseDSN parses dsn without touching the database. Errors name the DSN with its password
-// masked.
+// ParseDSN parses dsn without touching the database. PostgreSQL takes a URL or the libpq
+// keyword/value form ("host=db dbname=shop user=app password=…"). Errors name the DSN with
+// its secrets masked, and say what is wrong without repeating the input.
 func ParseDSN(dsn string) (DSN, error) {
 	d := DSN{Raw: dsn}
 	bad := func(format string, args ...any) (DSN, error) {
 		return DSN{}, fmt.Errorf("%w %q: %s", ErrBadDSN, Redact(dsn), fmt.Sprintf(format, args...))
 	}
+	if redact.IsKeywordValue(dsn) {
+		if _, _, problem := redact.Keywords(dsn); problem != "" {
+			return bad("PostgreSQL keyword/value form: %s", problem)
+		}
+		d.Dialect = Postgres
+		return d, nil
+	}
 	scheme, rest, ok := strings.Cut(dsn, ":")
 	if !ok || dsn == "" {
-		return bad("want sqlite:PATH or postgres://USER@HOST/DB")
+		return bad("want sqlite:PATH, postgres://USER@HOST/DB or host=HOST dbname=DB …")
 	}
 	switch strings.ToLower(scheme) {
 	case "sqlite", "sqlite3":
@@ -67,7 +78,13 @@ func ParseDSN(dsn string) (DSN, error) {
 		d.BusyTimeout = DefaultBusyTimeout
 		params, err := url.ParseQuery(query)
 		if err != nil {
-			return bad("bad query string: %v", err)
+			return bad("the query string has a bad %%-escape or a ';'")
+		}
+		// Only now may parameters be named in errors: none of them is a secret.
+		for k := range params {
+			if redact.IsSecretKey(k) {
+				return bad("a SQLite DSN takes no password, key or token")
+			}
 		}
 		for k, vs := range params {
 			v := vs[len(vs)-1]
@@ -88,67 +105,93 @@ func ParseDSN(dsn string) (DSN, error) {
 				return bad("unknown parameter %q (known: synchronous, busy_timeout)", k)
 			}
 		}
-		dir := filepath.Dir(d.Path)
-		if st, err := os.Stat(dir); err != nil {
-			return bad("directory %s does not exist", dir)
-		} else if !st.IsDir() {
-			return bad("%s is not a directory", dir)
-		}
 		return d, nil
 	case "postgres", "postgresql":
 		d.Dialect = Postgres
-		if _, err := url.Parse(dsn); err != nil {
-			return bad("not a URL: %v", redactErr(err, dsn))
+		if problem := checkPostgresURL(dsn[len(scheme)+1:]); problem != "" {
+			return bad("%s", problem)
 		}
 		return d, nil
 	default:
-		return bad("unknown scheme %q: want sqlite:PATH or postgres://USER@HOST/DB", scheme)
+		// The scheme is named only when it looks like one, not like "token@host".
+		if !plainScheme.MatchString(scheme) {
+			scheme = "?"
+		}
+		return bad("unknown scheme %q: want sqlite:PATH, postgres://USER@HOST/DB or host=HOST dbname=DB …", scheme)
 	}
 }
 
-// String returns the DSN with any password masked.
-func (d DSN) String() string { return Redact(d.Raw) }
+var plainScheme = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]{0,15}$`)
 
-// Redact masks the password of a DSN so it can be logged or printed in an error.
-func Redact(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil || u.User == nil {
-		if i := strings.Index(dsn, "@"); i > 0 {
-			if j := strings.Index(dsn, "://"); j >= 0 && j < i {
-				if k := strings.Index(dsn[j+3:i], ":"); k >= 0 {
-					return dsn[:j+3+k+1] + "xxxxx" + dsn[i:]
-				}
+// checkPostgresURL checks the part of a PostgreSQL URL after "postgres:" the way pgx reads
+// it (libpq's rules), and refuses what pgx would read differently from [Redact]: there, a
+// password holding an unescaped '@' or '/' would leave part of it in the host or database
+// name, which error messages show. It returns what is wrong, without repeating the input.
+func checkPostgresURL(rest string) string {
+	p, ok := strings.CutPrefix(rest, "//")
+	switch {
+	case !ok:
+		return "want postgres://[USER[:PASSWORD]@]HOST[:PORT][/DB][?PARAM=VALUE&…]"
+	case strings.IndexByte(p, 0) >= 0:
+		return "it holds a NUL byte"
+	}
+	// pgx takes user info up to the first '@' before any '/'; any other '@' would be read
+	// differently by pgx and by a reader, so it must be escaped.
+	if i := strings.IndexAny(p, "@/"); i >= 0 && p[i] == '@' {
+		user, password, _ := strings.Cut(p[:i], ":")
+		if !validURIPart(user) {
+			return "the user name has a bad %-escape or a space"
+		}
+		if !validURIPart(password) {
+			return "the password has a bad %-escape or a space; percent-encode it (a space as %20)"
+		}
+		p = p[i+1:]
+	}
+	if strings.Contains(p, "@") {
+		return "an '@' after the user info: percent-encode '@' (%40), '/' (%2F) and ':' (%3A) in a password"
+	}
+	if _, query, ok := strings.Cut(p, "?"); ok && query != "" {
+		for pair := range strings.SplitSeq(query, "&") {
+			k, v, ok := strings.Cut(pair, "=")
+			if !ok || strings.Contains(v, "=") {
+				return "each query parameter takes exactly one '=': percent-encode '&' (%26), '=' (%3D) and '#' (%23) in values"
+			}
+			if !validURIPart(k) || !validURIPart(v) {
+				return "a query parameter has a bad %-escape or a space"
 			}
 		}
-		return maskQueryPassword(dsn)
 	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return maskQueryPassword(u.String())
+	return ""
 }
 
-// maskQueryPassword hides password=… in a query string, which libpq-style URLs allow.
-func maskQueryPassword(s string) string {
-	i := strings.Index(s, "password=")
-	if i < 0 {
-		return s
+// validURIPart reports whether libpq can decode s: every '%' starts two hex digits other
+// than 00, and spaces appear only at the ends.
+func validURIPart(s string) bool {
+	if strings.Contains(strings.Trim(s, " "), " ") {
+		return false
 	}
-	j := strings.IndexAny(s[i:], "&#")
-	if j < 0 {
-		return s[:i] + "password=xxxxx"
-	}
-	return s[:i] + "password=xxxxx" + s[i+j:]
-}
-
-// redactErr returns err's text with the raw DSN replaced by its redacted form, since
-// url.Parse and pgx quote their input.
-func redactErr(err error, dsn string) string {
-	msg := err.Error()
-	if u, perr := url.Parse(dsn); perr == nil && u.User != nil {
-		if p, ok := u.User.Password(); ok && p != "" {
-			msg = strings.ReplaceAll(msg, p, "xxxxx")
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			continue
 		}
+		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) || s[i+1:i+3] == "00" {
+			return false
+		}
+		i += 2
 	}
-	return strings.ReplaceAll(msg, dsn, Redact(dsn))
+	return true
 }
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+// String returns the DSN with its secrets masked.
+func (d DSN) String() string { return Redact(d.Raw) }
+
+// Redact masks the secrets of a DSN or URL so it can be logged or printed in an error: the
+// password (or token) in a URL's user info, secret query parameters (password, sslpassword,
+// token, …) and secret keywords of the keyword/value form. It works on the raw text, so it
+// masks malformed input too, more rather than less. It is the one redactor twice uses for
+// every DSN and bus URL it prints.
+func Redact(dsn string) string { return redact.String(dsn) }

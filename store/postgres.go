@@ -4,24 +4,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/twicehq/twice/internal/redact"
 )
 
 func (s *Store) openPostgres(ctx context.Context, schema string) error {
 	d := s.dsn
 	cfg, err := pgxpool.ParseConfig(d.Raw)
 	if err != nil {
-		return fmt.Errorf("%w %q: %s", ErrBadDSN, d, redactErr(err, d.Raw))
+		return fmt.Errorf("%w %q: %s", ErrBadDSN, d, parseProblem(err, d.Raw))
 	}
 	if schema != "" {
 		cfg.ConnConfig.RuntimeParams["search_path"] = schema
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("store: cannot connect to %s: %s", d, redactErr(err, d.Raw))
+		return fmt.Errorf("store: cannot connect to %s: %w", d, redact.Error(err, d.Raw))
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
@@ -29,7 +32,7 @@ func (s *Store) openPostgres(ctx context.Context, schema string) error {
 		if errors.As(err, &pgErr) && pgErr.Code == "3F000" {
 			return fmt.Errorf("store: %s: schema %q does not exist", d, schema)
 		}
-		return fmt.Errorf("store: cannot connect to %s: %s", d, redactErr(err, d.Raw))
+		return fmt.Errorf("store: cannot connect to %s: %w", d, redact.Error(err, d.Raw))
 	}
 	s.pool = pool
 	// The control pool: two connections, opened when first used, for heartbeats and leases.
@@ -40,7 +43,7 @@ func (s *Store) openPostgres(ctx context.Context, schema string) error {
 	}
 	if s.control, err = pgxpool.NewWithConfig(ctx, ccfg); err != nil {
 		pool.Close()
-		return fmt.Errorf("store: cannot connect to %s: %s", d, redactErr(err, d.Raw))
+		return fmt.Errorf("store: cannot connect to %s: %w", d, redact.Error(err, d.Raw))
 	}
 	if schema == "" {
 		if err := pool.QueryRow(ctx, "SELECT coalesce(current_schema(), '')").Scan(&schema); err != nil {
@@ -56,6 +59,25 @@ func (s *Store) openPostgres(ctx context.Context, schema string) error {
 	}
 	s.schema = schema
 	return nil
+}
+
+// parseProblem says why pgx refused a DSN that [ParseDSN] accepted (a bad sslmode, port or
+// pool setting) without pgx's own error text, which may quote the input: pgx's description
+// of the problem, never what it wraps.
+func parseProblem(err error, dsn string) string {
+	msg := "PostgreSQL settings pgx cannot use"
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		cp := *pe
+		cp.ConnString = ""
+		msg = strings.TrimPrefix(cp.Error(), "cannot parse ``: ")
+		if inner := pe.Unwrap(); inner != nil {
+			msg = strings.TrimSuffix(msg, " ("+inner.Error()+")")
+		}
+	} else if m, _, ok := strings.Cut(err.Error(), ":"); ok {
+		msg = m // pgxpool: "cannot parse pool_max_conns: <the value>"
+	}
+	return redact.Text(msg, dsn)
 }
 
 // pgxQuerier adapts pgx (the pool, a connection or a transaction).

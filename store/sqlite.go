@@ -3,8 +3,12 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -13,8 +17,33 @@ import (
 // sqliteReaders is the size of the read pool; reads in WAL mode never block each other.
 var sqliteReaders = max(4, runtime.GOMAXPROCS(0))
 
+// checkDir makes sure the directory of the SQLite file exists: SQLite creates the file but
+// not its directory, and its own error for that ("unable to open database file") does not
+// say which directory is missing. A relative path is shown resolved, since instances
+// started from different directories would each get a file of their own.
+func checkDir(d DSN) error {
+	dir := filepath.Dir(d.Path)
+	shown := dir
+	if abs, err := filepath.Abs(dir); err == nil && abs != dir {
+		shown = fmt.Sprintf("%s (%s, from the working directory)", dir, abs)
+	}
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("store: %s: the directory %s does not exist; create it first: %w", d, shown, fs.ErrNotExist)
+	case err != nil:
+		return fmt.Errorf("store: %s: the directory %s: %w", d, shown, err)
+	case !st.IsDir():
+		return fmt.Errorf("store: %s: %s is not a directory", d, shown)
+	}
+	return nil
+}
+
 func (s *Store) openSQLite(ctx context.Context) error {
 	d := s.dsn
+	if err := checkDir(d); err != nil {
+		return err
+	}
 	pragmas := url.Values{}
 	for _, p := range []string{
 		fmt.Sprintf("busy_timeout(%d)", d.BusyTimeout.Milliseconds()),

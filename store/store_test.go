@@ -41,7 +41,15 @@ func TestParseDSN(t *testing.T) {
 		{dsn: "postgresql://localhost/db"},
 		{dsn: "", wantErr: "want sqlite:PATH"},
 		{dsn: "mysql://root:hunter2@localhost/db", wantErr: `unknown scheme "mysql"`},
-		{dsn: "sqlite:" + dir + "/missing/x.db", wantErr: "directory " + dir + "/missing does not exist"},
+		{dsn: "host=localhost dbname=db user=u password='se cret'"},
+		{dsn: "host=localhost dbname=db password=se cret", wantErr: "a word without '=' after it"},
+		{dsn: "host=localhost password='hunter2", wantErr: "without its closing quote"},
+		{dsn: "postgres://u:hunter2@x@localhost/db", wantErr: "percent-encode '@'"},
+		{dsn: "postgres://u:hunt/er2@localhost/db", wantErr: "percent-encode '@'"},
+		{dsn: "postgres://u@localhost/db?password=hunter2&x", wantErr: "exactly one '='"},
+		{dsn: "postgres://u:hunter2 x@localhost/db", wantErr: "the password has a bad %-escape or a space"},
+		{dsn: "sqlite:" + dir + "/x.db?password=hunter2", wantErr: "takes no password"},
+		{dsn: "sqlite:" + dir + "/x.db?%zz", wantErr: "bad %-escape"},
 		{dsn: "sqlite::memory:", wantErr: "in-memory"},
 		{dsn: "sqlite:", wantErr: "no file path"},
 		{dsn: "sqlite:" + dir + "/x.db?synchronous=off", wantErr: "synchronous must be normal or full"},
@@ -70,9 +78,18 @@ func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
 		"postgres://u:secret@h/db":          "postgres://u:xxxxx@h/db",
 		"postgres://u@h/db":                 "postgres://u@h/db",
-		"postgres://h/db?password=secret&x": "postgres://h/db?password=xxxxx&x",
+		"postgres://h/db?password=secret&x": "postgres://h/db?password=xxxxx",
 		"sqlite:./twice.db":                 "sqlite:./twice.db",
 		"postgres://u:se cret@h/db":         "postgres://u:xxxxx@h/db",
+		// The cases of the security review (M2).
+		"postgres://u:S3cr/et@h:5432/db":        "postgres://u:xxxxx@h:5432/db",
+		"postgres://u:S3cr?et@h:5432/db":        "postgres://u:xxxxx@h:5432/db",
+		"postgres://u:S3cr#et@h:5432/db":        "postgres://u:xxxxx@h:5432/db",
+		`postgres://u:a"b\c@h/db`:               "postgres://u:xxxxx@h/db",
+		"postgres://h/db?password=a&password=b": "postgres://h/db?password=xxxxx",
+		"postgres://h/db?password=ab&cd#ef":     "postgres://h/db?password=xxxxx",
+		"host=h user=u password='a b' dbname=d": "host=h user=u password=xxxxx dbname=d",
+		"nats://u:p@h:4222,nats://t0ken@h2":     "nats://xxxxx@h:4222,nats://xxxxx@h2",
 	} {
 		if got := store.Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)

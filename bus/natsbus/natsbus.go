@@ -33,6 +33,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/internal/redact"
 	"github.com/twicehq/twice/store"
 )
 
@@ -101,6 +102,9 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	if cfg.URL == "" || cfg.Service == "" || cfg.Instance == "" {
 		return nil, errors.New("natsbus: Config.URL, Config.Service and Config.Instance are required")
 	}
+	if err := CheckURL(cfg.URL); err != nil {
+		return nil, err
+	}
 	if cfg.ReconnectWait == 0 {
 		cfg.ReconnectWait = DefaultReconnectWait
 	}
@@ -118,7 +122,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		nats.ReconnectWait(cfg.ReconnectWait),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				cfg.Logger.Warn("natsbus: disconnected; reconnecting", "err", err)
+				cfg.Logger.Warn("natsbus: disconnected; reconnecting", "err", redact.Error(err, cfg.URL))
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
@@ -132,7 +136,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("natsbus: connect %s: %w", cfg.URL, err)
+		return nil, fmt.Errorf("natsbus: connect %s: %w", redact.String(cfg.URL), redact.Error(err, cfg.URL))
 	}
 	b.nc = nc
 	b.flush = flusher{nc: nc, timeout: cfg.FlushTimeout}
@@ -158,7 +162,7 @@ func (b *Bus) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 			return
 		}
 	}
-	b.cfg.Logger.Warn("natsbus: asynchronous error", "err", err)
+	b.cfg.Logger.Warn("natsbus: asynchronous error", "err", redact.Error(err, b.cfg.URL))
 }
 
 func (b *Bus) channelOf(subject string) (string, bool) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice/internal/instance"
+	"github.com/twicehq/twice/store"
 )
 
 // benchPropagation runs `twice bench invalidation` and `twice bench config`: how long a
@@ -56,7 +57,7 @@ func benchPropagation(ctx context.Context, kind string, args []string, stdout, s
 	}
 	busName := "the store-native bus"
 	if *busURL != "" {
-		busName = "NATS at " + *busURL
+		busName = "NATS at " + store.Redact(*busURL)
 	}
 	fmt.Fprintf(progress, "bench %s: %d instances of %s on %s over %s, %d changes\n", kind, *instances, service, s, busName, *count)
 	res, err := instance.BenchPropagation(ctx, spawn, instance.Options{DSN: dsn, Schema: db.schema, Service: service, Bus: *busURL},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/twicehq/twice/internal/check"
 	"github.com/twicehq/twice/internal/instance"
+	"github.com/twicehq/twice/internal/redact"
 	"github.com/twicehq/twice/store"
 )
 
@@ -135,7 +136,7 @@ func checkTarget(ctx context.Context, kind string, db *dbFlags) (dsn, schema str
 		schema = "twice_check_" + randHex(4)
 		conn, err := pgx.Connect(ctx, dsn)
 		if err != nil {
-			return "", "", nil, fmt.Errorf("check: %s: %s", store.Redact(dsn), err)
+			return "", "", nil, fmt.Errorf("check: %s: %w", store.Redact(dsn), redact.Error(err, dsn))
 		}
 		defer conn.Close(ctx)
 		if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {

@@ -26,7 +26,7 @@ func configCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("config "+sub, flag.ContinueOnError)
 	var db dbFlags
 	db.register(fs)
-	service := fs.String("service", "", "the service whose settings these are (required)")
+	service := fs.String("service", os.Getenv(twice.EnvService), "the service whose settings these are (default $"+twice.EnvService+"; required)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	var typ, actor *string
 	var ifVersion, limit *int64
@@ -53,7 +53,7 @@ func configCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			map[string]string{"get": "KEY", "set": "KEY VALUE", "delete": "KEY", "list": "[PREFIX]", "history": "[KEY]"}[sub])
 	}
 	if *service == "" {
-		return fmt.Errorf("%w: config %s: --service is required", errUsage, sub)
+		return fmt.Errorf("%w: config %s: --service (or $%s) is required", errUsage, sub, twice.EnvService)
 	}
 	if sub != "list" && len(pos) > 0 {
 		if err := settings.CheckKey(pos[0]); err != nil {

@@ -12,14 +12,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cron"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 )
-
-// EnvService names the service the jobs, queues and cron commands act on when --service is
-// not given.
-const envService = "TWICE_SERVICE"
 
 // adminFlags are the flags of every jobs, queues and cron command.
 type adminFlags struct {
@@ -30,7 +27,7 @@ type adminFlags struct {
 
 func (a *adminFlags) register(fs *flag.FlagSet) {
 	a.db.register(fs)
-	fs.StringVar(&a.service, "service", "", "the service (default $"+envService+", or the only one in the database)")
+	fs.StringVar(&a.service, "service", os.Getenv(twice.EnvService), "the service (default $"+twice.EnvService+", or the only one in the database)")
 	fs.BoolVar(&a.asJSON, "json", false, "print JSON")
 }
 
@@ -53,9 +50,6 @@ func (a *adminFlags) open(ctx context.Context) (*store.Store, string, error) {
 		return nil, "", err
 	}
 	service := a.service
-	if service == "" {
-		service = os.Getenv(envService)
-	}
 	if service == "" {
 		service, err = onlyService(ctx, s)
 		if err != nil {

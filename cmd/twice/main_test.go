@@ -53,6 +53,106 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// Help is per command: `twice jobs -h` shows the jobs commands only, `twice jobs list -h`
+// that command's flags, and a usage error the usage of its command.
+func TestHelpPerCommand(t *testing.T) {
+	for _, tc := range []struct {
+		args      []string
+		want, not []string
+	}{
+		{[]string{"jobs", "-h"}, []string{"twice jobs list", "twice jobs show|retry|cancel ID", "$TWICE_SERVICE"}, []string{"twice migrate", "Flags:"}},
+		{[]string{"help", "jobs"}, []string{"twice jobs list", "twice jobs stats"}, []string{"twice queues"}},
+		{[]string{"jobs", "list", "-h"}, []string{"twice jobs list [--state", "-state string", "-limit int", "-service string"}, []string{"twice jobs stats", "-dialect"}},
+		{[]string{"jobs", "retry", "--help"}, []string{"twice jobs show|retry|cancel ID", "-json"}, []string{"twice jobs list", "-state"}},
+		{[]string{"migrate", "down", "-h"}, []string{"twice migrate down", "-steps int", "-all"}, []string{"twice migrate up", "-dialect"}},
+		{[]string{"status", "-h"}, []string{"twice status [--dsn DSN]", "-service string"}, []string{"twice demo"}},
+		{[]string{"bench", "-h"}, []string{"twice bench failover", "twice bench config"}, []string{"twice check", "Flags:"}},
+		{[]string{"help"}, []string{"twice demo", "twice cron trigger NAME", "twice version"}, nil},
+	} {
+		code, out, stderr := cli(t, nil, tc.args...)
+		if code != 0 || stderr != "" {
+			t.Errorf("twice %v: exit %d, stderr %q", tc.args, code, stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("twice %v lacks %q:\n%s", tc.args, w, out)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(out, n) {
+				t.Errorf("twice %v shows %q:\n%s", tc.args, n, out)
+			}
+		}
+	}
+	code, _, stderr := cli(t, nil, "jobs", "list", "--bogus")
+	if code != 2 || !strings.Contains(stderr, "flag provided but not defined: -bogus") || !strings.Contains(stderr, "twice jobs stats") || strings.Contains(stderr, "twice migrate") {
+		t.Errorf("usage error in jobs list: exit %d\n%s", code, stderr)
+	}
+}
+
+// Every line of the command table names a command that exists, with flags of its own:
+// the usage cannot promise a command the CLI does not have.
+func TestEveryCommandHasHelp(t *testing.T) {
+	for _, c := range commands {
+		for _, l := range c.lines {
+			for sub := range strings.SplitSeq(l.sub, "|") {
+				args := strings.Fields(c.name + " " + sub + " -h")
+				code, out, stderr := cli(t, nil, args...)
+				if code != 0 || !strings.Contains(out, "Usage:\n") || !strings.Contains(out, "  twice "+c.name) || !strings.Contains(out, sub) {
+					t.Errorf("twice %v: exit %d\n%s%s", args, code, out, stderr)
+				}
+				if c.name != "help" && !strings.Contains(out, "Flags:") && len(c.lines) == 1 {
+					t.Errorf("twice %v shows no flags:\n%s", args, out)
+				}
+			}
+		}
+	}
+}
+
+// $TWICE_SERVICE and $TWICE_SCHEMA stand for --service and --schema in every command that
+// takes them.
+func TestEnvServiceAndSchema(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		ctx := context.Background()
+		for _, name := range []string{"shop", "other"} {
+			n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: name, Logger: testdb.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close(ctx)
+		}
+		env := []string{"TWICE_DSN=" + db.DSN, "TWICE_SCHEMA=" + db.Schema, "TWICE_SERVICE=shop"}
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"config", "set", "greeting", "hello", "--type", "string"}, "greeting = hello"},
+			{[]string{"config", "get", "greeting"}, "hello"},
+			{[]string{"config", "list"}, "greeting"},
+			{[]string{"jobs", "stats"}, "service shop"},
+			{[]string{"queues", "list"}, "service shop"},
+			{[]string{"cron", "list"}, "service shop"},
+			{[]string{"migrate", "status"}, "Z\n"}, // applied, with a timestamp, not pending
+		} {
+			code, out, stderr := cli(t, env, tc.args...)
+			if code != 0 || !strings.Contains(out, tc.want) {
+				t.Errorf("twice %v: exit %d, want %q\n%s%s", tc.args, code, tc.want, out, stderr)
+			}
+		}
+		// status shows only $TWICE_SERVICE, and every service without it.
+		if code, out, stderr := cli(t, env, "status"); code != 0 || !strings.Contains(out, "service shop") || strings.Contains(out, "service other") {
+			t.Errorf("status with TWICE_SERVICE=shop: %d\n%s%s", code, out, stderr)
+		}
+		env[2] = "TWICE_SERVICE="
+		if code, out, _ := cli(t, env, "status"); code != 0 || !strings.Contains(out, "service shop") || !strings.Contains(out, "service other") {
+			t.Errorf("status without TWICE_SERVICE: %d\n%s", code, out)
+		}
+		if code, _, stderr := cli(t, env, "config", "list"); code != 2 || !strings.Contains(stderr, "--service (or $TWICE_SERVICE) is required") {
+			t.Errorf("config list without a service: %d\n%s", code, stderr)
+		}
+	})
+}
+
 func TestMigrateAndStatus(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		env := []string{"TWICE_DSN=" + db.DSN}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 	"time"
 
@@ -16,7 +17,7 @@ func statusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	var db dbFlags
 	db.register(fs)
-	service := fs.String("service", "", "only this service (default: every service in the database)")
+	service := fs.String("service", os.Getenv(twice.EnvService), "only this service (default $"+twice.EnvService+", then every service in the database)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -233,8 +233,9 @@ func (r *run) start(ctx context.Context) error {
 	r.g = instance.NewGroup(r.p.Spawn, opts, r.p.InstanceLog)
 	if r.s.Dialect() == store.Postgres {
 		u, err := url.Parse(r.p.DSN)
-		if err != nil {
-			return err
+		if err != nil || u.Host == "" {
+			// url.Parse's error repeats the DSN, password included.
+			return fmt.Errorf("check: %s: PostgreSQL needs the URL form of the DSN (postgres://HOST:PORT/…) to put fault proxies in front of it", store.Redact(r.p.DSN))
 		}
 		for range r.p.Instances {
 			px, err := NewProxy(u.Host)

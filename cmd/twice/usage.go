@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// command is one command of the CLI: `twice NAME …`. The table below is the only place the
+// commands are listed: dispatch, the usage text and each command's help come from it.
+type command struct {
+	name  string
+	lines []usageLine // one per subcommand; sub is "" for a command without any
+	note  string      // said after the command's lines in its own help
+	run   func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// usageLine is one subcommand: `twice NAME SUB ARGS`, and what it does. sub may list
+// several names that share a line: "show|retry|cancel".
+type usageLine struct{ sub, args, desc string }
+
+// Notes on the defaults of shared flags, said in the help of the commands that take them.
+const (
+	dbNote      = "--dsn defaults to $TWICE_DSN, then sqlite:./twice.db; --schema to $TWICE_SCHEMA."
+	serviceNote = "--service defaults to $TWICE_SERVICE."
+	adminNote   = "Each takes --dsn, --schema, --service and --json. --service defaults to $TWICE_SERVICE,\nor the only service in the database.\n" + dbNote
+)
+
+// commands is set in init: the help command reads the table it is part of.
+var commands []command
+
+func init() {
+	commands = []command{
+		{name: "demo", run: noStderr(demoCmd), note: dbNote, lines: []usageLine{
+			{"", "[--dsn DSN]", "three local instances: failover, drain and fencing"}}},
+		{name: "status", run: noStderr(statusCmd), note: serviceNote + "\n" + dbNote, lines: []usageLine{
+			{"", "[--dsn DSN] [--service NAME] [--json]", "members, leader and locks of each service"}}},
+		{name: "migrate", run: noStderr(migrateCmd), note: dbNote, lines: []usageLine{
+			{"up", "[--dsn DSN]", "apply pending migrations"},
+			{"down", "[--dsn DSN] [--steps N | --all]", "undo the last N migrations (default 1)"},
+			{"status", "[--dsn DSN] [--json]", "list migrations and whether each is applied"},
+			{"sql", "[--dsn DSN | --dialect postgres|sqlite]", "print the SQL, for your own migration tool"}}},
+		{name: "config", run: noStderr(configCmd), note: serviceNote + "\n" + dbNote, lines: []usageLine{
+			{"get", "KEY --service NAME [--json]", "a setting's value"},
+			{"set", "KEY VALUE --service NAME [--type T] [--if-version N] [--actor WHO] [--json]",
+				"change a setting on every instance; T is string,\nint, float, bool, duration or json (needed for a new key)"},
+			{"delete", "KEY --service NAME [--if-version N] [--actor WHO]", "remove a setting on every instance"},
+			{"list", "[PREFIX] --service NAME [--json]", "every setting, or those under PREFIX"},
+			{"history", "[KEY] --service NAME [--limit N] [--json]", "who changed what, when"}}},
+		{name: "jobs", run: noStderr(jobsCmd), note: adminNote, lines: []usageLine{
+			{"list", "[--state S,S] [--queue Q] [--kind K] [--tag T] [--limit N]", "jobs, newest first"},
+			{"show|retry|cancel", "ID", "one job; retry a finished one; cancel one"},
+			{"stats", "", "jobs per queue and state"}}},
+		{name: "queues", run: noStderr(queuesCmd), note: adminNote, lines: []usageLine{
+			{"list", "", "queues, paused or not, with their counts"},
+			{"pause|resume", "NAME", "stop or restart a queue on every instance"}}},
+		{name: "cron", run: noStderr(cronCmd), note: adminNote, lines: []usageLine{
+			{"list", "", "schedules with their last and next tick"},
+			{"trigger", "NAME", "run a schedule's job now"}}},
+		{name: "bench", run: benchCmd, note: dbNote, lines: []usageLine{
+			{"failover", "[--dsn DSN] --kills N [--graceful] [--json]", "kill the leader N times; print failover p50/p99"},
+			{"events", "[--dsn DSN] [--bus nats://…] [--events N] [--publishers P]\n[--latency-events N] [--rate R] [--json]",
+				"event throughput, and propagation p50/p99 between instances"},
+			{"invalidation", "[--dsn DSN] [--bus nats://…] [--count N] [--instances N] [--burst N] [--json]",
+				"time cache invalidations from commit to every instance"},
+			{"config", "[--dsn DSN] [--bus nats://…] [--count N] [--instances N] [--json]",
+				"time setting changes from commit to every watcher"}}},
+		{name: "check", run: checkCmd, note: dbNote, lines: []usageLine{
+			{"", "[--store sqlite|postgres] [--dsn DSN] [--duration 60s] [--short] [--faults LIST]\n[--pg-restart-cmd CMD] [--json]",
+				"run instances under faults; check every invariant"}}},
+		{name: "version", run: versionCmd, lines: []usageLine{{"", "", "print the version"}}},
+		{name: "help", run: helpCmd, lines: []usageLine{{"", "[COMMAND]", "this text, or one command's"}}},
+	}
+}
+
+func noStderr(f func(context.Context, []string, io.Writer) error) func(context.Context, []string, io.Writer, io.Writer) error {
+	return func(ctx context.Context, args []string, stdout, _ io.Writer) error { return f(ctx, args, stdout) }
+}
+
+func lookup(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// descColumn is where descriptions start; a longer command line puts its description on
+// the next line.
+const descColumn = 45
+
+// writeLines writes the usage lines of c, or only the line of subcommand sub.
+func (c *command) writeLines(w io.Writer, sub string) {
+	for _, l := range c.lines {
+		if sub != "" && !slices.Contains(strings.Split(l.sub, "|"), sub) {
+			continue
+		}
+		cmd := strings.Join(strings.Fields("twice "+c.name+" "+l.sub), " ")
+		argLines := strings.Split(l.args, "\n")
+		head := "  " + cmd
+		if argLines[0] != "" {
+			head += " " + argLines[0]
+		}
+		var out []string
+		out = append(out, head)
+		for _, a := range argLines[1:] {
+			out = append(out, strings.Repeat(" ", len("  "+cmd)+1)+a)
+		}
+		desc := strings.Split(l.desc, "\n")
+		if last := out[len(out)-1]; len(last) < descColumn-1 {
+			out[len(out)-1] = last + strings.Repeat(" ", descColumn-len(last)) + desc[0]
+		} else {
+			out = append(out, strings.Repeat(" ", descColumn)+desc[0])
+		}
+		for _, d := range desc[1:] {
+			out = append(out, strings.Repeat(" ", descColumn)+d)
+		}
+		fmt.Fprintln(w, strings.Join(out, "\n"))
+	}
+}
+
+// usage is the text `twice help` prints.
+func usage() string {
+	var b bytes.Buffer
+	b.WriteString("twice: run a service as several instances, correctly.\n\nUsage:\n")
+	for i := range commands {
+		commands[i].writeLines(&b, "")
+	}
+	b.WriteString("\n`twice COMMAND -h` shows one command and its flags.\n" + dbNote + "\n" + serviceNote + "\n")
+	return b.String()
+}
+
+// commandUsage is the help of one command: its lines and its note.
+func (c *command) usage() string {
+	var b bytes.Buffer
+	b.WriteString("Usage:\n")
+	c.writeLines(&b, "")
+	if c.note != "" {
+		b.WriteString("\n" + c.note + "\n")
+	}
+	if len(c.lines) > 1 {
+		fmt.Fprintf(&b, "`twice %s COMMAND -h` shows a command's flags.\n", c.name)
+	}
+	return b.String()
+}
+
+// helpError asks run to print text on standard output and exit 0: the answer to -h.
+type helpError struct{ text string }
+
+func (h *helpError) Error() string { return "help requested" }
+
+// Is makes a helpError a flag.ErrHelp.
+func (h *helpError) Is(target error) bool { return target == flag.ErrHelp }
+
+// usageError is a command-line error in command cmd ("" when there is no valid command):
+// run prints it with that command's usage, and the exit status is 2.
+type usageError struct {
+	cmd string
+	err error
+}
+
+func (u *usageError) Error() string { return u.err.Error() }
+func (u *usageError) Unwrap() error { return u.err }
+
+// flagHelp is the help of the subcommand whose flags fs holds: its usage line and flags.
+func flagHelp(fs *flag.FlagSet) error {
+	var b bytes.Buffer
+	name, sub, _ := strings.Cut(fs.Name(), " ")
+	b.WriteString("Usage:\n")
+	if c := lookup(name); c != nil {
+		c.writeLines(&b, sub)
+	}
+	b.WriteString("\nFlags:\n")
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	return &helpError{text: b.String()}
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help"
+}
+
+func helpCmd(_ context.Context, args []string, _, _ io.Writer) error {
+	switch {
+	case len(args) == 0 || len(args) == 1 && isHelp(args[0]):
+		return &helpError{text: usage()}
+	case len(args) == 1 && lookup(args[0]) != nil:
+		return &helpError{text: lookup(args[0]).usage()}
+	}
+	return fmt.Errorf("%w: help: no command %q", errUsage, strings.Join(args, " "))
+}
+
+func versionCmd(_ context.Context, args []string, stdout, _ io.Writer) error {
+	if err := parse(flag.NewFlagSet("version", flag.ContinueOnError), args); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "twice", version())
+	return nil
+}
+
+// errorsAsHelp is errors.As for a *helpError.
+func errorsAsHelp(err error) (*helpError, bool) {
+	var h *helpError
+	return h, errors.As(err, &h)
+}
