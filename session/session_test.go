@@ -6,7 +6,9 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -263,6 +265,52 @@ func TestSessions(t *testing.T) {
 					t.Errorf("Renew after WriteHeader = %v", err)
 				}
 			})
+		})
+
+		// A 103 Early Hints response is not the response: the session is saved, and a token
+		// renewed after the hints reaches the client, with the final headers.
+		t.Run("EarlyHintsDoNotSaveEarly", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			old := sessionCookie(b.serve(t, nil, put(t, "cart", "x")))
+			srv := httptest.NewServer(b.m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Link", "</app.css>; rel=preload; as=style")
+				w.WriteHeader(http.StatusEarlyHints)
+				if err := session.SetUser(r.Context(), "ann"); err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return
+				}
+				_ = session.Put(r.Context(), "after", 1)
+				w.WriteHeader(http.StatusOK)
+			})))
+			defer srv.Close()
+			var hints []int
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+				Got1xxResponse: func(code int, _ textproto.MIMEHeader) error { hints = append(hints, code); return nil },
+			})
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+			req.AddCookie(old)
+			res, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if len(hints) != 1 || hints[0] != http.StatusEarlyHints || res.StatusCode != http.StatusOK {
+				t.Fatalf("informational %v, final %d", hints, res.StatusCode)
+			}
+			nw := sessionCookie(res)
+			if nw == nil || nw.Value == old.Value {
+				t.Fatalf("the token renewed after the hints never reached the client: %v", nw)
+			}
+			var user string
+			var after int
+			b.serve(t, nw, func(w http.ResponseWriter, r *http.Request) {
+				user = session.UserID(r.Context())
+				after, _ = session.Get[int](r.Context(), "after")
+			})
+			if user != "ann" || after != 1 {
+				t.Errorf("with the new token: user %q, after %d", user, after)
+			}
 		})
 
 		t.Run("DestroyAndLogOutEverywhere", func(t *testing.T) {

@@ -79,16 +79,29 @@ func (h *HookWriter) run() {
 	}
 }
 
-// WriteHeader implements http.ResponseWriter.
+// WriteHeader implements http.ResponseWriter. An informational status (103 Early Hints,
+// 100 Continue) goes out without running Before: it is not the response, and the handler
+// may still change what Before writes (a session renewed after the hints must still send
+// its cookie with the final headers).
 func (h *HookWriter) WriteHeader(code int) {
+	if informational(code) {
+		if !h.dropped {
+			h.ResponseWriter.WriteHeader(code)
+		}
+		return
+	}
 	h.run()
 	if h.dropped {
 		return
 	}
-	if code >= 200 || code == http.StatusSwitchingProtocols {
-		h.wrote = true
-	}
+	h.wrote = true
 	h.ResponseWriter.WriteHeader(code)
+}
+
+// informational reports whether code is a 1xx status that a final one follows; 101
+// Switching Protocols ends the HTTP response, so it counts as final.
+func informational(code int) bool {
+	return code >= 100 && code < 200 && code != http.StatusSwitchingProtocols
 }
 
 // Write implements http.ResponseWriter.
