@@ -267,6 +267,49 @@ func TestSessions(t *testing.T) {
 			})
 		})
 
+		// Logging out (or in as someone else) takes the old user's values with it, stored or
+		// put in the same request; a login from an anonymous session keeps the guest's.
+		t.Run("LogoutClearsValues", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			setUser := func(c *http.Cookie, user string, kv ...any) *http.Cookie {
+				t.Helper()
+				res := b.serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+					_ = session.Put(r.Context(), "pending", "before "+user)
+					if err := session.SetUser(r.Context(), user); err != nil {
+						t.Error(err)
+					}
+					put(t, kv...)(w, r)
+				})
+				if nw := sessionCookie(res); nw != nil {
+					return nw
+				}
+				return c
+			}
+			guest := sessionCookie(b.serve(t, nil, put(t, "cart", "apple")))
+			ann := setUser(guest, "ann", "card", "ann's")
+			if v, ok := get[string](t, b, ann, "cart"); !ok || v != "apple" {
+				t.Errorf("login lost the guest's cart: %q %v", v, ok)
+			}
+			for _, next := range []string{"", "bob"} {
+				before := setUser(ann, "ann", "card", "ann's")
+				after := setUser(before, next, "theme", "dark")
+				var keys []string
+				var user string
+				b.serve(t, after, func(w http.ResponseWriter, r *http.Request) {
+					keys, user = session.Keys(r.Context()), session.UserID(r.Context())
+				})
+				if user != next || len(keys) != 1 || keys[0] != "theme" {
+					t.Errorf("after ann's session passed to %q: user %q, keys %v; want only what was put after", next, user, keys)
+				}
+				ann = after
+			}
+			var rows int
+			if err := b.s.QueryRow(context.Background(), "SELECT count(*) FROM twice_session_values WHERE key IN ('card', 'cart')").Scan(&rows); err != nil || rows != 0 {
+				t.Errorf("%d of ann's values still stored (%v)", rows, err)
+			}
+		})
+
 		// A 103 Early Hints response is not the response: the session is saved, and a token
 		// renewed after the hints reaches the client, with the final headers.
 		t.Run("EarlyHintsDoNotSaveEarly", func(t *testing.T) {
