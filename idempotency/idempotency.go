@@ -6,8 +6,21 @@
 // the stored response (status, headers, body) without running the handler again; a
 // duplicate that arrives while the first is still running gets 409; the same key with a
 // different request (method, path, body) gets 422; a missing key, where required, gets 400;
-// every refusal is an RFC 9457 problem+json body. Keys are scoped per client and kept for
-// a retention period (24 hours by default), after which the leader prunes them.
+// every refusal is an RFC 9457 problem+json body. Keys are kept for a retention period (24
+// hours by default), after which the leader prunes them.
+//
+// Keys are scoped by client: [Config.Scope] names the principal a request comes from (the
+// user, the API client), and two principals never share a key. A request whose principal is
+// unknown is never served idempotently, so two anonymous clients can never be answered
+// with each other's responses: it runs as if it had no key (with the [IgnoredHeader]
+// response header), or gets 400 when keys are Required. The node's default scope is the
+// user of the twice session, so the session middleware must run first, outside:
+//
+//	mux.Handle("POST /orders", node.Sessions().Middleware(node.Idempotency().Middleware(orders)))
+//
+// The other way round the session is not loaded yet when the key is scoped; the session
+// middleware logs that once as a warning. Apps with their own authentication set
+// Config.Scope to the principal their authentication found (see the example).
 //
 // If the instance running a request dies, its claim is released by its liveness: a retry
 // runs the request again once the instance has missed its heartbeats for the cluster's
@@ -32,6 +45,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/internal/httpx"
@@ -50,6 +64,11 @@ const (
 // ReplayedHeader is set to "true" on a response replayed from the store.
 const ReplayedHeader = "Idempotent-Replayed"
 
+// IgnoredHeader is set on the response to a request whose Idempotency-Key was not honoured,
+// with the reason: "no-scope" when [Config.Scope] found no principal. The request ran
+// without idempotency; a retry runs it again.
+const IgnoredHeader = "Idempotency-Key-Ignored"
+
 // Config configures [Keys].
 type Config struct {
 	// Service scopes keys: services sharing a database never see each other's. Required
@@ -64,11 +83,14 @@ type Config struct {
 	// Required answers a request of those methods without a key with 400. Defaults to
 	// false: such requests pass through.
 	Required bool
-	// Scope names the client a request comes from; keys of different clients never
-	// collide, and one client can never be served another's response. Set it to the
-	// authenticated user or API client. Defaults to [AuthorizationScope], a hash of the
-	// Authorization header (one scope for all requests without it); the node's default is
-	// twice.UserScope, which prefers the session's user.
+	// Scope names the principal a request comes from (the authenticated user or API
+	// client); keys of different principals never collide, and one can never be served
+	// another's response. It returns "" when the request has no known principal: its key
+	// is then ignored (the request runs without idempotency, see [IgnoredHeader]), or
+	// answered 400 when Required. Return a stable identity, such as a user id or a JWT's
+	// issuer and subject, not the credential itself: a refreshed token must not turn a
+	// retry into a second run. Required: New fails without it (the node defaults it to
+	// twice.UserScope, the twice session's user).
 	Scope func(r *http.Request) string
 	// Retention is how long a key and its response are kept. Defaults to
 	// [DefaultRetention].
@@ -100,9 +122,6 @@ func (c Config) withDefaults() Config {
 	if c.Methods == nil {
 		c.Methods = []string{http.MethodPost, http.MethodPatch}
 	}
-	if c.Scope == nil {
-		c.Scope = AuthorizationScope
-	}
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
 	}
@@ -129,6 +148,9 @@ func (c Config) validate() error {
 	if c.Service == "" || c.Instance == "" {
 		errs = append(errs, errors.New("Service and Instance are required"))
 	}
+	if c.Scope == nil {
+		errs = append(errs, errors.New("Scope is required: the function naming the client a request comes from"))
+	}
 	if c.Retention < time.Second {
 		errs = append(errs, fmt.Errorf("Retention %v is below a second", c.Retention))
 	}
@@ -141,8 +163,11 @@ func (c Config) validate() error {
 	return nil
 }
 
-// AuthorizationScope is the default [Config.Scope]: a hash of the request's Authorization
-// header, so two API clients never share a key space.
+// AuthorizationScope is a [Config.Scope] for APIs whose clients keep one long-lived
+// credential (a static API key or token): a hash of the request's Authorization header, or
+// "" without one. It scopes by the credential, not by who holds it, so it is never a
+// default: when a client's token changes (an OAuth refresh, a rotated key) its retries get
+// a new scope and run again. Where tokens change, resolve them to their principal instead.
 func AuthorizationScope(r *http.Request) string {
 	a := r.Header.Get("Authorization")
 	if a == "" {
@@ -159,6 +184,8 @@ type Keys struct {
 	cfg Config
 	q   queries
 	log *slog.Logger
+
+	warnedScope atomic.Bool // a request without a principal was logged
 }
 
 // New returns the keys of cfg.Service in s, whose schema must include [Component] and the
@@ -184,21 +211,26 @@ func Fingerprint(r *http.Request, body []byte) []byte {
 }
 
 // prepare reads what the key needs from r. ok is false when r has no key and none is
-// required: it passes through. On a bad request it writes the problem and returns done.
-func (k *Keys) prepare(w http.ResponseWriter, r *http.Request) (p Params, ok, done bool) {
+// required, or no principal to scope it to: it passes through, as the returned request. On
+// a bad request it writes the problem and returns done.
+func (k *Keys) prepare(w http.ResponseWriter, r *http.Request) (p Params, _ *http.Request, ok, done bool) {
 	if !slices.Contains(k.cfg.Methods, r.Method) {
-		return p, false, false
+		return p, r, false, false
 	}
 	key, err := ParseKey(r.Header.Values(Header))
 	switch {
 	case errors.Is(err, ErrKeyMissing) && !k.cfg.Required:
-		return p, false, false
+		return p, r, false, false
 	case errors.Is(err, ErrKeyMissing):
 		problem(w, http.StatusBadRequest, "idempotency-key-missing", "this request needs an Idempotency-Key header")
-		return p, false, true
+		return p, r, false, true
 	case err != nil:
 		problem(w, http.StatusBadRequest, "idempotency-key-invalid", err.Error())
-		return p, false, true
+		return p, r, false, true
+	}
+	scope := k.cfg.Scope(r)
+	if scope == "" {
+		return p, k.unscoped(w, r), false, k.cfg.Required
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, k.cfg.MaxBodyBytes))
 	if err != nil {
@@ -208,10 +240,31 @@ func (k *Keys) prepare(w http.ResponseWriter, r *http.Request) (p Params, ok, do
 		} else {
 			problem(w, http.StatusBadRequest, "request-unreadable", "the request body could not be read")
 		}
-		return p, false, true
+		return p, r, false, true
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	return Params{Scope: k.cfg.Scope(r), Key: key, Fingerprint: Fingerprint(r, body)}, true, false
+	return Params{Scope: scope, Key: key, Fingerprint: Fingerprint(r, body)}, r, true, false
+}
+
+// unscoped handles a keyed request without a principal, which must not share a key space
+// with every other such request: with Required it answers 400; otherwise the key is ignored
+// and the request, returned marked for a session middleware that runs too late, passes
+// through.
+func (k *Keys) unscoped(w http.ResponseWriter, r *http.Request) *http.Request {
+	if k.cfg.Required {
+		problem(w, http.StatusBadRequest, "idempotency-scope-missing",
+			"the Idempotency-Key needs an authenticated client to belong to; this request has none")
+		return r
+	}
+	level := slog.LevelDebug
+	if !k.warnedScope.Swap(true) {
+		level = slog.LevelWarn // once: then it is the app's normal traffic, or its misconfiguration
+	}
+	k.log.Log(r.Context(), level, "idempotency: a request with an Idempotency-Key has no principal (Config.Scope returned \"\"), so it runs without idempotency; "+
+		"with the node's default scope, the session middleware must run before the idempotency middleware and the user be logged in",
+		"method", r.Method, "path", r.URL.Path)
+	w.Header().Set(IgnoredHeader, "no-scope")
+	return httpx.MarkUnscoped(r)
 }
 
 // Middleware applies the Idempotency-Key to requests of Config.Methods. It claims the key
@@ -220,7 +273,7 @@ func (k *Keys) prepare(w http.ResponseWriter, r *http.Request) (p Params, ok, do
 // retries from the store.
 func (k *Keys) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, ok, done := k.prepare(w, r)
+		p, r, ok, done := k.prepare(w, r)
 		if done {
 			return
 		}

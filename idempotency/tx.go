@@ -203,7 +203,7 @@ func (rec *record) result() (*Response, error) {
 // keep fn short.
 func (k *Keys) HandlerTx(fn func(w http.ResponseWriter, r *http.Request, tx store.Tx) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, ok, done := k.prepare(w, r)
+		p, r, ok, done := k.prepare(w, r)
 		if done {
 			return
 		}

@@ -194,6 +194,7 @@ type Sessions struct {
 	log *slog.Logger
 
 	warnedProxy atomic.Bool // the missing-TrustedProxies warning was logged
+	warnedOrder atomic.Bool // the middleware-order warning was logged
 }
 
 // New returns the sessions of cfg.Service in s, whose schema must include [Component].
@@ -217,6 +218,10 @@ type ctxKey struct{}
 // func(http.Handler) http.Handler (net/http, chi, echo through echo.WrapMiddleware).
 func (m *Sessions) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if httpx.Unscoped(r.Context()) && !m.warnedOrder.Swap(true) {
+			m.log.Warn("session: an idempotency middleware ran before the session middleware and found no user to scope its key to; " +
+				"if its scope is the session's user (the node's default), put Sessions.Middleware outside Idempotency.Middleware")
+		}
 		s, err := m.load(r)
 		if err != nil {
 			m.log.Error("session: cannot load the session", "err", err)

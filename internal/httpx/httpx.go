@@ -5,6 +5,7 @@ package httpx
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -139,3 +140,19 @@ func (h *HookWriter) Finish() { h.run() }
 
 // HeadersWritten reports whether the response's headers have gone out.
 func (h *HookWriter) HeadersWritten() bool { return h.wrote }
+
+type unscopedKey struct{}
+
+// MarkUnscoped returns r marked as having passed an idempotency middleware that found no
+// principal to scope its key to, so a session middleware running later, too late to
+// provide its user, can say so.
+func MarkUnscoped(r *http.Request) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), unscopedKey{}, true))
+}
+
+// Unscoped reports whether an idempotency middleware found no principal for the request of
+// ctx before it reached here.
+func Unscoped(ctx context.Context) bool {
+	v, _ := ctx.Value(unscopedKey{}).(bool)
+	return v
+}
