@@ -19,6 +19,7 @@ func (n *Node) startIdempotency() error {
 		return err
 	}
 	n.whileLeader("idempotency", n.idem.PruneInterval(), n.idem.Prune)
+	n.onClose(n.idem.Close)
 	return nil
 }
 

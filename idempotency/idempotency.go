@@ -186,6 +186,7 @@ type Keys struct {
 	log *slog.Logger
 
 	warnedScope atomic.Bool // a request without a principal was logged
+	out         *outbox     // outcomes the database did not take yet
 }
 
 // New returns the keys of cfg.Service in s, whose schema must include [Component] and the
@@ -195,7 +196,7 @@ func New(s *store.Store, cfg Config) (*Keys, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Keys{s: s, cfg: cfg, q: queriesFor(s.Dialect()), log: cfg.Logger}, nil
+	return &Keys{s: s, cfg: cfg, q: queriesFor(s.Dialect()), log: cfg.Logger, out: newOutbox()}, nil
 }
 
 // Config returns the configuration with defaults filled in.
@@ -289,6 +290,9 @@ func (k *Keys) Middleware(next http.Handler) http.Handler {
 			k.answer(w, rec)
 			return
 		}
+		if k.refuseWhenBacklogged(w) {
+			return
+		}
 		claimed, rec, err := k.claimOrGet(ctx, k.s, p)
 		if err != nil {
 			k.unavailable(w, err)
@@ -304,7 +308,7 @@ func (k *Keys) Middleware(next http.Handler) http.Handler {
 		defer func() {
 			if !finished {
 				// next panicked: the request did not finish, so a retry may run it.
-				k.retry(ctx, "release", func(ctx context.Context) error { return k.release(ctx, p) })
+				k.settle(ctx, outcome{p: p})
 			}
 		}()
 		next.ServeHTTP(buf, r)
@@ -312,40 +316,15 @@ func (k *Keys) Middleware(next http.Handler) http.Handler {
 		status := buf.Status()
 		switch {
 		case status >= 500 && !k.cfg.StoreServerErrors:
-			k.retry(ctx, "release", func(ctx context.Context) error { return k.release(ctx, p) })
+			k.settle(ctx, outcome{p: p})
 		case buf.Streamed():
-			k.retry(ctx, "complete", func(ctx context.Context) error {
-				return k.complete(ctx, k.s, p, &Response{Status: status}, stateNotStored)
-			})
+			k.settle(ctx, outcome{p: p, res: &Response{Status: status}, state: stateNotStored})
 		default:
 			header, body := buf.Captured()
-			k.retry(ctx, "complete", func(ctx context.Context) error {
-				return k.complete(ctx, k.s, p, &Response{Status: status, Header: header, Body: body}, stateDone)
-			})
+			k.settle(ctx, outcome{p: p, res: &Response{Status: status, Header: header, Body: body}, state: stateDone})
 		}
 		buf.Send()
 	})
-}
-
-// retry runs a bookkeeping write after the handler ran, a few times, even if the client
-// went away. If it still fails the key stays claimed by this live instance, answering 409,
-// until the instance stops (then it is taken over) or the retention passes; that is
-// logged as an error.
-func (k *Keys) retry(ctx context.Context, what string, fn func(context.Context) error) {
-	ctx = context.WithoutCancel(ctx)
-	var err error
-	for i := range 4 {
-		if i > 0 {
-			time.Sleep(time.Duration(25<<i) * time.Millisecond)
-		}
-		c, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = fn(c)
-		cancel()
-		if err == nil {
-			return
-		}
-	}
-	k.log.Error("idempotency: could not record the outcome of a request; its key stays claimed", "what", what, "err", err)
 }
 
 func problem(w http.ResponseWriter, status int, typ, detail string) {
@@ -370,7 +349,7 @@ func (k *Keys) answer(w http.ResponseWriter, rec *record) {
 	case rec.state == stateNotStored:
 		w.Header().Set(ReplayedHeader, "true")
 		problem(w, rec.res.Status, "idempotency-response-not-stored", fmt.Sprintf(
-			"the request was processed once with status %d, but its response was too large to keep; fetch the resource instead", rec.res.Status))
+			"the request was processed once with status %d, but its response was not kept (too large, or streamed); fetch the resource instead", rec.res.Status))
 	default:
 		h := w.Header()
 		for name, v := range rec.res.Header {

@@ -332,7 +332,7 @@ func TestScopeFailsClosed(t *testing.T) {
 			t.Errorf("%d keys stored without a scope (%v)", rows, err)
 		}
 		// Required keys need a principal too.
-		strict, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Required: true, Scope: clientScope})
+		strict, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Required: true, Scope: clientScope, Logger: n.Logger()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -341,7 +341,7 @@ func TestScopeFailsClosed(t *testing.T) {
 		}
 		// The node's default scope is the session's user: a bare Authorization header is a
 		// credential, not a principal, and no longer shares or splits a key space.
-		user, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Scope: twice.UserScope})
+		user, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Scope: twice.UserScope, Logger: n.Logger()})
 		if err != nil {
 			t.Fatal(err)
 		}
