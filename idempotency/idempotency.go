@@ -98,12 +98,14 @@ type Config struct {
 	// MaxBodyBytes bounds the request body read to fingerprint it; larger requests get
 	// 413. Defaults to [DefaultMaxBodyBytes].
 	MaxBodyBytes int64
-	// MaxResponseBytes bounds a stored response body. A larger response is sent whole but
-	// not stored; a retry is told so with a problem+json body. Defaults to
+	// MaxResponseBytes bounds a stored response body, and the body HandlerTx holds in
+	// memory until its commit (beyond it, a temporary file). A larger response is sent
+	// whole but not stored; a retry is told so with a problem+json body. Defaults to
 	// [DefaultMaxResponseBytes].
 	MaxResponseBytes int
 	// StoreServerErrors stores 5xx responses like any other. Defaults to false: a 5xx
-	// releases the key, so the client's retry runs the request again.
+	// releases the key, so the client's retry runs the request again (HandlerTx, Do and
+	// DoTx roll the effect back with it, see [ErrServerError]).
 	StoreServerErrors bool
 	// DeadOwnerGrace is how much longer than the cluster's DeadAfter an instance must have
 	// been silent before another takes over its running claims (and the retry runs the
@@ -303,7 +305,7 @@ func (k *Keys) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		buf := httpx.NewBuffer(w, k.cfg.MaxResponseBytes)
-		buf.OnStream = func(h http.Header) { h.Set("Idempotency-Stored", "false") }
+		buf.OnStream = func(h http.Header) { h.Set(storedHeader, "false") }
 		finished := false
 		defer func() {
 			if !finished {
@@ -313,15 +315,14 @@ func (k *Keys) Middleware(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(buf, r)
 		finished = true
-		status := buf.Status()
-		switch {
-		case status >= 500 && !k.cfg.StoreServerErrors:
-			k.settle(ctx, outcome{p: p})
-		case buf.Streamed():
-			k.settle(ctx, outcome{p: p, res: &Response{Status: status}, state: stateNotStored})
-		default:
-			header, body := buf.Captured()
-			k.settle(ctx, outcome{p: p, res: &Response{Status: status, Header: header, Body: body}, state: stateDone})
+		res := &Response{Status: buf.Status(), partial: buf.Streamed()}
+		if !res.partial {
+			res.Header, res.Body = buf.Captured()
+		}
+		if state, keep := k.verdict(res); keep {
+			k.settle(ctx, outcome{p: p, res: res, state: state})
+		} else {
+			k.settle(ctx, outcome{p: p}) // released: the retry runs the request again
 		}
 		buf.Send()
 	})
@@ -381,6 +382,24 @@ const pruneBatch = 1000
 
 // PruneInterval is how often the leader should call [Keys.Prune].
 func (k *Keys) PruneInterval() time.Duration { return k.cfg.PruneInterval }
+
+// storedHeader is set to "false" on a response sent whole but stored as its status only.
+const storedHeader = "Idempotency-Stored"
+
+// verdict decides what a finished request leaves under its key, for the middleware,
+// HandlerTx and DoTx alike: the whole response (stateDone); its status only
+// (stateNotStored), when the body is larger than MaxResponseBytes or was not held whole;
+// or nothing (keep false) for a 5xx without StoreServerErrors, so that the client's retry
+// runs the request again.
+func (k *Keys) verdict(res *Response) (state int, keep bool) {
+	switch {
+	case res.Status >= 500 && !k.cfg.StoreServerErrors:
+		return 0, false
+	case res.partial || len(res.Body) > k.cfg.MaxResponseBytes:
+		return stateNotStored, true
+	}
+	return stateDone, true
+}
 
 // storedHeaders leaves out what must not be replayed: cookies (a stale session token),
 // the date, and the framing of the original response.

@@ -489,6 +489,20 @@ func TestHandlerTx(t *testing.T) {
 				t.Errorf("Do #%d: %+v, %v", i, res, err)
 			}
 		}
+		// A 5xx is not kept: Do rolls back and says so, and the next call runs fn again.
+		var doRuns int
+		for range 2 {
+			res, err := n.Idempotency().Do(ctx, idempotency.Params{Key: "flaky"}, func(ctx context.Context, tx store.Tx) (*idempotency.Response, error) {
+				doRuns++
+				return &idempotency.Response{Status: 502}, nil
+			})
+			if !errors.Is(err, idempotency.ErrServerError) || res == nil || res.Status != 502 {
+				t.Errorf("Do with a 502: %+v, %v", res, err)
+			}
+		}
+		if doRuns != 2 {
+			t.Errorf("Do ran a 502 %d times, want twice", doRuns)
+		}
 		p := idempotency.Params{Scope: "job", Key: "refund-7", Fingerprint: []byte("refund 7")}
 		for i := range 2 {
 			var res *idempotency.Response
@@ -501,6 +515,87 @@ func TestHandlerTx(t *testing.T) {
 			})
 			if err != nil || string(res.Body) != "refunded" || res.Replayed != (i == 1) {
 				t.Errorf("DoTx #%d: %+v, %v", i, res, err)
+			}
+		}
+	})
+}
+
+// The middleware and HandlerTx decide alike what a finished request leaves under its key,
+// for every kind of response: what the retry gets is the same through either face. Where
+// HandlerTx keeps nothing (a 5xx), its transaction rolls back, so the retry runs the
+// handler's effect again exactly as it runs the middleware's handler again.
+func TestFacesStoreAlike(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		n := node(t, db, twice.Config{})
+		ctx := context.Background()
+		if _, err := n.Store().Exec(ctx, "CREATE TABLE effects (k TEXT NOT NULL)"); err != nil {
+			t.Fatal(err)
+		}
+		effects := func(key string) (c int) {
+			if err := n.Store().QueryRow(ctx, "SELECT count(*) FROM effects WHERE k = $1", key).Scan(&c); err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		type retry struct {
+			status     int
+			replayed   bool
+			problem    string
+			runs       int32
+			storedFlag string // Idempotency-Stored on the first response
+		}
+		for _, tc := range []struct {
+			name                  string
+			status, size, effects int // effects: what HandlerTx commits
+			storeErrors           bool
+			want                  retry
+		}{
+			{name: "small", status: 201, size: 10, effects: 1, want: retry{status: 201, replayed: true, runs: 1}},
+			{name: "over MaxResponseBytes", status: 201, size: 150, effects: 1, want: retry{status: 201, problem: "idempotency-response-not-stored", runs: 1, storedFlag: "false"}},
+			{name: "4xx", status: 409, size: 10, effects: 1, want: retry{status: 409, replayed: true, runs: 1}},
+			{name: "5xx", status: 503, size: 10, effects: 0, want: retry{status: 503, runs: 2}},
+			{name: "5xx stored", status: 503, size: 10, effects: 1, storeErrors: true, want: retry{status: 503, replayed: true, runs: 1}},
+		} {
+			keys, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Scope: clientScope,
+				MaxResponseBytes: 100, StoreServerErrors: tc.storeErrors, Logger: n.Logger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var runs atomic.Int32
+			write := func(w http.ResponseWriter) {
+				runs.Add(1)
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(strings.Repeat("x", tc.size)))
+			}
+			for face, h := range map[string]http.Handler{
+				"Middleware": keys.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { write(w) })),
+				"HandlerTx": keys.HandlerTx(func(w http.ResponseWriter, r *http.Request, tx store.Tx) error {
+					if _, err := tx.Exec(r.Context(), "INSERT INTO effects (k) VALUES ($1)", tc.name); err != nil {
+						return err
+					}
+					write(w)
+					return nil
+				}),
+			} {
+				runs.Store(0)
+				key := strings.ReplaceAll("k-"+face+"-"+tc.name, " ", "-")
+				first := do(h, call{key: key})
+				if first.StatusCode != tc.status || len(body(t, first)) != tc.size || first.Header.Get("Idempotency-Stored") != tc.want.storedFlag {
+					t.Errorf("%s, %s: first %d %v", face, tc.name, first.StatusCode, first.Header)
+				}
+				res := do(h, call{key: key})
+				got := retry{status: res.StatusCode, replayed: res.Header.Get(idempotency.ReplayedHeader) == "true",
+					problem: problemType(t, res), runs: runs.Load(), storedFlag: first.Header.Get("Idempotency-Stored")}
+				if got.problem == "idempotency-response-not-stored" {
+					got.replayed = false // a replay of the status alone
+				}
+				if got != tc.want {
+					t.Errorf("%s, %s: retry %+v, want %+v", face, tc.name, got, tc.want)
+				}
+			}
+			if e := effects(tc.name); e != tc.effects {
+				t.Errorf("HandlerTx, %s: %d effects committed, want %d", tc.name, e, tc.effects)
 			}
 		}
 	})

@@ -3,6 +3,8 @@ package httpx
 import (
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strings"
 	"testing"
 )
 
@@ -47,5 +49,36 @@ func TestHookWriterInformational(t *testing.T) {
 	h.WriteHeader(http.StatusEarlyHints)
 	if len(w.got) != 0 {
 		t.Errorf("after a dropped response: %v", w.got)
+	}
+}
+
+// A recorder keeps at most its limit in memory; a larger body goes to a file, comes back
+// whole, and the file goes with Close.
+func TestRecorderSpillsPastItsLimit(t *testing.T) {
+	t.Parallel()
+	r := NewRecorder(10)
+	_, _ = r.Write([]byte("0123456789"))
+	if r.Spilled() || r.body.Len() != 10 {
+		t.Fatalf("spilled %v at the limit", r.Spilled())
+	}
+	for range 3 {
+		if n, err := r.Write([]byte("abcdefgh")); n != 8 || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	status, _, body := r.Result()
+	if !r.Spilled() || r.body.Len() != 0 || body != nil || status != http.StatusOK {
+		t.Fatalf("after 34 bytes: spilled %v, %d bytes in memory, body %q", r.Spilled(), r.body.Len(), body)
+	}
+	var out strings.Builder
+	if err := r.WriteBody(&out); err != nil || out.String() != "0123456789abcdefghabcdefghabcdefgh" {
+		t.Fatalf("WriteBody = %q, %v", out.String(), err)
+	}
+	name := r.file.Name()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(name); !os.IsNotExist(err) {
+		t.Errorf("%s left behind: %v", name, err)
 	}
 }
