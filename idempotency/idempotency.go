@@ -192,7 +192,8 @@ type Keys struct {
 }
 
 // New returns the keys of cfg.Service in s, whose schema must include [Component] and the
-// cluster's membership table.
+// cluster's membership table. Call [Keys.Close] on shutdown, before closing s, so that
+// outcomes the database refused meanwhile are still written (the node does both).
 func New(s *store.Store, cfg Config) (*Keys, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
