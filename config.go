@@ -15,6 +15,7 @@ import (
 
 	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/cron"
+	"github.com/twicehq/twice/health"
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/lease"
@@ -105,6 +106,10 @@ type Config struct {
 	// Idempotency configures [Node.Idempotency]; Service, Instance and Logger are the
 	// node's. Defaults to the zero idempotency.Config.
 	Idempotency idempotency.Config
+	// Health configures [Node.Health]: who may see the checks' details (nobody by
+	// default: plain bodies) and how long probes share results; Attrs and Logger are the
+	// node's. Defaults to the zero health.Config.
+	Health health.Config
 
 	// Jobs configures the job queue (queues, retries, retention); its Service, Instance,
 	// Bus and Logger are the node's. Defaults to the zero jobs.Config's defaults.

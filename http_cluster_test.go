@@ -131,7 +131,7 @@ func sessionApp(n *twice.Node) http.Handler {
 
 // fast timings, as the conformance suite uses.
 var fast = twice.Config{HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 200 * time.Millisecond,
-	LeaseTTL: 400 * time.Millisecond, LeaderPoll: 20 * time.Millisecond}
+	LeaseTTL: 400 * time.Millisecond, LeaderPoll: 20 * time.Millisecond, Idempotency: idempotency.Config{Scope: oneClient}}
 
 func node(t *testing.T, db testdb.DB, service string, cfg twice.Config) *twice.Node {
 	t.Helper()

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,13 +22,17 @@ import (
 	"github.com/twicehq/twice/session"
 )
 
+// oneClient scopes every request to one client, as if all came from one authenticated
+// user: for tests about something other than scopes.
+func oneClient(*http.Request) string { return "client:test" }
+
 // The HTTP building blocks are plain func(http.Handler) http.Handler middleware: they work
 // with the standard mux, chi and echo alike.
 func TestMiddlewareWithRouters(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	node, err := twice.Open(ctx, twice.Config{DSN: "sqlite:" + filepath.Join(t.TempDir(), "t.db"), Name: "shop",
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler), Idempotency: idempotency.Config{Scope: oneClient}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +122,7 @@ func TestLeaderPrunesExpiredRows(t *testing.T) {
 	node, err := twice.Open(ctx, twice.Config{DSN: "sqlite:" + filepath.Join(t.TempDir(), "t.db"), Name: "shop",
 		Logger: testdb.Logger(t), Clock: clock,
 		Sessions:    session.Config{IdleTimeout: time.Minute, PruneInterval: 20 * time.Millisecond},
-		Idempotency: idempotency.Config{Retention: time.Minute, PruneInterval: 20 * time.Millisecond}})
+		Idempotency: idempotency.Config{Retention: time.Minute, PruneInterval: 20 * time.Millisecond, Scope: oneClient}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,3 +188,61 @@ func TestIdempotencyScopedBySessionUser(t *testing.T) {
 		}
 	}
 }
+
+// The node scopes keys by the session's user, so the session middleware must run first.
+// Misordered, keys are ignored (never shared) and the session middleware says so once.
+func TestIdempotencyMiddlewareOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var logs strings.Builder
+	var mu sync.Mutex // protects logs
+	node, err := twice.Open(ctx, twice.Config{DSN: "sqlite:" + filepath.Join(t.TempDir(), "t.db"), Name: "shop",
+		Logger: slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return logs.Write(p)
+		}), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close(ctx)
+	orders := 0
+	order := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		orders++
+		w.WriteHeader(http.StatusCreated)
+	})
+	sessions, keys := node.Sessions().Middleware, node.Idempotency().Middleware
+	login := httptest.NewRecorder()
+	sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = session.SetUser(r.Context(), "ann")
+	})).ServeHTTP(login, httptest.NewRequest(http.MethodPost, "/login", nil))
+	cookie := login.Result().Cookies()[0]
+	for _, tc := range []struct {
+		name   string
+		h      http.Handler
+		orders int
+	}{
+		{"sessions first", sessions(keys(order)), 1},
+		{"idempotency first", keys(sessions(order)), 2},
+	} {
+		orders = 0
+		for range 2 {
+			r := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader("{}"))
+			r.AddCookie(cookie)
+			r.Header.Set(idempotency.Header, `"`+tc.name+`"`)
+			tc.h.ServeHTTP(httptest.NewRecorder(), r)
+		}
+		if orders != tc.orders {
+			t.Errorf("%s: %d orders, want %d", tc.name, orders, tc.orders)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "put Sessions.Middleware outside Idempotency.Middleware"); n != 1 {
+		t.Errorf("the misorder was logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -19,6 +19,7 @@ func (n *Node) startIdempotency() error {
 		return err
 	}
 	n.whileLeader("idempotency", n.idem.PruneInterval(), n.idem.Prune)
+	n.onClose(n.idem.Close)
 	return nil
 }
 
@@ -27,13 +28,15 @@ func (n *Node) startIdempotency() error {
 // database with its HandlerTx.
 func (n *Node) Idempotency() *idempotency.Keys { return n.idem }
 
-// UserScope is the node's default idempotency scope: the user of the request's twice session
-// (when the session middleware runs before the idempotency middleware and the user is
-// logged in), else the hash of the Authorization header ([idempotency.AuthorizationScope]),
-// so two users never share a key space.
+// UserScope is the node's default idempotency scope: the user of the request's twice
+// session, so two users never share a key space and a renewed session token keeps its
+// user's keys. It is "" (the key is ignored, see idempotency.Config.Scope) for anonymous
+// requests, and for every request when the session middleware runs after the idempotency
+// middleware instead of before it (the session middleware then logs a warning). Apps
+// authenticating otherwise set Config.Idempotency.Scope to their own principal.
 func UserScope(r *http.Request) string {
 	if u := session.UserID(r.Context()); u != "" {
 		return "user:" + u
 	}
-	return idempotency.AuthorizationScope(r)
+	return ""
 }

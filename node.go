@@ -198,7 +198,9 @@ func (n *Node) abort() {
 }
 
 func (n *Node) newHealth() *health.Health {
-	h := health.New(map[string]string{"instance": n.cfg.InstanceID, "service": n.cfg.Name})
+	hc := n.cfg.Health
+	hc.Attrs, hc.Logger = map[string]string{"instance": n.cfg.InstanceID, "service": n.cfg.Name}, n.log
+	h := health.New(hc)
 	// Registering can only fail on a duplicate name, which these fixed names are not.
 	_ = h.Register("draining", 0, func(context.Context) error {
 		if n.draining.Load() {

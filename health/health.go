@@ -3,10 +3,18 @@
 //	/livez    200 while the process works (its own loops are not stuck); a load balancer or
 //	          orchestrator restarts the instance when this fails
 //	/readyz   200 while every readiness check passes; traffic is routed away when it fails
-//	/healthz  JSON with one entry per check, its status and how long it took
+//	/healthz  JSON: the overall status, and with details one entry per check
+//
+// The endpoints are usually reachable by anyone, so by default their bodies say only "ok",
+// "not ready" or "not live" (the status code says the same): a check's error can name a
+// database host, user or address. [Config.Details] opens the details to chosen requests,
+// and every change of a check's result is logged with its error. Probes share their
+// results for [Config.CacheFor] (one second), so a probing storm costs one run of the
+// checks per second, and concurrent probes wait for the same run.
 //
 // The node registers its own checks (store reachable, registered in the cluster, not
-// draining); users add theirs with [Health.Register].
+// draining, all readiness; its heartbeat loop running, the only liveness check, which
+// needs no database); users add theirs with [Health.Register].
 package health
 
 import (
@@ -14,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -23,6 +32,29 @@ import (
 
 // DefaultTimeout bounds a check registered without a timeout.
 const DefaultTimeout = 2 * time.Second
+
+// DefaultCacheFor is how long probes share a run of the checks by default.
+const DefaultCacheFor = time.Second
+
+// Config configures [Health].
+type Config struct {
+	// Attrs describe the instance (such as its id and service) in a detailed /healthz.
+	// Defaults to none.
+	Attrs map[string]string
+	// Details says which requests are shown each check's name, result, error and duration,
+	// and Attrs: /healthz always, /livez and /readyz when a check fails or with ?verbose.
+	// Errors can name hosts, users and addresses, so open it to operators only: say, a
+	// request to an internal listener, or one carrying an operator's token. Defaults to
+	// nil: nobody; every body is plain.
+	Details func(r *http.Request) bool
+	// CacheFor is how long the results of a probe answer later ones; probes arriving
+	// while the checks run wait for that run. Negative runs the checks for every probe.
+	// Defaults to [DefaultCacheFor].
+	CacheFor time.Duration
+	// Logger receives a line each time a check starts or stops failing, with its error.
+	// Defaults to slog.Default().
+	Logger *slog.Logger
+}
 
 // CheckFunc reports a problem as an error. It must respect ctx.
 type CheckFunc func(ctx context.Context) error
@@ -47,14 +79,25 @@ type check struct {
 
 // Health holds the checks of one instance. Its zero value is not usable; call [New].
 type Health struct {
-	mu     sync.Mutex // protects checks
+	cfg Config
+
+	mu     sync.Mutex // protects checks and failing
 	checks []check
-	attrs  map[string]string
+	// failing holds the checks whose last run failed, so each change is logged once.
+	failing map[string]bool
+
+	live, all probe // the shared runs behind /livez, and behind /readyz and /healthz
 }
 
-// New returns a Health whose /healthz output carries attrs (such as instance and service).
-func New(attrs map[string]string) *Health {
-	return &Health{attrs: attrs}
+// New returns a Health configured by cfg.
+func New(cfg Config) *Health {
+	if cfg.CacheFor == 0 {
+		cfg.CacheFor = DefaultCacheFor
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Health{cfg: cfg, failing: map[string]bool{}}
 }
 
 // Register adds a readiness check: /readyz fails while fn fails or takes longer than
@@ -89,16 +132,59 @@ type Result struct {
 	DurationMS float64 `json:"duration_ms"`
 }
 
-// Report is what /healthz returns.
+// Report is what /healthz returns; Attrs and Checks only where [Config.Details] allows.
 type Report struct {
 	Status string            `json:"status"` // "ok", "not_ready" or "not_live"
 	Live   bool              `json:"live"`
 	Ready  bool              `json:"ready"`
 	Attrs  map[string]string `json:"attrs,omitempty"`
-	Checks []Result          `json:"checks"`
+	Checks []Result          `json:"checks,omitempty"`
 }
 
-// Run runs the checks of the given kinds concurrently, each under its timeout.
+// probe is a shared, cached run of some kinds of check.
+type probe struct {
+	mu      sync.Mutex // protects everything below
+	results []Result
+	at      time.Time     // when results were taken
+	running chan struct{} // closed when the run in progress ends; nil when none runs
+}
+
+// cached returns the results of a run of kinds no older than CacheFor, starting one if
+// needed, or waiting for the one in progress. The run outlives the ctx of the probe that
+// started it (the checks' timeouts bound it), since others may wait for it.
+func (h *Health) cached(ctx context.Context, p *probe, kinds ...Kind) []Result {
+	if h.cfg.CacheFor < 0 {
+		return h.Run(ctx, kinds...)
+	}
+	p.mu.Lock()
+	if p.results != nil && time.Since(p.at) < h.cfg.CacheFor {
+		defer p.mu.Unlock()
+		return p.results
+	}
+	if wait := p.running; wait != nil {
+		p.mu.Unlock()
+		select {
+		case <-wait:
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return p.results
+		case <-ctx.Done():
+			return []Result{{Name: "probe", Kind: "readiness", Error: "gave up waiting: " + ctx.Err().Error()}}
+		}
+	}
+	done := make(chan struct{})
+	p.running = done
+	p.mu.Unlock()
+	rs := h.Run(context.WithoutCancel(ctx), kinds...)
+	p.mu.Lock()
+	p.results, p.at, p.running = rs, time.Now(), nil
+	p.mu.Unlock()
+	close(done)
+	return rs
+}
+
+// Run runs the checks of the given kinds concurrently, each under its timeout, and logs
+// every check whose result changed since its last run.
 func (h *Health) Run(ctx context.Context, kinds ...Kind) []Result {
 	h.mu.Lock()
 	var todo []check
@@ -125,7 +211,23 @@ func (h *Health) Run(ctx context.Context, kinds ...Kind) []Result {
 		})
 	}
 	wg.Wait()
+	h.logChanges(out)
 	return out
+}
+
+func (h *Health) logChanges(rs []Result) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range rs {
+		switch {
+		case !r.OK && !h.failing[r.Name]:
+			h.failing[r.Name] = true
+			h.cfg.Logger.Warn("health: check failing", "check", r.Name, "kind", r.Kind, "err", r.Error)
+		case r.OK && h.failing[r.Name]:
+			delete(h.failing, r.Name)
+			h.cfg.Logger.Info("health: check passing again", "check", r.Name, "kind", r.Kind)
+		}
+	}
 }
 
 // runCheck returns fn's error, or the context's if fn overruns its timeout: a check that
@@ -157,8 +259,11 @@ func kindName(k Kind) string {
 
 // Report runs every check.
 func (h *Health) Report(ctx context.Context) Report {
-	rs := h.Run(ctx, Liveness, Readiness)
-	rep := Report{Live: true, Ready: true, Attrs: h.attrs, Checks: rs}
+	return h.report(h.Run(ctx, Liveness, Readiness))
+}
+
+func (h *Health) report(rs []Result) Report {
+	rep := Report{Live: true, Ready: true, Attrs: h.cfg.Attrs, Checks: rs}
 	for _, r := range rs {
 		if !r.OK {
 			if r.Kind == "liveness" {
@@ -199,7 +304,9 @@ func failures(rs []Result) (bool, []Result) {
 }
 
 // ServeHTTP answers /livez, /readyz and /healthz by the last element of the path, so the
-// handler can be mounted under any prefix (http.StripPrefix is not needed).
+// handler can be mounted under any prefix (http.StripPrefix is not needed). Bodies are
+// plain unless [Config.Details] allows the request more; results are shared for
+// [Config.CacheFor].
 func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -207,15 +314,17 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
+	details := h.cfg.Details != nil && h.cfg.Details(r)
 	switch last := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]; last {
 	case "livez":
-		ok, bad := h.Live(r.Context())
-		plain(w, ok, bad)
+		plain(w, r, h.cached(r.Context(), &h.live, Liveness), details, "not live")
 	case "readyz":
-		ok, bad := h.Ready(r.Context())
-		plain(w, ok, bad)
+		plain(w, r, h.cached(r.Context(), &h.all, Liveness, Readiness), details, "not ready")
 	case "healthz":
-		rep := h.Report(r.Context())
+		rep := h.report(h.cached(r.Context(), &h.all, Liveness, Readiness))
+		if !details {
+			rep.Attrs, rep.Checks = nil, nil
+		}
 		w.Header().Set("Content-Type", "application/json")
 		if !rep.Ready {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -228,14 +337,26 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func plain(w http.ResponseWriter, ok bool, bad []Result) {
+// plain writes "ok" or the failure word; with details, after every check's result when a
+// check failed or ?verbose asks, in the style of Kubernetes' endpoints.
+func plain(w http.ResponseWriter, r *http.Request, rs []Result, details bool, failed string) {
+	ok, _ := failures(rs)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	if details && (!ok || r.URL.Query().Has("verbose")) {
+		for _, c := range rs {
+			if c.OK {
+				fmt.Fprintf(w, "[+]%s ok\n", c.Name)
+			} else {
+				fmt.Fprintf(w, "[-]%s failed: %s\n", c.Name, c.Error)
+			}
+		}
+	}
 	if ok {
 		fmt.Fprintln(w, "ok")
-		return
-	}
-	w.WriteHeader(http.StatusServiceUnavailable)
-	for _, r := range bad {
-		fmt.Fprintf(w, "%s: %s\n", r.Name, r.Error)
+	} else {
+		fmt.Fprintln(w, failed)
 	}
 }

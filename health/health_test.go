@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,7 +25,9 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 
 func TestHealth(t *testing.T) {
 	t.Parallel()
-	h := health.New(map[string]string{"instance": "i1"})
+	// Every request may see the details, and every probe runs the checks.
+	details, quiet := func(*http.Request) bool { return true }, slog.New(slog.DiscardHandler)
+	h := health.New(health.Config{Attrs: map[string]string{"instance": "i1"}, Details: details, CacheFor: -1, Logger: quiet})
 	var dbDown, stuck atomic.Bool
 	if err := h.Register("db", 0, func(ctx context.Context) error {
 		if dbDown.Load() {
@@ -54,14 +58,14 @@ func TestHealth(t *testing.T) {
 
 	start := time.Now()
 	code, body := get(t, h, "/readyz")
-	if code != 503 || !strings.Contains(body, "slow: timed out") {
+	if code != 503 || !strings.Contains(body, "[-]slow failed: timed out") {
 		t.Fatalf("readyz with a slow check = %d %q", code, body)
 	}
 	if took := time.Since(start); took > 900*time.Millisecond {
 		t.Fatalf("readyz waited %v for a check that overran its 50ms timeout", took)
 	}
 
-	h2 := health.New(nil)
+	h2 := health.New(health.Config{Details: details, CacheFor: -1, Logger: quiet})
 	_ = h2.Register("db", 0, func(ctx context.Context) error {
 		if dbDown.Load() {
 			return errors.New("connection refused")
@@ -90,7 +94,7 @@ func TestHealth(t *testing.T) {
 		t.Fatal("a database outage must not fail liveness")
 	}
 	code, body = get(t, h2, "/readyz")
-	if code != 503 || !strings.Contains(body, "db: connection refused") || !strings.Contains(body, "panics: check panicked: boom") {
+	if code != 503 || !strings.Contains(body, "[-]db failed: connection refused") || !strings.Contains(body, "[-]panics failed: check panicked: boom") {
 		t.Fatalf("readyz = %d %q", code, body)
 	}
 	code, body = get(t, h, "/healthz")
@@ -107,7 +111,7 @@ func TestHealth(t *testing.T) {
 		}
 	}
 	stuck.Store(true)
-	if code, body := get(t, h2, "/livez"); code != 503 || !strings.Contains(body, "loop: heartbeat loop stuck") {
+	if code, body := get(t, h2, "/livez"); code != 503 || !strings.Contains(body, "[-]loop failed: heartbeat loop stuck") {
 		t.Fatalf("livez with a stuck loop = %d %q", code, body)
 	}
 	if code, _ := get(t, h2, "/nope"); code != 404 {
@@ -119,3 +123,114 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("POST = %d", rec.Code)
 	}
 }
+
+// secret is what a check's error may carry that a stranger must never read.
+const secret = "dial tcp 10.9.8.7:5432: password authentication failed for user alice on db.internal"
+
+func failingHealth(t *testing.T, cfg health.Config) (*health.Health, *atomic.Int32) {
+	t.Helper()
+	var runs atomic.Int32
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := health.New(cfg)
+	_ = h.Register("store", 0, func(context.Context) error { runs.Add(1); return errors.New(secret) })
+	_ = h.RegisterKind("loop", health.Liveness, 0, func(context.Context) error { return nil })
+	return h, &runs
+}
+
+// By default the endpoints answer anyone with a plain word and the status code: no
+// check's error, no instance id.
+func TestPlainByDefault(t *testing.T) {
+	t.Parallel()
+	h, _ := failingHealth(t, health.Config{Attrs: map[string]string{"instance": "host-4242-abc"}})
+	for path, want := range map[string]string{"/livez": "ok\n", "/readyz": "not ready\n", "/readyz?verbose": "not ready\n"} {
+		if code, body := get(t, h, path); body != want || (code == 200) != (want == "ok\n") {
+			t.Errorf("%s = %d %q, want %q", path, code, body, want)
+		}
+	}
+	code, body := get(t, h, "/healthz")
+	if code != 503 || strings.Contains(body, "10.9.8.7") || strings.Contains(body, "alice") || strings.Contains(body, "host-4242") || strings.Contains(body, "store") {
+		t.Errorf("/healthz = %d %s", code, body)
+	}
+	var rep health.Report
+	if err := json.Unmarshal([]byte(body), &rep); err != nil || rep.Status != "not_ready" || !rep.Live || rep.Ready {
+		t.Errorf("/healthz report %+v, %v", rep, err)
+	}
+}
+
+// Details are shown only to the requests the configuration allows.
+func TestDetailsByConfig(t *testing.T) {
+	t.Parallel()
+	h, _ := failingHealth(t, health.Config{Attrs: map[string]string{"instance": "host-4242-abc"}, CacheFor: -1,
+		Details: func(r *http.Request) bool { return r.Header.Get("X-Operator") == "yes" }})
+	operator := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		r.Header.Set("X-Operator", "yes")
+		h.ServeHTTP(rec, r)
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := operator("/readyz"); code != 503 || body != "[-]store failed: "+secret+"\n[+]loop ok\nnot ready\n" {
+		t.Errorf("operator /readyz = %d %q", code, body)
+	}
+	if _, body := operator("/livez"); body != "ok\n" {
+		t.Errorf("operator /livez = %q", body)
+	}
+	if _, body := operator("/livez?verbose"); body != "[+]loop ok\nok\n" {
+		t.Errorf("operator /livez?verbose = %q", body)
+	}
+	if _, body := operator("/healthz"); !strings.Contains(body, secret) || !strings.Contains(body, "host-4242-abc") {
+		t.Errorf("operator /healthz = %s", body)
+	}
+	// ?verbose alone opens nothing.
+	if _, body := get(t, h, "/readyz?verbose"); body != "not ready\n" {
+		t.Errorf("stranger /readyz?verbose = %q", body)
+	}
+}
+
+// Probes share runs: concurrent ones wait for the run in progress, later ones get its
+// results until CacheFor has passed. Liveness probes never run readiness checks.
+func TestProbesShareARun(t *testing.T) {
+	t.Parallel()
+	var logs strings.Builder
+	var mu sync.Mutex // protects logs
+	h, runs := failingHealth(t, health.Config{CacheFor: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(writer(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))})
+	for range 20 {
+		get(t, h, "/livez")
+	}
+	if runs.Load() != 0 {
+		t.Fatalf("liveness probes ran the store check %d times", runs.Load())
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if code, _ := get(t, h, "/readyz"); code != 503 {
+				t.Errorf("/readyz = %d", code)
+			}
+		})
+	}
+	wg.Wait()
+	get(t, h, "/healthz")
+	if runs.Load() != 1 {
+		t.Errorf("21 probes within CacheFor ran the checks %d times, want once", runs.Load())
+	}
+	time.Sleep(150 * time.Millisecond) // past CacheFor: the next probe runs the checks again
+	get(t, h, "/readyz")
+	if runs.Load() != 2 {
+		t.Errorf("a probe after CacheFor: %d runs, want 2", runs.Load())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "health: check failing"); n != 1 || !strings.Contains(logs.String(), "alice") {
+		t.Errorf("the failing check was logged %d times, want once with its error:\n%s", n, logs.String())
+	}
+}
+
+type writer func(p []byte) (int, error)
+
+func (f writer) Write(p []byte) (int, error) { return f(p) }

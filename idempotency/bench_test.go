@@ -27,7 +27,8 @@ func BenchmarkMiddleware(b *testing.B) {
 			if _, err := store.NewMigrator(s, twice.Components()...).Up(context.Background()); err != nil {
 				b.Fatal(err)
 			}
-			keys, err := idempotency.New(s, idempotency.Config{Service: "bench", Instance: "bench-1"})
+			keys, err := idempotency.New(s, idempotency.Config{Service: "bench", Instance: "bench-1",
+				Scope: func(*http.Request) string { return "client:bench" }})
 			if err != nil {
 				b.Fatal(err)
 			}

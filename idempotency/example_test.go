@@ -15,42 +15,70 @@ import (
 	"github.com/twicehq/twice/idempotency"
 )
 
+// principal is where this example's authentication leaves the client it found.
+type principal struct{}
+
 // A client retries a POST with the same Idempotency-Key: the handler runs once and the
-// retry gets the stored response.
+// retry gets the stored response, although the client refreshed its access token in
+// between, because the key belongs to the principal the token stands for (a JWT's issuer
+// and subject, an API key's client), not to the token. The authentication runs before the
+// idempotency middleware, so Scope finds its principal; a request without one runs without
+// idempotency.
 func Example() {
 	dir, _ := os.MkdirTemp("", "twice-example-")
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
 	node, err := twice.Open(ctx, twice.Config{DSN: "sqlite:" + filepath.Join(dir, "shop.db"), Name: "shop",
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler),
+		Idempotency: idempotency.Config{Scope: func(r *http.Request) string {
+			p, _ := r.Context().Value(principal{}).(string)
+			return p // "" when unauthenticated: the key is ignored
+		}}})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer node.Close(ctx)
 
+	// Stands for verifying a bearer token (a JWT's signature and expiry, an API key's hash).
+	subjects := map[string]string{"token-1": "https://id.example|ann", "token-2": "https://id.example|ann", "token-3": "https://id.example|bob"}
+	authenticate := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if sub, ok := subjects[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")]; ok {
+				r = r.WithContext(context.WithValue(r.Context(), principal{}, "sub:"+sub))
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 	orders := 0
-	app := node.Idempotency().Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	app := authenticate(node.Idempotency().Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		orders++
 		w.WriteHeader(http.StatusCreated)
 		fmt.Fprintf(w, "order %d", orders)
-	}))
-	post := func(body string) *httptest.ResponseRecorder {
+	})))
+	post := func(token, body string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(body))
 		r.Header.Set(idempotency.Header, `"3f1c7a52-9a8e-4d3b-b0a1-5f1e2d3c4b5a"`)
+		r.Header.Set("Authorization", "Bearer "+token)
 		w := httptest.NewRecorder()
 		app.ServeHTTP(w, r)
 		return w
 	}
-	first := post(`{"sku":"apple"}`)
-	retry := post(`{"sku":"apple"}`)
-	other := post(`{"sku":"pear"}`)
+	first := post("token-1", `{"sku":"apple"}`)
+	retry := post("token-2", `{"sku":"apple"}`) // refreshed token, same user
+	other := post("token-2", `{"sku":"pear"}`)  // same key, another request
+	bob := post("token-3", `{"sku":"apple"}`)   // another user's key space
+	anon := post("", `{"sku":"apple"}`)         // nobody: no idempotency
 	fmt.Println(first.Code, first.Body.String())
 	fmt.Println(retry.Code, retry.Body.String(), "replayed:", retry.Header().Get(idempotency.ReplayedHeader))
 	fmt.Println(other.Code, other.Header().Get("Content-Type"))
+	fmt.Println(bob.Code, bob.Body.String())
+	fmt.Println(anon.Code, anon.Body.String(), "ignored:", anon.Header().Get(idempotency.IgnoredHeader))
 	fmt.Println("orders placed:", orders)
 	// Output:
 	// 201 order 1
 	// 201 order 1 replayed: true
 	// 422 application/problem+json
-	// orders placed: 1
+	// 201 order 2
+	// 201 order 3 ignored: no-scope
+	// orders placed: 3
 }

@@ -6,8 +6,21 @@
 // the stored response (status, headers, body) without running the handler again; a
 // duplicate that arrives while the first is still running gets 409; the same key with a
 // different request (method, path, body) gets 422; a missing key, where required, gets 400;
-// every refusal is an RFC 9457 problem+json body. Keys are scoped per client and kept for
-// a retention period (24 hours by default), after which the leader prunes them.
+// every refusal is an RFC 9457 problem+json body. Keys are kept for a retention period (24
+// hours by default), after which the leader prunes them.
+//
+// Keys are scoped by client: [Config.Scope] names the principal a request comes from (the
+// user, the API client), and two principals never share a key. A request whose principal is
+// unknown is never served idempotently, so two anonymous clients can never be answered
+// with each other's responses: it runs as if it had no key (with the [IgnoredHeader]
+// response header), or gets 400 when keys are Required. The node's default scope is the
+// user of the twice session, so the session middleware must run first, outside:
+//
+//	mux.Handle("POST /orders", node.Sessions().Middleware(node.Idempotency().Middleware(orders)))
+//
+// The other way round the session is not loaded yet when the key is scoped; the session
+// middleware logs that once as a warning. Apps with their own authentication set
+// Config.Scope to the principal their authentication found (see the example).
 //
 // If the instance running a request dies, its claim is released by its liveness: a retry
 // runs the request again once the instance has missed its heartbeats for the cluster's
@@ -32,6 +45,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/internal/httpx"
@@ -50,6 +64,11 @@ const (
 // ReplayedHeader is set to "true" on a response replayed from the store.
 const ReplayedHeader = "Idempotent-Replayed"
 
+// IgnoredHeader is set on the response to a request whose Idempotency-Key was not honoured,
+// with the reason: "no-scope" when [Config.Scope] found no principal. The request ran
+// without idempotency; a retry runs it again.
+const IgnoredHeader = "Idempotency-Key-Ignored"
+
 // Config configures [Keys].
 type Config struct {
 	// Service scopes keys: services sharing a database never see each other's. Required
@@ -64,11 +83,14 @@ type Config struct {
 	// Required answers a request of those methods without a key with 400. Defaults to
 	// false: such requests pass through.
 	Required bool
-	// Scope names the client a request comes from; keys of different clients never
-	// collide, and one client can never be served another's response. Set it to the
-	// authenticated user or API client. Defaults to [AuthorizationScope], a hash of the
-	// Authorization header (one scope for all requests without it); the node's default is
-	// twice.UserScope, which prefers the session's user.
+	// Scope names the principal a request comes from (the authenticated user or API
+	// client); keys of different principals never collide, and one can never be served
+	// another's response. It returns "" when the request has no known principal: its key
+	// is then ignored (the request runs without idempotency, see [IgnoredHeader]), or
+	// answered 400 when Required. Return a stable identity, such as a user id or a JWT's
+	// issuer and subject, not the credential itself: a refreshed token must not turn a
+	// retry into a second run. Required: New fails without it (the node defaults it to
+	// twice.UserScope, the twice session's user).
 	Scope func(r *http.Request) string
 	// Retention is how long a key and its response are kept. Defaults to
 	// [DefaultRetention].
@@ -76,12 +98,14 @@ type Config struct {
 	// MaxBodyBytes bounds the request body read to fingerprint it; larger requests get
 	// 413. Defaults to [DefaultMaxBodyBytes].
 	MaxBodyBytes int64
-	// MaxResponseBytes bounds a stored response body. A larger response is sent whole but
-	// not stored; a retry is told so with a problem+json body. Defaults to
+	// MaxResponseBytes bounds a stored response body, and the body HandlerTx holds in
+	// memory until its commit (beyond it, a temporary file). A larger response is sent
+	// whole but not stored; a retry is told so with a problem+json body. Defaults to
 	// [DefaultMaxResponseBytes].
 	MaxResponseBytes int
 	// StoreServerErrors stores 5xx responses like any other. Defaults to false: a 5xx
-	// releases the key, so the client's retry runs the request again.
+	// releases the key, so the client's retry runs the request again (HandlerTx, Do and
+	// DoTx roll the effect back with it, see [ErrServerError]).
 	StoreServerErrors bool
 	// DeadOwnerGrace is how much longer than the cluster's DeadAfter an instance must have
 	// been silent before another takes over its running claims (and the retry runs the
@@ -99,9 +123,6 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.Methods == nil {
 		c.Methods = []string{http.MethodPost, http.MethodPatch}
-	}
-	if c.Scope == nil {
-		c.Scope = AuthorizationScope
 	}
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
@@ -129,6 +150,9 @@ func (c Config) validate() error {
 	if c.Service == "" || c.Instance == "" {
 		errs = append(errs, errors.New("Service and Instance are required"))
 	}
+	if c.Scope == nil {
+		errs = append(errs, errors.New("Scope is required: the function naming the client a request comes from"))
+	}
 	if c.Retention < time.Second {
 		errs = append(errs, fmt.Errorf("Retention %v is below a second", c.Retention))
 	}
@@ -141,8 +165,11 @@ func (c Config) validate() error {
 	return nil
 }
 
-// AuthorizationScope is the default [Config.Scope]: a hash of the request's Authorization
-// header, so two API clients never share a key space.
+// AuthorizationScope is a [Config.Scope] for APIs whose clients keep one long-lived
+// credential (a static API key or token): a hash of the request's Authorization header, or
+// "" without one. It scopes by the credential, not by who holds it, so it is never a
+// default: when a client's token changes (an OAuth refresh, a rotated key) its retries get
+// a new scope and run again. Where tokens change, resolve them to their principal instead.
 func AuthorizationScope(r *http.Request) string {
 	a := r.Header.Get("Authorization")
 	if a == "" {
@@ -159,16 +186,20 @@ type Keys struct {
 	cfg Config
 	q   queries
 	log *slog.Logger
+
+	warnedScope atomic.Bool // a request without a principal was logged
+	out         *outbox     // outcomes the database did not take yet
 }
 
 // New returns the keys of cfg.Service in s, whose schema must include [Component] and the
-// cluster's membership table.
+// cluster's membership table. Call [Keys.Close] on shutdown, before closing s, so that
+// outcomes the database refused meanwhile are still written (the node does both).
 func New(s *store.Store, cfg Config) (*Keys, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Keys{s: s, cfg: cfg, q: queriesFor(s.Dialect()), log: cfg.Logger}, nil
+	return &Keys{s: s, cfg: cfg, q: queriesFor(s.Dialect()), log: cfg.Logger, out: newOutbox()}, nil
 }
 
 // Config returns the configuration with defaults filled in.
@@ -184,21 +215,26 @@ func Fingerprint(r *http.Request, body []byte) []byte {
 }
 
 // prepare reads what the key needs from r. ok is false when r has no key and none is
-// required: it passes through. On a bad request it writes the problem and returns done.
-func (k *Keys) prepare(w http.ResponseWriter, r *http.Request) (p Params, ok, done bool) {
+// required, or no principal to scope it to: it passes through, as the returned request. On
+// a bad request it writes the problem and returns done.
+func (k *Keys) prepare(w http.ResponseWriter, r *http.Request) (p Params, _ *http.Request, ok, done bool) {
 	if !slices.Contains(k.cfg.Methods, r.Method) {
-		return p, false, false
+		return p, r, false, false
 	}
 	key, err := ParseKey(r.Header.Values(Header))
 	switch {
 	case errors.Is(err, ErrKeyMissing) && !k.cfg.Required:
-		return p, false, false
+		return p, r, false, false
 	case errors.Is(err, ErrKeyMissing):
 		problem(w, http.StatusBadRequest, "idempotency-key-missing", "this request needs an Idempotency-Key header")
-		return p, false, true
+		return p, r, false, true
 	case err != nil:
 		problem(w, http.StatusBadRequest, "idempotency-key-invalid", err.Error())
-		return p, false, true
+		return p, r, false, true
+	}
+	scope := k.cfg.Scope(r)
+	if scope == "" {
+		return p, k.unscoped(w, r), false, k.cfg.Required
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, k.cfg.MaxBodyBytes))
 	if err != nil {
@@ -208,10 +244,31 @@ func (k *Keys) prepare(w http.ResponseWriter, r *http.Request) (p Params, ok, do
 		} else {
 			problem(w, http.StatusBadRequest, "request-unreadable", "the request body could not be read")
 		}
-		return p, false, true
+		return p, r, false, true
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	return Params{Scope: k.cfg.Scope(r), Key: key, Fingerprint: Fingerprint(r, body)}, true, false
+	return Params{Scope: scope, Key: key, Fingerprint: Fingerprint(r, body)}, r, true, false
+}
+
+// unscoped handles a keyed request without a principal, which must not share a key space
+// with every other such request: with Required it answers 400; otherwise the key is ignored
+// and the request, returned marked for a session middleware that runs too late, passes
+// through.
+func (k *Keys) unscoped(w http.ResponseWriter, r *http.Request) *http.Request {
+	if k.cfg.Required {
+		problem(w, http.StatusBadRequest, "idempotency-scope-missing",
+			"the Idempotency-Key needs an authenticated client to belong to; this request has none")
+		return r
+	}
+	level := slog.LevelDebug
+	if !k.warnedScope.Swap(true) {
+		level = slog.LevelWarn // once: then it is the app's normal traffic, or its misconfiguration
+	}
+	k.log.Log(r.Context(), level, "idempotency: a request with an Idempotency-Key has no principal (Config.Scope returned \"\"), so it runs without idempotency; "+
+		"with the node's default scope, the session middleware must run before the idempotency middleware and the user be logged in",
+		"method", r.Method, "path", r.URL.Path)
+	w.Header().Set(IgnoredHeader, "no-scope")
+	return httpx.MarkUnscoped(r)
 }
 
 // Middleware applies the Idempotency-Key to requests of Config.Methods. It claims the key
@@ -220,7 +277,7 @@ func (k *Keys) prepare(w http.ResponseWriter, r *http.Request) (p Params, ok, do
 // retries from the store.
 func (k *Keys) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, ok, done := k.prepare(w, r)
+		p, r, ok, done := k.prepare(w, r)
 		if done {
 			return
 		}
@@ -236,6 +293,9 @@ func (k *Keys) Middleware(next http.Handler) http.Handler {
 			k.answer(w, rec)
 			return
 		}
+		if k.refuseWhenBacklogged(w) {
+			return
+		}
 		claimed, rec, err := k.claimOrGet(ctx, k.s, p)
 		if err != nil {
 			k.unavailable(w, err)
@@ -246,53 +306,27 @@ func (k *Keys) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		buf := httpx.NewBuffer(w, k.cfg.MaxResponseBytes)
-		buf.OnStream = func(h http.Header) { h.Set("Idempotency-Stored", "false") }
+		buf.OnStream = func(h http.Header) { h.Set(storedHeader, "false") }
 		finished := false
 		defer func() {
 			if !finished {
 				// next panicked: the request did not finish, so a retry may run it.
-				k.retry(ctx, "release", func(ctx context.Context) error { return k.release(ctx, p) })
+				k.settle(ctx, outcome{p: p})
 			}
 		}()
 		next.ServeHTTP(buf, r)
 		finished = true
-		status := buf.Status()
-		switch {
-		case status >= 500 && !k.cfg.StoreServerErrors:
-			k.retry(ctx, "release", func(ctx context.Context) error { return k.release(ctx, p) })
-		case buf.Streamed():
-			k.retry(ctx, "complete", func(ctx context.Context) error {
-				return k.complete(ctx, k.s, p, &Response{Status: status}, stateNotStored)
-			})
-		default:
-			header, body := buf.Captured()
-			k.retry(ctx, "complete", func(ctx context.Context) error {
-				return k.complete(ctx, k.s, p, &Response{Status: status, Header: header, Body: body}, stateDone)
-			})
+		res := &Response{Status: buf.Status(), partial: buf.Streamed()}
+		if !res.partial {
+			res.Header, res.Body = buf.Captured()
+		}
+		if state, keep := k.verdict(res); keep {
+			k.settle(ctx, outcome{p: p, res: res, state: state})
+		} else {
+			k.settle(ctx, outcome{p: p}) // released: the retry runs the request again
 		}
 		buf.Send()
 	})
-}
-
-// retry runs a bookkeeping write after the handler ran, a few times, even if the client
-// went away. If it still fails the key stays claimed by this live instance, answering 409,
-// until the instance stops (then it is taken over) or the retention passes; that is
-// logged as an error.
-func (k *Keys) retry(ctx context.Context, what string, fn func(context.Context) error) {
-	ctx = context.WithoutCancel(ctx)
-	var err error
-	for i := range 4 {
-		if i > 0 {
-			time.Sleep(time.Duration(25<<i) * time.Millisecond)
-		}
-		c, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = fn(c)
-		cancel()
-		if err == nil {
-			return
-		}
-	}
-	k.log.Error("idempotency: could not record the outcome of a request; its key stays claimed", "what", what, "err", err)
 }
 
 func problem(w http.ResponseWriter, status int, typ, detail string) {
@@ -317,7 +351,7 @@ func (k *Keys) answer(w http.ResponseWriter, rec *record) {
 	case rec.state == stateNotStored:
 		w.Header().Set(ReplayedHeader, "true")
 		problem(w, rec.res.Status, "idempotency-response-not-stored", fmt.Sprintf(
-			"the request was processed once with status %d, but its response was too large to keep; fetch the resource instead", rec.res.Status))
+			"the request was processed once with status %d, but its response was not kept (too large, or streamed); fetch the resource instead", rec.res.Status))
 	default:
 		h := w.Header()
 		for name, v := range rec.res.Header {
@@ -349,6 +383,24 @@ const pruneBatch = 1000
 
 // PruneInterval is how often the leader should call [Keys.Prune].
 func (k *Keys) PruneInterval() time.Duration { return k.cfg.PruneInterval }
+
+// storedHeader is set to "false" on a response sent whole but stored as its status only.
+const storedHeader = "Idempotency-Stored"
+
+// verdict decides what a finished request leaves under its key, for the middleware,
+// HandlerTx and DoTx alike: the whole response (stateDone); its status only
+// (stateNotStored), when the body is larger than MaxResponseBytes or was not held whole;
+// or nothing (keep false) for a 5xx without StoreServerErrors, so that the client's retry
+// runs the request again.
+func (k *Keys) verdict(res *Response) (state int, keep bool) {
+	switch {
+	case res.Status >= 500 && !k.cfg.StoreServerErrors:
+		return 0, false
+	case res.partial || len(res.Body) > k.cfg.MaxResponseBytes:
+		return stateNotStored, true
+	}
+	return stateDone, true
+}
 
 // storedHeaders leaves out what must not be replayed: cookies (a stale session token),
 // the date, and the framing of the original response.

@@ -26,10 +26,23 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fast timings let a killed instance count as dead within a fraction of a second.
+// clientScope stands for an app's authentication: the X-Client header names the
+// principal, as a verified token's subject would.
+func clientScope(r *http.Request) string {
+	if c := r.Header.Get("X-Client"); c != "" {
+		return "client:" + c
+	}
+	return ""
+}
+
+// fast timings let a killed instance count as dead within a fraction of a second. Keys are
+// scoped by clientScope unless cfg says otherwise.
 func node(t testing.TB, db testdb.DB, cfg twice.Config) *twice.Node {
 	t.Helper()
 	cfg.DSN, cfg.Schema, cfg.Name, cfg.Logger = db.DSN, db.Schema, "shop", testdb.Logger(t)
+	if cfg.Idempotency.Scope == nil {
+		cfg.Idempotency.Scope = clientScope
+	}
 	cfg.HeartbeatInterval, cfg.DeadAfter, cfg.LeaseTTL, cfg.LeaderPoll = 50*time.Millisecond, 200*time.Millisecond, 400*time.Millisecond, 20*time.Millisecond
 	n, err := twice.Open(context.Background(), cfg)
 	if err != nil {
@@ -39,8 +52,10 @@ func node(t testing.TB, db testdb.DB, cfg twice.Config) *twice.Node {
 	return n
 }
 
+// call is one request; client names its principal (see clientScope), "c1" unless set,
+// none when "-".
 type call struct {
-	method, path, key, body, auth string
+	method, path, key, body, client, auth string
 }
 
 func do(h http.Handler, c call) *http.Response {
@@ -56,6 +71,13 @@ func do(h http.Handler, c call) *http.Response {
 	}
 	if c.auth != "" {
 		r.Header.Set("Authorization", c.auth)
+	}
+	switch c.client {
+	case "":
+		r.Header.Set("X-Client", "c1")
+	case "-":
+	default:
+		r.Header.Set("X-Client", c.client)
 	}
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
@@ -157,9 +179,9 @@ func TestMiddleware(t *testing.T) {
 		t.Run("ScopedPerClient", func(t *testing.T) {
 			o := &orders{}
 			h := keys.Middleware(o)
-			do(h, call{key: "k-scope", auth: "Bearer a"})
-			do(h, call{key: "k-scope", auth: "Bearer b"})
-			do(h, call{key: "k-scope", auth: "Bearer a"})
+			do(h, call{key: "k-scope", client: "a"})
+			do(h, call{key: "k-scope", client: "b"})
+			do(h, call{key: "k-scope", client: "a"})
 			if o.runs.Load() != 2 {
 				t.Errorf("handler ran %d times, want once per client", o.runs.Load())
 			}
@@ -175,7 +197,7 @@ func TestMiddleware(t *testing.T) {
 			if o.runs.Load() != 4 {
 				t.Errorf("requests without a key, or of other methods, ran %d times, want 4", o.runs.Load())
 			}
-			strict, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Required: true})
+			strict, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Required: true, Scope: clientScope})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -190,6 +212,7 @@ func TestMiddleware(t *testing.T) {
 				}
 			}
 			r := httptest.NewRequest(http.MethodPost, "/", nil)
+			r.Header.Set("X-Client", "c1")
 			r.Header.Add(idempotency.Header, "a")
 			r.Header.Add(idempotency.Header, "b")
 			w := httptest.NewRecorder()
@@ -223,7 +246,7 @@ func TestMiddleware(t *testing.T) {
 		})
 
 		t.Run("Limits", func(t *testing.T) {
-			small, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), MaxBodyBytes: 10, MaxResponseBytes: 100})
+			small, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), MaxBodyBytes: 10, MaxResponseBytes: 100, Scope: clientScope})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -266,6 +289,7 @@ func TestMiddleware(t *testing.T) {
 					ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/p", strings.NewReader("")))
 			}()
 			r := httptest.NewRequest(http.MethodPost, "/p", nil)
+			r.Header.Set("X-Client", "c1")
 			r.Header.Set(idempotency.Header, "k-panic")
 			func() {
 				defer func() { _ = recover() }()
@@ -275,6 +299,60 @@ func TestMiddleware(t *testing.T) {
 				t.Errorf("retry after a panic: %d", res.StatusCode)
 			}
 		})
+	})
+}
+
+// A request whose principal is unknown never shares a key space with others: its key is
+// ignored (or refused when keys are required), and nothing is stored for it.
+func TestScopeFailsClosed(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		n := node(t, db, twice.Config{})
+		o := &orders{}
+		h := n.Idempotency().Middleware(o)
+		var runs atomic.Int32
+		htx := n.Idempotency().HandlerTx(func(w http.ResponseWriter, r *http.Request, tx store.Tx) error {
+			runs.Add(1)
+			w.WriteHeader(http.StatusCreated)
+			return nil
+		})
+		for i := range 2 {
+			for name, h := range map[string]http.Handler{"Middleware": h, "HandlerTx": htx} {
+				res := do(h, call{key: "k-anon", client: "-", body: "apples"})
+				if res.StatusCode != 201 || res.Header.Get(idempotency.IgnoredHeader) != "no-scope" || res.Header.Get(idempotency.ReplayedHeader) != "" {
+					t.Errorf("%s, anonymous #%d: %d %v", name, i, res.StatusCode, res.Header)
+				}
+			}
+		}
+		if o.runs.Load() != 2 || runs.Load() != 2 {
+			t.Errorf("anonymous requests with one key ran %d and %d times, want each twice: one was served another's response", o.runs.Load(), runs.Load())
+		}
+		var rows int
+		if err := n.Store().QueryRow(context.Background(), "SELECT count(*) FROM twice_idempotency").Scan(&rows); err != nil || rows != 0 {
+			t.Errorf("%d keys stored without a scope (%v)", rows, err)
+		}
+		// Required keys need a principal too.
+		strict, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Required: true, Scope: clientScope, Logger: n.Logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := do(strict.Middleware(o), call{key: "k-anon", client: "-"}); res.StatusCode != 400 || problemType(t, res) != "idempotency-scope-missing" || o.runs.Load() != 2 {
+			t.Errorf("required, anonymous: %d, runs %d", res.StatusCode, o.runs.Load())
+		}
+		// The node's default scope is the session's user: a bare Authorization header is a
+		// credential, not a principal, and no longer shares or splits a key space.
+		user, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Scope: twice.UserScope, Logger: n.Logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if res := do(user.Middleware(o), call{key: "k-auth", client: "-", auth: "Bearer t"}); res.Header.Get(idempotency.IgnoredHeader) != "no-scope" {
+				t.Errorf("Authorization without a session user: %d %v", res.StatusCode, res.Header)
+			}
+		}
+		if _, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID()}); err == nil {
+			t.Error("New without a Scope accepted")
+		}
 	})
 }
 
@@ -411,6 +489,20 @@ func TestHandlerTx(t *testing.T) {
 				t.Errorf("Do #%d: %+v, %v", i, res, err)
 			}
 		}
+		// A 5xx is not kept: Do rolls back and says so, and the next call runs fn again.
+		var doRuns int
+		for range 2 {
+			res, err := n.Idempotency().Do(ctx, idempotency.Params{Key: "flaky"}, func(ctx context.Context, tx store.Tx) (*idempotency.Response, error) {
+				doRuns++
+				return &idempotency.Response{Status: 502}, nil
+			})
+			if !errors.Is(err, idempotency.ErrServerError) || res == nil || res.Status != 502 {
+				t.Errorf("Do with a 502: %+v, %v", res, err)
+			}
+		}
+		if doRuns != 2 {
+			t.Errorf("Do ran a 502 %d times, want twice", doRuns)
+		}
 		p := idempotency.Params{Scope: "job", Key: "refund-7", Fingerprint: []byte("refund 7")}
 		for i := range 2 {
 			var res *idempotency.Response
@@ -423,6 +515,87 @@ func TestHandlerTx(t *testing.T) {
 			})
 			if err != nil || string(res.Body) != "refunded" || res.Replayed != (i == 1) {
 				t.Errorf("DoTx #%d: %+v, %v", i, res, err)
+			}
+		}
+	})
+}
+
+// The middleware and HandlerTx decide alike what a finished request leaves under its key,
+// for every kind of response: what the retry gets is the same through either face. Where
+// HandlerTx keeps nothing (a 5xx), its transaction rolls back, so the retry runs the
+// handler's effect again exactly as it runs the middleware's handler again.
+func TestFacesStoreAlike(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		n := node(t, db, twice.Config{})
+		ctx := context.Background()
+		if _, err := n.Store().Exec(ctx, "CREATE TABLE effects (k TEXT NOT NULL)"); err != nil {
+			t.Fatal(err)
+		}
+		effects := func(key string) (c int) {
+			if err := n.Store().QueryRow(ctx, "SELECT count(*) FROM effects WHERE k = $1", key).Scan(&c); err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		type retry struct {
+			status     int
+			replayed   bool
+			problem    string
+			runs       int32
+			storedFlag string // Idempotency-Stored on the first response
+		}
+		for _, tc := range []struct {
+			name                  string
+			status, size, effects int // effects: what HandlerTx commits
+			storeErrors           bool
+			want                  retry
+		}{
+			{name: "small", status: 201, size: 10, effects: 1, want: retry{status: 201, replayed: true, runs: 1}},
+			{name: "over MaxResponseBytes", status: 201, size: 150, effects: 1, want: retry{status: 201, problem: "idempotency-response-not-stored", runs: 1, storedFlag: "false"}},
+			{name: "4xx", status: 409, size: 10, effects: 1, want: retry{status: 409, replayed: true, runs: 1}},
+			{name: "5xx", status: 503, size: 10, effects: 0, want: retry{status: 503, runs: 2}},
+			{name: "5xx stored", status: 503, size: 10, effects: 1, storeErrors: true, want: retry{status: 503, replayed: true, runs: 1}},
+		} {
+			keys, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Scope: clientScope,
+				MaxResponseBytes: 100, StoreServerErrors: tc.storeErrors, Logger: n.Logger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var runs atomic.Int32
+			write := func(w http.ResponseWriter) {
+				runs.Add(1)
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(strings.Repeat("x", tc.size)))
+			}
+			for face, h := range map[string]http.Handler{
+				"Middleware": keys.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { write(w) })),
+				"HandlerTx": keys.HandlerTx(func(w http.ResponseWriter, r *http.Request, tx store.Tx) error {
+					if _, err := tx.Exec(r.Context(), "INSERT INTO effects (k) VALUES ($1)", tc.name); err != nil {
+						return err
+					}
+					write(w)
+					return nil
+				}),
+			} {
+				runs.Store(0)
+				key := strings.ReplaceAll("k-"+face+"-"+tc.name, " ", "-")
+				first := do(h, call{key: key})
+				if first.StatusCode != tc.status || len(body(t, first)) != tc.size || first.Header.Get("Idempotency-Stored") != tc.want.storedFlag {
+					t.Errorf("%s, %s: first %d %v", face, tc.name, first.StatusCode, first.Header)
+				}
+				res := do(h, call{key: key})
+				got := retry{status: res.StatusCode, replayed: res.Header.Get(idempotency.ReplayedHeader) == "true",
+					problem: problemType(t, res), runs: runs.Load(), storedFlag: first.Header.Get("Idempotency-Stored")}
+				if got.problem == "idempotency-response-not-stored" {
+					got.replayed = false // a replay of the status alone
+				}
+				if got != tc.want {
+					t.Errorf("%s, %s: retry %+v, want %+v", face, tc.name, got, tc.want)
+				}
+			}
+			if e := effects(tc.name); e != tc.effects {
+				t.Errorf("HandlerTx, %s: %d effects committed, want %d", tc.name, e, tc.effects)
 			}
 		}
 	})

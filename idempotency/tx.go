@@ -1,6 +1,7 @@
 package idempotency
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,10 @@ var (
 	ErrInProgress = errors.New("idempotency: a request with this key is in progress")
 	// ErrKeyReused: the key was used for a request with a different fingerprint (HTTP 422).
 	ErrKeyReused = errors.New("idempotency: key reused for a different request")
+	// ErrServerError: fn's response has a 5xx status, which is not stored unless
+	// Config.StoreServerErrors is set; the transaction must roll back so that the retry
+	// runs fn again. DoTx and Do return it with the response.
+	ErrServerError = errors.New("idempotency: a 5xx response is not stored (Config.StoreServerErrors is off); roll the transaction back")
 )
 
 // Params name one idempotent operation.
@@ -39,6 +44,8 @@ type Response struct {
 	Replayed bool
 	// NotStored is set on a replay whose body was too large to keep: only Status is known.
 	NotStored bool
+
+	partial bool // the body is not held whole (streamed, or kept out of memory)
 }
 
 type record struct {
@@ -133,6 +140,9 @@ func (k *Keys) Do(ctx context.Context, p Params, fn func(ctx context.Context, tx
 		res, err = k.doTx(ctx, tx, p, func(ctx context.Context) (*Response, error) { return fn(ctx, tx) })
 		return err
 	})
+	if errors.Is(err, ErrServerError) {
+		return res, err
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +155,8 @@ func (k *Keys) Do(ctx context.Context, p Params, fn func(ctx context.Context, tx
 // response or the reverse. If the key was used before, fn is not called and DoTx returns
 // the stored response (Replayed set), or [ErrKeyReused] for a different fingerprint, or
 // [ErrInProgress] while a middleware request with the key runs. If fn fails, roll tx back:
-// nothing is claimed. On PostgreSQL a concurrent DoTx with the same key waits for the first
+// nothing is claimed. A response with a 5xx status comes back with [ErrServerError] unless
+// Config.StoreServerErrors is set: roll tx back then too. On PostgreSQL a concurrent DoTx with the same key waits for the first
 // to commit, then replays its response.
 func (k *Keys) DoTx(ctx context.Context, tx any, p Params, fn func(ctx context.Context) (*Response, error)) (*Response, error) {
 	return k.doTx(ctx, tx, p, fn)
@@ -173,9 +184,9 @@ func (k *Keys) doTx(ctx context.Context, tx any, p Params, fn func(ctx context.C
 	if res == nil {
 		res = &Response{Status: http.StatusOK}
 	}
-	state := stateDone
-	if len(res.Body) > k.cfg.MaxResponseBytes {
-		state = stateNotStored
+	state, keep := k.verdict(res)
+	if !keep {
+		return res, ErrServerError
 	}
 	if err := k.complete(ctx, q, p, res, state); err != nil {
 		return nil, err
@@ -198,29 +209,35 @@ func (rec *record) result() (*Response, error) {
 // too. Nothing reaches the client before the commit, and an instance killed at any point
 // leaves either everything (effect, key, response) or nothing, so the handler's effect
 // happens exactly once. fn returning an error rolls everything back and answers 500; the
-// client may retry with the same key. Requests without a key (where none is required) run
-// fn in a transaction too. On SQLite the transaction holds the database's single writer:
-// keep fn short.
+// client may retry with the same key. A 5xx response from fn rolls everything back too and
+// is sent as it is, unless Config.StoreServerErrors is set, as the middleware releases the
+// key. A response over MaxResponseBytes waits for the commit in a temporary file, not in
+// memory, and is sent whole but not stored, as the middleware does (a retry is told so).
+// Requests without a key (where none is required) run fn in a transaction too. On SQLite
+// the transaction holds the database's single writer: keep fn short.
 func (k *Keys) HandlerTx(fn func(w http.ResponseWriter, r *http.Request, tx store.Tx) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, ok, done := k.prepare(w, r)
+		p, r, ok, done := k.prepare(w, r)
 		if done {
 			return
 		}
 		ctx := r.Context()
+		rec := httpx.NewRecorder(k.cfg.MaxResponseBytes)
+		defer rec.Close()
 		var res *Response
 		err := k.s.InTx(ctx, func(tx store.Tx) error {
-			rec := httpx.NewRecorder()
 			run := func(context.Context) (*Response, error) {
-				err := fn(rec, r, tx)
+				err := cmp.Or(fn(rec, r, tx), rec.Err())
 				status, header, body := rec.Result()
-				return &Response{Status: status, Header: header, Body: body}, err
+				return &Response{Status: status, Header: header, Body: body, partial: rec.Spilled()}, err
 			}
 			var err error
 			if ok {
 				res, err = k.doTx(ctx, tx, p, run)
-			} else {
-				res, err = run(ctx)
+			} else if res, err = run(ctx); err == nil {
+				if _, keep := k.verdict(res); !keep {
+					err = ErrServerError
+				}
 			}
 			return err
 		})
@@ -229,6 +246,8 @@ func (k *Keys) HandlerTx(fn func(w http.ResponseWriter, r *http.Request, tx stor
 			k.answer(w, &record{mismatch: true})
 		case errors.Is(err, ErrInProgress):
 			k.answer(w, &record{state: stateRunning})
+		case errors.Is(err, ErrServerError):
+			k.send(w, rec, res.Header, res.Status, false) // rolled back: the retry runs fn again
 		case err != nil:
 			k.log.Error("idempotency: handler failed; its transaction was rolled back", "err", err)
 			problem(w, http.StatusInternalServerError, "request-failed", "the request failed and nothing was changed; retry with the same key")
@@ -239,12 +258,23 @@ func (k *Keys) HandlerTx(fn func(w http.ResponseWriter, r *http.Request, tx stor
 			}
 			k.answer(w, rec)
 		default:
-			h := w.Header()
-			for name, v := range res.Header {
-				h[name] = v
-			}
-			w.WriteHeader(res.Status)
-			_, _ = w.Write(res.Body)
+			k.send(w, rec, res.Header, res.Status, ok && res.partial)
 		}
 	})
+}
+
+// send writes the response fn recorded; notStored says the stored outcome is its status
+// only, which the client is told as by the middleware.
+func (k *Keys) send(w http.ResponseWriter, rec *httpx.Recorder, header http.Header, status int, notStored bool) {
+	h := w.Header()
+	for name, v := range header {
+		h[name] = v
+	}
+	if notStored {
+		h.Set(storedHeader, "false")
+	}
+	w.WriteHeader(status)
+	if err := rec.WriteBody(w); err != nil {
+		k.log.Debug("idempotency: sending a committed response failed", "err", err)
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/internal/httpx"
@@ -51,7 +52,8 @@ type SecureMode int
 
 const (
 	// SecureAuto sets Secure when the request came over TLS, or from a trusted proxy whose
-	// X-Forwarded-Proto (or Forwarded proto=) says https.
+	// X-Forwarded-Proto or Forwarded proto= says https: the value the nearest trusted proxy
+	// appended, not the client's (see [Config.TrustedProxies]).
 	SecureAuto SecureMode = iota
 	// SecureAlways always sets Secure.
 	SecureAlways
@@ -91,7 +93,11 @@ type Config struct {
 	// Secure says when the cookie is marked Secure. Defaults to [SecureAuto].
 	Secure SecureMode
 	// TrustedProxies are the addresses whose X-Forwarded-Proto and Forwarded headers are
-	// believed. Defaults to none: only the connection itself counts.
+	// believed. Of each header only the values trusted proxies appended count: the
+	// rightmost, and those left of it while X-Forwarded-For (or for=) names a trusted
+	// proxy as the hop; either header saying https is enough. Defaults to none: only the
+	// connection itself counts, and a request that says it came through an HTTPS proxy is
+	// logged once as a warning.
 	TrustedProxies []netip.Prefix
 	// ScriptAccess leaves out HttpOnly, letting page scripts read the cookie. Defaults to
 	// false: the cookie is HttpOnly.
@@ -186,6 +192,9 @@ type Sessions struct {
 	cfg Config
 	q   queries
 	log *slog.Logger
+
+	warnedProxy atomic.Bool // the missing-TrustedProxies warning was logged
+	warnedOrder atomic.Bool // the middleware-order warning was logged
 }
 
 // New returns the sessions of cfg.Service in s, whose schema must include [Component].
@@ -209,6 +218,10 @@ type ctxKey struct{}
 // func(http.Handler) http.Handler (net/http, chi, echo through echo.WrapMiddleware).
 func (m *Sessions) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if httpx.Unscoped(r.Context()) && !m.warnedOrder.Swap(true) {
+			m.log.Warn("session: an idempotency middleware ran before the session middleware and found no user to scope its key to; " +
+				"if its scope is the session's user (the node's default), put Sessions.Middleware outside Idempotency.Middleware")
+		}
 		s, err := m.load(r)
 		if err != nil {
 			m.log.Error("session: cannot load the session", "err", err)
@@ -279,7 +292,14 @@ func (m *Sessions) secure(r *http.Request) bool {
 	case SecureNever:
 		return false
 	}
-	return overTLS(r, m.cfg.TrustedProxies)
+	if overTLS(r, m.cfg.TrustedProxies) {
+		return true
+	}
+	if len(m.cfg.TrustedProxies) == 0 && claimsHTTPS(r) && !m.warnedProxy.Swap(true) {
+		m.log.Warn("session: a request says it came through an HTTPS proxy, but Sessions.TrustedProxies is empty, so the session cookie is not marked Secure; "+
+			"behind a TLS-terminating proxy, set TrustedProxies to its addresses or Secure to SecureAlways", "remote", r.RemoteAddr)
+	}
+	return false
 }
 
 // cookie returns the session cookie carrying token, or one that deletes it when token is

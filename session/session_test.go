@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +46,9 @@ func setup(t testing.TB, db testdb.DB, cfg session.Config) *bundle {
 	if cfg.Service == "" {
 		cfg.Service = "shop"
 	}
-	cfg.Logger = testdb.Logger(t)
+	if cfg.Logger == nil {
+		cfg.Logger = testdb.Logger(t)
+	}
 	m, err := session.New(s, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +67,24 @@ func (b *bundle) serve(t testing.TB, cookie *http.Cookie, fn func(w http.Respons
 	w := httptest.NewRecorder()
 	b.m.Middleware(http.HandlerFunc(fn)).ServeHTTP(w, r)
 	return w.Result()
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex // protects b
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func sessionCookie(res *http.Response) *http.Cookie {
@@ -265,6 +288,95 @@ func TestSessions(t *testing.T) {
 			})
 		})
 
+		// Logging out (or in as someone else) takes the old user's values with it, stored or
+		// put in the same request; a login from an anonymous session keeps the guest's.
+		t.Run("LogoutClearsValues", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			setUser := func(c *http.Cookie, user string, kv ...any) *http.Cookie {
+				t.Helper()
+				res := b.serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+					_ = session.Put(r.Context(), "pending", "before "+user)
+					if err := session.SetUser(r.Context(), user); err != nil {
+						t.Error(err)
+					}
+					put(t, kv...)(w, r)
+				})
+				if nw := sessionCookie(res); nw != nil {
+					return nw
+				}
+				return c
+			}
+			guest := sessionCookie(b.serve(t, nil, put(t, "cart", "apple")))
+			ann := setUser(guest, "ann", "card", "ann's")
+			if v, ok := get[string](t, b, ann, "cart"); !ok || v != "apple" {
+				t.Errorf("login lost the guest's cart: %q %v", v, ok)
+			}
+			for _, next := range []string{"", "bob"} {
+				before := setUser(ann, "ann", "card", "ann's")
+				after := setUser(before, next, "theme", "dark")
+				var keys []string
+				var user string
+				b.serve(t, after, func(w http.ResponseWriter, r *http.Request) {
+					keys, user = session.Keys(r.Context()), session.UserID(r.Context())
+				})
+				if user != next || len(keys) != 1 || keys[0] != "theme" {
+					t.Errorf("after ann's session passed to %q: user %q, keys %v; want only what was put after", next, user, keys)
+				}
+				ann = after
+			}
+			var rows int
+			if err := b.s.QueryRow(context.Background(), "SELECT count(*) FROM twice_session_values WHERE key IN ('card', 'cart')").Scan(&rows); err != nil || rows != 0 {
+				t.Errorf("%d of ann's values still stored (%v)", rows, err)
+			}
+		})
+
+		// A 103 Early Hints response is not the response: the session is saved, and a token
+		// renewed after the hints reaches the client, with the final headers.
+		t.Run("EarlyHintsDoNotSaveEarly", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			old := sessionCookie(b.serve(t, nil, put(t, "cart", "x")))
+			srv := httptest.NewServer(b.m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Link", "</app.css>; rel=preload; as=style")
+				w.WriteHeader(http.StatusEarlyHints)
+				if err := session.SetUser(r.Context(), "ann"); err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return
+				}
+				_ = session.Put(r.Context(), "after", 1)
+				w.WriteHeader(http.StatusOK)
+			})))
+			defer srv.Close()
+			var hints []int
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+				Got1xxResponse: func(code int, _ textproto.MIMEHeader) error { hints = append(hints, code); return nil },
+			})
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+			req.AddCookie(old)
+			res, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if len(hints) != 1 || hints[0] != http.StatusEarlyHints || res.StatusCode != http.StatusOK {
+				t.Fatalf("informational %v, final %d", hints, res.StatusCode)
+			}
+			nw := sessionCookie(res)
+			if nw == nil || nw.Value == old.Value {
+				t.Fatalf("the token renewed after the hints never reached the client: %v", nw)
+			}
+			var user string
+			var after int
+			b.serve(t, nw, func(w http.ResponseWriter, r *http.Request) {
+				user = session.UserID(r.Context())
+				after, _ = session.Get[int](r.Context(), "after")
+			})
+			if user != "ann" || after != 1 {
+				t.Errorf("with the new token: user %q, after %d", user, after)
+			}
+		})
+
 		t.Run("DestroyAndLogOutEverywhere", func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
@@ -407,33 +519,72 @@ func TestSessions(t *testing.T) {
 			t.Parallel()
 			proxy := netip.MustParsePrefix("10.0.0.0/8")
 			b := setup(t, testdb.New(t, db.Dialect), session.Config{TrustedProxies: []netip.Prefix{proxy}})
+			// Header values separated by "|" are sent as separate field lines.
 			for _, tc := range []struct {
-				name, remote, xfp, fwd string
-				tls, want              bool
+				name, remote, xfp, xff, fwd string
+				tls, want                   bool
 			}{
 				{name: "plain", remote: "192.0.2.1:1"},
 				{name: "tls", remote: "192.0.2.1:1", tls: true, want: true},
 				{name: "untrusted proxy", remote: "192.0.2.1:1", xfp: "https"},
+				{name: "untrusted Forwarded", remote: "192.0.2.1:1", fwd: "proto=https"},
 				{name: "trusted proxy", remote: "10.1.2.3:1", xfp: "https", want: true},
-				{name: "trusted proxy http", remote: "10.1.2.3:1", xfp: "http, https"},
+				{name: "trusted proxy http", remote: "10.1.2.3:1", xfp: "http"},
+				// An appending proxy: the leftmost values are the client's own.
+				{name: "client's https before the proxy's http", remote: "10.1.2.3:1", xfp: "https, http"},
+				{name: "client's http before the proxy's https", remote: "10.1.2.3:1", xfp: "http, https", want: true},
+				{name: "proxy's value on a line of its own", remote: "10.1.2.3:1", xfp: "http|https", want: true},
+				// A CDN (10.0.0.1, trusted) in front of the load balancer: its value counts.
+				{name: "chain of trusted proxies", remote: "10.0.0.2:1", xfp: "https, http", xff: "192.0.2.9, 10.0.0.1", want: true},
+				{name: "untrusted hop in the chain", remote: "10.0.0.2:1", xfp: "https, http", xff: "192.0.2.9, 198.51.100.1"},
+				{name: "chain that does not line up", remote: "10.0.0.2:1", xfp: "https, http", xff: "10.0.0.1"},
 				{name: "trusted Forwarded", remote: "10.1.2.3:1", fwd: `for=1.2.3.4;proto=https`, want: true},
+				{name: "client's Forwarded before the proxy's", remote: "10.1.2.3:1", fwd: `proto=http, for=192.0.2.9;proto=https`, want: true},
+				{name: "client's https Forwarded", remote: "10.1.2.3:1", fwd: `for=x;proto=https, for=192.0.2.9;proto=http`},
+				{name: "Forwarded chain", remote: "10.1.2.3:1", fwd: `for=192.0.2.9;proto=https, for="[::ffff:10.0.0.1]:80";proto=http`, want: true},
+				{name: "Forwarded quote swallowing the proxy's element", remote: "10.1.2.3:1", fwd: `for="x, for=192.0.2.9;proto=https`},
+				{name: "Forwarded parameter twice", remote: "10.1.2.3:1", fwd: `for=192.0.2.9;proto=http;proto=https`},
+				// Either header saying https is enough: a forged http cannot strip Secure.
+				{name: "forged http in the other header", remote: "10.1.2.3:1", xfp: "http", fwd: `for=192.0.2.9;proto=https`, want: true},
+				{name: "forged http Forwarded", remote: "10.1.2.3:1", xfp: "https", fwd: `for=192.0.2.9;proto=http`, want: true},
 			} {
 				r := httptest.NewRequest(http.MethodGet, "/", nil)
 				r.RemoteAddr = tc.remote
 				if tc.tls {
 					r.TLS = &tls.ConnectionState{}
 				}
-				if tc.xfp != "" {
-					r.Header.Set("X-Forwarded-Proto", tc.xfp)
-				}
-				if tc.fwd != "" {
-					r.Header.Set("Forwarded", tc.fwd)
+				for name, v := range map[string]string{"X-Forwarded-Proto": tc.xfp, "X-Forwarded-For": tc.xff, "Forwarded": tc.fwd} {
+					if v != "" {
+						r.Header[name] = strings.Split(v, "|")
+					}
 				}
 				w := httptest.NewRecorder()
 				b.m.Middleware(http.HandlerFunc(put(t, "k", 1))).ServeHTTP(w, r)
 				if c := sessionCookie(w.Result()); c == nil || c.Secure != tc.want {
 					t.Errorf("%s: cookie %v, want Secure=%v", tc.name, c, tc.want)
 				}
+			}
+		})
+
+		// Without TrustedProxies, a request through an HTTPS proxy gets no Secure cookie: that
+		// is logged, once, so a deployment behind a load balancer finds out.
+		t.Run("MissingTrustedProxiesIsLogged", func(t *testing.T) {
+			t.Parallel()
+			var logs syncBuffer
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			serve := func(xfp string) {
+				r := httptest.NewRequest(http.MethodGet, "/", nil)
+				r.Header.Set("X-Forwarded-Proto", xfp)
+				b.m.Middleware(http.HandlerFunc(put(t, "k", 1))).ServeHTTP(httptest.NewRecorder(), r)
+			}
+			serve("http")
+			if logs.String() != "" {
+				t.Errorf("logged for a plain-HTTP proxy: %s", logs.String())
+			}
+			serve("https")
+			serve("https")
+			if n := strings.Count(logs.String(), "TrustedProxies is empty"); n != 1 {
+				t.Errorf("warned %d times, want once: %s", n, logs.String())
 			}
 		})
 

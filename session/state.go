@@ -337,10 +337,12 @@ func (s *Session) Renew(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.renewLocked(ctx)
+	return s.renewLocked(ctx, false)
 }
 
-func (s *Session) renewLocked(ctx context.Context) error {
+// renewLocked swaps the token; with clearValues it deletes every stored value in the same
+// transaction, so no request holding the old token can put one back in between.
+func (s *Session) renewLocked(ctx context.Context, clearValues bool) error {
 	if s.headersWritten() {
 		return ErrHeadersWritten
 	}
@@ -350,7 +352,18 @@ func (s *Session) renewLocked(ctx context.Context) error {
 	m := s.m
 	token, hash := newToken()
 	var exp store.Time
-	err := m.s.QueryRow(ctx, m.q.renew, m.s.NowArg(), s.id, s.hash, hash, nullable(s.user)).Scan(&exp)
+	var err error
+	if clearValues {
+		err = m.s.InTx(ctx, func(tx store.Tx) error {
+			if err := tx.QueryRow(ctx, m.q.renew, m.s.NowArg(), s.id, s.hash, hash, nullable(s.user)).Scan(&exp); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, m.q.destroyValues, s.id)
+			return err
+		})
+	} else {
+		err = m.s.QueryRow(ctx, m.q.renew, m.s.NowArg(), s.id, s.hash, hash, nullable(s.user)).Scan(&exp)
+	}
 	if errors.Is(err, store.ErrNoRows) {
 		// Ended meanwhile: carry on as a new session holding this request's changes.
 		user, dirty := s.user, s.dirty
@@ -372,6 +385,13 @@ func (s *Session) renewLocked(ctx context.Context) error {
 
 // SetUser ties the session to user ("" to untie it) and renews its token, for login and
 // logout. The user's sessions can then be listed and ended together.
+//
+// When the session already belonged to a user and user is another one, or "" (logout),
+// every value goes with the old user: the stored ones and those put earlier in this request.
+// A login from an anonymous session keeps its values (a guest's cart survives signing in);
+// the token is new, so a planted cookie is useless, but values an attacker put in the
+// session before planting it stay. Call [Session.Destroy] before SetUser to log in to an
+// empty session instead.
 func (s *Session) SetUser(ctx context.Context, user string) error {
 	if s == nil {
 		return ErrNoSession
@@ -381,10 +401,14 @@ func (s *Session) SetUser(ctx context.Context, user string) error {
 	if s.headersWritten() {
 		return ErrHeadersWritten
 	}
-	prev := s.user
+	prev, values, dirty := s.user, s.values, s.dirty
+	clearValues := prev != "" && user != prev
+	if clearValues {
+		s.values, s.dirty = map[string][]byte{}, map[string]change{}
+	}
 	s.user = user
-	if err := s.renewLocked(ctx); err != nil {
-		s.user = prev
+	if err := s.renewLocked(ctx, clearValues); err != nil {
+		s.user, s.values, s.dirty = prev, values, dirty
 		return err
 	}
 	return nil

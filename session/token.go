@@ -6,10 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"net"
-	"net/http"
-	"net/netip"
-	"strings"
 )
 
 // tokenBytes is the entropy of a session token: 256 bits.
@@ -50,48 +46,4 @@ func newID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// overTLS reports whether the client reached the service over TLS: the connection is TLS,
-// or it comes from a trusted proxy that says the client's side was HTTPS.
-func overTLS(r *http.Request, trusted []netip.Prefix) bool {
-	if r.TLS != nil {
-		return true
-	}
-	if len(trusted) == 0 || !fromTrusted(r.RemoteAddr, trusted) {
-		return false
-	}
-	if v := r.Header.Get("X-Forwarded-Proto"); v != "" {
-		// The first value is what the proxy nearest the client saw.
-		first, _, _ := strings.Cut(v, ",")
-		return strings.EqualFold(strings.TrimSpace(first), "https")
-	}
-	if v := r.Header.Get("Forwarded"); v != "" {
-		first, _, _ := strings.Cut(v, ",")
-		for pair := range strings.SplitSeq(first, ";") {
-			k, val, ok := strings.Cut(strings.TrimSpace(pair), "=")
-			if ok && strings.EqualFold(k, "proto") {
-				return strings.EqualFold(strings.Trim(val, `"`), "https")
-			}
-		}
-	}
-	return false
-}
-
-func fromTrusted(remote string, trusted []netip.Prefix) bool {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	ip = ip.Unmap()
-	for _, p := range trusted {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }

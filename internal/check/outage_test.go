@@ -2,6 +2,8 @@ package check
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
@@ -111,6 +113,14 @@ func TestDatabaseOutage(t *testing.T) {
 			return leaders() == 0 && ready(false)
 		})
 		waitUntil(t, 20*time.Second, mode.String()+": /readyz fails everywhere", func() bool { return readyz(false) })
+		// Liveness needs no database: an orchestrator must not restart instances for this.
+		for _, n := range nodes {
+			w := httptest.NewRecorder()
+			n.Health().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/livez", nil))
+			if w.Code != http.StatusOK {
+				t.Errorf("%s: /livez = %d %q while the database is away", mode, w.Code, w.Body)
+			}
+		}
 		t.Logf("%s: all nodes not ready and no leader %v after the database vanished", mode, took.Round(time.Millisecond))
 		for _, p := range proxies {
 			p.Set(Pass, 0)

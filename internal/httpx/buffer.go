@@ -3,9 +3,13 @@ package httpx
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
+	"os"
 )
 
 // Buffer captures a response of up to Limit bytes without sending it, so a middleware can
@@ -129,15 +133,20 @@ func (b *Buffer) Send() {
 }
 
 // Recorder captures a whole response, never sending anything: for handlers whose response
-// may only go out after their transaction commits. Flush does nothing.
+// may only go out after their transaction commits. It holds up to Limit bytes of body in
+// memory; a larger body moves to a temporary file, so a large response costs disk, not
+// memory. Close removes the file. Flush does nothing.
 type Recorder struct {
 	header http.Header
 	status int
+	limit  int
 	body   bytes.Buffer
+	file   *os.File // the body, once it outgrew limit
+	err    error    // the first failure to keep the body
 }
 
-// NewRecorder returns an empty recorder.
-func NewRecorder() *Recorder { return &Recorder{header: http.Header{}} }
+// NewRecorder returns an empty recorder keeping up to limit bytes of body in memory.
+func NewRecorder(limit int) *Recorder { return &Recorder{header: http.Header{}, limit: limit} }
 
 // Header implements http.ResponseWriter.
 func (r *Recorder) Header() http.Header { return r.header }
@@ -154,16 +163,73 @@ func (r *Recorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
-	return r.body.Write(p)
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.file == nil && r.body.Len()+len(p) <= r.limit {
+		return r.body.Write(p)
+	}
+	if r.file == nil {
+		f, err := os.CreateTemp("", "twice-response-*")
+		if err != nil {
+			r.err = fmt.Errorf("httpx: keep a response over %d bytes: %w", r.limit, err)
+			return 0, r.err
+		}
+		r.file = f
+		if _, err := f.Write(r.body.Bytes()); err != nil {
+			r.err = fmt.Errorf("httpx: keep a response over %d bytes: %w", r.limit, err)
+			return 0, r.err
+		}
+		r.body = bytes.Buffer{}
+	}
+	n, err := r.file.Write(p)
+	if err != nil {
+		r.err = fmt.Errorf("httpx: keep a response over %d bytes: %w", r.limit, err)
+	}
+	return n, r.err
 }
 
 // Flush implements http.Flusher and does nothing: the response waits for the commit.
 func (r *Recorder) Flush() {}
 
-// Result returns the status (200 if none was written), headers and body.
+// Err is the first failure to keep the body (a full disk); the response is then incomplete.
+func (r *Recorder) Err() error { return r.err }
+
+// Spilled reports whether the body outgrew the limit and is held in a file, not in memory.
+func (r *Recorder) Spilled() bool { return r.file != nil }
+
+// Result returns the status (200 if none was written), headers and body; the body is nil
+// once spilled.
 func (r *Recorder) Result() (int, http.Header, []byte) {
-	if r.status == 0 {
-		return http.StatusOK, r.header, r.body.Bytes()
+	status := r.status
+	if status == 0 {
+		status = http.StatusOK
 	}
-	return r.status, r.header, r.body.Bytes()
+	if r.file != nil {
+		return status, r.header, nil
+	}
+	return status, r.header, r.body.Bytes()
+}
+
+// WriteBody writes the whole body to w, from memory or from the file.
+func (r *Recorder) WriteBody(w io.Writer) error {
+	if r.file == nil {
+		_, err := w.Write(r.body.Bytes())
+		return err
+	}
+	if _, err := r.file.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	_, err := io.Copy(w, r.file)
+	return err
+}
+
+// Close removes the file holding a spilled body.
+func (r *Recorder) Close() error {
+	if r.file == nil {
+		return nil
+	}
+	f := r.file
+	r.file = nil
+	return errors.Join(f.Close(), os.Remove(f.Name()))
 }

@@ -5,6 +5,7 @@ package httpx
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -79,16 +80,29 @@ func (h *HookWriter) run() {
 	}
 }
 
-// WriteHeader implements http.ResponseWriter.
+// WriteHeader implements http.ResponseWriter. An informational status (103 Early Hints,
+// 100 Continue) goes out without running Before: it is not the response, and the handler
+// may still change what Before writes (a session renewed after the hints must still send
+// its cookie with the final headers).
 func (h *HookWriter) WriteHeader(code int) {
+	if informational(code) {
+		if !h.dropped {
+			h.ResponseWriter.WriteHeader(code)
+		}
+		return
+	}
 	h.run()
 	if h.dropped {
 		return
 	}
-	if code >= 200 || code == http.StatusSwitchingProtocols {
-		h.wrote = true
-	}
+	h.wrote = true
 	h.ResponseWriter.WriteHeader(code)
+}
+
+// informational reports whether code is a 1xx status that a final one follows; 101
+// Switching Protocols ends the HTTP response, so it counts as final.
+func informational(code int) bool {
+	return code >= 100 && code < 200 && code != http.StatusSwitchingProtocols
 }
 
 // Write implements http.ResponseWriter.
@@ -126,3 +140,19 @@ func (h *HookWriter) Finish() { h.run() }
 
 // HeadersWritten reports whether the response's headers have gone out.
 func (h *HookWriter) HeadersWritten() bool { return h.wrote }
+
+type unscopedKey struct{}
+
+// MarkUnscoped returns r marked as having passed an idempotency middleware that found no
+// principal to scope its key to, so a session middleware running later, too late to
+// provide its user, can say so.
+func MarkUnscoped(r *http.Request) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), unscopedKey{}, true))
+}
+
+// Unscoped reports whether an idempotency middleware found no principal for the request of
+// ctx before it reached here.
+func Unscoped(ctx context.Context) bool {
+	v, _ := ctx.Value(unscopedKey{}).(bool)
+	return v
+}

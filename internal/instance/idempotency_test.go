@@ -47,6 +47,7 @@ func TestKilledIdempotencyOwner(t *testing.T) {
 		post := func(base string) (int, string, error) {
 			req, _ := http.NewRequest(http.MethodPost, base+"/orders", strings.NewReader(`{"sku":"apple"}`))
 			req.Header.Set(idempotency.Header, `"order-7"`)
+			req.Header.Set("Authorization", instance.CheckAuth)
 			res, err := client.Do(req)
 			if err != nil {
 				return 0, "", err

@@ -188,7 +188,9 @@ func run(ctx context.Context, o Options, out io.Writer) error {
 	node, err := twice.Open(ctx, twice.Config{
 		DSN: o.DSN, Schema: o.Schema, Name: o.Service, Bus: o.Bus, Logger: logger,
 		LeaseTTL: o.LeaseTTL, LeaderPoll: o.LeaderPoll, HeartbeatInterval: o.HeartbeatInterval, DeadAfter: o.DeadAfter,
-		Idempotency: idempotency.Config{DeadOwnerGrace: o.DeadOwnerGrace},
+		// The checker's client holds one fixed token (CheckAuth), so scoping by the
+		// credential is safe here; a real API resolves its tokens to a principal.
+		Idempotency: idempotency.Config{DeadOwnerGrace: o.DeadOwnerGrace, Scope: idempotency.AuthorizationScope},
 		Jobs:        o.jobsConfig(),
 	})
 	if err != nil {

@@ -1,0 +1,55 @@
+package idempotency
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/store"
+)
+
+// While the database refuses every write, the outcomes waiting for it stay within bounds:
+// past pendingBytes responses are kept as their status only, past maxPending new claims
+// are refused, and Close gives the rest up without hanging.
+func TestOutboxBounds(t *testing.T) {
+	t.Parallel()
+	s := testdb.New(t, store.SQLite).Open(t, nil)
+	k, err := New(s, Config{Service: "shop", Instance: "i1", Scope: func(*http.Request) string { return "c" }, Logger: testdb.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // every write fails from here on
+	big := make([]byte, 1<<20)
+	for i := range pendingBytes>>20 + 8 {
+		k.settle(context.Background(), outcome{p: Params{Key: string(rune('a' + i%26))}, res: &Response{Status: 201, Body: big}, state: stateDone})
+	}
+	k.out.mu.Lock()
+	bytes, n, last := k.out.bytes, len(k.out.queue), k.out.queue[len(k.out.queue)-1]
+	k.out.mu.Unlock()
+	if bytes > pendingBytes || n != pendingBytes>>20+8 || last.state != stateNotStored || last.res.Status != 201 || last.res.Body != nil {
+		t.Errorf("%d outcomes holding %d bytes, the last %+v", n, bytes, last)
+	}
+	if k.out.full() {
+		t.Fatal("full long before maxPending")
+	}
+	for range maxPending {
+		k.settle(context.Background(), outcome{p: Params{Key: "x"}})
+	}
+	if !k.out.full() {
+		t.Error("not full after maxPending outcomes")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := k.Close(ctx); err == nil || !strings.Contains(err.Error(), "could not be recorded") {
+		t.Errorf("Close = %v", err)
+	}
+	// After Close nothing is queued and no writer starts (goleak checks the goroutine).
+	k.settle(context.Background(), outcome{p: Params{Key: "late"}})
+	k.out.mu.Lock()
+	defer k.out.mu.Unlock()
+	if k.out.running || len(k.out.queue) != 0 {
+		t.Error("an outcome was queued after Close")
+	}
+}

@@ -1,0 +1,158 @@
+package idempotency_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/idempotency"
+	"github.com/twicehq/twice/internal/check"
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/store"
+)
+
+// blip cuts one node off its database for a while: on PostgreSQL a proxy in front of the
+// server drops every connection, on SQLite another connection holds the file's write lock
+// (the node waits only 100 ms for it).
+type blip struct {
+	db         testdb.DB // db with the DSN the node connects with
+	start, end func()
+}
+
+func newBlip(t *testing.T, db testdb.DB) *blip {
+	t.Helper()
+	if db.Dialect == store.SQLite {
+		b := &blip{db: db}
+		b.db.DSN += "?busy_timeout=100"
+		var held, release chan struct{}
+		var wg sync.WaitGroup
+		t.Cleanup(wg.Wait)
+		b.start = func() {
+			held, release = make(chan struct{}), make(chan struct{})
+			wg.Go(func() {
+				s, err := store.Open(context.Background(), db.DSN, nil)
+				if err != nil {
+					t.Error(err)
+					close(held)
+					return
+				}
+				defer s.Close()
+				_ = s.InTx(context.Background(), func(store.Tx) error {
+					close(held) // BEGIN IMMEDIATE took the write lock
+					<-release
+					return nil
+				})
+			})
+			<-held
+		}
+		b.end = func() {
+			close(release)
+			wg.Wait()
+		}
+		return b
+	}
+	u, err := url.Parse(db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := check.NewProxy(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	u.Host = p.Addr()
+	b := &blip{db: db, start: func() { p.Set(check.Drop, 0) }, end: func() { p.Set(check.Pass, 0) }}
+	b.db.DSN = u.String()
+	return b
+}
+
+// poll sends c to h until want says the answer is the expected one; the deadline only
+// catches "never".
+func poll(t *testing.T, h http.Handler, c call, what string, want func(*http.Response) bool) *http.Response {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res := do(h, c)
+		if want(res) {
+			return res
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %d %v", what, res.StatusCode, res.Header)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A request whose outcome could not be written because the database blinked is not left
+// claimed for the retention: the outcome is written once the database is back, and the
+// retry gets the stored response instead of 409.
+func TestOutcomeWrittenAfterABlip(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		b := newBlip(t, db)
+		n := node(t, b.db, twice.Config{})
+		var runs atomic.Int32
+		h := n.Idempotency().Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if runs.Add(1) == 1 {
+				b.start() // between the claim and the outcome
+			}
+			w.WriteHeader(http.StatusCreated)
+			_, _ = w.Write([]byte("order 1"))
+		}))
+		if res := do(h, call{key: "k-blip"}); res.StatusCode != 201 || body(t, res) != "order 1" {
+			t.Fatalf("first: %d", res.StatusCode)
+		}
+		// Still down: the key is claimed (409) or unreadable (503), and never runs again.
+		if res := do(h, call{key: "k-blip"}); res.StatusCode != 409 && res.StatusCode != 503 {
+			t.Errorf("during the blip: %d", res.StatusCode)
+		}
+		b.end()
+		res := poll(t, h, call{key: "k-blip"}, "the outcome never landed after the database came back", func(res *http.Response) bool {
+			return res.StatusCode == 201
+		})
+		if body(t, res) != "order 1" || res.Header.Get(idempotency.ReplayedHeader) != "true" || runs.Load() != 1 {
+			t.Errorf("after the blip: %q replayed %q, runs %d", body(t, res), res.Header.Get(idempotency.ReplayedHeader), runs.Load())
+		}
+	})
+}
+
+// Closing a node while an outcome cannot be written does not hang: Close reports what it
+// dropped, and the key is freed by the instance's liveness (it could not even leave the
+// cluster), so a retry on another instance runs the request again instead of getting 409
+// for the retention.
+func TestCloseDropsUnwrittenOutcomes(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		b := newBlip(t, db)
+		grace := twice.Config{Idempotency: idempotency.Config{DeadOwnerGrace: 100 * time.Millisecond}}
+		a, other := node(t, b.db, grace), node(t, db, grace)
+		var runs atomic.Int32
+		handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if runs.Add(1) == 1 {
+				b.start()
+			}
+			w.WriteHeader(http.StatusCreated)
+		})
+		if res := do(a.Idempotency().Middleware(handler), call{key: "k-close"}); res.StatusCode != 201 {
+			t.Fatalf("first: %d", res.StatusCode)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		if err := a.Close(ctx); err == nil || !strings.Contains(err.Error(), "1 request outcomes could not be recorded") {
+			t.Errorf("Close = %v", err)
+		}
+		b.end()
+		poll(t, other.Idempotency().Middleware(handler), call{key: "k-close"}, "the closed owner's claim was never freed", func(res *http.Response) bool {
+			return res.StatusCode == 201
+		})
+		if runs.Load() != 2 {
+			t.Errorf("runs %d", runs.Load())
+		}
+	})
+}
