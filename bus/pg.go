@@ -30,6 +30,10 @@ func pgChannel(schema, service string) string {
 	return "twice." + service[:min(len(service), 32)] + "." + hex.EncodeToString(h[:8])
 }
 
+// PGChannel is the PostgreSQL channel the store-native bus of service uses in schema: what
+// an operator watches, and where tests forge messages (any role may NOTIFY on it).
+func PGChannel(schema, service string) string { return pgChannel(schema, service) }
+
 // ApplicationName is the PostgreSQL application_name of an instance's listener connection.
 func ApplicationName(service, instance string) string {
 	n := "twice-bus " + service + " " + instance

@@ -62,6 +62,9 @@ func storeBackend(dialect store.Dialect) func(t *testing.T) bustest.Backend {
 					}
 				},
 			}[dialect],
+			Inject: map[string]bustest.Injector{"store": func(t testing.TB, channel string, payload []byte, from string) {
+				bustest.InjectStore(t, first, service, channel, payload, from)
+			}},
 		}
 	}
 }

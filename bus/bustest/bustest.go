@@ -22,6 +22,9 @@ type Backend struct {
 	// Disconnect, if set, cuts the connection of the instance's bus so the suite can check
 	// that subscribers are told about possibly lost signals.
 	Disconnect func(t *testing.T, instance string)
+	// Inject, if set, names each way an outsider can put a raw message on the backend's
+	// transport (see [InjectStore] and [InjectNATS]).
+	Inject map[string]Injector
 }
 
 // Tx is a transaction for PublishTx.
@@ -292,6 +295,28 @@ func Exercise(t *testing.T, newBackend func(t *testing.T) Backend) {
 			_ = a.Publish(ctx, "inv", []byte("after"))
 			return payloads(ms)["after"] > 0
 		})
+	})
+
+	// What the bus package's rule is about: a message put on the transport by someone who
+	// is not an instance reaches the subscribers like any other.
+	t.Run("InjectedMessagesArrive", func(t *testing.T) {
+		t.Parallel()
+		b := newBackend(t)
+		if len(b.Inject) == 0 {
+			t.Skip("backend has no injector")
+		}
+		a := b.Open(t, "i0")
+		in := newInbox()
+		t.Cleanup(a.Subscribe("raw", in.handle))
+		for name, inject := range b.Inject {
+			inject(t, "raw", []byte(name), "outsider")
+		}
+		ms := in.waitFor(t, "every injected message", func(ms []bus.Message) bool { return len(payloads(ms)) == len(b.Inject) })
+		for _, m := range ms {
+			if b.Inject[string(m.Payload)] == nil || m.From != "outsider" {
+				t.Fatalf("got %+v", m)
+			}
+		}
 	})
 
 	t.Run("Close", func(t *testing.T) {

@@ -95,6 +95,10 @@ func Subject(service, channel string) string {
 	return "twice.bus." + token(service) + "." + token(channel)
 }
 
+// TxService is the service under which the store-native bus carries the PublishTx
+// messages of service.
+func TxService(service string) string { return service + "#natsbus-tx" }
+
 // New connects to NATS and returns the bus. The first connection must succeed; later
 // outages are reconnected forever.
 func New(ctx context.Context, cfg Config) (*Bus, error) {
@@ -137,7 +141,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	b.nc = nc
 	b.flush = flusher{nc: nc, timeout: cfg.FlushTimeout}
 	if cfg.Store != nil {
-		b.tx, err = bus.NewStore(ctx, cfg.Store, bus.Config{Service: cfg.Service + "#natsbus-tx", Instance: cfg.Instance, Logger: cfg.Logger})
+		b.tx, err = bus.NewStore(ctx, cfg.Store, bus.Config{Service: TxService(cfg.Service), Instance: cfg.Instance, Logger: cfg.Logger})
 		if err != nil {
 			nc.Close()
 			return nil, err

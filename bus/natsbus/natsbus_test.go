@@ -63,6 +63,15 @@ func backend(dialect store.Dialect) func(t *testing.T) bustest.Backend {
 				defer mu.Unlock()
 				proxies[instance].Cut()
 			},
+			Inject: map[string]bustest.Injector{
+				"nats": func(t testing.TB, channel string, payload []byte, from string) {
+					bustest.InjectNATS(t, testnats.URL(t), service, channel, payload, from)
+				},
+				// PublishTx messages come through the store, and so can an outsider's.
+				"store": func(t testing.TB, channel string, payload []byte, from string) {
+					bustest.InjectStore(t, first, natsbus.TxService(service), channel, payload, from)
+				},
+			},
 		}
 	}
 }
