@@ -17,6 +17,11 @@
 // bounded. Package bustest injects raw messages into any backend, to test a subscriber
 // against this rule.
 //
+// A [Signer] (from the cluster secret) makes every backend sign what it sends and drop,
+// and count, what does not verify: unsigned, signed with another secret, altered, or
+// replayed after its time window. The rule still holds with one: a secret can leak, and a
+// replay within the window is delivered again.
+//
 // The default backend lives in the store ([NewStore]): LISTEN/NOTIFY on PostgreSQL, with
 // NOTIFY batched to at most one per service every few milliseconds and never one per row;
 // on SQLite a notification table that every instance polls cheaply. Larger deployments can
