@@ -45,6 +45,7 @@ type Node struct {
 
 	store   *store.Store
 	bus     bus.Bus
+	signer  *bus.Signer // of Config.ClusterSecret; nil without one
 	members *cluster.Membership
 	leases  *lease.Manager
 	leader  *cluster.Leader

@@ -61,3 +61,12 @@ func TestForgedOverNATS(t *testing.T) {
 		})
 	})
 }
+
+// The forged-message tests again, with a cluster secret: the bus drops the forgeries.
+func TestForgedWithClusterSecret(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		forgedWith(t, db.Dialect, twice.Config{ClusterSecret: bustest.Secret()}, injectStore)
+	})
+}
