@@ -72,9 +72,9 @@ Usage:
   twice check [--store sqlite|postgres] [--dsn DSN] [--duration 60s] [--short] [--faults LIST]
               [--pg-restart-cmd CMD] [--json]
                                              run instances under faults; check every invariant
-  twice bench invalidation [--dsn DSN] [--bus nats://…] [--count N] [--instances N] [--burst N] [--json]
+  twice bench invalidation [--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--burst N] [--json]
                                              time cache invalidations from commit to every instance
-  twice bench config [--dsn DSN] [--bus nats://…] [--count N] [--instances N] [--json]
+  twice bench config [--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--json]
                                              time setting changes from commit to every watcher
   twice version                              print the version
 
