@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,5 +63,31 @@ func TestSignerWindow(t *testing.T) {
 	}
 	if st := recv.Stats(); st.Verified != 3 || st.Stale != 3 || st.Dropped() != 3 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// The cost signing adds to each message: go test ./bus -run - -bench Signer.
+func BenchmarkSigner(b *testing.B) {
+	s, err := bus.NewSigner(bus.SignerConfig{Secret: []byte(strings.Repeat("s", bus.MinSecret)), Service: "svc"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, size := range []int{8, 100, bus.MaxPayload} {
+		payload := make([]byte, size)
+		b.Run("Sign/"+strconv.Itoa(size), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Sign("twice.jobs", "host-1234-abcdef", payload)
+			}
+		})
+		signed := s.Sign("twice.jobs", "host-1234-abcdef", payload)
+		b.Run("Open/"+strconv.Itoa(size), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := s.Open("twice.jobs", "host-1234-abcdef", signed); !ok {
+					b.Fatal("does not verify")
+				}
+			}
+		})
 	}
 }
