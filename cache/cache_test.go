@@ -523,6 +523,22 @@ func TestMalformedFlushIsDeferredNotDropped(t *testing.T) {
 	}
 }
 
+// InvalidateTx tokens cannot be predicted from the ones seen on the bus: the next is not
+// the last plus one.
+func TestTokensAreNotSequential(t *testing.T) {
+	t.Parallel()
+	m := NewManager(newFixture().net.open("a"), ManagerConfig{})
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	prev := m.token()
+	for range 100 {
+		next := m.token()
+		if next == 0 || next-prev < 1<<32 || prev-next < 1<<32 {
+			t.Fatalf("token %d after %d", next, prev)
+		}
+		prev = next
+	}
+}
+
 type tenantKey struct {
 	Tenant string
 	ID     int64

@@ -65,12 +65,6 @@ type Manager struct {
 	closed atomic.Bool
 	loads  sync.WaitGroup // loads in flight, waited for by Close
 
-	// tokens name this instance's InvalidateTx calls, so it recognises its own message
-	// when the transaction has committed. A random base keeps them apart from other
-	// instances' without relying on the bus's sender id.
-	tokenBase uint64
-	tokenSeq  atomic.Uint64
-
 	flushEvery time.Duration
 	flushMu    sync.Mutex  // protects lastFlush, flushLater
 	lastFlush  time.Time   // of the last flush caused by a malformed invalidation
@@ -109,10 +103,8 @@ func NewManager(b bus.Bus, cfg ManagerConfig) *Manager {
 	if cfg.MalformedFlushInterval <= 0 {
 		cfg.MalformedFlushInterval = DefaultMalformedFlushInterval
 	}
-	var seed [8]byte
-	_, _ = rand.Read(seed[:]) // crypto/rand.Read never fails
 	m := &Manager{bus: b, log: cfg.Logger, caches: map[string]invalidator{}, observers: map[int]func(Invalidation){},
-		tokenBase: binary.LittleEndian.Uint64(seed[:]), flushEvery: cfg.MalformedFlushInterval}
+		flushEvery: cfg.MalformedFlushInterval}
 	m.unsubscribe = b.Subscribe(Channel, m.receive)
 	return m
 }
@@ -265,7 +257,21 @@ func (m *Manager) Stats() map[string]Stats {
 	return out
 }
 
-func (m *Manager) token() uint64 { return m.tokenBase + m.tokenSeq.Add(1) }
+// token names an InvalidateTx call, so this instance recognises its own message when the
+// transaction has committed and ends the hold on its keys. Every token is random, not the
+// next of a counter: any database role can LISTEN and see tokens go by, and one that could
+// predict the next could end a hold before its transaction commits (by sending the
+// message first), letting this instance cache the old value for a moment.
+func (m *Manager) token() uint64 {
+	var b [8]byte
+	for {
+		// crypto/rand.Read never fails; 0 means "no token".
+		_, _ = rand.Read(b[:])
+		if t := binary.LittleEndian.Uint64(b[:]); t != 0 {
+			return t
+		}
+	}
+}
 
 // startLoad counts a load in flight; false once the manager is closed.
 func (m *Manager) startLoad() bool {
