@@ -69,6 +69,17 @@ type Config struct {
 	// ("nats://host:4222", a comma-separated list for a cluster) for package natsbus.
 	// Defaults to empty.
 	Bus string
+	// NATS configures the connection to the NATS server of Bus: credentials, NKey, TLS.
+	// Defaults to none: the URL alone.
+	NATS NATSConfig
+	// ClusterSecret, shared by every instance of the service, signs every bus message
+	// (HMAC-SHA256 over channel, payload, sender and send time); messages not signed with
+	// it, altered, or older than a minute are dropped and counted ([Node.BusStats]).
+	// Without it anyone who can NOTIFY on the database (any role) or publish on the NATS
+	// subjects can send signals, which are only hints but can make instances do work. At
+	// least 32 bytes; instances need clocks within a minute of each other. The same secret
+	// will authenticate requests between instances. Defaults to none: messages unsigned.
+	ClusterSecret []byte
 
 	// InstanceID names this instance; unique among live instances. Defaults to
 	// host-pid-random.
@@ -215,6 +226,12 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("LeaderPoll %v must be between 1ms and LeaseTTL %v", c.LeaderPoll, c.LeaseTTL))
 	}
 	if err := validBus(c.Bus); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.NATS.validate(c.Bus); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validSecret(c.ClusterSecret); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Migrate != MigrateAuto && c.Migrate != MigrateOff {

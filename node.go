@@ -31,8 +31,10 @@ func Components() []store.Component {
 		session.Component(), idempotency.Component(), settings.Component(), jobs.Component(), cron.Component()}
 }
 
-// leaseChannel is the bus channel on which released lease names are announced.
-const leaseChannel = "twice.lease"
+// LeaseChannel is the bus channel on which released lease names are announced. A message
+// on it is a hint: waiters and followers look at the lease table at once instead of at
+// their next poll; it frees and grants nothing.
+const LeaseChannel = "twice.lease"
 
 // Node is one instance of a service: registered in the cluster, heartbeating, campaigning
 // for leadership, and the door to every building block. Open one per process; Close it on
@@ -43,6 +45,7 @@ type Node struct {
 
 	store   *store.Store
 	bus     bus.Bus
+	signer  *bus.Signer // of Config.ClusterSecret; nil without one
 	members *cluster.Membership
 	leases  *lease.Manager
 	leader  *cluster.Leader
@@ -141,7 +144,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	// Released leases wake waiters everywhere at once; a lost signal only means they wake
 	// at their next look.
-	n.bus.Subscribe(leaseChannel, func(m bus.Message) {
+	n.bus.Subscribe(LeaseChannel, func(m bus.Message) {
 		n.leases.Poke()
 		if m.Lost || string(m.Payload) == cluster.LeaderLease {
 			n.leader.Poke()
@@ -168,7 +171,7 @@ func (n *Node) announceRelease(ctx context.Context, names []string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
 	for _, name := range names {
-		if err := n.bus.Publish(ctx, leaseChannel, []byte(name)); err != nil {
+		if err := n.bus.Publish(ctx, LeaseChannel, []byte(name)); err != nil {
 			n.log.Debug("twice: announcing a released lease failed; others find it at their next look", "lease", name, "err", err)
 		}
 	}

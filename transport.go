@@ -11,11 +11,16 @@ import (
 
 // openBus starts the bus [Config.Bus] names.
 func (n *Node) openBus(ctx context.Context) (bus.Bus, error) {
+	signer, opts, err := n.busSecurity()
+	if err != nil {
+		return nil, err
+	}
+	n.signer = signer
 	if n.cfg.Bus == "" {
-		return bus.NewStore(ctx, n.store, bus.Config{Service: n.cfg.Name, Instance: n.cfg.InstanceID, Logger: n.log})
+		return bus.NewStore(ctx, n.store, bus.Config{Service: n.cfg.Name, Instance: n.cfg.InstanceID, Signer: signer, Logger: n.log})
 	}
 	return natsbus.New(ctx, natsbus.Config{URL: n.cfg.Bus, Service: n.cfg.Name, Instance: n.cfg.InstanceID,
-		Store: n.store, Logger: n.log})
+		Store: n.store, Options: opts, Signer: signer, Logger: n.log})
 }
 
 // validBus checks [Config.Bus]: empty, or NATS URLs. The error shows the URL with its

@@ -52,6 +52,7 @@ type params struct {
 	only       string
 	cpuProfile string
 	txLatency  bool
+	secret     []byte // twice's Config.ClusterSecret; nil unless --signed
 }
 
 func main() {
@@ -72,8 +73,13 @@ func main() {
 	flag.StringVar(&p.only, "only", "both", "twice, river or both")
 	flag.StringVar(&p.cpuProfile, "cpuprofile", "", "write a CPU profile of twice's default work run here")
 	flag.BoolVar(&p.txLatency, "tx-latency", false, "twice's latency runs enqueue with EnqueueTx in a transaction that then commits")
+	signed := flag.Bool("signed", false, "twice's nodes sign their bus messages with a random cluster secret")
 	asJSON := flag.Bool("json", false, "print JSON")
 	flag.Parse()
+	if *signed {
+		p.secret = make([]byte, 32)
+		_, _ = rand.Read(p.secret)
+	}
 	if err := run(context.Background(), p, *asJSON, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)

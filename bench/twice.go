@@ -37,7 +37,7 @@ func (t *twiceSystem) name() (string, string, string) { return "twice", t.config
 
 func (t *twiceSystem) open(ctx context.Context, schema string) (*twice.Node, error) {
 	return twice.Open(ctx, twice.Config{DSN: t.p.dsn, Schema: schema, Name: "bench", Jobs: t.jobs,
-		Logger: slog.New(slog.DiscardHandler)})
+		ClusterSecret: t.p.secret, Logger: slog.New(slog.DiscardHandler)})
 }
 
 func insertTwice(ctx context.Context, c *jobs.Client, n int) error {

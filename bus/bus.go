@@ -7,6 +7,21 @@
 // never loses it. When signals may have been missed (a reconnect, a poller that fell
 // behind) every subscriber receives a [Message] with Lost set and must resynchronise.
 //
+// The rule every subscriber keeps: a message is only a hint to re-read the database; it
+// never changes state by itself. Anyone who can reach the transport can send one: every
+// database role may NOTIFY on any channel, a NATS client may publish on the subjects it is
+// allowed, anyone who can write the SQLite file may insert a signal row. So a handler may
+// wake a loop, start a look at the database, or drop something cached (which costs a
+// reload, never a wrong value); it must not record a change, cancel work or trust what a
+// payload claims, and what an unreadable or repeated message makes it do must be cheap and
+// bounded. Package bustest injects raw messages into any backend, to test a subscriber
+// against this rule.
+//
+// A [Signer] (from the cluster secret) makes every backend sign what it sends and drop,
+// and count, what does not verify: unsigned, signed with another secret, altered, or
+// replayed after its time window. The rule still holds with one: a secret can leak, and a
+// replay within the window is delivered again.
+//
 // The default backend lives in the store ([NewStore]): LISTEN/NOTIFY on PostgreSQL, with
 // NOTIFY batched to at most one per service every few milliseconds and never one per row;
 // on SQLite a notification table that every instance polls cheaply. Larger deployments can

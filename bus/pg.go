@@ -30,6 +30,10 @@ func pgChannel(schema, service string) string {
 	return "twice." + service[:min(len(service), 32)] + "." + hex.EncodeToString(h[:8])
 }
 
+// PGChannel is the PostgreSQL channel the store-native bus of service uses in schema: what
+// an operator watches, and where tests forge messages (any role may NOTIFY on it).
+func PGChannel(schema, service string) string { return pgChannel(schema, service) }
+
 // ApplicationName is the PostgreSQL application_name of an instance's listener connection.
 func ApplicationName(service, instance string) string {
 	n := "twice-bus " + service + " " + instance
@@ -126,7 +130,9 @@ func (b *pgBus) dispatch(payload string) {
 		return
 	}
 	for _, m := range msgs {
-		b.subs.Deliver(Message{Channel: m.C, Payload: m.P, From: m.F})
+		if p, ok := b.cfg.Signer.Open(m.C, m.F, m.P); ok {
+			b.subs.Deliver(Message{Channel: m.C, Payload: p, From: m.F})
+		}
 	}
 }
 
@@ -176,7 +182,7 @@ func (b *pgBus) Publish(ctx context.Context, channel string, payload []byte) err
 	if err := Validate(channel, payload); err != nil {
 		return err
 	}
-	return b.batch.publish(ctx, wire{C: channel, P: payload, F: b.cfg.Instance})
+	return b.batch.publish(ctx, wire{C: channel, P: b.cfg.Signer.Sign(channel, b.cfg.Instance, payload), F: b.cfg.Instance})
 }
 
 // PublishTx NOTIFYs inside tx, which PostgreSQL delivers at commit. Every such commit takes
@@ -190,7 +196,7 @@ func (b *pgBus) PublishTx(ctx context.Context, tx any, channel string, payload [
 	if err != nil {
 		return err
 	}
-	chunks, err := chunk([]wire{{C: channel, P: payload, F: b.cfg.Instance}})
+	chunks, err := chunk([]wire{{C: channel, P: b.cfg.Signer.Sign(channel, b.cfg.Instance, payload), F: b.cfg.Instance}})
 	if err != nil {
 		return err
 	}

@@ -141,13 +141,18 @@ func (b *sqliteBus) read(ctx context.Context, last *int64) (int, error) {
 		return 0, err
 	}
 	var msgs []Message
+	n := 0 // rows read, delivered or not
 	for rows.Next() {
 		var m Message
 		if err := rows.Scan(last, &m.Channel, &m.Payload, &m.From); err != nil {
 			rows.Close()
 			return 0, err
 		}
-		msgs = append(msgs, m)
+		n++
+		var ok bool
+		if m.Payload, ok = b.cfg.Signer.Open(m.Channel, m.From, m.Payload); ok {
+			msgs = append(msgs, m)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -158,7 +163,7 @@ func (b *sqliteBus) read(ctx context.Context, last *int64) (int, error) {
 	for _, m := range msgs {
 		b.subs.Deliver(m)
 	}
-	return len(msgs), nil
+	return n, nil
 }
 
 func (b *sqliteBus) prune(ctx context.Context) {
@@ -172,7 +177,7 @@ func (b *sqliteBus) Publish(ctx context.Context, channel string, payload []byte)
 	if err := Validate(channel, payload); err != nil {
 		return err
 	}
-	return b.batch.publish(ctx, wire{C: channel, P: payload, F: b.cfg.Instance})
+	return b.batch.publish(ctx, wire{C: channel, P: b.cfg.Signer.Sign(channel, b.cfg.Instance, payload), F: b.cfg.Instance})
 }
 
 // PublishTx inserts the signal in tx; pollers see it once tx commits. This process's own
@@ -186,7 +191,7 @@ func (b *sqliteBus) PublishTx(ctx context.Context, tx any, channel string, paylo
 		return err
 	}
 	if _, err := q.Exec(ctx, "INSERT INTO twice_bus (service, channel, payload, sender) VALUES ($1, $2, $3, $4)",
-		b.cfg.Service, channel, payloadArg(payload), b.cfg.Instance); err != nil {
+		b.cfg.Service, channel, payloadArg(b.cfg.Signer.Sign(channel, b.cfg.Instance, payload)), b.cfg.Instance); err != nil {
 		return fmt.Errorf("bus: publish in transaction: %w", err)
 	}
 	return nil

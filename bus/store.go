@@ -42,6 +42,9 @@ type Config struct {
 	Poll time.Duration
 	// Retention is how long SQLite keeps signal rows. Defaults to [DefaultRetention].
 	Retention time.Duration
+	// Signer signs every message sent and drops every message received that it does not
+	// verify. Defaults to nil: messages are neither signed nor checked.
+	Signer *Signer
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
 }

@@ -32,9 +32,10 @@ func storeBackend(dialect store.Dialect) func(t *testing.T) bustest.Backend {
 		_, _ = rand.Read(b)
 		service := "svc-" + hex.EncodeToString(b)
 		return bustest.Backend{
-			Open: func(t *testing.T, instance string) bus.Bus {
+			Service: service,
+			Open: func(t *testing.T, instance string, signer *bus.Signer) bus.Bus {
 				s := db.Open(t, nil)
-				bb, err := bus.NewStore(ctx, s, bus.Config{Service: service, Instance: instance, Logger: testdb.Logger(t)})
+				bb, err := bus.NewStore(ctx, s, bus.Config{Service: service, Instance: instance, Signer: signer, Logger: testdb.Logger(t)})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -62,6 +63,9 @@ func storeBackend(dialect store.Dialect) func(t *testing.T) bustest.Backend {
 					}
 				},
 			}[dialect],
+			Inject: map[string]bustest.Injector{"store": func(t testing.TB, channel string, payload []byte, from string) {
+				bustest.InjectStore(t, first, service, channel, payload, from)
+			}},
 		}
 	}
 }

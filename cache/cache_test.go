@@ -459,6 +459,86 @@ func TestLostSignalsFlushEverything(t *testing.T) {
 	}
 }
 
+// Unreadable invalidations flush every cache at most once per MalformedFlushInterval: a
+// flood of them (anyone who can reach the bus can send one) is counted, not obeyed each
+// time. A Lost message still flushes at once.
+func TestMalformedFlushesAreRateLimited(t *testing.T) {
+	t.Parallel()
+	f := newFixture()
+	m := NewManager(f.net.open("a"), ManagerConfig{MalformedFlushInterval: time.Hour})
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	c, err := New(m, "users", Config[string, string]{Load: func(ctx context.Context, k string) (string, error) { return "v", nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage := bus.Message{Channel: Channel, Payload: []byte("garbage"), From: "intruder"}
+	get(t, c, "k")
+	f.net.enqueue(garbage)
+	f.net.deliver()
+	if c.Len() != 0 {
+		t.Fatal("the first unreadable invalidation did not flush")
+	}
+	get(t, c, "k")
+	for range 100 {
+		f.net.enqueue(garbage)
+	}
+	f.net.deliver()
+	if c.Len() != 1 {
+		t.Fatal("unreadable invalidations within the interval flushed the cache again")
+	}
+	if st := m.BusStats(); st.Malformed != 101 || st.MalformedFlushes != 1 || st.LostFlushes != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	f.net.buses[0].lost()
+	if c.Len() != 0 || m.BusStats().LostFlushes != 1 {
+		t.Fatalf("Lost did not flush: %d entries, stats %+v", c.Len(), m.BusStats())
+	}
+}
+
+// The unreadable invalidations held back by the limit are not ignored: one flush at the
+// end of the interval covers them all.
+func TestMalformedFlushIsDeferredNotDropped(t *testing.T) {
+	t.Parallel()
+	f := newFixture()
+	m := NewManager(f.net.open("a"), ManagerConfig{MalformedFlushInterval: 20 * time.Millisecond})
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	c, err := New(m, "users", Config[string, string]{Load: func(ctx context.Context, k string) (string, error) { return "v", nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		get(t, c, "k")
+		f.net.enqueue(bus.Message{Channel: Channel, Payload: []byte{9}, From: "intruder"})
+		f.net.deliver()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for m.BusStats().MalformedFlushes < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no deferred flush: stats %+v", m.BusStats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if c.Len() != 0 {
+		t.Fatal("the deferred flush left an entry")
+	}
+}
+
+// InvalidateTx tokens cannot be predicted from the ones seen on the bus: the next is not
+// the last plus one.
+func TestTokensAreNotSequential(t *testing.T) {
+	t.Parallel()
+	m := NewManager(newFixture().net.open("a"), ManagerConfig{})
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	prev := m.token()
+	for range 100 {
+		next := m.token()
+		if next == 0 || next-prev < 1<<32 || prev-next < 1<<32 {
+			t.Fatalf("token %d after %d", next, prev)
+		}
+		prev = next
+	}
+}
+
 type tenantKey struct {
 	Tenant string
 	ID     int64

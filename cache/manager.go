@@ -9,14 +9,41 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twicehq/twice/bus"
 )
 
+// DefaultMalformedFlushInterval is the default of [ManagerConfig.MalformedFlushInterval].
+const DefaultMalformedFlushInterval = time.Second
+
 // ManagerConfig configures a [Manager].
 type ManagerConfig struct {
+	// MalformedFlushInterval is the shortest time between two flushes of every cache caused
+	// by invalidations that cannot be read. Such a message may have named anything, so it is
+	// never ignored, but anyone who can reach the bus can send one (see package bus), and
+	// flushing every cache on every instance on demand is a stampede: the first flushes at
+	// once, and those that follow within the interval share one flush at its end. A Lost
+	// message from the bus always flushes at once. Defaults to
+	// [DefaultMalformedFlushInterval].
+	MalformedFlushInterval time.Duration
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
+}
+
+// BusStats counts what a [Manager] received on the bus.
+type BusStats struct {
+	// Applied counts the invalidations applied to a cache of this instance.
+	Applied uint64 `json:"applied"`
+	// Malformed counts the invalidations that could not be read: from an instance of an
+	// incompatible version, or not from an instance at all.
+	Malformed uint64 `json:"malformed"`
+	// MalformedFlushes counts the flushes of every cache that malformed invalidations caused:
+	// at most one per MalformedFlushInterval.
+	MalformedFlushes uint64 `json:"malformed_flushes"`
+	// LostFlushes counts the flushes of every cache because the bus reported that signals
+	// may have been lost.
+	LostFlushes uint64 `json:"lost_flushes"`
 }
 
 // Manager is one instance's caches: it receives every invalidation on the bus and hands it
@@ -38,11 +65,12 @@ type Manager struct {
 	closed atomic.Bool
 	loads  sync.WaitGroup // loads in flight, waited for by Close
 
-	// tokens name this instance's InvalidateTx calls, so it recognises its own message
-	// when the transaction has committed. A random base keeps them apart from other
-	// instances' without relying on the bus's sender id.
-	tokenBase uint64
-	tokenSeq  atomic.Uint64
+	flushEvery time.Duration
+	flushMu    sync.Mutex  // protects lastFlush, flushLater
+	lastFlush  time.Time   // of the last flush caused by a malformed invalidation
+	flushLater *time.Timer // the flush that covers the malformed invalidations since then
+
+	applied, malformed, malformedFlushes, lostFlushes atomic.Uint64
 }
 
 // invalidator is the untyped side of a [Cache], which the manager drives.
@@ -72,10 +100,11 @@ func NewManager(b bus.Bus, cfg ManagerConfig) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	var seed [8]byte
-	_, _ = rand.Read(seed[:]) // crypto/rand.Read never fails
+	if cfg.MalformedFlushInterval <= 0 {
+		cfg.MalformedFlushInterval = DefaultMalformedFlushInterval
+	}
 	m := &Manager{bus: b, log: cfg.Logger, caches: map[string]invalidator{}, observers: map[int]func(Invalidation){},
-		tokenBase: binary.LittleEndian.Uint64(seed[:])}
+		flushEvery: cfg.MalformedFlushInterval}
 	m.unsubscribe = b.Subscribe(Channel, m.receive)
 	return m
 }
@@ -115,23 +144,66 @@ func (m *Manager) all() []invalidator {
 // message, it is in effect.
 func (m *Manager) receive(msg bus.Message) {
 	if msg.Lost {
+		m.lostFlushes.Add(1)
 		m.flushAll("the bus reported that signals may have been lost")
 		m.notify(Invalidation{All: true, Lost: true})
 		return
 	}
 	inv, err := decode(msg.Payload)
 	if err != nil {
-		// An invalidation that cannot be read may have named anything: treat it as lost.
-		m.flushAll(fmt.Sprintf("an unreadable invalidation from %s (%v)", msg.From, err))
-		m.notify(Invalidation{All: true, Lost: true, From: msg.From})
+		// An invalidation that cannot be read may have named anything: treat it as lost,
+		// within the limit on such flushes.
+		m.malformed.Add(1)
+		m.flushMalformed(msg.From, err)
 		return
 	}
 	c := m.lookup(inv.name)
 	if c == nil {
 		return // a cache this instance does not have (yet, or in this version)
 	}
+	m.applied.Add(1)
 	c.apply(inv)
 	m.notify(Invalidation{Cache: inv.name, Keys: inv.keys, All: inv.all, From: msg.From})
+}
+
+// flushMalformed flushes every cache for an unreadable invalidation, at once if the last
+// such flush is at least MalformedFlushInterval old, else once at the end of the interval
+// for every unreadable message until then.
+func (m *Manager) flushMalformed(from string, err error) {
+	m.flushMu.Lock()
+	if m.flushLater != nil {
+		m.flushMu.Unlock()
+		m.log.Debug("cache: an unreadable invalidation is covered by the next flush", "from", from, "err", err)
+		return
+	}
+	if wait := time.Until(m.lastFlush.Add(m.flushEvery)); wait > 0 {
+		m.flushLater = time.AfterFunc(wait, func() {
+			m.flushMu.Lock()
+			m.flushLater, m.lastFlush = nil, time.Now()
+			m.flushMu.Unlock()
+			m.malformedFlush("unreadable invalidations, merged into one flush", "")
+		})
+		m.flushMu.Unlock()
+		return
+	}
+	m.lastFlush = time.Now()
+	m.flushMu.Unlock()
+	m.malformedFlush(fmt.Sprintf("an unreadable invalidation from %s (%v)", from, err), from)
+}
+
+func (m *Manager) malformedFlush(why, from string) {
+	if m.closed.Load() {
+		return // Close flushed, and a closed manager caches nothing
+	}
+	m.malformedFlushes.Add(1)
+	m.flushAll(why)
+	m.notify(Invalidation{All: true, Lost: true, From: from})
+}
+
+// BusStats returns the counters of what this manager received on the bus.
+func (m *Manager) BusStats() BusStats {
+	return BusStats{Applied: m.applied.Load(), Malformed: m.malformed.Load(),
+		MalformedFlushes: m.malformedFlushes.Load(), LostFlushes: m.lostFlushes.Load()}
 }
 
 func (m *Manager) flushAll(why string) {
@@ -185,7 +257,21 @@ func (m *Manager) Stats() map[string]Stats {
 	return out
 }
 
-func (m *Manager) token() uint64 { return m.tokenBase + m.tokenSeq.Add(1) }
+// token names an InvalidateTx call, so this instance recognises its own message when the
+// transaction has committed and ends the hold on its keys. Every token is random, not the
+// next of a counter: any database role can LISTEN and see tokens go by, and one that could
+// predict the next could end a hold before its transaction commits (by sending the
+// message first), letting this instance cache the old value for a moment.
+func (m *Manager) token() uint64 {
+	var b [8]byte
+	for {
+		// crypto/rand.Read never fails; 0 means "no token".
+		_, _ = rand.Read(b[:])
+		if t := binary.LittleEndian.Uint64(b[:]); t != 0 {
+			return t
+		}
+	}
+}
 
 // startLoad counts a load in flight; false once the manager is closed.
 func (m *Manager) startLoad() bool {
@@ -209,6 +295,12 @@ func (m *Manager) Close(ctx context.Context) error {
 		return nil
 	}
 	m.unsubscribe()
+	m.flushMu.Lock()
+	if m.flushLater != nil {
+		m.flushLater.Stop()
+		m.flushLater = nil
+	}
+	m.flushMu.Unlock()
 	for _, c := range m.all() {
 		c.flush()
 	}

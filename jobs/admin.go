@@ -87,7 +87,7 @@ func (c *Client) Cancel(ctx context.Context, id int64) error {
 		return err
 	}
 	if st == bitRunning {
-		c.publish(ctx, cancelChannel, formatID(id))
+		c.publish(ctx, CancelChannel, formatID(id))
 	}
 	return nil
 }
@@ -104,7 +104,7 @@ func (c *Client) CancelTx(ctx context.Context, tx any, id int64) error {
 		return err
 	}
 	if st == bitRunning && c.cfg.Bus != nil {
-		if err := c.cfg.Bus.PublishTx(ctx, tx, cancelChannel, []byte(formatID(id))); err != nil {
+		if err := c.cfg.Bus.PublishTx(ctx, tx, CancelChannel, []byte(formatID(id))); err != nil {
 			c.log.Debug("jobs: cancel signal not queued; the owner's poll finds it", "job", id, "err", err)
 		}
 	}

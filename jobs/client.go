@@ -28,10 +28,14 @@ const (
 	DefaultCompleteBatch      = 1000
 )
 
-// Bus channels: wake-ups carry a queue name, cancellations a job id.
+// Bus channels. Both carry hints only (see package bus): a wake-up names a queue to look
+// at, a cancellation the id of a job whose cancel_requested flag its owner should re-read.
+// Neither changes a job by itself.
 const (
-	wakeChannel   = "twice.jobs"
-	cancelChannel = "twice.jobs.cancel"
+	// WakeChannel carries a queue name: look for available jobs in it now.
+	WakeChannel = "twice.jobs"
+	// CancelChannel carries a job id: a cancellation of it may have been requested.
+	CancelChannel = "twice.jobs.cancel"
 )
 
 // Config configures a [Client]. The node fills Service, Instance, Bus and Logger.
@@ -173,9 +177,11 @@ type Client struct {
 	stopped   bool
 
 	comp       *completer
-	note       *notifier // nil without a bus
-	stopRescue chan struct{}
+	note       *notifier     // nil without a bus
+	stopRescue chan struct{} // stops the rescue and cancel loops
 	rescued    chan struct{} // closed when the rescue loop has ended
+	cancelKick chan struct{} // asks the cancel loop to look for cancellations
+	cancelDone chan struct{} // closed when the cancel loop has ended
 	unsub      []func()
 	runCtx     context.Context // parent of every job's context; cancelled last on Stop
 	runCancel  context.CancelCauseFunc
@@ -305,11 +311,13 @@ func (c *Client) Start(ctx context.Context) error {
 	c.started = true
 	c.comp = newCompleter(c)
 	c.stopRescue, c.rescued = make(chan struct{}), make(chan struct{})
+	c.cancelKick, c.cancelDone = make(chan struct{}, 1), make(chan struct{})
 	go c.rescueLoop(c.stopRescue, c.rescued)
+	go c.cancelLoop(c.stopRescue, c.cancelDone)
 	if b := c.cfg.Bus; b != nil {
 		c.unsub = append(c.unsub,
-			b.Subscribe(wakeChannel, c.onWake),
-			b.Subscribe(cancelChannel, c.onCancel))
+			b.Subscribe(WakeChannel, c.onWake),
+			b.Subscribe(CancelChannel, c.onCancel))
 	}
 	for _, p := range c.producers {
 		p.start()
@@ -331,26 +339,94 @@ func (c *Client) onWake(m bus.Message) {
 	}
 }
 
+// onCancel treats a cancellation signal as what every bus message is, a hint: it never
+// cancels a job itself (anyone who can NOTIFY, publish on NATS or insert a signal row could
+// send one). A signal naming a job this instance runs makes it re-read which of its running
+// jobs have cancel_requested set, and only those are cancelled; a signal naming anything
+// else is ignored, so a flood of them costs no query.
 func (c *Client) onCancel(m bus.Message) {
+	if !m.Lost {
+		id, err := strconv.ParseInt(string(m.Payload), 10, 64)
+		if err != nil || !c.runsHere(id) {
+			return
+		}
+	}
+	c.kickCancels()
+}
+
+// runsHere reports whether job id runs on this instance.
+func (c *Client) runsHere(id int64) bool {
+	for _, p := range c.producerList() {
+		if p.runs(id) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Client) producerList() []*producer {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	ps := make([]*producer, 0, len(c.producers))
 	for _, p := range c.producers {
 		ps = append(ps, p)
 	}
-	c.mu.Unlock()
-	if m.Lost {
-		for _, p := range ps {
-			p.wake(false) // the next look checks for cancellations
+	return ps
+}
+
+// kickCancels asks the cancel loop to look; looks asked for while one runs merge into one.
+func (c *Client) kickCancels() {
+	select {
+	case c.cancelKick <- struct{}{}:
+	default:
+	}
+}
+
+// cancelLoop cancels, each time a signal or a producer's poll asks, the running jobs of this
+// instance whose cancellation the database records.
+func (c *Client) cancelLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	ctx, cancel := untilStop(stop)
+	defer cancel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.cancelKick:
 		}
-		return
+		if err := c.cancelRequested(ctx); err != nil && ctx.Err() == nil {
+			c.log.Debug("jobs: looking for cancelled jobs failed; the next poll looks again", "err", err)
+		}
 	}
-	id, err := strconv.ParseInt(string(m.Payload), 10, 64)
-	if err != nil {
-		return
-	}
+}
+
+// cancelRequested cancels the contexts of this instance's running jobs whose
+// cancel_requested flag is set.
+func (c *Client) cancelRequested(ctx context.Context) error {
+	ps := c.producerList()
+	running := 0
 	for _, p := range ps {
-		p.cancelJob(id)
+		running += p.numRunning()
 	}
+	if running == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rows, err := c.s.Reader().Query(ctx, c.q.cancelRequested, c.cfg.Service, c.cfg.Instance)
+	if err != nil {
+		return err
+	}
+	ids, err := scanIDList(rows)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		for _, p := range ps {
+			p.cancelJob(id)
+		}
+	}
+	return nil
 }
 
 // wakeLocal wakes this process's producer of queue directly; soon says the jobs may not be
@@ -394,6 +470,7 @@ func (c *Client) Stop(ctx context.Context) error {
 	}
 	close(c.stopRescue)
 	<-c.rescued
+	<-c.cancelDone
 	for _, p := range ps {
 		p.stopFetching()
 	}
@@ -433,6 +510,6 @@ func (c *Client) publish(ctx context.Context, channel, payload string) {
 func (c *Client) wakeQueues(ctx context.Context, queues map[string]bool) {
 	for q := range queues {
 		c.wakeLocal(q, false)
-		c.publish(ctx, wakeChannel, q)
+		c.publish(ctx, WakeChannel, q)
 	}
 }

@@ -225,7 +225,7 @@ func (c *Client) publishTx(ctx context.Context, tx any, queues map[string]bool) 
 		return
 	}
 	for q := range queues {
-		if err := c.cfg.Bus.PublishTx(ctx, tx, wakeChannel, []byte(q)); err != nil {
+		if err := c.cfg.Bus.PublishTx(ctx, tx, WakeChannel, []byte(q)); err != nil {
 			c.log.Debug("jobs: wake-up not queued; a poll finds the job", "err", err)
 		}
 	}

@@ -31,18 +31,27 @@ func (c *Client) Maintain(ctx context.Context) {
 	}
 }
 
+// untilStop returns a context that ends when stop closes or cancel is called.
+func untilStop(stop <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-stop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
+}
+
 // rescueLoop rescues the jobs of dead instances every RescueInterval until stop closes. It
 // runs on every instance, not only the leader: a rescue must not wait for an election when
 // the leader is among the dead, and two rescuers never move a job twice (the statement
 // skips rows another holds, and a rescued job has no owner left to be dead).
 func (c *Client) rescueLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := untilStop(stop)
 	defer cancel()
-	go func() {
-		<-stop
-		cancel()
-	}()
 	t := time.NewTicker(c.cfg.RescueInterval)
 	defer t.Stop()
 	for {
@@ -183,7 +192,7 @@ func (n *notifier) loop() {
 		n.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		for q := range qs {
-			n.c.publish(ctx, wakeChannel, q)
+			n.c.publish(ctx, WakeChannel, q)
 		}
 		cancel()
 	}

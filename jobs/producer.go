@@ -124,7 +124,9 @@ func (p *producer) loop() {
 			soonStep++
 		case <-poll.C:
 			more, woken = true, true
-			p.checkCancelled()
+			if p.numRunning() > 0 {
+				p.c.kickCancels() // the backstop of the cancellation signal
+			}
 			poll.Reset(p.c.cfg.Poll)
 		}
 	}
@@ -339,32 +341,20 @@ func (p *producer) worker(t task) {
 	}
 }
 
+// runs reports whether job id runs here.
+func (p *producer) runs(id int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.running[id] != nil
+}
+
+// cancelJob cancels the context of job id if it runs here. Only the cancel loop calls it,
+// for jobs whose cancellation the database records.
 func (p *producer) cancelJob(id int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if r := p.running[id]; r != nil {
 		r.cancel(ErrCancelled)
-	}
-}
-
-// checkCancelled is the poll behind the cancel signal: it cancels running jobs whose
-// cancellation was requested while the signal was lost.
-func (p *producer) checkCancelled() {
-	if p.numRunning() == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rows, err := p.c.s.Reader().Query(ctx, p.c.q.cancelRequested, p.c.cfg.Service, p.c.cfg.Instance)
-	if err != nil {
-		return
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int64
-		if rows.Scan(&id) == nil {
-			p.cancelJob(id)
-		}
 	}
 }
 
@@ -422,7 +412,7 @@ func (p *producer) handBackRunning(ctx context.Context) error {
 		return fmt.Errorf("jobs: hand back %d running jobs of queue %s: %w", len(stuck), p.queue, err)
 	}
 	c.log.Warn("jobs: handed back jobs whose workers did not return after shutdown", "queue", p.queue, "count", len(stuck))
-	c.publish(ctx, wakeChannel, p.queue)
+	c.publish(ctx, WakeChannel, p.queue)
 	return nil
 }
 
@@ -490,7 +480,10 @@ func (c *Client) outcome(ctx context.Context, row *Row, err error) result {
 	case err == nil:
 		res.state = bitCompleted
 	case errors.Is(cause, ErrCancelled):
-		res.state, res.err = bitCancelled, msg(fmt.Errorf("cancelled while running: %w", err))
+		// Sent as "interrupted, run again": the finish statement records it cancelled only
+		// if the job's cancel_requested flag is set, so no message on the bus, nor any
+		// mistake on this side, can cancel a job nobody asked to cancel.
+		res.state, res.undo, res.err = bitAvailable, 1, msg(fmt.Errorf("cancelled while running: %w", err))
 	case errors.Is(cause, ErrShutdown):
 		// Handed back: another instance runs it, and this attempt does not count.
 		res.state, res.undo, res.err = bitAvailable, 1, msg(fmt.Errorf("handed back on shutdown of %s: %w", c.cfg.Instance, err))

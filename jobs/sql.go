@@ -137,13 +137,19 @@ RETURNING id`,
 	// job has an owner, so the owner stands for "state = 2": spelled out, it would invite
 	// the planner to scan the running index, whose dead entries grow with every finished
 	// job until vacuum, instead of looking each id up in the primary key.
+	//
+	// A job becomes cancelled here only when its cancel_requested flag is set (or when its
+	// worker cancelled it itself, state 8): an attempt interrupted by a cancellation comes
+	// as "available, attempt undone", and only the flag turns it into cancelled, keeping
+	// the attempt it used.
 	finish: `
 WITH done AS (
 	UPDATE twice_jobs j
 	SET state = CASE WHEN j.cancel_requested AND ($6::smallint[])[array_position($4::bigint[], j.id)] = 1 THEN 8
 	                 ELSE ($6::smallint[])[array_position($4::bigint[], j.id)] END,
 	    owner = NULL,
-	    attempt = j.attempt - ($9::integer[])[array_position($4::bigint[], j.id)],
+	    attempt = j.attempt - CASE WHEN j.cancel_requested AND ($6::smallint[])[array_position($4::bigint[], j.id)] = 1 THEN 0
+	                               ELSE ($9::integer[])[array_position($4::bigint[], j.id)] END,
 	    run_at = CASE WHEN ($6::smallint[])[array_position($4::bigint[], j.id)] = 1
 	                  THEN ` + pgNow + ` + ($7::bigint[])[array_position($4::bigint[], j.id)] * interval '1 millisecond'
 	                  ELSE j.run_at END,
@@ -258,12 +264,13 @@ WHERE service = $2 AND queue = $3 AND state = 1 AND run_at <= ` + sqliteNow + `
 ORDER BY priority, run_at, id
 LIMIT $4`,
 	// One attempt per statement, all in one transaction: SQLite would join a whole batch
-	// against the table by scanning it.
+	// against the table by scanning it. Cancellation as on PostgreSQL: only the flag
+	// makes an interrupted attempt cancelled.
 	finish: `
 UPDATE twice_jobs
 SET state = CASE WHEN cancel_requested AND $6 = 1 THEN 8 ELSE $6 END,
     owner = NULL,
-    attempt = attempt - $9,
+    attempt = attempt - CASE WHEN cancel_requested AND $6 = 1 THEN 0 ELSE $9 END,
     run_at = CASE WHEN $6 = 1 THEN ` + sqliteNow + ` + $7 * 1000 ELSE run_at END,
     last_error = coalesce($8, last_error),
     finished_at = CASE WHEN $6 = 1 AND NOT cancel_requested THEN NULL ELSE ` + sqliteNow + ` END,

@@ -14,14 +14,20 @@ import (
 
 // Backend tells the suite how to make instances of one backend.
 type Backend struct {
-	// Open returns the bus of a new instance. Every bus opened in one test shares the
-	// backend and the service, as the instances of one service do.
-	Open func(t *testing.T, instance string) bus.Bus
+	// Service is the service every bus of the backend serves. Required.
+	Service string
+	// Open returns the bus of a new instance, signing and checking messages with signer
+	// (nil for none). Every bus opened in one test shares the backend and the service, as
+	// the instances of one service do.
+	Open func(t *testing.T, instance string, signer *bus.Signer) bus.Bus
 	// Begin, if set, opens a transaction that PublishTx joins.
 	Begin func(t *testing.T) Tx
 	// Disconnect, if set, cuts the connection of the instance's bus so the suite can check
 	// that subscribers are told about possibly lost signals.
 	Disconnect func(t *testing.T, instance string)
+	// Inject, if set, names each way an outsider can put a raw message on the backend's
+	// transport (see [InjectStore] and [InjectNATS]).
+	Inject map[string]Injector
 }
 
 // Tx is a transaction for PublishTx.
@@ -87,15 +93,29 @@ func payloads(ms []bus.Message) map[string]int {
 	return out
 }
 
-// Exercise runs the suite. newBackend is called once per test, so tests never see each
-// other's messages.
+// Exercise runs the suite, once with unsigned messages and once with every instance
+// signing with a cluster secret, then checks that a signing bus drops what outsiders
+// inject. newBackend is called once per test, so tests never see each other's messages.
 func Exercise(t *testing.T, newBackend func(t *testing.T) Backend) {
+	exercise(t, newBackend, nil)
+	t.Run("Signed", func(t *testing.T) {
+		t.Parallel()
+		exercise(t, newBackend, Secret())
+	})
+	signing(t, newBackend)
+}
+
+// exercise runs the suite with every instance signing with secret, or none if it is nil.
+func exercise(t *testing.T, newBackend func(t *testing.T) Backend, secret []byte) {
 	ctx := context.Background()
+	open := func(t *testing.T, b Backend, instance string) bus.Bus {
+		return b.Open(t, instance, NewSigner(t, b.Service, secret, nil))
+	}
 
 	t.Run("FanOut", func(t *testing.T) {
 		t.Parallel()
 		b := newBackend(t)
-		buses := []bus.Bus{b.Open(t, "i0"), b.Open(t, "i1"), b.Open(t, "i2")}
+		buses := []bus.Bus{open(t, b, "i0"), open(t, b, "i1"), open(t, b, "i2")}
 		inboxes := make([]*inbox, len(buses))
 		for i, bb := range buses {
 			inboxes[i] = newInbox()
@@ -116,7 +136,7 @@ func Exercise(t *testing.T, newBackend func(t *testing.T) Backend) {
 	t.Run("ChannelsAreSeparate", func(t *testing.T) {
 		t.Parallel()
 		b := newBackend(t)
-		a, c := b.Open(t, "i0"), b.Open(t, "i1")
+		a, c := open(t, b, "i0"), open(t, b, "i1")
 		onA, onB := newInbox(), newInbox()
 		t.Cleanup(c.Subscribe("a", onA.handle))
 		t.Cleanup(c.Subscribe("b", onB.handle))
@@ -136,8 +156,8 @@ func Exercise(t *testing.T, newBackend func(t *testing.T) Backend) {
 	t.Run("BurstArrivesWhole", func(t *testing.T) {
 		t.Parallel()
 		b := newBackend(t)
-		pubs := []bus.Bus{b.Open(t, "p0"), b.Open(t, "p1")}
-		sub := b.Open(t, "s")
+		pubs := []bus.Bus{open(t, b, "p0"), open(t, b, "p1")}
+		sub := open(t, b, "s")
 		in := newInbox()
 		t.Cleanup(sub.Subscribe("burst", in.handle))
 		const per = 1000
@@ -164,7 +184,7 @@ func Exercise(t *testing.T, newBackend func(t *testing.T) Backend) {
 	t.Run("DuplicatesMayMerge", func(t *testing.T) {
 		t.Parallel()
 		b := newBackend(t)
-		a := b.Open(t, "i0")
+		a := open(t, b, "i0")
 		in := newInbox()
 		t.Cleanup(a.Subscribe("wake", in.handle))
 		var wg sync.WaitGroup
@@ -185,7 +205,7 @@ func Exercise(t *testing.T, newBackend func(t *testing.T) Backend) {
 	t.Run("Unsubscribe", func(t *testing.T) {
 		t.Parallel()
 		b := newBackend(t)
-		a := b.Open(t, "i0")
+		a := open(t, b, "i0")
 		in, probe := newInbox(), newInbox()
 		cancel := a.Subscribe("x", in.handle)
 		t.Cleanup(a.Subscribe("x", probe.handle))
@@ -202,7 +222,7 @@ func Exercise(t *testing.T, newBackend func(t *testing.T) Backend) {
 	t.Run("Limits", func(t *testing.T) {
 		t.Parallel()
 		b := newBackend(t)
-		a := b.Open(t, "i0")
+		a := open(t, b, "i0")
 		if err := a.Publish(ctx, "", []byte("x")); err == nil {
 			t.Error("empty channel accepted")
 		}
@@ -237,7 +257,7 @@ func Exercise(t *testing.T, newBackend func(t *testing.T) Backend) {
 		if b.Begin == nil {
 			t.Skip("backend has no transactions")
 		}
-		a, c := b.Open(t, "i0"), b.Open(t, "i1")
+		a, c := open(t, b, "i0"), open(t, b, "i1")
 		in := newInbox()
 		t.Cleanup(c.Subscribe("tx", in.handle))
 		rolled := b.Begin(t)
@@ -275,7 +295,7 @@ func Exercise(t *testing.T, newBackend func(t *testing.T) Backend) {
 		if b.Disconnect == nil {
 			t.Skip("backend cannot be disconnected from a test")
 		}
-		a, c := b.Open(t, "i0"), b.Open(t, "i1")
+		a, c := open(t, b, "i0"), open(t, b, "i1")
 		in := newInbox()
 		t.Cleanup(c.Subscribe("inv", in.handle))
 		b.Disconnect(t, "i1")
@@ -294,10 +314,35 @@ func Exercise(t *testing.T, newBackend func(t *testing.T) Backend) {
 		})
 	})
 
+	// What the bus package's rule is about: a message put on the transport by someone who
+	// is not an instance reaches the subscribers like any other.
+	t.Run("InjectedMessagesArrive", func(t *testing.T) {
+		t.Parallel()
+		if secret != nil {
+			t.Skip("a signing bus drops them: see SignedDropsOutsiders")
+		}
+		b := newBackend(t)
+		if len(b.Inject) == 0 {
+			t.Skip("backend has no injector")
+		}
+		a := open(t, b, "i0")
+		in := newInbox()
+		t.Cleanup(a.Subscribe("raw", in.handle))
+		for name, inject := range b.Inject {
+			inject(t, "raw", []byte(name), "outsider")
+		}
+		ms := in.waitFor(t, "every injected message", func(ms []bus.Message) bool { return len(payloads(ms)) == len(b.Inject) })
+		for _, m := range ms {
+			if b.Inject[string(m.Payload)] == nil || m.From != "outsider" {
+				t.Fatalf("got %+v", m)
+			}
+		}
+	})
+
 	t.Run("Close", func(t *testing.T) {
 		t.Parallel()
 		b := newBackend(t)
-		a := b.Open(t, "i0")
+		a := open(t, b, "i0")
 		if err := a.Close(ctx); err != nil {
 			t.Fatal(err)
 		}

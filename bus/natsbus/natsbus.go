@@ -66,6 +66,10 @@ type Config struct {
 	// Options are extra nats.go options (credentials, TLS), applied after twice's own.
 	// Defaults to none.
 	Options []nats.Option
+	// Signer signs every message sent, PublishTx's included, and drops every message
+	// received that it does not verify. Defaults to nil: messages are neither signed nor
+	// checked.
+	Signer *bus.Signer
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
 }
@@ -95,6 +99,10 @@ func token(s string) string { return base64.RawURLEncoding.EncodeToString([]byte
 func Subject(service, channel string) string {
 	return "twice.bus." + token(service) + "." + token(channel)
 }
+
+// TxService is the service under which the store-native bus carries the PublishTx
+// messages of service.
+func TxService(service string) string { return service + "#natsbus-tx" }
 
 // New connects to NATS and returns the bus. The first connection must succeed; later
 // outages are reconnected forever.
@@ -141,7 +149,8 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	b.nc = nc
 	b.flush = flusher{nc: nc, timeout: cfg.FlushTimeout}
 	if cfg.Store != nil {
-		b.tx, err = bus.NewStore(ctx, cfg.Store, bus.Config{Service: cfg.Service + "#natsbus-tx", Instance: cfg.Instance, Logger: cfg.Logger})
+		b.tx, err = bus.NewStore(ctx, cfg.Store, bus.Config{Service: TxService(cfg.Service), Instance: cfg.Instance,
+			Signer: cfg.Signer, Logger: cfg.Logger})
 		if err != nil {
 			nc.Close()
 			return nil, err
@@ -185,7 +194,8 @@ func (b *Bus) Publish(ctx context.Context, channel string, payload []byte) error
 }
 
 func (b *Bus) send(channel string, payload []byte) error {
-	m := &nats.Msg{Subject: b.prefix + token(channel), Data: payload, Header: nats.Header{HeaderFrom: {b.cfg.Instance}}}
+	m := &nats.Msg{Subject: b.prefix + token(channel), Data: b.cfg.Signer.Sign(channel, b.cfg.Instance, payload),
+		Header: nats.Header{HeaderFrom: {b.cfg.Instance}}}
 	if err := b.nc.PublishMsg(m); err != nil {
 		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) {
 			return bus.ErrClosed
@@ -221,7 +231,10 @@ func (b *Bus) Subscribe(channel string, h bus.Handler) func() {
 	b.mu.Lock()
 	if _, ok := b.natsSub[channel]; !ok && !b.closed {
 		sub, err := b.nc.Subscribe(b.prefix+token(channel), func(m *nats.Msg) {
-			b.subs.Deliver(bus.Message{Channel: channel, Payload: m.Data, From: m.Header.Get(HeaderFrom)})
+			from := m.Header.Get(HeaderFrom)
+			if p, ok := b.cfg.Signer.Open(channel, from, m.Data); ok {
+				b.subs.Deliver(bus.Message{Channel: channel, Payload: p, From: from})
+			}
 		})
 		if err != nil {
 			b.cfg.Logger.Warn("natsbus: subscribe failed", "channel", channel, "err", err)
@@ -233,7 +246,7 @@ func (b *Bus) Subscribe(channel string, h bus.Handler) func() {
 	}
 	if _, ok := b.txSub[channel]; !ok && !b.closed && b.tx != nil {
 		// Transactional messages, and word that some may have been missed, come from the
-		// store (see the package documentation).
+		// store (see the package documentation), whose bus checks their signatures.
 		b.txSub[channel] = b.tx.Subscribe(channel, b.subs.Deliver)
 	}
 	b.mu.Unlock()

@@ -38,13 +38,14 @@ func backend(dialect store.Dialect) func(t *testing.T) bustest.Backend {
 		var mu sync.Mutex
 		proxies := map[string]*testnats.Proxy{}
 		return bustest.Backend{
-			Open: func(t *testing.T, instance string) bus.Bus {
+			Service: service,
+			Open: func(t *testing.T, instance string, signer *bus.Signer) bus.Bus {
 				p := testnats.NewProxy(t)
 				mu.Lock()
 				proxies[instance] = p
 				mu.Unlock()
 				bb, err := natsbus.New(ctx, natsbus.Config{URL: p.URL(), Service: service, Instance: instance,
-					Store: db.Open(t, nil), Logger: testdb.Logger(t)})
+					Store: db.Open(t, nil), Signer: signer, Logger: testdb.Logger(t)})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -62,6 +63,15 @@ func backend(dialect store.Dialect) func(t *testing.T) bustest.Backend {
 				mu.Lock()
 				defer mu.Unlock()
 				proxies[instance].Cut()
+			},
+			Inject: map[string]bustest.Injector{
+				"nats": func(t testing.TB, channel string, payload []byte, from string) {
+					bustest.InjectNATS(t, testnats.URL(t), service, channel, payload, from)
+				},
+				// PublishTx messages come through the store, and so can an outsider's.
+				"store": func(t testing.TB, channel string, payload []byte, from string) {
+					bustest.InjectStore(t, first, natsbus.TxService(service), channel, payload, from)
+				},
 			},
 		}
 	}

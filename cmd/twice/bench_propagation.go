@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -26,6 +27,7 @@ func benchPropagation(ctx context.Context, kind string, args []string, stdout, s
 		fs.IntVar(&burst, "burst", 2000, "invalidations sent back to back afterwards, for throughput (0: none)")
 	}
 	busURL := fs.String("bus", "", "signal over NATS (nats://host:port) instead of the store-native bus")
+	signed := fs.Bool("signed", false, "sign every bus message with a random cluster secret (Config.ClusterSecret)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -59,8 +61,14 @@ func benchPropagation(ctx context.Context, kind string, args []string, stdout, s
 	if *busURL != "" {
 		busName = "NATS at " + store.Redact(*busURL)
 	}
+	var secret []byte
+	if *signed {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+		busName += ", signed"
+	}
 	fmt.Fprintf(progress, "bench %s: %d instances of %s on %s over %s, %d changes\n", kind, *instances, service, s, busName, *count)
-	res, err := instance.BenchPropagation(ctx, spawn, instance.Options{DSN: dsn, Schema: db.schema, Service: service, Bus: *busURL},
+	res, err := instance.BenchPropagation(ctx, spawn, instance.Options{DSN: dsn, Schema: db.schema, Service: service, Bus: *busURL, ClusterSecret: secret},
 		instance.PropagationParams{Kind: kind, Instances: *instances, Count: *count, Interval: *interval, Burst: burst, Progress: progress})
 	if err != nil {
 		return err
@@ -69,6 +77,9 @@ func benchPropagation(ctx context.Context, kind string, args []string, stdout, s
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
+	}
+	if res.Signed {
+		res.Bus += " (signed)"
 	}
 	fmt.Fprintf(stdout, "%s on %s over the %s bus, %d instances, %d changes: reaches every instance p50 %.2f ms, p99 %.2f ms, max %.2f ms; each delivery p50 %.2f ms, p99 %.2f ms\n",
 		kind, res.Store, res.Bus, res.Instances, res.Count, res.EveryP50MS, res.EveryP99MS, res.EveryMaxMS, res.EachP50MS, res.EachP99MS)

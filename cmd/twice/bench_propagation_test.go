@@ -25,14 +25,18 @@ func TestBenchPropagationUsage(t *testing.T) {
 // figures themselves are the benchmark's business, not the test's.
 func TestBenchPropagationJSON(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
-		benchPropagationJSON(t, db, "")
+		benchPropagationJSON(t, db, "", false)
 	})
 	t.Run("nats", func(t *testing.T) {
-		benchPropagationJSON(t, testdb.New(t, "sqlite"), testnats.URL(t))
+		benchPropagationJSON(t, testdb.New(t, "sqlite"), testnats.URL(t), false)
+	})
+	// Every instance, children included, signs with the same secret, or nothing arrives.
+	t.Run("signed", func(t *testing.T) {
+		benchPropagationJSON(t, testdb.New(t, "sqlite"), "", true)
 	})
 }
 
-func benchPropagationJSON(t *testing.T, db testdb.DB, busURL string) {
+func benchPropagationJSON(t *testing.T, db testdb.DB, busURL string, signed bool) {
 	for _, kind := range []string{"invalidation", "config"} {
 		args := []string{"bench", kind, "--dsn", db.DSN, "--count", "5", "--json"}
 		if db.Schema != "" {
@@ -45,6 +49,9 @@ func benchPropagationJSON(t *testing.T, db testdb.DB, busURL string) {
 		if kind == "invalidation" {
 			args = append(args, "--burst", "50")
 		}
+		if signed {
+			args = append(args, "--signed")
+		}
 		code, out, stderr := cli(t, nil, args...)
 		if code != 0 {
 			t.Fatalf("%s: exit %d: %s", kind, code, stderr)
@@ -52,6 +59,7 @@ func benchPropagationJSON(t *testing.T, db testdb.DB, busURL string) {
 		var res struct {
 			Store       string    `json:"store"`
 			Bus         string    `json:"bus"`
+			Signed      bool      `json:"signed"`
 			Kind        string    `json:"kind"`
 			Count       int       `json:"count"`
 			Instances   int       `json:"instances"`
@@ -63,7 +71,7 @@ func benchPropagationJSON(t *testing.T, db testdb.DB, busURL string) {
 		if err := json.Unmarshal([]byte(out), &res); err != nil {
 			t.Fatalf("%s: %v: %q", kind, err, out)
 		}
-		if res.Store != string(db.Dialect) || res.Bus != wantBus || res.Kind != kind || res.Count != 5 || len(res.EveryMS) != 5 ||
+		if res.Store != string(db.Dialect) || res.Bus != wantBus || res.Signed != signed || res.Kind != kind || res.Count != 5 || len(res.EveryMS) != 5 ||
 			res.Instances != 3 || res.EveryP99MS <= 0 {
 			t.Errorf("%s: result %s", kind, out)
 		}

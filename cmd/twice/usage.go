@@ -66,9 +66,9 @@ func init() {
 			{"failover", "[--dsn DSN] --kills N [--graceful] [--json]", "kill the leader N times; print failover p50/p99"},
 			{"events", "[--dsn DSN] [--bus nats://…] [--events N] [--publishers P]\n[--latency-events N] [--rate R] [--json]",
 				"event throughput, and propagation p50/p99 between instances"},
-			{"invalidation", "[--dsn DSN] [--bus nats://…] [--count N] [--instances N] [--burst N] [--json]",
+			{"invalidation", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--burst N] [--json]",
 				"time cache invalidations from commit to every instance"},
-			{"config", "[--dsn DSN] [--bus nats://…] [--count N] [--instances N] [--json]",
+			{"config", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--json]",
 				"time setting changes from commit to every watcher"}}},
 		{name: "check", run: checkCmd, note: dbNote, lines: []usageLine{
 			{"", "[--store sqlite|postgres] [--dsn DSN] [--duration 60s] [--short] [--faults LIST]\n[--pg-restart-cmd CMD] [--json]",

@@ -5,6 +5,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/bus/bustest"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnats"
 	"github.com/twicehq/twice/store"
@@ -45,5 +47,26 @@ func TestCacheAndSettingsOverNATS(t *testing.T) {
 		t.Parallel()
 		t.Run("Cache", func(t *testing.T) { cachesWith(t, db.Dialect, cfg) })
 		t.Run("Settings", func(t *testing.T) { settingsWith(t, db.Dialect, cfg) })
+	})
+}
+
+// The forged-message tests again, with instances on NATS and the forgeries published there.
+func TestForgedOverNATS(t *testing.T) {
+	t.Parallel()
+	url := testnats.URL(t)
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		forgedWith(t, db.Dialect, twice.Config{Bus: url}, func(t *testing.T, n *twice.Node, channel string, payload []byte) {
+			bustest.InjectNATS(t, url, n.Service(), channel, payload, "intruder")
+		})
+	})
+}
+
+// The forged-message tests again, with a cluster secret: the bus drops the forgeries.
+func TestForgedWithClusterSecret(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		forgedWith(t, db.Dialect, twice.Config{ClusterSecret: bustest.Secret()}, injectStore)
 	})
 }

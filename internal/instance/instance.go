@@ -33,6 +33,8 @@ type Options struct {
 	Service string `json:"service"`
 	// Bus is the node's Config.Bus: empty for the store-native bus, or NATS URLs.
 	Bus string `json:"bus,omitempty"`
+	// ClusterSecret is the node's Config.ClusterSecret.
+	ClusterSecret []byte `json:"cluster_secret,omitempty"`
 	// LeaseTTL, LeaderPoll, HeartbeatInterval and DeadAfter override the node defaults.
 	LeaseTTL          time.Duration `json:"lease_ttl,omitempty"`
 	LeaderPoll        time.Duration `json:"leader_poll,omitempty"`
@@ -186,7 +188,7 @@ func run(ctx context.Context, o Options, out io.Writer) error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	node, err := twice.Open(ctx, twice.Config{
-		DSN: o.DSN, Schema: o.Schema, Name: o.Service, Bus: o.Bus, Logger: logger,
+		DSN: o.DSN, Schema: o.Schema, Name: o.Service, Bus: o.Bus, ClusterSecret: o.ClusterSecret, Logger: logger,
 		LeaseTTL: o.LeaseTTL, LeaderPoll: o.LeaderPoll, HeartbeatInterval: o.HeartbeatInterval, DeadAfter: o.DeadAfter,
 		// The checker's client holds one fixed token (CheckAuth), so scoping by the
 		// credential is safe here; a real API resolves its tokens to a principal.

@@ -76,8 +76,10 @@ type PropagationParams struct {
 // the writer's commit to the moment an instance applied the change (the commit's own time
 // is included, so they are upper bounds), in milliseconds on this machine's clock.
 type PropagationResult struct {
-	Store     string `json:"store"`
-	Bus       string `json:"bus"`
+	Store string `json:"store"`
+	Bus   string `json:"bus"`
+	// Signed is set when the instances signed their bus messages (Config.ClusterSecret).
+	Signed    bool   `json:"signed"`
 	Kind      string `json:"kind"`
 	Instances int    `json:"instances"`
 	Count     int    `json:"count"`
@@ -178,7 +180,7 @@ func BenchPropagation(ctx context.Context, spawn Spawner, opts Options, p Propag
 	if p.Progress == nil {
 		p.Progress = io.Discard
 	}
-	res := PropagationResult{Kind: p.Kind, Instances: p.Instances, Count: p.Count, Bus: "store"}
+	res := PropagationResult{Kind: p.Kind, Instances: p.Instances, Count: p.Count, Bus: "store", Signed: len(opts.ClusterSecret) > 0}
 	if opts.Bus != "" {
 		res.Bus = "nats"
 	}
@@ -192,7 +194,7 @@ func BenchPropagation(ctx context.Context, spawn Spawner, opts Options, p Propag
 		}
 	}
 	writer, err := twice.Open(ctx, twice.Config{DSN: opts.DSN, Schema: opts.Schema, Name: opts.Service, Bus: opts.Bus,
-		Logger: slog.New(slog.DiscardHandler)})
+		ClusterSecret: opts.ClusterSecret, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return res, err
 	}
