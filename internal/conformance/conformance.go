@@ -23,6 +23,7 @@ func Exercise(t *testing.T, dialect store.Dialect) {
 		"Cache":      caches,
 		"Settings":   settingsPart,
 		"Jobs":       jobsSuite,
+		"Queues":     queuesSuite,
 		"Cron":       cronSuite,
 	} {
 		t.Run(name, func(t *testing.T) {
