@@ -359,8 +359,8 @@ func (c *Client) Batch(ctx context.Context, id int64) (BatchStatus, error) {
 }
 
 // RunHere runs the worker registered for args' kind in this process, now, without a row:
-// no retry, no record. Cron's every-instance mode uses it.
-func (c *Client) RunHere(ctx context.Context, args Args) error {
+// no retry, no record. The worker's Row carries meta. Cron's every-instance mode uses it.
+func (c *Client) RunHere(ctx context.Context, args Args, meta map[string]string) error {
 	c.mu.Lock()
 	wk := c.workers[args.Kind()]
 	c.mu.Unlock()
@@ -371,5 +371,5 @@ func (c *Client) RunHere(ctx context.Context, args Args) error {
 	if err != nil {
 		return err
 	}
-	return safeRun(ctx, wk.run, &Row{Kind: args.Kind(), Args: data, State: Running, Attempt: 1, MaxAttempts: 1})
+	return safeRun(ctx, wk.run, &Row{Kind: args.Kind(), Args: data, State: Running, Attempt: 1, MaxAttempts: 1, Meta: meta})
 }

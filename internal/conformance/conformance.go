@@ -25,6 +25,7 @@ func Exercise(t *testing.T, dialect store.Dialect) {
 		"Jobs":       jobsSuite,
 		"Queues":     queuesSuite,
 		"Cron":       cronSuite,
+		"CronTicks":  cronTicks,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
