@@ -100,7 +100,7 @@ func (w *worker) run() {
 	}
 	for !w.stopping() {
 		wake := c.wake.wait()
-		evs, heldBack, err := w.fetch()
+		evs, holding, heldBack, err := w.read()
 		if err != nil {
 			if !w.stopping() {
 				log.Warn("events: read failed", "err", err)
@@ -111,7 +111,9 @@ func (w *worker) run() {
 		}
 		backoff = 50 * time.Millisecond
 		if len(evs) > 0 {
-			if err := w.process(evs); err != nil && !w.stopping() {
+			err := w.process(evs)
+			c.mem.release(holding)
+			if err != nil && !w.stopping() {
 				if errors.Is(err, errMoved) {
 					log.Info("events: checkpoint moved (replay or new owner); reloading")
 				} else {
@@ -160,9 +162,31 @@ func (w *worker) load() error {
 	return l.s.Reader().QueryRow(ctx, l.q.offset, l.cfg.Service, c.cfg.Name, w.part).Scan(&w.pos.xid, &w.pos.id, &w.ver)
 }
 
-// fetch reads the next batch after w.pos. heldBack says that committed events wait behind
-// a transaction still running, so the caller should look again soon.
-func (w *worker) fetch() ([]Event, bool, error) {
+// read takes a read's share of the group's byte budget (waiting while the group's other
+// reads hold it), fetches, and gives back what the events do not hold; the caller
+// releases held once it has handled them. It returns no events and an error when the
+// worker stops while waiting.
+func (w *worker) read() (evs []Event, held int, heldBack bool, err error) {
+	c := w.c
+	grant := c.cfg.MaxBatchBytes
+	if !c.mem.acquire(grant, w.quit, w.ctx.Done()) {
+		return nil, 0, false, errStopping
+	}
+	evs, heldBack, err = w.fetch(grant)
+	for _, e := range evs {
+		held += e.size
+	}
+	c.mem.release(grant - held)
+	return evs, held, heldBack, err
+}
+
+// errStopping ends a read that waited for the byte budget until the worker stopped.
+var errStopping = errors.New("events: stopping")
+
+// fetch reads the next batch after w.pos, of at most budget bytes but at least one event.
+// heldBack says that committed events wait behind a transaction still running, so the
+// caller should look again soon.
+func (w *worker) fetch(budget int) ([]Event, bool, error) {
 	l, c := w.c.l, w.c
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
@@ -174,11 +198,11 @@ func (w *worker) fetch() ([]Event, bool, error) {
 	if snap == "" && l.s.Dialect() == store.Postgres {
 		snap = noSnapshot
 	}
-	rows, err := l.s.Reader().Query(ctx, c.read, l.cfg.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, c.cfg.BatchSize, snap)
+	rows, err := l.s.Reader().Query(ctx, c.read, l.cfg.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, c.cfg.BatchSize, snap, budget)
 	if err != nil {
 		return nil, false, err
 	}
-	evs, err := l.scanEvents(rows)
+	evs, err := l.scanEvents(rows, budget)
 	if err != nil {
 		return nil, false, err
 	}
@@ -196,9 +220,12 @@ func (w *worker) fetch() ([]Event, bool, error) {
 	return evs, held, nil
 }
 
-func (l *Log) scanEvents(rows store.Rows) ([]Event, error) {
+// scanEvents reads events until the rows end or, with a budget, until the next event
+// would take the payload and header bytes past it (always at least one event).
+func (l *Log) scanEvents(rows store.Rows, budget int) ([]Event, error) {
 	defer rows.Close()
 	var out []Event
+	used := 0
 	for rows.Next() {
 		var e Event
 		var headers []byte
@@ -206,6 +233,11 @@ func (l *Log) scanEvents(rows store.Rows) ([]Event, error) {
 		if err := rows.Scan(&e.ID, &e.Topic, &e.Key, &e.Payload, &headers, &e.Stream, &e.Version, &e.pos.xid, &at); err != nil {
 			return nil, err
 		}
+		e.size = len(e.Payload) + len(headers)
+		if budget > 0 && used > 0 && used+e.size > budget {
+			break // the rest waits for the next read
+		}
+		used += e.size
 		e.pos.id, e.At = e.ID, at.Time
 		h, err := decodeHeaders(headers)
 		if err != nil {

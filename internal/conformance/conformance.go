@@ -15,17 +15,18 @@ import (
 // in parallel.
 func Exercise(t *testing.T, dialect store.Dialect) {
 	for name, part := range map[string]func(*testing.T, store.Dialect){
-		"Lease":      leases,
-		"Membership": membership,
-		"Leader":     leader,
-		"Lock":       locks,
-		"Events":     eventsSuite,
-		"Cache":      caches,
-		"Settings":   settingsPart,
-		"Jobs":       jobsSuite,
-		"Queues":     queuesSuite,
-		"Cron":       cronSuite,
-		"CronTicks":  cronTicks,
+		"Lease":        leases,
+		"Membership":   membership,
+		"Leader":       leader,
+		"Lock":         locks,
+		"Events":       eventsSuite,
+		"EventsBudget": eventsBudget,
+		"Cache":        caches,
+		"Settings":     settingsPart,
+		"Jobs":         jobsSuite,
+		"Queues":       queuesSuite,
+		"Cron":         cronSuite,
+		"CronTicks":    cronTicks,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
