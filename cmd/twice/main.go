@@ -14,7 +14,8 @@
 //	twice version
 //
 // Every command that needs a database takes --dsn, defaulting to $TWICE_DSN and then to
-// sqlite:./twice.db. Unknown commands and flags print usage and exit with status 2.
+// sqlite:./twice.db. Unknown commands and flags print usage and exit with status 2. `twice
+// check` exits with 1 when it found a violation and 3 when it could not run.
 package main
 
 import (
@@ -71,7 +72,8 @@ Usage:
                                              event throughput, and propagation p50/p99 between instances
   twice check [--store sqlite|postgres] [--dsn DSN] [--duration 60s] [--short] [--faults LIST]
               [--pg-restart-cmd CMD] [--json]
-                                             run instances under faults; check every invariant
+                                             run instances under faults; check every invariant;
+                                             exit 1 on a violation, 3 if the check could not run
   twice bench invalidation [--dsn DSN] [--bus nats://…] [--count N] [--instances N] [--burst N] [--json]
                                              time cache invalidations from commit to every instance
   twice bench config [--dsn DSN] [--bus nats://…] [--count N] [--instances N] [--json]
@@ -96,7 +98,11 @@ func main() {
 
 // run executes one command line and returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := dispatch(ctx, args, stdout, stderr)
+	return exitStatus(dispatch(ctx, args, stdout, stderr), stdout, stderr)
+}
+
+// exitStatus reports a command's error and returns its exit status.
+func exitStatus(err error, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
@@ -109,6 +115,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, usage)
 		return 0
+	case errors.Is(err, errCheckNotRun):
+		fmt.Fprintln(stderr, "twice:", err)
+		return exitCheckNotRun
+	case errors.Is(err, errViolations):
+		fmt.Fprintln(stderr, "twice:", err)
+		return exitViolations
 	default:
 		fmt.Fprintln(stderr, "twice:", err)
 		return 1
