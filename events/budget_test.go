@@ -34,3 +34,17 @@ func TestByteBudget(t *testing.T) {
 		t.Fatalf("free %d, waiting %d at the end", b.free, b.waiting)
 	}
 }
+
+func TestReadLimit(t *testing.T) {
+	for _, c := range []struct{ batch, budget, avg, want int }{
+		{100, 4 << 20, 200, 100},           // small events: the batch size
+		{100, 4 << 20, 0, 100},             // empty payloads
+		{100, 4 << 20, 1 << 20, 5},         // 1 MiB events: the 4 that fit and the one the reader stops at
+		{100, 4 << 20, 8 << 20, 1},         // larger than the budget: one at a time
+		{100, 4 << 20, 4 << 20 / 100, 100}, // exactly the batch fits
+	} {
+		if got := readLimit(c.batch, c.budget, c.avg); got != c.want {
+			t.Errorf("readLimit(%d, %d, %d) = %d, want %d", c.batch, c.budget, c.avg, got, c.want)
+		}
+	}
+}

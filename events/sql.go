@@ -43,21 +43,15 @@ var pgQueries = queries{
 	insertHead: `INSERT INTO twice_events (service, topic, key, hash, payload, headers, stream, version, at) VALUES `,
 	insertRow:  `($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, coalesce($1::timestamptz, now()))`,
 	insertTail: ` RETURNING id`,
-	// read returns the next $7 events, but only while their bytes stay within $9, and at
-	// least one: the server never sends a read more than its budget.
+	// read returns the next $7 events. The reader stops at its byte budget and sizes the
+	// next read's limit by what the events it read weighed, so a budget costs the query
+	// nothing (a running sum in SQL made every read a fifth slower on the server).
 	read: `
-SELECT ` + pgColumns + ` FROM (
-	SELECT id, topic, key, payload, headers, stream, version, xid, at,
-		octet_length(payload) + coalesce(octet_length(headers), 0) AS size,
-		sum(octet_length(payload) + coalesce(octet_length(headers), 0)) OVER (ORDER BY xid, id) AS upto
-	FROM twice_events
-	WHERE service = $1 AND {topics} AND (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `
-	  AND ($5::int = 0 OR hash % $5::int = $6::int)
-	  AND NOT pg_visible_in_snapshot(xid::text::xid8, $8::text::pg_snapshot)
-	ORDER BY xid, id LIMIT $7
-) e
-WHERE upto <= $9 OR upto = size
-ORDER BY xid, id`,
+SELECT ` + pgColumns + ` FROM twice_events
+WHERE service = $1 AND {topics} AND (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `
+  AND ($5::int = 0 OR hash % $5::int = $6::int)
+  AND NOT pg_visible_in_snapshot(xid::text::xid8, $8::text::pg_snapshot)
+ORDER BY xid, id LIMIT $7`,
 	heldBack: `
 SELECT EXISTS (SELECT 1 FROM twice_events
 WHERE service = $1 AND {topics} AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + `)`,
@@ -110,13 +104,11 @@ var sqliteQueries = queries{
 	insertHead: pgQueries.insertHead,
 	insertRow:  `($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, coalesce($1, ` + sqliteNow + `))`,
 	insertTail: pgQueries.insertTail,
-	// $3 (the transaction id of a PostgreSQL position) is always 0 here. The byte budget
-	// $9 is kept by the reader, which steps through the rows and stops at it: SQLite hands
-	// over one row at a time.
+	// $3 (the transaction id of a PostgreSQL position) is always 0 here.
 	read: `
 SELECT ` + sqliteColumns + ` FROM twice_events
 WHERE service = $1 AND {topics} AND id > $4 AND $3 = 0
-  AND ($5 = 0 OR hash % $5 = $6) AND $8 = $8 AND $9 = $9
+  AND ($5 = 0 OR hash % $5 = $6) AND $8 = $8
 ORDER BY id LIMIT $7`,
 	// Nothing is ever held back: rows become visible in id order.
 	heldBack: ``,

@@ -180,7 +180,7 @@ func (l *Log) load(ctx context.Context, q store.Querier, stream string, opts *Lo
 	if err != nil {
 		return nil, fmt.Errorf("events: load %q: %w", stream, err)
 	}
-	return l.scanEvents(rows, 0)
+	return l.scanEvents(rows)
 }
 
 // ErrNotFound is returned by [Log.Get] for an event that does not exist (or was pruned).
@@ -196,7 +196,7 @@ func (l *Log) Get(ctx context.Context, id int64) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("events: get %d: %w", id, err)
 	}
-	evs, err := l.scanEvents(rows, 0)
+	evs, err := l.scanEvents(rows)
 	if err != nil {
 		return Event{}, err
 	}
