@@ -2,6 +2,9 @@ package conformance
 
 import (
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,6 +71,38 @@ func queuesSuite(t *testing.T, dialect store.Dialect) {
 		waitState(t, n, r.ID, jobs.Completed)
 	})
 
+	// An instance that runs workers and enqueues to a queue it does not work says so,
+	// once per queue; an instance that only enqueues says nothing.
+	t.Run("EnqueueToAnUnworkedQueueIsLogged", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		logs := &queueLogs{}
+		cfg := jobsFast()
+		cfg.DSN, cfg.Schema, cfg.Name, cfg.Logger = db.DSN, db.Schema, "svc", slog.New(logs)
+		n, err := twice.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close(ctx)
+		for range 2 {
+			if _, err := n.Jobs().Enqueue(ctx, noop{}, &jobs.Opts{Queue: "orphan"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := logs.count("orphan"); got != 0 {
+			t.Errorf("an instance without workers logged %d times", got)
+		}
+		mustRegister(t, n, func(ctx context.Context, job *jobs.Job[noop]) error { return nil })
+		for range 2 {
+			if _, err := n.Jobs().Enqueue(ctx, noop{}, &jobs.Opts{Queue: "orphan"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := logs.count("orphan"); got != 1 {
+			t.Errorf("logged %d times that queue orphan is not worked here, want once", got)
+		}
+	})
+
 	t.Run("InvalidQueueConfig", func(t *testing.T) {
 		t.Parallel()
 		db := testdb.New(t, dialect)
@@ -123,4 +158,35 @@ func queuesSuite(t *testing.T, dialect store.Dialect) {
 			t.Fatalf("an instance that stopped still counts: %+v", st)
 		}
 	})
+}
+
+// queueLogs counts the log records that name a queue.
+type queueLogs struct {
+	mu      sync.Mutex // protects byQueue
+	byQueue map[string]int
+}
+
+func (h *queueLogs) Enabled(context.Context, slog.Level) bool { return true }
+func (h *queueLogs) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *queueLogs) WithGroup(string) slog.Handler            { return h }
+
+func (h *queueLogs) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "queue" && strings.Contains(r.Message, "does not work it") {
+			h.mu.Lock()
+			if h.byQueue == nil {
+				h.byQueue = map[string]int{}
+			}
+			h.byQueue[a.Value.String()]++
+			h.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+func (h *queueLogs) count(queue string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byQueue[queue]
 }
