@@ -82,7 +82,16 @@ func cronTicks(t *testing.T, dialect store.Dialect) {
 			return len(runs)
 		}
 		eventually(t, 20*time.Second, "the first attempt", func() bool { return count() >= 1 })
-		clock.Advance(time.Minute) // the retry's backoff has passed
+		mu.Lock()
+		id := runs[0].id
+		mu.Unlock()
+		// Once the failure is recorded (its retry due 10 ms after, in the stub clock's
+		// time), move the clock past the backoff.
+		eventually(t, 20*time.Second, "the first attempt's failure recorded", func() bool {
+			row, err := n.Jobs().Get(ctx, id)
+			return err == nil && row.State == jobs.Available && row.Attempt == 1
+		})
+		clock.Advance(time.Minute)
 		eventually(t, 20*time.Second, "the retry", func() bool { return count() >= 2 })
 		mu.Lock()
 		first, second := runs[0], runs[1]
