@@ -30,7 +30,7 @@ func twiceDefaults(p params) system {
 
 func twiceTuned(p params) system {
 	return &twiceSystem{p: p, config: "tuned", desc: "concurrency 2000, complete batch 2000",
-		jobs: jobs.Config{Queues: map[string]jobs.QueueConfig{jobs.DefaultQueue: {Concurrency: 2000}}, CompleteBatch: 2000}}
+		jobs: jobs.Config{Queues: []jobs.QueueConfig{{Name: jobs.DefaultQueue, Concurrency: 2000}}, CompleteBatch: 2000}}
 }
 
 func (t *twiceSystem) name() (string, string, string) { return "twice", t.config, t.desc }

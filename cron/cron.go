@@ -1,7 +1,8 @@
 // Package cron fires schedules exactly once per tick across all instances of a service.
 //
 // A tick is a job (see package jobs) whose unique key is (schedule, tick time), inserted by
-// the leader in the same transaction that records the tick as the schedule's last; two
+// the leader in the same transaction that records the tick as the schedule's last (the
+// worker sees it as the job's UniqueKey; [TickTime] gives the tick itself); two
 // instances that both believe they lead still fire it once, and a restart resumes from the
 // last fired tick, so none is skipped. Ticks are computed in database time. Ticks that come
 // due while no instance can fire them (a failover, a cluster that was down) fire late, as
@@ -35,7 +36,12 @@ const (
 	// OncePerTick fires each tick once across the cluster, as a job. The default.
 	OncePerTick Mode = "once"
 	// EveryInstance runs each tick's worker in-process on every live instance: no row, no
-	// retry. For per-instance upkeep such as flushing a local buffer.
+	// retry. For per-instance upkeep such as flushing a local buffer. Each instance runs
+	// the ticks that come due while it runs, from when it starts: there is no stored last
+	// tick to catch up from and no job whose end a next tick could wait for, so [Add]
+	// refuses CatchUp (other than CatchUpSkip, which is what happens), CatchUpLimit, Grace,
+	// Overlap (other than OverlapAllow) and Job for such a schedule. Guard a tick that may
+	// outlast its interval in the worker itself (a sync.Mutex's TryLock).
 	EveryInstance Mode = "every-instance"
 )
 
@@ -245,6 +251,11 @@ func (c *Cron) declare(name, expr string, args jobs.Args, opts *Opts) (*schedule
 	if opts != nil {
 		o = *opts
 	}
+	if o.Mode == EveryInstance {
+		if why := everyInstanceRefuses(o); why != "" {
+			return nil, bad("%s", why)
+		}
+	}
 	sc, tz, err := Parse(expr, o.Location)
 	if err != nil {
 		return nil, bad("expression %q: %v", expr, err)
@@ -285,6 +296,22 @@ func (c *Cron) declare(name, expr string, args jobs.Args, opts *Opts) (*schedule
 	}
 	return &schedule{name: name, expr: strings.TrimSpace(expr), tz: tz, sched: sc,
 		args: jobs.Raw{KindName: args.Kind(), JSON: data}, opts: o, optsJSON: string(stored)}, nil
+}
+
+// everyInstanceRefuses names the options an EveryInstance schedule cannot honour, and why;
+// "" if there is none.
+func everyInstanceRefuses(o Opts) string {
+	switch {
+	case o.CatchUp != "" && o.CatchUp != CatchUpSkip, o.CatchUpLimit != 0, o.Grace != 0:
+		return fmt.Sprintf("CatchUp %q, CatchUpLimit and Grace have no meaning in mode %s: each instance runs the ticks "+
+			"due while it runs, with no stored last tick to catch up from (missed ticks are skipped)", o.CatchUp, EveryInstance)
+	case o.Overlap != "" && o.Overlap != OverlapAllow:
+		return fmt.Sprintf("Overlap %q has no meaning in mode %s: a tick runs in-process, with no job whose end the "+
+			"next tick could wait for; guard a slow tick in the worker (a sync.Mutex's TryLock)", o.Overlap, EveryInstance)
+	case o.Job != nil:
+		return fmt.Sprintf("Job options have no meaning in mode %s: a tick runs in-process, not as a job", EveryInstance)
+	}
+	return ""
 }
 
 // Remove stops this instance declaring a schedule.

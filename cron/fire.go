@@ -218,6 +218,12 @@ func (c *Cron) busy(ctx context.Context, id *int64) (bool, error) {
 // its job exists; after pruning, the stored last tick keeps it from firing again.
 var allStates = []jobs.State{jobs.Available, jobs.Running, jobs.Completed, jobs.Cancelled, jobs.Discarded, jobs.Waiting}
 
+// Meta keys of a tick's job: the schedule's name and the tick, in RFC 3339 UTC.
+const (
+	metaSchedule = "cron"
+	metaTick     = "tick"
+)
+
 func (c *Cron) tickParams(sc *schedule, tick time.Time) jobs.Params {
 	var o jobs.Opts
 	if sc.opts.Job != nil {
@@ -225,13 +231,35 @@ func (c *Cron) tickParams(sc *schedule, tick time.Time) jobs.Params {
 	}
 	stamp := tick.UTC().Format(time.RFC3339Nano)
 	o.RunAt, o.Delay = tick, 0
+	// Stored as "<kind>|cron|<schedule>|<tick>": the job's UniqueKey.
 	o.Unique = &jobs.Unique{Key: "cron|" + sc.name + "|" + stamp, States: allStates}
-	meta := map[string]string{"cron": sc.name, "tick": stamp}
-	for k, v := range o.Meta {
+	o.Meta = tickMeta(sc.name, stamp, o.Meta)
+	return jobs.Params{Args: sc.args, Opts: &o}
+}
+
+// tickMeta is a tick's meta: extra, and the schedule and tick, which extra cannot override.
+func tickMeta(schedule, stamp string, extra map[string]string) map[string]string {
+	meta := make(map[string]string, len(extra)+2)
+	for k, v := range extra {
 		meta[k] = v
 	}
-	o.Meta = meta
-	return jobs.Params{Args: sc.args, Opts: &o}
+	meta[metaSchedule], meta[metaTick] = schedule, stamp
+	return meta
+}
+
+// TickTime returns the tick a job of a schedule runs for, in both modes: the worker of a
+// schedule's kind calls it with its job's Row. It is false for a job that no tick fired
+// (a manual Trigger, or a job enqueued by hand). Unlike the Row's ScheduledAt, which a
+// retry moves, the tick stays the same on every attempt.
+func TickTime(row *jobs.Row) (time.Time, bool) {
+	if row == nil || row.Meta[metaSchedule] == "" {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, row.Meta[metaTick])
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 // everyInstance runs the every-instance schedules of this process at their ticks, in
@@ -282,7 +310,8 @@ func (c *Cron) runHere(ctx context.Context, sc *schedule, tick time.Time) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		if err := c.jobs.RunHere(ctx, sc.args); err != nil {
+		meta := tickMeta(sc.name, tick.UTC().Format(time.RFC3339Nano), nil)
+		if err := c.jobs.RunHere(ctx, sc.args, meta); err != nil {
 			c.log.Warn("cron: every-instance tick failed", "schedule", sc.name, "tick", tick, "err", err)
 		}
 	}()
@@ -370,7 +399,7 @@ func Trigger(ctx context.Context, jc *jobs.Client, s *store.Store, service, name
 		jo = *o.Job
 	}
 	jo.Unique, jo.RunAt = nil, time.Time{}
-	jo.Meta = map[string]string{"cron": name, "trigger": "manual"}
+	jo.Meta = map[string]string{metaSchedule: name, "trigger": "manual"}
 	return jc.Enqueue(ctx, jobs.Raw{KindName: kind, JSON: args}, &jo)
 }
 

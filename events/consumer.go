@@ -50,6 +50,10 @@ const (
 	DefaultMaxAttempts  = 10
 	DefaultRetryBackoff = 100 * time.Millisecond
 	DefaultRebalance    = time.Second
+	// DefaultMaxBatchBytes is the default [GroupConfig].MaxBatchBytes: 4 MiB.
+	DefaultMaxBatchBytes = 4 << 20
+	// DefaultMaxBytes is the default [GroupConfig].MaxBytes: 32 MiB.
+	DefaultMaxBytes = 32 << 20
 	// MaxPartitions is the most partitions a group may have.
 	MaxPartitions = 1024
 	// MaxGroupName is the longest group name, in bytes.
@@ -89,6 +93,17 @@ type GroupConfig struct {
 	// BatchSize is how many events a partition reads at once. Defaults to
 	// [DefaultBatchSize].
 	BatchSize int
+	// MaxBatchBytes bounds the payload and header bytes of one read of a partition: the
+	// read stops before the event that would pass it, but always takes at least one event,
+	// so an event larger than this is still handled, alone. Defaults to
+	// [DefaultMaxBatchBytes] (4 MiB).
+	MaxBatchBytes int
+	// MaxBytes bounds the bytes this instance's reads of the group hold at once, over all
+	// its partitions: each read takes MaxBatchBytes of it until its events are handled, so
+	// a read waits while the others hold the rest. Only an event larger than
+	// MaxBatchBytes (a Config.MaxPayload above it) can take the group past it. Defaults to
+	// [DefaultMaxBytes] (32 MiB), or MaxBatchBytes if that is larger.
+	MaxBytes int
 	// MaxAttempts is how often an event is tried before it is dead-lettered. Negative
 	// retries forever. Defaults to [DefaultMaxAttempts].
 	MaxAttempts int
@@ -119,6 +134,12 @@ func (c *GroupConfig) withDefaults() error {
 	}
 	if c.Rebalance == 0 {
 		c.Rebalance = DefaultRebalance
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = max(DefaultMaxBytes, c.MaxBatchBytes)
 	}
 	var errs []error
 	if c.Name == "" || len(c.Name) > MaxGroupName || strings.ContainsAny(c.Name, "/\x00\n") {
@@ -156,6 +177,9 @@ func (c *GroupConfig) withDefaults() error {
 	if c.BatchSize < 1 || c.BatchSize > MaxBatch {
 		errs = append(errs, fmt.Errorf("BatchSize %d must be 1 to %d", c.BatchSize, MaxBatch))
 	}
+	if c.MaxBatchBytes < 1 || c.MaxBytes < c.MaxBatchBytes {
+		errs = append(errs, fmt.Errorf("MaxBatchBytes %d must be positive and MaxBytes %d at least as large", c.MaxBatchBytes, c.MaxBytes))
+	}
 	if c.RetryBackoff < 0 || c.Rebalance < 10*time.Millisecond {
 		errs = append(errs, errors.New("RetryBackoff must be positive and Rebalance at least 10ms"))
 	}
@@ -175,6 +199,7 @@ type Consumer struct {
 	heldBack string
 	wake     signal
 	unreg    func()
+	mem      *byteBudget // the bytes this instance's reads of the group may hold
 
 	ctx        context.Context // ends when the consumer starts closing: stops the balancer
 	cancel     context.CancelFunc
@@ -203,7 +228,7 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 		return nil, errors.New("events: a Shared or ExactlyOnce group needs Config.Leases")
 	}
 	d := l.s.Dialect()
-	c := &Consumer{l: l, cfg: cfg, workers: map[int]*worker{}, ended: make(chan struct{}, 1),
+	c := &Consumer{l: l, cfg: cfg, workers: map[int]*worker{}, ended: make(chan struct{}, 1), mem: newByteBudget(cfg.MaxBytes),
 		read:     withTopics(l.q.read, d, "topic", len(cfg.Topics)),
 		heldBack: withTopics(l.q.heldBack, d, "topic", len(cfg.Topics)),
 		topicArg: topicArg(d, cfg.Topics),

@@ -197,7 +197,8 @@ type Event struct {
 	// At is the start of the publishing transaction, in database time.
 	At time.Time
 
-	pos position
+	pos  position
+	size int // payload and header bytes, as a read's byte budget counts them
 }
 
 // position is a place in the log's read order: (transaction id, id) on PostgreSQL, (0, id)

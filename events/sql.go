@@ -43,6 +43,9 @@ var pgQueries = queries{
 	insertHead: `INSERT INTO twice_events (service, topic, key, hash, payload, headers, stream, version, at) VALUES `,
 	insertRow:  `($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, coalesce($1::timestamptz, now()))`,
 	insertTail: ` RETURNING id`,
+	// read returns the next $7 events. The reader stops at its byte budget and sizes the
+	// next read's limit by what the events it read weighed, so a budget costs the query
+	// nothing (a running sum in SQL made every read a fifth slower on the server).
 	read: `
 SELECT ` + pgColumns + ` FROM twice_events
 WHERE service = $1 AND {topics} AND (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `

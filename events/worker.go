@@ -31,13 +31,16 @@ type worker struct {
 
 	pos position
 	ver int64
+	// limit is how many events the next read asks for: BatchSize, or fewer when the
+	// events last read were so large that BatchSize of them would pass the byte budget.
+	limit int
 	// skipVisible is the snapshot of a Broadcast start (PostgreSQL): events visible in it
 	// were committed before the group started, and are not this instance's to handle.
 	skipVisible string
 }
 
 func (c *Consumer) newWorker(ctx context.Context, part int, l *lease.Lease) *worker {
-	return &worker{c: c, part: part, lease: l, ctx: ctx, quit: make(chan struct{}), done: make(chan struct{})}
+	return &worker{c: c, part: part, lease: l, ctx: ctx, quit: make(chan struct{}), done: make(chan struct{}), limit: c.cfg.BatchSize}
 }
 
 func (w *worker) durable() bool { return w.part >= 0 }
@@ -100,7 +103,7 @@ func (w *worker) run() {
 	}
 	for !w.stopping() {
 		wake := c.wake.wait()
-		evs, heldBack, err := w.fetch()
+		evs, holding, heldBack, err := w.read()
 		if err != nil {
 			if !w.stopping() {
 				log.Warn("events: read failed", "err", err)
@@ -111,7 +114,9 @@ func (w *worker) run() {
 		}
 		backoff = 50 * time.Millisecond
 		if len(evs) > 0 {
-			if err := w.process(evs); err != nil && !w.stopping() {
+			err := w.process(evs)
+			c.mem.release(holding)
+			if err != nil && !w.stopping() {
 				if errors.Is(err, errMoved) {
 					log.Info("events: checkpoint moved (replay or new owner); reloading")
 				} else {
@@ -160,9 +165,44 @@ func (w *worker) load() error {
 	return l.s.Reader().QueryRow(ctx, l.q.offset, l.cfg.Service, c.cfg.Name, w.part).Scan(&w.pos.xid, &w.pos.id, &w.ver)
 }
 
-// fetch reads the next batch after w.pos. heldBack says that committed events wait behind
-// a transaction still running, so the caller should look again soon.
-func (w *worker) fetch() ([]Event, bool, error) {
+// read takes a read's share of the group's byte budget (waiting while the group's other
+// reads hold it), fetches, and gives back what the events do not hold; the caller
+// releases held once it has handled them. It returns no events and an error when the
+// worker stops while waiting.
+func (w *worker) read() (evs []Event, held int, heldBack bool, err error) {
+	c := w.c
+	grant := c.cfg.MaxBatchBytes
+	if !c.mem.acquire(grant, w.quit, w.ctx.Done()) {
+		return nil, 0, false, errStopping
+	}
+	evs, heldBack, err = w.fetch(grant)
+	for _, e := range evs {
+		held += e.size
+	}
+	c.mem.release(grant - held)
+	if len(evs) > 0 {
+		w.limit = readLimit(c.cfg.BatchSize, grant, held/len(evs))
+	}
+	return evs, held, heldBack, err
+}
+
+// readLimit is how many events to ask for when they weigh avg bytes each: as many as fit
+// the budget and one more (the one the reader stops at), at most batch. A read that asked
+// for more than fit would send events the reader only discards.
+func readLimit(batch, budget, avg int) int {
+	if avg <= 0 || budget/avg >= batch {
+		return batch
+	}
+	return budget/avg + 1
+}
+
+// errStopping ends a read that waited for the byte budget until the worker stopped.
+var errStopping = errors.New("events: stopping")
+
+// fetch reads the next batch after w.pos: at most w.limit events and budget bytes, but at
+// least one event. heldBack says that committed events wait behind a transaction still
+// running, so the caller should look again soon.
+func (w *worker) fetch(budget int) ([]Event, bool, error) {
 	l, c := w.c.l, w.c
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
@@ -174,16 +214,16 @@ func (w *worker) fetch() ([]Event, bool, error) {
 	if snap == "" && l.s.Dialect() == store.Postgres {
 		snap = noSnapshot
 	}
-	rows, err := l.s.Reader().Query(ctx, c.read, l.cfg.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, c.cfg.BatchSize, snap)
+	rows, err := l.s.Reader().Query(ctx, c.read, l.cfg.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, w.limit, snap)
 	if err != nil {
 		return nil, false, err
 	}
-	evs, err := l.scanEvents(rows)
+	evs, cut, err := l.scanBudget(rows, budget)
 	if err != nil {
 		return nil, false, err
 	}
-	if len(evs) == c.cfg.BatchSize || c.heldBack == "" {
-		return evs, false, nil
+	if cut || len(evs) == w.limit || c.heldBack == "" {
+		return evs, false, nil // more follow at once
 	}
 	last := w.pos
 	if len(evs) > 0 {
@@ -196,16 +236,31 @@ func (w *worker) fetch() ([]Event, bool, error) {
 	return evs, held, nil
 }
 
+// scanEvents reads every event of rows.
 func (l *Log) scanEvents(rows store.Rows) ([]Event, error) {
+	evs, _, err := l.scanBudget(rows, 0)
+	return evs, err
+}
+
+// scanBudget reads events until the rows end or, with a budget, until the next event
+// would take the payload and header bytes past it (always at least one event); cut says
+// it stopped there. Closing the rows discards the rest as it arrives, so memory holds the
+// budget and one event.
+func (l *Log) scanBudget(rows store.Rows, budget int) (out []Event, cut bool, err error) {
 	defer rows.Close()
-	var out []Event
+	used := 0
 	for rows.Next() {
 		var e Event
 		var headers []byte
 		var at store.Time
 		if err := rows.Scan(&e.ID, &e.Topic, &e.Key, &e.Payload, &headers, &e.Stream, &e.Version, &e.pos.xid, &at); err != nil {
-			return nil, err
+			return nil, false, err
 		}
+		e.size = len(e.Payload) + len(headers)
+		if budget > 0 && used > 0 && used+e.size > budget {
+			return out, true, nil // the rest waits for the next read
+		}
+		used += e.size
 		e.pos.id, e.At = e.ID, at.Time
 		h, err := decodeHeaders(headers)
 		if err != nil {
@@ -214,7 +269,7 @@ func (l *Log) scanEvents(rows store.Rows) ([]Event, error) {
 		e.Headers = h
 		out = append(out, e)
 	}
-	return out, rows.Err()
+	return out, false, rows.Err()
 }
 
 // process handles a batch in order and checkpoints. It returns errMoved if the checkpoint

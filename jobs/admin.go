@@ -209,9 +209,12 @@ func (c *Client) retry(ctx context.Context, q store.Querier, id int64) (string, 
 
 // QueueStats counts one queue's jobs by state.
 type QueueStats struct {
-	Queue     string `json:"queue"`
-	Paused    bool   `json:"paused"`
-	Available int    `json:"available"`
+	Queue  string `json:"queue"`
+	Paused bool   `json:"paused"`
+	// Workers counts the live instances that work the queue. A queue with jobs and no
+	// worker is a queue nobody runs: see [Config].Queues.
+	Workers   int `json:"workers"`
+	Available int `json:"available"`
 	// Scheduled counts available jobs whose time has not come (retries included).
 	Scheduled int `json:"scheduled"`
 	Running   int `json:"running"`
@@ -221,8 +224,9 @@ type QueueStats struct {
 	Waiting   int `json:"waiting"`
 }
 
-// Stats counts the jobs of every queue of the service, and says which are paused. It
-// scans the job table: an operator's command, not a hot path.
+// Stats counts the jobs of every queue of the service, and says which are paused and how
+// many live instances work each. It scans the job table: an operator's command, not a hot
+// path.
 func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
 	byQueue := map[string]*QueueStats{}
 	get := func(q string) *QueueStats {
@@ -282,6 +286,13 @@ func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
 	}
 	if err := qrows.Err(); err != nil {
 		return nil, err
+	}
+	workers, err := c.liveWorkers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for q, n := range workers {
+		get(q).Workers = n
 	}
 	out := make([]QueueStats, 0, len(byQueue))
 	for _, s := range byQueue {
@@ -348,8 +359,8 @@ func (c *Client) Batch(ctx context.Context, id int64) (BatchStatus, error) {
 }
 
 // RunHere runs the worker registered for args' kind in this process, now, without a row:
-// no retry, no record. Cron's every-instance mode uses it.
-func (c *Client) RunHere(ctx context.Context, args Args) error {
+// no retry, no record. The worker's Row carries meta. Cron's every-instance mode uses it.
+func (c *Client) RunHere(ctx context.Context, args Args, meta map[string]string) error {
 	c.mu.Lock()
 	wk := c.workers[args.Kind()]
 	c.mu.Unlock()
@@ -360,5 +371,5 @@ func (c *Client) RunHere(ctx context.Context, args Args) error {
 	if err != nil {
 		return err
 	}
-	return safeRun(ctx, wk.run, &Row{Kind: args.Kind(), Args: data, State: Running, Attempt: 1, MaxAttempts: 1})
+	return safeRun(ctx, wk.run, &Row{Kind: args.Kind(), Args: data, State: Running, Attempt: 1, MaxAttempts: 1, Meta: meta})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -51,9 +52,16 @@ type Config struct {
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
 
-	// Queues configures the queues this instance works. A queue with a registered worker
-	// but no entry runs with the zero QueueConfig's defaults. Defaults to none.
-	Queues map[string]QueueConfig
+	// Queues are queues this instance works besides its workers' own, and the settings of
+	// any queue it works. A worker works the queue its kind names (the Queue of its
+	// [ArgsWithOpts] Opts, else "default"); a job enqueued to another queue with
+	// [Opts].Queue runs only on instances that work that queue: list it here (or call
+	// [Client.Queue]). The queues listed start fetching once a worker is registered, so an
+	// instance that only enqueues takes no jobs. A queue without an entry runs with the
+	// zero QueueConfig's defaults. Append to it on a zero Config:
+	// cfg.Jobs.Queues = append(cfg.Jobs.Queues, jobs.QueueConfig{Name: "mail", Concurrency: 50}).
+	// Defaults to none.
+	Queues []QueueConfig
 	// MaxAttempts is how many times a job runs before it is discarded, unless the job says
 	// otherwise. Defaults to 25.
 	MaxAttempts int
@@ -84,6 +92,8 @@ type Config struct {
 
 // QueueConfig configures one queue on one instance.
 type QueueConfig struct {
+	// Name is the queue, as jobs name it in [Opts].Queue. Required.
+	Name string
 	// Concurrency is how many of the queue's jobs run at once on this instance, each on a
 	// goroutine of its own; it is also the most jobs fetched by one statement. Set it lower
 	// for jobs that must not run that wide (a rate-limited API, a small connection pool),
@@ -136,12 +146,17 @@ func (c Config) validate() error {
 	if c.Service == "" {
 		errs = append(errs, errors.New("Service is required"))
 	}
-	for name, q := range c.Queues {
-		if err := checkName("queue", name, MaxQueueLen); err != nil {
+	seen := map[string]bool{}
+	for _, q := range c.Queues {
+		if err := checkName("queue", q.Name, MaxQueueLen); err != nil {
 			errs = append(errs, err)
 		}
+		if seen[q.Name] {
+			errs = append(errs, fmt.Errorf("queue %q is listed twice in Queues", q.Name))
+		}
+		seen[q.Name] = true
 		if q.Concurrency < 0 || q.GlobalLimit < 0 {
-			errs = append(errs, fmt.Errorf("queue %q: Concurrency and GlobalLimit must not be negative", name))
+			errs = append(errs, fmt.Errorf("queue %q: Concurrency and GlobalLimit must not be negative", q.Name))
 		}
 	}
 	if len(errs) > 0 {
@@ -170,11 +185,13 @@ type Client struct {
 	cfg Config
 	log *slog.Logger
 
-	mu        sync.Mutex // protects workers, producers, started, stopped
-	workers   map[string]*worker
-	producers map[string]*producer
-	started   bool
-	stopped   bool
+	mu          sync.Mutex // protects workers, producers, unannounced, noted, started, stopped
+	workers     map[string]*worker
+	producers   map[string]*producer
+	unannounced map[string]bool // queues fetched but not yet recorded in twice_queue_workers
+	noted       map[string]bool // queues this instance woke without working them, logged once
+	started     bool
+	stopped     bool
 
 	comp       *completer
 	note       *notifier     // nil without a bus
@@ -200,8 +217,9 @@ func New(s *store.Store, cfg Config) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	cfg.Queues = slices.Clone(cfg.Queues) // the caller's slice may change later
 	c := &Client{s: s, q: queriesFor(s.Dialect()), cfg: cfg, log: cfg.Logger,
-		workers: map[string]*worker{}, producers: map[string]*producer{}}
+		workers: map[string]*worker{}, producers: map[string]*producer{}, unannounced: map[string]bool{}, noted: map[string]bool{}}
 	c.runCtx, c.runCancel = context.WithCancelCause(context.Background())
 	if cfg.Bus != nil {
 		c.note = newNotifier(c)
@@ -212,9 +230,11 @@ func New(s *store.Store, cfg Config) (*Client, error) {
 // Config returns the client's configuration with defaults filled in.
 func (c *Client) Config() Config { return c.cfg }
 
-// Register adds the worker for T's kind to c. Jobs of the kind are worked in the queue
-// their Opts name (from T's [ArgsWithOpts] or the default queue): registering the first
-// worker of a queue starts fetching it once the client has started.
+// Register adds the worker for T's kind to c. The worker works the queue T names (the
+// Queue of T's [ArgsWithOpts] Opts, else the default queue), and the first worker
+// registered starts every queue [Config].Queues lists; fetching begins once the client
+// has started. Jobs of the kind enqueued to a queue this instance does not work run only
+// on instances that work it.
 func Register[T Args](c *Client, w Worker[T]) error {
 	var zero T
 	kind := kindOf(zero)
@@ -245,7 +265,7 @@ func Register[T Args](c *Client, w Worker[T]) error {
 		return fmt.Errorf("jobs: a worker for kind %q is already registered", kind)
 	}
 	c.workers[kind] = wk
-	c.ensureProducerLocked(queue)
+	c.ensureWorkedLocked(queue)
 	return nil
 }
 
@@ -265,9 +285,10 @@ type decodeError struct{ err error }
 func (e *decodeError) Error() string { return e.err.Error() }
 func (e *decodeError) Unwrap() error { return e.err }
 
-// Queue makes this instance work queue (with cfg's concurrency) even before a worker of its
-// own is registered, for queues whose kinds are registered under other queues' defaults but
-// enqueued with an explicit Opts.Queue.
+// Queue makes this instance work queue (with its [Config].Queues settings, or the
+// defaults) even without a worker registered: for jobs enqueued with an explicit
+// [Opts].Queue. Listing the queue in Config.Queues does the same once a worker is
+// registered.
 func (c *Client) Queue(name string) error {
 	if err := checkName("queue", name, MaxQueueLen); err != nil {
 		return err
@@ -285,20 +306,18 @@ func (c *Client) ensureProducerLocked(queue string) {
 	if _, ok := c.producers[queue]; ok {
 		return
 	}
-	qc := c.cfg.Queues[queue]
-	if qc.Concurrency <= 0 {
-		qc.Concurrency = DefaultConcurrency
-	}
-	p := newProducer(c, queue, qc)
+	p := newProducer(c, queue, c.queueConfig(queue))
 	c.producers[queue] = p
 	if c.started {
 		p.start()
+		c.unannounced[queue] = true
 	}
 }
 
-// Start begins working: each queue with a registered worker (or configured with
-// [Client.Queue]) fetches jobs, wake-ups and cancellations are received from the bus, and
-// the jobs of dead instances are rescued every RescueInterval.
+// Start begins working: each queue this instance works (see [Register], [Config].Queues
+// and [Client.Queue]) fetches jobs and is recorded as worked here, wake-ups and
+// cancellations are received from the bus, and the jobs of dead instances are rescued
+// every RescueInterval.
 func (c *Client) Start(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -319,8 +338,9 @@ func (c *Client) Start(ctx context.Context) error {
 			b.Subscribe(WakeChannel, c.onWake),
 			b.Subscribe(CancelChannel, c.onCancel))
 	}
-	for _, p := range c.producers {
+	for q, p := range c.producers {
 		p.start()
+		c.unannounced[q] = true
 	}
 	return nil
 }
@@ -434,6 +454,9 @@ func (c *Client) cancelRequested(ctx context.Context) error {
 func (c *Client) wakeLocal(queue string, soon bool) {
 	c.mu.Lock()
 	p := c.producers[queue]
+	if p == nil {
+		c.noteUnworkedLocked(queue)
+	}
 	c.mu.Unlock()
 	if p != nil {
 		p.wake(soon)
@@ -494,6 +517,7 @@ func (c *Client) Stop(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	c.withdraw(ctx)
 	return errors.Join(errs...)
 }
 

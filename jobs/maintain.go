@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -11,8 +12,9 @@ import (
 )
 
 // Maintain runs the queue's upkeep until ctx ends: every PruneInterval it deletes finished
-// jobs past their retention and releases batch callbacks a lost race left waiting. The
-// node runs it on the leader; it is harmless if two instances run it at once.
+// jobs past their retention (and forgets which queues reaped instances worked) and releases
+// batch callbacks a lost race left waiting. The node runs it on the leader; it is harmless
+// if two instances run it at once.
 func (c *Client) Maintain(ctx context.Context) {
 	prune := time.NewTicker(c.cfg.PruneInterval)
 	defer prune.Stop()
@@ -44,7 +46,8 @@ func untilStop(stop <-chan struct{}) (context.Context, context.CancelFunc) {
 	return ctx, cancel
 }
 
-// rescueLoop rescues the jobs of dead instances every RescueInterval until stop closes. It
+// rescueLoop rescues the jobs of dead instances every RescueInterval until stop closes
+// (and records the queues this instance started working since its last round). It
 // runs on every instance, not only the leader: a rescue must not wait for an election when
 // the leader is among the dead, and two rescuers never move a job twice (the statement
 // skips rows another holds, and a rescued job has no owner left to be dead).
@@ -55,6 +58,9 @@ func (c *Client) rescueLoop(stop <-chan struct{}, done chan<- struct{}) {
 	t := time.NewTicker(c.cfg.RescueInterval)
 	defer t.Stop()
 	for {
+		if err := c.announcePending(ctx); err != nil && ctx.Err() == nil {
+			c.log.Debug("jobs: retrying in a second", "err", err)
+		}
 		if _, err := c.Rescue(ctx); err != nil && ctx.Err() == nil {
 			c.log.Warn("jobs: rescue failed", "err", err)
 		}
@@ -118,8 +124,12 @@ func (c *Client) Rescue(ctx context.Context) (int, error) {
 // holds locks for long.
 const pruneBatch = 10000
 
-// Prune deletes finished jobs older than their retention and returns how many.
+// Prune deletes finished jobs older than their retention and returns how many. It also
+// forgets which queues the instances the cluster has reaped worked.
 func (c *Client) Prune(ctx context.Context) (int, error) {
+	if err := c.pruneQueueWorkers(ctx); err != nil {
+		return 0, fmt.Errorf("jobs: prune the queues of reaped instances: %w", err)
+	}
 	total := 0
 	for {
 		n, err := c.s.Exec(ctx, c.q.prune, c.s.NowArg(), c.cfg.Service, c.cfg.CompletedRetention.Milliseconds(),

@@ -266,17 +266,17 @@ func (p *producer) queryFetched(ctx context.Context, q store.Querier, query stri
 	var out []*Row
 	for rows.Next() {
 		r := &Row{State: Running, Owner: p.c.cfg.Instance}
-		var key, lastError *string
+		var key, uniqueKey, lastError *string
 		var batch *int64
 		var timeoutMS int64
 		var tags, meta, args []byte
-		dest := []any{&r.ID, &r.Queue, &r.Kind, &args, &r.Priority, nil, &r.Attempt, &r.MaxAttempts, &key, &batch,
+		dest := []any{&r.ID, &r.Queue, &r.Kind, &args, &r.Priority, nil, &r.Attempt, &r.MaxAttempts, &key, &uniqueKey, &batch,
 			&timeoutMS, &tags, &meta, &lastError, nil, nil}
 		var runAt, created, attempted store.Time
 		if pg {
-			dest[5], dest[14], dest[15] = &r.ScheduledAt, &r.CreatedAt, &r.AttemptedAt
+			dest[5], dest[15], dest[16] = &r.ScheduledAt, &r.CreatedAt, &r.AttemptedAt
 		} else {
-			dest[5], dest[14], dest[15] = &runAt, &created, &attempted
+			dest[5], dest[15], dest[16] = &runAt, &created, &attempted
 		}
 		if err := rows.Scan(dest...); err != nil {
 			return nil, err
@@ -284,7 +284,7 @@ func (p *producer) queryFetched(ctx context.Context, q store.Querier, query stri
 		if !pg {
 			r.ScheduledAt, r.CreatedAt, r.AttemptedAt = runAt.Time, created.Time, attempted.Time
 		}
-		fill(r, bitRunning, args, &r.Owner, key, nil, lastError, batch, timeoutMS, false, tags, meta)
+		fill(r, bitRunning, args, &r.Owner, key, uniqueKey, lastError, batch, timeoutMS, false, tags, meta)
 		out = append(out, r)
 	}
 	return out, rows.Err()

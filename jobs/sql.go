@@ -22,8 +22,8 @@ batch_id, timeout_ms, cancel_requested, tags, meta, last_error, created_at, atte
 
 // fetchCols are the columns a fetch returns, read by [scanFetched]: what a worker sees of
 // its job. The rest of a row is known (running, owned here) or does not matter to it.
-const fetchCols = `id, queue, kind, args, priority, run_at, attempt, max_attempts, key, batch_id, timeout_ms, tags, meta,
-last_error, created_at, attempted_at`
+const fetchCols = `id, queue, kind, args, priority, run_at, attempt, max_attempts, key, unique_key, batch_id, timeout_ms,
+tags, meta, last_error, created_at, attempted_at`
 
 // queries are the statements of one dialect. In each, $1 is "now": NULL for database time,
 // or a test clock's time.

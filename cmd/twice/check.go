@@ -21,10 +21,38 @@ import (
 	"github.com/twicehq/twice/store"
 )
 
-// errViolations makes `twice check` exit non-zero after printing its report.
+// errViolations makes `twice check` exit with status 1 after printing its report.
 var errViolations = errors.New("check: invariants violated")
 
+// errCheckNotRun makes `twice check` exit with status 3: the check could not run (the
+// database was unreachable, the setup failed, an instance did not start), so it says
+// nothing about the invariants, which a status of 1 would claim.
+var errCheckNotRun = errors.New("check could not run")
+
+// Exit statuses of `twice check` besides 0 (no violation) and 2 (usage).
+const (
+	exitViolations  = 1
+	exitCheckNotRun = 3
+)
+
+// checkRunner runs a check: [check.Run], or a stand-in in tests of the exit statuses.
+type checkRunner func(context.Context, check.Params) (*check.Report, error)
+
 func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return checkWith(ctx, args, stdout, stderr, check.Run)
+}
+
+// checkWith is checkCmd with run doing the check. Every error but a usage error or
+// violations means the check could not run.
+func checkWith(ctx context.Context, args []string, stdout, stderr io.Writer, run checkRunner) error {
+	err := checkRun(ctx, args, stdout, stderr, run)
+	if err == nil || errors.Is(err, errUsage) || errors.Is(err, errViolations) || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errCheckNotRun, err)
+}
+
+func checkRun(ctx context.Context, args []string, stdout, stderr io.Writer, run checkRunner) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	var db dbFlags
 	db.register(fs)
@@ -83,7 +111,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		progress = stderr
 	}
 	fmt.Fprintf(progress, "twice check: %s, %d instances, faults for %v\n", *kind, *instances, *duration)
-	rep, err := check.Run(ctx, check.Params{DSN: dsn, Schema: schema, Instances: *instances, Duration: *duration,
+	rep, err := run(ctx, check.Params{DSN: dsn, Schema: schema, Instances: *instances, Duration: *duration,
 		Faults: faultList, FaultEvery: *every, PGRestartCmd: *restart, LeaseTTL: *ttl, Seed: *seed,
 		Spawn: spawn, Progress: progress, InstanceLog: instanceLog})
 	if err != nil {

@@ -282,12 +282,18 @@ func printStats(w io.Writer, service string, st []jobs.QueueStats) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "QUEUE\tPAUSED\tAVAILABLE\tSCHEDULED\tRUNNING\tCOMPLETED\tCANCELLED\tDISCARDED\tWAITING")
+	fmt.Fprintln(tw, "QUEUE\tWORKERS\tPAUSED\tAVAILABLE\tSCHEDULED\tRUNNING\tCOMPLETED\tCANCELLED\tDISCARDED\tWAITING")
 	for _, q := range st {
-		fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", q.Queue, q.Paused, q.Available, q.Scheduled, q.Running,
-			q.Completed, q.Cancelled, q.Discarded, q.Waiting)
+		fmt.Fprintf(tw, "%s\t%d\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", q.Queue, q.Workers, q.Paused, q.Available, q.Scheduled,
+			q.Running, q.Completed, q.Cancelled, q.Discarded, q.Waiting)
 	}
 	_ = tw.Flush()
+	for _, q := range st {
+		if q.Workers == 0 && q.Available+q.Scheduled > 0 {
+			fmt.Fprintf(w, "queue %s has jobs waiting (%d) and no live instance works it: list it in Config.Jobs.Queues, "+
+				"or name it in the Opts of a kind whose worker is registered\n", q.Queue, q.Available+q.Scheduled)
+		}
+	}
 }
 
 func oneLine(s string, n int) string {

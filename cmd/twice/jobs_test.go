@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
@@ -112,6 +113,64 @@ func TestJobsQueuesCronCommands(t *testing.T) {
 			if out := run(2, bad...); !strings.Contains(out, "Usage:") {
 				t.Errorf("twice %v: no usage", bad)
 			}
+		}
+	})
+}
+
+// A job enqueued to a queue that no instance works must show: `twice queues list` counts
+// each queue's live workers and names the queues that have jobs and none.
+func TestQueuesListShowsQueuesNobodyWorks(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		ctx := context.Background()
+		env := []string{"TWICE_DSN=" + db.DSN, "TWICE_SERVICE=shop"}
+		args := func(a ...string) []string {
+			if db.Schema != "" {
+				a = append(a, "--schema", db.Schema)
+			}
+			return a
+		}
+		n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "shop", Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close(ctx)
+		block := make(chan struct{})
+		defer close(block)
+		if err := jobs.Register(n.Jobs(), jobs.WorkFunc[report](func(ctx context.Context, job *jobs.Job[report]) error {
+			<-block
+			return nil
+		})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Jobs().Enqueue(ctx, report{Day: "mon"}, &jobs.Opts{Queue: "mail"}); err != nil {
+			t.Fatal(err)
+		}
+		var out string
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			code, stdout, stderr := cli(t, env, args("queues", "list")...)
+			if code != 0 {
+				t.Fatalf("queues list: exit %d\n%s%s", code, stdout, stderr)
+			}
+			out = stdout
+			if strings.Contains(out, "default  1") {
+				break // the instance has recorded the queue it works
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the default queue never showed its worker:\n%s", out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !strings.Contains(out, "mail     0") || !strings.Contains(out, "queue mail has jobs waiting (1) and no live instance works it") {
+			t.Errorf("queues list does not point at the queue nobody works:\n%s", out)
+		}
+		if strings.Contains(out, "queue default has") {
+			t.Errorf("queues list flags a worked queue:\n%s", out)
+		}
+		var stats struct{ Queues []jobs.QueueStats }
+		code, stdout, _ := cli(t, env, args("jobs", "stats", "--json")...)
+		if err := json.Unmarshal([]byte(stdout), &stats); code != 0 || err != nil || len(stats.Queues) != 2 ||
+			stats.Queues[0].Workers != 1 || stats.Queues[1].Queue != "mail" || stats.Queues[1].Workers != 0 {
+			t.Errorf("jobs stats --json: exit %d %+v %v", code, stats, err)
 		}
 	})
 }

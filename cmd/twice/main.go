@@ -34,7 +34,12 @@ func main() {
 
 // run executes one command line and returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := dispatch(ctx, args, stdout, stderr)
+	return exitStatus(dispatch(ctx, args, stdout, stderr), stdout, stderr)
+}
+
+// exitStatus reports a command's error and returns its exit status: 0, 1 for a failure, 2
+// for a usage error, and for `twice check` 1 for violations and 3 when it could not run.
+func exitStatus(err error, stdout, stderr io.Writer) int {
 	if h, ok := errorsAsHelp(err); ok {
 		fmt.Fprint(stdout, h.text)
 		return 0
@@ -53,6 +58,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprint(stderr, text)
 		return 2
+	case errors.Is(err, errCheckNotRun):
+		fmt.Fprintln(stderr, "twice:", err)
+		return exitCheckNotRun
+	case errors.Is(err, errViolations):
+		fmt.Fprintln(stderr, "twice:", err)
+		return exitViolations
 	default:
 		fmt.Fprintln(stderr, "twice:", err)
 		return 1

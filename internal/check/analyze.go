@@ -13,6 +13,25 @@ import (
 	"github.com/twicehq/twice/store"
 )
 
+// The invariants a run judges. Each has an analyser, and analyze_test.go plants exactly
+// one violation of each (and none) to show the analyser reports it.
+const (
+	invSessions     = "sessions: concurrent writes of different keys never lose an update"
+	invIdempotency  = "idempotency: each key's effect happens exactly once"
+	invConverge     = "config and cache: every instance converges to the last value"
+	invLeaderOrder  = "leader: fenced writes commit in token order"
+	invLockOrder    = "locks: fenced writes commit in token order"
+	invRefused      = "leader: writes refused by fencing left no trace"
+	invLinearizable = "leader: fenced register is linearizable (porcupine)"
+	invOneLeader    = "leader: two instances never both lead for longer than a lease" // + " (TTL)"
+	invEventsEO     = "events: an exactly-once group handles every event exactly once"
+	invEventsShared = "events: a shared group loses no event (commit order, no skips)"
+	invJobsLost     = "jobs: every enqueued job completes (none lost)"
+	invJobsTwice    = "jobs: a job runs twice only if it was in flight on a faulted instance"
+	invCron         = "cron: every tick fires once, and runs twice only if in flight on a faulted instance"
+	invRecovery     = "cluster: recovers after the faults (a leader writes, work catches up)"
+)
+
 // logWrite is one committed fenced write, from the log table in id (commit) order.
 type logWrite struct {
 	kind     string
@@ -34,8 +53,8 @@ func (r *run) analyze(ctx context.Context, recovered bool) error {
 	}
 	finalOp := instance.Op{Kind: "read", Value: final, Call: finalCall, Return: time.Now().UnixNano(), Result: "ok"}
 
-	r.report.add(tokenOrder("leader: fenced writes commit in token order", writes, "leader"))
-	r.report.add(tokenOrder("locks: fenced writes commit in token order", writes, "lock"))
+	r.report.add(tokenOrder(invLeaderOrder, writes, "leader"))
+	r.report.add(tokenOrder(invLockOrder, writes, "lock"))
 	r.report.add(refusedLeftNoTrace(events, writes))
 	r.report.add(linearizable(events, writes, finalOp))
 	r.report.add(oneBeliever(events, r.p.LeaseTTL))
@@ -57,13 +76,19 @@ func (r *run) analyze(ctx context.Context, recovered bool) error {
 		return err
 	}
 	r.report.add(ticks)
-	rec := Invariant{Name: "cluster: recovers after the faults (a leader writes, work catches up)", Operations: 1}
-	if !recovered {
-		rec.Violations = 1
-		rec.Details = []string{"after every fault was healed, no leader wrote, or the consumer groups, the jobs or the schedule did not catch up within a minute"}
-	}
-	r.report.add(rec)
+	r.report.add(recovery(recovered))
 	return nil
+}
+
+// recovery judges whether, once every fault was healed, a leader wrote and the consumer
+// groups, the jobs and the schedule caught up (see run.heal and run.drain).
+func recovery(recovered bool) Invariant {
+	inv := Invariant{Name: invRecovery, Operations: 1}
+	if !recovered {
+		inv.Violations = 1
+		inv.Details = []string{"after every fault was healed, no leader wrote, or the consumer groups, the jobs or the schedule did not catch up within a minute"}
+	}
+	return inv
 }
 
 // faultsAndStalls is the injected faults plus every heartbeat stall the instances
@@ -137,7 +162,7 @@ func tokenOrder(name string, writes []logWrite, kind string) Invariant {
 
 // refusedLeftNoTrace checks that a write refused by fencing never committed.
 func refusedLeftNoTrace(events []instance.Event, writes []logWrite) Invariant {
-	inv := Invariant{Name: "leader: writes refused by fencing left no trace"}
+	inv := Invariant{Name: invRefused}
 	committed := map[int64]bool{}
 	for _, w := range writes {
 		if w.kind == "leader" {
@@ -206,7 +231,7 @@ var fencedRegister = porcupine.NondeterministicModel{
 // committed may have taken effect at any moment after it was called; one that did not is
 // dropped.
 func linearizable(events []instance.Event, writes []logWrite, final instance.Op) Invariant {
-	inv := Invariant{Name: "leader: fenced register is linearizable (porcupine)"}
+	inv := Invariant{Name: invLinearizable}
 	committed := map[int64]logWrite{}
 	for _, w := range writes {
 		if w.kind == "leader" {
@@ -264,7 +289,7 @@ func linearizable(events []instance.Event, writes []logWrite, final instance.Op)
 
 // oneBeliever checks that no two instances believed they led at once for longer than ttl.
 func oneBeliever(events []instance.Event, ttl time.Duration) Invariant {
-	inv := Invariant{Name: fmt.Sprintf("leader: two instances never both lead for longer than a lease (%v)", ttl)}
+	inv := Invariant{Name: fmt.Sprintf("%s (%v)", invOneLeader, ttl)}
 	terms := instance.Terms(events, time.Now())
 	inv.Operations = len(terms)
 	for i, a := range terms {
@@ -285,8 +310,8 @@ func oneBeliever(events []instance.Event, ttl time.Duration) Invariant {
 // groups recorded: the exactly-once group handled each exactly once, the shared group at
 // least once. An event skipped by a reader that trusted id order would be missing from both.
 func eventInvariants(ctx context.Context, s *store.Store, service string) (eo, shared Invariant, err error) {
-	eo = Invariant{Name: "events: an exactly-once group handles every event exactly once"}
-	shared = Invariant{Name: "events: a shared group loses no event (commit order, no skips)"}
+	eo = Invariant{Name: invEventsEO}
+	shared = Invariant{Name: invEventsShared}
 	ids, err := ints(ctx, s, "SELECT id FROM twice_events WHERE service = $1 AND topic = $2", service, instance.CheckTopic)
 	if err != nil {
 		return eo, shared, err
@@ -358,8 +383,8 @@ type jobRun struct {
 // rescued by liveness). A run that starts after a pause, of a job claimed before it, is such
 // a run: the job was in flight on the paused instance.
 func jobInvariants(ctx context.Context, s *store.Store, service string, faults []faultRec) (lost, twice Invariant, err error) {
-	lost = Invariant{Name: "jobs: every enqueued job completes (none lost)"}
-	twice = Invariant{Name: "jobs: a job runs twice only if it was in flight on a faulted instance"}
+	lost = Invariant{Name: invJobsLost}
+	twice = Invariant{Name: invJobsTwice}
 	rows, err := s.Reader().Query(ctx, "SELECT id, state FROM twice_jobs WHERE service = $1 AND kind = 'check-job'", service)
 	if err != nil {
 		return lost, twice, err
@@ -446,7 +471,7 @@ func faultedBetween(faults []faultRec, instance string, from, to time.Time) bool
 // as exactly one job, and that job ran; it ran more than once only as any job may, when it
 // was in flight on a faulted instance (see jobInvariants).
 func tickInvariant(ctx context.Context, s *store.Store, service string, faults []faultRec) (Invariant, error) {
-	inv := Invariant{Name: "cron: every tick fires once, and runs twice only if in flight on a faulted instance"}
+	inv := Invariant{Name: invCron}
 	rows, err := s.Reader().Query(ctx, "SELECT tick, job_id, attempt, instance, claimed, started FROM "+instance.CheckTickRuns+" WHERE service = $1", service)
 	if err != nil {
 		return inv, err

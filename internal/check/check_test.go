@@ -112,6 +112,9 @@ func TestRun(t *testing.T) {
 			if inv.Operations == 0 && !strings.Contains(inv.Name, "refused") {
 				t.Errorf("%s: no operations: the run exercised nothing", inv.Name)
 			}
+			if !coveredByAnalyserTest(inv.Name) {
+				t.Errorf("%s: no case in analyserCases plants a violation of it", inv.Name)
+			}
 		}
 		if rep.Violations != 0 {
 			t.Fatalf("%d violations", rep.Violations)

@@ -105,30 +105,39 @@ func (h *httpLoad) all() []string {
 // instance serves the last value written (the cached row, which each write changed in the
 // setting's transaction) within convergeLimit.
 func (h *httpLoad) converge(ctx context.Context, s *store.Store, service string) (Invariant, error) {
-	inv := Invariant{Name: "config and cache: every instance converges to the last value"}
-	addrs := h.all()
+	truth := func(ctx context.Context) (want, writes int64, err error) {
+		err = s.Reader().QueryRow(ctx, "SELECT value, writes FROM "+instance.CheckCachedTable+" WHERE service = $1", service).Scan(&want, &writes)
+		return want, writes, err
+	}
+	return judgeConverge(ctx, h.all(), truth, h.view, convergeLimit)
+}
+
+// judgeConverge asks each instance (at addrs) for its view until it serves the truth, or
+// limit has passed since it began.
+func judgeConverge(ctx context.Context, addrs []string, truth func(context.Context) (want, writes int64, err error),
+	view func(context.Context, string) (instance.Converged, error), limit time.Duration) (Invariant, error) {
+	inv := Invariant{Name: invConverge}
 	if len(addrs) == 0 {
 		inv.Violations, inv.Details = 1, []string{"no instance serves HTTP"}
 		return inv, nil
 	}
-	deadline := time.Now().Add(convergeLimit)
+	deadline := time.Now().Add(limit)
 	for _, a := range addrs {
 		for {
 			// The truth is read again each time: a write may commit just after the quiesce.
-			var want, writes int64
-			err := s.Reader().QueryRow(ctx, "SELECT value, writes FROM "+instance.CheckCachedTable+" WHERE service = $1", service).Scan(&want, &writes)
+			want, writes, err := truth(ctx)
 			if err != nil {
 				return inv, err
 			}
 			inv.Operations = int(writes)
-			got, err := h.view(ctx, a)
+			got, err := view(ctx, a)
 			if err == nil && got.Setting == want && got.Cache == want {
 				break
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				inv.Violations++
 				inv.Details = append(inv.Details, fmt.Sprintf("instance at %s after %v: setting %d, cache %d, last value %d (err %v)",
-					a, convergeLimit, got.Setting, got.Cache, want, err))
+					a, limit, got.Setting, got.Cache, want, err))
 				break
 			}
 			sleep(ctx, 20*time.Millisecond)
@@ -261,12 +270,13 @@ func (h *httpLoad) pay(ctx context.Context) {
 // verify reads every session key back through the instances and the effects of /pay from
 // the database, and judges them.
 func (h *httpLoad) verify(ctx context.Context, s *store.Store, service string) (sessions, idem Invariant, err error) {
-	sessions = Invariant{Name: "sessions: concurrent writes of different keys never lose an update"}
-	idem = Invariant{Name: "idempotency: each key's effect happens exactly once"}
+	sessions = Invariant{Name: invSessions}
+	idem = Invariant{Name: invIdempotency}
 	h.mu.Lock()
 	acked, tried, paid, pending := h.acked, h.tried, h.paid, h.pending
-	sessions.Operations = h.reqs
+	reqs := h.reqs
 	h.mu.Unlock()
+	values := map[string]int64{}
 	for k := range sessionKeys {
 		key := "k" + strconv.Itoa(k)
 		var got int64
@@ -286,13 +296,9 @@ func (h *httpLoad) verify(ctx context.Context, s *store.Store, service string) (
 			}
 			sleep(ctx, 100*time.Millisecond)
 		}
-		// The value is the last confirmed write, or a later one that was sent but whose
-		// answer was lost; anything older means a confirmed update was lost.
-		if got < acked[key] || got > tried[key] {
-			sessions.Violations++
-			sessions.Details = append(sessions.Details, fmt.Sprintf("key %s holds %d; confirmed %d, sent up to %d", key, got, acked[key], tried[key]))
-		}
+		values[key] = got
 	}
+	sessions = judgeSessions(values, acked, tried, reqs)
 
 	counts := map[string]int{}
 	rows, err := s.Reader().Query(ctx, "SELECT idem_key, count(*) FROM "+instance.CheckPayTable+" WHERE service = $1 GROUP BY idem_key", service)
@@ -312,18 +318,40 @@ func (h *httpLoad) verify(ctx context.Context, s *store.Store, service string) (
 	if err := rows.Err(); err != nil {
 		return sessions, idem, err
 	}
-	idem.Operations = len(paid)
+	return sessions, judgeIdempotency(paid, pending, counts), nil
+}
+
+// judgeSessions compares each session key's value read back (got) with the last value an
+// instance confirmed and the last one sent.
+func judgeSessions(got, acked, tried map[string]int64, reqs int) Invariant {
+	inv := Invariant{Name: invSessions, Operations: reqs}
+	for key, v := range got {
+		// The value is the last confirmed write, or a later one that was sent but whose
+		// answer was lost; anything older means a confirmed update was lost.
+		if v < acked[key] || v > tried[key] {
+			inv.Violations++
+			inv.Details = append(inv.Details, fmt.Sprintf("key %s holds %d; confirmed %d, sent up to %d", key, v, acked[key], tried[key]))
+		}
+	}
+	return inv
+}
+
+// judgeIdempotency compares the effects recorded per idempotency key (counts) with the keys
+// answered 2xx (paid); pending is the key in flight when the load stopped, which may have
+// taken effect once without an answer.
+func judgeIdempotency(paid map[string]bool, pending string, counts map[string]int) Invariant {
+	inv := Invariant{Name: invIdempotency, Operations: len(paid)}
 	for k := range paid {
 		if counts[k] != 1 {
-			idem.Violations++
-			idem.Details = append(idem.Details, fmt.Sprintf("key %s answered 2xx but has %d effects", k, counts[k]))
+			inv.Violations++
+			inv.Details = append(inv.Details, fmt.Sprintf("key %s answered 2xx but has %d effects", k, counts[k]))
 		}
 	}
 	for k, n := range counts {
 		if !paid[k] && (k != pending || n > 1) {
-			idem.Violations++
-			idem.Details = append(idem.Details, fmt.Sprintf("key %s has %d effects but was never sent to completion", k, n))
+			inv.Violations++
+			inv.Details = append(inv.Details, fmt.Sprintf("key %s has %d effects but was never sent to completion", k, n))
 		}
 	}
-	return sessions, idem, nil
+	return inv
 }

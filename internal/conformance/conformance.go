@@ -15,16 +15,19 @@ import (
 // in parallel.
 func Exercise(t *testing.T, dialect store.Dialect) {
 	for name, part := range map[string]func(*testing.T, store.Dialect){
-		"Lease":      leases,
-		"Membership": membership,
-		"Leader":     leader,
-		"Lock":       locks,
-		"Events":     eventsSuite,
-		"Cache":      caches,
-		"Settings":   settingsPart,
-		"Jobs":       jobsSuite,
-		"Cron":       cronSuite,
-		"Forged":     forgedPart,
+		"Lease":        leases,
+		"Membership":   membership,
+		"Leader":       leader,
+		"Lock":         locks,
+		"Events":       eventsSuite,
+		"EventsBudget": eventsBudget,
+		"Cache":        caches,
+		"Settings":     settingsPart,
+		"Jobs":         jobsSuite,
+		"Queues":       queuesSuite,
+		"Cron":         cronSuite,
+		"CronTicks":    cronTicks,
+		"Forged":       forgedPart,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

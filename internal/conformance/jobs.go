@@ -500,7 +500,7 @@ func jobsSuite(t *testing.T, dialect store.Dialect) {
 		var nodes []*twice.Node
 		for range 3 {
 			cfg := jobsFast()
-			cfg.Jobs.Queues = map[string]jobs.QueueConfig{"limited": {Concurrency: 5, GlobalLimit: 2}}
+			cfg.Jobs.Queues = []jobs.QueueConfig{{Name: "limited", Concurrency: 5, GlobalLimit: 2}}
 			nodes = append(nodes, node(t, db, "svc", cfg))
 		}
 		var inside, worst, done atomic.Int32
@@ -606,7 +606,7 @@ func jobsSuite(t *testing.T, dialect store.Dialect) {
 		// The ghost heartbeats until its job starts, then stops, like a process paused past
 		// its dead-after period: its job is rescued, and its late completion must be refused.
 		ghost, err := jobs.New(n.Store(), jobs.Config{Service: "svc", Instance: "ghost", Poll: 20 * time.Millisecond, Logger: testdb.Logger(t),
-			Queues: map[string]jobs.QueueConfig{jobs.DefaultQueue: {Concurrency: 1}}})
+			Queues: []jobs.QueueConfig{{Name: jobs.DefaultQueue, Concurrency: 1}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -799,7 +799,7 @@ func jobsSuite(t *testing.T, dialect store.Dialect) {
 		t.Parallel()
 		db := testdb.New(t, dialect)
 		cfg := jobsFast()
-		cfg.Jobs.Queues = map[string]jobs.QueueConfig{jobs.DefaultQueue: {Concurrency: 1}}
+		cfg.Jobs.Queues = []jobs.QueueConfig{{Name: jobs.DefaultQueue, Concurrency: 1}}
 		n := node(t, db, "svc", cfg)
 		params := []jobs.Params{{Args: noop{N: 3}, Opts: &jobs.Opts{Priority: 3}}, {Args: noop{N: 1}, Opts: &jobs.Opts{Priority: 1}},
 			{Args: noop{N: 2}, Opts: &jobs.Opts{Priority: 2}}}

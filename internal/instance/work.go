@@ -46,7 +46,7 @@ func (o Options) jobsConfig() jobs.Config {
 	if o.Work == nil {
 		return jobs.Config{}
 	}
-	return jobs.Config{Queues: map[string]jobs.QueueConfig{jobs.DefaultQueue: {Concurrency: o.Work.Concurrency}},
+	return jobs.Config{Queues: []jobs.QueueConfig{{Name: jobs.DefaultQueue, Concurrency: o.Work.Concurrency}},
 		RescueInterval: o.Work.RescueInterval}
 }
 
