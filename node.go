@@ -61,6 +61,8 @@ type Node struct {
 	// before leadership and leases are released.
 	closers []func(context.Context) error
 
+	// panics counts the panics recovered from the users' code the node runs (see Panics).
+	panics    atomic.Int64
 	draining  atomic.Bool
 	closeOnce sync.Once
 	closeErr  error

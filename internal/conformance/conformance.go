@@ -24,6 +24,7 @@ func Exercise(t *testing.T, dialect store.Dialect) {
 		"Settings":   settingsPart,
 		"Jobs":       jobsSuite,
 		"Cron":       cronSuite,
+		"Panics":     panicsSuite,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -1,0 +1,97 @@
+package conformance
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/events"
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/store"
+)
+
+// panicsSuite: code of the user's that twice runs on its own goroutines may panic. The
+// process must go on, the panic must be logged and counted (Node.Panics), a transaction it
+// ran in must end, and the node must still close.
+func panicsSuite(t *testing.T, dialect store.Dialect) {
+	ctx := context.Background()
+
+	t.Run("ExactlyOnceHandlerPanics", func(t *testing.T) {
+		t.Parallel()
+		// Few connections, fewer than the attempts: each leaked transaction would keep
+		// one, and the group (and the node) would stall once none is left.
+		db := smallPool(testdb.New(t, dialect), 3)
+		a := node(t, db, "svc", fast)
+		if _, err := a.Store().Exec(ctx, "CREATE TABLE effects (payload TEXT NOT NULL)"); err != nil {
+			t.Fatal(err)
+		}
+		const attempts = 5
+		subscribe(t, a, events.GroupConfig{Name: "g", Topics: []string{"t"}, Mode: events.ExactlyOnce, Partitions: 1,
+			MaxAttempts: attempts, RetryBackoff: time.Millisecond,
+			HandleTx: func(ctx context.Context, tx store.Tx, e events.Event) error {
+				if _, err := tx.Exec(ctx, "INSERT INTO effects (payload) VALUES ($1)", string(e.Payload)); err != nil {
+					return err
+				}
+				if string(e.Payload) == "poison" {
+					panic("poison")
+				}
+				return nil
+			}})
+		ids, err := a.Events().Publish(ctx, events.Message{Topic: "t", Payload: []byte("a")}, events.Message{Topic: "t", Payload: []byte("poison")},
+			events.Message{Topic: "t", Payload: []byte("b")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "the group past the poison", func() bool {
+			lag, err := a.Events().Lag(ctx, "g")
+			return err == nil && lag.Pending == 0
+		})
+		if n := count(t, a.Store(), "SELECT count(*) FROM effects WHERE payload = 'poison'"); n != 0 {
+			t.Fatalf("%d effects of the panicking handler committed", n)
+		}
+		if n := count(t, a.Store(), "SELECT count(*) FROM effects"); n != 2 {
+			t.Fatalf("%d effects, want 2", n)
+		}
+		dead, err := a.Events().DeadLetters(ctx, "g", 0, 0)
+		if err != nil || len(dead) != 1 || dead[0].EventID != ids[1] || dead[0].Attempts != attempts || !strings.Contains(dead[0].Error, "panicked: poison") {
+			t.Fatalf("DeadLetters = %+v, %v", dead, err)
+		}
+		// Once in the batch, then alone until it is dead-lettered.
+		if got := a.Panics(); got != attempts+1 {
+			t.Errorf("Panics() = %d, want %d", got, attempts+1)
+		}
+		closes(t, a)
+	})
+}
+
+// smallPool limits db's PostgreSQL pool to n connections (SQLite has one writer anyway).
+func smallPool(db testdb.DB, n int) testdb.DB {
+	if db.Dialect == store.Postgres {
+		sep := "?"
+		if strings.Contains(db.DSN, "?") {
+			sep = "&"
+		}
+		db.DSN += sep + "pool_max_conns=" + strconv.Itoa(n)
+	}
+	return db
+}
+
+// closes closes n, failing t if Close does not return (a connection held forever) or fails.
+func closes(t *testing.T, n *twice.Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.Close(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return though its context ended")
+	}
+}
