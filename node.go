@@ -110,6 +110,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.members, err = cluster.NewMembership(n.store, cluster.Config{
 		Service: cfg.Name, ID: cfg.InstanceID, Host: host, PID: os.Getpid(), Version: cfg.Version,
 		Addr: cfg.AdvertiseAddr, HeartbeatInterval: cfg.HeartbeatInterval, DeadAfter: cfg.DeadAfter, Logger: n.log,
+		Panics: &n.panics,
 	})
 	if err != nil {
 		return err
@@ -128,7 +129,8 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.locks = lock.New(n.leases)
 	n.health = n.newHealth()
-	n.leader = cluster.NewLeader(n.leases, cluster.LeaderConfig{TTL: cfg.LeaseTTL, Poll: cfg.LeaderPoll, Logger: n.log})
+	n.leader = cluster.NewLeader(n.leases, cluster.LeaderConfig{TTL: cfg.LeaseTTL, Poll: cfg.LeaderPoll, Logger: n.log,
+		Panics: &n.panics})
 	n.leader.OnElected(n.reapDead)
 	if err := n.startEvents(); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 )
 
@@ -50,6 +51,9 @@ type Config struct {
 	DeadAfter time.Duration
 	// Logger defaults to slog.Default(). It should carry the instance id; the node's does.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from OnStall callbacks; each is also
+	// logged with its stack. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // Member is an instance as the database sees it.
@@ -174,7 +178,7 @@ func (m *Membership) landed(start time.Time) {
 	fns := slices.Clone(m.onStall)
 	m.mu.Unlock()
 	for _, fn := range fns {
-		fn(from, to)
+		safe.Do(m.log, m.cfg.Panics, "cluster: OnStall callback", func() { fn(from, to) })
 	}
 }
 

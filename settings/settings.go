@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/bus"
@@ -135,6 +136,9 @@ type Config struct {
 	KeepHistory int
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from Watch callbacks; each is also logged
+	// with its stack, and the other watchers go on. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // Settings is one instance's view of its service's settings. It is safe for concurrent use.
@@ -184,7 +188,7 @@ func New(ctx context.Context, s *store.Store, b bus.Bus, cfg Config) (*Settings,
 	}
 	st := &Settings{st: s, bus: b, cfg: cfg, q: queriesFor(s.Dialect()), log: cfg.Logger,
 		vals: map[string]Setting{}, watchers: map[int]*watcher{}, warned: map[string]int64{},
-		notes: newNotifier(), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		notes: newNotifier(cfg.Logger, cfg.Panics), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if b != nil {
 		// Subscribe before the first load, so no change falls between the two.
 		st.unsubscribe = b.Subscribe(Channel, func(bus.Message) { st.poke() })

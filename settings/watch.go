@@ -1,10 +1,13 @@
 package settings
 
 import (
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/twicehq/twice/internal/safe"
 )
 
 type watcher struct {
@@ -21,7 +24,12 @@ type note struct {
 
 // notifier calls watchers on a goroutine of its own, in the order changes were applied, so
 // a slow watcher never holds up the local copy and a watcher may itself call Set.
+// A watcher that panics is logged and counted (see [Config.Panics]); the others, and its
+// own later calls, go on.
 type notifier struct {
+	log    *slog.Logger
+	panics *atomic.Int64
+
 	mu     sync.Mutex // protects queue, closed
 	queue  []note
 	closed bool
@@ -29,8 +37,8 @@ type notifier struct {
 	done   chan struct{}
 }
 
-func newNotifier() *notifier {
-	n := &notifier{wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newNotifier(log *slog.Logger, panics *atomic.Int64) *notifier {
+	n := &notifier{log: log, panics: panics, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go n.loop()
 	return n
 }
@@ -57,7 +65,7 @@ func (n *notifier) loop() {
 		for _, x := range q {
 			for _, w := range x.to {
 				if !w.cancelled.Load() {
-					w.fn(x.v)
+					safe.Do(n.log, n.panics, "settings: Watch callback", func() { w.fn(x.v) })
 				}
 			}
 		}

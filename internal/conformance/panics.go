@@ -4,12 +4,14 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
 )
 
@@ -63,6 +65,77 @@ func panicsSuite(t *testing.T, dialect store.Dialect) {
 		if got := a.Panics(); got != attempts+1 {
 			t.Errorf("Panics() = %d, want %d", got, attempts+1)
 		}
+		closes(t, a)
+	})
+	t.Run("OnElectedPanicStepsDown", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		a := node(t, db, "svc", fast)
+		eventually(t, 20*time.Second, "a leads", a.IsLeader)
+		b := node(t, db, "svc", fast)
+		var calls atomic.Int32
+		a.Leader().OnElected(func(ctx context.Context) {
+			calls.Add(1)
+			panic("boom")
+		})
+		eventually(t, 20*time.Second, "b leads after a stepped down", b.IsLeader)
+		if a.Panics() == 0 {
+			t.Fatal("the panic was not counted")
+		}
+		// a campaigns again: alone, it is elected again (and steps down again, later each
+		// time, since its callback always panics).
+		closes(t, b)
+		eventually(t, 30*time.Second, "a elected twice more", func() bool { return calls.Load() >= 3 })
+		if got := a.Panics(); got < 3 {
+			t.Errorf("Panics() = %d after %d panicking callbacks", got, calls.Load())
+		}
+		closes(t, a)
+	})
+
+	t.Run("OnHeartbeatStallPanics", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		a := node(t, db, "svc", fast)
+		var later atomic.Int32
+		a.OnHeartbeatStall(func(from, to time.Time) { panic("stall") })
+		a.OnHeartbeatStall(func(from, to time.Time) { later.Add(1) })
+		// Stall the heartbeats past DeadAfter: hold the lock they need (SQLite's write
+		// lock; the member's row on PostgreSQL).
+		tx, err := a.Store().Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dialect == store.Postgres {
+			if _, err := tx.Exec(ctx, "SELECT 1 FROM twice_members WHERE service = $1 AND id = $2 FOR UPDATE", "svc", a.ID()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(3 * fast.DeadAfter)
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "the stall reported to the second callback", func() bool { return later.Load() > 0 })
+		if a.Panics() == 0 {
+			t.Fatal("the panic was not counted")
+		}
+		closes(t, a)
+	})
+
+	t.Run("WatchPanics", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		a := node(t, db, "svc", calm)
+		var got atomic.Int32
+		a.Settings().Watch("k", func(settings.Setting) { panic("watch") })
+		a.Settings().Watch("k", func(settings.Setting) { got.Add(1) })
+		for i := range 2 {
+			if _, err := a.Settings().Set(ctx, "k", i, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, 20*time.Second, "both changes reach the second watcher", func() bool { return got.Load() == 2 })
+		// The first watcher too went on after its panic.
+		eventually(t, 20*time.Second, "both panics counted", func() bool { return a.Panics() == 2 })
 		closes(t, a)
 	})
 }
