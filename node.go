@@ -123,7 +123,7 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.leases, err = lease.NewManager(n.store, lease.Config{Service: cfg.Name, Holder: cfg.InstanceID, TTL: cfg.LeaseTTL,
-		Logger: n.log, OnRelease: n.announceRelease})
+		Logger: n.log, OnRelease: n.announceRelease, Panics: &n.panics})
 	if err != nil {
 		return err
 	}
@@ -201,6 +201,7 @@ func (n *Node) abort() {
 
 func (n *Node) newHealth() *health.Health {
 	h := health.New(map[string]string{"instance": n.cfg.InstanceID, "service": n.cfg.Name})
+	h.Logger, h.Panics = n.log, &n.panics
 	// Registering can only fail on a duplicate name, which these fixed names are not.
 	_ = h.Register("draining", 0, func(context.Context) error {
 		if n.draining.Load() {

@@ -13,10 +13,11 @@ import (
 // openBus starts the bus [Config.Bus] names.
 func (n *Node) openBus(ctx context.Context) (bus.Bus, error) {
 	if n.cfg.Bus == "" {
-		return bus.NewStore(ctx, n.store, bus.Config{Service: n.cfg.Name, Instance: n.cfg.InstanceID, Logger: n.log})
+		return bus.NewStore(ctx, n.store, bus.Config{Service: n.cfg.Name, Instance: n.cfg.InstanceID, Logger: n.log,
+			Panics: &n.panics})
 	}
 	return natsbus.New(ctx, natsbus.Config{URL: n.cfg.Bus, Service: n.cfg.Name, Instance: n.cfg.InstanceID,
-		Store: n.store, Logger: n.log})
+		Store: n.store, Logger: n.log, Panics: &n.panics})
 }
 
 // validBus checks [Config.Bus]: empty, or NATS URLs.

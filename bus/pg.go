@@ -54,6 +54,7 @@ type pgBus struct {
 
 func newPG(ctx context.Context, s *store.Store, cfg Config) (*pgBus, error) {
 	b := &pgBus{s: s, cfg: cfg, channel: pgChannel(s.Schema(), cfg.Service), stop: make(chan struct{})}
+	b.subs.Logger, b.subs.Panics = cfg.Logger, cfg.Panics
 	conn, err := b.listen(ctx)
 	if err != nil {
 		return nil, err

@@ -37,6 +37,7 @@ func newSQLite(ctx context.Context, s *store.Store, cfg Config) (*sqliteBus, err
 	}
 	b := &sqliteBus{s: s, cfg: cfg, conn: conn, kick: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
+	b.subs.Logger, b.subs.Panics = cfg.Logger, cfg.Panics
 	var last int64
 	if err := conn.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM twice_bus WHERE service = $1", cfg.Service).Scan(&last); err != nil {
 		conn.Close()

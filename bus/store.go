@@ -5,6 +5,7 @@ import (
 	"embed"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/store"
@@ -44,6 +45,9 @@ type Config struct {
 	Retention time.Duration
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from subscribers; each is also logged
+	// with its stack. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // NewStore starts the bus of s's dialect: LISTEN/NOTIFY on PostgreSQL, a polled table on

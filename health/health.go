@@ -14,11 +14,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/twicehq/twice/internal/safe"
 )
 
 // DefaultTimeout bounds a check registered without a timeout.
@@ -47,6 +51,13 @@ type check struct {
 
 // Health holds the checks of one instance. Its zero value is not usable; call [New].
 type Health struct {
+	// Logger receives the panics of checks. Set it before the first probe. Defaults to
+	// slog.Default().
+	Logger *slog.Logger
+	// Panics, if set, counts the panics of checks; each is also logged with its stack and
+	// fails its check. Set it before the first probe. Defaults to nil: logged only.
+	Panics *atomic.Int64
+
 	mu     sync.Mutex // protects checks
 	checks []check
 	attrs  map[string]string
@@ -115,7 +126,7 @@ func (h *Health) Run(ctx context.Context, kinds ...Kind) []Result {
 			cctx, cancel := context.WithTimeout(ctx, c.timeout)
 			defer cancel()
 			start := time.Now()
-			err := runCheck(cctx, c.fn)
+			err := h.runCheck(cctx, c.fn)
 			r := Result{Name: c.name, Kind: kindName(c.kind), OK: err == nil,
 				DurationMS: float64(time.Since(start).Microseconds()) / 1000}
 			if err != nil {
@@ -130,15 +141,10 @@ func (h *Health) Run(ctx context.Context, kinds ...Kind) []Result {
 
 // runCheck returns fn's error, or the context's if fn overruns its timeout: a check that
 // ignores its context cannot hold a probe up.
-func runCheck(ctx context.Context, fn CheckFunc) error {
+func (h *Health) runCheck(ctx context.Context, fn CheckFunc) error {
 	done := make(chan error, 1)
 	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- fmt.Errorf("check panicked: %v", r)
-			}
-		}()
-		done <- fn(ctx)
+		done <- safe.Call(h.Logger, h.Panics, "check", func() error { return fn(ctx) })
 	}()
 	select {
 	case err := <-done:

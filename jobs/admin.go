@@ -360,5 +360,5 @@ func (c *Client) RunHere(ctx context.Context, args Args) error {
 	if err != nil {
 		return err
 	}
-	return safeRun(ctx, wk.run, &Row{Kind: args.Kind(), Args: data, State: Running, Attempt: 1, MaxAttempts: 1})
+	return c.safeRun(ctx, wk.run, &Row{Kind: args.Kind(), Args: data, State: Running, Attempt: 1, MaxAttempts: 1})
 }

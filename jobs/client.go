@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/bus"
@@ -46,6 +47,9 @@ type Config struct {
 	Bus bus.Bus
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from workers and Backoff; each is also
+	// logged with its stack, and a worker's fails its attempt. Defaults to nil: logged only.
+	Panics *atomic.Int64
 
 	// Queues configures the queues this instance works. A queue with a registered worker
 	// but no entry runs with the zero QueueConfig's defaults. Defaults to none.

@@ -19,8 +19,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 )
 
@@ -61,8 +63,12 @@ type Config struct {
 	Logger *slog.Logger
 	// OnRelease, if set, is called after leases were freed in the database (names, or nil
 	// for all of this holder's), so other instances waiting for them can be woken at once
-	// instead of at their next look. The node publishes it on the bus.
+	// instead of at their next look. The node publishes it on the bus. It runs on the
+	// releasing goroutine, which may be one of the library's.
 	OnRelease func(ctx context.Context, names []string)
+	// Panics, if set, counts the panics recovered from OnRelease; each is also logged with
+	// its stack. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // Manager acquires, renews and releases the leases of one holder. It is safe for concurrent
@@ -454,7 +460,12 @@ func (m *Manager) Close(ctx context.Context) error {
 		for i, l := range held {
 			names[i] = l.name
 		}
-		m.cfg.OnRelease(ctx, names)
+		m.onRelease(ctx, names)
 	}
 	return nil
+}
+
+// onRelease calls Config.OnRelease, which must not end the process if it panics.
+func (m *Manager) onRelease(ctx context.Context, names []string) {
+	safe.Do(m.log, m.cfg.Panics, "lease: OnRelease callback", func() { m.cfg.OnRelease(ctx, names) })
 }

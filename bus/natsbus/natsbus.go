@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -67,6 +68,9 @@ type Config struct {
 	Options []nats.Option
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from subscribers; each is also logged
+	// with its stack. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // Bus is a [bus.Bus] on NATS.
@@ -112,6 +116,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	b := &Bus{cfg: cfg, prefix: "twice.bus." + token(cfg.Service) + ".",
 		natsSub: map[string]*nats.Subscription{}, txSub: map[string]func(){}}
+	b.subs.Logger, b.subs.Panics = cfg.Logger, cfg.Panics
 	opts := append([]nats.Option{
 		nats.Name("twice " + cfg.Service + " " + cfg.Instance),
 		nats.MaxReconnects(-1),
@@ -137,7 +142,8 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	b.nc = nc
 	b.flush = flusher{nc: nc, timeout: cfg.FlushTimeout}
 	if cfg.Store != nil {
-		b.tx, err = bus.NewStore(ctx, cfg.Store, bus.Config{Service: cfg.Service + "#natsbus-tx", Instance: cfg.Instance, Logger: cfg.Logger})
+		b.tx, err = bus.NewStore(ctx, cfg.Store, bus.Config{Service: cfg.Service + "#natsbus-tx", Instance: cfg.Instance, Logger: cfg.Logger,
+			Panics: cfg.Panics})
 		if err != nil {
 			nc.Close()
 			return nil, err

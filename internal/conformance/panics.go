@@ -9,8 +9,12 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/events"
+	"github.com/twicehq/twice/health"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
 )
@@ -136,6 +140,72 @@ func panicsSuite(t *testing.T, dialect store.Dialect) {
 		eventually(t, 20*time.Second, "both changes reach the second watcher", func() bool { return got.Load() == 2 })
 		// The first watcher too went on after its panic.
 		eventually(t, 20*time.Second, "both panics counted", func() bool { return a.Panics() == 2 })
+		closes(t, a)
+	})
+
+	// The rule, on every kind of code of the user's that a node runs on its own goroutines:
+	// a panic is counted, fails only that piece of work, and the rest goes on.
+	t.Run("EveryCallbackIsGuarded", func(t *testing.T) {
+		t.Parallel()
+		a := node(t, testdb.New(t, dialect), "svc", jobsFast())
+		var want int64
+
+		var delivered atomic.Int32
+		a.Bus().Subscribe("test.panics", func(bus.Message) { panic("subscriber") })
+		a.Bus().Subscribe("test.panics", func(bus.Message) { delivered.Add(1) })
+		for range 2 {
+			if err := a.Bus().Publish(ctx, "test.panics", []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, 20*time.Second, "both messages reach the second subscriber", func() bool { return delivered.Load() == 2 })
+		eventually(t, 20*time.Second, "the subscriber's panics counted", func() bool { return a.Panics() == 2 })
+		want += 2
+
+		if err := a.Health().Register("boom", 0, func(context.Context) error { panic("check") }); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range a.Health().Run(ctx, health.Readiness) {
+			if r.Name == "boom" && (r.OK || !strings.Contains(r.Error, "panicked: check")) {
+				t.Errorf("panicking check: %+v", r)
+			}
+		}
+		want++
+
+		c, err := cache.New(a.Caches(), "boom", cache.Config[string, string]{
+			Load: func(context.Context, string) (string, error) { panic("loader") }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Get(ctx, "k"); err == nil || !strings.Contains(err.Error(), "panicked: loader") {
+			t.Errorf("Get with a panicking loader = %v", err)
+		}
+		want++
+		var observed atomic.Int32
+		a.Caches().Observe(func(cache.Invalidation) { panic("observer") })
+		a.Caches().Observe(func(cache.Invalidation) { observed.Add(1) })
+		for range 4 {
+			if err := c.Invalidate(ctx, "k"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, 20*time.Second, "every invalidation observed by the second observer", func() bool { return observed.Load() == 4 })
+		eventually(t, 20*time.Second, "the observer's panics counted", func() bool { return a.Panics() == want+4 })
+		want += 4
+
+		mustRegister(t, a, func(context.Context, *jobs.Job[noop]) error { panic("worker") })
+		r, err := a.Jobs().Enqueue(ctx, noop{}, &jobs.Opts{MaxAttempts: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if row := waitState(t, a, r.ID, jobs.Discarded); !strings.Contains(row.LastError, "panicked: worker") {
+			t.Errorf("last error of a panicking job: %q", row.LastError)
+		}
+		want++
+
+		if got := a.Panics(); got != want {
+			t.Errorf("Panics() = %d, want %d", got, want)
+		}
 		closes(t, a)
 	})
 }
