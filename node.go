@@ -196,7 +196,7 @@ func (n *Node) abort() {
 	if n.bus != nil {
 		_ = n.bus.Close(ctx)
 	}
-	n.store.Close()
+	_ = n.store.Shutdown(ctx)
 }
 
 func (n *Node) newHealth() *health.Health {
@@ -357,7 +357,9 @@ func (n *Node) drain(ctx context.Context) error {
 	if err := n.bus.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	n.store.Close()
+	if err := n.store.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	n.log.Info("twice: node closed", "took", time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
 }

@@ -28,6 +28,10 @@ type sqliteBus struct {
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
+	// ctx is the poller's; Close cancels it, so a statement waiting for the writer (held
+	// by a transaction that never ends) cannot keep Close waiting forever.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 func newSQLite(ctx context.Context, s *store.Store, cfg Config) (*sqliteBus, error) {
@@ -43,6 +47,7 @@ func newSQLite(ctx context.Context, s *store.Store, cfg Config) (*sqliteBus, err
 		conn.Close()
 		return nil, fmt.Errorf("bus: %s: %w", s, err)
 	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.batch = newBatcher(cfg.Flush, b.insert)
 	go b.poll(last)
 	return b, nil
@@ -86,7 +91,7 @@ func (b *sqliteBus) wake() {
 
 func (b *sqliteBus) poll(last int64) {
 	defer close(b.done)
-	ctx := context.Background()
+	ctx := b.ctx
 	t := time.NewTicker(b.cfg.Poll)
 	defer t.Stop()
 	var version int64 = -1
@@ -199,6 +204,7 @@ func (b *sqliteBus) Close(context.Context) error {
 	b.once.Do(func() {
 		b.batch.close()
 		close(b.stop)
+		b.cancel()
 		<-b.done
 		b.conn.Close()
 	})

@@ -62,6 +62,10 @@ type Leader struct {
 	kick chan struct{}
 	stop chan struct{}
 	done chan struct{}
+	// ctx is the campaign's statements'; Stop cancels it, so a statement stuck on a busy
+	// database cannot hold Stop past its own context.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // NewLeader starts campaigning on m. Call [Leader.Stop] to stop and hand leadership over.
@@ -77,6 +81,7 @@ func NewLeader(m *lease.Manager, cfg LeaderConfig) *Leader {
 	}
 	l := &Leader{m: m, cfg: cfg, log: cfg.Logger, watchers: map[chan bool]struct{}{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	go l.campaign()
 	return l
 }
@@ -248,6 +253,7 @@ func (l *Leader) Stop(ctx context.Context) error {
 	default:
 		close(l.stop)
 	}
+	l.cancel()
 	<-l.done
 	l.mu.Lock()
 	cur := l.cur
@@ -273,9 +279,9 @@ func (l *Leader) campaign() {
 			}
 			continue
 		}
-		ls, err := l.m.TryAcquire(context.Background(), LeaderLease, &lease.AcquireOpts{TTL: l.cfg.TTL})
+		ls, err := l.m.TryAcquire(l.ctx, LeaderLease, &lease.AcquireOpts{TTL: l.cfg.TTL})
 		if err != nil {
-			if !errors.Is(err, lease.ErrHeld) && !errors.Is(err, lease.ErrClosed) {
+			if !errors.Is(err, lease.ErrHeld) && !errors.Is(err, lease.ErrClosed) && l.ctx.Err() == nil {
 				l.log.Warn("cluster: leader election attempt failed", "err", err)
 			}
 			if !l.sleep(l.cfg.Poll) {
@@ -296,7 +302,7 @@ func (l *Leader) follow() time.Duration {
 		return sitOut
 	}
 	// Reading first keeps followers from taking SQLite's write lock ten times a second.
-	info, err := l.m.Info(context.Background(), LeaderLease)
+	info, err := l.m.Info(l.ctx, LeaderLease)
 	if err != nil || !info.Held() {
 		return 0
 	}

@@ -315,7 +315,25 @@ func (d Dialect) Interval(expr string) string {
 	return "(" + expr + ") * interval '1 millisecond'"
 }
 
-// Close closes every connection.
+// Shutdown is [Store.Close] bounded by ctx: Close waits for every connection in use to come
+// back, forever if a transaction is never ended. When ctx ends first, Shutdown returns an
+// error and the store finishes closing in the background as those connections return.
+func (s *Store) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("store: %s: connections still in use at close (a transaction that never ended?): %w", s, context.Cause(ctx))
+	}
+}
+
+// Close closes every connection. It waits for connections in use to come back; see
+// [Store.Shutdown] for a bounded wait.
 func (s *Store) Close() {
 	if s.pool != nil {
 		if s.sqlDB != nil {

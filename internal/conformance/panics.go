@@ -208,6 +208,33 @@ func panicsSuite(t *testing.T, dialect store.Dialect) {
 		}
 		closes(t, a)
 	})
+
+	// A transaction never ended (a panic outside InTx, a forgotten Rollback) keeps its
+	// connection; Close must still return once its context ends.
+	t.Run("CloseIsBoundedByItsContext", func(t *testing.T) {
+		t.Parallel()
+		a := node(t, testdb.New(t, dialect), "svc", fast)
+		tx, err := a.Store().Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- a.Close(cctx) }()
+		select {
+		case err := <-done:
+			if dialect == store.Postgres && (err == nil || !strings.Contains(err.Error(), "still in use")) {
+				t.Errorf("Close with a connection still in use = %v, want an error saying so", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("Close did not return though its context ended")
+		}
+		_ = tx.Rollback(ctx) // lets the store finish closing in the background
+	})
 }
 
 // smallPool limits db's PostgreSQL pool to n connections (SQLite has one writer anyway).
