@@ -166,8 +166,16 @@ func (m *Migrator) lock(ctx context.Context, tx Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('twice.migrate'), hashtext($1))", m.s.schema); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{m.s.schema}.Sanitize()); err != nil {
+		// CREATE SCHEMA IF NOT EXISTS needs the database's CREATE privilege even when the
+		// schema exists: a role that may only use its schema must still start.
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", m.s.schema).Scan(&exists); err != nil {
 			return err
+		}
+		if !exists {
+			if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{m.s.schema}.Sanitize()); err != nil {
+				return err
+			}
 		}
 	}
 	// SQLite: the transaction began IMMEDIATE and already holds the only write lock.
