@@ -68,8 +68,18 @@ func NewStore(ctx context.Context, s *store.Store, cfg Config) (Bus, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// Never return a failed constructor's nil *pgBus as a Bus: the interface would not be
+	// nil, and a caller's cleanup would call Close on it.
 	if s.Dialect() == store.Postgres {
-		return newPG(ctx, s, cfg)
+		b, err := newPG(ctx, s, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
-	return newSQLite(ctx, s, cfg)
+	b, err := newSQLite(ctx, s, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
