@@ -54,6 +54,25 @@ func New(t testing.TB, d store.Dialect) DB {
 		schema = schema[len(schema)-63:]
 		schema = "t" + schema[1:]
 	}
+	createSchema(t, url, schema)
+	return DB{Dialect: d, DSN: url, Schema: schema}
+}
+
+// InSchema returns db (PostgreSQL) in a new schema named exactly name, quoted as it must
+// be (mixed case, dots), dropped when t ends.
+func (db DB) InSchema(t testing.TB, name string) DB {
+	t.Helper()
+	if db.Dialect != store.Postgres {
+		t.Fatal("testdb: InSchema needs PostgreSQL")
+	}
+	createSchema(t, db.DSN, name)
+	db.Schema = name
+	return db
+}
+
+// createSchema creates schema on the server of url and drops it when t ends.
+func createSchema(t testing.TB, url, schema string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, url)
@@ -77,7 +96,6 @@ func New(t testing.TB, d store.Dialect) DB {
 			t.Errorf("testdb: drop schema %s: %v", schema, err)
 		}
 	})
-	return DB{Dialect: d, DSN: url, Schema: schema}
 }
 
 // PostgresURL returns TWICE_TEST_POSTGRES_URL or skips t.
