@@ -43,7 +43,7 @@ func newSQLite(ctx context.Context, s *store.Store, cfg Config) (*sqliteBus, err
 		stop: make(chan struct{}), done: make(chan struct{})}
 	b.subs.Logger, b.subs.Panics = cfg.Logger, cfg.Panics
 	var last int64
-	if err := conn.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM twice_bus WHERE service = $1", cfg.Service).Scan(&last); err != nil {
+	if err := conn.QueryRowContext(ctx, s.SQL("SELECT coalesce(max(id), 0) FROM twice_bus WHERE service = $1"), cfg.Service).Scan(&last); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("bus: %s: %w", s, err)
 	}
@@ -67,7 +67,7 @@ func (b *sqliteBus) insert(ctx context.Context, msgs []wire) error {
 		fmt.Fprintf(&sb, "($1, $%d, $%d, $%d)", n+1, n+2, n+3)
 		args = append(args, m.C, payloadArg(m.P), m.F)
 	}
-	if _, err := b.s.Exec(ctx, sb.String(), args...); err != nil {
+	if _, err := b.s.Exec(ctx, b.s.SQL(sb.String()), args...); err != nil {
 		return fmt.Errorf("bus: publish: %w", err)
 	}
 	b.wake()
@@ -141,7 +141,7 @@ func (b *sqliteBus) poll(last int64) {
 
 func (b *sqliteBus) read(ctx context.Context, last *int64) (int, error) {
 	rows, err := b.conn.QueryContext(ctx,
-		"SELECT id, channel, payload, sender FROM twice_bus WHERE service = $1 AND id > $2 ORDER BY id LIMIT $3",
+		b.s.SQL("SELECT id, channel, payload, sender FROM twice_bus WHERE service = $1 AND id > $2 ORDER BY id LIMIT $3"),
 		b.cfg.Service, *last, pollBatch)
 	if err != nil {
 		return 0, err
@@ -168,7 +168,7 @@ func (b *sqliteBus) read(ctx context.Context, last *int64) (int, error) {
 }
 
 func (b *sqliteBus) prune(ctx context.Context) {
-	q := "DELETE FROM twice_bus WHERE at < " + store.SQLiteNow + " - $1"
+	q := b.s.SQL("DELETE FROM twice_bus WHERE at < " + store.SQLiteNow + " - $1")
 	if _, err := b.s.Exec(ctx, q, b.cfg.Retention.Microseconds()); err != nil {
 		b.cfg.Logger.Warn("bus: pruning old signals failed", "err", err)
 	}
@@ -191,7 +191,7 @@ func (b *sqliteBus) PublishTx(ctx context.Context, tx any, channel string, paylo
 	if err != nil {
 		return err
 	}
-	if _, err := q.Exec(ctx, "INSERT INTO twice_bus (service, channel, payload, sender) VALUES ($1, $2, $3, $4)",
+	if _, err := q.Exec(ctx, b.s.SQL("INSERT INTO twice_bus (service, channel, payload, sender) VALUES ($1, $2, $3, $4)"),
 		b.cfg.Service, channel, payloadArg(payload), b.cfg.Instance); err != nil {
 		return fmt.Errorf("bus: publish in transaction: %w", err)
 	}

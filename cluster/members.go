@@ -113,7 +113,7 @@ func NewMembership(s *store.Store, cfg Config) (*Membership, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Membership{s: s, q: queriesFor(s.Dialect()), cfg: cfg, log: cfg.Logger, epoch: time.Now(),
+	m := &Membership{s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger, epoch: time.Now(),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	m.state.Store(StateStarting)
 	return m, nil
@@ -259,7 +259,7 @@ func (m *Membership) Members(ctx context.Context) ([]Member, error) {
 
 // List lists the instances of service, dead ones included until they are reaped.
 func List(ctx context.Context, s *store.Store, service string) ([]Member, error) {
-	rows, err := s.Reader().Query(ctx, queriesFor(s.Dialect()).list, s.NowArg(), service)
+	rows, err := s.Reader().Query(ctx, s.SQL(templates(s.Dialect()).list), s.NowArg(), service)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: members: %w", err)
 	}

@@ -147,7 +147,7 @@ func New(s *store.Store, cfg Config) (*Log, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	l := &Log{s: s, q: queriesFor(s.Dialect()), cfg: cfg, log: cfg.Logger, consumers: map[*Consumer]struct{}{}}
+	l := &Log{s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger, consumers: map[*Consumer]struct{}{}}
 	l.wake.init()
 	l.watch = newWatcher(l)
 	if cfg.Bus != nil {

@@ -198,7 +198,7 @@ func New(s *store.Store, cfg Config) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{s: s, q: queriesFor(s.Dialect()), cfg: cfg, log: cfg.Logger,
+	c := &Client{s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger,
 		workers: map[string]*worker{}, producers: map[string]*producer{}}
 	c.runCtx, c.runCancel = context.WithCancelCause(context.Background())
 	if cfg.Bus != nil {

@@ -234,7 +234,7 @@ func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
 		}
 		for key, id := range claim {
 			// The one writer makes check-then-insert safe here.
-			k, err := tx.Exec(ctx, `INSERT INTO twice_job_keys (service, key, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+			k, err := tx.Exec(ctx, c.s.SQL(`INSERT INTO twice_job_keys (service, key, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`),
 				c.cfg.Service, key, id)
 			if err != nil {
 				return err

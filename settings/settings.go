@@ -186,7 +186,7 @@ func New(ctx context.Context, s *store.Store, b bus.Bus, cfg Config) (*Settings,
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	st := &Settings{st: s, bus: b, cfg: cfg, q: queriesFor(s.Dialect()), log: cfg.Logger,
+	st := &Settings{st: s, bus: b, cfg: cfg, q: queriesFor(s), log: cfg.Logger,
 		vals: map[string]Setting{}, watchers: map[int]*watcher{}, warned: map[string]int64{},
 		notes: newNotifier(cfg.Logger, cfg.Panics), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if b != nil {

@@ -56,6 +56,15 @@ func (s *Store) sqlAll(v reflect.Value) {
 	}
 }
 
+// Table names one of twice's tables (or sequences) for pgx's CopyFrom: with the store's
+// schema on PostgreSQL, like the names [Store.SQL] qualifies.
+func (s *Store) Table(name string) pgx.Identifier {
+	if s.dsn.Dialect != Postgres {
+		return pgx.Identifier{name}
+	}
+	return pgx.Identifier{s.schema, name}
+}
+
 // QualifyTables is what [Store.SQL] does on PostgreSQL, for schema. It reads query as
 // PostgreSQL's lexer does, so quoted identifiers, comments and dollar-quoted bodies are left
 // alone, and names already qualified (schema.twice_x), used as qualifiers (twice_x.col) or
