@@ -95,7 +95,7 @@ type Config struct {
 	Idempotency idempotency.Config
 
 	// Jobs configures the job queue (queues, retries, retention); its Service, Instance,
-	// Bus and Logger are the node's. Defaults to the zero jobs.Config's defaults.
+	// Bus, Logger and Panics are the node's. Defaults to the zero jobs.Config's defaults.
 	Jobs jobs.Config
 	// Cron configures schedules; its Service, Instance and Logger are the node's. Defaults
 	// to the zero cron.Config's defaults.
