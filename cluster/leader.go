@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -246,7 +247,8 @@ func (l *Leader) Poke() {
 }
 
 // Stop stops campaigning, gives leadership up if held (so another instance takes over
-// within one poll), and waits for OnElected callbacks to return.
+// within one poll), and waits for OnElected callbacks to return, or for ctx to end: a
+// callback that ignores its context cannot hold Stop forever.
 func (l *Leader) Stop(ctx context.Context) error {
 	select {
 	case <-l.stop:
@@ -263,7 +265,16 @@ func (l *Leader) Stop(ctx context.Context) error {
 	if cur != nil {
 		err = cur.Release(ctx)
 	}
-	l.wg.Wait()
+	waited := make(chan struct{})
+	go func() {
+		l.wg.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		err = errors.Join(err, fmt.Errorf("cluster: OnElected callbacks still running at stop: %w", context.Cause(ctx)))
+	}
 	return err
 }
 

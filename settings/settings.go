@@ -197,7 +197,7 @@ func New(ctx context.Context, s *store.Store, b bus.Bus, cfg Config) (*Settings,
 		if st.unsubscribe != nil {
 			st.unsubscribe()
 		}
-		st.notes.close()
+		_ = st.notes.close(ctx) // no watcher yet: it returns at once
 		return nil, fmt.Errorf("settings: load %s: %w", s, err)
 	}
 	go st.loop()
@@ -406,17 +406,19 @@ func (s *Settings) JSON(key string, dst any) error {
 func (s *Settings) Refresh(ctx context.Context) error { return s.refresh(ctx) }
 
 // Close stops keeping the local copy current and stops calling watchers. Reads keep
-// returning the last known values.
-func (s *Settings) Close(context.Context) error {
+// returning the last known values. It waits for the watcher being called, if any, until
+// ctx ends.
+func (s *Settings) Close(ctx context.Context) error {
+	var err error
 	s.closeOnce.Do(func() {
 		if s.unsubscribe != nil {
 			s.unsubscribe()
 		}
 		close(s.stop)
 		<-s.done
-		s.notes.close()
+		err = s.notes.close(ctx)
 	})
-	return nil
+	return err
 }
 
 func (s *Settings) closed() bool {

@@ -1,6 +1,8 @@
 package settings
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -78,8 +80,9 @@ func (n *notifier) loop() {
 	}
 }
 
-// close stops the notifier once the changes already queued have been handed out.
-func (n *notifier) close() {
+// close stops the notifier once the changes already queued have been handed out, or when
+// ctx ends: a watcher that never returns cannot hold Close forever.
+func (n *notifier) close(ctx context.Context) error {
 	n.mu.Lock()
 	n.closed = true
 	n.mu.Unlock()
@@ -87,7 +90,12 @@ func (n *notifier) close() {
 	case n.wake <- struct{}{}:
 	default:
 	}
-	<-n.done
+	select {
+	case <-n.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("settings: a Watch callback still running at close: %w", context.Cause(ctx))
+	}
 }
 
 // Watch calls fn with the current setting of key (if it is set) and then with every new

@@ -214,6 +214,17 @@ func panicsSuite(t *testing.T, dialect store.Dialect) {
 	t.Run("CloseIsBoundedByItsContext", func(t *testing.T) {
 		t.Parallel()
 		a := node(t, testdb.New(t, dialect), "svc", fast)
+		// Callbacks that ignore their context and never return (until the test ends).
+		stuck := make(chan struct{})
+		defer close(stuck)
+		eventually(t, 20*time.Second, "a leads", a.IsLeader)
+		a.Leader().OnElected(func(context.Context) { <-stuck })
+		watching := make(chan struct{})
+		a.Settings().Watch("k", func(settings.Setting) { close(watching); <-stuck })
+		if _, err := a.Settings().Set(ctx, "k", 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		<-watching
 		tx, err := a.Store().Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
