@@ -81,7 +81,8 @@ func queriesFor(s *store.Store) queries {
 
 // AliveSQL is a boolean SQL expression, true while the member with id idExpr of service
 // serviceExpr is alive, for building blocks that rescue work by its owner's liveness. nowExpr
-// is the query's "now" (see [store.Dialect.Now]).
+// is the query's "now" (see [store.Dialect.Now]). It names twice_members as written: build
+// the statement that uses it with [store.Store.SQL].
 func AliveSQL(d store.Dialect, serviceExpr, idExpr, nowExpr string) string {
 	if d == store.SQLite {
 		return "EXISTS (SELECT 1 FROM twice_members m WHERE m.service = " + serviceExpr + " AND m.id = " + idExpr +
