@@ -29,14 +29,12 @@ func (s *Store) SQL(query string) string {
 
 // SQLAll applies [Store.SQL] to every string field of the struct p points to, unexported
 // fields and nested structs included: a building block's set of statements, copied from
-// its package-level template and kept for the life of the store.
+// its package-level template and kept for the life of the store. It panics on a field it
+// cannot rewrite (a slice, map or pointer), which would keep its statements as written.
 func (s *Store) SQLAll(p any) {
 	v := reflect.ValueOf(p)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		panic("store: SQLAll needs a pointer to a struct")
-	}
-	if s.dsn.Dialect != Postgres {
-		return
 	}
 	s.sqlAll(v.Elem())
 }
@@ -46,12 +44,18 @@ func (s *Store) sqlAll(v reflect.Value) {
 		f := v.Field(i)
 		switch f.Kind() {
 		case reflect.String:
+			if s.dsn.Dialect != Postgres {
+				continue // SQLite's statements stay as written; the fields are still checked
+			}
 			// The statements live in unexported fields of the blocks' own types; a
 			// settable view of the (addressable) field reaches them.
 			f = reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem()
 			f.SetString(s.SQL(f.String()))
 		case reflect.Struct:
 			s.sqlAll(f)
+		case reflect.Slice, reflect.Array, reflect.Map, reflect.Pointer, reflect.Interface:
+			// Statements kept there would silently stay as written.
+			panic("store: SQLAll cannot reach the statements in field " + v.Type().Field(i).Name + " (" + f.Kind().String() + ")")
 		}
 	}
 }

@@ -73,6 +73,14 @@ func TestSQLAll(t *testing.T) {
 		if set.n != 7 {
 			t.Error("SQLAll changed a number")
 		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("SQLAll accepted statements it cannot rewrite")
+				}
+			}()
+			s.SQLAll(&struct{ list []string }{list: []string{"SELECT 1 FROM twice_a"}})
+		}()
 	})
 }
 
