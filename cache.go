@@ -11,6 +11,6 @@ import "github.com/twicehq/twice/cache"
 func (n *Node) Caches() *cache.Manager { return n.caches }
 
 func (n *Node) startCaches() {
-	n.caches = cache.NewManager(n.bus, cache.ManagerConfig{Logger: n.log})
+	n.caches = cache.NewManager(n.bus, cache.ManagerConfig{Logger: n.log, Panics: &n.panics})
 	n.onClose(n.caches.Close)
 }

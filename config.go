@@ -123,7 +123,7 @@ type Config struct {
 	Health health.Config
 
 	// Jobs configures the job queue (queues, retries, retention); its Service, Instance,
-	// Bus and Logger are the node's. Jobs.Queues lists the queues this instance works
+	// Bus, Logger and Panics are the node's. Jobs.Queues lists the queues this instance works
 	// besides its workers' own, with their concurrency: append to it, e.g.
 	// cfg.Jobs.Queues = append(cfg.Jobs.Queues, jobs.QueueConfig{Name: "mail"}). Defaults to
 	// the zero jobs.Config's defaults.

@@ -6,7 +6,7 @@ import "github.com/twicehq/twice/events"
 // groups share partitions through the node's leases, and the leader prunes old events.
 func (n *Node) startEvents() error {
 	l, err := events.New(n.store, events.Config{Service: n.cfg.Name, Instance: n.cfg.InstanceID,
-		Bus: n.bus, Leases: n.leases, Retention: n.cfg.EventRetention, Logger: n.log})
+		Bus: n.bus, Leases: n.leases, Retention: n.cfg.EventRetention, Logger: n.log, Panics: &n.panics})
 	if err != nil {
 		return err
 	}

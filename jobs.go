@@ -12,7 +12,7 @@ import (
 // Close drains both (cron first).
 func (n *Node) startJobs(ctx context.Context) error {
 	jc := n.cfg.Jobs
-	jc.Service, jc.Instance, jc.Bus, jc.Logger = n.cfg.Name, n.cfg.InstanceID, n.bus, n.log
+	jc.Service, jc.Instance, jc.Bus, jc.Logger, jc.Panics = n.cfg.Name, n.cfg.InstanceID, n.bus, n.log, &n.panics
 	var err error
 	if n.jobs, err = jobs.New(n.store, jc); err != nil {
 		return err

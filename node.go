@@ -64,6 +64,8 @@ type Node struct {
 	// before leadership and leases are released.
 	closers []func(context.Context) error
 
+	// panics counts the panics recovered from the users' code the node runs (see Panics).
+	panics    atomic.Int64
 	draining  atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -113,6 +115,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.members, err = cluster.NewMembership(n.store, cluster.Config{
 		Service: cfg.Name, ID: cfg.InstanceID, Host: host, PID: os.Getpid(), Version: cfg.Version,
 		Addr: cfg.AdvertiseAddr, HeartbeatInterval: cfg.HeartbeatInterval, DeadAfter: cfg.DeadAfter, Logger: n.log,
+		Panics: &n.panics,
 	})
 	if err != nil {
 		return err
@@ -125,13 +128,14 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.leases, err = lease.NewManager(n.store, lease.Config{Service: cfg.Name, Holder: cfg.InstanceID, TTL: cfg.LeaseTTL,
-		Logger: n.log, OnRelease: n.announceRelease})
+		Logger: n.log, OnRelease: n.announceRelease, Panics: &n.panics})
 	if err != nil {
 		return err
 	}
 	n.locks = lock.New(n.leases)
 	n.health = n.newHealth()
-	n.leader = cluster.NewLeader(n.leases, cluster.LeaderConfig{TTL: cfg.LeaseTTL, Poll: cfg.LeaderPoll, Logger: n.log})
+	n.leader = cluster.NewLeader(n.leases, cluster.LeaderConfig{TTL: cfg.LeaseTTL, Poll: cfg.LeaderPoll, Logger: n.log,
+		Panics: &n.panics})
 	n.leader.OnElected(n.reapDead)
 	if err := n.startEvents(); err != nil {
 		return err
@@ -197,12 +201,12 @@ func (n *Node) abort() {
 	if n.bus != nil {
 		_ = n.bus.Close(ctx)
 	}
-	n.store.Close()
+	_ = n.store.Shutdown(ctx)
 }
 
 func (n *Node) newHealth() *health.Health {
 	hc := n.cfg.Health
-	hc.Attrs, hc.Logger = map[string]string{"instance": n.cfg.InstanceID, "service": n.cfg.Name}, n.log
+	hc.Attrs, hc.Logger, hc.Panics = map[string]string{"instance": n.cfg.InstanceID, "service": n.cfg.Name}, n.log, &n.panics
 	h := health.New(hc)
 	// Registering can only fail on a duplicate name, which these fixed names are not.
 	_ = h.Register("draining", 0, func(context.Context) error {
@@ -359,7 +363,9 @@ func (n *Node) drain(ctx context.Context) error {
 	if err := n.bus.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	n.store.Close()
+	if err := n.store.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	n.log.Info("twice: node closed", "took", time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
 }

@@ -12,7 +12,8 @@ import (
 func (n *Node) Settings() *settings.Settings { return n.settings }
 
 func (n *Node) startSettings(ctx context.Context) error {
-	s, err := settings.New(ctx, n.store, n.bus, settings.Config{Service: n.cfg.Name, Instance: n.cfg.InstanceID, Logger: n.log})
+	s, err := settings.New(ctx, n.store, n.bus, settings.Config{Service: n.cfg.Name, Instance: n.cfg.InstanceID, Logger: n.log,
+		Panics: &n.panics})
 	if err != nil {
 		return err
 	}

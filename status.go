@@ -62,7 +62,7 @@ func Status(ctx context.Context, s *store.Store, service string) ([]ServiceStatu
 }
 
 func serviceNames(ctx context.Context, s *store.Store) ([]string, error) {
-	rows, err := s.Reader().Query(ctx, `SELECT service FROM twice_members UNION SELECT service FROM twice_leases WHERE holder IS NOT NULL ORDER BY 1`)
+	rows, err := s.Reader().Query(ctx, s.SQL(`SELECT service FROM twice_members UNION SELECT service FROM twice_leases WHERE holder IS NOT NULL ORDER BY 1`))
 	if err != nil {
 		return nil, fmt.Errorf("twice: list services: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnats"
+	"github.com/twicehq/twice/store"
 )
 
 func TestConfigBusMustBeNATS(t *testing.T) {
@@ -69,6 +70,42 @@ func TestNodeOnNATS(t *testing.T) {
 			t.Logf("handover over NATS in %v", time.Since(start))
 		case <-time.After(20 * time.Second):
 			t.Fatal("no handover")
+		}
+	})
+}
+
+// A bus that cannot start fails Open with an error naming it; it must not panic (a typed
+// nil *Bus inside the bus.Bus interface was closed during the cleanup).
+func TestOpenFailsWhenTheBusCannotStart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("NATSDown", func(t *testing.T) {
+		t.Parallel()
+		n, err := twice.Open(ctx, twice.Config{DSN: "sqlite:" + filepath.Join(t.TempDir(), "x.db"), Name: "svc",
+			Bus: "nats://127.0.0.1:1", Logger: testdb.Logger(t)})
+		if err == nil {
+			_ = n.Close(ctx)
+			t.Fatal("Open succeeded with NATS down")
+		}
+		t.Log(err)
+		if !strings.Contains(err.Error(), "bus") || !strings.Contains(err.Error(), "127.0.0.1:1") {
+			t.Errorf("error does not say the bus failed, or where: %v", err)
+		}
+	})
+	t.Run("PostgresListenerRefused", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, store.Postgres)
+		// A role allowed two connections: the pool's and the control pool's work, the
+		// bus's listener connection is refused.
+		db = db.LimitedRole(t, 2)
+		n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "svc", Logger: testdb.Logger(t)})
+		if err == nil {
+			_ = n.Close(ctx)
+			t.Fatal("Open succeeded though the listener connection is refused")
+		}
+		t.Log(err)
+		if !strings.Contains(err.Error(), "bus") || !strings.Contains(err.Error(), "too many connections") {
+			t.Errorf("error does not say the bus failed, and why: %v", err)
 		}
 	})
 }

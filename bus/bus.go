@@ -32,7 +32,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
+	"sync/atomic"
+
+	"github.com/twicehq/twice/internal/safe"
 )
 
 // MaxPayload is the largest payload of one message, in bytes. Signals are small: send an id,
@@ -88,8 +92,16 @@ func Validate(channel string, payload []byte) error {
 	return nil
 }
 
-// Subscribers is the registry every backend uses to fan messages out to handlers.
+// Subscribers is the registry every backend uses to fan messages out to handlers. A handler
+// that panics is logged and counted, and delivery goes on.
 type Subscribers struct {
+	// Logger receives handlers' panics. Set it before the first delivery. Defaults to
+	// slog.Default().
+	Logger *slog.Logger
+	// Panics, if set, counts handlers' panics. Set it before the first delivery.
+	// Defaults to nil: logged only.
+	Panics *atomic.Int64
+
 	mu   sync.Mutex // protects subs, next
 	subs map[string]map[int]Handler
 	next int
@@ -138,7 +150,7 @@ func (s *Subscribers) handlers(channel string) []Handler {
 // Deliver calls every handler of m.Channel.
 func (s *Subscribers) Deliver(m Message) {
 	for _, h := range s.handlers(m.Channel) {
-		h(m)
+		safe.Do(s.Logger, s.Panics, "bus: subscriber", func() { h(m) })
 	}
 }
 

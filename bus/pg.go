@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,13 +22,20 @@ const maxNotify = 7800
 // channels multiplexed inside the payload, so an instance LISTENs once. NOTIFY channels
 // belong to the whole database, so the schema is part of the name: deployments of the same
 // service in two schemas of one database never hear each other.
+//
+// Distinct (schema, service) pairs get distinct channels. The readable form
+// "twice.<schema>.<service>" is used only when the schema has no dot (services may have
+// some), so the first dot after the prefix always ends the schema; any other pair gets
+// "twice-h.<service prefix>.<hash of both>", whose prefix no readable name has. Both fit
+// PostgreSQL's 63 bytes.
 func pgChannel(schema, service string) string {
 	c := "twice." + schema + "." + service
-	if len(c) <= 63 {
+	if len(c) <= 63 && !strings.Contains(schema, ".") {
 		return c
 	}
+	// Schema names cannot contain NUL, so the hashed input is unambiguous too.
 	h := sha256.Sum256([]byte(schema + "\x00" + service))
-	return "twice." + service[:min(len(service), 32)] + "." + hex.EncodeToString(h[:8])
+	return "twice-h." + service[:min(len(service), 32)] + "." + hex.EncodeToString(h[:8])
 }
 
 // PGChannel is the PostgreSQL channel the store-native bus of service uses in schema: what
@@ -58,6 +66,7 @@ type pgBus struct {
 
 func newPG(ctx context.Context, s *store.Store, cfg Config) (*pgBus, error) {
 	b := &pgBus{s: s, cfg: cfg, channel: pgChannel(s.Schema(), cfg.Service), stop: make(chan struct{})}
+	b.subs.Logger, b.subs.Panics = cfg.Logger, cfg.Panics
 	conn, err := b.listen(ctx)
 	if err != nil {
 		return nil, err

@@ -28,6 +28,10 @@ type sqliteBus struct {
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
+	// ctx is the poller's; Close cancels it, so a statement waiting for the writer (held
+	// by a transaction that never ends) cannot keep Close waiting forever.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 func newSQLite(ctx context.Context, s *store.Store, cfg Config) (*sqliteBus, error) {
@@ -37,11 +41,13 @@ func newSQLite(ctx context.Context, s *store.Store, cfg Config) (*sqliteBus, err
 	}
 	b := &sqliteBus{s: s, cfg: cfg, conn: conn, kick: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
+	b.subs.Logger, b.subs.Panics = cfg.Logger, cfg.Panics
 	var last int64
-	if err := conn.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM twice_bus WHERE service = $1", cfg.Service).Scan(&last); err != nil {
+	if err := conn.QueryRowContext(ctx, s.SQL("SELECT coalesce(max(id), 0) FROM twice_bus WHERE service = $1"), cfg.Service).Scan(&last); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("bus: %s: %w", s, err)
 	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.batch = newBatcher(cfg.Flush, b.insert)
 	go b.poll(last)
 	return b, nil
@@ -61,7 +67,7 @@ func (b *sqliteBus) insert(ctx context.Context, msgs []wire) error {
 		fmt.Fprintf(&sb, "($1, $%d, $%d, $%d)", n+1, n+2, n+3)
 		args = append(args, m.C, payloadArg(m.P), m.F)
 	}
-	if _, err := b.s.Exec(ctx, sb.String(), args...); err != nil {
+	if _, err := b.s.Exec(ctx, b.s.SQL(sb.String()), args...); err != nil {
 		return fmt.Errorf("bus: publish: %w", err)
 	}
 	b.wake()
@@ -85,7 +91,7 @@ func (b *sqliteBus) wake() {
 
 func (b *sqliteBus) poll(last int64) {
 	defer close(b.done)
-	ctx := context.Background()
+	ctx := b.ctx
 	t := time.NewTicker(b.cfg.Poll)
 	defer t.Stop()
 	var version int64 = -1
@@ -135,7 +141,7 @@ func (b *sqliteBus) poll(last int64) {
 
 func (b *sqliteBus) read(ctx context.Context, last *int64) (int, error) {
 	rows, err := b.conn.QueryContext(ctx,
-		"SELECT id, channel, payload, sender FROM twice_bus WHERE service = $1 AND id > $2 ORDER BY id LIMIT $3",
+		b.s.SQL("SELECT id, channel, payload, sender FROM twice_bus WHERE service = $1 AND id > $2 ORDER BY id LIMIT $3"),
 		b.cfg.Service, *last, pollBatch)
 	if err != nil {
 		return 0, err
@@ -167,7 +173,7 @@ func (b *sqliteBus) read(ctx context.Context, last *int64) (int, error) {
 }
 
 func (b *sqliteBus) prune(ctx context.Context) {
-	q := "DELETE FROM twice_bus WHERE at < " + store.SQLiteNow + " - $1"
+	q := b.s.SQL("DELETE FROM twice_bus WHERE at < " + store.SQLiteNow + " - $1")
 	if _, err := b.s.Exec(ctx, q, b.cfg.Retention.Microseconds()); err != nil {
 		b.cfg.Logger.Warn("bus: pruning old signals failed", "err", err)
 	}
@@ -190,7 +196,7 @@ func (b *sqliteBus) PublishTx(ctx context.Context, tx any, channel string, paylo
 	if err != nil {
 		return err
 	}
-	if _, err := q.Exec(ctx, "INSERT INTO twice_bus (service, channel, payload, sender) VALUES ($1, $2, $3, $4)",
+	if _, err := q.Exec(ctx, b.s.SQL("INSERT INTO twice_bus (service, channel, payload, sender) VALUES ($1, $2, $3, $4)"),
 		b.cfg.Service, channel, payloadArg(b.cfg.Signer.Sign(channel, b.cfg.Instance, payload)), b.cfg.Instance); err != nil {
 		return fmt.Errorf("bus: publish in transaction: %w", err)
 	}
@@ -203,6 +209,7 @@ func (b *sqliteBus) Close(context.Context) error {
 	b.once.Do(func() {
 		b.batch.close()
 		close(b.stop)
+		b.cancel()
 		<-b.done
 		b.conn.Close()
 	})

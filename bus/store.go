@@ -5,6 +5,7 @@ import (
 	"embed"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/store"
@@ -47,6 +48,9 @@ type Config struct {
 	Signer *Signer
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from subscribers; each is also logged
+	// with its stack. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // NewStore starts the bus of s's dialect: LISTEN/NOTIFY on PostgreSQL, a polled table on
@@ -67,8 +71,18 @@ func NewStore(ctx context.Context, s *store.Store, cfg Config) (Bus, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// Never return a failed constructor's nil *pgBus as a Bus: the interface would not be
+	// nil, and a caller's cleanup would call Close on it.
 	if s.Dialect() == store.Postgres {
-		return newPG(ctx, s, cfg)
+		b, err := newPG(ctx, s, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
-	return newSQLite(ctx, s, cfg)
+	b, err := newSQLite(ctx, s, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }

@@ -17,10 +17,11 @@ import (
 	"hash/maphash"
 	"reflect"
 	"regexp"
-	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/twicehq/twice/internal/safe"
 )
 
 // Limits.
@@ -318,16 +319,14 @@ func (c *Cache[K, V]) load(ctx context.Context, key K) (v V, err error) {
 	c.loads.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
 	defer cancel()
-	defer func() {
-		if p := recover(); p != nil {
-			c.m.log.Error("cache: loader panicked", "cache", c.name, "panic", p, "stack", string(debug.Stack()))
-			err = fmt.Errorf("cache %s: loader panicked: %v", c.name, p)
-		}
-		if err != nil {
-			c.loadErrors.Add(1)
-		}
-	}()
-	return c.cfg.Load(ctx, key)
+	err = safe.Call(c.m.log, c.m.panics, "cache "+c.name+": loader", func() error {
+		v, err = c.cfg.Load(ctx, key)
+		return err
+	})
+	if err != nil {
+		c.loadErrors.Add(1)
+	}
+	return v, err
 }
 
 // Invalidate drops keys on every instance. Call it after the write that changed them has

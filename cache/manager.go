@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/internal/safe"
 )
 
 // DefaultMalformedFlushInterval is the default of [ManagerConfig.MalformedFlushInterval].
@@ -29,6 +30,9 @@ type ManagerConfig struct {
 	MalformedFlushInterval time.Duration
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from loaders; each is also logged with
+	// its stack and fails its load. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // BusStats counts what a [Manager] received on the bus.
@@ -50,8 +54,9 @@ type BusStats struct {
 // to the cache it names. A node has one ([twice.Node.Caches]); make caches on it with
 // [New].
 type Manager struct {
-	bus bus.Bus
-	log *slog.Logger
+	bus    bus.Bus
+	log    *slog.Logger
+	panics *atomic.Int64 // counts loaders' and observers' panics; may be nil
 
 	mu        sync.Mutex // protects caches, observers, nextObs
 	caches    map[string]invalidator
@@ -103,7 +108,7 @@ func NewManager(b bus.Bus, cfg ManagerConfig) *Manager {
 	if cfg.MalformedFlushInterval <= 0 {
 		cfg.MalformedFlushInterval = DefaultMalformedFlushInterval
 	}
-	m := &Manager{bus: b, log: cfg.Logger, caches: map[string]invalidator{}, observers: map[int]func(Invalidation){},
+	m := &Manager{bus: b, log: cfg.Logger, panics: cfg.Panics, caches: map[string]invalidator{}, observers: map[int]func(Invalidation){},
 		flushEvery: cfg.MalformedFlushInterval}
 	m.unsubscribe = b.Subscribe(Channel, m.receive)
 	return m
@@ -217,7 +222,7 @@ func (m *Manager) flushAll(why string) {
 }
 
 // Observe calls fn after each invalidation this instance applies, on the bus's delivery
-// goroutine: keep it quick. It is meant for metrics and measurements (`twice bench
+// goroutine: keep it quick. A panic in fn is logged and counted (ManagerConfig.Panics). It is meant for metrics and measurements (`twice bench
 // invalidation` is built on it). cancel stops the calls.
 func (m *Manager) Observe(fn func(Invalidation)) (cancel func()) {
 	m.mu.Lock()
@@ -240,7 +245,7 @@ func (m *Manager) notify(inv Invalidation) {
 	}
 	m.mu.Unlock()
 	for _, fn := range fns {
-		fn(inv)
+		safe.Do(m.log, m.panics, "cache: Observe callback", func() { fn(inv) })
 	}
 }
 

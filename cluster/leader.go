@@ -3,10 +3,13 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/lease"
 )
 
@@ -29,7 +32,15 @@ type LeaderConfig struct {
 	Poll time.Duration
 	// Logger defaults to slog.Default(). It should carry the instance id; the node's does.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from OnElected callbacks; each is also
+	// logged with its stack, and the leader steps down (see [Leader.OnElected]). Defaults to
+	// nil: logged only.
+	Panics *atomic.Int64
 }
+
+// maxPanicSitOut caps how long a leader whose OnElected callbacks keep panicking stays out
+// of the elections after it stepped down.
+const maxPanicSitOut = time.Minute
 
 // Leader campaigns for the leadership of one service and tells the rest of the process
 // whether it leads. Exactly one instance leads at a time; a leader that loses its lease
@@ -40,16 +51,22 @@ type Leader struct {
 	cfg LeaderConfig
 	log *slog.Logger
 
-	mu        sync.Mutex // protects cur, watchers, onElected, sitOut
+	mu        sync.Mutex // protects cur, watchers, onElected, sitOut, strikes, struck
 	cur       *lease.Lease
 	watchers  map[chan bool]struct{}
 	onElected []func(context.Context)
 	sitOut    time.Time
+	strikes   int  // consecutive terms given up because a callback panicked
+	struck    bool // the current term is being given up because a callback panicked
 
 	wg   sync.WaitGroup // OnElected callbacks in flight
 	kick chan struct{}
 	stop chan struct{}
 	done chan struct{}
+	// ctx is the campaign's statements'; Stop cancels it, so a statement stuck on a busy
+	// database cannot hold Stop past its own context.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // NewLeader starts campaigning on m. Call [Leader.Stop] to stop and hand leadership over.
@@ -65,6 +82,7 @@ func NewLeader(m *lease.Manager, cfg LeaderConfig) *Leader {
 	}
 	l := &Leader{m: m, cfg: cfg, log: cfg.Logger, watchers: map[chan bool]struct{}{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	go l.campaign()
 	return l
 }
@@ -107,6 +125,13 @@ func (l *Leader) Context() context.Context {
 // leader, with a context cancelled when it stops leading. If it leads already, fn starts at
 // once. [Leader.Stop] waits for running callbacks to return. The term's lease, to fence
 // writes with, is lease.FromContext(ctx).
+//
+// If fn panics, the panic is recovered, logged and counted, and this instance steps down:
+// a leader that no longer does part of its duties is worse than another leader. It stays
+// out of the elections for a while, twice as long after each term in a row that ended
+// this way (from two polls up to a minute), then campaigns again: another instance (one
+// without the bug, during a rolling deploy) takes over meanwhile, and a bug every instance
+// shares moves the leadership around slowly instead of leaving the service without one.
 func (l *Leader) OnElected(fn func(ctx context.Context)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -120,8 +145,35 @@ func (l *Leader) startLocked(fn func(context.Context), ls *lease.Lease) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		fn(ls.Context())
+		if safe.Do(l.log, l.cfg.Panics, "cluster: OnElected callback", func() { fn(ls.Context()) }) {
+			l.stepDown(ls)
+		}
 	}()
+}
+
+// stepDown gives up the term of ls, if it is still running, after one of its callbacks
+// panicked, and sits out of the next elections (see [Leader.OnElected]).
+func (l *Leader) stepDown(ls *lease.Lease) {
+	l.mu.Lock()
+	if l.cur != ls || l.struck {
+		l.mu.Unlock()
+		return
+	}
+	l.struck = true
+	l.strikes++
+	sitOut := 2 * l.cfg.Poll
+	for i := 1; i < l.strikes && sitOut < maxPanicSitOut; i++ {
+		sitOut *= 2
+	}
+	sitOut = min(sitOut, maxPanicSitOut)
+	l.sitOut = time.Now().Add(sitOut)
+	l.mu.Unlock()
+	l.log.Error("cluster: an OnElected callback panicked; stepping down", "token", ls.Token(), "sit_out", sitOut)
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.TTL)
+	defer cancel()
+	if err := ls.Release(ctx); err != nil {
+		l.log.Warn("cluster: releasing the leader lease failed; it expires by itself", "err", err)
+	}
 }
 
 // Watch returns a channel that receives whether this instance leads: the current state at
@@ -195,13 +247,15 @@ func (l *Leader) Poke() {
 }
 
 // Stop stops campaigning, gives leadership up if held (so another instance takes over
-// within one poll), and waits for OnElected callbacks to return.
+// within one poll), and waits for OnElected callbacks to return, or for ctx to end: a
+// callback that ignores its context cannot hold Stop forever.
 func (l *Leader) Stop(ctx context.Context) error {
 	select {
 	case <-l.stop:
 	default:
 		close(l.stop)
 	}
+	l.cancel()
 	<-l.done
 	l.mu.Lock()
 	cur := l.cur
@@ -211,7 +265,16 @@ func (l *Leader) Stop(ctx context.Context) error {
 	if cur != nil {
 		err = cur.Release(ctx)
 	}
-	l.wg.Wait()
+	waited := make(chan struct{})
+	go func() {
+		l.wg.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		err = errors.Join(err, fmt.Errorf("cluster: OnElected callbacks still running at stop: %w", context.Cause(ctx)))
+	}
 	return err
 }
 
@@ -227,9 +290,9 @@ func (l *Leader) campaign() {
 			}
 			continue
 		}
-		ls, err := l.m.TryAcquire(context.Background(), LeaderLease, &lease.AcquireOpts{TTL: l.cfg.TTL})
+		ls, err := l.m.TryAcquire(l.ctx, LeaderLease, &lease.AcquireOpts{TTL: l.cfg.TTL})
 		if err != nil {
-			if !errors.Is(err, lease.ErrHeld) && !errors.Is(err, lease.ErrClosed) {
+			if !errors.Is(err, lease.ErrHeld) && !errors.Is(err, lease.ErrClosed) && l.ctx.Err() == nil {
 				l.log.Warn("cluster: leader election attempt failed", "err", err)
 			}
 			if !l.sleep(l.cfg.Poll) {
@@ -250,7 +313,7 @@ func (l *Leader) follow() time.Duration {
 		return sitOut
 	}
 	// Reading first keeps followers from taking SQLite's write lock ten times a second.
-	info, err := l.m.Info(context.Background(), LeaderLease)
+	info, err := l.m.Info(l.ctx, LeaderLease)
 	if err != nil || !info.Held() {
 		return 0
 	}
@@ -260,7 +323,7 @@ func (l *Leader) follow() time.Duration {
 // lead runs while ls is held: it announces the election and waits for the lease to end.
 func (l *Leader) lead(ls *lease.Lease) {
 	l.mu.Lock()
-	l.cur = ls
+	l.cur, l.struck = ls, false
 	for _, fn := range l.onElected {
 		l.startLocked(fn, ls)
 	}
@@ -277,6 +340,9 @@ func (l *Leader) lead(ls *lease.Lease) {
 	l.mu.Lock()
 	if l.cur == ls {
 		l.cur = nil
+	}
+	if !l.struck {
+		l.strikes = 0
 	}
 	l.notifyLocked(false)
 	l.mu.Unlock()

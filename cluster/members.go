@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 )
 
@@ -50,6 +51,9 @@ type Config struct {
 	DeadAfter time.Duration
 	// Logger defaults to slog.Default(). It should carry the instance id; the node's does.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from OnStall callbacks; each is also
+	// logged with its stack. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // Member is an instance as the database sees it.
@@ -109,7 +113,7 @@ func NewMembership(s *store.Store, cfg Config) (*Membership, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Membership{s: s, q: queriesFor(s.Dialect()), cfg: cfg, log: cfg.Logger, epoch: time.Now(),
+	m := &Membership{s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger, epoch: time.Now(),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	m.state.Store(StateStarting)
 	return m, nil
@@ -174,7 +178,7 @@ func (m *Membership) landed(start time.Time) {
 	fns := slices.Clone(m.onStall)
 	m.mu.Unlock()
 	for _, fn := range fns {
-		fn(from, to)
+		safe.Do(m.log, m.cfg.Panics, "cluster: OnStall callback", func() { fn(from, to) })
 	}
 }
 
@@ -255,7 +259,7 @@ func (m *Membership) Members(ctx context.Context) ([]Member, error) {
 
 // List lists the instances of service, dead ones included until they are reaped.
 func List(ctx context.Context, s *store.Store, service string) ([]Member, error) {
-	rows, err := s.Reader().Query(ctx, queriesFor(s.Dialect()).list, s.NowArg(), service)
+	rows, err := s.Reader().Query(ctx, s.SQL(templates(s.Dialect()).list), s.NowArg(), service)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: members: %w", err)
 	}

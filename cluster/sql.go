@@ -63,16 +63,26 @@ DELETE FROM twice_members
 WHERE service = $2 AND heartbeat_at < coalesce($1, ` + sqliteNow + `) - (dead_after_ms + $3) * 1000`,
 }
 
-func queriesFor(d store.Dialect) queries {
+// templates are the statements of dialect d as written, before [store.Store.SQL].
+func templates(d store.Dialect) queries {
 	if d == store.SQLite {
 		return sqliteQueries
 	}
 	return pgQueries
 }
 
+// queriesFor returns the statements of s's dialect as s runs them (its schema's tables
+// named in full, see [store.Store.SQL]). Build them once per store.
+func queriesFor(s *store.Store) queries {
+	q := templates(s.Dialect())
+	s.SQLAll(&q)
+	return q
+}
+
 // AliveSQL is a boolean SQL expression, true while the member with id idExpr of service
 // serviceExpr is alive, for building blocks that rescue work by its owner's liveness. nowExpr
-// is the query's "now" (see [store.Dialect.Now]).
+// is the query's "now" (see [store.Dialect.Now]). It names twice_members as written: build
+// the statement that uses it with [store.Store.SQL].
 func AliveSQL(d store.Dialect, serviceExpr, idExpr, nowExpr string) string {
 	if d == store.SQLite {
 		return "EXISTS (SELECT 1 FROM twice_members m WHERE m.service = " + serviceExpr + " AND m.id = " + idExpr +

@@ -122,6 +122,7 @@ var ErrNotFound = errors.New("cron: schedule not found")
 // Cron holds the schedules declared by this instance's code.
 type Cron struct {
 	s    *store.Store
+	q    *queries
 	jobs *jobs.Client
 	cfg  Config
 	log  *slog.Logger
@@ -159,7 +160,7 @@ func New(s *store.Store, jc *jobs.Client, cfg Config) (*Cron, error) {
 	if cfg.Poll <= 0 {
 		cfg.Poll = DefaultPoll
 	}
-	return &Cron{s: s, jobs: jc, cfg: cfg, log: cfg.Logger, schedules: map[string]*schedule{},
+	return &Cron{s: s, q: queriesFor(s), jobs: jc, cfg: cfg, log: cfg.Logger, schedules: map[string]*schedule{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 

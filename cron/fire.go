@@ -17,7 +17,7 @@ import (
 const maxTicksScanned = 1_000_000
 
 func (c *Cron) upsert(ctx context.Context, sc *schedule) error {
-	_, err := c.s.Exec(ctx, queriesFor(c.s.Dialect()).upsert, c.s.NowArg(), c.cfg.Service, sc.name, sc.expr, sc.tz,
+	_, err := c.s.Exec(ctx, c.q.upsert, c.s.NowArg(), c.cfg.Service, sc.name, sc.expr, sc.tz,
 		sc.args.KindName, string(sc.args.JSON), sc.optsJSON)
 	return err
 }
@@ -67,7 +67,7 @@ func (c *Cron) undeclare(ctx context.Context) error {
 		b, _ := json.Marshal(names)
 		arg = string(b)
 	}
-	_, err := c.s.Exec(ctx, queriesFor(c.s.Dialect()).undeclare, c.cfg.Service, arg)
+	_, err := c.s.Exec(ctx, c.q.undeclare, c.cfg.Service, arg)
 	return err
 }
 
@@ -91,7 +91,7 @@ func (c *Cron) Fire(ctx context.Context) (fired int, wait time.Duration, err err
 }
 
 func (c *Cron) fireOne(ctx context.Context, sc *schedule) (fired int, until time.Duration, err error) {
-	q := queriesFor(c.s.Dialect())
+	q := c.q
 	err = c.s.InTx(ctx, func(tx store.Tx) error {
 		var last, updated, now store.Time
 		var lastJob *int64
@@ -337,7 +337,7 @@ type Entry struct {
 
 // List returns the once-per-tick schedules stored for service in s.
 func List(ctx context.Context, s *store.Store, service string) ([]Entry, error) {
-	rows, err := s.Reader().Query(ctx, queriesFor(s.Dialect()).list, service)
+	rows, err := s.Reader().Query(ctx, s.SQL(templates(s.Dialect()).list), service)
 	if err != nil {
 		return nil, err
 	}
@@ -383,7 +383,7 @@ func parseStored(expr, tz string) (Schedule, error) {
 func Trigger(ctx context.Context, jc *jobs.Client, s *store.Store, service, name string) (jobs.Result, error) {
 	var kind string
 	var args, optsJSON []byte
-	err := s.Reader().QueryRow(ctx, queriesFor(s.Dialect()).get, service, name).Scan(&kind, &args, &optsJSON)
+	err := s.Reader().QueryRow(ctx, s.SQL(templates(s.Dialect()).get), service, name).Scan(&kind, &args, &optsJSON)
 	if errors.Is(err, sql.ErrNoRows) {
 		return jobs.Result{}, fmt.Errorf("%w: %q in service %q", ErrNotFound, name, service)
 	}

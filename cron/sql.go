@@ -67,9 +67,18 @@ FROM twice_cron WHERE service = $1 ORDER BY name`,
 	get: `SELECT kind, args, opts FROM twice_cron WHERE service = $1 AND name = $2`,
 }
 
-func queriesFor(d store.Dialect) *queries {
+// templates are the statements of dialect d as written, before [store.Store.SQL].
+func templates(d store.Dialect) *queries {
 	if d == store.SQLite {
 		return &sqliteQueries
 	}
 	return &pgQueries
+}
+
+// queriesFor returns the statements of s's dialect as s runs them (its schema's tables
+// named in full, see [store.Store.SQL]). Build them once per store.
+func queriesFor(s *store.Store) *queries {
+	q := *templates(s.Dialect())
+	s.SQLAll(&q)
+	return &q
 }

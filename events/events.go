@@ -39,6 +39,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -104,6 +105,9 @@ type Config struct {
 	Retention time.Duration
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from handlers; each is also logged with
+	// its stack and handled as the handler's error. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // Log is a service's event log. It is safe for concurrent use.
@@ -143,7 +147,7 @@ func New(s *store.Store, cfg Config) (*Log, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	l := &Log{s: s, q: queriesFor(s.Dialect()), cfg: cfg, log: cfg.Logger, consumers: map[*Consumer]struct{}{}}
+	l := &Log{s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger, consumers: map[*Consumer]struct{}{}}
 	l.wake.init()
 	l.watch = newWatcher(l)
 	if cfg.Bus != nil {

@@ -152,11 +152,20 @@ SELECT ` + sqliteColumns + ` FROM twice_events
 WHERE service = $1 AND stream = $2 AND version > $3 ORDER BY version LIMIT $4`,
 }
 
-func queriesFor(d store.Dialect) queries {
+// templates are the statements of dialect d as written, before [store.Store.SQL].
+func templates(d store.Dialect) queries {
 	if d == store.SQLite {
 		return sqliteQueries
 	}
 	return pgQueries
+}
+
+// queriesFor returns the statements of s's dialect as s runs them (its schema's tables
+// named in full, see [store.Store.SQL]). Build them once per store.
+func queriesFor(s *store.Store) queries {
+	q := templates(s.Dialect())
+	s.SQLAll(&q)
+	return q
 }
 
 // topicCond is the SQL condition "the event's topic is one of the list bound to $2", for

@@ -3,9 +3,9 @@ package events
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
+	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
 )
@@ -318,7 +318,7 @@ func (w *worker) attempt(event int64, fn func() error, giveUp func(n int, err er
 	c := w.c
 	backoff := c.cfg.RetryBackoff
 	for n := 1; ; n++ {
-		err := protect(fn)
+		err := w.protect(fn)
 		if err == nil {
 			return true, nil
 		}
@@ -337,14 +337,12 @@ func (w *worker) attempt(event int64, fn func() error, giveUp func(n int, err er
 	}
 }
 
-// protect turns a handler's panic into an error, so one bad event cannot stop the process.
-func protect(fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("events: handler panicked: %v", r)
-		}
-	}()
-	return fn()
+// protect runs a handler, turning its panic into an error (logged and counted), so one bad
+// event cannot stop the process. Inside a transaction it runs before the rollback, so the
+// transaction always ends.
+func (w *worker) protect(fn func() error) error {
+	l := w.c.l
+	return safe.Call(l.log, l.cfg.Panics, "events: handler of group "+w.c.cfg.Name, fn)
 }
 
 // deadLetter records that the group gave up on e (Shared; Broadcast only logs).
@@ -412,7 +410,7 @@ func (w *worker) processTx(evs []Event) error {
 	c, l := w.c, w.c.l
 	err := w.inTx(evs[len(evs)-1].pos, func(ctx context.Context, tx store.Tx) error {
 		for _, e := range evs {
-			if err := protect(func() error { return c.cfg.HandleTx(ctx, tx, e) }); err != nil {
+			if err := w.protect(func() error { return c.cfg.HandleTx(ctx, tx, e) }); err != nil {
 				return err
 			}
 		}
@@ -424,7 +422,9 @@ func (w *worker) processTx(evs []Event) error {
 	for _, e := range evs {
 		var moved error
 		done, err := w.attempt(e.ID, func() error {
-			err := w.inTx(e.pos, func(ctx context.Context, tx store.Tx) error { return c.cfg.HandleTx(ctx, tx, e) })
+			err := w.inTx(e.pos, func(ctx context.Context, tx store.Tx) error {
+				return w.protect(func() error { return c.cfg.HandleTx(ctx, tx, e) })
+			})
 			if errors.Is(err, errMoved) {
 				moved = err
 				return nil

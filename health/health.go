@@ -27,7 +27,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/twicehq/twice/internal/safe"
 )
 
 // DefaultTimeout bounds a check registered without a timeout.
@@ -51,9 +54,12 @@ type Config struct {
 	// while the checks run wait for that run. Negative runs the checks for every probe.
 	// Defaults to [DefaultCacheFor].
 	CacheFor time.Duration
-	// Logger receives a line each time a check starts or stops failing, with its error.
-	// Defaults to slog.Default().
+	// Logger receives a line each time a check starts or stops failing, with its error,
+	// and the panics of checks. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Panics, if set, counts the panics of checks; each is also logged with its stack and
+	// fails its check. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // CheckFunc reports a problem as an error. It must respect ctx.
@@ -201,7 +207,7 @@ func (h *Health) Run(ctx context.Context, kinds ...Kind) []Result {
 			cctx, cancel := context.WithTimeout(ctx, c.timeout)
 			defer cancel()
 			start := time.Now()
-			err := runCheck(cctx, c.fn)
+			err := h.runCheck(cctx, c.fn)
 			r := Result{Name: c.name, Kind: kindName(c.kind), OK: err == nil,
 				DurationMS: float64(time.Since(start).Microseconds()) / 1000}
 			if err != nil {
@@ -232,15 +238,10 @@ func (h *Health) logChanges(rs []Result) {
 
 // runCheck returns fn's error, or the context's if fn overruns its timeout: a check that
 // ignores its context cannot hold a probe up.
-func runCheck(ctx context.Context, fn CheckFunc) error {
+func (h *Health) runCheck(ctx context.Context, fn CheckFunc) error {
 	done := make(chan error, 1)
 	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- fmt.Errorf("check panicked: %v", r)
-			}
-		}()
-		done <- fn(ctx)
+		done <- safe.Call(h.cfg.Logger, h.cfg.Panics, "check", func() error { return fn(ctx) })
 	}()
 	select {
 	case err := <-done:

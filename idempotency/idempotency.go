@@ -199,7 +199,7 @@ func New(s *store.Store, cfg Config) (*Keys, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Keys{s: s, cfg: cfg, q: queriesFor(s.Dialect()), log: cfg.Logger, out: newOutbox()}, nil
+	return &Keys{s: s, cfg: cfg, q: queriesFor(s), log: cfg.Logger, out: newOutbox()}, nil
 }
 
 // Config returns the configuration with defaults filled in.

@@ -628,3 +628,56 @@ func FuzzParseKey(f *testing.F) {
 		}
 	})
 }
+
+// A panicking HandlerTx handler rolls its transaction back, claim included, and the panic
+// goes on to the server (which recovers it per request): no connection is kept, and a
+// retry with the key runs.
+func TestHandlerTxPanic(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		if db.Dialect == store.Postgres {
+			// Fewer connections than panics: each leaked transaction would keep one.
+			db.DSN += "&pool_max_conns=3"
+		}
+		n := node(t, db, twice.Config{})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // a regression fails, not hangs
+		defer cancel()
+		if _, err := n.Store().Exec(ctx, "CREATE TABLE payments (id TEXT PRIMARY KEY)"); err != nil {
+			t.Fatal(err)
+		}
+		h := n.Idempotency().HandlerTx(func(w http.ResponseWriter, r *http.Request, tx store.Tx) error {
+			b, _ := io.ReadAll(r.Body)
+			if _, err := tx.Exec(r.Context(), "INSERT INTO payments (id) VALUES ($1)", string(b)); err != nil {
+				return err
+			}
+			if string(b) == "panic" {
+				panic("boom")
+			}
+			w.WriteHeader(http.StatusCreated)
+			return nil
+		})
+		serve := func(body string) (code int, panicked any) {
+			defer func() { panicked = recover() }()
+			r := httptest.NewRequestWithContext(ctx, http.MethodPost, "/pay", strings.NewReader(body))
+			r.Header.Set(idempotency.Header, "k")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			return w.Code, nil
+		}
+		for range 5 {
+			if _, p := serve("panic"); p != "boom" {
+				t.Fatalf("recovered %v, want the handler's panic", p)
+			}
+		}
+		if code, _ := serve("ok"); code != http.StatusCreated {
+			t.Fatalf("retry after the panics: %d, want 201 (a panicking request kept its claim or its connection)", code)
+		}
+		var k int
+		if err := n.Store().QueryRow(ctx, "SELECT count(*) FROM payments").Scan(&k); err != nil || k != 1 {
+			t.Fatalf("%d payments (%v), want only the retry's", k, err)
+		}
+		if err := n.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

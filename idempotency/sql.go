@@ -78,9 +78,18 @@ DELETE FROM twice_idempotency WHERE (service, scope, key) IN (
 	return q
 }
 
-func queriesFor(d store.Dialect) queries {
+// templates are the statements of dialect d as written, before [store.Store.SQL].
+func templates(d store.Dialect) queries {
 	if d == store.SQLite {
 		return sqliteQueries
 	}
 	return pgQueries
+}
+
+// queriesFor returns the statements of s's dialect as s runs them (its schema's tables
+// named in full, see [store.Store.SQL]). Build them once per store.
+func queriesFor(s *store.Store) queries {
+	q := templates(s.Dialect())
+	s.SQLAll(&q)
+	return q
 }

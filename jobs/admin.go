@@ -74,7 +74,7 @@ func (c *Client) List(ctx context.Context, p ListParams) ([]*Row, error) {
 	limit = min(limit, 10000)
 	args = append(args, limit)
 	query := fmt.Sprintf("SELECT %s FROM twice_jobs WHERE %s ORDER BY id DESC LIMIT $%d", rowCols, strings.Join(where, " AND "), len(args))
-	return queryRows(ctx, c.s.Reader(), query, args...)
+	return queryRows(ctx, c.s.Reader(), c.s.SQL(query), args...)
 }
 
 // Cancel cancels a job: one that has not run yet is cancelled at once; a running one has
@@ -271,7 +271,7 @@ func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
 		return nil, err
 	}
 	rows.Close()
-	qrows, err := c.s.Reader().Query(ctx, `SELECT name, paused FROM twice_queues WHERE service = $1`, c.cfg.Service)
+	qrows, err := c.s.Reader().Query(ctx, c.s.SQL(`SELECT name, paused FROM twice_queues WHERE service = $1`), c.cfg.Service)
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +336,7 @@ type BatchStatus struct {
 
 // Batch returns the status of the batch with id (its callback job's id).
 func (c *Client) Batch(ctx context.Context, id int64) (BatchStatus, error) {
-	rows, err := c.s.Reader().Query(ctx, `SELECT state, count(*) FROM twice_jobs WHERE service = $1 AND batch_id = $2 GROUP BY state`,
+	rows, err := c.s.Reader().Query(ctx, c.s.SQL(`SELECT state, count(*) FROM twice_jobs WHERE service = $1 AND batch_id = $2 GROUP BY state`),
 		c.cfg.Service, id)
 	if err != nil {
 		return BatchStatus{}, err
@@ -371,5 +371,5 @@ func (c *Client) RunHere(ctx context.Context, args Args, meta map[string]string)
 	if err != nil {
 		return err
 	}
-	return safeRun(ctx, wk.run, &Row{Kind: args.Kind(), Args: data, State: Running, Attempt: 1, MaxAttempts: 1, Meta: meta})
+	return c.safeRun(ctx, wk.run, &Row{Kind: args.Kind(), Args: data, State: Running, Attempt: 1, MaxAttempts: 1, Meta: meta})
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/bus"
@@ -51,6 +52,9 @@ type Config struct {
 	Bus bus.Bus
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from workers and Backoff; each is also
+	// logged with its stack, and a worker's fails its attempt. Defaults to nil: logged only.
+	Panics *atomic.Int64
 
 	// Queues are queues this instance works besides its workers' own, and the settings of
 	// any queue it works. A worker works the queue its kind names (the Queue of its
@@ -218,7 +222,7 @@ func New(s *store.Store, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	cfg.Queues = slices.Clone(cfg.Queues) // the caller's slice may change later
-	c := &Client{s: s, q: queriesFor(s.Dialect()), cfg: cfg, log: cfg.Logger,
+	c := &Client{s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger,
 		workers: map[string]*worker{}, producers: map[string]*producer{}, unannounced: map[string]bool{}, noted: map[string]bool{}}
 	c.runCtx, c.runCancel = context.WithCancelCause(context.Background())
 	if cfg.Bus != nil {

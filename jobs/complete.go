@@ -276,7 +276,7 @@ func (c *Client) releaseKeysSQLite(ctx context.Context, tx store.Tx, done []fini
 		if f.key == nil {
 			continue
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM twice_job_keys WHERE service = $1 AND key = $2 AND job_id = $3`,
+		if _, err := tx.Exec(ctx, c.s.SQL(`DELETE FROM twice_job_keys WHERE service = $1 AND key = $2 AND job_id = $3`),
 			c.cfg.Service, *f.key, f.id); err != nil {
 			return err
 		}

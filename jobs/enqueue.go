@@ -572,7 +572,7 @@ func (c *Client) insertBulkCopy(ctx context.Context, q store.Querier, cp copier,
 		rows[i] = []any{ids[i], c.cfg.Service, p.queue, p.kind, p.args, int16(p.state), int16(p.priority), runAt,
 			int32(p.maxAttempts), p.key, p.batchID, p.timeoutMS, p.tags, p.meta, now}
 	}
-	if _, err := cp.CopyFrom(ctx, pgx.Identifier{"twice_jobs"}, copyColumns, pgx.CopyFromRows(rows)); err != nil {
+	if _, err := cp.CopyFrom(ctx, c.s.Table("twice_jobs"), copyColumns, pgx.CopyFromRows(rows)); err != nil {
 		return nil, fmt.Errorf("jobs: enqueue %d jobs: %w", len(ps), err)
 	}
 	return ids, nil

@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 )
 
@@ -236,7 +236,7 @@ func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
 		}
 		for key, id := range claim {
 			// The one writer makes check-then-insert safe here.
-			k, err := tx.Exec(ctx, `INSERT INTO twice_job_keys (service, key, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+			k, err := tx.Exec(ctx, c.s.SQL(`INSERT INTO twice_job_keys (service, key, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`),
 				c.cfg.Service, key, id)
 			if err != nil {
 				return err
@@ -449,18 +449,30 @@ func (c *Client) work(ctx context.Context, row *Row) result {
 	if wk == nil {
 		err = fmt.Errorf("%w: %q on instance %s", ErrNoWorker, row.Kind, c.cfg.Instance)
 	} else {
-		err = safeRun(ctx, wk.run, row)
+		err = c.safeRun(ctx, wk.run, row)
 	}
 	return c.outcome(ctx, row, err)
 }
 
-func safeRun(ctx context.Context, run func(context.Context, *Row) error, row *Row) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("jobs: worker panicked: %v\n%s", r, debug.Stack())
-		}
-	}()
-	return run(ctx, row)
+// safeRun runs a worker, turning its panic into the attempt's error (logged and counted);
+// the error keeps the stack, so the job's last error shows where it panicked.
+func (c *Client) safeRun(ctx context.Context, run func(context.Context, *Row) error, row *Row) error {
+	// A constant name: this runs for every job, and the stack names the worker anyway.
+	err := safe.Call(c.log, c.cfg.Panics, "jobs: worker", func() error { return run(ctx, row) })
+	var p *safe.PanicError
+	if errors.As(err, &p) {
+		return fmt.Errorf("%w\n%s", p, p.Stack)
+	}
+	return err
+}
+
+// backoff is Config.Backoff, which falls back to [DefaultBackoff] if it panics.
+func (c *Client) backoff(attempt int) time.Duration {
+	var d time.Duration
+	if safe.Call(c.log, c.cfg.Panics, "jobs: Backoff", func() error { d = c.cfg.Backoff(attempt); return nil }) != nil {
+		return DefaultBackoff(attempt)
+	}
+	return d
 }
 
 func (c *Client) outcome(ctx context.Context, row *Row, err error) result {
@@ -501,7 +513,7 @@ func (c *Client) outcome(ctx context.Context, row *Row, err error) result {
 		if row.Attempt >= row.MaxAttempts {
 			res.state = bitDiscarded
 		} else {
-			res.state, res.delayMS = bitAvailable, max(c.cfg.Backoff(row.Attempt).Milliseconds(), 0)
+			res.state, res.delayMS = bitAvailable, max(c.backoff(row.Attempt).Milliseconds(), 0)
 		}
 	}
 	return res

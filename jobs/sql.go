@@ -347,11 +347,20 @@ UPDATE twice_jobs SET state = 2, owner = $5, attempt = attempt + 1, attempted_at
 WHERE id IN (SELECT value FROM json_each($4)) AND service = $2 AND state = 1
 RETURNING ` + fetchCols
 
-func queriesFor(d store.Dialect) *queries {
+// templates are the statements of dialect d as written, before [store.Store.SQL].
+func templates(d store.Dialect) *queries {
 	if d == store.SQLite {
 		return &sqliteQueries
 	}
 	return &pgQueries
+}
+
+// queriesFor returns the statements of s's dialect as s runs them (its schema's tables
+// named in full, see [store.Store.SQL]). Build them once per store.
+func queriesFor(s *store.Store) *queries {
+	q := *templates(s.Dialect())
+	s.SQLAll(&q)
+	return &q
 }
 
 // prefixed qualifies each column of a column list with p.

@@ -145,7 +145,7 @@ func (l *Lease) releaseRow(ctx context.Context) error {
 		return fmt.Errorf("lease: release %q: %w", l.name, err)
 	}
 	if n > 0 && m.cfg.OnRelease != nil {
-		m.cfg.OnRelease(ctx, []string{l.name})
+		m.onRelease(ctx, []string{l.name})
 	}
 	return nil
 }

@@ -19,8 +19,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 )
 
@@ -61,8 +63,12 @@ type Config struct {
 	Logger *slog.Logger
 	// OnRelease, if set, is called after leases were freed in the database (names, or nil
 	// for all of this holder's), so other instances waiting for them can be woken at once
-	// instead of at their next look. The node publishes it on the bus.
+	// instead of at their next look. The node publishes it on the bus. It runs on the
+	// releasing goroutine, which may be one of the library's.
 	OnRelease func(ctx context.Context, names []string)
+	// Panics, if set, counts the panics recovered from OnRelease; each is also logged with
+	// its stack. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // Manager acquires, renews and releases the leases of one holder. It is safe for concurrent
@@ -98,7 +104,7 @@ func NewManager(s *store.Store, cfg Config) (*Manager, error) {
 		cfg.Logger = slog.Default()
 	}
 	m := &Manager{
-		s: s, q: queriesFor(s.Dialect()), cfg: cfg, log: cfg.Logger,
+		s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger,
 		held:    map[string]*Lease{},
 		changed: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
@@ -276,12 +282,12 @@ func (m *Manager) List(ctx context.Context, prefix string) ([]Info, error) {
 // Lookup reads the lease called name of service without a manager, for tools that only
 // look (such as twice status).
 func Lookup(ctx context.Context, s *store.Store, service, name string) (Info, error) {
-	return scanInfo(s.Reader().QueryRow(ctx, queriesFor(s.Dialect()).info, s.NowArg(), service, name))
+	return scanInfo(s.Reader().QueryRow(ctx, s.SQL(templates(s.Dialect()).info), s.NowArg(), service, name))
 }
 
 // List returns the held, unexpired leases of service whose names start with prefix.
 func List(ctx context.Context, s *store.Store, service, prefix string) ([]Info, error) {
-	rows, err := s.Reader().Query(ctx, queriesFor(s.Dialect()).list, s.NowArg(), service, prefix)
+	rows, err := s.Reader().Query(ctx, s.SQL(templates(s.Dialect()).list), s.NowArg(), service, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("lease: list: %w", err)
 	}
@@ -454,7 +460,12 @@ func (m *Manager) Close(ctx context.Context) error {
 		for i, l := range held {
 			names[i] = l.name
 		}
-		m.cfg.OnRelease(ctx, names)
+		m.onRelease(ctx, names)
 	}
 	return nil
+}
+
+// onRelease calls Config.OnRelease, which must not end the process if it panics.
+func (m *Manager) onRelease(ctx context.Context, names []string) {
+	safe.Do(m.log, m.cfg.Panics, "lease: OnRelease callback", func() { m.cfg.OnRelease(ctx, names) })
 }

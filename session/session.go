@@ -203,7 +203,7 @@ func New(s *store.Store, cfg Config) (*Sessions, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Sessions{s: s, cfg: cfg, q: queriesFor(s.Dialect()), log: cfg.Logger}, nil
+	return &Sessions{s: s, cfg: cfg, q: queriesFor(s), log: cfg.Logger}, nil
 }
 
 // Config returns the configuration with defaults filled in.

@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/bus"
@@ -135,6 +136,9 @@ type Config struct {
 	KeepHistory int
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from Watch callbacks; each is also logged
+	// with its stack, and the other watchers go on. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // Settings is one instance's view of its service's settings. It is safe for concurrent use.
@@ -182,9 +186,9 @@ func New(ctx context.Context, s *store.Store, b bus.Bus, cfg Config) (*Settings,
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	st := &Settings{st: s, bus: b, cfg: cfg, q: queriesFor(s.Dialect()), log: cfg.Logger,
+	st := &Settings{st: s, bus: b, cfg: cfg, q: queriesFor(s), log: cfg.Logger,
 		vals: map[string]Setting{}, watchers: map[int]*watcher{}, warned: map[string]int64{},
-		notes: newNotifier(), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		notes: newNotifier(cfg.Logger, cfg.Panics), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if b != nil {
 		// Subscribe before the first load, so no change falls between the two.
 		st.unsubscribe = b.Subscribe(Channel, func(bus.Message) { st.poke() })
@@ -193,7 +197,7 @@ func New(ctx context.Context, s *store.Store, b bus.Bus, cfg Config) (*Settings,
 		if st.unsubscribe != nil {
 			st.unsubscribe()
 		}
-		st.notes.close()
+		_ = st.notes.close(ctx) // no watcher yet: it returns at once
 		return nil, fmt.Errorf("settings: load %s: %w", s, err)
 	}
 	go st.loop()
@@ -402,17 +406,19 @@ func (s *Settings) JSON(key string, dst any) error {
 func (s *Settings) Refresh(ctx context.Context) error { return s.refresh(ctx) }
 
 // Close stops keeping the local copy current and stops calling watchers. Reads keep
-// returning the last known values.
-func (s *Settings) Close(context.Context) error {
+// returning the last known values. It waits for the watcher being called, if any, until
+// ctx ends.
+func (s *Settings) Close(ctx context.Context) error {
+	var err error
 	s.closeOnce.Do(func() {
 		if s.unsubscribe != nil {
 			s.unsubscribe()
 		}
 		close(s.stop)
 		<-s.done
-		s.notes.close()
+		err = s.notes.close(ctx)
 	})
-	return nil
+	return err
 }
 
 func (s *Settings) closed() bool {

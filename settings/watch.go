@@ -1,10 +1,15 @@
 package settings
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/twicehq/twice/internal/safe"
 )
 
 type watcher struct {
@@ -21,7 +26,12 @@ type note struct {
 
 // notifier calls watchers on a goroutine of its own, in the order changes were applied, so
 // a slow watcher never holds up the local copy and a watcher may itself call Set.
+// A watcher that panics is logged and counted (see [Config.Panics]); the others, and its
+// own later calls, go on.
 type notifier struct {
+	log    *slog.Logger
+	panics *atomic.Int64
+
 	mu     sync.Mutex // protects queue, closed
 	queue  []note
 	closed bool
@@ -29,8 +39,8 @@ type notifier struct {
 	done   chan struct{}
 }
 
-func newNotifier() *notifier {
-	n := &notifier{wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newNotifier(log *slog.Logger, panics *atomic.Int64) *notifier {
+	n := &notifier{log: log, panics: panics, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go n.loop()
 	return n
 }
@@ -57,7 +67,7 @@ func (n *notifier) loop() {
 		for _, x := range q {
 			for _, w := range x.to {
 				if !w.cancelled.Load() {
-					w.fn(x.v)
+					safe.Do(n.log, n.panics, "settings: Watch callback", func() { w.fn(x.v) })
 				}
 			}
 		}
@@ -70,8 +80,9 @@ func (n *notifier) loop() {
 	}
 }
 
-// close stops the notifier once the changes already queued have been handed out.
-func (n *notifier) close() {
+// close stops the notifier once the changes already queued have been handed out, or when
+// ctx ends: a watcher that never returns cannot hold Close forever.
+func (n *notifier) close(ctx context.Context) error {
 	n.mu.Lock()
 	n.closed = true
 	n.mu.Unlock()
@@ -79,7 +90,12 @@ func (n *notifier) close() {
 	case n.wake <- struct{}{}:
 	default:
 	}
-	<-n.done
+	select {
+	case <-n.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("settings: a Watch callback still running at close: %w", context.Cause(ctx))
+	}
 }
 
 // Watch calls fn with the current setting of key (if it is set) and then with every new

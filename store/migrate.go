@@ -166,12 +166,20 @@ func (m *Migrator) lock(ctx context.Context, tx Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('twice.migrate'), hashtext($1))", m.s.schema); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{m.s.schema}.Sanitize()); err != nil {
+		// CREATE SCHEMA IF NOT EXISTS needs the database's CREATE privilege even when the
+		// schema exists: a role that may only use its schema must still start.
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", m.s.schema).Scan(&exists); err != nil {
 			return err
+		}
+		if !exists {
+			if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{m.s.schema}.Sanitize()); err != nil {
+				return err
+			}
 		}
 	}
 	// SQLite: the transaction began IMMEDIATE and already holds the only write lock.
-	_, err := tx.Exec(ctx, versionTable(m.s.Dialect()))
+	_, err := tx.Exec(ctx, m.s.SQL(versionTable(m.s.Dialect())))
 	return err
 }
 
@@ -181,7 +189,7 @@ type appliedRow struct {
 }
 
 func (m *Migrator) applied(ctx context.Context, q Querier) (map[string]appliedRow, error) {
-	rows, err := q.Query(ctx, "SELECT component, version, seq, applied_at FROM twice_migrations")
+	rows, err := q.Query(ctx, m.s.SQL("SELECT component, version, seq, applied_at FROM twice_migrations"))
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +235,7 @@ func (m *Migrator) Up(ctx context.Context) ([]Step, error) {
 					return fmt.Errorf("store: migrate up %s: %w", step, err)
 				}
 				seq++
-				if _, err := tx.Exec(ctx, "INSERT INTO twice_migrations (component, version, name, seq) VALUES ($1, $2, $3, $4)",
+				if _, err := tx.Exec(ctx, m.s.SQL("INSERT INTO twice_migrations (component, version, name, seq) VALUES ($1, $2, $3, $4)"),
 					c.Name, mig.Version, mig.Name, seq); err != nil {
 					return fmt.Errorf("store: migrate up %s: %w", step, err)
 				}
@@ -276,7 +284,7 @@ func (m *Migrator) Down(ctx context.Context, n int) ([]Step, error) {
 			if _, err := tx.Exec(ctx, u.sql); err != nil {
 				return fmt.Errorf("store: migrate down %s: %w", u.step, err)
 			}
-			if _, err := tx.Exec(ctx, "DELETE FROM twice_migrations WHERE component = $1 AND version = $2", u.step.Component, u.step.Version); err != nil {
+			if _, err := tx.Exec(ctx, m.s.SQL("DELETE FROM twice_migrations WHERE component = $1 AND version = $2"), u.step.Component, u.step.Version); err != nil {
 				return err
 			}
 			done = append(done, u.step)
@@ -313,9 +321,9 @@ func (m *Migrator) appliedIfAny(ctx context.Context) (map[string]appliedRow, err
 	var exists bool
 	var err error
 	if m.s.Dialect() == Postgres {
-		err = m.s.Reader().QueryRow(ctx, "SELECT to_regclass(quote_ident($1) || '.twice_migrations') IS NOT NULL", m.s.schema).Scan(&exists)
+		err = m.s.Reader().QueryRow(ctx, m.s.SQL("SELECT to_regclass(quote_ident($1) || '.twice_migrations') IS NOT NULL"), m.s.schema).Scan(&exists)
 	} else {
-		err = m.s.Reader().QueryRow(ctx, "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'twice_migrations'").Scan(&exists)
+		err = m.s.Reader().QueryRow(ctx, m.s.SQL("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'twice_migrations'")).Scan(&exists)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", m.s, err)

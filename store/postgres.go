@@ -20,7 +20,9 @@ func (s *Store) openPostgres(ctx context.Context, schema string) error {
 		return fmt.Errorf("%w %q: %s", ErrBadDSN, d, parseProblem(err, d.Raw))
 	}
 	if schema != "" {
-		cfg.ConnConfig.RuntimeParams["search_path"] = schema
+		// Quoted, as the migrator's CREATE SCHEMA quotes it: an unquoted "Shop" would
+		// name the schema shop.
+		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize()
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -222,19 +222,26 @@ func (s *Store) Begin(ctx context.Context) (Tx, error) {
 	return &pgxTx{pgxQuerier: pgxQuerier{q: tx}, tx: tx}, nil
 }
 
-// InTx runs fn in a transaction, committing if fn returns nil and rolling back otherwise.
+// InTx runs fn in a transaction, committing if fn returns nil and rolling back otherwise. If
+// fn panics, the transaction is rolled back and the panic goes on to the caller: a
+// transaction left open would hold a PostgreSQL connection (and Close) forever, and on
+// SQLite the write lock of every process on the file.
 func (s *Store) InTx(ctx context.Context, fn func(tx Tx) error) (err error) {
 	tx, err := s.Begin(ctx)
 	if err != nil {
 		return err
 	}
+	returned := false
 	defer func() {
-		if err != nil {
+		if err != nil || !returned {
 			// The rollback's own error is less useful than fn's and is dropped on purpose.
+			// Without cancel, so an ended ctx cannot stop the rollback from being sent.
 			_ = tx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
-	if err = fn(tx); err != nil {
+	err = fn(tx)
+	returned = true
+	if err != nil {
 		return err
 	}
 	return tx.Commit(ctx)
@@ -308,7 +315,25 @@ func (d Dialect) Interval(expr string) string {
 	return "(" + expr + ") * interval '1 millisecond'"
 }
 
-// Close closes every connection.
+// Shutdown is [Store.Close] bounded by ctx: Close waits for every connection in use to come
+// back, forever if a transaction is never ended. When ctx ends first, Shutdown returns an
+// error and the store finishes closing in the background as those connections return.
+func (s *Store) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("store: %s: connections still in use at close (a transaction that never ended?): %w", s, context.Cause(ctx))
+	}
+}
+
+// Close closes every connection. It waits for connections in use to come back; see
+// [Store.Shutdown] for a bounded wait.
 func (s *Store) Close() {
 	if s.pool != nil {
 		if s.sqlDB != nil {

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -72,6 +73,9 @@ type Config struct {
 	Signer *bus.Signer
 	// Logger defaults to slog.Default(). It should carry the instance id.
 	Logger *slog.Logger
+	// Panics, if set, counts the panics recovered from subscribers; each is also logged
+	// with its stack. Defaults to nil: logged only.
+	Panics *atomic.Int64
 }
 
 // Bus is a [bus.Bus] on NATS.
@@ -124,6 +128,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	b := &Bus{cfg: cfg, prefix: "twice.bus." + token(cfg.Service) + ".",
 		natsSub: map[string]*nats.Subscription{}, txSub: map[string]func(){}}
+	b.subs.Logger, b.subs.Panics = cfg.Logger, cfg.Panics
 	opts := append([]nats.Option{
 		nats.Name("twice " + cfg.Service + " " + cfg.Instance),
 		nats.MaxReconnects(-1),
@@ -150,7 +155,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	b.flush = flusher{nc: nc, timeout: cfg.FlushTimeout}
 	if cfg.Store != nil {
 		b.tx, err = bus.NewStore(ctx, cfg.Store, bus.Config{Service: TxService(cfg.Service), Instance: cfg.Instance,
-			Signer: cfg.Signer, Logger: cfg.Logger})
+			Signer: cfg.Signer, Logger: cfg.Logger, Panics: cfg.Panics})
 		if err != nil {
 			nc.Close()
 			return nil, err

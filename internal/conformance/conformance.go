@@ -28,6 +28,7 @@ func Exercise(t *testing.T, dialect store.Dialect) {
 		"Cron":         cronSuite,
 		"CronTicks":    cronTicks,
 		"Forged":       forgedPart,
+		"Panics":       panicsSuite,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

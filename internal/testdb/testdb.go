@@ -6,7 +6,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +54,25 @@ func New(t testing.TB, d store.Dialect) DB {
 		schema = schema[len(schema)-63:]
 		schema = "t" + schema[1:]
 	}
+	createSchema(t, url, schema)
+	return DB{Dialect: d, DSN: url, Schema: schema}
+}
+
+// InSchema returns db (PostgreSQL) in a new schema named exactly name, quoted as it must
+// be (mixed case, dots), dropped when t ends.
+func (db DB) InSchema(t testing.TB, name string) DB {
+	t.Helper()
+	if db.Dialect != store.Postgres {
+		t.Fatal("testdb: InSchema needs PostgreSQL")
+	}
+	createSchema(t, db.DSN, name)
+	db.Schema = name
+	return db
+}
+
+// createSchema creates schema on the server of url and drops it when t ends.
+func createSchema(t testing.TB, url, schema string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, url)
@@ -75,7 +96,6 @@ func New(t testing.TB, d store.Dialect) DB {
 			t.Errorf("testdb: drop schema %s: %v", schema, err)
 		}
 	})
-	return DB{Dialect: d, DSN: url, Schema: schema}
 }
 
 // PostgresURL returns TWICE_TEST_POSTGRES_URL or skips t.
@@ -130,4 +150,53 @@ func randHex(n int) string {
 // Logger returns a logger that writes into t's output, shown when t fails or with -v.
 func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// LimitedRole creates a PostgreSQL role that may log in, use and create in db's schema and
+// nothing more (not CREATE on the database), at most connLimit connections at once (-1
+// for no limit), and returns db with a DSN that logs in as it. The role is dropped when t
+// ends.
+func (db DB) LimitedRole(t testing.TB, connLimit int) DB {
+	t.Helper()
+	if db.Dialect != store.Postgres {
+		t.Fatal("testdb: LimitedRole needs PostgreSQL")
+	}
+	role := "r_" + db.Schema
+	if len(role) > 63 {
+		role = role[:63]
+	}
+	id := pgx.Identifier{role}.Sanitize()
+	adminDSN := db.DSN
+	admin := func(queries ...string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, adminDSN)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		for _, q := range queries {
+			if _, err := conn.Exec(ctx, q); err != nil {
+				return fmt.Errorf("%s: %w", q, err)
+			}
+		}
+		return nil
+	}
+	if err := admin(fmt.Sprintf("CREATE ROLE %s LOGIN CONNECTION LIMIT %d", id, connLimit),
+		"GRANT ALL ON SCHEMA "+pgx.Identifier{db.Schema}.Sanitize()+" TO "+id); err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '"+role+"'",
+			"DROP OWNED BY "+id+" CASCADE", "DROP ROLE "+id); err != nil {
+			t.Errorf("testdb: drop role: %v", err)
+		}
+	})
+	u, err := url.Parse(db.DSN)
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	u.User = url.User(role)
+	db.DSN = u.String()
+	return db
 }

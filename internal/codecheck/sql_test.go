@@ -1,0 +1,163 @@
+package codecheck
+
+import (
+	"go/ast"
+	"go/token"
+	"strings"
+	"testing"
+)
+
+// queryMethods run a statement given as an argument.
+var queryMethods = map[string]bool{"Exec": true, "Query": true, "QueryRow": true,
+	"ExecContext": true, "QueryContext": true, "QueryRowContext": true, "CopyFrom": true}
+
+// notLibrary are the packages that are not the library: they run statements on a store
+// they opened (the CLI, the checker's workloads) or are tests' helpers.
+var notLibrary = []string{"/cmd/", "/internal/check", "/internal/instance", "/internal/conformance", "/internal/testdb", "/internal/testnats"}
+
+// TestStatementsGoThroughStoreSQL: a statement that names twice's tables runs as
+// Store.SQL made it (directly, or from a set built by Store.SQLAll), so on PostgreSQL it
+// names them with the schema and means the same on any connection: on a transaction of
+// the application's own pool, whose search_path knows nothing of twice's schema, too. A
+// literal statement passed straight to Exec, Query or QueryRow, or a table named without
+// Store.Table for CopyFrom, breaks that.
+func TestStatementsGoThroughStoreSQL(t *testing.T) {
+	src := parseModule(t)
+	checked := 0
+	for pkg, files := range src.files {
+		if !isLibrary(pkg) {
+			continue
+		}
+		for _, f := range files {
+			ast.Inspect(f, func(n ast.Node) bool {
+				call, ok := n.(*ast.CallExpr)
+				if !ok {
+					return true
+				}
+				sel, ok := call.Fun.(*ast.SelectorExpr)
+				if !ok || !queryMethods[sel.Sel.Name] {
+					return true
+				}
+				for _, a := range call.Args {
+					checked++
+					if namesTables(a) {
+						t.Errorf("%s: a statement naming twice's tables is run as written; pass it through Store.SQL (or Store.Table for CopyFrom)",
+							src.fset.Position(a.Pos()))
+					}
+				}
+				return true
+			})
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no statement was checked: the test reads nothing")
+	}
+}
+
+// TestStatementSetsAreBuiltPerStore: a block's statements as written (templates(d)) are
+// used only by its queriesFor, which builds them for a store with Store.SQLAll, or one at
+// a time inside Store.SQL.
+func TestStatementSetsAreBuiltPerStore(t *testing.T) {
+	src := parseModule(t)
+	found := 0
+	for pkg, files := range src.files {
+		if !isLibrary(pkg) {
+			continue
+		}
+		for _, f := range files {
+			allowed := map[token.Pos]bool{}
+			ast.Inspect(f, func(n ast.Node) bool {
+				switch n := n.(type) {
+				case *ast.FuncDecl:
+					if n.Name.Name == "queriesFor" {
+						ast.Inspect(n, allow(allowed))
+					}
+				case *ast.CallExpr:
+					if sel, ok := n.Fun.(*ast.SelectorExpr); ok && sel.Sel.Name == "SQL" {
+						for _, a := range n.Args {
+							ast.Inspect(a, allow(allowed))
+						}
+					}
+				}
+				return true
+			})
+			ast.Inspect(f, func(n ast.Node) bool {
+				call, ok := n.(*ast.CallExpr)
+				if !ok {
+					return true
+				}
+				if id, ok := call.Fun.(*ast.Ident); ok && id.Name == "templates" {
+					found++
+					if !allowed[call.Pos()] {
+						t.Errorf("%s: statements used as written; build them with queriesFor(store) or pass one through Store.SQL",
+							src.fset.Position(call.Pos()))
+					}
+				}
+				return true
+			})
+		}
+	}
+	if found == 0 {
+		t.Fatal("no templates call found: the test reads nothing")
+	}
+}
+
+func isLibrary(pkg string) bool {
+	for _, p := range notLibrary {
+		if strings.Contains(pkg+"/", p) {
+			return false
+		}
+	}
+	return true
+}
+
+// namesTables reports whether e spells a statement (or a CopyFrom table) naming a twice
+// table in the source itself: a literal, literals joined with +, fmt.Sprintf of one, a
+// composite literal (pgx.Identifier{"twice_jobs"}), or a block's statement template. A call of a method named SQL or Table
+// is what makes it safe.
+func namesTables(e ast.Expr) bool {
+	switch e := e.(type) {
+	case *ast.BasicLit:
+		return e.Kind == token.STRING && strings.Contains(e.Value, "twice_")
+	case *ast.BinaryExpr:
+		return namesTables(e.X) || namesTables(e.Y)
+	case *ast.ParenExpr:
+		return namesTables(e.X)
+	case *ast.SelectorExpr:
+		// A statement of a block's set as written (templates(d).x, pgQueries.x), not as
+		// queriesFor built it for the store.
+		switch x := e.X.(type) {
+		case *ast.CallExpr:
+			id, ok := x.Fun.(*ast.Ident)
+			return ok && id.Name == "templates"
+		case *ast.Ident:
+			return x.Name == "pgQueries" || x.Name == "sqliteQueries"
+		}
+	case *ast.CompositeLit:
+		for _, el := range e.Elts {
+			if namesTables(el) {
+				return true
+			}
+		}
+	case *ast.CallExpr:
+		if sel, ok := e.Fun.(*ast.SelectorExpr); ok && (sel.Sel.Name == "SQL" || sel.Sel.Name == "Table") {
+			return false
+		}
+		for _, a := range e.Args {
+			if namesTables(a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// allow marks every node it visits in allowed.
+func allow(allowed map[token.Pos]bool) func(ast.Node) bool {
+	return func(n ast.Node) bool {
+		if n != nil {
+			allowed[n.Pos()] = true
+		}
+		return true
+	}
+}
