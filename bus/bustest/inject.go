@@ -41,7 +41,7 @@ func InjectStore(t testing.TB, s *store.Store, service, channel string, payload 
 		}
 		_, err = s.Exec(ctx, "SELECT pg_notify($1, $2)", bus.PGChannel(s.Schema(), service), string(body))
 	} else {
-		_, err = s.Exec(ctx, "INSERT INTO twice_bus (service, channel, payload, sender) VALUES ($1, $2, $3, $4)",
+		_, err = s.Exec(ctx, s.SQL("INSERT INTO twice_bus (service, channel, payload, sender) VALUES ($1, $2, $3, $4)"),
 			service, channel, payload, from)
 	}
 	if err != nil {
