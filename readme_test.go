@@ -279,3 +279,25 @@ func TestREADMEConfigTable(t *testing.T) {
 		t.Errorf("README.md's Configuration table has a row for %s, which Config does not have", name)
 	}
 }
+
+// TestDocNamesEveryPackage: the root package's documentation (doc.go) lists every public
+// package of the module.
+func TestDocNamesEveryPackage(t *testing.T) {
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("go", "list", "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for line := range strings.Lines(string(out)) {
+		pkg := strings.TrimSpace(line)
+		if pkg == "github.com/twicehq/twice" || strings.Contains(pkg, "/internal/") || strings.Contains(pkg, "/cmd/") {
+			continue
+		}
+		if !bytes.Contains(doc, []byte("["+pkg+"]")) {
+			t.Errorf("doc.go does not name %s", pkg)
+		}
+	}
+}
