@@ -211,7 +211,7 @@ func warnDefaults(log *slog.Logger, given, c Config) {
 func (c Config) validate() error {
 	var errs []error
 	if len(c.Name) > maxNameLen || !validService.MatchString(c.Name) {
-		errs = append(errs, fmt.Errorf("Name %q must be 1 to %d letters, digits, '.', '_', ':' or '-'", c.Name, maxNameLen))
+		errs = append(errs, fmt.Errorf("service Name %q must be 1 to %d letters, digits, '.', '_', ':' or '-'", c.Name, maxNameLen))
 	}
 	if len(c.InstanceID) > maxNameLen || !validService.MatchString(c.InstanceID) {
 		errs = append(errs, fmt.Errorf("InstanceID %q must be 1 to %d letters, digits, '.', '_', ':' or '-'", c.InstanceID, maxNameLen))
@@ -238,7 +238,7 @@ func (c Config) validate() error {
 		errs = append(errs, err)
 	}
 	if c.Migrate != MigrateAuto && c.Migrate != MigrateOff {
-		errs = append(errs, fmt.Errorf("Migrate %d is not a MigrateMode", c.Migrate))
+		errs = append(errs, fmt.Errorf("unknown Migrate mode %d", c.Migrate))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("twice: invalid Config: %w", errors.Join(errs...))

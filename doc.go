@@ -17,12 +17,36 @@
 // an instance that paused past its lease checks the token in its own transaction with
 // [Fenced]: a stale holder gets [ErrFenced] instead of a silent double write.
 //
-// The packages underneath are usable on their own: [github.com/twicehq/twice/store] (the
-// only place that speaks SQL dialects), [github.com/twicehq/twice/bus] (signals between
-// instances), [github.com/twicehq/twice/lease],
-// [github.com/twicehq/twice/cluster] (membership and leader election),
-// [github.com/twicehq/twice/lock], [github.com/twicehq/twice/health] and
-// [github.com/twicehq/twice/events] (a durable event log with consumer groups and
-// event-sourced streams, [Node.Events]). The `twice`
-// command (cmd/twice) migrates, shows cluster status, runs the demo and measures failover.
+// The building blocks are packages of their own (in parentheses, the node's method that
+// hands one out):
+//
+//   - [github.com/twicehq/twice/store]: the only place that speaks SQL dialects: SQLite and
+//     PostgreSQL behind one querier, joining a caller's transaction, database time, and the
+//     migrator that also applies an application's own migrations ([Node.Store]).
+//   - [github.com/twicehq/twice/bus]: signals between instances, on the store
+//     (LISTEN/NOTIFY, a polled table on SQLite) or on NATS with
+//     [github.com/twicehq/twice/bus/natsbus]; [github.com/twicehq/twice/bus/bustest] is the
+//     suite every bus passes ([Node.Bus]).
+//   - [github.com/twicehq/twice/lease]: leases with fencing tokens ([Node.Leases]).
+//   - [github.com/twicehq/twice/cluster]: membership and leader election ([Node.Leader],
+//     [Node.Members]).
+//   - [github.com/twicehq/twice/lock]: cluster-wide locks and semaphores ([Node.Locks]).
+//   - [github.com/twicehq/twice/health]: liveness and readiness endpoints ([Node.Health]).
+//   - [github.com/twicehq/twice/jobs]: a transactional job queue, rescued by liveness
+//     ([Node.Jobs]).
+//   - [github.com/twicehq/twice/cron]: schedules firing exactly once per tick ([Node.Cron]).
+//   - [github.com/twicehq/twice/events]: a durable event log with consumer groups and
+//     event-sourced streams ([Node.Events]); [github.com/twicehq/twice/events/natsrelay]
+//     relays topics to NATS JetStream.
+//   - [github.com/twicehq/twice/cache]: coherent in-process caches ([Node.Caches]).
+//   - [github.com/twicehq/twice/settings]: cluster-wide configuration ([Node.Settings]).
+//   - [github.com/twicehq/twice/session]: shared HTTP sessions ([Node.Sessions]).
+//   - [github.com/twicehq/twice/idempotency]: Idempotency-Key middleware
+//     ([Node.Idempotency]).
+//   - [github.com/twicehq/twice/occ]: optimistic concurrency and ETags ([Node.Versions]).
+//
+// The `twice` command (cmd/twice) works on the same database: demo (three local instances
+// through failover, fencing and drain), status, migrate (up, down, status, sql), config,
+// jobs, queues, cron, bench (failover, events, invalidation, config), check (the
+// consistency checker: instances under faults, every invariant), version and help.
 package twice

@@ -61,13 +61,6 @@ func (n *memNet) deliver() int {
 	return len(q)
 }
 
-// drop forgets the queued messages, as a broken connection would.
-func (n *memNet) drop() {
-	n.mu.Lock()
-	n.queue = nil
-	n.mu.Unlock()
-}
-
 func (b *memBus) Publish(_ context.Context, channel string, payload []byte) error {
 	if err := bus.Validate(channel, payload); err != nil {
 		return err

@@ -171,7 +171,7 @@ type Schedule interface {
 }
 
 // parser accepts five fields with an optional leading seconds field, and descriptors.
-var parser = gocron.NewParser(gocron.SecondOptional | gocron.Minute | gocron.Hour | gocron.Dom | gocron.Month |
+var parser = gocron.MustNewParser(gocron.SecondOptional | gocron.Minute | gocron.Hour | gocron.Dom | gocron.Month |
 	gocron.Dow | gocron.Descriptor)
 
 // Parse parses expr in loc (UTC when nil; a CRON_TZ= or TZ= prefix overrides it) and

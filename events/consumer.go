@@ -143,10 +143,10 @@ func (c *GroupConfig) withDefaults() error {
 	}
 	var errs []error
 	if c.Name == "" || len(c.Name) > MaxGroupName || strings.ContainsAny(c.Name, "/\x00\n") {
-		errs = append(errs, fmt.Errorf("Name %q must be 1 to %d bytes without '/', newline or NUL", c.Name, MaxGroupName))
+		errs = append(errs, fmt.Errorf("group Name %q must be 1 to %d bytes without '/', newline or NUL", c.Name, MaxGroupName))
 	}
 	if len(c.Topics) == 0 || len(c.Topics) > MaxTopics {
-		errs = append(errs, fmt.Errorf("Topics: need 1 to %d, not %d", MaxTopics, len(c.Topics)))
+		errs = append(errs, fmt.Errorf("need 1 to %d Topics, not %d", MaxTopics, len(c.Topics)))
 	}
 	for _, t := range c.Topics {
 		if t == "" || len(t) > MaxTopic {

@@ -209,10 +209,6 @@ type Event struct {
 // on SQLite. Every event after it in that order is unread.
 type position struct{ xid, id int64 }
 
-func (p position) after(q position) bool {
-	return p.xid > q.xid || p.xid == q.xid && p.id > q.id
-}
-
 func (l *Log) validate(m Message) error {
 	switch {
 	case m.Topic == "":

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -268,9 +267,6 @@ func (w *watcher) close() {
 	close(w.stop)
 	<-w.done
 }
-
-// itoa is strconv.FormatInt for ids in messages.
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // announcer sends the topics of committed events on the bus from a goroutine of its own,
 // merging the topics of every publish since its last send.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/idempotency"
+	"github.com/twicehq/twice/session"
+	"github.com/twicehq/twice/store"
 )
 
 // principal is where this example's authentication leaves the client it found.
@@ -81,4 +83,72 @@ func Example() {
 	// 201 order 2
 	// 201 order 3 ignored: no-scope
 	// orders placed: 3
+}
+
+// For effects in the service's database, HandlerTx claims the key, runs the handler's writes
+// and stores the response in one transaction, so a retry finds all of them or none. Keys
+// belong to the session's user, the node's default scope, so the session middleware runs
+// first; an anonymous request runs without idempotency.
+func ExampleKeys_HandlerTx() {
+	dir, _ := os.MkdirTemp("", "twice-example-")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	node, err := twice.Open(ctx, twice.Config{DSN: "sqlite:" + filepath.Join(dir, "shop.db"), Name: "shop",
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close(ctx)
+	if _, err := node.Store().Exec(ctx, "CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, total INTEGER NOT NULL)"); err != nil {
+		log.Fatal(err)
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
+		if err := session.SetUser(r.Context(), "ann"); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	mux.Handle("POST /orders", node.Idempotency().HandlerTx(func(w http.ResponseWriter, r *http.Request, tx store.Tx) error {
+		var id int64
+		err := tx.QueryRow(r.Context(), "INSERT INTO orders (user_id, total) VALUES ($1, $2) RETURNING id",
+			session.UserID(r.Context()), 4200).Scan(&id)
+		if err != nil {
+			return err // rolled back: neither the order nor the key's response exists
+		}
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"id":%d}`, id)
+		return nil
+	}))
+	app := node.Sessions().Middleware(mux) // outside: the key's scope is the session's user
+
+	login := httptest.NewRecorder()
+	app.ServeHTTP(login, httptest.NewRequest(http.MethodPost, "/login", nil))
+	cookie := login.Result().Cookies()[0]
+	order := func(cookie *http.Cookie) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(`{"sku":"apple"}`))
+		r.Header.Set(idempotency.Header, `"order-7f3a"`)
+		if cookie != nil {
+			r.AddCookie(cookie)
+		}
+		w := httptest.NewRecorder()
+		app.ServeHTTP(w, r)
+		return w
+	}
+	first := order(cookie)
+	retry := order(cookie) // the client never saw the first answer, and sends it again
+	anon := order(nil)
+	fmt.Println(first.Code, first.Body.String())
+	fmt.Println(retry.Code, retry.Body.String(), "replayed:", retry.Header().Get(idempotency.ReplayedHeader))
+	fmt.Println(anon.Code, anon.Body.String(), "ignored:", anon.Header().Get(idempotency.IgnoredHeader))
+	var orders int
+	if err := node.Store().Reader().QueryRow(ctx, "SELECT count(*) FROM orders").Scan(&orders); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("orders:", orders)
+	// Output:
+	// 201 {"id":1}
+	// 201 {"id":1} replayed: true
+	// 201 {"id":2} ignored: no-scope
+	// orders: 2
 }

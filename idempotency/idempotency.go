@@ -148,13 +148,13 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	var errs []error
 	if c.Service == "" || c.Instance == "" {
-		errs = append(errs, errors.New("Service and Instance are required"))
+		errs = append(errs, errors.New("both Service and Instance are required"))
 	}
 	if c.Scope == nil {
-		errs = append(errs, errors.New("Scope is required: the function naming the client a request comes from"))
+		errs = append(errs, errors.New("a Scope is required: the function naming the client a request comes from"))
 	}
 	if c.Retention < time.Second {
-		errs = append(errs, fmt.Errorf("Retention %v is below a second", c.Retention))
+		errs = append(errs, fmt.Errorf("a Retention of %v is below a second", c.Retention))
 	}
 	if c.MaxBodyBytes < 0 || c.MaxResponseBytes < 0 {
 		errs = append(errs, errors.New("MaxBodyBytes and MaxResponseBytes must not be negative"))

@@ -148,7 +148,7 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	var errs []error
 	if c.Service == "" {
-		errs = append(errs, errors.New("Service is required"))
+		errs = append(errs, errors.New("a Service name is required"))
 	}
 	seen := map[string]bool{}
 	for _, q := range c.Queues {

@@ -161,13 +161,13 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	var errs []error
 	if c.Service == "" {
-		errs = append(errs, errors.New("Service is required"))
+		errs = append(errs, errors.New("a Service name is required"))
 	}
 	if c.IdleTimeout < time.Second || c.Lifetime < time.Second {
 		errs = append(errs, fmt.Errorf("IdleTimeout %v and Lifetime %v must be at least a second", c.IdleTimeout, c.Lifetime))
 	}
 	if c.Secure < SecureAuto || c.Secure > SecureNever {
-		errs = append(errs, fmt.Errorf("Secure %d is not a SecureMode", c.Secure))
+		errs = append(errs, fmt.Errorf("unknown Secure mode %d", c.Secure))
 	}
 	if c.SameSite == http.SameSiteNoneMode && c.Secure == SecureNever {
 		errs = append(errs, errors.New("SameSite=None needs a Secure cookie; browsers drop it otherwise"))

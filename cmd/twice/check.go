@@ -141,7 +141,7 @@ func checkTarget(ctx context.Context, kind string, db *dbFlags) (dsn, schema str
 		if given {
 			dsn = db.resolve()
 			if d, err := store.ParseDSN(dsn); err != nil || d.Dialect != store.SQLite {
-				return "", "", nil, fmt.Errorf("%w: check: --store sqlite with a DSN that is not sqlite:", errUsage)
+				return "", "", nil, fmt.Errorf("%w: check: --store sqlite needs a DSN of the form sqlite:PATH", errUsage)
 			}
 			return dsn, "", func() {}, nil
 		}

@@ -197,6 +197,12 @@ func eventsSuiteWith(t *testing.T, dialect store.Dialect, base twice.Config) {
 		if dup := count(t, a.Store(), "SELECT count(*) FROM (SELECT event_id FROM effects GROUP BY event_id HAVING count(*) > 1) d"); dup != 0 {
 			t.Fatalf("%d events took effect twice", dup)
 		}
+		// Each event the publisher was told about has its one effect.
+		for _, id := range ids {
+			if count(t, a.Store(), "SELECT count(*) FROM effects WHERE event_id = "+strconv.FormatInt(id, 10)) != 1 {
+				t.Fatalf("event %d does not have exactly one effect", id)
+			}
+		}
 		lag, err := a.Events().Lag(ctx, "fx")
 		if err != nil || lag.Pending != 0 || len(lag.Partitions) != events.DefaultPartitions {
 			t.Fatalf("Lag = %+v, %v", lag, err)

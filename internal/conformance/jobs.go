@@ -603,48 +603,19 @@ func jobsSuite(t *testing.T, dialect store.Dialect) {
 		t.Parallel()
 		db := testdb.New(t, dialect)
 		n := node(t, db, "svc", jobsFast())
-		// The ghost heartbeats until its job starts, then stops, like a process paused past
-		// its dead-after period: its job is rescued, and its late completion must be refused.
-		ghost, err := jobs.New(n.Store(), jobs.Config{Service: "svc", Instance: "ghost", Poll: 20 * time.Millisecond, Logger: testdb.Logger(t),
-			Queues: []jobs.QueueConfig{{Name: jobs.DefaultQueue, Concurrency: 1}}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		// The ghost's job is rescued, and its late completion must be refused.
 		release := make(chan struct{})
-		started := make(chan struct{})
-		if err := jobs.Register(ghost, jobs.WorkFunc[blocking](func(ctx context.Context, job *jobs.Job[blocking]) error {
-			close(started)
+		ghost, silent := ghostWorker(t, n, func(ctx context.Context, job *jobs.Job[blocking]) error {
 			<-release
 			// A result that arrives after the rescue and the second run: accepted, it would
 			// put the completed job back up for a retry.
 			return errors.New("late failure from a rescued attempt")
-		})); err != nil {
-			t.Fatal(err)
-		}
-		member := ghostMember(t, n)
-		beating := make(chan struct{})
-		go func() {
-			defer close(beating)
-			for {
-				if err := member.Beat(ctx); err != nil {
-					t.Error(err)
-				}
-				select {
-				case <-started:
-					return
-				case <-time.After(member.Config().HeartbeatInterval):
-				}
-			}
-		}()
-		if err := ghost.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
+		})
 		r, err := n.Jobs().Enqueue(ctx, blocking{ID: "x"}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		<-started
-		<-beating
+		<-silent
 		var second atomic.Int32
 		mustRegister(t, n, func(ctx context.Context, job *jobs.Job[blocking]) error {
 			second.Add(1)
@@ -661,6 +632,47 @@ func jobsSuite(t *testing.T, dialect store.Dialect) {
 		row, err = n.Jobs().Get(ctx, r.ID)
 		if err != nil || row.State != jobs.Completed || row.Attempt != 2 || row.Owner != "" {
 			t.Fatalf("after the ghost's late completion: %+v %v", row, err)
+		}
+	})
+
+	t.Run("RescueOfTheLastAttemptDiscards", func(t *testing.T) {
+		t.Parallel()
+		db := testdb.New(t, dialect)
+		n := node(t, db, "svc", jobsFast())
+		// The attempt its instance died in counts: a job rescued from its last attempt is
+		// discarded, not run again, and Retry grants it one more.
+		release := make(chan struct{})
+		ghost, silent := ghostWorker(t, n, func(ctx context.Context, job *jobs.Job[blocking]) error {
+			<-release
+			return nil
+		})
+		defer func() {
+			close(release)
+			if err := ghost.Stop(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+		r, err := n.Jobs().Enqueue(ctx, blocking{ID: "last"}, &jobs.Opts{MaxAttempts: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-silent
+		// A worker here would run the job again if the rescue made it available.
+		var runs atomic.Int32
+		mustRegister(t, n, func(ctx context.Context, job *jobs.Job[blocking]) error {
+			runs.Add(1)
+			return nil
+		})
+		row := waitState(t, n, r.ID, jobs.Discarded)
+		if row.Attempt != 1 || !strings.Contains(row.LastError, "stopped while running attempt 1") || row.FinishedAt.IsZero() || runs.Load() != 0 {
+			t.Fatalf("rescued from its last attempt: %+v, runs elsewhere %d", row, runs.Load())
+		}
+		if err := n.Jobs().Retry(ctx, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		row = waitState(t, n, r.ID, jobs.Completed)
+		if row.Attempt != 2 || runs.Load() != 1 {
+			t.Fatalf("after Retry: attempt %d, runs %d", row.Attempt, runs.Load())
 		}
 	})
 
@@ -827,6 +839,47 @@ func jobsSuite(t *testing.T, dialect store.Dialect) {
 
 // ghostMember is a membership for the instance "ghost" of n's service that beats only when
 // the test calls Beat (the first call registers it).
+// ghostWorker starts the job client of an instance "ghost" that works the default queue's
+// blocking jobs with work, one at a time. It heartbeats until its first job starts, then
+// stops, like a process paused past its dead-after period with a job running; silent closes
+// when it has stopped. The caller stops the client.
+func ghostWorker(t *testing.T, n *twice.Node, work func(ctx context.Context, job *jobs.Job[blocking]) error) (*jobs.Client, <-chan struct{}) {
+	t.Helper()
+	ctx := context.Background()
+	ghost, err := jobs.New(n.Store(), jobs.Config{Service: n.Service(), Instance: "ghost", Poll: 20 * time.Millisecond, Logger: testdb.Logger(t),
+		Queues: []jobs.QueueConfig{{Name: jobs.DefaultQueue, Concurrency: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	var once sync.Once
+	if err := jobs.Register(ghost, jobs.WorkFunc[blocking](func(ctx context.Context, job *jobs.Job[blocking]) error {
+		once.Do(func() { close(started) })
+		return work(ctx, job)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	member := ghostMember(t, n)
+	silent := make(chan struct{})
+	go func() {
+		defer close(silent)
+		for {
+			if err := member.Beat(ctx); err != nil {
+				t.Error(err)
+			}
+			select {
+			case <-started:
+				return
+			case <-time.After(member.Config().HeartbeatInterval):
+			}
+		}
+	}()
+	if err := ghost.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return ghost, silent
+}
+
 func ghostMember(t *testing.T, n *twice.Node) *cluster.Membership {
 	t.Helper()
 	m, err := cluster.NewMembership(n.Store(), cluster.Config{Service: n.Service(), ID: "ghost",

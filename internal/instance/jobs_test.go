@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -65,8 +64,9 @@ func crashSpawner(t *testing.T) instance.Spawner {
 			return
 		}
 		childBuild.bin = filepath.Join(childBuild.dir, "twice")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		out, err := exec.Command(goBin, "build", "-o", childBuild.bin, "github.com/twicehq/twice/cmd/twice").CombinedOutput()
+		// go test puts its own GOROOT/bin first on the test's PATH, so "go" is the
+		// toolchain running this test.
+		out, err := exec.Command("go", "build", "-o", childBuild.bin, "github.com/twicehq/twice/cmd/twice").CombinedOutput()
 		if err != nil {
 			childBuild.err = fmt.Errorf("build the child binary: %v\n%s", err, out)
 		}
