@@ -124,7 +124,9 @@ func (b *sqliteBus) poll(last int64) {
 		for {
 			n, err := b.read(ctx, &last)
 			if err != nil {
-				b.cfg.Logger.Warn("bus: poll failed", "err", err)
+				if ctx.Err() == nil { // a read that Close cancelled is no failure
+					b.cfg.Logger.Warn("bus: poll failed", "err", err)
+				}
 				break
 			}
 			lastOK, lastRead = time.Now(), time.Now()
