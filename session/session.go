@@ -2,9 +2,10 @@
 // so every instance sees the same session and no update is lost between them.
 //
 // Each value is its own row: two requests of one session that change different keys both
-// keep their change, and concurrent changes to one key end with the one committed last,
-// never with a whole-session overwrite (the failure of blob stores such as scs's and
-// Spring Session's). The cookie carries a 256-bit random token; the database keeps only its
+// keep their change, and concurrent changes to one key end with one of them whole, never
+// with a whole-session overwrite (the failure of blob stores such as scs's and Spring
+// Session's). A request never writes over a key that a request begun after it has written,
+// so an instance that pauses mid-request cannot put an old value back when it wakes. The cookie carries a 256-bit random token; the database keeps only its
 // SHA-256, so reading the table gives nobody a session.
 //
 //	mux.Handle("/", node.Sessions().Middleware(app))

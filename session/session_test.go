@@ -244,9 +244,68 @@ func TestSessions(t *testing.T) {
 			if len(keys) != n+2 {
 				t.Fatalf("keys %v: want seed, same and %d others; a parallel update was lost", keys, n)
 			}
-			// The same key ends with one of the writes whole: the one committed last.
+			// The same key ends with one of the writes whole.
 			if same < 0 || same >= n {
 				t.Errorf("same = %d", same)
+			}
+		})
+
+		// A request held up between loading the session and saving it (its instance paused;
+		// its client gave up and retried elsewhere) must not put its old value back over
+		// what a request begun after it wrote: the checker found that lost update.
+		t.Run("AHeldRequestKeepsANewerWrite", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			c := sessionCookie(b.serve(t, nil, put(t, "k", 0, "other", 0)))
+			held, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(done)
+				b.serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+					if err := session.Put(r.Context(), "k", 1); err != nil {
+						t.Error(err)
+					}
+					session.Remove(r.Context(), "other")
+					close(held)
+					<-release
+				})
+			}()
+			<-held
+			b.clock.Advance(time.Millisecond)
+			b.serve(t, c, put(t, "k", 2, "other", 2))
+			close(release)
+			<-done
+			var k, other int
+			var ok bool
+			b.serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+				k, _ = session.Get[int](r.Context(), "k")
+				other, ok = session.Get[int](r.Context(), "other")
+			})
+			if k != 2 || !ok || other != 2 {
+				t.Fatalf("k = %d, other = %d (present %v): the held request undid the newer writes, want 2 and 2", k, other, ok)
+			}
+		})
+
+		// The guard does not stop a request from writing a key again after saving it.
+		t.Run("ARequestRewritesItsOwnKey", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			c := sessionCookie(b.serve(t, nil, put(t, "k", 0)))
+			b.serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+				if err := session.Put(r.Context(), "k", 1); err != nil {
+					t.Error(err)
+				}
+				if err := session.From(r.Context()).Save(r.Context()); err != nil {
+					t.Error(err)
+				}
+				b.clock.Advance(time.Millisecond)
+				if err := session.Put(r.Context(), "k", 2); err != nil {
+					t.Error(err)
+				}
+			})
+			var k int
+			b.serve(t, c, func(w http.ResponseWriter, r *http.Request) { k, _ = session.Get[int](r.Context(), "k") })
+			if k != 2 {
+				t.Fatalf("k = %d after the request wrote 1, saved, then wrote 2", k)
 			}
 		})
 

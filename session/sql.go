@@ -25,26 +25,30 @@ type queries struct {
 	scsFind, scsCommit, scsDelete                string
 }
 
-// pgQueries are written once with two markers replaced per dialect: NOW for the time
-// source and MS(x) for "x milliseconds".
+// pgQueries are written once with markers replaced per dialect: NOW for the time source,
+// MS(x) for "x milliseconds" and TS(x) for a parameter that is a time.
 var pgQueries = build(
 	"coalesce($1::timestamptz, now())",
 	func(x string) string { return "(" + x + ")::bigint * interval '1 millisecond'" },
+	func(x string) string { return x + "::timestamptz" },
 	"least",
 )
 
 var sqliteQueries = build(
 	"coalesce($1, "+store.SQLiteNow+")",
 	func(x string) string { return "(" + x + ") * 1000" },
+	func(x string) string { return x },
 	"min",
 )
 
-func build(now string, ms func(string) string, least string) queries {
+func build(now string, ms, ts func(string) string, least string) queries {
 	r := strings.NewReplacer(
 		"NOW", now,
 		"MS(idle_ms)", ms("idle_ms"),
 		"MS($7)", ms("$7"),
 		"MS($8)", ms("$8"),
+		"TS($3)", ts("$3"),
+		"TS($5)", ts("$5"),
 		"LEAST", least,
 	)
 	q := queries{
@@ -71,10 +75,16 @@ UPDATE twice_sessions SET token_hash = $4, user_id = $5, seen_at = t.n, deadline
 FROM (SELECT NOW AS n) t
 WHERE id = $2 AND token_hash = $3 AND deadline > t.n
 RETURNING expires_at`,
+		// A request writes a key only if no request that began after it ($5: when this one
+		// loaded the session; NULL for a session it created) has written the key since: a
+		// request held up (an instance paused mid-request, whose client retried elsewhere)
+		// must not put an old value back over a newer one.
 		put: `
 INSERT INTO twice_session_values (session_id, key, value, updated_at) VALUES ($2, $3, $4, NOW)
-ON CONFLICT (session_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
-		remove:        `DELETE FROM twice_session_values WHERE session_id = $1 AND key = $2`,
+ON CONFLICT (session_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+WHERE TS($5) IS NULL OR twice_session_values.updated_at <= TS($5)
+RETURNING updated_at`,
+		remove:        `DELETE FROM twice_session_values WHERE session_id = $1 AND key = $2 AND (TS($3) IS NULL OR updated_at <= TS($3))`,
 		pop:           `DELETE FROM twice_session_values WHERE session_id = $1 AND key = $2 RETURNING value`,
 		destroyValues: `DELETE FROM twice_session_values WHERE session_id = $1`,
 		destroy:       `DELETE FROM twice_sessions WHERE id = $1`,
@@ -107,7 +117,7 @@ INSERT INTO twice_scs_sessions (service, token_hash, data, expires_at) VALUES ($
 ON CONFLICT (service, token_hash) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at`,
 		scsDelete: `DELETE FROM twice_scs_sessions WHERE service = $1 AND token_hash = $2`,
 	}
-	for _, p := range []*string{&q.create, &q.load, &q.touch, &q.renew, &q.put, &q.list, &q.pruneValues, &q.prune, &q.pruneSCS, &q.scsFind} {
+	for _, p := range []*string{&q.create, &q.load, &q.touch, &q.renew, &q.put, &q.remove, &q.list, &q.pruneValues, &q.prune, &q.pruneSCS, &q.scsFind} {
 		*p = r.Replace(*p)
 	}
 	return q

@@ -38,9 +38,10 @@ type Session struct {
 	values  map[string][]byte
 	dirty   map[string]change
 	expires time.Time
-	touch   bool // the idle clock is due for a refresh
-	send    bool // the token changed: set the cookie
-	clear   bool // the session ended: delete the client's cookie
+	loaded  time.Time // database time when the session was loaded; zero for a new one
+	touch   bool      // the idle clock is due for a refresh
+	send    bool      // the token changed: set the cookie
+	clear   bool      // the session ended: delete the client's cookie
 }
 
 // From returns the request's session, or nil outside [Sessions.Middleware].
@@ -68,7 +69,7 @@ func (s *Session) fetch(ctx context.Context, hash []byte) (bool, error) {
 		}
 		if !found {
 			found = true
-			s.id, s.hash, s.user, s.expires = id, hash, user, exp.Time
+			s.id, s.hash, s.user, s.expires, s.loaded = id, hash, user, exp.Time, now.Time
 			s.touch = now.Sub(seen.Time) >= touchEvery(m.cfg.IdleTimeout)
 		}
 		if key != nil {
@@ -142,10 +143,17 @@ func (s *Session) saveLocked(ctx context.Context, canSend bool) error {
 		id = newID()
 		token, hash = newToken()
 	}
-	gone := false
+	// Writes of keys that a request begun after this one wrote since are skipped (see the
+	// put statement); a new session has no such writes.
+	var since any
+	if s.id != "" && !s.loaded.IsZero() {
+		since = m.s.TimeArg(s.loaded)
+	}
+	gone, kept := false, 0
+	var latest time.Time // the newest of this save's writes
 	var expires store.Time
 	err := m.s.InTx(ctx, func(tx store.Tx) error {
-		gone = false
+		gone, kept = false, 0
 		var err error
 		if s.id == "" {
 			err = tx.QueryRow(ctx, m.q.create, m.s.NowArg(), id, m.cfg.Service, hash, nullable(s.user), truncate(s.ua, 256),
@@ -160,14 +168,22 @@ func (s *Session) saveLocked(ctx context.Context, canSend bool) error {
 		if err != nil {
 			return err
 		}
+		latest = time.Time{}
 		for _, k := range keys {
 			c := s.dirty[k]
 			if c.del {
 				if s.id != "" {
-					_, err = tx.Exec(ctx, m.q.remove, id, k)
+					_, err = tx.Exec(ctx, m.q.remove, id, k, since)
 				}
 			} else {
-				_, err = tx.Exec(ctx, m.q.put, m.s.NowArg(), id, k, c.value)
+				var at store.Time
+				err = tx.QueryRow(ctx, m.q.put, m.s.NowArg(), id, k, c.value, since).Scan(&at)
+				switch {
+				case errors.Is(err, store.ErrNoRows):
+					kept, err = kept+1, nil
+				case err == nil && at.Time.After(latest):
+					latest = at.Time
+				}
 			}
 			if err != nil {
 				return err
@@ -180,6 +196,13 @@ func (s *Session) saveLocked(ctx context.Context, canSend bool) error {
 	}
 	clear(s.dirty)
 	s.touch = false
+	if kept > 0 {
+		m.log.Debug("session: keys written by a later request kept their newer values", "keys", kept)
+	}
+	// A later save in this request may write its own keys again.
+	if latest.After(s.loaded) {
+		s.loaded = latest
+	}
 	if gone {
 		// Renewed or destroyed by another request, or expired: this request's token no
 		// longer names it, so its changes go nowhere. The cookie is left alone: the
