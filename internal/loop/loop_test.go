@@ -108,3 +108,21 @@ func TestSleep(t *testing.T) {
 		t.Fatal("Sleep ignored its cancelled context")
 	}
 }
+
+func TestEveryUntilCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var n atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Every(ctx, time.Millisecond, func(context.Context) {
+			if n.Add(1) == 3 {
+				cancel()
+			}
+		})
+	}()
+	<-done
+	if n.Load() != 3 {
+		t.Fatalf("fn ran %d times, want 3", n.Load())
+	}
+}
