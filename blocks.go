@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path"
 	"reflect"
+	"slices"
 	"sync"
 
 	"github.com/twicehq/twice/cache"
@@ -31,8 +32,9 @@ type blocks struct {
 	sessions slot[*session.Sessions]
 	idem     slot[*idempotency.Keys]
 
-	mu      sync.Mutex // protects started, closed
-	started []block.Block
+	made    []block.Block // every block, in the order made
+	mu      sync.Mutex    // protects started, closed
+	started []block.Block // in the order first used
 	closed  bool
 }
 
@@ -40,13 +42,13 @@ type blocks struct {
 func (n *Node) build() error {
 	d, c := n.deps(), n.cfg
 	return errors.Join(
-		n.blocks.jobs.make(func() (*jobs.Client, error) { return jobs.New(d, c.Jobs) }),
-		n.blocks.cron.make(func() (*cron.Cron, error) { return cron.New(d, n.blocks.jobs.b, c.Cron) }),
-		n.blocks.events.make(func() (*events.Log, error) { return events.New(d, c.Events) }),
-		n.blocks.caches.make(func() (*cache.Manager, error) { return cache.NewManager(d, c.Caches) }),
-		n.blocks.settings.make(func() (*settings.Settings, error) { return settings.New(d, c.Settings) }),
-		n.blocks.sessions.make(func() (*session.Sessions, error) { return session.New(d, c.Sessions) }),
-		n.blocks.idem.make(func() (*idempotency.Keys, error) { return idempotency.New(d, c.idempotency()) }),
+		n.blocks.jobs.make(n, func() (*jobs.Client, error) { return jobs.New(d, c.Jobs) }),
+		n.blocks.cron.make(n, func() (*cron.Cron, error) { return cron.New(d, n.blocks.jobs.b, c.Cron) }),
+		n.blocks.events.make(n, func() (*events.Log, error) { return events.New(d, c.Events) }),
+		n.blocks.caches.make(n, func() (*cache.Manager, error) { return cache.NewManager(d, c.Caches) }),
+		n.blocks.settings.make(n, func() (*settings.Settings, error) { return settings.New(d, c.Settings) }),
+		n.blocks.sessions.make(n, func() (*session.Sessions, error) { return session.New(d, c.Sessions) }),
+		n.blocks.idem.make(n, func() (*idempotency.Keys, error) { return idempotency.New(d, c.idempotency()) }),
 	)
 }
 
@@ -62,9 +64,12 @@ type slot[B block.Block] struct {
 	once sync.Once
 }
 
-func (s *slot[B]) make(fn func() (B, error)) error {
+func (s *slot[B]) make(n *Node, fn func() (B, error)) error {
 	b, err := fn()
-	s.b = b
+	if err == nil {
+		s.b = b
+		n.blocks.made = append(n.blocks.made, b)
+	}
 	return err
 }
 
@@ -95,7 +100,9 @@ func (n *Node) startBlock(b block.Block) {
 	}
 }
 
-// closeBlocks closes the started blocks, newest first; no block starts after it.
+// closeBlocks closes the started blocks, newest first, then the others (a block can be
+// used through another without being started itself, as cron enqueues through jobs); no
+// block starts after it.
 func (n *Node) closeBlocks(ctx context.Context) error {
 	n.blocks.mu.Lock()
 	n.blocks.closed = true
@@ -105,6 +112,13 @@ func (n *Node) closeBlocks(ctx context.Context) error {
 	for i := len(started) - 1; i >= 0; i-- {
 		if err := started[i].Close(ctx); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, b := range n.blocks.made {
+		if !slices.Contains(started, b) {
+			if err := b.Close(ctx); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)
