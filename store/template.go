@@ -25,7 +25,7 @@ import (
 // affinity does their work. Booleans are true and false on both. Statements that truly
 // differ between the dialects are written twice and chosen with [Store.Either]. Markers,
 // casts and table names inside string literals, quoted identifiers and comments are left
-// alone.
+// alone, so a block may mark a place it fills at run time with a comment (/*topics*/).
 func expand(d Dialect, q string) string {
 	if !strings.ContainsAny(q, "{:") {
 		return q
@@ -50,6 +50,15 @@ func expand(d Dialect, q string) string {
 			}
 			b.WriteString(q[i : i+end])
 			i += end
+		case c == '/' && i+1 < len(q) && q[i+1] == '*':
+			end := strings.Index(q[i+2:], "*/")
+			if end < 0 {
+				end = len(q)
+			} else {
+				end += i + 4
+			}
+			b.WriteString(q[i:end])
+			i = end
 		case c == '{':
 			end := braceEnd(q, i)
 			b.WriteString(marker(d, q[i+1:end-1]))
