@@ -106,8 +106,9 @@ type Store struct {
 	// SQLite: each pool's prepared statements (see stmtCache).
 	writerStmts, readerStmts, ctlStmts *stmtCache
 
-	sqlOnce sync.Once
-	sqlDB   *sql.DB // database/sql view of the PostgreSQL pool, made on first use
+	sqlOnce   sync.Once
+	closeOnce sync.Once
+	sqlDB     *sql.DB // database/sql view of the PostgreSQL pool, made on first use
 }
 
 // Open connects to the database named by dsn and checks it answers. Errors name the DSN with
@@ -344,8 +345,11 @@ func (s *Store) Shutdown(ctx context.Context) error {
 }
 
 // Close closes every connection. It waits for connections in use to come back; see
-// [Store.Shutdown] for a bounded wait.
-func (s *Store) Close() {
+// [Store.Shutdown] for a bounded wait. It is idempotent: a later call waits for the first
+// to finish.
+func (s *Store) Close() { s.closeOnce.Do(s.close) }
+
+func (s *Store) close() {
 	if s.pool != nil {
 		if s.sqlDB != nil {
 			s.sqlDB.Close()
