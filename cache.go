@@ -8,9 +8,4 @@ import "github.com/twicehq/twice/cache"
 //
 // and invalidate in the transaction that changes the data with users.InvalidateTx: every
 // instance drops the keys once it commits.
-func (n *Node) Caches() *cache.Manager { return n.caches }
-
-func (n *Node) startCaches() {
-	n.caches = cache.NewManager(n.bus, cache.ManagerConfig{Logger: n.log, Panics: &n.panics})
-	n.onClose(n.caches.Close)
-}
+func (n *Node) Caches() *cache.Manager { return n.blocks.caches.use(n) }

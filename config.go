@@ -13,13 +13,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/cron"
+	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/health"
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/session"
+	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
 )
 
@@ -107,35 +110,45 @@ type Config struct {
 	// KeepDead is how long a dead instance stays listed before the leader removes its row.
 	// Defaults to 10 minutes.
 	KeepDead time.Duration
-	// EventRetention is how long the event log keeps events (not those of event-sourced
-	// streams, kept forever); negative keeps everything. Defaults to 7 days.
-	EventRetention time.Duration
 
-	// Sessions configures [Node.Sessions]; Service and Logger are the node's. Defaults to
-	// the zero session.Config.
+	// Each building block's own configuration. A block starts when the application first
+	// uses it (its accessor on the Node); what it works on (store, bus, service, instance,
+	// logger) is the node's.
+
+	// Jobs configures [Node.Jobs]: queues, retries, retention. Jobs.Queues lists the queues
+	// this instance works besides its workers' own, with their concurrency: append to it,
+	// e.g. cfg.Jobs.Queues = append(cfg.Jobs.Queues, jobs.QueueConfig{Name: "mail"}).
+	// Defaults to the zero jobs.Config's defaults.
+	Jobs jobs.Config
+	// Cron configures [Node.Cron]. Defaults to the zero cron.Config's defaults.
+	Cron cron.Config
+	// Events configures [Node.Events]: retention (7 days; stream events are kept
+	// forever), the readers' poll, the largest payload. Defaults to the zero events.Config's
+	// defaults.
+	Events events.Config
+	// Caches configures [Node.Caches]. Defaults to the zero cache.ManagerConfig's defaults.
+	Caches cache.ManagerConfig
+	// Settings configures [Node.Settings]: the poll, the history kept. Defaults to the zero
+	// settings.Config's defaults.
+	Settings settings.Config
+	// Sessions configures [Node.Sessions]: cookie, timeouts, trusted proxies. Defaults to
+	// the zero session.Config's defaults.
 	Sessions session.Config
-	// Idempotency configures [Node.Idempotency]; Service, Instance and Logger are the
-	// node's. Defaults to the zero idempotency.Config.
+	// Idempotency configures [Node.Idempotency]: methods, scope, retention, limits; its
+	// Scope defaults to [UserScope]. Defaults to the zero idempotency.Config's defaults.
 	Idempotency idempotency.Config
 	// Health configures [Node.Health]: who may see the checks' details (nobody by
 	// default: plain bodies) and how long probes share results; Attrs and Logger are the
 	// node's. Defaults to the zero health.Config.
 	Health health.Config
 
-	// Jobs configures the job queue (queues, retries, retention); its Service, Instance,
-	// Bus, Logger and Panics are the node's. Jobs.Queues lists the queues this instance works
-	// besides its workers' own, with their concurrency: append to it, e.g.
-	// cfg.Jobs.Queues = append(cfg.Jobs.Queues, jobs.QueueConfig{Name: "mail"}). Defaults to
-	// the zero jobs.Config's defaults.
-	Jobs jobs.Config
-	// Cron configures schedules; its Service, Instance and Logger are the node's. Defaults
-	// to the zero cron.Config's defaults.
-	Cron cron.Config
-
 	// Logger receives the node's logs, each with the instance id. Defaults to slog.Default().
 	Logger *slog.Logger
 	// Clock replaces database time. For tests only; leave nil in production.
 	Clock store.Clock
+	// Observer sees every statement twice runs (see [store.Observer]): for tests of what
+	// your service costs the database, and for metrics. Defaults to nil: none.
+	Observer store.Observer
 }
 
 const maxNameLen = 128

@@ -7,26 +7,19 @@ import (
 	"github.com/twicehq/twice/session"
 )
 
-// startIdempotency makes the node's idempotency keys; its leader prunes expired keys.
-func (n *Node) startIdempotency() error {
-	cfg := n.cfg.Idempotency
-	cfg.Service, cfg.Instance, cfg.Logger = n.cfg.Name, n.cfg.InstanceID, n.log
-	if cfg.Scope == nil {
-		cfg.Scope = UserScope
-	}
-	var err error
-	if n.idem, err = idempotency.New(n.store, cfg); err != nil {
-		return err
-	}
-	n.whileLeader("idempotency", n.idem.PruneInterval(), n.idem.Prune)
-	n.onClose(n.idem.Close)
-	return nil
-}
-
 // Idempotency is the service's Idempotency-Key store, shared by every instance (see package
 // idempotency). Wrap handlers with its Middleware, or serve handlers that write to the same
-// database with its HandlerTx.
-func (n *Node) Idempotency() *idempotency.Keys { return n.idem }
+// database with its HandlerTx. The leader prunes expired keys.
+func (n *Node) Idempotency() *idempotency.Keys { return n.blocks.idem.use(n) }
+
+// idempotency is Config.Idempotency with the node's default scope.
+func (c Config) idempotency() idempotency.Config {
+	ic := c.Idempotency
+	if ic.Scope == nil {
+		ic.Scope = UserScope
+	}
+	return ic
+}
 
 // UserScope is the node's default idempotency scope: the user of the request's twice
 // session, so two users never share a key space and a renewed session token keeps its

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/twicehq/twice/bus"
-	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/cron"
 	"github.com/twicehq/twice/events"
@@ -51,18 +50,7 @@ type Node struct {
 	leader  *cluster.Leader
 	locks   *lock.Locks
 	health  *health.Health
-	events  *events.Log
-
-	sessions *session.Sessions
-	idem     *idempotency.Keys
-	caches   *cache.Manager
-	settings *settings.Settings
-	jobs     *jobs.Client
-	cron     *cron.Cron
-
-	// closers stop building blocks on Close, newest first, after readiness is off and
-	// before leadership and leases are released.
-	closers []func(context.Context) error
+	blocks  blocks
 
 	// panics counts the panics recovered from the users' code the node runs (see Panics).
 	panics    atomic.Int64
@@ -82,7 +70,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	log := cfg.Logger.With("instance", cfg.InstanceID, "service", cfg.Name)
 	warnDefaults(log, given, cfg)
-	s, err := store.Open(ctx, cfg.DSN, &store.Options{Schema: cfg.Schema, Clock: cfg.Clock, Logger: log})
+	s, err := store.Open(ctx, cfg.DSN, &store.Options{Schema: cfg.Schema, Clock: cfg.Clock, Logger: log, Observer: cfg.Observer})
 	if err != nil {
 		return nil, err
 	}
@@ -137,15 +125,6 @@ func (n *Node) start(ctx context.Context) error {
 	n.leader = cluster.NewLeader(n.leases, cluster.LeaderConfig{TTL: cfg.LeaseTTL, Poll: cfg.LeaderPoll, Logger: n.log,
 		Panics: &n.panics})
 	n.leader.OnElected(n.reapDead)
-	if err := n.startEvents(); err != nil {
-		return err
-	}
-	if err := n.startSessions(); err != nil {
-		return err
-	}
-	if err := n.startIdempotency(); err != nil {
-		return err
-	}
 	// Released leases wake waiters everywhere at once; a lost signal only means they wake
 	// at their next look.
 	n.bus.Subscribe(LeaseChannel, func(m bus.Message) {
@@ -154,20 +133,10 @@ func (n *Node) start(ctx context.Context) error {
 			n.leader.Poke()
 		}
 	})
-	n.startCaches()
-	if err := n.startSettings(ctx); err != nil {
-		return err
-	}
-	if err := n.startJobs(ctx); err != nil {
+	if err := n.build(); err != nil {
 		return err
 	}
 	return n.members.SetState(ctx, cluster.StateReady)
-}
-
-// onClose registers a building block's drain: it runs on Close after readiness turns false
-// and before leadership and leases are released, newest registration first.
-func (n *Node) onClose(fn func(context.Context) error) {
-	n.closers = append(n.closers, fn)
 }
 
 // announceRelease tells every instance which leases were just freed.
@@ -185,10 +154,7 @@ func (n *Node) announceRelease(ctx context.Context, names []string) {
 func (n *Node) abort() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	// Building blocks started so far (their closers are registered once they started).
-	for i := len(n.closers) - 1; i >= 0; i-- {
-		_ = n.closers[i](ctx)
-	}
+	_ = n.closeBlocks(ctx)
 	if n.leader != nil {
 		_ = n.leader.Stop(ctx)
 	}
@@ -346,10 +312,8 @@ func (n *Node) drain(ctx context.Context) error {
 	if err := n.members.SetState(ctx, cluster.StateDraining); err != nil {
 		errs = append(errs, err)
 	}
-	for i := len(n.closers) - 1; i >= 0; i-- {
-		if err := n.closers[i](ctx); err != nil {
-			errs = append(errs, err)
-		}
+	if err := n.closeBlocks(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := n.leader.Stop(ctx); err != nil {
 		errs = append(errs, err)

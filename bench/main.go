@@ -35,6 +35,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 )
@@ -346,11 +347,11 @@ func sqliteWork(ctx context.Context, n int) (time.Duration, error) {
 	if _, err := store.NewMigrator(s, twice.Components()...).Up(ctx); err != nil {
 		return 0, err
 	}
-	jc, err := jobs.New(s, jobs.Config{Service: "bench"})
+	jc, err := jobs.New(block.Deps{Store: s, Service: "bench", Instance: "bench-loader"}, jobs.Config{})
 	if err != nil {
 		return 0, err
 	}
-	defer jc.Stop(ctx)
+	defer jc.Close(ctx)
 	if err := insertTwice(ctx, jc, n); err != nil {
 		return 0, err
 	}

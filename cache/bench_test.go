@@ -85,7 +85,7 @@ func BenchmarkHitRatio(b *testing.B) {
 
 // BenchmarkGetHit measures a cache hit through the public Get, from parallel goroutines.
 func BenchmarkGetHit(b *testing.B) {
-	m := NewManager((&memNet{}).open("a"), ManagerConfig{})
+	m := startedManager(b, (&memNet{}).open("a"), ManagerConfig{})
 	defer m.Close(context.Background())
 	c, err := New(m, "bench", Config[string, int]{Load: func(ctx context.Context, k string) (int, error) { return len(k), nil }})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
 )
 
@@ -53,7 +54,7 @@ func newFixture() *fixture {
 // instance makes a manager on its own bus and a cache "users" on it, reading f.rows.
 func (f *fixture) instance(t *testing.T, id string, cfg Config[string, string]) (*Manager, *Cache[string, string]) {
 	t.Helper()
-	m := NewManager(f.net.open(id), ManagerConfig{})
+	m := startedManager(t, f.net.open(id), ManagerConfig{})
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	if cfg.Load == nil {
 		cfg.Load = func(ctx context.Context, k string) (string, error) {
@@ -465,7 +466,7 @@ func TestLostSignalsFlushEverything(t *testing.T) {
 func TestMalformedFlushesAreRateLimited(t *testing.T) {
 	t.Parallel()
 	f := newFixture()
-	m := NewManager(f.net.open("a"), ManagerConfig{MalformedFlushInterval: time.Hour})
+	m := startedManager(t, f.net.open("a"), ManagerConfig{MalformedFlushInterval: time.Hour})
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	c, err := New(m, "users", Config[string, string]{Load: func(ctx context.Context, k string) (string, error) { return "v", nil }})
 	if err != nil {
@@ -500,7 +501,7 @@ func TestMalformedFlushesAreRateLimited(t *testing.T) {
 func TestMalformedFlushIsDeferredNotDropped(t *testing.T) {
 	t.Parallel()
 	f := newFixture()
-	m := NewManager(f.net.open("a"), ManagerConfig{MalformedFlushInterval: 20 * time.Millisecond})
+	m := startedManager(t, f.net.open("a"), ManagerConfig{MalformedFlushInterval: 20 * time.Millisecond})
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	c, err := New(m, "users", Config[string, string]{Load: func(ctx context.Context, k string) (string, error) { return "v", nil }})
 	if err != nil {
@@ -527,7 +528,7 @@ func TestMalformedFlushIsDeferredNotDropped(t *testing.T) {
 // the last plus one.
 func TestTokensAreNotSequential(t *testing.T) {
 	t.Parallel()
-	m := NewManager(newFixture().net.open("a"), ManagerConfig{})
+	m := startedManager(t, newFixture().net.open("a"), ManagerConfig{})
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	prev := m.token()
 	for range 100 {
@@ -548,7 +549,7 @@ type userID int32
 
 func TestKeys(t *testing.T) {
 	t.Parallel()
-	m := NewManager((&memNet{}).open("a"), ManagerConfig{})
+	m := startedManager(t, (&memNet{}).open("a"), ManagerConfig{})
 	defer m.Close(context.Background())
 	load := func(ctx context.Context, k tenantKey) (int, error) { return 0, nil }
 	s, err := New(m, "structs", Config[tenantKey, int]{Load: load})
@@ -692,4 +693,17 @@ func TestSieveBeatsLRUOnZipf(t *testing.T) {
 	if sieveHits <= lruHits {
 		t.Fatalf("SIEVE hit %d times, LRU %d", sieveHits, lruHits)
 	}
+}
+
+// startedManager is a manager on b, receiving invalidations, as the node starts it.
+func startedManager(tb testing.TB, b bus.Bus, cfg ManagerConfig) *Manager {
+	tb.Helper()
+	m, err := NewManager(block.Deps{Bus: b}, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	return m
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/safe"
 )
 
@@ -28,11 +29,6 @@ type ManagerConfig struct {
 	// message from the bus always flushes at once. Defaults to
 	// [DefaultMalformedFlushInterval].
 	MalformedFlushInterval time.Duration
-	// Logger defaults to slog.Default(). It should carry the instance id.
-	Logger *slog.Logger
-	// Panics, if set, counts the panics recovered from loaders; each is also logged with
-	// its stack and fails its load. Defaults to nil: logged only.
-	Panics *atomic.Int64
 }
 
 // BusStats counts what a [Manager] received on the bus.
@@ -58,7 +54,7 @@ type Manager struct {
 	log    *slog.Logger
 	panics *atomic.Int64 // counts loaders' and observers' panics; may be nil
 
-	mu        sync.Mutex // protects caches, observers, nextObs
+	mu        sync.Mutex // protects caches, observers, nextObs, unsubscribe
 	caches    map[string]invalidator
 	observers map[int]func(Invalidation)
 	nextObs   int
@@ -100,18 +96,32 @@ type Invalidation struct {
 	From string
 }
 
-// NewManager starts receiving invalidations from b. Close it when the instance stops.
-func NewManager(b bus.Bus, cfg ManagerConfig) *Manager {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+// NewManager returns the caches of one instance, invalidated over d's bus once
+// [Manager.Start] has run. Close it when the instance stops.
+func NewManager(d block.Deps, cfg ManagerConfig) (*Manager, error) {
+	d = d.WithDefaults()
+	if d.Bus == nil {
+		return nil, errors.New("cache: Deps.Bus is required: invalidations travel on it")
 	}
 	if cfg.MalformedFlushInterval <= 0 {
 		cfg.MalformedFlushInterval = DefaultMalformedFlushInterval
 	}
-	m := &Manager{bus: b, log: cfg.Logger, panics: cfg.Panics, caches: map[string]invalidator{}, observers: map[int]func(Invalidation){},
-		flushEvery: cfg.MalformedFlushInterval}
-	m.unsubscribe = b.Subscribe(Channel, m.receive)
-	return m
+	return &Manager{bus: d.Bus, log: d.Logger, panics: d.Panics, caches: map[string]invalidator{}, observers: map[int]func(Invalidation){},
+		flushEvery: cfg.MalformedFlushInterval}, nil
+}
+
+// Start receives invalidations from the bus until Close. The node calls it when the
+// application first uses its caches; caches made before it do not hear other instances.
+func (m *Manager) Start(context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	if m.unsubscribe == nil {
+		m.unsubscribe = m.bus.Subscribe(Channel, m.receive)
+	}
+	return nil
 }
 
 // register adds a cache under its name.
@@ -299,7 +309,12 @@ func (m *Manager) Close(ctx context.Context) error {
 	if already {
 		return nil
 	}
-	m.unsubscribe()
+	m.mu.Lock()
+	unsubscribe := m.unsubscribe
+	m.mu.Unlock()
+	if unsubscribe != nil {
+		unsubscribe()
+	}
 	m.flushMu.Lock()
 	if m.flushLater != nil {
 		m.flushLater.Stop()

@@ -25,6 +25,7 @@ import (
 
 	gocron "github.com/netresearch/go-cron"
 
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 )
@@ -98,11 +99,9 @@ type Opts struct {
 	Job *jobs.Opts `json:"job,omitempty"`
 }
 
-// Config configures [Cron]. The node fills Service, Instance and Logger.
+// Config configures [Cron]. What it works on (store, service, logger) comes in its
+// [block.Deps].
 type Config struct {
-	Service  string
-	Instance string
-	Logger   *slog.Logger
 	// Poll is the longest the leader sleeps between looks at its schedules; it wakes at
 	// each tick regardless. Defaults to 1 second.
 	Poll time.Duration
@@ -116,11 +115,15 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]*$`)
 // ErrInvalid wraps every rejected schedule.
 var ErrInvalid = errors.New("cron: invalid schedule")
 
+// ErrClosed is returned by Start once the cron is closed.
+var ErrClosed = errors.New("cron: closed")
+
 // ErrNotFound is returned for a schedule the service does not have.
 var ErrNotFound = errors.New("cron: schedule not found")
 
 // Cron holds the schedules declared by this instance's code.
 type Cron struct {
+	d    block.Deps
 	s    *store.Store
 	q    *queries
 	jobs *jobs.Client
@@ -149,18 +152,20 @@ type schedule struct {
 	optsJSON string
 }
 
-// New returns the cron of the jobs client jc on s.
-func New(s *store.Store, jc *jobs.Client, cfg Config) (*Cron, error) {
-	if cfg.Service == "" {
-		return nil, errors.New("cron: Config.Service is required")
+// New returns the cron of d's service, firing ticks as jobs of jc. It starts nothing and
+// runs no statement: see [Cron.Start] and [Cron.Lead].
+func New(d block.Deps, jc *jobs.Client, cfg Config) (*Cron, error) {
+	d = d.WithDefaults()
+	if err := d.Validate("cron", false); err != nil {
+		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	if jc == nil {
+		return nil, errors.New("cron: a jobs client is required")
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = DefaultPoll
 	}
-	return &Cron{s: s, q: queriesFor(s), jobs: jc, cfg: cfg, log: cfg.Logger, schedules: map[string]*schedule{},
+	return &Cron{d: d, s: d.Store, q: queriesFor(d.Store), jobs: jc, cfg: cfg, log: d.Logger, schedules: map[string]*schedule{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
@@ -341,21 +346,26 @@ func (c *Cron) declared(mode Mode) []*schedule {
 	return out
 }
 
-// Start runs the every-instance schedules of this process until Stop.
-func (c *Cron) Start() {
+// Start runs the every-instance schedules of this process until Close. The node calls it
+// when the application first uses its cron.
+func (c *Cron) Start(context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.started || c.stopped {
-		return
+	if c.stopped {
+		return ErrClosed
+	}
+	if c.started {
+		return nil
 	}
 	c.started = true
 	c.wg.Add(1)
 	go c.everyInstance()
+	return nil
 }
 
-// Stop ends the every-instance loop. The leader's loop ends with its term (the node
-// hands leadership over after Stop).
-func (c *Cron) Stop(context.Context) error {
+// Close ends the every-instance loop. The leader's loop ends with its term (the node
+// hands leadership over after Close).
+func (c *Cron) Close(context.Context) error {
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()

@@ -17,7 +17,7 @@ import (
 const maxTicksScanned = 1_000_000
 
 func (c *Cron) upsert(ctx context.Context, sc *schedule) error {
-	_, err := c.s.Exec(ctx, c.q.upsert, c.s.NowArg(), c.cfg.Service, sc.name, sc.expr, sc.tz,
+	_, err := c.s.Exec(ctx, c.q.upsert, c.s.NowArg(), c.d.Service, sc.name, sc.expr, sc.tz,
 		sc.args.KindName, string(sc.args.JSON), sc.optsJSON)
 	return err
 }
@@ -67,7 +67,7 @@ func (c *Cron) undeclare(ctx context.Context) error {
 		b, _ := json.Marshal(names)
 		arg = string(b)
 	}
-	_, err := c.s.Exec(ctx, c.q.undeclare, c.cfg.Service, arg)
+	_, err := c.s.Exec(ctx, c.q.undeclare, c.d.Service, arg)
 	return err
 }
 
@@ -95,10 +95,10 @@ func (c *Cron) fireOne(ctx context.Context, sc *schedule) (fired int, until time
 	err = c.s.InTx(ctx, func(tx store.Tx) error {
 		var last, updated, now store.Time
 		var lastJob *int64
-		err := tx.QueryRow(ctx, q.lock, c.s.NowArg(), c.cfg.Service, sc.name).Scan(&last, &lastJob, &updated, &now)
+		err := tx.QueryRow(ctx, q.lock, c.s.NowArg(), c.d.Service, sc.name).Scan(&last, &lastJob, &updated, &now)
 		if errors.Is(err, sql.ErrNoRows) {
 			// Deleted by hand: store it again; it fires from now on.
-			_, err := tx.Exec(ctx, q.upsert, c.s.NowArg(), c.cfg.Service, sc.name, sc.expr, sc.tz, sc.args.KindName,
+			_, err := tx.Exec(ctx, q.upsert, c.s.NowArg(), c.d.Service, sc.name, sc.expr, sc.tz, sc.args.KindName,
 				string(sc.args.JSON), sc.optsJSON)
 			return err
 		}
@@ -151,7 +151,7 @@ func (c *Cron) fireOne(ctx context.Context, sc *schedule) (fired int, until time
 			c.log.Warn("cron: ticks missed beyond the grace period", "schedule", sc.name, "missed", plan.missedCount,
 				"policy", sc.opts.CatchUp, "fired_for_them", len(plan.missed))
 		}
-		_, err = tx.Exec(ctx, q.advance, c.cfg.Service, sc.name, c.s.TimeArg(plan.advance), newest)
+		_, err = tx.Exec(ctx, q.advance, c.d.Service, sc.name, c.s.TimeArg(plan.advance), newest)
 		return err
 	})
 	return fired, until, err
@@ -405,5 +405,5 @@ func Trigger(ctx context.Context, jc *jobs.Client, s *store.Store, service, name
 
 // Trigger enqueues the named schedule's job now; see the package-level [Trigger].
 func (c *Cron) Trigger(ctx context.Context, name string) (jobs.Result, error) {
-	return Trigger(ctx, c.jobs, c.s, c.cfg.Service, name)
+	return Trigger(ctx, c.jobs, c.s, c.d.Service, name)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
 )
 
@@ -34,7 +35,7 @@ type groupDef struct {
 func (l *Log) group(ctx context.Context, name string) (groupDef, error) {
 	var g groupDef
 	var topics string
-	err := l.s.Reader().QueryRow(ctx, l.q.group, l.cfg.Service, name).Scan(&topics, &g.partitions, &g.mode)
+	err := l.s.Reader().QueryRow(ctx, l.q.group, l.d.Service, name).Scan(&topics, &g.partitions, &g.mode)
 	if errors.Is(err, store.ErrNoRows) {
 		return g, fmt.Errorf("%w: %q", ErrNoGroup, name)
 	}
@@ -89,7 +90,7 @@ func (l *Log) replay(ctx context.Context, q store.Querier, group string, opts *R
 	case opts.FromID != 0 && !opts.FromTime.IsZero():
 		return errors.New("events: Replay from an id or from a time, not both")
 	case opts.FromID != 0:
-		err := q.QueryRow(ctx, l.q.positionOf, l.cfg.Service, opts.FromID).Scan(&from.xid, &from.id)
+		err := q.QueryRow(ctx, l.q.positionOf, l.d.Service, opts.FromID).Scan(&from.xid, &from.id)
 		if errors.Is(err, store.ErrNoRows) {
 			return fmt.Errorf("events: Replay from event %d: no such event (pruned, or of another service)", opts.FromID)
 		}
@@ -99,7 +100,7 @@ func (l *Log) replay(ctx context.Context, q store.Querier, group string, opts *R
 		from.id-- // just before it
 	default:
 		query := withTopics(l.q.positionAt, l.s.Dialect(), "topic", len(g.topics))
-		err := q.QueryRow(ctx, query, l.cfg.Service, topicArg(l.s.Dialect(), g.topics), l.s.TimeArg(opts.FromTime)).Scan(&from.xid, &from.id)
+		err := q.QueryRow(ctx, query, l.d.Service, topicArg(l.s.Dialect(), g.topics), l.s.TimeArg(opts.FromTime)).Scan(&from.xid, &from.id)
 		if errors.Is(err, store.ErrNoRows) {
 			if from, _, err = l.end(ctx); err != nil {
 				return err
@@ -111,7 +112,7 @@ func (l *Log) replay(ctx context.Context, q store.Querier, group string, opts *R
 		}
 		from.id--
 	}
-	if _, err := q.Exec(ctx, l.q.replay, l.s.NowArg(), l.cfg.Service, group, from.xid, from.id); err != nil {
+	if _, err := q.Exec(ctx, l.q.replay, l.s.NowArg(), l.d.Service, group, from.xid, from.id); err != nil {
 		return fmt.Errorf("events: replay %q: %w", group, err)
 	}
 	return nil
@@ -150,7 +151,7 @@ func (l *Log) Lag(ctx context.Context, group string) (Lag, error) {
 	}
 	out := Lag{Group: group}
 	query := withTopics(l.q.lag, l.s.Dialect(), "e.topic", len(g.topics))
-	rows, err := l.s.Reader().Query(ctx, query, l.cfg.Service, topicArg(l.s.Dialect(), g.topics), g.partitions, group)
+	rows, err := l.s.Reader().Query(ctx, query, l.d.Service, topicArg(l.s.Dialect(), g.topics), g.partitions, group)
 	if err != nil {
 		return out, fmt.Errorf("events: lag of %q: %w", group, err)
 	}
@@ -171,11 +172,11 @@ func (l *Log) Lag(ctx context.Context, group string) (Lag, error) {
 	if err := rows.Err(); err != nil {
 		return out, err
 	}
-	if err := l.s.Reader().QueryRow(ctx, l.q.countDead, l.cfg.Service, group).Scan(&out.DeadLetters); err != nil {
+	if err := l.s.Reader().QueryRow(ctx, l.q.countDead, l.d.Service, group).Scan(&out.DeadLetters); err != nil {
 		return out, err
 	}
-	if l.cfg.Leases != nil {
-		held, err := l.cfg.Leases.List(ctx, "events/"+group+"/p/")
+	if l.d.Leases != nil {
+		held, err := l.d.Leases.List(ctx, "events/"+group+"/p/")
 		if err != nil {
 			return out, err
 		}
@@ -207,7 +208,7 @@ func (l *Log) DeadLetters(ctx context.Context, group string, afterID int64, limi
 	if limit < 0 || limit > 1000 {
 		return nil, fmt.Errorf("events: DeadLetters limit %d must be 1 to 1000", limit)
 	}
-	rows, err := l.s.Reader().Query(ctx, l.q.listDead, l.cfg.Service, group, afterID, limit)
+	rows, err := l.s.Reader().Query(ctx, l.q.listDead, l.d.Service, group, afterID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("events: dead letters of %q: %w", group, err)
 	}
@@ -230,14 +231,14 @@ func (l *Log) DeadLetters(ctx context.Context, group string, afterID int64, limi
 const pruneBatch = 5000
 
 // Prune deletes the events older than the retention, except those of event-sourced
-// streams, and returns how many it deleted. The leader runs it (see [Log.Maintain]).
+// streams, and returns how many it deleted. The leader runs it (see [Log.Lead]).
 func (l *Log) Prune(ctx context.Context) (int64, error) {
 	if l.cfg.Retention < 0 {
 		return 0, nil
 	}
 	var total int64
 	for {
-		n, err := l.s.Exec(ctx, l.q.prune, l.s.NowArg(), l.cfg.Service, l.cfg.Retention.Milliseconds(), pruneBatch)
+		n, err := l.s.Exec(ctx, l.q.prune, l.s.NowArg(), l.d.Service, l.cfg.Retention.Milliseconds(), pruneBatch)
 		total += n
 		if err != nil {
 			return total, fmt.Errorf("events: prune: %w", err)
@@ -248,24 +249,19 @@ func (l *Log) Prune(ctx context.Context) (int64, error) {
 	}
 }
 
-// MaintainInterval is how often [Log.Maintain] prunes.
+// MaintainInterval is how often [Log.Lead] prunes.
 const MaintainInterval = time.Minute
 
-// Maintain prunes old events every [MaintainInterval] until ctx ends. The node runs it on
-// the leader.
-func (l *Log) Maintain(ctx context.Context) {
-	t := time.NewTicker(MaintainInterval)
-	defer t.Stop()
-	for {
+// Lead prunes old events at once and then every [MaintainInterval], while this instance
+// leads, until ctx ends.
+func (l *Log) Lead(ctx context.Context) {
+	prune := func(ctx context.Context) {
 		if n, err := l.Prune(ctx); err != nil && ctx.Err() == nil {
 			l.log.Warn("events: pruning failed", "err", err)
 		} else if n > 0 {
 			l.log.Info("events: pruned events past their retention", "count", n)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
+	prune(ctx)
+	loop.Every(ctx, MaintainInterval, prune)
 }

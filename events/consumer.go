@@ -224,7 +224,7 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 	if err := cfg.withDefaults(); err != nil {
 		return nil, err
 	}
-	if cfg.Mode != Broadcast && l.cfg.Leases == nil {
+	if cfg.Mode != Broadcast && l.d.Leases == nil {
 		return nil, errors.New("events: a Shared or ExactlyOnce group needs Config.Leases")
 	}
 	d := l.s.Dialect()
@@ -265,7 +265,7 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 		return nil, err
 	}
 	var err error
-	c.member, err = l.cfg.Leases.TryAcquire(ctx, c.leaseName("m/"+l.cfg.Instance), nil)
+	c.member, err = l.d.Leases.TryAcquire(ctx, c.leaseName("m/"+l.d.Instance), nil)
 	if err != nil {
 		c.abort()
 		return nil, fmt.Errorf("events: join group %q: %w", cfg.Name, err)
@@ -314,13 +314,13 @@ func (c *Consumer) ensureGroup(ctx context.Context) error {
 	}
 	topics, _ := json.Marshal(cfg.Topics)
 	return l.s.InTx(ctx, func(tx store.Tx) error {
-		if _, err := tx.Exec(ctx, l.q.ensureGroup, l.s.NowArg(), l.cfg.Service, cfg.Name, string(topics), cfg.Partitions, cfg.Mode.String()); err != nil {
+		if _, err := tx.Exec(ctx, l.q.ensureGroup, l.s.NowArg(), l.d.Service, cfg.Name, string(topics), cfg.Partitions, cfg.Mode.String()); err != nil {
 			return fmt.Errorf("events: create group %q: %w", cfg.Name, err)
 		}
 		var have string
 		var parts int
 		var mode string
-		if err := tx.QueryRow(ctx, l.q.group, l.cfg.Service, cfg.Name).Scan(&have, &parts, &mode); err != nil {
+		if err := tx.QueryRow(ctx, l.q.group, l.d.Service, cfg.Name).Scan(&have, &parts, &mode); err != nil {
 			return fmt.Errorf("events: group %q: %w", cfg.Name, err)
 		}
 		if have != string(topics) || parts != cfg.Partitions || mode != cfg.Mode.String() {
@@ -329,7 +329,7 @@ func (c *Consumer) ensureGroup(ctx context.Context) error {
 				cfg.Name, have, parts, mode, topics, cfg.Partitions, cfg.Mode)
 		}
 		for p := range cfg.Partitions {
-			if _, err := tx.Exec(ctx, l.q.ensureOffset, l.s.NowArg(), l.cfg.Service, cfg.Name, p, start.xid, start.id); err != nil {
+			if _, err := tx.Exec(ctx, l.q.ensureOffset, l.s.NowArg(), l.d.Service, cfg.Name, p, start.xid, start.id); err != nil {
 				return fmt.Errorf("events: group %q: %w", cfg.Name, err)
 			}
 		}
@@ -344,7 +344,7 @@ func (c *Consumer) balance() {
 	t := time.NewTicker(c.cfg.Rebalance)
 	defer t.Stop()
 	for {
-		changed := c.l.cfg.Leases.Changed()
+		changed := c.l.d.Leases.Changed()
 		if err := c.rebalance(c.ctx); err != nil && c.ctx.Err() == nil {
 			c.l.log.Warn("events: rebalancing failed", "group", c.cfg.Name, "err", err)
 		}
@@ -359,7 +359,7 @@ func (c *Consumer) balance() {
 }
 
 func (c *Consumer) rebalance(ctx context.Context) error {
-	leases := c.l.cfg.Leases
+	leases := c.l.d.Leases
 	c.mu.Lock()
 	for p, w := range c.workers {
 		if w.finished() {
@@ -369,7 +369,7 @@ func (c *Consumer) rebalance(ctx context.Context) error {
 	member := c.member
 	c.mu.Unlock()
 	if !member.Valid() {
-		m, err := leases.TryAcquire(ctx, c.leaseName("m/"+c.l.cfg.Instance), nil)
+		m, err := leases.TryAcquire(ctx, c.leaseName("m/"+c.l.d.Instance), nil)
 		if err != nil {
 			return fmt.Errorf("rejoin: %w", err)
 		}
@@ -430,7 +430,7 @@ func (c *Consumer) rebalance(ctx context.Context) error {
 
 func (c *Consumer) firstPartition() int {
 	h := fnv.New32a()
-	h.Write([]byte(c.l.cfg.Instance))
+	h.Write([]byte(c.l.d.Instance))
 	return int(h.Sum32() % uint32(c.cfg.Partitions))
 }
 

@@ -21,7 +21,7 @@
 //   - [Broadcast]: every instance handles every event published while it runs.
 //
 // Groups can be replayed from an event id or a time ([Log.Replay]); [Log.Lag] says how far
-// each is behind; events older than the retention are pruned by the leader ([Log.Maintain]),
+// each is behind; events older than the retention are pruned by the leader ([Log.Lead]),
 // except those of event-sourced streams, which are the source of truth.
 //
 // Event-sourced streams ([Log.AppendTx], [Log.Load]) append to the same log with optimistic
@@ -39,12 +39,11 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/twicehq/twice/bus"
-	"github.com/twicehq/twice/lease"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/store"
 )
 
@@ -81,19 +80,11 @@ var (
 // WakeChannel is the bus channel on which publishers announce the topics of new events.
 const WakeChannel = "twice.events"
 
-// Config configures a [Log].
+// Config configures a [Log]. What it works on comes in its [block.Deps]: the store and
+// service; the bus, which wakes readers on every instance when events commit (without
+// one, readers only poll); and the leases, which assign the partitions of Shared and
+// ExactlyOnce groups (required for those groups).
 type Config struct {
-	// Service scopes the log: services sharing a database never see each other's events.
-	// Required.
-	Service string
-	// Instance is this instance's id. Required.
-	Instance string
-	// Bus wakes readers on every instance when events commit. Defaults to nil: readers
-	// only poll.
-	Bus bus.Bus
-	// Leases assigns the partitions of Shared and ExactlyOnce groups. Required for those
-	// groups; defaults to nil.
-	Leases *lease.Manager
 	// Poll is how often an idle reader looks for events it was not woken for (a lost
 	// signal). Defaults to [DefaultPoll].
 	Poll time.Duration
@@ -103,15 +94,11 @@ type Config struct {
 	// events of event-sourced streams are kept forever. Negative keeps everything.
 	// Defaults to [DefaultRetention].
 	Retention time.Duration
-	// Logger defaults to slog.Default(). It should carry the instance id.
-	Logger *slog.Logger
-	// Panics, if set, counts the panics recovered from handlers; each is also logged with
-	// its stack and handled as the handler's error. Defaults to nil: logged only.
-	Panics *atomic.Int64
 }
 
 // Log is a service's event log. It is safe for concurrent use.
 type Log struct {
+	d   block.Deps
 	s   *store.Store
 	q   queries
 	cfg Config
@@ -121,16 +108,18 @@ type Log struct {
 	wake  waker
 	ann   *announcer // nil without a bus
 
-	mu        sync.Mutex // protects consumers, closed
+	mu        sync.Mutex // protects consumers, closed, watch, ann, unsub
 	consumers map[*Consumer]struct{}
 	closed    bool
 	unsub     func()
 }
 
-// New returns the log of cfg.Service in s, which must carry [Component]'s schema.
-func New(s *store.Store, cfg Config) (*Log, error) {
-	if cfg.Service == "" || cfg.Instance == "" {
-		return nil, errors.New("events: Config.Service and Config.Instance are required")
+// New returns the log of d's service in d's store, which must carry [Component]'s
+// schema. It starts nothing and runs no statement: [Log.Start] starts the wake-ups.
+func New(d block.Deps, cfg Config) (*Log, error) {
+	d = d.WithDefaults()
+	if err := d.Validate("events", true); err != nil {
+		return nil, err
 	}
 	if cfg.Poll == 0 {
 		cfg.Poll = DefaultPoll
@@ -144,15 +133,28 @@ func New(s *store.Store, cfg Config) (*Log, error) {
 	if cfg.Retention == 0 {
 		cfg.Retention = DefaultRetention
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	l := &Log{s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger, consumers: map[*Consumer]struct{}{}}
+	l := &Log{d: d, s: d.Store, q: queriesFor(d.Store), cfg: cfg, log: d.Logger, consumers: map[*Consumer]struct{}{}}
 	l.wake.init()
+	return l, nil
+}
+
+// Start starts the log's wake-ups: publishers announce new topics on the bus, the events
+// of PublishTx are watched until they commit, and readers are woken by both. Without
+// Start, readers find events only by polling. The node calls it when the application
+// first uses its events.
+func (l *Log) Start(context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	if l.watch != nil {
+		return nil
+	}
 	l.watch = newWatcher(l)
-	if cfg.Bus != nil {
-		l.ann = newAnnouncer(cfg.Bus, l.log)
-		l.unsub = cfg.Bus.Subscribe(WakeChannel, func(m bus.Message) {
+	if b := l.d.Bus; b != nil {
+		l.ann = newAnnouncer(b, l.log)
+		l.unsub = b.Subscribe(WakeChannel, func(m bus.Message) {
 			if m.Lost {
 				l.wake.all()
 				return
@@ -162,14 +164,27 @@ func New(s *store.Store, cfg Config) (*Log, error) {
 			}
 		})
 	}
-	return l, nil
+	return nil
+}
+
+// watcher and announcer are what Start made, or nil before it.
+func (l *Log) watcher() *watcher {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.watch
+}
+
+func (l *Log) announcer() *announcer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ann
 }
 
 // Store is the database the log lives in.
 func (l *Log) Store() *store.Store { return l.s }
 
 // Service is the service whose log this is.
-func (l *Log) Service() string { return l.cfg.Service }
+func (l *Log) Service() string { return l.d.Service }
 
 // Message is an event to publish.
 type Message struct {
@@ -267,7 +282,9 @@ func (l *Log) PublishTx(ctx context.Context, tx any, msgs ...Message) ([]int64, 
 	if err != nil {
 		return nil, err
 	}
-	l.watch.add(ids, msgs)
+	if w := l.watcher(); w != nil {
+		w.add(ids, msgs)
+	}
 	return ids, nil
 }
 
@@ -303,7 +320,7 @@ func (l *Log) insert(ctx context.Context, q store.Querier, stream string, versio
 		if payload == nil {
 			payload = []byte{}
 		}
-		args = append(args, l.cfg.Service, m.Topic, m.Key, hashKey(m.Key), payload, encodeHeaders(m.Headers), st, ver)
+		args = append(args, l.d.Service, m.Topic, m.Key, hashKey(m.Key), payload, encodeHeaders(m.Headers), st, ver)
 	}
 	if stream != "" {
 		sb.WriteString(" ON CONFLICT (service, stream, version) WHERE stream IS NOT NULL DO NOTHING")
@@ -347,8 +364,8 @@ func (l *Log) announce(topics []string) {
 	for _, t := range topics {
 		l.wake.topic(t)
 	}
-	if l.ann != nil {
-		l.ann.add(topics)
+	if ann := l.announcer(); ann != nil {
+		ann.add(topics)
 	}
 }
 
@@ -379,7 +396,9 @@ func (l *Log) Close(ctx context.Context) error {
 	if l.unsub != nil {
 		l.unsub()
 	}
-	l.watch.close()
+	if l.watch != nil {
+		l.watch.close()
+	}
 	if l.ann != nil {
 		l.ann.close()
 	}

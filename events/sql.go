@@ -28,7 +28,7 @@ const pgFrontier = `pg_snapshot_xmin(pg_current_snapshot())::text::bigint`
 const noSnapshot = "1:1:"
 
 // queries are the event statements of one dialect. Where a statement reads the log, $2 is
-// the topic list in the form [topicArg] makes and "{topics}" is replaced by the condition.
+// the topic list in the form [topicArg] makes and "/*topics*/" is replaced by the condition.
 type queries struct {
 	insertHead, insertRow, insertTail string // $1 is now; a row is ($2…$9) shifted per row
 	read, heldBack, end, visible      string
@@ -48,13 +48,13 @@ var pgQueries = queries{
 	// nothing (a running sum in SQL made every read a fifth slower on the server).
 	read: `
 SELECT ` + pgColumns + ` FROM twice_events
-WHERE service = $1 AND {topics} AND (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `
+WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `
   AND ($5::int = 0 OR hash % $5::int = $6::int)
   AND NOT pg_visible_in_snapshot(xid::text::xid8, $8::text::pg_snapshot)
 ORDER BY xid, id LIMIT $7`,
 	heldBack: `
 SELECT EXISTS (SELECT 1 FROM twice_events
-WHERE service = $1 AND {topics} AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + `)`,
+WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + `)`,
 	end:     `SELECT ` + pgFrontier + ` - 1, 9223372036854775807, pg_current_snapshot()::text`,
 	visible: `SELECT id FROM twice_events WHERE id = ANY($1)`,
 	ensureGroup: `
@@ -72,7 +72,7 @@ WHERE service = $2 AND grp = $3 AND part = $4 AND ver = $7`,
 UPDATE twice_event_offsets SET xid = $4, id = $5, ver = ver + 1, updated_at = coalesce($1::timestamptz, now())
 WHERE service = $2 AND grp = $3`,
 	positionOf: `SELECT xid, id FROM twice_events WHERE service = $1 AND id = $2`,
-	positionAt: `SELECT xid, id FROM twice_events WHERE service = $1 AND {topics} AND at >= $3 ORDER BY xid, id LIMIT 1`,
+	positionAt: `SELECT xid, id FROM twice_events WHERE service = $1 AND /*topics*/ AND at >= $3 ORDER BY xid, id LIMIT 1`,
 	dead: `
 INSERT INTO twice_event_dead (service, grp, event_id, attempts, error, at)
 VALUES ($2, $3, $4, $5, $6, coalesce($1::timestamptz, now())) ON CONFLICT DO NOTHING`,
@@ -83,7 +83,7 @@ WHERE d.service = $1 AND d.grp = $2 AND d.event_id > $3 ORDER BY d.event_id LIMI
 	lag: `
 SELECT o.part, o.updated_at, count(e.id), min(e.at)
 FROM twice_event_offsets o
-LEFT JOIN twice_events e ON e.service = o.service AND {topics} AND (e.xid, e.id) > (o.xid, o.id)
+LEFT JOIN twice_events e ON e.service = o.service AND /*topics*/ AND (e.xid, e.id) > (o.xid, o.id)
   AND e.hash % $3::int = o.part
 WHERE o.service = $1 AND o.grp = $4
 GROUP BY o.part, o.updated_at ORDER BY o.part`,
@@ -107,7 +107,7 @@ var sqliteQueries = queries{
 	// $3 (the transaction id of a PostgreSQL position) is always 0 here.
 	read: `
 SELECT ` + sqliteColumns + ` FROM twice_events
-WHERE service = $1 AND {topics} AND id > $4 AND $3 = 0
+WHERE service = $1 AND /*topics*/ AND id > $4 AND $3 = 0
   AND ($5 = 0 OR hash % $5 = $6) AND $8 = $8
 ORDER BY id LIMIT $7`,
 	// Nothing is ever held back: rows become visible in id order.
@@ -129,7 +129,7 @@ WHERE service = $2 AND grp = $3 AND part = $4 AND ver = $7`,
 UPDATE twice_event_offsets SET xid = $4, id = $5, ver = ver + 1, updated_at = coalesce($1, ` + sqliteNow + `)
 WHERE service = $2 AND grp = $3`,
 	positionOf: `SELECT 0, id FROM twice_events WHERE service = $1 AND id = $2`,
-	positionAt: `SELECT 0, id FROM twice_events WHERE service = $1 AND {topics} AND at >= $3 ORDER BY id LIMIT 1`,
+	positionAt: `SELECT 0, id FROM twice_events WHERE service = $1 AND /*topics*/ AND at >= $3 ORDER BY id LIMIT 1`,
 	dead: `
 INSERT INTO twice_event_dead (service, grp, event_id, attempts, error, at)
 VALUES ($2, $3, $4, $5, $6, coalesce($1, ` + sqliteNow + `)) ON CONFLICT DO NOTHING`,
@@ -138,7 +138,7 @@ VALUES ($2, $3, $4, $5, $6, coalesce($1, ` + sqliteNow + `)) ON CONFLICT DO NOTH
 	lag: `
 SELECT o.part, o.updated_at, count(e.id), min(e.at)
 FROM twice_event_offsets o
-LEFT JOIN twice_events e ON e.service = o.service AND {topics} AND e.id > o.id AND e.hash % $3 = o.part
+LEFT JOIN twice_events e ON e.service = o.service AND /*topics*/ AND e.id > o.id AND e.hash % $3 = o.part
 WHERE o.service = $1 AND o.grp = $4
 GROUP BY o.part, o.updated_at ORDER BY o.part`,
 	prune: `
@@ -182,7 +182,7 @@ func topicCond(d store.Dialect, col string, n int) string {
 	}
 }
 
-// withTopics fills a query's {topics} placeholder.
+// withTopics fills a query's /*topics*/ placeholder.
 func withTopics(q string, d store.Dialect, col string, n int) string {
-	return strings.ReplaceAll(q, "{topics}", topicCond(d, col, n))
+	return strings.ReplaceAll(q, "/*topics*/", topicCond(d, col, n))
 }

@@ -105,7 +105,7 @@ func (l *Log) AppendTx(ctx context.Context, tx any, stream string, expected int6
 		ms[i] = m
 	}
 	var current int64
-	if err := q.QueryRow(ctx, l.q.version, l.cfg.Service, stream).Scan(&current); err != nil {
+	if err := q.QueryRow(ctx, l.q.version, l.d.Service, stream).Scan(&current); err != nil {
 		return 0, fmt.Errorf("events: version of %q: %w", stream, err)
 	}
 	if expected != AnyVersion && current != expected {
@@ -123,7 +123,9 @@ func (l *Log) AppendTx(ctx context.Context, tx any, stream string, expected int6
 		}
 		return 0, &ConflictError{Stream: stream, Expected: expected, Actual: -1}
 	}
-	l.watch.add(ids, ms)
+	if w := l.watcher(); w != nil {
+		w.add(ids, ms)
+	}
 	return current + int64(len(ms)), nil
 }
 
@@ -176,7 +178,7 @@ func (l *Log) load(ctx context.Context, q store.Querier, stream string, opts *Lo
 	if o.Limit < 0 || o.Limit > MaxLoad || o.After < 0 {
 		return nil, fmt.Errorf("%w: Load limit %d (1 to %d) or After %d", ErrInvalid, o.Limit, MaxLoad, o.After)
 	}
-	rows, err := q.Query(ctx, l.q.load, l.cfg.Service, stream, o.After, o.Limit)
+	rows, err := q.Query(ctx, l.q.load, l.d.Service, stream, o.After, o.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("events: load %q: %w", stream, err)
 	}
@@ -192,7 +194,7 @@ func (l *Log) Get(ctx context.Context, id int64) (Event, error) {
 	if l.s.Dialect() == store.SQLite {
 		cols = sqliteColumns
 	}
-	rows, err := l.s.Reader().Query(ctx, l.s.SQL("SELECT "+cols+" FROM twice_events WHERE service = $1 AND id = $2"), l.cfg.Service, id)
+	rows, err := l.s.Reader().Query(ctx, l.s.SQL("SELECT "+cols+" FROM twice_events WHERE service = $1 AND id = $2"), l.d.Service, id)
 	if err != nil {
 		return Event{}, fmt.Errorf("events: get %d: %w", id, err)
 	}

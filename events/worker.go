@@ -162,7 +162,7 @@ func (w *worker) load() error {
 	l, c := w.c.l, w.c
 	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
 	defer cancel()
-	return l.s.Reader().QueryRow(ctx, l.q.offset, l.cfg.Service, c.cfg.Name, w.part).Scan(&w.pos.xid, &w.pos.id, &w.ver)
+	return l.s.Reader().QueryRow(ctx, l.q.offset, l.d.Service, c.cfg.Name, w.part).Scan(&w.pos.xid, &w.pos.id, &w.ver)
 }
 
 // read takes a read's share of the group's byte budget (waiting while the group's other
@@ -214,7 +214,7 @@ func (w *worker) fetch(budget int) ([]Event, bool, error) {
 	if snap == "" && l.s.Dialect() == store.Postgres {
 		snap = noSnapshot
 	}
-	rows, err := l.s.Reader().Query(ctx, c.read, l.cfg.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, w.limit, snap)
+	rows, err := l.s.Reader().Query(ctx, c.read, l.d.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, w.limit, snap)
 	if err != nil {
 		return nil, false, err
 	}
@@ -230,7 +230,7 @@ func (w *worker) fetch(budget int) ([]Event, bool, error) {
 		last = evs[len(evs)-1].pos
 	}
 	var held bool
-	if err := l.s.Reader().QueryRow(ctx, c.heldBack, l.cfg.Service, c.topicArg, last.xid, last.id).Scan(&held); err != nil {
+	if err := l.s.Reader().QueryRow(ctx, c.heldBack, l.d.Service, c.topicArg, last.xid, last.id).Scan(&held); err != nil {
 		return evs, false, nil
 	}
 	return evs, held, nil
@@ -342,7 +342,7 @@ func (w *worker) attempt(event int64, fn func() error, giveUp func(n int, err er
 // transaction always ends.
 func (w *worker) protect(fn func() error) error {
 	l := w.c.l
-	return safe.Call(l.log, l.cfg.Panics, "events: handler of group "+w.c.cfg.Name, fn)
+	return safe.Call(l.log, l.d.Panics, "events: handler of group "+w.c.cfg.Name, fn)
 }
 
 // deadLetter records that the group gave up on e (Shared; Broadcast only logs).
@@ -353,7 +353,7 @@ func (w *worker) deadLetter(e Event, attempts int, cause error) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 10*time.Second)
 	defer cancel()
-	if _, err := l.s.Exec(ctx, l.q.dead, l.s.NowArg(), l.cfg.Service, c.cfg.Name, e.ID, attempts, cause.Error()); err != nil {
+	if _, err := l.s.Exec(ctx, l.q.dead, l.s.NowArg(), l.d.Service, c.cfg.Name, e.ID, attempts, cause.Error()); err != nil {
 		l.log.Warn("events: cannot record a dead letter", "event", e.ID, "err", err)
 	}
 }
@@ -368,7 +368,7 @@ func (w *worker) commit(pos position) error {
 	// A stop must not lose the progress made: commit even if the lease's context ended.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 10*time.Second)
 	defer cancel()
-	n, err := l.s.Exec(ctx, l.q.commitOffset, l.s.NowArg(), l.cfg.Service, c.cfg.Name, w.part, pos.xid, pos.id, w.ver)
+	n, err := l.s.Exec(ctx, l.q.commitOffset, l.s.NowArg(), l.d.Service, c.cfg.Name, w.part, pos.xid, pos.id, w.ver)
 	if err != nil {
 		return err
 	}
@@ -387,7 +387,7 @@ func (w *worker) inTx(pos position, fn func(ctx context.Context, tx store.Tx) er
 		if err := fn(w.ctx, tx); err != nil {
 			return err
 		}
-		n, err := tx.Exec(w.ctx, l.q.commitOffset, l.s.NowArg(), l.cfg.Service, c.cfg.Name, w.part, pos.xid, pos.id, w.ver)
+		n, err := tx.Exec(w.ctx, l.q.commitOffset, l.s.NowArg(), l.d.Service, c.cfg.Name, w.part, pos.xid, pos.id, w.ver)
 		if err != nil {
 			return err
 		}
@@ -432,7 +432,7 @@ func (w *worker) processTx(evs []Event) error {
 			return err
 		}, func(n int, cause error) error {
 			return w.inTx(e.pos, func(ctx context.Context, tx store.Tx) error {
-				_, err := tx.Exec(ctx, l.q.dead, l.s.NowArg(), l.cfg.Service, c.cfg.Name, e.ID, n, cause.Error())
+				_, err := tx.Exec(ctx, l.q.dead, l.s.NowArg(), l.d.Service, c.cfg.Name, e.ID, n, cause.Error())
 				return err
 			})
 		})

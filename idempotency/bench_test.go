@@ -10,6 +10,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/idempotency"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/store"
 )
@@ -27,8 +28,7 @@ func BenchmarkMiddleware(b *testing.B) {
 			if _, err := store.NewMigrator(s, twice.Components()...).Up(context.Background()); err != nil {
 				b.Fatal(err)
 			}
-			keys, err := idempotency.New(s, idempotency.Config{Service: "bench", Instance: "bench-1",
-				Scope: func(*http.Request) string { return "client:bench" }})
+			keys, err := idempotency.New(block.Deps{Store: s, Service: "bench", Instance: "bench-1"}, idempotency.Config{Scope: func(*http.Request) string { return "client:bench" }})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -48,7 +48,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/httpx"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
 )
 
@@ -70,13 +72,12 @@ const ReplayedHeader = "Idempotent-Replayed"
 const IgnoredHeader = "Idempotency-Key-Ignored"
 
 // Config configures [Keys].
+//
+// What the keys work on comes in their [block.Deps]: the store, the service (which scopes
+// keys, so services sharing a database never see each other's) and this instance's id in
+// the cluster's membership (a claim is taken over only once that instance stops
+// heartbeating).
 type Config struct {
-	// Service scopes keys: services sharing a database never see each other's. Required
-	// (the node sets it).
-	Service string
-	// Instance is the id of this instance in the cluster's membership: a claim is taken
-	// over only once that instance stops heartbeating. Required (the node sets it).
-	Instance string
 	// Methods are the methods the key applies to; others pass through untouched. Defaults
 	// to POST and PATCH.
 	Methods []string
@@ -116,8 +117,6 @@ type Config struct {
 	// PruneInterval is how often the leader deletes expired keys. Defaults to
 	// [DefaultPruneInterval].
 	PruneInterval time.Duration
-	// Logger defaults to slog.Default(). It should carry the instance id; the node's does.
-	Logger *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -139,17 +138,11 @@ func (c Config) withDefaults() Config {
 	if c.DeadOwnerGrace == 0 {
 		c.DeadOwnerGrace = DefaultDeadOwnerGrace
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
 	return c
 }
 
 func (c Config) validate() error {
 	var errs []error
-	if c.Service == "" || c.Instance == "" {
-		errs = append(errs, errors.New("both Service and Instance are required"))
-	}
 	if c.Scope == nil {
 		errs = append(errs, errors.New("a Scope is required: the function naming the client a request comes from"))
 	}
@@ -182,6 +175,7 @@ func AuthorizationScope(r *http.Request) string {
 // Keys are the idempotency keys of one service. Get them from the node
 // (twice.Node.Idempotency) or make them with [New] on a migrated store.
 type Keys struct {
+	d   block.Deps
 	s   *store.Store
 	cfg Config
 	q   queries
@@ -191,15 +185,38 @@ type Keys struct {
 	out         *outbox     // outcomes the database did not take yet
 }
 
-// New returns the keys of cfg.Service in s, whose schema must include [Component] and the
-// cluster's membership table. Call [Keys.Close] on shutdown, before closing s, so that
-// outcomes the database refused meanwhile are still written (the node does both).
-func New(s *store.Store, cfg Config) (*Keys, error) {
+// New returns the keys of d's service in d's store, whose schema must include
+// [Component] and the cluster's membership table. It starts nothing and runs no
+// statement. Call [Keys.Close] on shutdown, before closing the store, so that outcomes the
+// database refused meanwhile are still written (the node does both).
+func New(d block.Deps, cfg Config) (*Keys, error) {
+	d = d.WithDefaults()
+	if err := d.Validate("idempotency", true); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Keys{s: s, cfg: cfg, q: queriesFor(s), log: cfg.Logger, out: newOutbox()}, nil
+	return &Keys{d: d, s: d.Store, cfg: cfg, q: queriesFor(d.Store), log: d.Logger, out: newOutbox()}, nil
+}
+
+// Start has nothing to start: keys are claimed in the requests that carry them, and the
+// writer of refused outcomes runs only while it has some. It is there for the node.
+func (k *Keys) Start(context.Context) error { return nil }
+
+// Lead deletes expired keys at once and then every PruneInterval, while this instance
+// leads, until ctx ends.
+func (k *Keys) Lead(ctx context.Context) {
+	prune := func(ctx context.Context) {
+		if n, err := k.Prune(ctx); err != nil && ctx.Err() == nil {
+			k.log.Warn("idempotency: pruning expired keys failed", "err", err)
+		} else if n > 0 {
+			k.log.Debug("idempotency: pruned expired keys", "count", n)
+		}
+	}
+	prune(ctx)
+	loop.Every(ctx, k.cfg.PruneInterval, prune)
 }
 
 // Config returns the configuration with defaults filled in.
@@ -368,7 +385,7 @@ func (k *Keys) answer(w http.ResponseWriter, rec *record) {
 func (k *Keys) Prune(ctx context.Context) (int64, error) {
 	var total int64
 	for {
-		n, err := k.s.Exec(ctx, k.q.prune, k.s.NowArg(), k.cfg.Service, pruneBatch)
+		n, err := k.s.Exec(ctx, k.q.prune, k.s.NowArg(), k.d.Service, pruneBatch)
 		if err != nil {
 			return total, fmt.Errorf("idempotency: prune: %w", err)
 		}
@@ -380,9 +397,6 @@ func (k *Keys) Prune(ctx context.Context) (int64, error) {
 }
 
 const pruneBatch = 1000
-
-// PruneInterval is how often the leader should call [Keys.Prune].
-func (k *Keys) PruneInterval() time.Duration { return k.cfg.PruneInterval }
 
 // storedHeader is set to "false" on a response sent whole but stored as its status only.
 const storedHeader = "Idempotency-Stored"

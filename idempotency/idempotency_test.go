@@ -18,6 +18,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/idempotency"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/store"
 )
@@ -197,7 +198,7 @@ func TestMiddleware(t *testing.T) {
 			if o.runs.Load() != 4 {
 				t.Errorf("requests without a key, or of other methods, ran %d times, want 4", o.runs.Load())
 			}
-			strict, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Required: true, Scope: clientScope})
+			strict, err := idempotency.New(block.Deps{Store: n.Store(), Service: "shop", Instance: n.ID()}, idempotency.Config{Required: true, Scope: clientScope})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -246,7 +247,7 @@ func TestMiddleware(t *testing.T) {
 		})
 
 		t.Run("Limits", func(t *testing.T) {
-			small, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), MaxBodyBytes: 10, MaxResponseBytes: 100, Scope: clientScope})
+			small, err := idempotency.New(block.Deps{Store: n.Store(), Service: "shop", Instance: n.ID()}, idempotency.Config{MaxBodyBytes: 10, MaxResponseBytes: 100, Scope: clientScope})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -332,7 +333,7 @@ func TestScopeFailsClosed(t *testing.T) {
 			t.Errorf("%d keys stored without a scope (%v)", rows, err)
 		}
 		// Required keys need a principal too.
-		strict, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Required: true, Scope: clientScope, Logger: n.Logger()})
+		strict, err := idempotency.New(block.Deps{Store: n.Store(), Service: "shop", Instance: n.ID(), Logger: n.Logger()}, idempotency.Config{Required: true, Scope: clientScope})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -341,7 +342,7 @@ func TestScopeFailsClosed(t *testing.T) {
 		}
 		// The node's default scope is the session's user: a bare Authorization header is a
 		// credential, not a principal, and no longer shares or splits a key space.
-		user, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Scope: twice.UserScope, Logger: n.Logger()})
+		user, err := idempotency.New(block.Deps{Store: n.Store(), Service: "shop", Instance: n.ID(), Logger: n.Logger()}, idempotency.Config{Scope: twice.UserScope})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -350,7 +351,7 @@ func TestScopeFailsClosed(t *testing.T) {
 				t.Errorf("Authorization without a session user: %d %v", res.StatusCode, res.Header)
 			}
 		}
-		if _, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID()}); err == nil {
+		if _, err := idempotency.New(block.Deps{Store: n.Store(), Service: "shop", Instance: n.ID()}, idempotency.Config{}); err == nil {
 			t.Error("New without a Scope accepted")
 		}
 	})
@@ -557,8 +558,7 @@ func TestFacesStoreAlike(t *testing.T) {
 			{name: "5xx", status: 503, size: 10, effects: 0, want: retry{status: 503, runs: 2}},
 			{name: "5xx stored", status: 503, size: 10, effects: 1, storeErrors: true, want: retry{status: 503, replayed: true, runs: 1}},
 		} {
-			keys, err := idempotency.New(n.Store(), idempotency.Config{Service: "shop", Instance: n.ID(), Scope: clientScope,
-				MaxResponseBytes: 100, StoreServerErrors: tc.storeErrors, Logger: n.Logger()})
+			keys, err := idempotency.New(block.Deps{Store: n.Store(), Service: "shop", Instance: n.ID(), Logger: n.Logger()}, idempotency.Config{Scope: clientScope, MaxResponseBytes: 100, StoreServerErrors: tc.storeErrors})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/store"
 )
@@ -16,7 +17,7 @@ import (
 func TestOutboxBounds(t *testing.T) {
 	t.Parallel()
 	s := testdb.New(t, store.SQLite).Open(t, nil)
-	k, err := New(s, Config{Service: "shop", Instance: "i1", Scope: func(*http.Request) string { return "c" }, Logger: testdb.Logger(t)})
+	k, err := New(block.Deps{Store: s, Service: "shop", Instance: "i1", Logger: testdb.Logger(t)}, Config{Scope: func(*http.Request) string { return "c" }})
 	if err != nil {
 		t.Fatal(err)
 	}

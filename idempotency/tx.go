@@ -62,7 +62,7 @@ func (k *Keys) claimOrGet(ctx context.Context, q store.Querier, p Params) (bool,
 	}
 	for range 3 {
 		var owner string
-		err := q.QueryRow(ctx, k.q.claim, k.s.NowArg(), k.cfg.Service, p.Scope, p.Key, p.Fingerprint, k.cfg.Instance,
+		err := q.QueryRow(ctx, k.q.claim, k.s.NowArg(), k.d.Service, p.Scope, p.Key, p.Fingerprint, k.d.Instance,
 			k.cfg.Retention.Milliseconds(), k.cfg.DeadOwnerGrace.Milliseconds()).Scan(&owner)
 		if err == nil {
 			return true, nil, nil
@@ -82,7 +82,7 @@ func (k *Keys) claimOrGet(ctx context.Context, q store.Querier, p Params) (bool,
 func (k *Keys) get(ctx context.Context, q store.Querier, p Params) (*record, bool, error) {
 	var fp, header, body []byte
 	rec := &record{}
-	err := q.QueryRow(ctx, k.q.get, k.s.NowArg(), k.cfg.Service, p.Scope, p.Key, k.cfg.DeadOwnerGrace.Milliseconds()).
+	err := q.QueryRow(ctx, k.q.get, k.s.NowArg(), k.d.Service, p.Scope, p.Key, k.cfg.DeadOwnerGrace.Milliseconds()).
 		Scan(&fp, &rec.state, &rec.res.Status, &header, &body, &rec.alive)
 	if errors.Is(err, store.ErrNoRows) {
 		return nil, false, nil
@@ -113,7 +113,7 @@ func (k *Keys) complete(ctx context.Context, q store.Querier, p Params, res *Res
 			body = []byte{}
 		}
 	}
-	n, err := q.Exec(ctx, k.q.complete, k.cfg.Service, p.Scope, p.Key, k.cfg.Instance, state, res.Status, header, body)
+	n, err := q.Exec(ctx, k.q.complete, k.d.Service, p.Scope, p.Key, k.d.Instance, state, res.Status, header, body)
 	if err != nil {
 		return fmt.Errorf("idempotency: store response: %w", err)
 	}
@@ -125,7 +125,7 @@ func (k *Keys) complete(ctx context.Context, q store.Querier, p Params, res *Res
 }
 
 func (k *Keys) release(ctx context.Context, p Params) error {
-	_, err := k.s.Exec(ctx, k.q.release, k.cfg.Service, p.Scope, p.Key, k.cfg.Instance)
+	_, err := k.s.Exec(ctx, k.q.release, k.d.Service, p.Scope, p.Key, k.d.Instance)
 	return err
 }
 

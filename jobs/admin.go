@@ -14,7 +14,7 @@ import (
 
 // Get returns the job with id.
 func (c *Client) Get(ctx context.Context, id int64) (*Row, error) {
-	rows, err := queryRows(ctx, c.s.Reader(), c.q.get, c.cfg.Service, id)
+	rows, err := queryRows(ctx, c.s.Reader(), c.q.get, c.d.Service, id)
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +39,7 @@ type ListParams struct {
 // List returns jobs, newest first.
 func (c *Client) List(ctx context.Context, p ListParams) ([]*Row, error) {
 	where := []string{"service = $1"}
-	args := []any{c.cfg.Service}
+	args := []any{c.d.Service}
 	add := func(cond string, v any) {
 		args = append(args, v)
 		where = append(where, strings.ReplaceAll(cond, "$?", fmt.Sprintf("$%d", len(args))))
@@ -103,8 +103,8 @@ func (c *Client) CancelTx(ctx context.Context, tx any, id int64) error {
 	if err != nil {
 		return err
 	}
-	if st == bitRunning && c.cfg.Bus != nil {
-		if err := c.cfg.Bus.PublishTx(ctx, tx, CancelChannel, []byte(formatID(id))); err != nil {
+	if st == bitRunning && c.d.Bus != nil {
+		if err := c.d.Bus.PublishTx(ctx, tx, CancelChannel, []byte(formatID(id))); err != nil {
 			c.log.Debug("jobs: cancel signal not queued; the owner's poll finds it", "job", id, "err", err)
 		}
 	}
@@ -115,7 +115,7 @@ func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, er
 	var st int
 	var owner string
 	var batch *int64
-	err := q.QueryRow(ctx, c.q.cancel, c.s.NowArg(), c.cfg.Service, id).Scan(&st, &owner, &batch)
+	err := q.QueryRow(ctx, c.q.cancel, c.s.NowArg(), c.d.Service, id).Scan(&st, &owner, &batch)
 	if errors.Is(err, sql.ErrNoRows) {
 		row, gerr := c.getOn(ctx, q, id)
 		if gerr != nil {
@@ -127,7 +127,7 @@ func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, er
 		return 0, fmt.Errorf("jobs: cancel %d: %w", id, err)
 	}
 	if st == bitCancelled && batch != nil {
-		if _, err := q.Exec(ctx, c.q.releaseBatches, c.s.NowArg(), c.cfg.Service, c.idList([]int64{*batch})); err != nil {
+		if _, err := q.Exec(ctx, c.q.releaseBatches, c.s.NowArg(), c.d.Service, c.idList([]int64{*batch})); err != nil {
 			return 0, err
 		}
 	}
@@ -135,7 +135,7 @@ func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, er
 }
 
 func (c *Client) getOn(ctx context.Context, q store.Querier, id int64) (*Row, error) {
-	rows, err := queryRows(ctx, q, c.q.get, c.cfg.Service, id)
+	rows, err := queryRows(ctx, q, c.q.get, c.d.Service, id)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +190,7 @@ func (c *Client) RetryTx(ctx context.Context, tx any, id int64) error {
 
 func (c *Client) retry(ctx context.Context, q store.Querier, id int64) (string, error) {
 	var queue string
-	err := q.QueryRow(ctx, c.q.retry, c.s.NowArg(), c.cfg.Service, id).Scan(&queue)
+	err := q.QueryRow(ctx, c.q.retry, c.s.NowArg(), c.d.Service, id).Scan(&queue)
 	if errors.Is(err, sql.ErrNoRows) {
 		row, gerr := c.getOn(ctx, q, id)
 		if gerr != nil {
@@ -235,7 +235,7 @@ func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
 		}
 		return byQueue[q]
 	}
-	rows, err := c.s.Reader().Query(ctx, c.q.stats, c.s.NowArg(), c.cfg.Service)
+	rows, err := c.s.Reader().Query(ctx, c.q.stats, c.s.NowArg(), c.d.Service)
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +271,7 @@ func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
 		return nil, err
 	}
 	rows.Close()
-	qrows, err := c.s.Reader().Query(ctx, c.s.SQL(`SELECT name, paused FROM twice_queues WHERE service = $1`), c.cfg.Service)
+	qrows, err := c.s.Reader().Query(ctx, c.s.SQL(`SELECT name, paused FROM twice_queues WHERE service = $1`), c.d.Service)
 	if err != nil {
 		return nil, err
 	}
@@ -320,7 +320,7 @@ func (c *Client) setPaused(ctx context.Context, queue string, paused bool) error
 	if err := checkName("queue", queue, MaxQueueLen); err != nil {
 		return err
 	}
-	if _, err := c.s.Exec(ctx, c.q.pause, c.s.NowArg(), c.cfg.Service, queue, paused); err != nil {
+	if _, err := c.s.Exec(ctx, c.q.pause, c.s.NowArg(), c.d.Service, queue, paused); err != nil {
 		return fmt.Errorf("jobs: pause %s: %w", queue, err)
 	}
 	return nil
@@ -337,7 +337,7 @@ type BatchStatus struct {
 // Batch returns the status of the batch with id (its callback job's id).
 func (c *Client) Batch(ctx context.Context, id int64) (BatchStatus, error) {
 	rows, err := c.s.Reader().Query(ctx, c.s.SQL(`SELECT state, count(*) FROM twice_jobs WHERE service = $1 AND batch_id = $2 GROUP BY state`),
-		c.cfg.Service, id)
+		c.d.Service, id)
 	if err != nil {
 		return BatchStatus{}, err
 	}

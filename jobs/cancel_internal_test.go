@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/store"
 )
@@ -26,7 +27,7 @@ func TestInterruptedAttemptIsCancelledOnlyWhenRequested(t *testing.T) {
 		if _, err := store.NewMigrator(s, Component()).Up(ctx); err != nil {
 			t.Fatal(err)
 		}
-		c, err := New(s, Config{Service: "svc", Instance: "i1", Logger: testdb.Logger(t)})
+		c, err := New(block.Deps{Store: s, Service: "svc", Instance: "i1", Logger: testdb.Logger(t)}, Config{})
 		if err != nil {
 			t.Fatal(err)
 		}

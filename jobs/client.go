@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/store"
 )
 
@@ -40,22 +41,9 @@ const (
 	CancelChannel = "twice.jobs.cancel"
 )
 
-// Config configures a [Client]. The node fills Service, Instance, Bus and Logger.
+// Config configures a [Client]: its queues, retries, timings and retention. What it works
+// on (store, bus, service, instance) comes in its [block.Deps].
 type Config struct {
-	// Service scopes every job: services sharing a database never see each other's jobs.
-	Service string
-	// Instance is this instance's id, recorded as the owner of the jobs it runs; rescue
-	// asks the cluster whether it is alive.
-	Instance string
-	// Bus carries wake-ups and cancellations between instances. Defaults to nil: polling
-	// only.
-	Bus bus.Bus
-	// Logger defaults to slog.Default(). It should carry the instance id.
-	Logger *slog.Logger
-	// Panics, if set, counts the panics recovered from workers and Backoff; each is also
-	// logged with its stack, and a worker's fails its attempt. Defaults to nil: logged only.
-	Panics *atomic.Int64
-
 	// Queues are queues this instance works besides its workers' own, and the settings of
 	// any queue it works. A worker works the queue its kind names (the Queue of its
 	// [ArgsWithOpts] Opts, else "default"); a job enqueued to another queue with
@@ -80,8 +68,8 @@ type Config struct {
 	Poll time.Duration
 	// CompleteBatch is the most attempts finished by one statement. Defaults to 1000.
 	CompleteBatch int
-	// ShutdownTimeout is how long Stop lets running jobs finish before it cancels them
-	// and hands them back to the queue (Stop's ctx may end it sooner). Defaults to 10 seconds.
+	// ShutdownTimeout is how long Close lets running jobs finish before it cancels them
+	// and hands them back to the queue (Close's ctx may end it sooner). Defaults to 10 seconds.
 	ShutdownTimeout time.Duration
 	// RescueInterval is how often each instance rescues the jobs of dead instances.
 	// Defaults to 1 second.
@@ -109,9 +97,6 @@ type QueueConfig struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = DefaultMaxAttempts
 	}
@@ -147,9 +132,6 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	var errs []error
-	if c.Service == "" {
-		errs = append(errs, errors.New("a Service name is required"))
-	}
 	seen := map[string]bool{}
 	for _, q := range c.Queues {
 		if err := checkName("queue", q.Name, MaxQueueLen); err != nil {
@@ -184,27 +166,29 @@ func DefaultBackoff(attempt int) time.Duration {
 // can enqueue and administer at once; it works jobs once [Client.Start] has run and a
 // worker is registered for a queue's jobs.
 type Client struct {
+	d   block.Deps
 	s   *store.Store
 	q   *queries
 	cfg Config
 	log *slog.Logger
 
-	mu          sync.Mutex // protects workers, producers, unannounced, noted, started, stopped
+	mu          sync.Mutex // protects workers, producers, unannounced, noted, started, working, stopped; orders making note
 	workers     map[string]*worker
 	producers   map[string]*producer
 	unannounced map[string]bool // queues fetched but not yet recorded in twice_queue_workers
 	noted       map[string]bool // queues this instance woke without working them, logged once
 	started     bool
+	working     bool // the client has started and works a queue
 	stopped     bool
 
 	comp       *completer
-	note       *notifier     // nil without a bus
-	stopRescue chan struct{} // stops the rescue and cancel loops
-	rescued    chan struct{} // closed when the rescue loop has ended
-	cancelKick chan struct{} // asks the cancel loop to look for cancellations
-	cancelDone chan struct{} // closed when the cancel loop has ended
+	note       atomic.Pointer[notifier] // made on the first hint sent, under mu; nil without a bus
+	stopRescue chan struct{}            // stops the rescue and cancel loops
+	rescued    chan struct{}            // closed when the rescue loop has ended
+	cancelKick chan struct{}            // asks the cancel loop to look for cancellations
+	cancelDone chan struct{}            // closed when the cancel loop has ended
 	unsub      []func()
-	runCtx     context.Context // parent of every job's context; cancelled last on Stop
+	runCtx     context.Context // parent of every job's context; cancelled last on Close
 	runCancel  context.CancelCauseFunc
 }
 
@@ -215,19 +199,22 @@ type worker struct {
 	opts Opts
 }
 
-// New returns a client on s. It starts nothing: see [Client.Start].
-func New(s *store.Store, cfg Config) (*Client, error) {
+// New returns a client working on d. It starts nothing and runs no statement: it enqueues
+// and administers at once, and works jobs once [Client.Start] has run and a worker is
+// registered (see [Register]).
+func New(d block.Deps, cfg Config) (*Client, error) {
+	d = d.WithDefaults()
+	if err := d.Validate("jobs", true); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	cfg.Queues = slices.Clone(cfg.Queues) // the caller's slice may change later
-	c := &Client{s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger,
+	c := &Client{d: d, s: d.Store, q: queriesFor(d.Store), cfg: cfg, log: d.Logger,
 		workers: map[string]*worker{}, producers: map[string]*producer{}, unannounced: map[string]bool{}, noted: map[string]bool{}}
 	c.runCtx, c.runCancel = context.WithCancelCause(context.Background())
-	if cfg.Bus != nil {
-		c.note = newNotifier(c)
-	}
 	return c, nil
 }
 
@@ -312,16 +299,34 @@ func (c *Client) ensureProducerLocked(queue string) {
 	}
 	p := newProducer(c, queue, c.queueConfig(queue))
 	c.producers[queue] = p
-	if c.started {
+	switch {
+	case c.working:
 		p.start()
 		c.unannounced[queue] = true
+	case c.started:
+		c.workLocked()
 	}
 }
 
-// Start begins working: each queue this instance works (see [Register], [Config].Queues
-// and [Client.Queue]) fetches jobs and is recorded as worked here, wake-ups and
-// cancellations are received from the bus, and the jobs of dead instances are rescued
-// every RescueInterval.
+// notifier returns the sender of wake-up hints, making it first if make is set; nil
+// without a bus.
+func (c *Client) notifier(make bool) *notifier {
+	if n := c.note.Load(); n != nil || !make || c.d.Bus == nil {
+		return n
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.note.Load() == nil && !c.stopped {
+		c.note.Store(newNotifier(c))
+	}
+	return c.note.Load()
+}
+
+// Start lets the client work: once a worker is registered (see [Register], [Config].Queues
+// and [Client.Queue]), each queue this instance works fetches jobs and is recorded as
+// worked here, wake-ups and cancellations are received from the bus, and the jobs of dead
+// instances are rescued every RescueInterval. An instance that only enqueues runs none of
+// it. The node calls Start when the application first uses its jobs.
 func (c *Client) Start(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -332,12 +337,25 @@ func (c *Client) Start(ctx context.Context) error {
 		return nil
 	}
 	c.started = true
+	if len(c.producers) > 0 {
+		c.workLocked()
+	}
+	return nil
+}
+
+// workLocked starts what working jobs needs, and every producer, once the client has
+// started and has one.
+func (c *Client) workLocked() {
+	if c.working {
+		return
+	}
+	c.working = true
 	c.comp = newCompleter(c)
 	c.stopRescue, c.rescued = make(chan struct{}), make(chan struct{})
 	c.cancelKick, c.cancelDone = make(chan struct{}, 1), make(chan struct{})
 	go c.rescueLoop(c.stopRescue, c.rescued)
 	go c.cancelLoop(c.stopRescue, c.cancelDone)
-	if b := c.cfg.Bus; b != nil {
+	if b := c.d.Bus; b != nil {
 		c.unsub = append(c.unsub,
 			b.Subscribe(WakeChannel, c.onWake),
 			b.Subscribe(CancelChannel, c.onCancel))
@@ -346,7 +364,6 @@ func (c *Client) Start(ctx context.Context) error {
 		p.start()
 		c.unannounced[q] = true
 	}
-	return nil
 }
 
 func (c *Client) onWake(m bus.Message) {
@@ -437,7 +454,7 @@ func (c *Client) cancelRequested(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	rows, err := c.s.Reader().Query(ctx, c.q.cancelRequested, c.cfg.Service, c.cfg.Instance)
+	rows, err := c.s.Reader().Query(ctx, c.q.cancelRequested, c.d.Service, c.d.Instance)
 	if err != nil {
 		return err
 	}
@@ -467,18 +484,18 @@ func (c *Client) wakeLocal(queue string, soon bool) {
 	}
 }
 
-// Stop drains the client: queues stop fetching, running jobs get ShutdownTimeout (or until
+// Close drains the client: queues stop fetching, running jobs get ShutdownTimeout (or until
 // ctx ends) to finish, then their contexts are cancelled with [ErrShutdown] and the jobs
 // still running are handed back to the queue for another instance. Finished attempts are
-// recorded before Stop returns.
-func (c *Client) Stop(ctx context.Context) error {
+// recorded before Close returns.
+func (c *Client) Close(ctx context.Context) error {
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
 		return nil
 	}
 	c.stopped = true
-	started := c.started
+	working := c.working
 	ps := make([]*producer, 0, len(c.producers))
 	for _, p := range c.producers {
 		ps = append(ps, p)
@@ -488,10 +505,10 @@ func (c *Client) Stop(ctx context.Context) error {
 	for _, u := range unsub {
 		u()
 	}
-	if c.note != nil {
-		defer c.note.close()
+	if note := c.note.Load(); note != nil {
+		defer note.close()
 	}
-	if !started {
+	if !working {
 		c.runCancel(ErrShutdown)
 		return nil
 	}
@@ -527,10 +544,10 @@ func (c *Client) Stop(ctx context.Context) error {
 
 // publish sends a signal if there is a bus; a lost signal only delays work until a poll.
 func (c *Client) publish(ctx context.Context, channel, payload string) {
-	if c.cfg.Bus == nil {
+	if c.d.Bus == nil {
 		return
 	}
-	if err := c.cfg.Bus.Publish(ctx, channel, []byte(payload)); err != nil && ctx.Err() == nil {
+	if err := c.d.Bus.Publish(ctx, channel, []byte(payload)); err != nil && ctx.Err() == nil {
 		c.log.Debug("jobs: signal not sent; a poll finds the work", "channel", channel, "err", err)
 	}
 }

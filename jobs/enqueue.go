@@ -221,11 +221,11 @@ func hasUnique(ps []prepared) bool {
 
 // publishTx queues wake-ups that are sent if and only if tx commits.
 func (c *Client) publishTx(ctx context.Context, tx any, queues map[string]bool) {
-	if c.cfg.Bus == nil {
+	if c.d.Bus == nil {
 		return
 	}
 	for q := range queues {
-		if err := c.cfg.Bus.PublishTx(ctx, tx, WakeChannel, []byte(q)); err != nil {
+		if err := c.d.Bus.PublishTx(ctx, tx, WakeChannel, []byte(q)); err != nil {
 			c.log.Debug("jobs: wake-up not queued; a poll finds the job", "err", err)
 		}
 	}
@@ -259,8 +259,8 @@ func (c *Client) notifyCommitted(queues map[string]bool) {
 	for q := range queues {
 		c.wakeLocal(q, false)
 	}
-	if c.note != nil {
-		c.note.send(queues)
+	if note := c.notifier(true); note != nil {
+		note.send(queues)
 	}
 }
 
@@ -273,15 +273,15 @@ func (c *Client) notifyInTx(ctx context.Context, tx any, queues map[string]bool)
 	for q := range queues {
 		c.wakeLocal(q, true)
 	}
-	if c.cfg.Bus == nil {
+	if c.d.Bus == nil {
 		return
 	}
 	if c.s.Dialect() == store.SQLite {
 		c.publishTx(ctx, tx, queues)
 		return
 	}
-	if c.note != nil {
-		c.note.send(queues)
+	if note := c.notifier(true); note != nil {
+		note.send(queues)
 	}
 }
 
@@ -502,7 +502,7 @@ func (c *Client) insertOne(ctx context.Context, q store.Querier, p prepared) (Re
 		runAt = d.TimeArg(*p.runAt)
 	}
 	var id int64
-	err := q.QueryRow(ctx, c.q.insert, c.s.NowArg(), c.cfg.Service, p.queue, p.kind, p.args, p.state, p.priority,
+	err := q.QueryRow(ctx, c.q.insert, c.s.NowArg(), c.d.Service, p.queue, p.kind, p.args, p.state, p.priority,
 		runAt, p.delayMS, p.maxAttempts, p.key, p.uniqueKey, p.uniqueStates, p.batchID, p.timeoutMS, p.tags, p.meta).Scan(&id)
 	if err == nil {
 		return Result{ID: id}, nil
@@ -513,7 +513,7 @@ func (c *Client) insertOne(ctx context.Context, q store.Querier, p prepared) (Re
 	if p.uniqueKey == nil {
 		return Result{}, fmt.Errorf("jobs: enqueue %s: no row inserted", p.kind)
 	}
-	if err := q.QueryRow(ctx, c.q.existing, c.cfg.Service, *p.uniqueKey).Scan(&id); err != nil {
+	if err := q.QueryRow(ctx, c.q.existing, c.d.Service, *p.uniqueKey).Scan(&id); err != nil {
 		return Result{}, fmt.Errorf("jobs: enqueue %s: find the existing unique job: %w", p.kind, err)
 	}
 	return Result{ID: id, Duplicate: true}, nil
@@ -569,7 +569,7 @@ func (c *Client) insertBulkCopy(ctx context.Context, q store.Querier, cp copier,
 			runAt = *p.runAt
 		}
 		runAt = runAt.Add(time.Duration(p.delayMS) * time.Millisecond)
-		rows[i] = []any{ids[i], c.cfg.Service, p.queue, p.kind, p.args, int16(p.state), int16(p.priority), runAt,
+		rows[i] = []any{ids[i], c.d.Service, p.queue, p.kind, p.args, int16(p.state), int16(p.priority), runAt,
 			int32(p.maxAttempts), p.key, p.batchID, p.timeoutMS, p.tags, p.meta, now}
 	}
 	if _, err := cp.CopyFrom(ctx, c.s.Table("twice_jobs"), copyColumns, pgx.CopyFromRows(rows)); err != nil {
@@ -593,7 +593,7 @@ func (c *Client) insertBulkPG(ctx context.Context, q store.Querier, ps []prepare
 		maxAtt[i] = int32(p.maxAttempts)
 		key[i], tags[i], meta[i] = p.key, p.tags, p.meta
 	}
-	rows, err := q.Query(ctx, c.q.insertMany, c.s.NowArg(), c.cfg.Service, queue, kind, args, state, prio, runAt,
+	rows, err := q.Query(ctx, c.q.insertMany, c.s.NowArg(), c.d.Service, queue, kind, args, state, prio, runAt,
 		delay, maxAtt, key, batch, timeout, tags, meta)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: enqueue %d jobs: %w", n, err)

@@ -8,29 +8,23 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
 )
 
-// Maintain runs the queue's upkeep until ctx ends: every PruneInterval it deletes finished
-// jobs past their retention (and forgets which queues reaped instances worked) and releases
-// batch callbacks a lost race left waiting. The node runs it on the leader; it is harmless
-// if two instances run it at once.
-func (c *Client) Maintain(ctx context.Context) {
-	prune := time.NewTicker(c.cfg.PruneInterval)
-	defer prune.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-prune.C:
-		}
+// Lead runs the queue's upkeep while this instance leads, until ctx ends: every
+// PruneInterval it deletes finished jobs past their retention (and forgets which queues
+// reaped instances worked) and releases batch callbacks a lost race left waiting. It is
+// harmless if two instances run it at once.
+func (c *Client) Lead(ctx context.Context) {
+	loop.Every(ctx, c.cfg.PruneInterval, func(ctx context.Context) {
 		if _, err := c.Prune(ctx); err != nil && ctx.Err() == nil {
 			c.log.Warn("jobs: prune failed", "err", err)
 		}
 		if err := c.releaseWaiting(ctx); err != nil && ctx.Err() == nil {
 			c.log.Warn("jobs: releasing batch callbacks failed", "err", err)
 		}
-	}
+	})
 }
 
 // untilStop returns a context that ends when stop closes or cancel is called.
@@ -80,7 +74,7 @@ func (c *Client) Rescue(ctx context.Context) (int, error) {
 		// Every instance looks every second; on SQLite the look is a read, and only a
 		// rescue takes the write lock.
 		var one int
-		err := c.s.Reader().QueryRow(ctx, c.q.rescueCheck, c.s.NowArg(), c.cfg.Service).Scan(&one)
+		err := c.s.Reader().QueryRow(ctx, c.q.rescueCheck, c.s.NowArg(), c.d.Service).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
 			return 0, nil
 		}
@@ -90,7 +84,7 @@ func (c *Client) Rescue(ctx context.Context) (int, error) {
 	}
 	var done []finished
 	err := c.s.InTx(ctx, func(tx store.Tx) error {
-		rows, err := tx.Query(ctx, c.q.rescue, c.s.NowArg(), c.cfg.Service)
+		rows, err := tx.Query(ctx, c.q.rescue, c.s.NowArg(), c.d.Service)
 		if err != nil {
 			return err
 		}
@@ -126,15 +120,15 @@ const pruneBatch = 10000
 
 // Prune deletes finished jobs older than their retention and returns how many. It also
 // forgets which queues the instances the cluster has reaped worked.
-func (c *Client) Prune(ctx context.Context) (int, error) {
+func (c *Client) Prune(ctx context.Context) (int64, error) {
 	if err := c.pruneQueueWorkers(ctx); err != nil {
 		return 0, fmt.Errorf("jobs: prune the queues of reaped instances: %w", err)
 	}
-	total := 0
+	var total int64
 	for {
-		n, err := c.s.Exec(ctx, c.q.prune, c.s.NowArg(), c.cfg.Service, c.cfg.CompletedRetention.Milliseconds(),
+		n, err := c.s.Exec(ctx, c.q.prune, c.s.NowArg(), c.d.Service, c.cfg.CompletedRetention.Milliseconds(),
 			c.cfg.CancelledRetention.Milliseconds(), c.cfg.DiscardedRetention.Milliseconds(), pruneBatch)
-		total += int(n)
+		total += n
 		if err != nil || n < pruneBatch {
 			return total, err
 		}
@@ -144,7 +138,7 @@ func (c *Client) Prune(ctx context.Context) (int, error) {
 // releaseWaiting is the backstop for batch callbacks: it makes available every callback
 // whose members have all finished.
 func (c *Client) releaseWaiting(ctx context.Context) error {
-	rows, err := c.s.Query(ctx, c.q.batchBackstop, c.s.NowArg(), c.cfg.Service)
+	rows, err := c.s.Query(ctx, c.q.batchBackstop, c.s.NowArg(), c.d.Service)
 	if err != nil {
 		return err
 	}

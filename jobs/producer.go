@@ -163,20 +163,20 @@ func (p *producer) fetch(n int) (int, error) {
 func (p *producer) fetchPG(ctx context.Context, n int) ([]*Row, error) {
 	c := p.c
 	if p.cfg.GlobalLimit <= 0 {
-		return p.queryFetched(ctx, c.s, c.q.fetch, c.s.NowArg(), c.cfg.Service, p.queue, n, c.cfg.Instance)
+		return p.queryFetched(ctx, c.s, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, n, c.d.Instance)
 	}
 	// A cluster-wide limit needs fetchers of the queue to take turns: an advisory lock per
 	// queue, held for the fetch's transaction only.
 	var rows []*Row
 	err := c.s.InTx(ctx, func(tx store.Tx) error {
-		if _, err := tx.Exec(ctx, c.q.limitLock, c.cfg.Service, p.queue); err != nil {
+		if _, err := tx.Exec(ctx, c.q.limitLock, c.d.Service, p.queue); err != nil {
 			return err
 		}
 		room, err := p.room(ctx, tx, n)
 		if err != nil || room == 0 {
 			return err
 		}
-		rows, err = p.queryFetched(ctx, tx, c.q.fetch, c.s.NowArg(), c.cfg.Service, p.queue, room, c.cfg.Instance)
+		rows, err = p.queryFetched(ctx, tx, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, room, c.d.Instance)
 		return err
 	})
 	return rows, err
@@ -185,7 +185,7 @@ func (p *producer) fetchPG(ctx context.Context, n int) ([]*Row, error) {
 // room is how many jobs may start under the queue's cluster-wide limit, at most n.
 func (p *producer) room(ctx context.Context, q store.Querier, n int) (int, error) {
 	var running int
-	if err := q.QueryRow(ctx, p.c.q.countRunning, p.c.cfg.Service, p.queue).Scan(&running); err != nil {
+	if err := q.QueryRow(ctx, p.c.q.countRunning, p.c.d.Service, p.queue).Scan(&running); err != nil {
 		return 0, err
 	}
 	return max(0, min(n, p.cfg.GlobalLimit-running)), nil
@@ -195,7 +195,7 @@ func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
 	c := p.c
 	// The write lock is the scarce thing on SQLite: an idle queue's look is a read.
 	var one int
-	err := c.s.Reader().QueryRow(ctx, c.q.fetch, c.s.NowArg(), c.cfg.Service, p.queue, 1, c.cfg.Instance).Scan(&one, new(*string))
+	err := c.s.Reader().QueryRow(ctx, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, 1, c.d.Instance).Scan(&one, new(*string))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -211,7 +211,7 @@ func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
 			}
 			n = room
 		}
-		cand, err := tx.Query(ctx, c.q.fetch, c.s.NowArg(), c.cfg.Service, p.queue, n, c.cfg.Instance)
+		cand, err := tx.Query(ctx, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, n, c.d.Instance)
 		if err != nil {
 			return err
 		}
@@ -237,7 +237,7 @@ func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
 		for key, id := range claim {
 			// The one writer makes check-then-insert safe here.
 			k, err := tx.Exec(ctx, c.s.SQL(`INSERT INTO twice_job_keys (service, key, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`),
-				c.cfg.Service, key, id)
+				c.d.Service, key, id)
 			if err != nil {
 				return err
 			}
@@ -249,7 +249,7 @@ func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
 			return nil
 		}
 		list, _ := json.Marshal(ids)
-		rows, err = p.queryFetched(ctx, tx, sqliteTake, c.s.NowArg(), c.cfg.Service, p.queue, string(list), c.cfg.Instance)
+		rows, err = p.queryFetched(ctx, tx, sqliteTake, c.s.NowArg(), c.d.Service, p.queue, string(list), c.d.Instance)
 		return err
 	})
 	return rows, err
@@ -265,7 +265,7 @@ func (p *producer) queryFetched(ctx context.Context, q store.Querier, query stri
 	pg := q.Dialect() == store.Postgres
 	var out []*Row
 	for rows.Next() {
-		r := &Row{State: Running, Owner: p.c.cfg.Instance}
+		r := &Row{State: Running, Owner: p.c.d.Instance}
 		var key, uniqueKey, lastError *string
 		var batch *int64
 		var timeoutMS int64
@@ -399,14 +399,14 @@ func (p *producer) handBackRunning(ctx context.Context) error {
 	if c.s.Dialect() == store.SQLite {
 		err = c.s.InTx(ctx, func(tx store.Tx) error {
 			for i := range stuck {
-				if _, err := tx.Exec(ctx, c.q.handBack, c.s.NowArg(), c.cfg.Service, c.cfg.Instance, ids[i], attempts[i]); err != nil {
+				if _, err := tx.Exec(ctx, c.q.handBack, c.s.NowArg(), c.d.Service, c.d.Instance, ids[i], attempts[i]); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
 	} else {
-		_, err = c.s.Exec(ctx, c.q.handBack, c.s.NowArg(), c.cfg.Service, c.cfg.Instance, ids, attempts)
+		_, err = c.s.Exec(ctx, c.q.handBack, c.s.NowArg(), c.d.Service, c.d.Instance, ids, attempts)
 	}
 	if err != nil {
 		return fmt.Errorf("jobs: hand back %d running jobs of queue %s: %w", len(stuck), p.queue, err)
@@ -447,7 +447,7 @@ func (c *Client) work(ctx context.Context, row *Row) result {
 	}
 	var err error
 	if wk == nil {
-		err = fmt.Errorf("%w: %q on instance %s", ErrNoWorker, row.Kind, c.cfg.Instance)
+		err = fmt.Errorf("%w: %q on instance %s", ErrNoWorker, row.Kind, c.d.Instance)
 	} else {
 		err = c.safeRun(ctx, wk.run, row)
 	}
@@ -458,7 +458,7 @@ func (c *Client) work(ctx context.Context, row *Row) result {
 // the error keeps the stack, so the job's last error shows where it panicked.
 func (c *Client) safeRun(ctx context.Context, run func(context.Context, *Row) error, row *Row) error {
 	// A constant name: this runs for every job, and the stack names the worker anyway.
-	err := safe.Call(c.log, c.cfg.Panics, "jobs: worker", func() error { return run(ctx, row) })
+	err := safe.Call(c.log, c.d.Panics, "jobs: worker", func() error { return run(ctx, row) })
 	var p *safe.PanicError
 	if errors.As(err, &p) {
 		return fmt.Errorf("%w\n%s", p, p.Stack)
@@ -469,7 +469,7 @@ func (c *Client) safeRun(ctx context.Context, run func(context.Context, *Row) er
 // backoff is Config.Backoff, which falls back to [DefaultBackoff] if it panics.
 func (c *Client) backoff(attempt int) time.Duration {
 	var d time.Duration
-	if safe.Call(c.log, c.cfg.Panics, "jobs: Backoff", func() error { d = c.cfg.Backoff(attempt); return nil }) != nil {
+	if safe.Call(c.log, c.d.Panics, "jobs: Backoff", func() error { d = c.cfg.Backoff(attempt); return nil }) != nil {
 		return DefaultBackoff(attempt)
 	}
 	return d
@@ -498,7 +498,7 @@ func (c *Client) outcome(ctx context.Context, row *Row, err error) result {
 		res.state, res.undo, res.err = bitAvailable, 1, msg(fmt.Errorf("cancelled while running: %w", err))
 	case errors.Is(cause, ErrShutdown):
 		// Handed back: another instance runs it, and this attempt does not count.
-		res.state, res.undo, res.err = bitAvailable, 1, msg(fmt.Errorf("handed back on shutdown of %s: %w", c.cfg.Instance, err))
+		res.state, res.undo, res.err = bitAvailable, 1, msg(fmt.Errorf("handed back on shutdown of %s: %w", c.d.Instance, err))
 	case errors.As(err, &snooze):
 		res.state, res.undo, res.delayMS = bitAvailable, 1, snooze.d.Milliseconds()
 	case errors.As(err, &cancelled):

@@ -82,7 +82,7 @@ func (c *Client) announcePending(ctx context.Context) error {
 		b, _ := json.Marshal(queues)
 		list = string(b)
 	}
-	if _, err := c.s.Exec(ctx, queueWorkerSQL[c.s.Dialect()].announce, c.s.NowArg(), c.cfg.Service, c.cfg.Instance, list); err != nil {
+	if _, err := c.s.Exec(ctx, queueWorkerSQL[c.s.Dialect()].announce, c.s.NowArg(), c.d.Service, c.d.Instance, list); err != nil {
 		return fmt.Errorf("jobs: record the queues this instance works: %w", err)
 	}
 	c.mu.Lock()
@@ -95,20 +95,20 @@ func (c *Client) announcePending(ctx context.Context) error {
 
 // withdraw deletes this instance's record of the queues it works, once it has stopped.
 func (c *Client) withdraw(ctx context.Context) {
-	if _, err := c.s.Exec(ctx, queueWorkerSQL[c.s.Dialect()].withdraw, c.cfg.Service, c.cfg.Instance); err != nil {
+	if _, err := c.s.Exec(ctx, queueWorkerSQL[c.s.Dialect()].withdraw, c.d.Service, c.d.Instance); err != nil {
 		c.log.Debug("jobs: the record of this instance's queues stays until the leader prunes it", "err", err)
 	}
 }
 
 // pruneQueueWorkers deletes the records of instances the cluster has forgotten (reaped).
 func (c *Client) pruneQueueWorkers(ctx context.Context) error {
-	_, err := c.s.Exec(ctx, queueWorkerSQL[c.s.Dialect()].prune, c.cfg.Service)
+	_, err := c.s.Exec(ctx, queueWorkerSQL[c.s.Dialect()].prune, c.d.Service)
 	return err
 }
 
 // liveWorkers counts, per queue, the live instances that work it.
 func (c *Client) liveWorkers(ctx context.Context) (map[string]int, error) {
-	rows, err := c.s.Reader().Query(ctx, queueWorkerSQL[c.s.Dialect()].workers, c.s.NowArg(), c.cfg.Service)
+	rows, err := c.s.Reader().Query(ctx, queueWorkerSQL[c.s.Dialect()].workers, c.s.NowArg(), c.d.Service)
 	if err != nil {
 		return nil, err
 	}

@@ -40,7 +40,7 @@ func scsHash(token string) []byte {
 func (a *SCSStore) FindCtx(ctx context.Context, token string) ([]byte, bool, error) {
 	m := a.m
 	var b []byte
-	err := m.s.Reader().QueryRow(ctx, m.q.scsFind, m.s.NowArg(), m.cfg.Service, scsHash(token)).Scan(&b)
+	err := m.s.Reader().QueryRow(ctx, m.q.scsFind, m.s.NowArg(), m.d.Service, scsHash(token)).Scan(&b)
 	if errors.Is(err, store.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -54,7 +54,7 @@ func (a *SCSStore) FindCtx(ctx context.Context, token string) ([]byte, bool, err
 // clock).
 func (a *SCSStore) CommitCtx(ctx context.Context, token string, b []byte, expiry time.Time) error {
 	m := a.m
-	if _, err := m.s.Exec(ctx, m.q.scsCommit, m.cfg.Service, scsHash(token), b, m.s.TimeArg(expiry)); err != nil {
+	if _, err := m.s.Exec(ctx, m.q.scsCommit, m.d.Service, scsHash(token), b, m.s.TimeArg(expiry)); err != nil {
 		return fmt.Errorf("session: scs commit: %w", err)
 	}
 	return nil
@@ -63,7 +63,7 @@ func (a *SCSStore) CommitCtx(ctx context.Context, token string, b []byte, expiry
 // DeleteCtx removes the session with token.
 func (a *SCSStore) DeleteCtx(ctx context.Context, token string) error {
 	m := a.m
-	if _, err := m.s.Exec(ctx, m.q.scsDelete, m.cfg.Service, scsHash(token)); err != nil {
+	if _, err := m.s.Exec(ctx, m.q.scsDelete, m.d.Service, scsHash(token)); err != nil {
 		return fmt.Errorf("session: scs delete: %w", err)
 	}
 	return nil

@@ -32,7 +32,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/httpx"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
 )
 
@@ -77,10 +79,10 @@ var (
 )
 
 // Config configures [Sessions].
+//
+// What the sessions work on (store, service, logger) comes in their [block.Deps]; the
+// service scopes sessions, so services sharing a database never see each other's.
 type Config struct {
-	// Service scopes sessions: services sharing a database never see each other's.
-	// Required (the node sets it).
-	Service string
 	// CookieName is the cookie's name. Defaults to [DefaultCookieName]. Behind HTTPS, a
 	// name starting with "__Host-" (with SecureAlways) stops a sibling subdomain from
 	// planting its own session cookie.
@@ -121,8 +123,6 @@ type Config struct {
 	// ErrorHandler answers a request whose session could not be read or written (the
 	// database is unreachable). Defaults to a 500 problem+json response.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
-	// Logger defaults to slog.Default(). It should carry the instance id; the node's does.
-	Logger *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -153,17 +153,11 @@ func (c Config) withDefaults() Config {
 				Detail: "the session could not be read or saved; try again"})
 		}
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
 	return c
 }
 
 func (c Config) validate() error {
 	var errs []error
-	if c.Service == "" {
-		errs = append(errs, errors.New("a Service name is required"))
-	}
 	if c.IdleTimeout < time.Second || c.Lifetime < time.Second {
 		errs = append(errs, fmt.Errorf("IdleTimeout %v and Lifetime %v must be at least a second", c.IdleTimeout, c.Lifetime))
 	}
@@ -189,6 +183,7 @@ func (c Config) validate() error {
 // Sessions is the session store of one service. Get it from the node (twice.Node.Sessions)
 // or make one with [New] on a migrated store. It is safe for concurrent use.
 type Sessions struct {
+	d   block.Deps
 	s   *store.Store
 	cfg Config
 	q   queries
@@ -198,13 +193,39 @@ type Sessions struct {
 	warnedOrder atomic.Bool // the middleware-order warning was logged
 }
 
-// New returns the sessions of cfg.Service in s, whose schema must include [Component].
-func New(s *store.Store, cfg Config) (*Sessions, error) {
+// New returns the sessions of d's service in d's store, whose schema must include
+// [Component]. It starts nothing and runs no statement.
+func New(d block.Deps, cfg Config) (*Sessions, error) {
+	d = d.WithDefaults()
+	if err := d.Validate("session", false); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Sessions{s: s, cfg: cfg, q: queriesFor(s), log: cfg.Logger}, nil
+	return &Sessions{d: d, s: d.Store, cfg: cfg, q: queriesFor(d.Store), log: d.Logger}, nil
+}
+
+// Start has nothing to start: sessions work in the requests that use them. It is there
+// for the node, which starts every block it uses.
+func (m *Sessions) Start(context.Context) error { return nil }
+
+// Close has nothing to drain: every change is saved before its response goes out.
+func (m *Sessions) Close(context.Context) error { return nil }
+
+// Lead deletes expired sessions at once and then every PruneInterval, while this
+// instance leads, until ctx ends.
+func (m *Sessions) Lead(ctx context.Context) {
+	prune := func(ctx context.Context) {
+		if n, err := m.Prune(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("session: pruning expired sessions failed", "err", err)
+		} else if n > 0 {
+			m.log.Debug("session: pruned expired sessions", "count", n)
+		}
+	}
+	prune(ctx)
+	loop.Every(ctx, m.cfg.PruneInterval, prune)
 }
 
 // Config returns the configuration with defaults filled in.
@@ -333,7 +354,7 @@ type Info struct {
 
 // List returns the live sessions of user, most recently used first.
 func (m *Sessions) List(ctx context.Context, user string) ([]Info, error) {
-	rows, err := m.s.Reader().Query(ctx, m.q.list, m.s.NowArg(), m.cfg.Service, user)
+	rows, err := m.s.Reader().Query(ctx, m.q.list, m.s.NowArg(), m.d.Service, user)
 	if err != nil {
 		return nil, fmt.Errorf("session: list: %w", err)
 	}
@@ -374,7 +395,7 @@ func (m *Sessions) DestroyUserTx(ctx context.Context, tx any, user string) (int6
 }
 
 func (m *Sessions) destroyUser(ctx context.Context, q store.Querier, user string) (int64, error) {
-	n, err := m.delete(ctx, q, m.q.userValues, m.q.user, m.cfg.Service, user)
+	n, err := m.delete(ctx, q, m.q.userValues, m.q.user, m.d.Service, user)
 	if err != nil {
 		return 0, fmt.Errorf("session: destroy user: %w", err)
 	}
@@ -402,7 +423,7 @@ func (m *Sessions) delete(ctx context.Context, q store.Querier, valuesSQL, sessi
 func (m *Sessions) DestroyID(ctx context.Context, id string) (bool, error) {
 	var n int64
 	err := m.s.InTx(ctx, func(tx store.Tx) (err error) {
-		n, err = m.delete(ctx, tx, m.q.idValues, m.q.id, m.cfg.Service, id)
+		n, err = m.delete(ctx, tx, m.q.idValues, m.q.id, m.d.Service, id)
 		return err
 	})
 	if err != nil {
@@ -422,11 +443,11 @@ func (m *Sessions) Prune(ctx context.Context) (int64, error) {
 	for {
 		var n int64
 		err := m.s.InTx(ctx, func(tx store.Tx) error {
-			a, err := m.delete(ctx, tx, m.q.pruneValues, m.q.prune, m.s.NowArg(), m.cfg.Service, pruneBatch)
+			a, err := m.delete(ctx, tx, m.q.pruneValues, m.q.prune, m.s.NowArg(), m.d.Service, pruneBatch)
 			if err != nil {
 				return err
 			}
-			b, err := tx.Exec(ctx, m.q.pruneSCS, m.s.NowArg(), m.cfg.Service, pruneBatch)
+			b, err := tx.Exec(ctx, m.q.pruneSCS, m.s.NowArg(), m.d.Service, pruneBatch)
 			n = a + b
 			return err
 		})
@@ -439,6 +460,3 @@ func (m *Sessions) Prune(ctx context.Context) (int64, error) {
 		}
 	}
 }
-
-// PruneInterval is how often the leader should call [Sessions.Prune].
-func (m *Sessions) PruneInterval() time.Duration { return m.cfg.PruneInterval }

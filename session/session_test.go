@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/store"
@@ -38,18 +39,18 @@ type bundle struct {
 // setup opens a migrated store on db with a stub clock and sessions on it.
 func setup(t testing.TB, db testdb.DB, cfg session.Config) *bundle {
 	t.Helper()
+	return setupLogged(t, db, cfg, testdb.Logger(t))
+}
+
+// setupLogged is setup with the sessions logging to log.
+func setupLogged(t testing.TB, db testdb.DB, cfg session.Config, log *slog.Logger) *bundle {
+	t.Helper()
 	clock := testdb.NewClock()
 	s := db.Open(t, &store.Options{Clock: clock})
 	if _, err := store.NewMigrator(s, session.Component()).Up(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Service == "" {
-		cfg.Service = "shop"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = testdb.Logger(t)
-	}
-	m, err := session.New(s, cfg)
+	m, err := session.New(block.Deps{Store: s, Service: "shop", Logger: log}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,7 +631,7 @@ func TestSessions(t *testing.T) {
 		t.Run("MissingTrustedProxiesIsLogged", func(t *testing.T) {
 			t.Parallel()
 			var logs syncBuffer
-			b := setup(t, testdb.New(t, db.Dialect), session.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			b := setupLogged(t, testdb.New(t, db.Dialect), session.Config{}, slog.New(slog.NewTextHandler(&logs, nil)))
 			serve := func(xfp string) {
 				r := httptest.NewRequest(http.MethodGet, "/", nil)
 				r.Header.Set("X-Forwarded-Proto", xfp)
@@ -664,15 +665,17 @@ func TestSessions(t *testing.T) {
 func TestConfig(t *testing.T) {
 	t.Parallel()
 	b := setup(t, testdb.New(t, store.SQLite), session.Config{})
+	if _, err := session.New(block.Deps{Store: b.s}, session.Config{}); err == nil {
+		t.Error("New without a service accepted")
+	}
 	for _, cfg := range []session.Config{
-		{},
-		{Service: "x", IdleTimeout: time.Millisecond},
-		{Service: "x", SameSite: http.SameSiteNoneMode, Secure: session.SecureNever},
-		{Service: "x", CookieName: "__Host-s"},
-		{Service: "x", CookieName: "__Host-s", Secure: session.SecureAlways, Domain: "example.com"},
-		{Service: "x", CookieName: "__Secure-s"},
+		{IdleTimeout: time.Millisecond},
+		{SameSite: http.SameSiteNoneMode, Secure: session.SecureNever},
+		{CookieName: "__Host-s"},
+		{CookieName: "__Host-s", Secure: session.SecureAlways, Domain: "example.com"},
+		{CookieName: "__Secure-s"},
 	} {
-		if _, err := session.New(b.s, cfg); err == nil {
+		if _, err := session.New(block.Deps{Store: b.s, Service: "shop"}, cfg); err == nil {
 			t.Errorf("New(%+v) accepted", cfg)
 		}
 	}

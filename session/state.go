@@ -53,7 +53,7 @@ func From(ctx context.Context) *Session {
 // fetch loads the session with token hash; it reports whether there was a live one.
 func (s *Session) fetch(ctx context.Context, hash []byte) (bool, error) {
 	m := s.m
-	rows, err := m.s.Reader().Query(ctx, m.q.load, m.s.NowArg(), m.cfg.Service, hash)
+	rows, err := m.s.Reader().Query(ctx, m.q.load, m.s.NowArg(), m.d.Service, hash)
 	if err != nil {
 		return false, err
 	}
@@ -156,7 +156,7 @@ func (s *Session) saveLocked(ctx context.Context, canSend bool) error {
 		gone, kept = false, 0
 		var err error
 		if s.id == "" {
-			err = tx.QueryRow(ctx, m.q.create, m.s.NowArg(), id, m.cfg.Service, hash, nullable(s.user), truncate(s.ua, 256),
+			err = tx.QueryRow(ctx, m.q.create, m.s.NowArg(), id, m.d.Service, hash, nullable(s.user), truncate(s.ua, 256),
 				m.cfg.IdleTimeout.Milliseconds(), m.cfg.Lifetime.Milliseconds()).Scan(&expires)
 		} else {
 			err = tx.QueryRow(ctx, m.q.touch, m.s.NowArg(), id, hash).Scan(&expires)

@@ -19,10 +19,10 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/store"
 )
 
@@ -122,29 +122,23 @@ func (s Setting) MarshalJSON() ([]byte, error) {
 	}{s.Key, s.Type, value, s.Version, s.Deleted, s.UpdatedAt, s.Instance, s.Actor})
 }
 
-// Config configures [New].
+// Config configures [New]. What the settings work on comes in their [block.Deps]: the
+// store and service (which scopes every key), the instance (recorded in the history of
+// every change made through these settings) and the bus (without one, changes reach other
+// instances at their next poll).
 type Config struct {
-	// Service scopes every key: services sharing a database have separate settings.
-	Service string
-	// Instance is recorded in the history of every change made through these settings.
-	Instance string
 	// Poll is how often the local copy is compared with the database, in case a bus signal
 	// was lost. Defaults to [DefaultPoll] (1 second).
 	Poll time.Duration
 	// KeepHistory is how many versions of each key the history keeps. Defaults to
 	// [DefaultKeepHistory] (100).
 	KeepHistory int
-	// Logger defaults to slog.Default(). It should carry the instance id.
-	Logger *slog.Logger
-	// Panics, if set, counts the panics recovered from Watch callbacks; each is also logged
-	// with its stack, and the other watchers go on. Defaults to nil: logged only.
-	Panics *atomic.Int64
 }
 
 // Settings is one instance's view of its service's settings. It is safe for concurrent use.
 type Settings struct {
+	d   block.Deps
 	st  *store.Store
-	bus bus.Bus // nil: changes reach other instances at their next poll
 	cfg Config
 	q   queries
 	log *slog.Logger
@@ -164,15 +158,16 @@ type Settings struct {
 	kick        chan struct{}
 	stop        chan struct{}
 	done        chan struct{}
+	startOnce   sync.Once
 	closeOnce   sync.Once
 }
 
-// New loads the service's settings from s and keeps them current: over b when it signals a
-// change, and by polling every Config.Poll. b may be nil (polling only). Close it when the
-// instance stops.
-func New(ctx context.Context, s *store.Store, b bus.Bus, cfg Config) (*Settings, error) {
-	if cfg.Service == "" || cfg.Instance == "" {
-		return nil, errors.New("settings: Config.Service and Config.Instance are required")
+// New returns the settings of d's service. It starts nothing and runs no statement:
+// [Settings.Start] loads them and keeps them current. Writes work without Start.
+func New(d block.Deps, cfg Config) (*Settings, error) {
+	d = d.WithDefaults()
+	if err := d.Validate("settings", true); err != nil {
+		return nil, err
 	}
 	if cfg.Poll < 0 || cfg.KeepHistory < 0 {
 		return nil, errors.New("settings: Poll and KeepHistory cannot be negative")
@@ -183,25 +178,33 @@ func New(ctx context.Context, s *store.Store, b bus.Bus, cfg Config) (*Settings,
 	if cfg.KeepHistory == 0 {
 		cfg.KeepHistory = DefaultKeepHistory
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	st := &Settings{st: s, bus: b, cfg: cfg, q: queriesFor(s), log: cfg.Logger,
+	return &Settings{d: d, st: d.Store, cfg: cfg, q: queriesFor(d.Store), log: d.Logger,
 		vals: map[string]Setting{}, watchers: map[int]*watcher{}, warned: map[string]int64{},
-		notes: newNotifier(cfg.Logger, cfg.Panics), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	if b != nil {
-		// Subscribe before the first load, so no change falls between the two.
-		st.unsubscribe = b.Subscribe(Channel, func(bus.Message) { st.poke() })
-	}
-	if err := st.refresh(ctx); err != nil {
-		if st.unsubscribe != nil {
-			st.unsubscribe()
+		notes: newNotifier(d.Logger, d.Panics), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}, nil
+}
+
+// Start loads the service's settings and keeps them current: over the bus when it
+// signals a change, and by polling every Config.Poll. If the first load fails (the
+// database away), Start logs it and the poll keeps trying; until it succeeds, reads
+// return their defaults. The node calls Start when the application first uses its
+// settings; Close it when the instance stops.
+func (s *Settings) Start(ctx context.Context) error {
+	// Close runs startOnce first, so a Start after Close does nothing.
+	s.startOnce.Do(func() {
+		if b := s.d.Bus; b != nil {
+			// Subscribe before the first load, so no change falls between the two.
+			s.unsubscribe = b.Subscribe(Channel, func(bus.Message) { s.poke() })
 		}
-		_ = st.notes.close(ctx) // no watcher yet: it returns at once
-		return nil, fmt.Errorf("settings: load %s: %w", s, err)
+		if err := s.refresh(ctx); err != nil {
+			s.log.Warn("settings: cannot load the settings yet; reads return their defaults until a poll succeeds",
+				"err", err)
+		}
+		go s.loop()
+	})
+	if s.closed() {
+		return ErrClosed
 	}
-	go st.loop()
-	return st, nil
+	return nil
 }
 
 func (s *Settings) poke() {
@@ -245,7 +248,7 @@ func (s *Settings) refresh(ctx context.Context) error {
 	s.mu.RLock()
 	after := s.rev
 	s.mu.RUnlock()
-	rows, err := s.st.Reader().Query(ctx, s.q.changes, s.cfg.Service, after)
+	rows, err := s.st.Reader().Query(ctx, s.q.changes, s.d.Service, after)
 	if err != nil {
 		return err
 	}
@@ -411,11 +414,16 @@ func (s *Settings) Refresh(ctx context.Context) error { return s.refresh(ctx) }
 func (s *Settings) Close(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
+		// A Start that has not run yet never will; one that has, started the loop.
+		ran := true
+		s.startOnce.Do(func() { ran = false })
 		if s.unsubscribe != nil {
 			s.unsubscribe()
 		}
 		close(s.stop)
-		<-s.done
+		if ran {
+			<-s.done
+		}
 		err = s.notes.close(ctx)
 	})
 	return err

@@ -32,23 +32,26 @@ type notifier struct {
 	log    *slog.Logger
 	panics *atomic.Int64
 
-	mu     sync.Mutex // protects queue, closed
-	queue  []note
-	closed bool
-	wake   chan struct{}
-	done   chan struct{}
+	mu      sync.Mutex // protects queue, closed, started
+	queue   []note
+	closed  bool
+	started bool // the goroutine runs: from the first change handed to a watcher
+	wake    chan struct{}
+	done    chan struct{}
 }
 
 func newNotifier(log *slog.Logger, panics *atomic.Int64) *notifier {
-	n := &notifier{log: log, panics: panics, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go n.loop()
-	return n
+	return &notifier{log: log, panics: panics, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 func (n *notifier) add(x note) {
 	n.mu.Lock()
 	if !n.closed {
 		n.queue = append(n.queue, x)
+		if !n.started {
+			n.started = true
+			go n.loop()
+		}
 	}
 	n.mu.Unlock()
 	select {
@@ -85,7 +88,11 @@ func (n *notifier) loop() {
 func (n *notifier) close(ctx context.Context) error {
 	n.mu.Lock()
 	n.closed = true
+	started := n.started
 	n.mu.Unlock()
+	if !started {
+		return nil
+	}
 	select {
 	case n.wake <- struct{}{}:
 	default:

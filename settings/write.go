@@ -84,7 +84,7 @@ func (s *Settings) write(ctx context.Context, q store.Querier, key string, value
 	if len(opts.Actor) > MaxActor {
 		return Setting{}, fmt.Errorf("%w: actor of %d bytes, the limit is %d", ErrTooLarge, len(opts.Actor), MaxActor)
 	}
-	v := Setting{Key: key, Instance: s.cfg.Instance, Actor: opts.Actor, Deleted: del}
+	v := Setting{Key: key, Instance: s.d.Instance, Actor: opts.Actor, Deleted: del}
 	if !del {
 		var err error
 		if v.Type, v.Text, err = encode(value); err != nil {
@@ -95,13 +95,13 @@ func (s *Settings) write(ctx context.Context, q store.Querier, key string, value
 		}
 	}
 
-	if err := q.QueryRow(ctx, s.q.nextRev, s.cfg.Service).Scan(&v.Rev); err != nil {
+	if err := q.QueryRow(ctx, s.q.nextRev, s.d.Service).Scan(&v.Rev); err != nil {
 		return Setting{}, fmt.Errorf("settings: %q: %w", key, err)
 	}
 	var curType Type
 	var curVersion int64
 	var curDeleted bool
-	err := q.QueryRow(ctx, s.q.current, s.cfg.Service, key).Scan(&curType, &curVersion, &curDeleted)
+	err := q.QueryRow(ctx, s.q.current, s.d.Service, key).Scan(&curType, &curVersion, &curDeleted)
 	switch {
 	case errors.Is(err, store.ErrNoRows):
 	case err != nil:
@@ -123,22 +123,22 @@ func (s *Settings) write(ctx context.Context, q store.Querier, key string, value
 	v.Version = curVersion + 1
 
 	var at store.Time
-	if err := q.QueryRow(ctx, s.q.upsert, s.st.NowArg(), s.cfg.Service, key, v.Type, v.Text, v.Version, v.Rev,
-		v.Deleted, s.cfg.Instance, v.Actor).Scan(&at); err != nil {
+	if err := q.QueryRow(ctx, s.q.upsert, s.st.NowArg(), s.d.Service, key, v.Type, v.Text, v.Version, v.Rev,
+		v.Deleted, s.d.Instance, v.Actor).Scan(&at); err != nil {
 		return Setting{}, fmt.Errorf("settings: %q: %w", key, err)
 	}
 	v.UpdatedAt = at.Time
-	if _, err := q.Exec(ctx, s.q.record, s.cfg.Service, key, v.Version, v.Rev, v.Type, v.Text, v.Deleted,
-		s.st.TimeArg(v.UpdatedAt), s.cfg.Instance, v.Actor); err != nil {
+	if _, err := q.Exec(ctx, s.q.record, s.d.Service, key, v.Version, v.Rev, v.Type, v.Text, v.Deleted,
+		s.st.TimeArg(v.UpdatedAt), s.d.Instance, v.Actor); err != nil {
 		return Setting{}, fmt.Errorf("settings: %q: history: %w", key, err)
 	}
 	if old := v.Version - int64(s.cfg.KeepHistory); old > 0 {
-		if _, err := q.Exec(ctx, s.q.prune, s.cfg.Service, key, old); err != nil {
+		if _, err := q.Exec(ctx, s.q.prune, s.d.Service, key, old); err != nil {
 			return Setting{}, fmt.Errorf("settings: %q: history: %w", key, err)
 		}
 	}
-	if s.bus != nil {
-		if err := s.bus.PublishTx(ctx, q, Channel, []byte(strconv.FormatInt(v.Rev, 10))); err != nil {
+	if b := s.d.Bus; b != nil {
+		if err := b.PublishTx(ctx, q, Channel, []byte(strconv.FormatInt(v.Rev, 10))); err != nil {
 			return Setting{}, fmt.Errorf("settings: %q: %w", key, err)
 		}
 	}
@@ -156,7 +156,7 @@ func (s *Settings) History(ctx context.Context, key string, limit int) ([]Settin
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.st.Reader().Query(ctx, s.q.history, s.cfg.Service, key, limit)
+	rows, err := s.st.Reader().Query(ctx, s.q.history, s.d.Service, key, limit)
 	if err != nil {
 		return nil, fmt.Errorf("settings: history: %w", err)
 	}

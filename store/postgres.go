@@ -89,9 +89,13 @@ type pgxQuerier struct {
 		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 		QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	}
+	obs Observer // nil: none
 }
 
 func (q pgxQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	if q.obs != nil {
+		q.obs.Statement(query)
+	}
 	tag, err := q.q.Exec(ctx, query, args...)
 	if err != nil {
 		return 0, err
@@ -100,6 +104,9 @@ func (q pgxQuerier) Exec(ctx context.Context, query string, args ...any) (int64,
 }
 
 func (q pgxQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	if q.obs != nil {
+		q.obs.Statement(query)
+	}
 	rows, err := q.q.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -108,6 +115,9 @@ func (q pgxQuerier) Query(ctx context.Context, query string, args ...any) (Rows,
 }
 
 func (q pgxQuerier) QueryRow(ctx context.Context, query string, args ...any) Row {
+	if q.obs != nil {
+		q.obs.Statement(query)
+	}
 	return q.q.QueryRow(ctx, query, args...)
 }
 

@@ -12,15 +12,18 @@ import (
 // qualifies the names that start with it.
 const TablePrefix = "twice_"
 
-// SQL returns query as this store runs it. On PostgreSQL every twice table it names (an
+// SQL returns query as this store runs it: its template markers expanded for the store's
+// dialect (see the package's template.go: {now}, {ms …}, casts, lists), and on PostgreSQL
+// every twice table it names (an
 // identifier starting with [TablePrefix], and such a name alone in a string literal, as in
 // nextval('twice_jobs_id_seq')) is qualified with the store's schema, so the statement
 // means the same on any connection whatever its search_path: on a transaction of the
-// application's own pool too, which [Store.Wrap] joins. On SQLite it returns query.
+// application's own pool too, which [Store.Wrap] joins. On SQLite tables need no schema.
 //
 // Building blocks pass their statements through it once, when they start (usually all at
 // once with [Store.SQLAll]), so it costs nothing when a statement runs.
 func (s *Store) SQL(query string) string {
+	query = expand(s.dsn.Dialect, query)
 	if s.dsn.Dialect != Postgres {
 		return query
 	}
@@ -44,9 +47,6 @@ func (s *Store) sqlAll(v reflect.Value) {
 		f := v.Field(i)
 		switch f.Kind() {
 		case reflect.String:
-			if s.dsn.Dialect != Postgres {
-				continue // SQLite's statements stay as written; the fields are still checked
-			}
 			// The statements live in unexported fields of the blocks' own types; a
 			// settable view of the (addressable) field reaches them.
 			f = reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem()

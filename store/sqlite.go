@@ -107,6 +107,7 @@ type sqlQuerier struct {
 	dialect Dialect
 	stmts   *stmtCache // nil: every statement is compiled per call
 	tx      *sql.Tx    // set when db is a transaction on stmts' pool
+	obs     Observer   // nil: none
 }
 
 // stmt returns the prepared form of query if it is ready, bound to the transaction if q is
@@ -120,6 +121,9 @@ func (q sqlQuerier) stmt(ctx context.Context, query string) *sql.Stmt {
 }
 
 func (q sqlQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	if q.obs != nil {
+		q.obs.Statement(query)
+	}
 	var res sql.Result
 	var err error
 	if st := q.stmt(ctx, query); st != nil {
@@ -134,6 +138,9 @@ func (q sqlQuerier) Exec(ctx context.Context, query string, args ...any) (int64,
 }
 
 func (q sqlQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	if q.obs != nil {
+		q.obs.Statement(query)
+	}
 	var rows *sql.Rows
 	var err error
 	if st := q.stmt(ctx, query); st != nil {
@@ -148,6 +155,9 @@ func (q sqlQuerier) Query(ctx context.Context, query string, args ...any) (Rows,
 }
 
 func (q sqlQuerier) QueryRow(ctx context.Context, query string, args ...any) Row {
+	if q.obs != nil {
+		q.obs.Statement(query)
+	}
 	if st := q.stmt(ctx, query); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}

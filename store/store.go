@@ -73,6 +73,16 @@ type Options struct {
 	Logger *slog.Logger
 	// ConnectTimeout bounds the first connection. Defaults to 10 seconds.
 	ConnectTimeout time.Duration
+	// Observer sees every statement run through the store, its transactions and the
+	// callers' transactions it joins ([Store.Wrap]). Defaults to nil: none.
+	Observer Observer
+}
+
+// Observer sees the statements a store runs: for tests that check what a building block
+// costs the database, and for metrics. Statement is called before each statement runs,
+// from any goroutine; it must be quick.
+type Observer interface {
+	Statement(query string)
 }
 
 // Store is the one place that speaks to the database. It is safe for concurrent use.
@@ -80,6 +90,7 @@ type Store struct {
 	dsn    DSN
 	schema string
 	clock  Clock
+	obs    Observer
 	log    *slog.Logger
 
 	pool    *pgxpool.Pool // PostgreSQL
@@ -95,8 +106,9 @@ type Store struct {
 	// SQLite: each pool's prepared statements (see stmtCache).
 	writerStmts, readerStmts, ctlStmts *stmtCache
 
-	sqlOnce sync.Once
-	sqlDB   *sql.DB // database/sql view of the PostgreSQL pool, made on first use
+	sqlOnce   sync.Once
+	closeOnce sync.Once
+	sqlDB     *sql.DB // database/sql view of the PostgreSQL pool, made on first use
 }
 
 // Open connects to the database named by dsn and checks it answers. Errors name the DSN with
@@ -109,7 +121,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	s := &Store{dsn: d, clock: opts.Clock, log: opts.Logger}
+	s := &Store{dsn: d, clock: opts.Clock, log: opts.Logger, obs: opts.Observer}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -185,25 +197,25 @@ func (s *Store) ReadDB() *sql.DB { return s.reader }
 // for the writer connection.
 func (s *Store) Control() Querier {
 	if s.dsn.Dialect == SQLite {
-		return sqlQuerier{db: s.ctlConn, dialect: SQLite, stmts: s.ctlStmts}
+		return sqlQuerier{db: s.ctlConn, dialect: SQLite, stmts: s.ctlStmts, obs: s.obs}
 	}
-	return pgxQuerier{q: s.control}
+	return pgxQuerier{q: s.control, obs: s.obs}
 }
 
 // Reader returns a querier for read-only statements. On SQLite it does not queue behind this
 // process's writes; on PostgreSQL it is the pool.
 func (s *Store) Reader() Querier {
 	if s.dsn.Dialect == SQLite {
-		return sqlQuerier{db: s.reader, dialect: SQLite, stmts: s.readerStmts}
+		return sqlQuerier{db: s.reader, dialect: SQLite, stmts: s.readerStmts, obs: s.obs}
 	}
-	return pgxQuerier{q: s.pool}
+	return pgxQuerier{q: s.pool, obs: s.obs}
 }
 
 func (s *Store) q() Querier {
 	if s.dsn.Dialect == SQLite {
-		return sqlQuerier{db: s.writer, dialect: SQLite, stmts: s.writerStmts}
+		return sqlQuerier{db: s.writer, dialect: SQLite, stmts: s.writerStmts, obs: s.obs}
 	}
-	return pgxQuerier{q: s.pool}
+	return pgxQuerier{q: s.pool, obs: s.obs}
 }
 
 // Begin opens a transaction. On SQLite it holds the database's write lock until it ends.
@@ -213,13 +225,13 @@ func (s *Store) Begin(ctx context.Context) (Tx, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &sqlTx{sqlQuerier: sqlQuerier{db: tx, dialect: SQLite, stmts: s.writerStmts, tx: tx}, tx: tx}, nil
+		return &sqlTx{sqlQuerier: sqlQuerier{db: tx, dialect: SQLite, stmts: s.writerStmts, tx: tx, obs: s.obs}, tx: tx}, nil
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &pgxTx{pgxQuerier: pgxQuerier{q: tx}, tx: tx}, nil
+	return &pgxTx{pgxQuerier: pgxQuerier{q: tx, obs: s.obs}, tx: tx}, nil
 }
 
 // InTx runs fn in a transaction, committing if fn returns nil and rolling back otherwise. If
@@ -333,8 +345,11 @@ func (s *Store) Shutdown(ctx context.Context) error {
 }
 
 // Close closes every connection. It waits for connections in use to come back; see
-// [Store.Shutdown] for a bounded wait.
-func (s *Store) Close() {
+// [Store.Shutdown] for a bounded wait. It is idempotent: a later call waits for the first
+// to finish.
+func (s *Store) Close() { s.closeOnce.Do(s.close) }
+
+func (s *Store) close() {
 	if s.pool != nil {
 		if s.sqlDB != nil {
 			s.sqlDB.Close()

@@ -13,7 +13,16 @@ import (
 // *sql.Tx, *sql.Conn and *sql.DB (SQLite, or PostgreSQL through pgx's stdlib), pgx.Tx,
 // *pgx.Conn and *pgxpool.Pool, and any [Querier].
 func (s *Store) Wrap(tx any) (Querier, error) {
-	return Wrap(tx, s.Dialect())
+	q, err := Wrap(tx, s.Dialect())
+	switch w := q.(type) {
+	case sqlQuerier:
+		w.obs = s.obs
+		return w, err
+	case pgxQuerier:
+		w.obs = s.obs
+		return w, err
+	}
+	return q, err
 }
 
 // Wrap is [Store.Wrap] for a caller that knows the dialect but holds no store.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
 )
@@ -112,7 +113,11 @@ func (c configRun) open(ctx context.Context, announce bool) (*settings.Settings,
 			return nil, nil, err
 		}
 	}
-	st, err := settings.New(ctx, c.s, b, settings.Config{Service: c.service, Instance: instance})
+	st, err := settings.New(block.Deps{Store: c.s, Bus: b, Service: c.service, Instance: instance}, settings.Config{})
+	if err == nil {
+		// A command reads once: load now, and fail if that fails, with no poll behind it.
+		err = st.Refresh(ctx)
+	}
 	if err != nil {
 		if b != nil {
 			_ = b.Close(ctx)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cron"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 )
@@ -88,7 +89,8 @@ func onlyService(ctx context.Context, s *store.Store) (string, error) {
 }
 
 func client(s *store.Store, service string) (*jobs.Client, error) {
-	return jobs.New(s, jobs.Config{Service: service})
+	host, _ := os.Hostname()
+	return jobs.New(block.Deps{Store: s, Service: service, Instance: "twice-cli@" + host}, jobs.Config{})
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -198,7 +200,7 @@ func withClient(ctx context.Context, a *adminFlags, fn func(c *jobs.Client, s *s
 	if err != nil {
 		return err
 	}
-	defer c.Stop(ctx)
+	defer c.Close(ctx)
 	return fn(c, s, service)
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/jobs"
@@ -269,11 +270,11 @@ func handle(t *testing.T, s *store.Store, service, group string, ids ...int64) {
 func checkJob(t *testing.T, s *store.Store, service string, state jobs.State) int64 {
 	t.Helper()
 	ctx := context.Background()
-	c, err := jobs.New(s, jobs.Config{Service: service})
+	c, err := jobs.New(block.Deps{Store: s, Service: service, Instance: "checker"}, jobs.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Stop(ctx)
+	defer c.Close(ctx)
 	r, err := c.Enqueue(ctx, jobs.Raw{KindName: "check-job"}, nil)
 	if err != nil {
 		t.Fatal(err)

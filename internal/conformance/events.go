@@ -439,7 +439,7 @@ func eventsSuiteWith(t *testing.T, dialect store.Dialect, base twice.Config) {
 		clock := testdb.NewClock()
 		cfg := fast
 		cfg.Clock = clock
-		cfg.EventRetention = time.Hour
+		cfg.Events.Retention = time.Hour
 		a := node(t, db, "svc", cfg)
 		old, err := a.Events().Publish(ctx, msgs("t", 4, 1)...)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cluster"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
@@ -565,7 +566,8 @@ func jobsSuite(t *testing.T, dialect store.Dialect) {
 		// A client whose instance the cluster counts dead (here: never registered; in life,
 		// a process resuming from a pause past its dead-after) must not claim jobs: the next
 		// rescue would hand them to another instance while it runs them.
-		ghost, err := jobs.New(n.Store(), jobs.Config{Service: "svc", Instance: "ghost", Poll: 20 * time.Millisecond, Logger: testdb.Logger(t)})
+		ghost, err := jobs.New(block.Deps{Store: n.Store(), Service: "svc", Instance: "ghost", Logger: testdb.Logger(t)},
+			jobs.Config{Poll: 20 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -579,7 +581,7 @@ func jobsSuite(t *testing.T, dialect store.Dialect) {
 		if err := ghost.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		defer ghost.Stop(ctx)
+		defer ghost.Close(ctx)
 		r, err := n.Jobs().Enqueue(ctx, noop{}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -626,7 +628,7 @@ func jobsSuite(t *testing.T, dialect store.Dialect) {
 			t.Fatalf("rescued job: attempt %d, second runs %d", row.Attempt, second.Load())
 		}
 		close(release)
-		if err := ghost.Stop(ctx); err != nil {
+		if err := ghost.Close(ctx); err != nil {
 			t.Fatal(err)
 		}
 		row, err = n.Jobs().Get(ctx, r.ID)
@@ -648,7 +650,7 @@ func jobsSuite(t *testing.T, dialect store.Dialect) {
 		})
 		defer func() {
 			close(release)
-			if err := ghost.Stop(ctx); err != nil {
+			if err := ghost.Close(ctx); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -846,8 +848,8 @@ func jobsSuite(t *testing.T, dialect store.Dialect) {
 func ghostWorker(t *testing.T, n *twice.Node, work func(ctx context.Context, job *jobs.Job[blocking]) error) (*jobs.Client, <-chan struct{}) {
 	t.Helper()
 	ctx := context.Background()
-	ghost, err := jobs.New(n.Store(), jobs.Config{Service: n.Service(), Instance: "ghost", Poll: 20 * time.Millisecond, Logger: testdb.Logger(t),
-		Queues: []jobs.QueueConfig{{Name: jobs.DefaultQueue, Concurrency: 1}}})
+	ghost, err := jobs.New(block.Deps{Store: n.Store(), Service: n.Service(), Instance: "ghost", Logger: testdb.Logger(t)},
+		jobs.Config{Poll: 20 * time.Millisecond, Queues: []jobs.QueueConfig{{Name: jobs.DefaultQueue, Concurrency: 1}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -245,6 +245,7 @@ func panicsSuite(t *testing.T, dialect store.Dialect) {
 			t.Fatal("Close did not return though its context ended")
 		}
 		_ = tx.Rollback(ctx) // lets the store finish closing in the background
+		a.Store().Close()    // and waits for it, before the test removes the database's files
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
@@ -112,7 +113,7 @@ func queuesSuite(t *testing.T, dialect store.Dialect) {
 			{{Name: "mail"}, {Name: "mail"}},
 			{{Name: "mail", Concurrency: -1}},
 		} {
-			if _, err := jobs.New(s, jobs.Config{Service: "svc", Queues: qs}); err == nil {
+			if _, err := jobs.New(block.Deps{Store: s, Service: "svc", Instance: "i"}, jobs.Config{Queues: qs}); err == nil {
 				t.Errorf("Queues %+v accepted", qs)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
@@ -274,8 +275,8 @@ func settingsWith(t *testing.T, dialect store.Dialect, base twice.Config) {
 		t.Parallel()
 		db, svc := testdb.New(t, dialect), uniqueService()
 		a := node(t, db, svc, base)
-		quiet, err := settings.New(ctx, open(t, db, nil), nil, settings.Config{Service: svc, Instance: "tool", KeepHistory: 3,
-			Logger: testdb.Logger(t)})
+		quiet, err := settings.New(block.Deps{Store: open(t, db, nil), Service: svc, Instance: "tool", Logger: testdb.Logger(t)},
+			settings.Config{KeepHistory: 3})
 		if err != nil {
 			t.Fatal(err)
 		}

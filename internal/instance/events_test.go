@@ -11,6 +11,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/events"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/store"
@@ -46,7 +47,7 @@ func killedConsumers(t *testing.T, db testdb.DB, mode string) {
 		t.Fatal(err)
 	}
 	defer b.Close(ctx)
-	log, err := events.New(s, events.Config{Service: service, Instance: "publisher", Bus: b, Logger: testdb.Logger(t)})
+	log, err := events.New(block.Deps{Store: s, Service: service, Instance: "publisher", Bus: b, Logger: testdb.Logger(t)}, events.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cron"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/jobs"
@@ -190,11 +191,11 @@ func TestJobsSurviveKills(t *testing.T) {
 		total := envInt(t, "TWICE_CRASH_JOBS", 20000)
 		every := envDuration(t, "TWICE_CRASH_KILL_EVERY", 2*time.Second)
 		s := migrated(t, db)
-		jc, err := jobs.New(s, jobs.Config{Service: "svc"})
+		jc, err := jobs.New(block.Deps{Store: s, Service: "svc", Instance: "test"}, jobs.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer jc.Stop(ctx)
+		defer jc.Close(ctx)
 		for from := 0; from < total; from += 1000 {
 			params := make([]jobs.Params, 0, 1000)
 			for i := from; i < min(total, from+1000); i++ {
@@ -300,11 +301,11 @@ func TestCronUnderKills(t *testing.T) {
 		length := envDuration(t, "TWICE_CRON_DURATION", 60*time.Second)
 		every := envDuration(t, "TWICE_CRASH_KILL_EVERY", 2*time.Second)
 		s := migrated(t, db)
-		jc, err := jobs.New(s, jobs.Config{Service: "svc"})
+		jc, err := jobs.New(block.Deps{Store: s, Service: "svc", Instance: "test"}, jobs.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer jc.Stop(ctx)
+		defer jc.Close(ctx)
 
 		opts := crashOptions(db)
 		opts.Work = &instance.WorkOptions{Cron: "* * * * * *", CatchUp: cron.CatchUpAll, Grace: time.Second}

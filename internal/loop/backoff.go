@@ -1,0 +1,66 @@
+package loop
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// Backoff is the wait between attempts of something that failed: it starts at Min, doubles
+// after each failure up to Max, and goes back to Min on [Backoff.Reset]. Each wait is
+// spread by ±10% so instances that failed together do not retry together. The zero value
+// waits [Retry]'s times.
+type Backoff struct {
+	// Min is the first wait. Defaults to Retry.Min.
+	Min time.Duration
+	// Max is the longest wait. Defaults to Retry.Max.
+	Max time.Duration
+
+	cur time.Duration
+}
+
+// The backoffs the blocks share.
+var (
+	// Retry is for background statements that failed because the database did not answer:
+	// soon at first, then every few seconds while it stays away.
+	Retry = Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
+	// Urgent is for writes others wait for (finished jobs, a request's outcome): a blip
+	// should cost milliseconds, an outage at most a second between tries.
+	Urgent = Backoff{Min: 10 * time.Millisecond, Max: time.Second}
+)
+
+// Next returns the wait before the next attempt and lengthens the one after.
+func (b *Backoff) Next() time.Duration {
+	lo, hi := b.Min, b.Max
+	if lo <= 0 {
+		lo = Retry.Min
+	}
+	if hi < lo {
+		hi = max(Retry.Max, lo)
+	}
+	if b.cur < lo {
+		b.cur = lo
+	}
+	d := b.cur
+	b.cur = min(2*b.cur, hi)
+	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
+}
+
+// Reset makes the next wait Min again, after a success.
+func (b *Backoff) Reset() { b.cur = 0 }
+
+// Timeouts of background work that no caller's context bounds. Each names what it waits
+// for, so the same wait has the same length in every block.
+const (
+	// StatementTimeout bounds one statement of a background loop (a fetch, a checkpoint, a
+	// refresh): longer than any healthy statement, short enough that a loop stuck on a dead
+	// connection tries a new one.
+	StatementTimeout = 10 * time.Second
+	// BatchTimeout bounds a statement that handles a whole batch (finishing a thousand jobs,
+	// firing the ticks of every schedule).
+	BatchTimeout = 30 * time.Second
+	// ReleaseTimeout bounds handing something back on the way out (a lease, a claim): if
+	// the database does not answer, the thing expires by itself.
+	ReleaseTimeout = 5 * time.Second
+	// SignalTimeout bounds sending a bus signal that is only a hint.
+	SignalTimeout = time.Second
+)

@@ -1,0 +1,188 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Building blocks write each statement once for both dialects, in PostgreSQL's SQL with a
+// few markers for what the dialects spell differently; [Store.SQL] expands them for the
+// store's dialect (and qualifies twice's tables), once, when the block is made:
+//
+//	{now}            database time, unless $1 carries a test clock's time (see [Store.NowArg])
+//	{now $N}         the same, with parameter N
+//	{clock}          database time, never a test clock's
+//	{ms EXPR}        EXPR milliseconds, to add to or subtract from a time
+//	{age LATER, EARLIER}  microseconds from EARLIER to LATER, scanned with [Micros]
+//	{in $N TYPE}     "is one of list parameter N", after an expression: x {in $4 bigint}
+//	{notin $N TYPE}  "is none of list parameter N"; bind both lists with [Store.List]
+//	{pg TEXT}        TEXT on PostgreSQL only (row locks such as FOR UPDATE SKIP LOCKED);
+//	                 what follows "pg " is kept as written, so {pg  FOR UPDATE} is " FOR UPDATE"
+//	{sqlite TEXT}    TEXT on SQLite only, likewise
+//
+// Casts (::bigint, ::text[]) are PostgreSQL's and vanish on SQLite, where a column's
+// affinity does their work. Booleans are true and false on both. Statements that truly
+// differ between the dialects are written twice and chosen with [Store.Either]. Markers,
+// casts and table names inside string literals, quoted identifiers and comments are left
+// alone, so a block may mark a place it fills at run time with a comment (/*topics*/).
+func expand(d Dialect, q string) string {
+	if !strings.ContainsAny(q, "{:") {
+		return q
+	}
+	var b strings.Builder
+	b.Grow(len(q) + 64)
+	for i := 0; i < len(q); {
+		c := q[i]
+		switch {
+		case c == '\'':
+			end := literalEnd(q, i)
+			b.WriteString(q[i:end])
+			i = end
+		case c == '"':
+			end := quotedEnd(q, i)
+			b.WriteString(q[i:end])
+			i = end
+		case c == '-' && i+1 < len(q) && q[i+1] == '-':
+			end := strings.IndexByte(q[i:], '\n')
+			if end < 0 {
+				end = len(q) - i
+			}
+			b.WriteString(q[i : i+end])
+			i += end
+		case c == '/' && i+1 < len(q) && q[i+1] == '*':
+			end := strings.Index(q[i+2:], "*/")
+			if end < 0 {
+				end = len(q)
+			} else {
+				end += i + 4
+			}
+			b.WriteString(q[i:end])
+			i = end
+		case c == '{':
+			end := braceEnd(q, i)
+			b.WriteString(marker(d, q[i+1:end-1]))
+			i = end
+		case c == ':' && i+1 < len(q) && q[i+1] == ':':
+			end := castEnd(q, i+2)
+			if d == Postgres {
+				b.WriteString(q[i:end])
+			}
+			i = end
+		default:
+			b.WriteByte(c)
+			i++
+		}
+	}
+	return b.String()
+}
+
+// marker expands one {…} marker's body.
+func marker(d Dialect, m string) string {
+	name, raw, _ := strings.Cut(m, " ")
+	arg := strings.TrimSpace(raw)
+	pg := d == Postgres
+	switch name {
+	case "now":
+		n := "$1"
+		if arg != "" {
+			n = arg
+		}
+		if pg {
+			return "coalesce(" + n + "::timestamptz, now())"
+		}
+		return "coalesce(" + n + ", " + SQLiteNow + ")"
+	case "clock":
+		if pg {
+			return "now()"
+		}
+		return SQLiteNow
+	case "ms":
+		return d.Interval(expand(d, arg))
+	case "age":
+		later, earlier, ok := strings.Cut(arg, ",")
+		if !ok {
+			panic(fmt.Sprintf("store: template marker {%s} needs two expressions", m))
+		}
+		return d.Age(expand(d, strings.TrimSpace(later)), expand(d, strings.TrimSpace(earlier)))
+	case "in", "notin":
+		param, typ, ok := strings.Cut(arg, " ")
+		if !ok || !strings.HasPrefix(param, "$") {
+			panic(fmt.Sprintf("store: template marker {%s} needs a parameter and a type: {%s $N TYPE}", m, name))
+		}
+		switch {
+		case pg && name == "in":
+			return "= ANY(" + param + "::" + strings.TrimSpace(typ) + "[])"
+		case pg:
+			return "<> ALL(" + param + "::" + strings.TrimSpace(typ) + "[])"
+		case name == "in":
+			return "IN (SELECT value FROM json_each(" + param + "))"
+		default:
+			return "NOT IN (SELECT value FROM json_each(" + param + "))"
+		}
+	case "pg": // the text after "pg ", spaces included
+		if pg {
+			return expand(d, raw)
+		}
+		return ""
+	case "sqlite":
+		if !pg {
+			return expand(d, raw)
+		}
+		return ""
+	}
+	panic(fmt.Sprintf("store: unknown template marker {%s}", m))
+}
+
+// braceEnd returns the index after the marker starting at i; markers may nest.
+func braceEnd(q string, i int) int {
+	depth := 0
+	for j := i; j < len(q); j++ {
+		switch q[j] {
+		case '\'':
+			j = literalEnd(q, j) - 1
+		case '{':
+			depth++
+		case '}':
+			depth--
+			if depth == 0 {
+				return j + 1
+			}
+		}
+	}
+	panic("store: template marker not closed: " + q[i:])
+}
+
+// castEnd returns the index after a cast's type name that starts at i: identifier words
+// ("double precision" is not one) and array brackets.
+func castEnd(q string, i int) int {
+	for i < len(q) && (isIdentChar(q[i]) || q[i] == '[' || q[i] == ']') {
+		i++
+	}
+	return i
+}
+
+// Either expands pg on PostgreSQL and sqlite on SQLite, for a statement the dialects
+// spell too differently for markers, and qualifies its tables like [Store.SQL].
+func (s *Store) Either(pg, sqlite string) string {
+	if s.dsn.Dialect == Postgres {
+		return s.SQL(pg)
+	}
+	return s.SQL(sqlite)
+}
+
+// List is the value to bind to a list parameter of a statement ({in $N TYPE} or
+// {notin $N TYPE}): the slice itself on PostgreSQL, its JSON text on SQLite.
+func (s *Store) List(v any) any { return s.dsn.Dialect.List(v) }
+
+// List is [Store.List] for a dialect.
+func (d Dialect) List(v any) any {
+	if d == Postgres {
+		return v
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("store: a list parameter of %T does not encode: %v", v, err))
+	}
+	return string(b)
+}
