@@ -11,7 +11,7 @@ var migrations embed.FS
 
 // Component is the lease table's schema, for [store.Migrator].
 func Component() store.Component {
-	return store.MustLoadComponent("lease", migrations)
+	return store.MustLoadComponent("lease", migrations, store.Table{Name: "twice_leases", Service: "service"})
 }
 
 // queries are the lease statements of one dialect. In each, $1 is "now": NULL for database
