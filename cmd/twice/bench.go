@@ -114,14 +114,12 @@ func openScratch(ctx context.Context, db *dbFlags, name string) (s *store.Store,
 	return s, dsn, cleanup, nil
 }
 
-// forgetService removes every row a finished benchmark or demo left behind for service.
+// forgetService removes every row a finished benchmark or demo left behind for service,
+// from every table twice's blocks declare.
 func forgetService(s *store.Store, service string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, table := range []string{"twice_members", "twice_leases", "twice_events", "twice_event_groups", "twice_event_offsets",
-		"twice_event_dead", "twice_settings", "twice_settings_history", "twice_settings_revs"} {
-		_, _ = s.Exec(ctx, "DELETE FROM "+table+" WHERE service = $1", service)
-	}
+	_, _ = store.DeleteService(ctx, s, service, twice.Components()...)
 }
 
 func randHex(n int) string {

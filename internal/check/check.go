@@ -401,12 +401,7 @@ func (r *run) cleanup() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, q := range []string{
-		"DELETE FROM twice_members WHERE service = $1",
-		"DELETE FROM twice_leases WHERE service = $1",
-	} {
-		_, _ = r.s.Exec(ctx, q, r.service)
-	}
+	_, _ = store.DeleteService(ctx, r.s, r.service, twice.Components()...)
 }
 
 func sleep(ctx context.Context, d time.Duration) {
