@@ -62,7 +62,7 @@ type Options struct {
 	BlockRequests   bool          `json:"block_requests,omitempty"`
 	DeadOwnerGrace  time.Duration `json:"dead_owner_grace,omitempty"`
 	// Propagation makes the instance report every cache invalidation and setting change it
-	// applies, for [BenchPropagation].
+	// applies, for the propagation benchmarks (`twice bench invalidation` and `config`).
 	Propagation bool `json:"propagation,omitempty"`
 	// CacheWriter makes the instance update CrashTable and invalidate it with InvalidateTx
 	// in the same transaction, over and over, so it can be killed around its commits.
@@ -310,5 +310,15 @@ func fencedWriter(node *twice.Node, l *lease.Lease, em *emitter, writes *writeCo
 			writes.add()
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// sleep waits for d, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }

@@ -53,27 +53,6 @@ func checkTerms(t *testing.T, ts []instance.Term, limit time.Duration) {
 	t.Logf("%d terms; longest overlap of two beliefs: %v (limit %v)", len(ts), max(worst, 0), limit)
 }
 
-func TestKillLeader(t *testing.T) {
-	t.Parallel()
-	testdb.Each(t, func(t *testing.T, db testdb.DB) {
-		t.Parallel()
-		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc"}
-		res, err := instance.BenchFailover(context.Background(), spawner(t), opts, instance.FailoverParams{Kills: 3, Progress: t.Output()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The design bound is TTL + poll; three times that only fails when failover waits
-		// for something it should not (a dead-after period, a missed wake-up), not on a
-		// busy machine. The figures themselves come from `twice bench failover`.
-		bound := 3 * time.Duration(res.LeaseTTLMS+res.PollMS) * time.Millisecond
-		for i, f := range res.FailoversMS {
-			if d := time.Duration(f * float64(time.Millisecond)); d > bound {
-				t.Errorf("failover %d took %v, beyond %v", i+1, d, bound)
-			}
-		}
-	})
-}
-
 func TestPausedLeaderIsFenced(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
@@ -226,17 +205,4 @@ func TestLockFreedAfterKill(t *testing.T) {
 			t.Errorf("token %d not above the dead holder's %d", k.Token(), locked.Token)
 		}
 	})
-}
-
-func TestPercentile(t *testing.T) {
-	t.Parallel()
-	xs := []float64{5, 1, 4, 2, 3}
-	for p, want := range map[float64]float64{50: 3, 99: 5, 100: 5, 1: 1} {
-		if got := instance.Percentile(xs, p); got != want {
-			t.Errorf("p%v = %v, want %v", p, got, want)
-		}
-	}
-	if instance.Percentile(nil, 50) != 0 {
-		t.Error("empty percentile")
-	}
 }
