@@ -57,11 +57,11 @@ func openScratch(ctx context.Context, db *dbFlags, name string) (s *store.Store,
 }
 
 // forgetService removes every row a finished benchmark or demo left behind for service,
-// from every table twice's blocks declare.
-func forgetService(s *store.Store, service string) {
+// from every table comps declare.
+func forgetService(s *store.Store, service string, comps ...store.Component) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, _ = store.DeleteService(ctx, s, service, twice.Components()...)
+	_, _ = store.DeleteService(ctx, s, service, comps...)
 }
 
 func randHex(n int) string {

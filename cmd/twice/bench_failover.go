@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/loop"
@@ -46,7 +47,7 @@ func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer cleanup()
 	// A service of its own, removed afterwards, so the benchmark never touches real ones.
 	service := "bench-failover-" + randHex(3)
-	defer forgetService(s, service)
+	defer forgetService(s, service, twice.Components()...)
 
 	spawn, err := instance.Self("__instance")
 	if err != nil {

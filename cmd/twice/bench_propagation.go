@@ -55,7 +55,7 @@ func benchPropagation(ctx context.Context, kind string, args []string, stdout, s
 	}
 	defer cleanup()
 	service := "bench-" + kind + "-" + randHex(3)
-	defer forgetService(s, service)
+	defer forgetService(s, service, twice.Components()...)
 	spawn, err := instance.Self("__instance")
 	if err != nil {
 		return err

@@ -71,7 +71,7 @@ func benchEvents(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer cleanup()
 	service := "bench-events-" + randHex(3)
-	defer forgetService(s, service)
+	defer forgetService(s, service, twice.Components()...)
 	progress := stdout
 	if *asJSON {
 		progress = stderr

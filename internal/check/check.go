@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/store"
 )
@@ -127,15 +126,12 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := store.NewMigrator(s, twice.Components()...).Up(ctx); err != nil {
+	if _, err := store.NewMigrator(s, instance.Components()...).Up(ctx); err != nil {
 		return nil, err
 	}
 	b := make([]byte, 3)
 	_, _ = crand.Read(b)
 	service := "check-" + hex.EncodeToString(b)
-	if err := instance.CreateCheckTables(ctx, s, service); err != nil {
-		return nil, err
-	}
 
 	r := &run{p: p, s: s, service: service, faults: faults, rng: rand.New(rand.NewPCG(p.Seed, p.Seed>>1)),
 		report: &Report{Store: string(s.Dialect()), Instances: p.Instances, Seed: p.Seed, Faults: map[string]int{}}}
@@ -401,7 +397,7 @@ func (r *run) cleanup() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, _ = store.DeleteService(ctx, r.s, r.service, twice.Components()...)
+	_, _ = store.DeleteService(ctx, r.s, r.service, instance.Components()...)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

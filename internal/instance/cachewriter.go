@@ -8,21 +8,8 @@ import (
 	"github.com/twicehq/twice/store"
 )
 
-// CrashTable is the row instances with [Options.CacheWriter] update; CrashCache is the
-// cache they invalidate it in.
-const (
-	CrashTable = "twice_cache_crash"
-	CrashCache = "crash"
-)
-
-// CreateCrashTable creates [CrashTable] with its one row at version 0.
-func CreateCrashTable(ctx context.Context, s *store.Store) error {
-	if _, err := s.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+CrashTable+" (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)"); err != nil {
-		return err
-	}
-	_, err := s.Exec(ctx, "INSERT INTO "+CrashTable+" (id, v) VALUES (1, 0)")
-	return err
-}
+// CrashCache is the cache instances with [Options.CacheWriter] invalidate CrashTable's row in.
+const CrashCache = "crash"
 
 // writeAndInvalidate bumps the row's version and invalidates it with InvalidateTx in the
 // same transaction, as fast as it can, until ctx ends or the process is killed: a kill lands

@@ -16,51 +16,14 @@ import (
 	"github.com/twicehq/twice/store"
 )
 
-// The checker workload's tables, made by [CreateCheckTables]: a register only the leader
-// writes (fenced), and an append-only log of every fenced write, in commit order.
+// The checker's events.
 const (
-	RegisterTable = "twice_check_register"
-	LogTable      = "twice_check_log"
-	// EffectsCheckTable records every event the checker's consumer groups handle.
-	EffectsCheckTable = "twice_check_effects"
 	// CheckTopic is the topic the checker's instances publish, and CheckGroupEO and
 	// CheckGroupShared the groups that consume it.
 	CheckTopic       = "check"
 	CheckGroupEO     = "check-exactly-once"
 	CheckGroupShared = "check-shared"
 )
-
-// CreateCheckTables creates the checker workload's tables and service's register row.
-func CreateCheckTables(ctx context.Context, s *store.Store, service string) error {
-	ddl := []string{
-		"CREATE TABLE IF NOT EXISTS " + RegisterTable + " (service TEXT PRIMARY KEY, value INTEGER NOT NULL, token INTEGER NOT NULL)",
-		"CREATE TABLE IF NOT EXISTS " + LogTable + " (id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, kind TEXT NOT NULL, token INTEGER NOT NULL, value INTEGER NOT NULL, instance TEXT NOT NULL)",
-		"CREATE TABLE IF NOT EXISTS " + EffectsCheckTable + " (service TEXT NOT NULL, grp TEXT NOT NULL, event_id INTEGER NOT NULL, instance TEXT NOT NULL)",
-	}
-	if s.Dialect() == store.Postgres {
-		ddl = []string{
-			"CREATE TABLE IF NOT EXISTS " + RegisterTable + " (service text PRIMARY KEY, value bigint NOT NULL, token bigint NOT NULL)",
-			"CREATE TABLE IF NOT EXISTS " + LogTable + " (id bigserial PRIMARY KEY, service text NOT NULL, kind text NOT NULL, token bigint NOT NULL, value bigint NOT NULL, instance text NOT NULL)",
-			"CREATE TABLE IF NOT EXISTS " + EffectsCheckTable + " (service text NOT NULL, grp text NOT NULL, event_id bigint NOT NULL, instance text NOT NULL)",
-		}
-	}
-	for _, q := range ddl {
-		if _, err := s.Exec(ctx, q); err != nil {
-			return err
-		}
-	}
-	if err := CreateCheckHTTPTables(ctx, s); err != nil {
-		return err
-	}
-	if err := CreateCheckJobTables(ctx, s); err != nil {
-		return err
-	}
-	if err := CreateCheckConvergeTables(ctx, s, service); err != nil {
-		return err
-	}
-	_, err := s.Exec(ctx, "INSERT INTO "+RegisterTable+" (service, value, token) VALUES ($1, 0, 0) ON CONFLICT (service) DO NOTHING", service)
-	return err
-}
 
 // Op is one register operation as the workload saw it, for the linearizability check.
 type Op struct {
@@ -94,6 +57,10 @@ const opPeriod = 40 * time.Millisecond
 //
 // quiesce stops the publishers only, so the consumers can catch up before the end.
 func startCheck(ctx context.Context, node *twice.Node, em *emitter) (stop, quiesce func()) {
+	if _, err := node.Store().Exec(ctx, "INSERT INTO "+RegisterTable+" (service, value, token) VALUES ($1, 0, 0) ON CONFLICT (service) DO NOTHING",
+		node.Service()); err != nil {
+		em.emit(Event{Event: "error", Err: err.Error()})
+	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	pubCtx, stopPublishing := context.WithCancel(ctx)
 	var wg sync.WaitGroup

@@ -15,10 +15,7 @@ import (
 // service's row of CheckCachedTable, which every instance reads through a coherent cache,
 // and invalidates that cache. The row is the truth both must converge to; GET /converge
 // answers with this instance's view of both, as a Converged.
-const (
-	CheckSetting     = "check.value"
-	CheckCachedTable = "twice_check_cached"
-)
+const CheckSetting = "check.value"
 
 // Converged is an instance's view of the setting and of the cached row.
 type Converged struct {
@@ -26,23 +23,13 @@ type Converged struct {
 	Cache   int64 `json:"cache"`
 }
 
-// CreateCheckConvergeTables creates the cached row of service.
-func CreateCheckConvergeTables(ctx context.Context, s *store.Store, service string) error {
-	ddl := "CREATE TABLE IF NOT EXISTS " + CheckCachedTable + " (service TEXT PRIMARY KEY, value INTEGER NOT NULL, writes INTEGER NOT NULL)"
-	if s.Dialect() == store.Postgres {
-		ddl = "CREATE TABLE IF NOT EXISTS " + CheckCachedTable + " (service text PRIMARY KEY, value bigint NOT NULL, writes bigint NOT NULL)"
-	}
-	if _, err := s.Exec(ctx, ddl); err != nil {
-		return err
-	}
-	_, err := s.Exec(ctx, "INSERT INTO "+CheckCachedTable+" (service, value, writes) VALUES ($1, 0, 0) ON CONFLICT (service) DO NOTHING", service)
-	return err
-}
-
 // startConverge starts the writer (until writing ends) and a reader that keeps the cache
 // warm (until ctx ends), and returns the handler of GET /converge.
 func startConverge(ctx, writing context.Context, node *twice.Node, unique func() int64) (http.Handler, error) {
 	s := node.Store()
+	if _, err := s.Exec(ctx, "INSERT INTO "+CheckCachedTable+" (service, value, writes) VALUES ($1, 0, 0) ON CONFLICT (service) DO NOTHING", node.Service()); err != nil {
+		return nil, err
+	}
 	c, err := cache.New(node.Caches(), "check", cache.Config[string, int64]{
 		Load: func(ctx context.Context, _ string) (int64, error) {
 			var v int64

@@ -20,24 +20,13 @@ import (
 //	POST /put?k=K&v=V    in the session, set key K to the integer V
 //	GET  /get?k=K        the session's value of K
 //	POST /pay            with an Idempotency-Key: record one effect row for the key, in the
-//	                     same transaction as the claim and the stored response
+//	                     same transaction as the claim and the stored response, in
+//	                     CheckPayTable
 //	GET  /converge       this instance's view of the setting and the cached row (Converged)
-const (
-	CheckPayTable = "twice_check_payments"
-	// CheckAuth is the Authorization header the checker's client sends, which scopes its
-	// idempotency keys to one client.
-	CheckAuth = "Bearer checker"
-)
-
-// CreateCheckHTTPTables creates the table the /pay route writes.
-func CreateCheckHTTPTables(ctx context.Context, s *store.Store) error {
-	ddl := "CREATE TABLE IF NOT EXISTS " + CheckPayTable + " (service TEXT NOT NULL, idem_key TEXT NOT NULL, instance TEXT NOT NULL)"
-	if s.Dialect() == store.Postgres {
-		ddl = "CREATE TABLE IF NOT EXISTS " + CheckPayTable + " (service text NOT NULL, idem_key text NOT NULL, instance text NOT NULL)"
-	}
-	_, err := s.Exec(ctx, ddl)
-	return err
-}
+//
+// CheckAuth is the Authorization header the checker's client sends, which scopes its
+// idempotency keys to one client.
+const CheckAuth = "Bearer checker"
 
 // serveCheckHTTP serves the routes above on a free local port, reported in an "http" event.
 func serveCheckHTTP(node *twice.Node, em *emitter, converge http.Handler) (stop func()) {

@@ -12,10 +12,9 @@ import (
 )
 
 // The checker's jobs and cron: every instance enqueues CheckJobs and works them, recording
-// each start; the schedule CheckSchedule fires CheckTick every second, recording each run.
+// each start in CheckJobRuns; the schedule CheckSchedule fires CheckTick every second,
+// recording each run in CheckTickRuns.
 const (
-	CheckJobRuns   = "twice_check_job_runs"
-	CheckTickRuns  = "twice_check_tick_runs"
 	CheckSchedule  = "check-tick"
 	checkJobMaxRun = 30 * time.Millisecond
 )
@@ -33,26 +32,6 @@ type CheckTick struct{}
 
 // Kind implements jobs.Args.
 func (CheckTick) Kind() string { return "check-tick" }
-
-// CreateCheckJobTables creates the tables the checker's workers record runs in.
-func CreateCheckJobTables(ctx context.Context, s *store.Store) error {
-	ddl := []string{
-		"CREATE TABLE IF NOT EXISTS " + CheckJobRuns + " (service TEXT NOT NULL, job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, instance TEXT NOT NULL, claimed INTEGER NOT NULL, started INTEGER NOT NULL)",
-		"CREATE TABLE IF NOT EXISTS " + CheckTickRuns + " (service TEXT NOT NULL, tick TEXT NOT NULL, job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, instance TEXT NOT NULL, claimed INTEGER NOT NULL, started INTEGER NOT NULL)",
-	}
-	if s.Dialect() == store.Postgres {
-		ddl = []string{
-			"CREATE TABLE IF NOT EXISTS " + CheckJobRuns + " (service text NOT NULL, job_id bigint NOT NULL, attempt int NOT NULL, instance text NOT NULL, claimed bigint NOT NULL, started bigint NOT NULL)",
-			"CREATE TABLE IF NOT EXISTS " + CheckTickRuns + " (service text NOT NULL, tick text NOT NULL, job_id bigint NOT NULL, attempt int NOT NULL, instance text NOT NULL, claimed bigint NOT NULL, started bigint NOT NULL)",
-		}
-	}
-	for _, q := range ddl {
-		if _, err := s.Exec(ctx, q); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // startCheckJobs registers the workers and the schedule, and enqueues a job every few
 // tens of milliseconds until enqueueing ends.

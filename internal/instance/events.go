@@ -10,26 +10,12 @@ import (
 	"github.com/twicehq/twice/store"
 )
 
-// EffectsTable is where instances with [Options.Events] record every event they handle,
-// one row per handling, so duplicates and losses show.
-const EffectsTable = "twice_event_effects"
-
 // EventsTopic and EventsGroup are the topic and group instances with [Options.Events]
 // consume.
 const (
 	EventsTopic = "crash"
 	EventsGroup = "crash-effects"
 )
-
-// CreateEffectsTable creates [EffectsTable].
-func CreateEffectsTable(ctx context.Context, s *store.Store) error {
-	ddl := "CREATE TABLE IF NOT EXISTS " + EffectsTable + " (event_id INTEGER NOT NULL, instance TEXT NOT NULL)"
-	if s.Dialect() == store.Postgres {
-		ddl = "CREATE TABLE IF NOT EXISTS " + EffectsTable + " (event_id bigint NOT NULL, instance text NOT NULL)"
-	}
-	_, err := s.Exec(ctx, ddl)
-	return err
-}
 
 // consumeEvents joins the group EventsGroup in mode o.Events ("exactly-once" or "shared"):
 // each event handled inserts a row into EffectsTable, in the group's transaction for

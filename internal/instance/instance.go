@@ -40,7 +40,7 @@ type Options struct {
 	LeaderPoll        time.Duration `json:"leader_poll,omitempty"`
 	HeartbeatInterval time.Duration `json:"heartbeat_interval,omitempty"`
 	DeadAfter         time.Duration `json:"dead_after,omitempty"`
-	// FencedWrites makes the leader insert a row into twice_fence_writes every few
+	// FencedWrites makes the leader insert a row into FenceTable every few
 	// milliseconds, each checked with twice.Fenced against the token of the term it started
 	// in. The writer deliberately ignores the end of its term, like a worker that does not
 	// notice it was paused, so that fencing alone must refuse its stale writes.
@@ -104,20 +104,6 @@ type Event struct {
 
 // Time returns e.T as a time.
 func (e Event) Time() time.Time { return time.Unix(0, e.T) }
-
-// FenceTable is created by [CreateFenceTable] and written by instances with FencedWrites.
-const FenceTable = "twice_fence_writes"
-
-// CreateFenceTable creates the table fenced writes go to. Rows carry their service, since
-// several runs may share one database and every service's tokens start at 1.
-func CreateFenceTable(ctx context.Context, s *store.Store) error {
-	ddl := "CREATE TABLE IF NOT EXISTS " + FenceTable + " (id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, token INTEGER NOT NULL, instance TEXT NOT NULL)"
-	if s.Dialect() == store.Postgres {
-		ddl = "CREATE TABLE IF NOT EXISTS " + FenceTable + " (id bigserial PRIMARY KEY, service text NOT NULL, token bigint NOT NULL, instance text NOT NULL)"
-	}
-	_, err := s.Exec(ctx, ddl)
-	return err
-}
 
 // FencedWrite is one accepted write, in commit order.
 type FencedWrite struct {

@@ -59,10 +59,7 @@ func TestPausedLeaderIsFenced(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		s := db.Open(t, nil)
-		if _, err := store.NewMigrator(s, twice.Components()...).Up(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := instance.CreateFenceTable(ctx, s); err != nil {
+		if _, err := store.NewMigrator(s, instance.Components()...).Up(ctx); err != nil {
 			t.Fatal(err)
 		}
 		ttl := time.Second
@@ -204,5 +201,15 @@ func TestLockFreedAfterKill(t *testing.T) {
 		if k.Token() <= locked.Token {
 			t.Errorf("token %d not above the dead holder's %d", k.Token(), locked.Token)
 		}
+	})
+}
+
+// TestComponentDeclaresItsTables: the workloads' Component declares every table its
+// migrations create, on each database.
+func TestComponentDeclaresItsTables(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		testdb.CheckTables(t, db, instance.Component())
 	})
 }
