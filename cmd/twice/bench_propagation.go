@@ -238,7 +238,7 @@ func measurePropagation(ctx context.Context, spawn instance.Spawner, opts instan
 	if opts.Bus != "" {
 		res.Bus = "nats"
 	}
-	opts.Propagation = true
+	opts.Workloads = append(opts.Workloads, instance.Propagation{})
 	g := instance.NewGroup(spawn, opts, nil)
 	defer g.Stop(10 * time.Second)
 	children := p.Instances - 1

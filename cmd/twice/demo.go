@@ -40,7 +40,7 @@ func demoCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	ttl := lease.DefaultTTL
-	g := instance.NewGroup(spawn, instance.Options{DSN: dsn, Schema: db.schema, Service: service, FencedWrites: true}, nil)
+	g := instance.NewGroup(spawn, instance.Options{DSN: dsn, Schema: db.schema, Service: service, Workloads: []instance.Workload{instance.FencedWriter{}}}, nil)
 	defer g.Stop(10 * time.Second)
 	d := &demo{ctx: ctx, out: stdout, g: g, s: s, service: service}
 

@@ -223,7 +223,7 @@ type faultRec struct {
 }
 
 func (r *run) start(ctx context.Context) error {
-	opts := instance.Options{DSN: r.p.DSN, Schema: r.p.Schema, Service: r.service, Check: true,
+	opts := instance.Options{DSN: r.p.DSN, Schema: r.p.Schema, Service: r.service, Workloads: instance.CheckWorkloads(),
 		LeaseTTL: r.p.LeaseTTL, LeaderPoll: 50 * time.Millisecond,
 		HeartbeatInterval: r.p.LeaseTTL / 4, DeadAfter: r.p.LeaseTTL, DeadOwnerGrace: r.p.LeaseTTL}
 	r.g = instance.NewGroup(r.p.Spawn, opts, r.p.InstanceLog)

@@ -65,7 +65,7 @@ func killedCacheWriter(t *testing.T, db testdb.DB, busURL string) {
 		}
 	})()
 
-	g := instance.NewGroup(spawner(t), instance.Options{DSN: db.DSN, Schema: db.Schema, Service: service, Bus: busURL, CacheWriter: true}, t.Output())
+	g := instance.NewGroup(spawner(t), instance.Options{DSN: db.DSN, Schema: db.Schema, Service: service, Bus: busURL, Workloads: []instance.Workload{instance.CacheWriter{}}}, t.Output())
 	defer g.Stop(10 * time.Second)
 	const kills = 10
 	for range kills {

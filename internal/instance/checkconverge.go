@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cache"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
 )
 
@@ -23,9 +23,15 @@ type Converged struct {
 	Cache   int64 `json:"cache"`
 }
 
-// startConverge starts the writer (until writing ends) and a reader that keeps the cache
-// warm (until ctx ends), and returns the handler of GET /converge.
-func startConverge(ctx, writing context.Context, node *twice.Node, unique func() int64) (http.Handler, error) {
+// CheckConverge is the workload "check-converge" (see [CheckWorkloads]): the writer runs
+// until the instance quiesces, a reader keeps the cache warm until it stops.
+type CheckConverge struct{}
+
+// Name implements Workload.
+func (CheckConverge) Name() string { return "check-converge" }
+
+func (CheckConverge) start(ctx context.Context, in *env) (func(), error) {
+	node := in.node
 	s := node.Store()
 	if _, err := s.Exec(ctx, "INSERT INTO "+CheckCachedTable+" (service, value, writes) VALUES ($1, 0, 0) ON CONFLICT (service) DO NOTHING", node.Service()); err != nil {
 		return nil, err
@@ -39,10 +45,12 @@ func startConverge(ctx, writing context.Context, node *twice.Node, unique func()
 	if err != nil {
 		return nil, err
 	}
-	go func() {
+	l := newLoops(ctx)
+	writing := in.writing
+	l.wg.Go(func() {
 		for writing.Err() == nil {
-			sleep(writing, 5*opPeriod)
-			v := unique()
+			loop.Sleep(writing, 5*opPeriod)
+			v := in.unique()
 			_ = s.InTx(writing, func(tx store.Tx) error {
 				if _, err := node.Settings().SetTx(writing, tx, CheckSetting, v, nil); err != nil {
 					return err
@@ -53,14 +61,14 @@ func startConverge(ctx, writing context.Context, node *twice.Node, unique func()
 				return c.InvalidateTx(writing, tx, "v")
 			})
 		}
-	}()
-	go func() {
-		for ctx.Err() == nil {
-			_, _ = c.Get(ctx, "v")
-			sleep(ctx, opPeriod)
+	})
+	l.wg.Go(func() {
+		for l.ctx.Err() == nil {
+			_, _ = c.Get(l.ctx, "v")
+			loop.Sleep(l.ctx, opPeriod)
 		}
-	}()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	})
+	in.handle("GET /converge", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v, err := c.Get(r.Context(), "v")
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -68,5 +76,6 @@ func startConverge(ctx, writing context.Context, node *twice.Node, unique func()
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(Converged{Setting: node.Settings().Int(CheckSetting, 0), Cache: v})
-	}), nil
+	}))
+	return l.stop, nil
 }

@@ -49,7 +49,7 @@ func killedConsumers(t *testing.T, db testdb.DB, mode string) {
 	}
 	defer log.Close(ctx)
 
-	opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: service, Events: mode, EventWork: time.Millisecond,
+	opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: service, Workloads: []instance.Workload{instance.Consume{Mode: mode, Work: time.Millisecond}},
 		LeaseTTL: 500 * time.Millisecond, LeaderPoll: 50 * time.Millisecond,
 		HeartbeatInterval: 100 * time.Millisecond, DeadAfter: 400 * time.Millisecond}
 	g := instance.NewGroup(spawner(t), opts, t.Output())

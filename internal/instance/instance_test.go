@@ -64,7 +64,7 @@ func TestPausedLeaderIsFenced(t *testing.T) {
 		}
 		ttl := time.Second
 		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", LeaseTTL: ttl,
-			LeaderPoll: 50 * time.Millisecond, FencedWrites: true}
+			LeaderPoll: 50 * time.Millisecond, Workloads: []instance.Workload{instance.FencedWriter{}}}
 		g := instance.NewGroup(spawner(t), opts, t.Output())
 		defer g.Stop(10 * time.Second)
 		for i := range 3 {
@@ -164,7 +164,7 @@ func TestLockFreedAfterKill(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", Lock: "nightly-report"}
+		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", Workloads: []instance.Workload{instance.Lock{LockName: "nightly-report"}}}
 		g := instance.NewGroup(spawner(t), opts, t.Output())
 		defer g.Stop(10 * time.Second)
 		if _, err := g.Start(ctx, 0); err != nil {

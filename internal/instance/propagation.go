@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/settings"
 )
@@ -12,28 +11,36 @@ import (
 // PropagationCache is the cache every instance of a propagation benchmark makes.
 const PropagationCache = "bench"
 
-// watchPropagation makes the benchmark's cache and settings watcher on a child and reports
-// every invalidation and setting it applies as an "invalidated" or "setting" event.
-func watchPropagation(node *twice.Node, em *emitter) error {
+// Propagation is the workload "propagation", for the benchmarks of how fast a change
+// reaches every instance: the instance makes the cache PropagationCache and watches every
+// setting, and reports every invalidation and setting change it applies as an
+// "invalidated" or "setting" event, and every bus loss as "lost".
+type Propagation struct{}
+
+// Name implements Workload.
+func (Propagation) Name() string { return "propagation" }
+
+func (Propagation) start(_ context.Context, in *env) (func(), error) {
+	node := in.node
 	// Entries are not needed: an invalidation is applied whether or not its key is cached.
 	if _, err := cache.New(node.Caches(), PropagationCache, cache.Config[string, string]{
 		Load: func(_ context.Context, k string) (string, error) { return k, nil },
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	node.Caches().Observe(func(inv cache.Invalidation) {
 		switch {
 		case inv.Lost:
-			em.emit(Event{Event: "lost"})
+			in.emit(Event{Event: "lost"})
 		case inv.Cache == PropagationCache:
 			now := time.Now().UnixNano()
 			for _, k := range inv.Keys {
-				em.emit(Event{Event: "invalidated", Key: k, T: now})
+				in.emit(Event{Event: "invalidated", Key: k, T: now})
 			}
 		}
 	})
 	node.Settings().WatchAll(func(v settings.Setting) {
-		em.emit(Event{Event: "setting", Key: v.Key, T: time.Now().UnixNano()})
+		in.emit(Event{Event: "setting", Key: v.Key, T: time.Now().UnixNano()})
 	})
-	return nil
+	return func() {}, nil
 }

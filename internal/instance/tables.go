@@ -9,29 +9,29 @@ import (
 
 // The workloads' own tables, all made by [Component]'s migrations.
 const (
-	// FenceTable holds the fenced writes of the leaders ([Options.FencedWrites]), each with
-	// its token.
+	// FenceTable holds the writes of [FencedWriter], each with its leader's token.
 	FenceTable = "twice_fence_writes"
 	// RegisterTable is the checker's register, which only the leader writes (fenced), and
 	// LogTable the log of every fenced write, the leaders' and the lock holders', in commit
-	// order ([Options.Check]).
+	// order ([CheckRegister], [CheckLocks]).
 	RegisterTable = "twice_check_register"
 	LogTable      = "twice_check_log"
-	// EffectsCheckTable records every event the checker's consumer groups handle.
+	// EffectsCheckTable records every event the checker's consumer groups handle
+	// ([CheckEvents]).
 	EffectsCheckTable = "twice_check_effects"
-	// CheckCachedTable holds the row the checker's setting and cache converge to.
+	// CheckCachedTable holds the row the checker's setting and cache converge to
+	// ([CheckConverge]).
 	CheckCachedTable = "twice_check_cached"
-	// CheckPayTable holds the effects of the checker's POST /pay.
+	// CheckPayTable holds the effects of the checker's POST /pay ([CheckHTTP]).
 	CheckPayTable = "twice_check_payments"
 	// CheckJobRuns and CheckTickRuns record every start of the checker's jobs and of its
-	// schedule's ticks.
+	// schedule's ticks ([CheckJobs]).
 	CheckJobRuns  = "twice_check_job_runs"
 	CheckTickRuns = "twice_check_tick_runs"
-	// EffectsTable records every event an instance with [Options.Events] handles, one row
-	// per handling, so duplicates and losses show.
+	// EffectsTable records every event a [Consume] workload handles, one row per handling,
+	// so duplicates and losses show.
 	EffectsTable = "twice_event_effects"
-	// CrashTable is the one row (id 1) an instance with [Options.CacheWriter] bumps and
-	// invalidates.
+	// CrashTable is the one row (id 1) a [CacheWriter] bumps and invalidates.
 	CrashTable = "twice_cache_crash"
 )
 
