@@ -33,7 +33,7 @@ func Status(ctx context.Context, s *store.Store, service string) ([]ServiceStatu
 	services := []string{service}
 	if service == "" {
 		var err error
-		if services, err = serviceNames(ctx, s); err != nil {
+		if services, err = cluster.Services(ctx, s); err != nil {
 			return nil, err
 		}
 	}
@@ -59,21 +59,4 @@ func Status(ctx context.Context, s *store.Store, service string) ([]ServiceStatu
 		out = append(out, st)
 	}
 	return out, nil
-}
-
-func serviceNames(ctx context.Context, s *store.Store) ([]string, error) {
-	rows, err := s.Reader().Query(ctx, s.SQL(`SELECT service FROM twice_members UNION SELECT service FROM twice_leases WHERE holder IS NOT NULL ORDER BY 1`))
-	if err != nil {
-		return nil, fmt.Errorf("twice: list services: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
 }

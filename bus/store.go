@@ -16,7 +16,7 @@ var migrations embed.FS
 
 // Component is the bus's schema (a table on SQLite, nothing on PostgreSQL).
 func Component() store.Component {
-	return store.MustLoadComponent("bus", migrations)
+	return store.MustLoadComponent("bus", migrations, store.Table{Name: "twice_bus", Service: "service", Dialect: store.SQLite})
 }
 
 // DefaultFlush is how long the PostgreSQL backend gathers messages into one NOTIFY.

@@ -11,7 +11,7 @@ var migrations embed.FS
 
 // Component is the membership table's schema, for [store.Migrator].
 func Component() store.Component {
-	return store.MustLoadComponent("cluster", migrations)
+	return store.MustLoadComponent("cluster", migrations, store.Table{Name: "twice_members", Service: "service"})
 }
 
 // queries are the membership statements of one dialect; $1 is "now" in each.

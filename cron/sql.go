@@ -11,7 +11,7 @@ var migrations embed.FS
 
 // Component is the schedule table's schema, for [store.Migrator].
 func Component() store.Component {
-	return store.MustLoadComponent("cron", migrations)
+	return store.MustLoadComponent("cron", migrations, store.Table{Name: "twice_cron", Service: "service"})
 }
 
 type queries struct {

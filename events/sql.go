@@ -12,7 +12,11 @@ var migrations embed.FS
 
 // Component is the event log's schema, for [store.Migrator].
 func Component() store.Component {
-	return store.MustLoadComponent("events", migrations)
+	return store.MustLoadComponent("events", migrations,
+		store.Table{Name: "twice_events", Service: "service"},
+		store.Table{Name: "twice_event_groups", Service: "service"},
+		store.Table{Name: "twice_event_offsets", Service: "service"},
+		store.Table{Name: "twice_event_dead", Service: "service"})
 }
 
 // columns are the columns every event query returns, in [scanEvent]'s order.

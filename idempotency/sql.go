@@ -13,7 +13,7 @@ var migrations embed.FS
 
 // Component is the idempotency keys' schema, for [store.Migrator].
 func Component() store.Component {
-	return store.MustLoadComponent("idempotency", migrations)
+	return store.MustLoadComponent("idempotency", migrations, store.Table{Name: "twice_idempotency", Service: "service"})
 }
 
 // Row states.

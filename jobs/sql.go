@@ -13,7 +13,11 @@ var migrations embed.FS
 
 // Component is the job queue's schema, for [store.Migrator].
 func Component() store.Component {
-	return store.MustLoadComponent("jobs", migrations)
+	return store.MustLoadComponent("jobs", migrations,
+		store.Table{Name: "twice_jobs", Service: "service"},
+		store.Table{Name: "twice_job_keys", Service: "service"},
+		store.Table{Name: "twice_queues", Service: "service"},
+		store.Table{Name: "twice_queue_workers", Service: "service"})
 }
 
 // rowCols are the columns [scanRow] reads, in order.

@@ -11,8 +11,11 @@ var migrations embed.FS
 
 // Component is the lease table's schema, for [store.Migrator].
 func Component() store.Component {
-	return store.MustLoadComponent("lease", migrations)
+	return store.MustLoadComponent("lease", migrations, store.Table{Name: "twice_leases", Service: "service"})
 }
+
+// servicesSQL lists the services with a lease its holder has not released (see [Services]).
+const servicesSQL = `SELECT DISTINCT service FROM twice_leases WHERE holder IS NOT NULL ORDER BY 1`
 
 // queries are the lease statements of one dialect. In each, $1 is "now": NULL for database
 // time, or a test clock's time.

@@ -12,7 +12,10 @@ var migrations embed.FS
 
 // Component is the sessions' schema, for [store.Migrator].
 func Component() store.Component {
-	return store.MustLoadComponent("session", migrations)
+	return store.MustLoadComponent("session", migrations,
+		store.Table{Name: "twice_sessions", Service: "service"},
+		store.Table{Name: "twice_session_values", Parent: &store.Parent{Table: "twice_sessions", Column: "session_id", Key: "id"}},
+		store.Table{Name: "twice_scs_sessions", Service: "service"})
 }
 
 // queries are the session statements of one dialect. Where a statement depends on time, $1

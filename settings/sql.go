@@ -11,7 +11,10 @@ var migrations embed.FS
 
 // Component is the settings tables' schema, for [store.Migrator].
 func Component() store.Component {
-	return store.MustLoadComponent("settings", migrations)
+	return store.MustLoadComponent("settings", migrations,
+		store.Table{Name: "twice_settings", Service: "service"},
+		store.Table{Name: "twice_settings_history", Service: "service"},
+		store.Table{Name: "twice_settings_revs", Service: "service"})
 }
 
 // queries are the settings statements of one dialect.

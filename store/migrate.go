@@ -15,12 +15,14 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Component is the schema of one building block: numbered migrations in both dialects. Each
-// building block owns its tables and ships them as a Component; the migrator applies them in
-// the order given, each under its own version sequence.
+// Component is the schema of one building block: numbered migrations in both dialects, and
+// the tables they create. Each building block owns its tables and ships them as a Component;
+// the migrator applies them in the order given, each under its own version sequence.
 type Component struct {
 	Name       string
 	Migrations []Migration
+	// Tables are every table the migrations create, declared by the block (see [Table]).
+	Tables []Table
 }
 
 // Migration is one versioned schema change with its undo, in both dialects.
@@ -40,8 +42,12 @@ var migrationFile = regexp.MustCompile(`^(\d+)_([a-z0-9_]+)\.(up|down)\.sql$`)
 //
 // Every version needs an up and a down file in both dialects. If fsys has a "migrations"
 // directory (as a package's `//go:embed migrations` does), the layout is looked for there.
-func LoadComponent(name string, fsys fs.FS) (Component, error) {
-	c := Component{Name: name}
+// tables declares every table the migrations create.
+func LoadComponent(name string, fsys fs.FS, tables ...Table) (Component, error) {
+	c := Component{Name: name, Tables: tables}
+	if err := c.checkTables(); err != nil {
+		return c, err
+	}
 	if st, err := fs.Stat(fsys, "migrations"); err == nil && st.IsDir() {
 		sub, err := fs.Sub(fsys, "migrations")
 		if err != nil {
@@ -99,8 +105,8 @@ func LoadComponent(name string, fsys fs.FS) (Component, error) {
 
 // MustLoadComponent is [LoadComponent] for embedded files, which cannot be wrong at run time
 // without being wrong in every test.
-func MustLoadComponent(name string, fsys fs.FS) Component {
-	c, err := LoadComponent(name, fsys)
+func MustLoadComponent(name string, fsys fs.FS, tables ...Table) Component {
+	c, err := LoadComponent(name, fsys, tables...)
 	if err != nil {
 		panic(err)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,7 +11,6 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
-	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/store"
 )
 
@@ -26,66 +23,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return benchFailover(ctx, args[1:], stdout, stderr)
 	case "events":
 		return benchEvents(ctx, args[1:], stdout, stderr)
-	case instance.KindInvalidation, instance.KindConfig:
+	case kindInvalidation, kindConfig:
 		return benchPropagation(ctx, args[0], args[1:], stdout, stderr)
 	default:
 		return fmt.Errorf("%w: unknown benchmark %q", errUsage, args[0])
 	}
-}
-
-func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench failover", flag.ContinueOnError)
-	var db dbFlags
-	db.register(fs)
-	kills := fs.Int("kills", 10, "how many times to stop the leader")
-	graceful := fs.Bool("graceful", false, "stop the leader with SIGTERM (a drain) instead of SIGKILL")
-	instances := fs.Int("instances", 3, "instances to run")
-	ttl := fs.Duration("lease-ttl", 0, "leader lease TTL (default: the node default, 2s)")
-	poll := fs.Duration("leader-poll", 0, "leader poll interval (default: the node default, 100ms)")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if *kills < 1 || *kills > 10000 {
-		return fmt.Errorf("%w: bench failover: --kills must be 1 to 10000", errUsage)
-	}
-	if *instances < 2 || *instances > 50 {
-		return fmt.Errorf("%w: bench failover: --instances must be 2 to 50", errUsage)
-	}
-	s, dsn, cleanup, err := openScratch(ctx, &db, "bench")
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	// A service of its own, removed afterwards, so the benchmark never touches real ones.
-	service := "bench-failover-" + randHex(3)
-	defer forgetService(s, service)
-
-	spawn, err := instance.Self("__instance")
-	if err != nil {
-		return err
-	}
-	progress := stdout
-	if *asJSON {
-		progress = stderr
-	}
-	fmt.Fprintf(progress, "bench failover: %d instances of %s on %s, %d × %s to the leader\n",
-		*instances, service, s, *kills, map[bool]string{false: "SIGKILL", true: "SIGTERM"}[*graceful])
-	res, err := instance.BenchFailover(ctx, spawn,
-		instance.Options{DSN: dsn, Schema: db.schema, Service: service, LeaseTTL: *ttl, LeaderPoll: *poll},
-		instance.FailoverParams{Kills: *kills, Graceful: *graceful, Instances: *instances, Progress: progress})
-	if err != nil {
-		return err
-	}
-	res.Store = string(s.Dialect())
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
-	}
-	fmt.Fprintf(stdout, "failover after %s on %s: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (lease TTL %.0f ms, leader poll %.0f ms)\n",
-		res.Signal, res.Store, res.P50MS, res.P99MS, res.MaxMS, res.Kills, res.LeaseTTLMS, res.PollMS)
-	return nil
 }
 
 // openScratch opens and migrates the database a benchmark or the demo runs on: --dsn,
@@ -114,14 +56,12 @@ func openScratch(ctx context.Context, db *dbFlags, name string) (s *store.Store,
 	return s, dsn, cleanup, nil
 }
 
-// forgetService removes every row a finished benchmark or demo left behind for service.
-func forgetService(s *store.Store, service string) {
+// forgetService removes every row a finished benchmark or demo left behind for service,
+// from every table comps declare.
+func forgetService(s *store.Store, service string, comps ...store.Component) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, table := range []string{"twice_members", "twice_leases", "twice_events", "twice_event_groups", "twice_event_offsets",
-		"twice_event_dead", "twice_settings", "twice_settings_history", "twice_settings_revs"} {
-		_, _ = s.Exec(ctx, "DELETE FROM "+table+" WHERE service = $1", service)
-	}
+	_, _ = store.DeleteService(ctx, s, service, comps...)
 }
 
 func randHex(n int) string {

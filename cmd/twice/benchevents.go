@@ -16,7 +16,6 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/events"
-	"github.com/twicehq/twice/internal/instance"
 )
 
 // eventsResult is what `twice bench events` measured.
@@ -72,7 +71,7 @@ func benchEvents(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer cleanup()
 	service := "bench-events-" + randHex(3)
-	defer forgetService(s, service)
+	defer forgetService(s, service, twice.Components()...)
 	progress := stdout
 	if *asJSON {
 		progress = stderr
@@ -257,7 +256,7 @@ func (b *eventsBench) latency(ctx context.Context, pub, sub *twice.Node) error {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	b.res.P50MS, b.res.P99MS, b.res.MaxMS = instance.Percentile(lat, 50), instance.Percentile(lat, 99), instance.Percentile(lat, 100)
+	b.res.P50MS, b.res.P99MS, b.res.MaxMS = percentile(lat, 50), percentile(lat, 99), percentile(lat, 100)
 	return nil
 }
 

@@ -29,17 +29,18 @@ func demoCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer cleanup()
-	if err := instance.CreateFenceTable(ctx, s); err != nil {
+	// The leaders' fenced writes go to a table of the workloads'.
+	if _, err := store.NewMigrator(s, instance.Component()).Up(ctx); err != nil {
 		return err
 	}
 	service := "demo-" + randHex(2)
-	defer forgetService(s, service)
+	defer forgetService(s, service, instance.Components()...)
 	spawn, err := instance.Self("__instance")
 	if err != nil {
 		return err
 	}
 	ttl := lease.DefaultTTL
-	g := instance.NewGroup(spawn, instance.Options{DSN: dsn, Schema: db.schema, Service: service, FencedWrites: true}, nil)
+	g := instance.NewGroup(spawn, instance.Options{DSN: dsn, Schema: db.schema, Service: service, Workloads: []instance.Workload{instance.FencedWriter{}}}, nil)
 	defer g.Stop(10 * time.Second)
 	d := &demo{ctx: ctx, out: stdout, g: g, s: s, service: service}
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/cron"
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/jobs"
@@ -61,23 +62,11 @@ func (a *adminFlags) open(ctx context.Context) (*store.Store, string, error) {
 	return s, service, nil
 }
 
-// onlyService returns the one service with jobs or schedules in s.
+// onlyService returns the one service with jobs, schedules or members in s.
 func onlyService(ctx context.Context, s *store.Store) (string, error) {
-	rows, err := s.Reader().Query(ctx, `SELECT DISTINCT service FROM twice_jobs UNION SELECT DISTINCT service FROM twice_cron UNION SELECT DISTINCT service FROM twice_members`)
+	all, err := store.Services(ctx, s, jobs.Component(), cron.Component(), cluster.Component())
 	if err != nil {
 		return "", fmt.Errorf("%s: %w (is the schema migrated?)", s, err)
-	}
-	defer rows.Close()
-	var all []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			return "", err
-		}
-		all = append(all, name)
-	}
-	if err := rows.Err(); err != nil {
-		return "", err
 	}
 	switch len(all) {
 	case 0:

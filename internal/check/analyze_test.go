@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/testdb"
@@ -203,7 +202,7 @@ func TestAnalysersCatchTheirViolation(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		s := db.Open(t, nil)
-		if _, err := store.NewMigrator(s, twice.Components()...).Up(ctx); err != nil {
+		if _, err := store.NewMigrator(s, instance.Components()...).Up(ctx); err != nil {
 			t.Fatal(err)
 		}
 		n := 0
@@ -212,9 +211,6 @@ func TestAnalysersCatchTheirViolation(t *testing.T) {
 				for _, plant := range []bool{true, false} {
 					n++
 					service := "svc-" + strconv.Itoa(n)
-					if err := instance.CreateCheckTables(ctx, s, service); err != nil {
-						t.Fatal(err)
-					}
 					inv := check(t, s, service, plant)
 					want := 0
 					if plant {

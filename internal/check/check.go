@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/store"
 )
@@ -127,15 +126,12 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := store.NewMigrator(s, twice.Components()...).Up(ctx); err != nil {
+	if _, err := store.NewMigrator(s, instance.Components()...).Up(ctx); err != nil {
 		return nil, err
 	}
 	b := make([]byte, 3)
 	_, _ = crand.Read(b)
 	service := "check-" + hex.EncodeToString(b)
-	if err := instance.CreateCheckTables(ctx, s, service); err != nil {
-		return nil, err
-	}
 
 	r := &run{p: p, s: s, service: service, faults: faults, rng: rand.New(rand.NewPCG(p.Seed, p.Seed>>1)),
 		report: &Report{Store: string(s.Dialect()), Instances: p.Instances, Seed: p.Seed, Faults: map[string]int{}}}
@@ -227,7 +223,7 @@ type faultRec struct {
 }
 
 func (r *run) start(ctx context.Context) error {
-	opts := instance.Options{DSN: r.p.DSN, Schema: r.p.Schema, Service: r.service, Check: true,
+	opts := instance.Options{DSN: r.p.DSN, Schema: r.p.Schema, Service: r.service, Workloads: instance.CheckWorkloads(),
 		LeaseTTL: r.p.LeaseTTL, LeaderPoll: 50 * time.Millisecond,
 		HeartbeatInterval: r.p.LeaseTTL / 4, DeadAfter: r.p.LeaseTTL, DeadOwnerGrace: r.p.LeaseTTL}
 	r.g = instance.NewGroup(r.p.Spawn, opts, r.p.InstanceLog)
@@ -401,12 +397,7 @@ func (r *run) cleanup() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, q := range []string{
-		"DELETE FROM twice_members WHERE service = $1",
-		"DELETE FROM twice_leases WHERE service = $1",
-	} {
-		_, _ = r.s.Exec(ctx, q, r.service)
-	}
+	_, _ = store.DeleteService(ctx, r.s, r.service, instance.Components()...)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -2,32 +2,25 @@ package instance
 
 import (
 	"context"
+	"sync"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/store"
 )
 
-// CrashTable is the row instances with [Options.CacheWriter] update; CrashCache is the
-// cache they invalidate it in.
-const (
-	CrashTable = "twice_cache_crash"
-	CrashCache = "crash"
-)
+// CrashCache is the cache a [CacheWriter] invalidates CrashTable's row in.
+const CrashCache = "crash"
 
-// CreateCrashTable creates [CrashTable] with its one row at version 0.
-func CreateCrashTable(ctx context.Context, s *store.Store) error {
-	if _, err := s.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+CrashTable+" (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)"); err != nil {
-		return err
-	}
-	_, err := s.Exec(ctx, "INSERT INTO "+CrashTable+" (id, v) VALUES (1, 0)")
-	return err
-}
+// CacheWriter is the workload "cache-writer": the instance bumps the version of CrashTable's
+// row and invalidates it with InvalidateTx in the same transaction, as fast as it can, until
+// it stops or is killed: a kill lands before, during or after a commit.
+type CacheWriter struct{}
 
-// writeAndInvalidate bumps the row's version and invalidates it with InvalidateTx in the
-// same transaction, as fast as it can, until ctx ends or the process is killed: a kill lands
-// before, during or after a commit.
-func writeAndInvalidate(ctx context.Context, node *twice.Node) error {
+// Name implements Workload.
+func (CacheWriter) Name() string { return "cache-writer" }
+
+func (CacheWriter) start(ctx context.Context, in *env) (func(), error) {
+	node := in.node
 	c, err := cache.New(node.Caches(), CrashCache, cache.Config[int, int]{
 		Load: func(ctx context.Context, id int) (int, error) {
 			var v int
@@ -36,9 +29,11 @@ func writeAndInvalidate(ctx context.Context, node *twice.Node) error {
 		},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	go func() {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		for ctx.Err() == nil {
 			_ = node.Store().InTx(ctx, func(tx store.Tx) error {
 				if _, err := tx.Exec(ctx, "UPDATE "+CrashTable+" SET v = v + 1 WHERE id = 1"); err != nil {
@@ -47,6 +42,6 @@ func writeAndInvalidate(ctx context.Context, node *twice.Node) error {
 				return c.InvalidateTx(ctx, tx, 1)
 			})
 		}
-	}()
-	return nil
+	})
+	return func() { cancel(); wg.Wait() }, nil
 }

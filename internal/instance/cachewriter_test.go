@@ -14,6 +14,7 @@ import (
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnats"
+	"github.com/twicehq/twice/store"
 )
 
 // A writer that updates a row and invalidates it with InvalidateTx in one transaction is
@@ -45,7 +46,7 @@ func killedCacheWriter(t *testing.T, db testdb.DB, busURL string) {
 		t.Fatal(err)
 	}
 	defer observer.Close(ctx)
-	if err := instance.CreateCrashTable(ctx, observer.Store()); err != nil {
+	if _, err := store.NewMigrator(observer.Store(), instance.Component()).Up(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// Only invalidations of a cache this instance has are applied (and observed).
@@ -64,7 +65,7 @@ func killedCacheWriter(t *testing.T, db testdb.DB, busURL string) {
 		}
 	})()
 
-	g := instance.NewGroup(spawner(t), instance.Options{DSN: db.DSN, Schema: db.Schema, Service: service, Bus: busURL, CacheWriter: true}, t.Output())
+	g := instance.NewGroup(spawner(t), instance.Options{DSN: db.DSN, Schema: db.Schema, Service: service, Bus: busURL, Workloads: []instance.Workload{instance.CacheWriter{}}}, t.Output())
 	defer g.Stop(10 * time.Second)
 	const kills = 10
 	for range kills {

@@ -4,63 +4,44 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/events"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
 )
 
-// The checker workload's tables, made by [CreateCheckTables]: a register only the leader
-// writes (fenced), and an append-only log of every fenced write, in commit order.
+// CheckWorkloads are the workloads of the consistency checker's instances (internal/check),
+// each in its own file:
+//   - check-register: while leading, write unique values to the register, each fenced by
+//     the term's token, and log each write; a term's writer goes on after the term ends, as
+//     a worker that does not notice a pause would, until a write is refused. Every instance
+//     reads the register.
+//   - check-locks: take the lock "check" and log a fenced write under it.
+//   - check-events: publish events in transactions that commit late at random, and consume
+//     them in an exactly-once group and a shared group that record each handling.
+//   - check-jobs: enqueue jobs and work them, and declare a one-second schedule.
+//   - check-converge: set a setting and change a cached row in one transaction now and
+//     then, keeping the cache warm.
+//   - check-http: serve HTTP for the checker's session and idempotency client.
+//
+// The writers among them stop when the instance is asked to quiesce (SIGUSR1), so the
+// consumers and workers can catch up before the end.
+func CheckWorkloads() []Workload {
+	return []Workload{CheckRegister{}, CheckLocks{}, CheckEvents{}, CheckJobs{}, CheckConverge{}, CheckHTTP{}}
+}
+
+// CheckTopic is the topic the checker's instances publish, and CheckGroupEO and
+// CheckGroupShared the groups that consume it.
 const (
-	RegisterTable = "twice_check_register"
-	LogTable      = "twice_check_log"
-	// EffectsCheckTable records every event the checker's consumer groups handle.
-	EffectsCheckTable = "twice_check_effects"
-	// CheckTopic is the topic the checker's instances publish, and CheckGroupEO and
-	// CheckGroupShared the groups that consume it.
 	CheckTopic       = "check"
 	CheckGroupEO     = "check-exactly-once"
 	CheckGroupShared = "check-shared"
 )
-
-// CreateCheckTables creates the checker workload's tables and service's register row.
-func CreateCheckTables(ctx context.Context, s *store.Store, service string) error {
-	ddl := []string{
-		"CREATE TABLE IF NOT EXISTS " + RegisterTable + " (service TEXT PRIMARY KEY, value INTEGER NOT NULL, token INTEGER NOT NULL)",
-		"CREATE TABLE IF NOT EXISTS " + LogTable + " (id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, kind TEXT NOT NULL, token INTEGER NOT NULL, value INTEGER NOT NULL, instance TEXT NOT NULL)",
-		"CREATE TABLE IF NOT EXISTS " + EffectsCheckTable + " (service TEXT NOT NULL, grp TEXT NOT NULL, event_id INTEGER NOT NULL, instance TEXT NOT NULL)",
-	}
-	if s.Dialect() == store.Postgres {
-		ddl = []string{
-			"CREATE TABLE IF NOT EXISTS " + RegisterTable + " (service text PRIMARY KEY, value bigint NOT NULL, token bigint NOT NULL)",
-			"CREATE TABLE IF NOT EXISTS " + LogTable + " (id bigserial PRIMARY KEY, service text NOT NULL, kind text NOT NULL, token bigint NOT NULL, value bigint NOT NULL, instance text NOT NULL)",
-			"CREATE TABLE IF NOT EXISTS " + EffectsCheckTable + " (service text NOT NULL, grp text NOT NULL, event_id bigint NOT NULL, instance text NOT NULL)",
-		}
-	}
-	for _, q := range ddl {
-		if _, err := s.Exec(ctx, q); err != nil {
-			return err
-		}
-	}
-	if err := CreateCheckHTTPTables(ctx, s); err != nil {
-		return err
-	}
-	if err := CreateCheckJobTables(ctx, s); err != nil {
-		return err
-	}
-	if err := CreateCheckConvergeTables(ctx, s, service); err != nil {
-		return err
-	}
-	_, err := s.Exec(ctx, "INSERT INTO "+RegisterTable+" (service, value, token) VALUES ($1, 0, 0) ON CONFLICT (service) DO NOTHING", service)
-	return err
-}
 
 // Op is one register operation as the workload saw it, for the linearizability check.
 type Op struct {
@@ -77,63 +58,48 @@ type Op struct {
 // opPeriod is the pause between two operations of one workload loop.
 const opPeriod = 40 * time.Millisecond
 
-// startCheck runs the checker workload until the returned stop function is called:
-//   - while leading, write unique values to the register, each fenced by the term's token,
-//     and log each write; a term's writer goes on after the term ends, as a worker that
-//     does not notice a pause would, until a write is refused;
-//   - on every instance, read the register;
-//   - on every instance, take the lock "check" and log a fenced write under it;
-//   - on every instance, publish events in transactions that commit late at random, and
-//     consume them in an exactly-once group and a shared group that record each handling;
-//   - on every instance, enqueue jobs and work them, and declare a one-second schedule
-//     (see checkjobs.go);
-//   - on every instance, set a setting and change a cached row in one transaction now and
-//     then, keeping the cache warm (see checkconverge.go);
-//   - on every instance, serve HTTP for the checker's session and idempotency client
-//     (see checkhttp.go).
-//
-// quiesce stops the publishers only, so the consumers can catch up before the end.
-func startCheck(ctx context.Context, node *twice.Node, em *emitter) (stop, quiesce func()) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	pubCtx, stopPublishing := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	var seq atomic.Int64
-	unique := func() int64 { return int64(os.Getpid())<<24 | seq.Add(1) }
-
-	// A stall past dead-after counts as a fault for judging duplicate job runs: the cluster
-	// may have counted this instance dead and rescued its jobs.
-	node.OnHeartbeatStall(func(from, to time.Time) {
-		em.emit(Event{Event: "stall", From: from.UnixNano(), T: to.UnixNano()})
-	})
-	node.Leader().OnElected(func(term context.Context) {
-		l := lease.FromContext(term)
-		wg.Go(func() { checkWriter(ctx, node, l, em, unique) })
-	})
-	wg.Go(func() { checkReader(ctx, node, em) })
-	wg.Go(func() { checkLocker(ctx, node, em, unique) })
-	if err := checkConsumers(ctx, node); err != nil {
-		em.emit(Event{Event: "error", Err: err.Error()})
-	}
-	wg.Go(func() { checkPublisher(pubCtx, node) })
-	if err := startCheckJobs(ctx, pubCtx, node); err != nil {
-		em.emit(Event{Event: "error", Err: err.Error()})
-	}
-	converge, err := startConverge(ctx, pubCtx, node, unique)
-	if err != nil {
-		em.emit(Event{Event: "error", Err: err.Error()})
-	}
-	stopHTTP := serveCheckHTTP(node, em, converge)
-	return func() {
-		stopHTTP()
-		cancel()
-		wg.Wait()
-	}, stopPublishing
+// loops runs the goroutines of a workload until its stop function is called.
+type loops struct {
+	ctx    context.Context // ends at stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
-func checkWriter(ctx context.Context, node *twice.Node, l *lease.Lease, em *emitter, unique func() int64) {
-	s := node.Store()
+func newLoops(ctx context.Context) *loops {
+	l := &loops{}
+	l.ctx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	return l
+}
+
+func (l *loops) stop() {
+	l.cancel()
+	l.wg.Wait()
+}
+
+// CheckRegister is the workload "check-register" (see [CheckWorkloads]).
+type CheckRegister struct{}
+
+// Name implements Workload.
+func (CheckRegister) Name() string { return "check-register" }
+
+func (CheckRegister) start(ctx context.Context, in *env) (func(), error) {
+	if _, err := in.node.Store().Exec(ctx, "INSERT INTO "+RegisterTable+" (service, value, token) VALUES ($1, 0, 0) ON CONFLICT (service) DO NOTHING",
+		in.node.Service()); err != nil {
+		return nil, err
+	}
+	l := newLoops(ctx)
+	in.node.Leader().OnElected(func(term context.Context) {
+		ls := lease.FromContext(term)
+		l.wg.Go(func() { checkWriter(l.ctx, in, ls) })
+	})
+	l.wg.Go(func() { checkReader(l.ctx, in) })
+	return l.stop, nil
+}
+
+func checkWriter(ctx context.Context, in *env, l *lease.Lease) {
+	node, s := in.node, in.node.Store()
 	for ctx.Err() == nil {
-		v := unique()
+		v := in.unique()
 		op := &Op{Kind: "write", Value: v, Token: l.Token(), Call: time.Now().UnixNano()}
 		err := s.InTx(ctx, func(tx store.Tx) error {
 			if err := twice.Fenced(ctx, tx, l); err != nil {
@@ -158,36 +124,49 @@ func checkWriter(ctx context.Context, node *twice.Node, l *lease.Lease, em *emit
 		if ctx.Err() != nil && op.Result == "unknown" {
 			return // shutting down; the outcome is not worth a history entry
 		}
-		em.emit(Event{Event: "op", Token: l.Token(), Op: op})
+		in.emit(Event{Event: "op", Token: l.Token(), Op: op})
 		if op.Result == "fenced" {
 			return
 		}
-		sleep(ctx, opPeriod)
+		loop.Sleep(ctx, opPeriod)
 	}
 }
 
-func checkReader(ctx context.Context, node *twice.Node, em *emitter) {
+func checkReader(ctx context.Context, in *env) {
 	for ctx.Err() == nil {
 		op := &Op{Kind: "read", Call: time.Now().UnixNano()}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := node.Store().Reader().QueryRow(rctx, "SELECT value FROM "+RegisterTable+" WHERE service = $1", node.Service()).Scan(&op.Value)
+		err := in.node.Store().Reader().QueryRow(rctx, "SELECT value FROM "+RegisterTable+" WHERE service = $1", in.node.Service()).Scan(&op.Value)
 		cancel()
 		op.Return = time.Now().UnixNano()
 		if err == nil {
 			op.Result = "ok"
-			em.emit(Event{Event: "op", Op: op})
+			in.emit(Event{Event: "op", Op: op})
 		}
-		sleep(ctx, opPeriod)
+		loop.Sleep(ctx, opPeriod)
 	}
 }
 
-func checkLocker(ctx context.Context, node *twice.Node, em *emitter, unique func() int64) {
+// CheckLocks is the workload "check-locks" (see [CheckWorkloads]).
+type CheckLocks struct{}
+
+// Name implements Workload.
+func (CheckLocks) Name() string { return "check-locks" }
+
+func (CheckLocks) start(ctx context.Context, in *env) (func(), error) {
+	l := newLoops(ctx)
+	l.wg.Go(func() { checkLocker(l.ctx, in) })
+	return l.stop, nil
+}
+
+func checkLocker(ctx context.Context, in *env) {
+	node := in.node
 	for ctx.Err() == nil {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		k, err := node.Locks().Acquire(actx, "check", nil)
 		cancel()
 		if err != nil {
-			sleep(ctx, opPeriod)
+			loop.Sleep(ctx, opPeriod)
 			continue
 		}
 		err = node.Store().InTx(ctx, func(tx store.Tx) error {
@@ -195,16 +174,31 @@ func checkLocker(ctx context.Context, node *twice.Node, em *emitter, unique func
 				return err
 			}
 			_, err := tx.Exec(ctx, "INSERT INTO "+LogTable+" (service, kind, token, value, instance) VALUES ($1, 'lock', $2, $3, $4)",
-				node.Service(), k.Token(), unique(), node.ID())
+				node.Service(), k.Token(), in.unique(), node.ID())
 			return err
 		})
 		if err == nil {
-			em.emit(Event{Event: "locked", Token: k.Token()})
+			in.emit(Event{Event: "locked", Token: k.Token()})
 		}
-		sleep(ctx, opPeriod/2)
+		loop.Sleep(ctx, opPeriod/2)
 		_ = k.Release(context.WithoutCancel(ctx))
-		sleep(ctx, opPeriod/2)
+		loop.Sleep(ctx, opPeriod/2)
 	}
+}
+
+// CheckEvents is the workload "check-events" (see [CheckWorkloads]).
+type CheckEvents struct{}
+
+// Name implements Workload.
+func (CheckEvents) Name() string { return "check-events" }
+
+func (CheckEvents) start(ctx context.Context, in *env) (func(), error) {
+	if err := checkConsumers(ctx, in.node); err != nil {
+		return nil, err
+	}
+	l := newLoops(ctx)
+	l.wg.Go(func() { checkPublisher(in.writing, in.node) })
+	return l.stop, nil
 }
 
 // checkConsumers joins the checker's two groups; the node closes them when it drains.
@@ -237,10 +231,10 @@ func checkPublisher(ctx context.Context, node *twice.Node) {
 		_ = node.Store().InTx(ctx, func(tx store.Tx) error {
 			_, err := node.Events().PublishTx(ctx, tx, events.Message{Topic: CheckTopic, Key: strconv.Itoa(i % 8), Payload: []byte(node.ID())})
 			if err == nil && i%3 == 0 {
-				sleep(ctx, time.Duration(rand.Int64N(int64(hold))))
+				loop.Sleep(ctx, time.Duration(rand.Int64N(int64(hold))))
 			}
 			return err
 		})
-		sleep(ctx, opPeriod/2)
+		loop.Sleep(ctx, opPeriod/2)
 	}
 }

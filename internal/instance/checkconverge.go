@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cache"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
 )
 
@@ -15,10 +15,7 @@ import (
 // service's row of CheckCachedTable, which every instance reads through a coherent cache,
 // and invalidates that cache. The row is the truth both must converge to; GET /converge
 // answers with this instance's view of both, as a Converged.
-const (
-	CheckSetting     = "check.value"
-	CheckCachedTable = "twice_check_cached"
-)
+const CheckSetting = "check.value"
 
 // Converged is an instance's view of the setting and of the cached row.
 type Converged struct {
@@ -26,23 +23,19 @@ type Converged struct {
 	Cache   int64 `json:"cache"`
 }
 
-// CreateCheckConvergeTables creates the cached row of service.
-func CreateCheckConvergeTables(ctx context.Context, s *store.Store, service string) error {
-	ddl := "CREATE TABLE IF NOT EXISTS " + CheckCachedTable + " (service TEXT PRIMARY KEY, value INTEGER NOT NULL, writes INTEGER NOT NULL)"
-	if s.Dialect() == store.Postgres {
-		ddl = "CREATE TABLE IF NOT EXISTS " + CheckCachedTable + " (service text PRIMARY KEY, value bigint NOT NULL, writes bigint NOT NULL)"
-	}
-	if _, err := s.Exec(ctx, ddl); err != nil {
-		return err
-	}
-	_, err := s.Exec(ctx, "INSERT INTO "+CheckCachedTable+" (service, value, writes) VALUES ($1, 0, 0) ON CONFLICT (service) DO NOTHING", service)
-	return err
-}
+// CheckConverge is the workload "check-converge" (see [CheckWorkloads]): the writer runs
+// until the instance quiesces, a reader keeps the cache warm until it stops.
+type CheckConverge struct{}
 
-// startConverge starts the writer (until writing ends) and a reader that keeps the cache
-// warm (until ctx ends), and returns the handler of GET /converge.
-func startConverge(ctx, writing context.Context, node *twice.Node, unique func() int64) (http.Handler, error) {
+// Name implements Workload.
+func (CheckConverge) Name() string { return "check-converge" }
+
+func (CheckConverge) start(ctx context.Context, in *env) (func(), error) {
+	node := in.node
 	s := node.Store()
+	if _, err := s.Exec(ctx, "INSERT INTO "+CheckCachedTable+" (service, value, writes) VALUES ($1, 0, 0) ON CONFLICT (service) DO NOTHING", node.Service()); err != nil {
+		return nil, err
+	}
 	c, err := cache.New(node.Caches(), "check", cache.Config[string, int64]{
 		Load: func(ctx context.Context, _ string) (int64, error) {
 			var v int64
@@ -52,10 +45,12 @@ func startConverge(ctx, writing context.Context, node *twice.Node, unique func()
 	if err != nil {
 		return nil, err
 	}
-	go func() {
+	l := newLoops(ctx)
+	writing := in.writing
+	l.wg.Go(func() {
 		for writing.Err() == nil {
-			sleep(writing, 5*opPeriod)
-			v := unique()
+			loop.Sleep(writing, 5*opPeriod)
+			v := in.unique()
 			_ = s.InTx(writing, func(tx store.Tx) error {
 				if _, err := node.Settings().SetTx(writing, tx, CheckSetting, v, nil); err != nil {
 					return err
@@ -66,14 +61,14 @@ func startConverge(ctx, writing context.Context, node *twice.Node, unique func()
 				return c.InvalidateTx(writing, tx, "v")
 			})
 		}
-	}()
-	go func() {
-		for ctx.Err() == nil {
-			_, _ = c.Get(ctx, "v")
-			sleep(ctx, opPeriod)
+	})
+	l.wg.Go(func() {
+		for l.ctx.Err() == nil {
+			_, _ = c.Get(l.ctx, "v")
+			loop.Sleep(l.ctx, opPeriod)
 		}
-	}()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	})
+	in.handle("GET /converge", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v, err := c.Get(r.Context(), "v")
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -81,5 +76,6 @@ func startConverge(ctx, writing context.Context, node *twice.Node, unique func()
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(Converged{Setting: node.Settings().Int(CheckSetting, 0), Cache: v})
-	}), nil
+	}))
+	return l.stop, nil
 }

@@ -3,57 +3,44 @@ package instance
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
-	"time"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/store"
 )
 
-// The checker's HTTP routes, served by every instance of the workload:
+// The checker's HTTP routes, served by every instance that runs [CheckHTTP]:
 //
 //	POST /login          start a session (its cookie comes back)
 //	POST /put?k=K&v=V    in the session, set key K to the integer V
 //	GET  /get?k=K        the session's value of K
 //	POST /pay            with an Idempotency-Key: record one effect row for the key, in the
-//	                     same transaction as the claim and the stored response
-//	GET  /converge       this instance's view of the setting and the cached row (Converged)
-const (
-	CheckPayTable = "twice_check_payments"
-	// CheckAuth is the Authorization header the checker's client sends, which scopes its
-	// idempotency keys to one client.
-	CheckAuth = "Bearer checker"
-)
+//	                     same transaction as the claim and the stored response, in
+//	                     CheckPayTable
+//
+// (GET /converge is [CheckConverge]'s.)
+//
+// CheckAuth is the Authorization header the checker's client sends, which scopes its
+// idempotency keys to one client.
+const CheckAuth = "Bearer checker"
 
-// CreateCheckHTTPTables creates the table the /pay route writes.
-func CreateCheckHTTPTables(ctx context.Context, s *store.Store) error {
-	ddl := "CREATE TABLE IF NOT EXISTS " + CheckPayTable + " (service TEXT NOT NULL, idem_key TEXT NOT NULL, instance TEXT NOT NULL)"
-	if s.Dialect() == store.Postgres {
-		ddl = "CREATE TABLE IF NOT EXISTS " + CheckPayTable + " (service text NOT NULL, idem_key text NOT NULL, instance text NOT NULL)"
-	}
-	_, err := s.Exec(ctx, ddl)
-	return err
-}
+// CheckHTTP is the workload "check-http" (see [CheckWorkloads]): the routes above.
+type CheckHTTP struct{}
 
-// serveCheckHTTP serves the routes above on a free local port, reported in an "http" event.
-func serveCheckHTTP(node *twice.Node, em *emitter, converge http.Handler) (stop func()) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		em.emit(Event{Event: "error", Err: err.Error()})
-		return func() {}
-	}
-	mux := http.NewServeMux()
+// Name implements Workload.
+func (CheckHTTP) Name() string { return "check-http" }
+
+func (CheckHTTP) start(_ context.Context, in *env) (func(), error) {
+	node := in.node
 	sessions := node.Sessions().Middleware
-	mux.Handle("POST /login", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	in.handle("POST /login", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := session.SetUser(r.Context(), "checker"); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
 	})))
-	mux.Handle("POST /put", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	in.handle("POST /put", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v, err := strconv.ParseInt(r.URL.Query().Get("v"), 10, 64)
 		if err != nil || session.UserID(r.Context()) == "" {
 			http.Error(w, "bad request or no session", http.StatusBadRequest)
@@ -68,7 +55,7 @@ func serveCheckHTTP(node *twice.Node, em *emitter, converge http.Handler) (stop 
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
 	})))
-	mux.Handle("GET /get", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	in.handle("GET /get", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if session.UserID(r.Context()) == "" {
 			http.Error(w, "no session", http.StatusNotFound)
 			return
@@ -76,7 +63,7 @@ func serveCheckHTTP(node *twice.Node, em *emitter, converge http.Handler) (stop 
 		v, _ := session.Get[int64](r.Context(), r.URL.Query().Get("k"))
 		fmt.Fprint(w, v)
 	})))
-	mux.Handle("POST /pay", node.Idempotency().HandlerTx(func(w http.ResponseWriter, r *http.Request, tx store.Tx) error {
+	in.handle("POST /pay", node.Idempotency().HandlerTx(func(w http.ResponseWriter, r *http.Request, tx store.Tx) error {
 		key, err := idempotency.ParseKey(r.Header.Values("Idempotency-Key"))
 		if err != nil {
 			return err
@@ -89,15 +76,5 @@ func serveCheckHTTP(node *twice.Node, em *emitter, converge http.Handler) (stop 
 		w.WriteHeader(http.StatusCreated)
 		return nil
 	}))
-	if converge != nil {
-		mux.Handle("GET /converge", converge)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	em.emit(Event{Event: "http", Addr: ln.Addr().String()})
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}
+	return func() {}, nil
 }

@@ -5,17 +5,16 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cron"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 )
 
 // The checker's jobs and cron: every instance enqueues CheckJobs and works them, recording
-// each start; the schedule CheckSchedule fires CheckTick every second, recording each run.
+// each start in CheckJobRuns; the schedule CheckSchedule fires CheckTick every second,
+// recording each run in CheckTickRuns.
 const (
-	CheckJobRuns   = "twice_check_job_runs"
-	CheckTickRuns  = "twice_check_tick_runs"
 	CheckSchedule  = "check-tick"
 	checkJobMaxRun = 30 * time.Millisecond
 )
@@ -34,30 +33,20 @@ type CheckTick struct{}
 // Kind implements jobs.Args.
 func (CheckTick) Kind() string { return "check-tick" }
 
-// CreateCheckJobTables creates the tables the checker's workers record runs in.
-func CreateCheckJobTables(ctx context.Context, s *store.Store) error {
-	ddl := []string{
-		"CREATE TABLE IF NOT EXISTS " + CheckJobRuns + " (service TEXT NOT NULL, job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, instance TEXT NOT NULL, claimed INTEGER NOT NULL, started INTEGER NOT NULL)",
-		"CREATE TABLE IF NOT EXISTS " + CheckTickRuns + " (service TEXT NOT NULL, tick TEXT NOT NULL, job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, instance TEXT NOT NULL, claimed INTEGER NOT NULL, started INTEGER NOT NULL)",
-	}
-	if s.Dialect() == store.Postgres {
-		ddl = []string{
-			"CREATE TABLE IF NOT EXISTS " + CheckJobRuns + " (service text NOT NULL, job_id bigint NOT NULL, attempt int NOT NULL, instance text NOT NULL, claimed bigint NOT NULL, started bigint NOT NULL)",
-			"CREATE TABLE IF NOT EXISTS " + CheckTickRuns + " (service text NOT NULL, tick text NOT NULL, job_id bigint NOT NULL, attempt int NOT NULL, instance text NOT NULL, claimed bigint NOT NULL, started bigint NOT NULL)",
-		}
-	}
-	for _, q := range ddl {
-		if _, err := s.Exec(ctx, q); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// CheckJobs is the workload "check-jobs" (see [CheckWorkloads]). It also reports every
+// heartbeat stall past dead-after as "stall": the cluster may have counted the instance
+// dead and rescued its jobs, so the checker judges a stall like a fault for duplicate runs.
+type CheckJobs struct{}
 
-// startCheckJobs registers the workers and the schedule, and enqueues a job every few
-// tens of milliseconds until enqueueing ends.
-func startCheckJobs(ctx, enqueueing context.Context, node *twice.Node) error {
+// Name implements Workload.
+func (CheckJobs) Name() string { return "check-jobs" }
+
+func (CheckJobs) start(ctx context.Context, in *env) (func(), error) {
+	node := in.node
 	s := node.Store()
+	node.OnHeartbeatStall(func(from, to time.Time) {
+		in.emit(Event{Event: "stall", From: from.UnixNano(), T: to.UnixNano()})
+	})
 	record := "INSERT INTO " + CheckJobRuns + " (service, job_id, attempt, instance, claimed, started) VALUES ($1, $2, $3, $4, $5, $6)"
 	err := jobs.Register(node.Jobs(), jobs.WorkFunc[CheckJob](func(ctx context.Context, job *jobs.Job[CheckJob]) error {
 		// The run is recorded when it starts, on its own: a job that runs twice shows twice.
@@ -65,11 +54,11 @@ func startCheckJobs(ctx, enqueueing context.Context, node *twice.Node) error {
 		if _, err := s.Exec(ctx, record, node.Service(), job.ID, job.Attempt, node.ID(), job.AttemptedAt.UnixNano(), time.Now().UnixNano()); err != nil {
 			return err
 		}
-		sleep(ctx, time.Duration(rand.Int64N(int64(checkJobMaxRun))))
+		loop.Sleep(ctx, time.Duration(rand.Int64N(int64(checkJobMaxRun))))
 		return ctx.Err()
 	}))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	err = jobs.Register(node.Jobs(), jobs.WorkFunc[CheckTick](func(ctx context.Context, job *jobs.Job[CheckTick]) error {
 		_, err := s.Exec(ctx, "INSERT INTO "+CheckTickRuns+" (service, tick, job_id, attempt, instance, claimed, started) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -77,12 +66,14 @@ func startCheckJobs(ctx, enqueueing context.Context, node *twice.Node) error {
 		return err
 	}))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := node.Cron().Add(CheckSchedule, "@every 1s", CheckTick{}, &cron.Opts{CatchUp: cron.CatchUpAll}); err != nil {
-		return err
+		return nil, err
 	}
-	go func() {
+	l := newLoops(ctx)
+	enqueueing := in.writing
+	l.wg.Go(func() {
 		for i := 0; enqueueing.Err() == nil; i++ {
 			if i%2 == 0 {
 				_, _ = node.Jobs().Enqueue(enqueueing, CheckJob{From: node.ID()}, nil)
@@ -92,8 +83,8 @@ func startCheckJobs(ctx, enqueueing context.Context, node *twice.Node) error {
 					return err
 				})
 			}
-			sleep(enqueueing, opPeriod)
+			loop.Sleep(enqueueing, opPeriod)
 		}
-	}()
-	return nil
+	})
+	return l.stop, nil
 }

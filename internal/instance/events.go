@@ -5,48 +5,42 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/store"
 )
 
-// EffectsTable is where instances with [Options.Events] record every event they handle,
-// one row per handling, so duplicates and losses show.
-const EffectsTable = "twice_event_effects"
-
-// EventsTopic and EventsGroup are the topic and group instances with [Options.Events]
-// consume.
+// EventsTopic and EventsGroup are the topic and group a [Consume] workload consumes.
 const (
 	EventsTopic = "crash"
 	EventsGroup = "crash-effects"
 )
 
-// CreateEffectsTable creates [EffectsTable].
-func CreateEffectsTable(ctx context.Context, s *store.Store) error {
-	ddl := "CREATE TABLE IF NOT EXISTS " + EffectsTable + " (event_id INTEGER NOT NULL, instance TEXT NOT NULL)"
-	if s.Dialect() == store.Postgres {
-		ddl = "CREATE TABLE IF NOT EXISTS " + EffectsTable + " (event_id bigint NOT NULL, instance text NOT NULL)"
-	}
-	_, err := s.Exec(ctx, ddl)
-	return err
+// Consume is the workload "consume": the instance joins the group EventsGroup on
+// EventsTopic and records every event it handles in EffectsTable, in the group's
+// transaction for exactly-once, on its own for shared (at least once).
+type Consume struct {
+	// Mode is "exactly-once" or "shared".
+	Mode string `json:"mode"`
+	// Work is how long handling one event takes (a sleep in the handler, inside the
+	// group's transaction for exactly-once), so that kills land mid-batch.
+	Work time.Duration `json:"work,omitempty"`
 }
 
-// consumeEvents joins the group EventsGroup in mode o.Events ("exactly-once" or "shared"):
-// each event handled inserts a row into EffectsTable, in the group's transaction for
-// exactly-once, on its own for shared (at least once).
-func consumeEvents(ctx context.Context, node *twice.Node, o Options) error {
+// Name implements Workload.
+func (Consume) Name() string { return "consume" }
+
+func (w Consume) start(ctx context.Context, in *env) (func(), error) {
+	node := in.node
 	cfg := events.GroupConfig{Name: EventsGroup, Topics: []string{EventsTopic}, BatchSize: 20}
 	insert := "INSERT INTO " + EffectsTable + " (event_id, instance) VALUES ($1, $2)"
-	switch o.Events {
-	case "":
-		return nil
+	switch w.Mode {
 	case "exactly-once":
 		cfg.Mode = events.ExactlyOnce
 		cfg.HandleTx = func(ctx context.Context, tx store.Tx, e events.Event) error {
 			if _, err := tx.Exec(ctx, insert, e.ID, node.ID()); err != nil {
 				return err
 			}
-			time.Sleep(o.EventWork)
+			time.Sleep(w.Work)
 			return nil
 		}
 	case "shared":
@@ -54,13 +48,13 @@ func consumeEvents(ctx context.Context, node *twice.Node, o Options) error {
 			if _, err := node.Store().Exec(ctx, insert, e.ID, node.ID()); err != nil {
 				return err
 			}
-			time.Sleep(o.EventWork)
+			time.Sleep(w.Work)
 			return nil
 		}
 	default:
-		return fmt.Errorf("instance: unknown Events mode %q", o.Events)
+		return nil, fmt.Errorf("unknown mode %q", w.Mode)
 	}
 	// The node closes the consumer when it drains.
 	_, err := node.Events().Subscribe(ctx, cfg)
-	return err
+	return func() {}, err
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/internal/block"
@@ -35,10 +34,7 @@ func TestKilledConsumers(t *testing.T) {
 func killedConsumers(t *testing.T, db testdb.DB, mode string) {
 	ctx := context.Background()
 	s := db.Open(t, nil)
-	if _, err := store.NewMigrator(s, twice.Components()...).Up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := instance.CreateEffectsTable(ctx, s); err != nil {
+	if _, err := store.NewMigrator(s, instance.Components()...).Up(ctx); err != nil {
 		t.Fatal(err)
 	}
 	const service = "svc"
@@ -53,7 +49,7 @@ func killedConsumers(t *testing.T, db testdb.DB, mode string) {
 	}
 	defer log.Close(ctx)
 
-	opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: service, Events: mode, EventWork: time.Millisecond,
+	opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: service, Workloads: []instance.Workload{instance.Consume{Mode: mode, Work: time.Millisecond}},
 		LeaseTTL: 500 * time.Millisecond, LeaderPoll: 50 * time.Millisecond,
 		HeartbeatInterval: 100 * time.Millisecond, DeadAfter: 400 * time.Millisecond}
 	g := instance.NewGroup(spawner(t), opts, t.Output())

@@ -36,6 +36,9 @@ type Proc struct {
 	done chan struct{} // closed when the process has exited and its output is read
 }
 
+// Done is closed when the process has exited and its output is read.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
 // Exited reports whether the process has exited.
 func (p *Proc) Exited() bool {
 	select {
@@ -139,6 +142,10 @@ func (g *Group) read(p *Proc, out io.Reader) {
 	g.add(Event{Event: "exited", Proc: p.Slot, PID: p.cmd.Process.Pid, T: time.Now().UnixNano(), Err: msg})
 	close(p.done)
 }
+
+// Record adds an event of the parent's own to the log, as if a child had printed it: what
+// an instance running in the parent's process saw, say (its Proc tells them apart).
+func (g *Group) Record(ev Event) { g.add(ev) }
 
 func (g *Group) add(ev Event) {
 	g.mu.Lock()

@@ -21,10 +21,10 @@ func TestKilledIdempotencyOwner(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", IdempotencyHTTP: true,
+		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", Workloads: []instance.Workload{instance.IdempotencyHTTP{}},
 			HeartbeatInterval: 100 * time.Millisecond, DeadAfter: 400 * time.Millisecond, DeadOwnerGrace: 200 * time.Millisecond}
 		stuck := opts
-		stuck.BlockRequests = true
+		stuck.Workloads = []instance.Workload{instance.IdempotencyHTTP{Block: true}}
 		ga, gb := instance.NewGroup(spawner(t), stuck, t.Output()), instance.NewGroup(spawner(t), opts, t.Output())
 		defer ga.Stop(10 * time.Second)
 		defer gb.Stop(10 * time.Second)

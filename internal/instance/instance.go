@@ -1,32 +1,35 @@
 // Package instance runs one twice node as a child process and reports what it sees as JSON
-// lines on stdout; the parent side starts, kills, pauses and watches such processes. The
-// demo, `twice bench failover` and the crash tests are built on it, so what they show is
-// real processes dying, not goroutines pretending to.
+// lines on stdout; the parent side starts, kills, pauses and watches such processes. What a
+// child does besides being a node is a list of workloads, each registered under a name
+// (workload.go) and asked for by the parent in [Options.Workloads]. The demo, the
+// benchmarks, the consistency checker and the crash tests are built on it, so what they show
+// is real processes dying, not goroutines pretending to.
 package instance
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/lease"
-	"github.com/twicehq/twice/store"
 )
 
 // EnvOptions carries the JSON-encoded [Options] to a child process.
 const EnvOptions = "TWICE_INSTANCE"
 
-// Options configure a child instance.
+// Options configure a child instance: its node, and the workloads it runs.
 type Options struct {
 	DSN     string `json:"dsn"`
 	Schema  string `json:"schema,omitempty"`
@@ -35,47 +38,24 @@ type Options struct {
 	Bus string `json:"bus,omitempty"`
 	// ClusterSecret is the node's Config.ClusterSecret.
 	ClusterSecret []byte `json:"cluster_secret,omitempty"`
-	// LeaseTTL, LeaderPoll, HeartbeatInterval and DeadAfter override the node defaults.
+	// LeaseTTL, LeaderPoll, HeartbeatInterval, DeadAfter and DeadOwnerGrace (of the
+	// idempotency keys) override the node defaults.
 	LeaseTTL          time.Duration `json:"lease_ttl,omitempty"`
 	LeaderPoll        time.Duration `json:"leader_poll,omitempty"`
 	HeartbeatInterval time.Duration `json:"heartbeat_interval,omitempty"`
 	DeadAfter         time.Duration `json:"dead_after,omitempty"`
-	// FencedWrites makes the leader insert a row into twice_fence_writes every few
-	// milliseconds, each checked with twice.Fenced against the token of the term it started
-	// in. The writer deliberately ignores the end of its term, like a worker that does not
-	// notice it was paused, so that fencing alone must refuse its stale writes.
-	FencedWrites bool `json:"fenced_writes,omitempty"`
-	// Lock, if set, is a lock the instance takes at start and holds until it exits.
-	Lock string `json:"lock,omitempty"`
-	// Check runs the consistency checker's workload (see check.go).
-	Check bool `json:"check,omitempty"`
-	// Events, if set ("exactly-once" or "shared"), joins a consumer group that records
-	// every event of EventsTopic it handles in EffectsTable.
-	Events string `json:"events,omitempty"`
-	// EventWork is how long handling one event takes (a sleep in the handler, inside the
-	// group's transaction for exactly-once), so that kills land mid-batch.
-	EventWork time.Duration `json:"event_work,omitempty"`
-	// IdempotencyHTTP serves node.Idempotency().Middleware over HTTP on a free local port,
-	// reported in an "http" event; BlockRequests makes its handler never answer, like a
-	// request in flight when the process is killed. See http.go.
-	IdempotencyHTTP bool          `json:"idempotency_http,omitempty"`
-	BlockRequests   bool          `json:"block_requests,omitempty"`
-	DeadOwnerGrace  time.Duration `json:"dead_owner_grace,omitempty"`
-	// Propagation makes the instance report every cache invalidation and setting change it
-	// applies, for [BenchPropagation].
-	Propagation bool `json:"propagation,omitempty"`
-	// CacheWriter makes the instance update CrashTable and invalidate it with InvalidateTx
-	// in the same transaction, over and over, so it can be killed around its commits.
-	CacheWriter bool `json:"cache_writer,omitempty"`
+	DeadOwnerGrace    time.Duration `json:"dead_owner_grace,omitempty"`
 	// Verbose logs the node's info messages on stderr, not only its warnings.
 	Verbose bool `json:"verbose,omitempty"`
-	// Work makes the instance work jobs (and fire a schedule): see work.go.
-	Work *WorkOptions `json:"work,omitempty"`
+	// Workloads are what the instance does besides being a node, each a registered
+	// workload with its parameters (see workload.go). Without any, the instance only takes
+	// part in the elections and reports its terms.
+	Workloads []Workload `json:"-"`
 }
 
 // Event is one line a child prints.
 type Event struct {
-	Event string `json:"event"` // ready, elected, demoted, fenced, locked, write_error, http, handling, invalidated, setting, lost, stall, closed, error
+	Event string `json:"event"` // ready, elected, demoted, fenced, locked, write_error, http, handling, invalidated, setting, lost, stall, quiesced, closed, error
 	ID    string `json:"id,omitempty"`
 	PID   int    `json:"pid,omitempty"`
 	Token int64  `json:"token,omitempty"`
@@ -87,7 +67,7 @@ type Event struct {
 	// From is, on "stall", when the cluster could first count the instance dead (T is when
 	// its heartbeats landed again).
 	From   int64  `json:"from,omitempty"`
-	Writes int    `json:"writes,omitempty"` // fenced writes accepted in the term, on "fenced" and "demoted"
+	Writes int    `json:"writes,omitempty"` // fenced writes accepted in the term, on "fenced"
 	Addr   string `json:"addr,omitempty"`   // on "http": where the instance serves
 	Err    string `json:"err,omitempty"`
 	// Op is one operation of the checker workload, on "op" events.
@@ -104,46 +84,6 @@ type Event struct {
 
 // Time returns e.T as a time.
 func (e Event) Time() time.Time { return time.Unix(0, e.T) }
-
-// FenceTable is created by [CreateFenceTable] and written by instances with FencedWrites.
-const FenceTable = "twice_fence_writes"
-
-// CreateFenceTable creates the table fenced writes go to. Rows carry their service, since
-// several runs may share one database and every service's tokens start at 1.
-func CreateFenceTable(ctx context.Context, s *store.Store) error {
-	ddl := "CREATE TABLE IF NOT EXISTS " + FenceTable + " (id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, token INTEGER NOT NULL, instance TEXT NOT NULL)"
-	if s.Dialect() == store.Postgres {
-		ddl = "CREATE TABLE IF NOT EXISTS " + FenceTable + " (id bigserial PRIMARY KEY, service text NOT NULL, token bigint NOT NULL, instance text NOT NULL)"
-	}
-	_, err := s.Exec(ctx, ddl)
-	return err
-}
-
-// FencedWrite is one accepted write, in commit order.
-type FencedWrite struct {
-	Token    int64
-	Instance string
-}
-
-// FencedWrites returns the writes the leaders of service made, in the order they committed:
-// on SQLite the id order is the commit order (one writer); on PostgreSQL a write fenced
-// by token n commits before token n+1 can be issued, so ids of later terms are higher.
-func FencedWrites(ctx context.Context, s *store.Store, service string) ([]FencedWrite, error) {
-	rows, err := s.Reader().Query(ctx, "SELECT token, instance FROM "+FenceTable+" WHERE service = $1 ORDER BY id", service)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []FencedWrite
-	for rows.Next() {
-		var w FencedWrite
-		if err := rows.Scan(&w.Token, &w.Instance); err != nil {
-			return nil, err
-		}
-		out = append(out, w)
-	}
-	return out, rows.Err()
-}
 
 // IsChild reports whether this process was started as an instance.
 func IsChild() bool { return os.Getenv(EnvOptions) != "" }
@@ -181,86 +121,89 @@ func (e *emitter) emit(ev Event) {
 	_ = e.enc.Encode(ev)
 }
 
+// env is what the workloads of one instance run on, and what they share.
+type env struct {
+	node *twice.Node
+	em   *emitter
+	// writing ends when the parent asks the instance to quiesce (SIGUSR1), and at the
+	// latest when it stops: workloads that write stop then, so the others can catch up.
+	writing context.Context
+	mux     *http.ServeMux // served if a workload adds a route (see handle)
+	routes  bool
+	seq     atomic.Int64
+}
+
+func (in *env) emit(ev Event) { in.em.emit(ev) }
+
+// unique returns a value no other call returns, on this instance or another.
+func (in *env) unique() int64 { return int64(os.Getpid())<<24 | in.seq.Add(1) }
+
+// handle adds a route to the instance's HTTP server, which then serves on a free local port
+// announced in an "http" event.
+func (in *env) handle(pattern string, h http.Handler) {
+	in.mux.Handle(pattern, h)
+	in.routes = true
+}
+
 func run(ctx context.Context, o Options, out io.Writer) error {
 	level := slog.LevelWarn
 	if o.Verbose {
 		level = slog.LevelInfo
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	node, err := twice.Open(ctx, twice.Config{
+	cfg := twice.Config{
 		DSN: o.DSN, Schema: o.Schema, Name: o.Service, Bus: o.Bus, ClusterSecret: o.ClusterSecret, Logger: logger,
 		LeaseTTL: o.LeaseTTL, LeaderPoll: o.LeaderPoll, HeartbeatInterval: o.HeartbeatInterval, DeadAfter: o.DeadAfter,
 		// The checker's client holds one fixed token (CheckAuth), so scoping by the
 		// credential is safe here; a real API resolves its tokens to a principal.
 		Idempotency: idempotency.Config{DeadOwnerGrace: o.DeadOwnerGrace, Scope: idempotency.AuthorizationScope},
-		Jobs:        o.jobsConfig(),
-	})
+	}
+	for _, w := range o.Workloads {
+		if c, ok := w.(configurer); ok {
+			c.configure(&cfg)
+		}
+	}
+	node, err := twice.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	em := &emitter{enc: json.NewEncoder(out), id: node.ID()}
-	node.Leader().OnElected(func(ctx context.Context) {
-		l := lease.FromContext(ctx)
-		em.emit(Event{Event: "elected", Token: l.Token()})
-		var writes writeCount
-		if o.FencedWrites {
-			go fencedWriter(node, l, em, &writes)
-		}
-		<-ctx.Done()
-		end := time.Now()
-		if d := l.Deadline(); d.Before(end) {
-			end = d
-		}
-		em.emit(Event{Event: "demoted", Token: l.Token(), T: end.UnixNano(), Writes: writes.get(),
-			Err: context.Cause(ctx).Error()})
-	})
-	if o.Work != nil {
-		if err := startWork(node, o.Work, em); err != nil {
-			return err
-		}
-	}
-	if o.Lock != "" {
-		k, err := node.Locks().Acquire(ctx, o.Lock, nil)
+	reportTerms(node, em)
+	writing, quiesce := context.WithCancel(context.WithoutCancel(ctx))
+	defer quiesce()
+	in := &env{node: node, em: em, writing: writing, mux: http.NewServeMux()}
+	var stops []func()
+	for _, w := range o.Workloads {
+		stop, err := w.start(ctx, in)
 		if err != nil {
-			return err
+			return fmt.Errorf("workload %s: %w", w.Name(), err)
 		}
-		em.emit(Event{Event: "locked", Token: k.Token()})
-	}
-	stopCheck := func() {}
-	if o.Check {
-		var quiesce func()
-		stopCheck, quiesce = startCheck(ctx, node, em)
-		usr1 := make(chan os.Signal, 1)
-		signal.Notify(usr1, syscall.SIGUSR1)
-		defer signal.Stop(usr1)
-		go func() {
-			if _, ok := <-usr1; ok {
-				quiesce()
-				em.emit(Event{Event: "quiesced"})
-			}
-		}()
-	}
-	if err := consumeEvents(ctx, node, o); err != nil {
-		return err
+		stops = append(stops, stop)
 	}
 	stopHTTP := func() {}
-	if o.IdempotencyHTTP {
-		stopHTTP = serveIdempotency(node, o, em)
-	}
-	if o.Propagation {
-		if err := watchPropagation(node, em); err != nil {
+	if in.routes {
+		if stopHTTP, err = serve(in.mux, em); err != nil {
 			return err
 		}
 	}
-	if o.CacheWriter {
-		if err := writeAndInvalidate(ctx, node); err != nil {
-			return err
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		if _, ok := <-usr1; ok {
+			quiesce()
+			em.emit(Event{Event: "quiesced"})
 		}
-	}
+	}()
 	em.emit(Event{Event: "ready"})
 	<-ctx.Done()
-	stopHTTP() // requests end before the node they use closes
-	stopCheck()
+	quiesce()
+	// Workloads stop newest first, then the server: a request a workload holds up (see
+	// IdempotencyHTTP.Block) is let go first, and every request ends before the node closes.
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+	stopHTTP()
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = node.Close(closeCtx)
@@ -268,47 +211,32 @@ func run(ctx context.Context, o Options, out io.Writer) error {
 	return err
 }
 
-type writeCount struct {
-	mu sync.Mutex // protects n
-	n  int
-}
-
-func (w *writeCount) add() {
-	w.mu.Lock()
-	w.n++
-	w.mu.Unlock()
-}
-
-func (w *writeCount) get() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.n
-}
-
-// fencedWriter writes under l's token until a write is fenced.
-func fencedWriter(node *twice.Node, l *lease.Lease, em *emitter, writes *writeCount) {
-	ctx := context.Background()
-	for {
-		err := node.Store().InTx(ctx, func(tx store.Tx) error {
-			if err := twice.Fenced(ctx, tx, l); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, "INSERT INTO "+FenceTable+" (service, token, instance) VALUES ($1, $2, $3)", node.Service(), l.Token(), node.ID())
-			return err
-		})
-		switch {
-		case errors.Is(err, twice.ErrFenced):
-			em.emit(Event{Event: "fenced", Token: l.Token(), Writes: writes.get(), Err: err.Error()})
-			return
-		case err != nil:
-			// A closed store means the node is shutting down.
-			if node.Store().Ping(ctx) != nil {
-				return
-			}
-			em.emit(Event{Event: "write_error", Token: l.Token(), Err: err.Error()})
-		default:
-			writes.add()
+// reportTerms reports every term of leadership: "elected", then "demoted" when it ends.
+func reportTerms(node *twice.Node, em *emitter) {
+	node.Leader().OnElected(func(ctx context.Context) {
+		l := lease.FromContext(ctx)
+		em.emit(Event{Event: "elected", Token: l.Token()})
+		<-ctx.Done()
+		end := time.Now()
+		if d := l.Deadline(); d.Before(end) {
+			end = d
 		}
-		time.Sleep(5 * time.Millisecond)
+		em.emit(Event{Event: "demoted", Token: l.Token(), T: end.UnixNano(), Err: context.Cause(ctx).Error()})
+	})
+}
+
+// serve serves mux on a free local port and reports it in an "http" event.
+func serve(mux *http.ServeMux, em *emitter) (stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
 	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	em.emit(Event{Event: "http", Addr: ln.Addr().String()})
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
 }

@@ -53,42 +53,18 @@ func checkTerms(t *testing.T, ts []instance.Term, limit time.Duration) {
 	t.Logf("%d terms; longest overlap of two beliefs: %v (limit %v)", len(ts), max(worst, 0), limit)
 }
 
-func TestKillLeader(t *testing.T) {
-	t.Parallel()
-	testdb.Each(t, func(t *testing.T, db testdb.DB) {
-		t.Parallel()
-		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc"}
-		res, err := instance.BenchFailover(context.Background(), spawner(t), opts, instance.FailoverParams{Kills: 3, Progress: t.Output()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The design bound is TTL + poll; three times that only fails when failover waits
-		// for something it should not (a dead-after period, a missed wake-up), not on a
-		// busy machine. The figures themselves come from `twice bench failover`.
-		bound := 3 * time.Duration(res.LeaseTTLMS+res.PollMS) * time.Millisecond
-		for i, f := range res.FailoversMS {
-			if d := time.Duration(f * float64(time.Millisecond)); d > bound {
-				t.Errorf("failover %d took %v, beyond %v", i+1, d, bound)
-			}
-		}
-	})
-}
-
 func TestPausedLeaderIsFenced(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
 		s := db.Open(t, nil)
-		if _, err := store.NewMigrator(s, twice.Components()...).Up(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := instance.CreateFenceTable(ctx, s); err != nil {
+		if _, err := store.NewMigrator(s, instance.Components()...).Up(ctx); err != nil {
 			t.Fatal(err)
 		}
 		ttl := time.Second
 		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", LeaseTTL: ttl,
-			LeaderPoll: 50 * time.Millisecond, FencedWrites: true}
+			LeaderPoll: 50 * time.Millisecond, Workloads: []instance.Workload{instance.FencedWriter{}}}
 		g := instance.NewGroup(spawner(t), opts, t.Output())
 		defer g.Stop(10 * time.Second)
 		for i := range 3 {
@@ -188,7 +164,7 @@ func TestLockFreedAfterKill(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", Lock: "nightly-report"}
+		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", Workloads: []instance.Workload{instance.Lock{LockName: "nightly-report"}}}
 		g := instance.NewGroup(spawner(t), opts, t.Output())
 		defer g.Stop(10 * time.Second)
 		if _, err := g.Start(ctx, 0); err != nil {
@@ -228,15 +204,12 @@ func TestLockFreedAfterKill(t *testing.T) {
 	})
 }
 
-func TestPercentile(t *testing.T) {
+// TestComponentDeclaresItsTables: the workloads' Component declares every table its
+// migrations create, on each database.
+func TestComponentDeclaresItsTables(t *testing.T) {
 	t.Parallel()
-	xs := []float64{5, 1, 4, 2, 3}
-	for p, want := range map[float64]float64{50: 3, 99: 5, 100: 5, 1: 1} {
-		if got := instance.Percentile(xs, p); got != want {
-			t.Errorf("p%v = %v, want %v", p, got, want)
-		}
-	}
-	if instance.Percentile(nil, 50) != 0 {
-		t.Error("empty percentile")
-	}
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		testdb.CheckTables(t, db, instance.Component())
+	})
 }

@@ -208,7 +208,7 @@ func TestJobsSurviveKills(t *testing.T) {
 
 		t.Logf("%d jobs enqueued at %v", total, time.Since(began).Round(time.Millisecond))
 		opts := crashOptions(db)
-		opts.Work = &instance.WorkOptions{Concurrency: 10, JobDuration: 20 * time.Millisecond, Report: true}
+		opts.Workloads = []instance.Workload{instance.Jobs{Concurrency: 10, JobDuration: 20 * time.Millisecond, Report: true}}
 		g, stderr := startThree(t, opts)
 		defer stderr.dumpOnFailure(t)
 		defer g.Stop(10 * time.Second)
@@ -308,7 +308,7 @@ func TestCronUnderKills(t *testing.T) {
 		defer jc.Close(ctx)
 
 		opts := crashOptions(db)
-		opts.Work = &instance.WorkOptions{Cron: "* * * * * *", CatchUp: cron.CatchUpAll, Grace: time.Second}
+		opts.Workloads = []instance.Workload{instance.Jobs{Cron: "* * * * * *", CatchUp: cron.CatchUpAll, Grace: time.Second}}
 		g, stderr := startThree(t, opts)
 		defer stderr.dumpOnFailure(t)
 		defer g.Stop(10 * time.Second)

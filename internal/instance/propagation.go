@@ -2,338 +2,45 @@ package instance
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
-	"io"
-	"log/slog"
-	"strconv"
-	"sync"
 	"time"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/settings"
 )
 
-// Propagation kinds measured by [BenchPropagation].
-const (
-	// KindInvalidation measures cache.InvalidateTx: from the commit to each instance
-	// having applied the invalidation.
-	KindInvalidation = "invalidation"
-	// KindConfig measures settings.SetTx: from the commit to each instance's watcher
-	// being called with the new version.
-	KindConfig = "config"
-)
+// PropagationCache is the cache every instance of a propagation benchmark makes.
+const PropagationCache = "bench"
 
-// benchCache is the cache every instance of a propagation benchmark makes.
-const benchCache = "bench"
+// Propagation is the workload "propagation", for the benchmarks of how fast a change
+// reaches every instance: the instance makes the cache PropagationCache and watches every
+// setting, and reports every invalidation and setting change it applies as an
+// "invalidated" or "setting" event, and every bus loss as "lost".
+type Propagation struct{}
 
-// watchPropagation makes the benchmark's cache and settings watcher on a child and reports
-// every invalidation and setting it applies as an "invalidated" or "setting" event.
-func watchPropagation(node *twice.Node, em *emitter) error {
+// Name implements Workload.
+func (Propagation) Name() string { return "propagation" }
+
+func (Propagation) start(_ context.Context, in *env) (func(), error) {
+	node := in.node
 	// Entries are not needed: an invalidation is applied whether or not its key is cached.
-	if _, err := cache.New(node.Caches(), benchCache, cache.Config[string, string]{
+	if _, err := cache.New(node.Caches(), PropagationCache, cache.Config[string, string]{
 		Load: func(_ context.Context, k string) (string, error) { return k, nil },
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	node.Caches().Observe(func(inv cache.Invalidation) {
 		switch {
 		case inv.Lost:
-			em.emit(Event{Event: "lost"})
-		case inv.Cache == benchCache:
+			in.emit(Event{Event: "lost"})
+		case inv.Cache == PropagationCache:
 			now := time.Now().UnixNano()
 			for _, k := range inv.Keys {
-				em.emit(Event{Event: "invalidated", Key: k, T: now})
+				in.emit(Event{Event: "invalidated", Key: k, T: now})
 			}
 		}
 	})
 	node.Settings().WatchAll(func(v settings.Setting) {
-		em.emit(Event{Event: "setting", Key: v.Key, T: time.Now().UnixNano()})
+		in.emit(Event{Event: "setting", Key: v.Key, T: time.Now().UnixNano()})
 	})
-	return nil
-}
-
-// PropagationParams configure [BenchPropagation].
-type PropagationParams struct {
-	// Kind is [KindInvalidation] or [KindConfig].
-	Kind string
-	// Instances is how many instances run, the writer included. Defaults to 3.
-	Instances int
-	// Count is how many changes are timed, one at a time.
-	Count int
-	// Interval is the pause between two timed changes. Defaults to 10 ms.
-	Interval time.Duration
-	// Burst, for invalidations, is how many are sent as fast as possible after the timed
-	// ones, to measure throughput. 0 skips it.
-	Burst int
-	// Progress receives a line every tenth of the run; nil discards them.
-	Progress io.Writer
-}
-
-// PropagationResult is what [BenchPropagation] measured. Latencies run from the start of
-// the writer's commit to the moment an instance applied the change (the commit's own time
-// is included, so they are upper bounds), in milliseconds on this machine's clock.
-type PropagationResult struct {
-	Store string `json:"store"`
-	Bus   string `json:"bus"`
-	// Signed is set when the instances signed their bus messages (Config.ClusterSecret).
-	Signed    bool   `json:"signed"`
-	Kind      string `json:"kind"`
-	Instances int    `json:"instances"`
-	Count     int    `json:"count"`
-	// Every is, per change, the time until the last instance applied it: "reaches every
-	// instance".
-	EveryP50MS float64 `json:"every_p50_ms"`
-	EveryP99MS float64 `json:"every_p99_ms"`
-	EveryMaxMS float64 `json:"every_max_ms"`
-	// EveryMS are the per-change figures, in order.
-	EveryMS []float64 `json:"every_ms"`
-	// Each is over every single delivery, to every instance.
-	EachP50MS float64 `json:"each_p50_ms"`
-	EachP99MS float64 `json:"each_p99_ms"`
-	// Burst and BurstPerSec: invalidations sent back to back from 4 writers, and how many
-	// per second reached every instance.
-	Burst       int     `json:"burst,omitempty"`
-	BurstPerSec float64 `json:"burst_per_sec,omitempty"`
-	// Lost counts bus losses (and the flushes they caused) the instances reported.
-	Lost int `json:"lost"`
-}
-
-// arrivals collects when each instance applied each change.
-type arrivals struct {
-	mu   sync.Mutex // protects at
-	at   map[string]map[int]int64
-	want int
-}
-
-func (a *arrivals) add(key string, slot int, t int64) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	m := a.at[key]
-	if m == nil {
-		return false
-	}
-	if _, dup := m[slot]; !dup {
-		m[slot] = t
-	}
-	return true
-}
-
-func (a *arrivals) expect(keys ...string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, k := range keys {
-		a.at[k] = map[int]int64{}
-	}
-}
-
-// complete reports whether every expected key has reached every instance.
-func (a *arrivals) complete() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, m := range a.at {
-		if len(m) < a.want {
-			return false
-		}
-	}
-	return true
-}
-
-// missing describes the first key that has not reached every instance.
-func (a *arrivals) missing() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for k, m := range a.at {
-		if len(m) < a.want {
-			return fmt.Sprintf("%s reached %d of %d instances", k, len(m), a.want)
-		}
-	}
-	return "none missing"
-}
-
-func (a *arrivals) take(key string) map[int]int64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	m := a.at[key]
-	delete(a.at, key)
-	return m
-}
-
-// BenchPropagation runs p.Instances-1 child instances plus a writer instance in this
-// process, then p.Count times changes something (a cache invalidation or a setting) in a
-// transaction and times how long until every instance, the writer included, has applied it.
-func BenchPropagation(ctx context.Context, spawn Spawner, opts Options, p PropagationParams) (PropagationResult, error) {
-	if p.Kind != KindInvalidation && p.Kind != KindConfig {
-		return PropagationResult{}, fmt.Errorf("propagation: unknown kind %q", p.Kind)
-	}
-	if p.Count < 1 {
-		return PropagationResult{}, fmt.Errorf("propagation: need at least one change, not %d", p.Count)
-	}
-	if p.Instances == 0 {
-		p.Instances = 3
-	}
-	if p.Interval == 0 {
-		p.Interval = 10 * time.Millisecond
-	}
-	if p.Progress == nil {
-		p.Progress = io.Discard
-	}
-	res := PropagationResult{Kind: p.Kind, Instances: p.Instances, Count: p.Count, Bus: "store", Signed: len(opts.ClusterSecret) > 0}
-	if opts.Bus != "" {
-		res.Bus = "nats"
-	}
-	opts.Propagation = true
-	g := NewGroup(spawn, opts, nil)
-	defer g.Stop(10 * time.Second)
-	children := p.Instances - 1
-	for i := range children {
-		if _, err := g.Start(ctx, i); err != nil {
-			return res, err
-		}
-	}
-	writer, err := twice.Open(ctx, twice.Config{DSN: opts.DSN, Schema: opts.Schema, Name: opts.Service, Bus: opts.Bus,
-		ClusterSecret: opts.ClusterSecret, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return res, err
-	}
-	defer writer.Close(context.WithoutCancel(ctx))
-	res.Store = string(writer.Store().Dialect())
-	c, err := cache.New(writer.Caches(), benchCache, cache.Config[string, string]{
-		Load: func(_ context.Context, k string) (string, error) { return k, nil },
-	})
-	if err != nil {
-		return res, err
-	}
-
-	// The writer is an instance too: its own deliveries go into the group's log as slot -1.
-	arr := &arrivals{at: map[string]map[int]int64{}, want: p.Instances}
-	event := map[string]string{KindInvalidation: "invalidated", KindConfig: "setting"}[p.Kind]
-	defer writer.Caches().Observe(func(inv cache.Invalidation) {
-		if inv.Cache == benchCache && p.Kind == KindInvalidation {
-			now := time.Now().UnixNano()
-			for _, k := range inv.Keys {
-				g.add(Event{Event: event, Key: k, T: now, Proc: -1})
-			}
-		}
-	})()
-	defer writer.Settings().WatchAll(func(v settings.Setting) {
-		if p.Kind == KindConfig {
-			g.add(Event{Event: event, Key: v.Key, T: time.Now().UnixNano(), Proc: -1})
-		}
-	})()
-	_, from := g.Log()
-	change := func(key string) (time.Time, error) {
-		tx, err := writer.Store().Begin(ctx)
-		if err != nil {
-			return time.Time{}, err
-		}
-		if p.Kind == KindInvalidation {
-			err = c.InvalidateTx(ctx, tx, key)
-		} else {
-			_, err = writer.Settings().SetTx(ctx, tx, key, time.Now().UnixNano(), nil)
-		}
-		if err != nil {
-			_ = tx.Rollback(ctx)
-			return time.Time{}, err
-		}
-		t0 := time.Now()
-		return t0, tx.Commit(ctx)
-	}
-	// wait reads the children's events until every expected key reached every instance.
-	wait := func() error {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		var exited error
-		_, at, err := g.WaitFor(wctx, from, func(e Event) bool {
-			switch {
-			case e.Event == event:
-				arr.add(e.Key, e.Proc, e.T)
-			case e.Event == "lost":
-				res.Lost++
-			case e.Event == "exited":
-				exited = fmt.Errorf("propagation: instance %d exited: %s", e.Proc, e.Err)
-				return true
-			}
-			return arr.complete()
-		})
-		if err != nil {
-			return fmt.Errorf("propagation: not every instance applied the change (%s): %w", arr.missing(), err)
-		}
-		from = at + 1
-		return exited
-	}
-
-	run := "bench-" + randomSuffix()
-	var every, each []float64
-	const warmup = 5
-	for i := -warmup; i < p.Count; i++ {
-		key := run + "." + strconv.Itoa(i+warmup)
-		arr.expect(key)
-		t0, err := change(key)
-		if err != nil {
-			return res, err
-		}
-		if err := wait(); err != nil {
-			return res, err
-		}
-		slowest := 0.0
-		for _, t := range arr.take(key) {
-			d := ms(time.Duration(t - t0.UnixNano()))
-			slowest = max(slowest, d)
-			if i >= 0 {
-				each = append(each, d)
-			}
-		}
-		if i >= 0 {
-			every = append(every, slowest)
-			if (i+1)%max(1, p.Count/10) == 0 {
-				fmt.Fprintf(p.Progress, "%s %d/%d: reached every instance in %.2f ms\n", p.Kind, i+1, p.Count, slowest)
-			}
-		}
-		sleep(ctx, p.Interval)
-	}
-	res.EveryMS = every
-	res.EveryP50MS, res.EveryP99MS, res.EveryMaxMS = Percentile(every, 50), Percentile(every, 99), Percentile(every, 100)
-	res.EachP50MS, res.EachP99MS = Percentile(each, 50), Percentile(each, 99)
-
-	if p.Kind == KindInvalidation && p.Burst > 0 {
-		keys := make([]string, p.Burst)
-		for i := range keys {
-			keys[i] = run + ".burst." + strconv.Itoa(i)
-		}
-		arr.expect(keys...)
-		start := time.Now()
-		var wg sync.WaitGroup
-		errs := make(chan error, 4)
-		for w := range 4 {
-			wg.Go(func() {
-				for i := w; i < len(keys); i += 4 {
-					if _, err := change(keys[i]); err != nil {
-						errs <- err
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		if err := <-errs; err != nil {
-			return res, err
-		}
-		if err := wait(); err != nil {
-			return res, err
-		}
-		res.Burst = p.Burst
-		res.BurstPerSec = float64(p.Burst) / time.Since(start).Seconds()
-		fmt.Fprintf(p.Progress, "burst: %d invalidations reached every instance in %.0f ms\n", p.Burst, ms(time.Since(start)))
-	}
-	return res, nil
-}
-
-func randomSuffix() string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return func() {}, nil
 }

@@ -9,8 +9,9 @@ import (
 	"github.com/twicehq/twice/jobs"
 )
 
-// WorkOptions make a child instance work jobs and fire a schedule, reporting each start.
-type WorkOptions struct {
+// Jobs is the workload "jobs": the instance works CrashJobs and, with Cron, fires the
+// schedule "tick", reporting each start.
+type Jobs struct {
 	// Concurrency is the default queue's concurrency on the instance. Defaults to 100.
 	Concurrency int `json:"concurrency,omitempty"`
 	// JobDuration is how long each job sleeps. Defaults to 0.
@@ -27,7 +28,10 @@ type WorkOptions struct {
 	Grace   time.Duration `json:"grace,omitempty"`
 }
 
-// CrashJob is the job a working instance runs.
+// Name implements Workload.
+func (Jobs) Name() string { return "jobs" }
+
+// CrashJob is the job a [Jobs] workload runs.
 type CrashJob struct {
 	N int `json:"n"`
 }
@@ -41,20 +45,16 @@ type CronTick struct{}
 // Kind implements jobs.Args.
 func (CronTick) Kind() string { return "cron-tick" }
 
-// jobsConfig is the node's job configuration for o.
-func (o Options) jobsConfig() jobs.Config {
-	if o.Work == nil {
-		return jobs.Config{}
-	}
-	return jobs.Config{Queues: []jobs.QueueConfig{{Name: jobs.DefaultQueue, Concurrency: o.Work.Concurrency}},
-		RescueInterval: o.Work.RescueInterval}
+func (w Jobs) configure(cfg *twice.Config) {
+	cfg.Jobs = jobs.Config{Queues: []jobs.QueueConfig{{Name: jobs.DefaultQueue, Concurrency: w.Concurrency}},
+		RescueInterval: w.RescueInterval}
 }
 
-// startWork registers the workers and the schedule of o.Work on node.
-func startWork(node *twice.Node, w *WorkOptions, em *emitter) error {
+func (w Jobs) start(_ context.Context, in *env) (func(), error) {
+	node := in.node
 	err := jobs.Register(node.Jobs(), jobs.WorkFunc[CrashJob](func(ctx context.Context, job *jobs.Job[CrashJob]) error {
 		if w.Report {
-			em.emit(Event{Event: "job", Job: job.ID, Attempt: job.Attempt})
+			in.emit(Event{Event: "job", Job: job.ID, Attempt: job.Attempt})
 		}
 		if w.JobDuration > 0 {
 			select {
@@ -65,18 +65,15 @@ func startWork(node *twice.Node, w *WorkOptions, em *emitter) error {
 		}
 		return nil
 	}))
-	if err != nil {
-		return err
-	}
-	if w.Cron == "" {
-		return nil
+	if err != nil || w.Cron == "" {
+		return func() {}, err
 	}
 	err = jobs.Register(node.Jobs(), jobs.WorkFunc[CronTick](func(ctx context.Context, job *jobs.Job[CronTick]) error {
-		em.emit(Event{Event: "tick", Job: job.ID, Attempt: job.Attempt, Tick: job.Meta["tick"]})
+		in.emit(Event{Event: "tick", Job: job.ID, Attempt: job.Attempt, Tick: job.Meta["tick"]})
 		return nil
 	}))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return node.Cron().Add("tick", w.Cron, CronTick{}, &cron.Opts{CatchUp: w.CatchUp, Grace: w.Grace})
+	return func() {}, node.Cron().Add("tick", w.Cron, CronTick{}, &cron.Opts{CatchUp: w.CatchUp, Grace: w.Grace})
 }

@@ -1,0 +1,10 @@
+DROP TABLE IF EXISTS twice_cache_crash;
+DROP TABLE IF EXISTS twice_event_effects;
+DROP TABLE IF EXISTS twice_check_tick_runs;
+DROP TABLE IF EXISTS twice_check_job_runs;
+DROP TABLE IF EXISTS twice_check_payments;
+DROP TABLE IF EXISTS twice_check_cached;
+DROP TABLE IF EXISTS twice_check_effects;
+DROP TABLE IF EXISTS twice_check_log;
+DROP TABLE IF EXISTS twice_check_register;
+DROP TABLE IF EXISTS twice_fence_writes;

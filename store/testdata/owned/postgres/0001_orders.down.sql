@@ -1,0 +1,3 @@
+DROP TABLE twice_test_rates;
+DROP TABLE twice_test_lines;
+DROP TABLE twice_test_orders;
