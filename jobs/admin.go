@@ -127,7 +127,7 @@ func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, er
 		return 0, fmt.Errorf("jobs: cancel %d: %w", id, err)
 	}
 	if st == bitCancelled && batch != nil {
-		if _, err := q.Exec(ctx, c.q.releaseBatches, c.s.NowArg(), c.d.Service, c.idList([]int64{*batch})); err != nil {
+		if _, err := q.Exec(ctx, c.q.releaseBatches, c.s.NowArg(), c.d.Service, c.s.List([]int64{*batch})); err != nil {
 			return 0, err
 		}
 	}
@@ -143,23 +143,6 @@ func (c *Client) getOn(ctx context.Context, q store.Querier, id int64) (*Row, er
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
 	return rows[0], nil
-}
-
-// idList is a list of ids as the dialect's array parameter.
-func (c *Client) idList(ids []int64) any {
-	if c.s.Dialect() == store.Postgres {
-		return ids
-	}
-	var sb strings.Builder
-	sb.WriteByte('[')
-	for i, id := range ids {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString(formatID(id))
-	}
-	sb.WriteByte(']')
-	return sb.String()
 }
 
 // Retry makes a finished (completed, cancelled or discarded) or scheduled job available

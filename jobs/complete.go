@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -136,7 +135,7 @@ func (c *Client) finish(ctx context.Context, batch []result) error {
 		err = c.s.InTx(ctx, func(tx store.Tx) error {
 			done = done[:0]
 			for _, r := range batch {
-				d, err := scanFinished(tx.Query(ctx, c.q.finish, c.s.NowArg(), c.d.Service, c.d.Instance,
+				d, err := scanFinished(tx.Query(ctx, c.q.sqlite.finish, c.s.NowArg(), c.d.Service, c.d.Instance,
 					r.id, r.attempt, r.state, r.delayMS, r.err, r.undo))
 				if err != nil {
 					return err
@@ -184,7 +183,7 @@ func (c *Client) finishPG(ctx context.Context, batch []result) ([]finished, erro
 	var done []finished
 	switch {
 	case len(okIDs) > 0 && keyed:
-		d, err := scanFinished(c.s.Query(ctx, c.q.complete, c.s.NowArg(), c.d.Service, c.d.Instance, okIDs, okAttempts))
+		d, err := scanFinished(c.s.Query(ctx, c.q.pg.complete, c.s.NowArg(), c.d.Service, c.d.Instance, okIDs, okAttempts))
 		if err != nil {
 			return nil, err
 		}
@@ -192,7 +191,7 @@ func (c *Client) finishPG(ctx context.Context, batch []result) ([]finished, erro
 	case len(okIDs) > 0:
 		// No key to release: the statement returns ids only, and the rest of what the
 		// caller needs is known from the batch.
-		rows, err := c.s.Query(ctx, c.q.completePlain, c.s.NowArg(), c.d.Service, c.d.Instance, okIDs, okAttempts)
+		rows, err := c.s.Query(ctx, c.q.pg.completePlain, c.s.NowArg(), c.d.Service, c.d.Instance, okIDs, okAttempts)
 		if err != nil {
 			return nil, err
 		}
@@ -225,7 +224,7 @@ func (c *Client) finishPG(ctx context.Context, batch []result) ([]finished, erro
 		ids[i], attempts[i], states[i] = r.id, int32(r.attempt), int16(r.state)
 		delays[i], errs[i], undo[i] = r.delayMS, r.err, int32(r.undo)
 	}
-	d, err := scanFinished(c.s.Query(ctx, c.q.finish, c.s.NowArg(), c.d.Service, c.d.Instance,
+	d, err := scanFinished(c.s.Query(ctx, c.q.pg.finish, c.s.NowArg(), c.d.Service, c.d.Instance,
 		ids, attempts, states, delays, errs, undo))
 	if err != nil {
 		return nil, err
@@ -276,8 +275,7 @@ func (c *Client) releaseKeysSQLite(ctx context.Context, tx store.Tx, done []fini
 		if f.key == nil {
 			continue
 		}
-		if _, err := tx.Exec(ctx, c.s.SQL(`DELETE FROM twice_job_keys WHERE service = $1 AND key = $2 AND job_id = $3`),
-			c.d.Service, *f.key, f.id); err != nil {
+		if _, err := tx.Exec(ctx, c.q.sqlite.releaseKey, c.d.Service, *f.key, f.id); err != nil {
 			return err
 		}
 	}
@@ -300,12 +298,7 @@ func (c *Client) afterFinish(ctx context.Context, done []finished, wakeAvailable
 		}
 	}
 	if len(batches) > 0 {
-		var arg any = batches
-		if c.s.Dialect() == store.SQLite {
-			list, _ := json.Marshal(batches)
-			arg = string(list)
-		}
-		rows, err := c.s.Query(ctx, c.q.releaseBatches, c.s.NowArg(), c.d.Service, arg)
+		rows, err := c.s.Query(ctx, c.q.releaseBatches, c.s.NowArg(), c.d.Service, c.s.List(batches))
 		if err != nil {
 			return fmt.Errorf("jobs: release batch callbacks: %w", err)
 		}

@@ -556,7 +556,7 @@ var copyColumns = []string{"id", "service", "queue", "kind", "args", "state", "p
 func (c *Client) insertBulkCopy(ctx context.Context, q store.Querier, cp copier, ps []prepared) ([]int64, error) {
 	var ids []int64
 	var now time.Time
-	if err := q.QueryRow(ctx, c.q.reserveIDs, c.s.NowArg(), len(ps)).Scan(&now, &ids); err != nil {
+	if err := q.QueryRow(ctx, c.q.pg.reserveIDs, c.s.NowArg(), len(ps)).Scan(&now, &ids); err != nil {
 		return nil, fmt.Errorf("jobs: enqueue %d jobs: reserve ids: %w", len(ps), err)
 	}
 	if len(ids) != len(ps) {
@@ -593,7 +593,7 @@ func (c *Client) insertBulkPG(ctx context.Context, q store.Querier, ps []prepare
 		maxAtt[i] = int32(p.maxAttempts)
 		key[i], tags[i], meta[i] = p.key, p.tags, p.meta
 	}
-	rows, err := q.Query(ctx, c.q.insertMany, c.s.NowArg(), c.d.Service, queue, kind, args, state, prio, runAt,
+	rows, err := q.Query(ctx, c.q.pg.insertMany, c.s.NowArg(), c.d.Service, queue, kind, args, state, prio, runAt,
 		delay, maxAtt, key, batch, timeout, tags, meta)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: enqueue %d jobs: %w", n, err)

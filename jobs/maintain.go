@@ -74,7 +74,7 @@ func (c *Client) Rescue(ctx context.Context) (int, error) {
 		// Every instance looks every second; on SQLite the look is a read, and only a
 		// rescue takes the write lock.
 		var one int
-		err := c.s.Reader().QueryRow(ctx, c.q.rescueCheck, c.s.NowArg(), c.d.Service).Scan(&one)
+		err := c.s.Reader().QueryRow(ctx, c.q.sqlite.rescueCheck, c.s.NowArg(), c.d.Service).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
 			return 0, nil
 		}
@@ -82,9 +82,13 @@ func (c *Client) Rescue(ctx context.Context) (int, error) {
 			return 0, err
 		}
 	}
+	rescue := c.q.pg.rescue
+	if c.s.Dialect() == store.SQLite {
+		rescue = c.q.sqlite.rescue
+	}
 	var done []finished
 	err := c.s.InTx(ctx, func(tx store.Tx) error {
-		rows, err := tx.Query(ctx, c.q.rescue, c.s.NowArg(), c.d.Service)
+		rows, err := tx.Query(ctx, rescue, c.s.NowArg(), c.d.Service)
 		if err != nil {
 			return err
 		}

@@ -3,7 +3,6 @@ package jobs
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -163,20 +162,20 @@ func (p *producer) fetch(n int) (int, error) {
 func (p *producer) fetchPG(ctx context.Context, n int) ([]*Row, error) {
 	c := p.c
 	if p.cfg.GlobalLimit <= 0 {
-		return p.queryFetched(ctx, c.s, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, n, c.d.Instance)
+		return p.queryFetched(ctx, c.s, c.q.pg.fetch, c.s.NowArg(), c.d.Service, p.queue, n, c.d.Instance)
 	}
 	// A cluster-wide limit needs fetchers of the queue to take turns: an advisory lock per
 	// queue, held for the fetch's transaction only.
 	var rows []*Row
 	err := c.s.InTx(ctx, func(tx store.Tx) error {
-		if _, err := tx.Exec(ctx, c.q.limitLock, c.d.Service, p.queue); err != nil {
+		if _, err := tx.Exec(ctx, c.q.pg.limitLock, c.d.Service, p.queue); err != nil {
 			return err
 		}
 		room, err := p.room(ctx, tx, n)
 		if err != nil || room == 0 {
 			return err
 		}
-		rows, err = p.queryFetched(ctx, tx, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, room, c.d.Instance)
+		rows, err = p.queryFetched(ctx, tx, c.q.pg.fetch, c.s.NowArg(), c.d.Service, p.queue, room, c.d.Instance)
 		return err
 	})
 	return rows, err
@@ -195,7 +194,7 @@ func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
 	c := p.c
 	// The write lock is the scarce thing on SQLite: an idle queue's look is a read.
 	var one int
-	err := c.s.Reader().QueryRow(ctx, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, 1, c.d.Instance).Scan(&one, new(*string))
+	err := c.s.Reader().QueryRow(ctx, c.q.sqlite.fetch, c.s.NowArg(), c.d.Service, p.queue, 1, c.d.Instance).Scan(&one, new(*string))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -211,7 +210,7 @@ func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
 			}
 			n = room
 		}
-		cand, err := tx.Query(ctx, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, n, c.d.Instance)
+		cand, err := tx.Query(ctx, c.q.sqlite.fetch, c.s.NowArg(), c.d.Service, p.queue, n, c.d.Instance)
 		if err != nil {
 			return err
 		}
@@ -235,9 +234,7 @@ func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
 			return err
 		}
 		for key, id := range claim {
-			// The one writer makes check-then-insert safe here.
-			k, err := tx.Exec(ctx, c.s.SQL(`INSERT INTO twice_job_keys (service, key, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`),
-				c.d.Service, key, id)
+			k, err := tx.Exec(ctx, c.q.sqlite.claimKey, c.d.Service, key, id)
 			if err != nil {
 				return err
 			}
@@ -248,8 +245,7 @@ func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
 		if len(ids) == 0 {
 			return nil
 		}
-		list, _ := json.Marshal(ids)
-		rows, err = p.queryFetched(ctx, tx, sqliteTake, c.s.NowArg(), c.d.Service, p.queue, string(list), c.d.Instance)
+		rows, err = p.queryFetched(ctx, tx, c.q.sqlite.take, c.s.NowArg(), c.d.Service, p.queue, c.s.List(ids), c.d.Instance)
 		return err
 	})
 	return rows, err
@@ -399,14 +395,14 @@ func (p *producer) handBackRunning(ctx context.Context) error {
 	if c.s.Dialect() == store.SQLite {
 		err = c.s.InTx(ctx, func(tx store.Tx) error {
 			for i := range stuck {
-				if _, err := tx.Exec(ctx, c.q.handBack, c.s.NowArg(), c.d.Service, c.d.Instance, ids[i], attempts[i]); err != nil {
+				if _, err := tx.Exec(ctx, c.q.sqlite.handBack, c.s.NowArg(), c.d.Service, c.d.Instance, ids[i], attempts[i]); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
 	} else {
-		_, err = c.s.Exec(ctx, c.q.handBack, c.s.NowArg(), c.d.Service, c.d.Instance, ids, attempts)
+		_, err = c.s.Exec(ctx, c.q.pg.handBack, c.s.NowArg(), c.d.Service, c.d.Instance, ids, attempts)
 	}
 	if err != nil {
 		return fmt.Errorf("jobs: hand back %d running jobs of queue %s: %w", len(stuck), p.queue, err)
