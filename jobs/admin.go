@@ -14,7 +14,7 @@ import (
 
 // Get returns the job with id.
 func (c *Client) Get(ctx context.Context, id int64) (*Row, error) {
-	rows, err := queryRows(ctx, c.s.Reader(), c.q.get, c.d.Service, id)
+	rows, err := c.queryRows(ctx, c.s.Reader(), c.q.get, c.d.Service, id)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func (c *Client) List(ctx context.Context, p ListParams) ([]*Row, error) {
 	limit = min(limit, 10000)
 	args = append(args, limit)
 	query := fmt.Sprintf("SELECT %s FROM twice_jobs WHERE %s ORDER BY id DESC LIMIT $%d", rowCols, strings.Join(where, " AND "), len(args))
-	return queryRows(ctx, c.s.Reader(), c.s.SQL(query), args...)
+	return c.queryRows(ctx, c.s.Reader(), c.s.SQL(query), args...)
 }
 
 // Cancel cancels a job: one that has not run yet is cancelled at once; a running one has
@@ -135,7 +135,7 @@ func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, er
 }
 
 func (c *Client) getOn(ctx context.Context, q store.Querier, id int64) (*Row, error) {
-	rows, err := queryRows(ctx, q, c.q.get, c.d.Service, id)
+	rows, err := c.queryRows(ctx, q, c.q.get, c.d.Service, id)
 	if err != nil {
 		return nil, err
 	}

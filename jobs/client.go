@@ -169,6 +169,7 @@ type Client struct {
 	d   block.Deps
 	s   *store.Store
 	q   *queries
+	e   engine // what differs between the dialects
 	cfg Config
 	log *slog.Logger
 
@@ -214,6 +215,7 @@ func New(d block.Deps, cfg Config) (*Client, error) {
 	cfg.Queues = slices.Clone(cfg.Queues) // the caller's slice may change later
 	c := &Client{d: d, s: d.Store, q: queriesFor(d.Store), cfg: cfg, log: d.Logger,
 		workers: map[string]*worker{}, producers: map[string]*producer{}, unannounced: map[string]bool{}, noted: map[string]bool{}}
+	c.e = newEngine(c, d.Store)
 	c.runCtx, c.runCancel = context.WithCancelCause(context.Background())
 	return c, nil
 }

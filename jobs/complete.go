@@ -125,32 +125,14 @@ func (k *completer) close(ctx context.Context) {
 	}
 }
 
-// finish runs the finish statement for a batch, then releases the keys and batches it
-// touched.
+// finish records a batch of finished attempts, then releases the batches it completed and
+// wakes the queues where it made room.
 func (c *Client) finish(ctx context.Context, batch []result) error {
-	n := len(batch)
-	var done []finished
-	var err error
-	if c.s.Dialect() == store.SQLite {
-		err = c.s.InTx(ctx, func(tx store.Tx) error {
-			done = done[:0]
-			for _, r := range batch {
-				d, err := scanFinished(tx.Query(ctx, c.q.sqlite.finish, c.s.NowArg(), c.d.Service, c.d.Instance,
-					r.id, r.attempt, r.state, r.delayMS, r.err, r.undo))
-				if err != nil {
-					return err
-				}
-				done = append(done, d...)
-			}
-			return c.releaseKeysSQLite(ctx, tx, done)
-		})
-	} else {
-		done, err = c.finishPG(ctx, batch)
-	}
+	done, err := c.e.finish(ctx, batch)
 	if err != nil {
 		return err
 	}
-	if len(done) < n {
+	if len(done) < len(batch) {
 		got := make(map[int64]bool, len(done))
 		for _, d := range done {
 			got[d.id] = true
@@ -165,71 +147,24 @@ func (c *Client) finish(ctx context.Context, batch []result) error {
 	return c.afterFinish(ctx, done, false)
 }
 
-// finishPG records successes with the complete statement and every other outcome with the
-// general finish statement.
-func (c *Client) finishPG(ctx context.Context, batch []result) ([]finished, error) {
-	var okIDs []int64
-	var okAttempts []int32
-	var other []result
-	keyed := false
+// completedFrom is what a batch's completions recorded as ids (all of unkeyed jobs) tell
+// the caller: the rest is known from the batch.
+func completedFrom(batch []result, ids []int64) []finished {
+	byID := make(map[int64]result, len(batch))
 	for _, r := range batch {
-		if r.state == bitCompleted && r.err == nil {
-			okIDs, okAttempts = append(okIDs, r.id), append(okAttempts, int32(r.attempt))
-			keyed = keyed || r.keyed
-		} else {
-			other = append(other, r)
-		}
+		byID[r.id] = r
 	}
-	var done []finished
-	switch {
-	case len(okIDs) > 0 && keyed:
-		d, err := scanFinished(c.s.Query(ctx, c.q.pg.complete, c.s.NowArg(), c.d.Service, c.d.Instance, okIDs, okAttempts))
-		if err != nil {
-			return nil, err
+	done := make([]finished, 0, len(ids))
+	for _, id := range ids {
+		r := byID[id]
+		f := finished{id: id, state: bitCompleted, queue: r.queue}
+		if r.batchID != 0 {
+			b := r.batchID
+			f.batchID = &b
 		}
-		done = d
-	case len(okIDs) > 0:
-		// No key to release: the statement returns ids only, and the rest of what the
-		// caller needs is known from the batch.
-		rows, err := c.s.Query(ctx, c.q.pg.completePlain, c.s.NowArg(), c.d.Service, c.d.Instance, okIDs, okAttempts)
-		if err != nil {
-			return nil, err
-		}
-		ids, err := scanIDList(rows)
-		if err != nil {
-			return nil, err
-		}
-		byID := make(map[int64]result, len(batch))
-		for _, r := range batch {
-			byID[r.id] = r
-		}
-		done = make([]finished, 0, len(ids))
-		for _, id := range ids {
-			r := byID[id]
-			f := finished{id: id, state: bitCompleted, queue: r.queue}
-			if r.batchID != 0 {
-				b := r.batchID
-				f.batchID = &b
-			}
-			done = append(done, f)
-		}
+		done = append(done, f)
 	}
-	if len(other) == 0 {
-		return done, nil
-	}
-	n := len(other)
-	ids, attempts, states := make([]int64, n), make([]int32, n), make([]int16, n)
-	delays, errs, undo := make([]int64, n), make([]*string, n), make([]int32, n)
-	for i, r := range other {
-		ids[i], attempts[i], states[i] = r.id, int32(r.attempt), int16(r.state)
-		delays[i], errs[i], undo[i] = r.delayMS, r.err, int32(r.undo)
-	}
-	d, err := scanFinished(c.s.Query(ctx, c.q.pg.finish, c.s.NowArg(), c.d.Service, c.d.Instance,
-		ids, attempts, states, delays, errs, undo))
-	if err != nil {
-		return nil, err
-	}
-	return append(done, d...), nil
+	return done
 }
 
 func scanIDList(rows store.Rows) ([]int64, error) {
@@ -268,18 +203,6 @@ func scanFinished(rows store.Rows, err error) ([]finished, error) {
 		out = append(out, f)
 	}
 	return out, rows.Err()
-}
-
-func (c *Client) releaseKeysSQLite(ctx context.Context, tx store.Tx, done []finished) error {
-	for _, f := range done {
-		if f.key == nil {
-			continue
-		}
-		if _, err := tx.Exec(ctx, c.q.sqlite.releaseKey, c.d.Service, *f.key, f.id); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // afterFinish releases the batch callbacks whose last member just finished and wakes the

@@ -2,8 +2,6 @@ package jobs
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -70,52 +68,31 @@ func (c *Client) rescueLoop(stop <-chan struct{}, done chan<- struct{}) {
 // discards them when that was their last attempt, or cancels them if that was asked) and
 // returns how many it moved. A job on a live instance is never touched, however long it runs.
 func (c *Client) Rescue(ctx context.Context) (int, error) {
-	if c.s.Dialect() == store.SQLite {
-		// Every instance looks every second; on SQLite the look is a read, and only a
-		// rescue takes the write lock.
-		var one int
-		err := c.s.Reader().QueryRow(ctx, c.q.sqlite.rescueCheck, c.s.NowArg(), c.d.Service).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return 0, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
-	rescue := c.q.pg.rescue
-	if c.s.Dialect() == store.SQLite {
-		rescue = c.q.sqlite.rescue
-	}
-	var done []finished
-	err := c.s.InTx(ctx, func(tx store.Tx) error {
-		rows, err := tx.Query(ctx, rescue, c.s.NowArg(), c.d.Service)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var f finished
-			var lastErr string
-			var attempt int
-			if err := rows.Scan(&f.id, &f.key, &f.batchID, &f.state, &f.queue, &lastErr, &attempt); err != nil {
-				return err
-			}
-			c.log.Info("jobs: rescued a job from a dead instance", "job", f.id, "attempt", attempt, "state", stateOf(f.state), "why", lastErr)
-			done = append(done, f)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows.Close()
-		if c.s.Dialect() == store.SQLite {
-			return c.releaseKeysSQLite(ctx, tx, done)
-		}
-		return nil
-	})
+	done, err := c.e.rescue(ctx)
 	if err != nil || len(done) == 0 {
 		return 0, err
 	}
 	return len(done), c.afterFinish(ctx, done, true)
+}
+
+// readRescued reads and logs the jobs a rescue statement moved.
+func (c *Client) readRescued(rows store.Rows, err error) ([]finished, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var done []finished
+	for rows.Next() {
+		var f finished
+		var lastErr string
+		var attempt int
+		if err := rows.Scan(&f.id, &f.key, &f.batchID, &f.state, &f.queue, &lastErr, &attempt); err != nil {
+			return nil, err
+		}
+		c.log.Info("jobs: rescued a job from a dead instance", "job", f.id, "attempt", attempt, "state", stateOf(f.state), "why", lastErr)
+		done = append(done, f)
+	}
+	return done, rows.Err()
 }
 
 // pruneBatch is the most rows one prune statement deletes, so pruning a long backlog never

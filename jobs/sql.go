@@ -16,11 +16,11 @@ func Component() store.Component {
 	return store.MustLoadComponent("jobs", migrations)
 }
 
-// rowCols are the columns [scanRow] reads, in order.
+// rowCols are the columns an engine's scanRow reads, in order.
 const rowCols = `id, queue, kind, args, state, priority, run_at, attempt, max_attempts, owner, key, unique_key,
 batch_id, timeout_ms, cancel_requested, tags, meta, last_error, created_at, attempted_at, finished_at`
 
-// fetchCols are the columns a fetch returns, read by [producer.queryFetched]: what a worker
+// fetchCols are the columns a fetch returns, read by an engine's scanFetched: what a worker
 // sees of its job. The rest of a row is known (running, owned here) or does not matter to it.
 const fetchCols = `id, queue, kind, args, priority, run_at, attempt, max_attempts, key, unique_key, batch_id, timeout_ms,
 tags, meta, last_error, created_at, attempted_at`
@@ -28,7 +28,8 @@ tags, meta, last_error, created_at, attempted_at`
 // queries are the job queue's statements, written once in the store's template (see
 // [store.Store.SQL]: {now}, {ms …}, casts, {in $N TYPE}, {pg …}/{sqlite …}). In each, $1 is
 // "now": NULL for database time, or a test clock's time. What only one dialect runs, because
-// the queue works differently there, is in that dialect's set; the other's is empty.
+// its engine works differently (pg.go, sqlite.go), is in that dialect's set; the other's is
+// empty.
 type queries struct {
 	// enqueueing
 	insert, existing, now string
@@ -114,7 +115,7 @@ WHERE true ON CONFLICT DO NOTHING`,
   AND NOT EXISTS (SELECT 1 FROM twice_members m WHERE m.service = w.service AND m.id = w.instance)`,
 }
 
-// pgStatements are what only PostgreSQL runs: row locks let many fetchers
+// pgStatements are what only the PostgreSQL engine runs: row locks let many fetchers
 // share a queue, arrays carry a whole batch in one statement, and a statement's CTEs can
 // write several tables at once.
 type pgStatements struct {
@@ -123,7 +124,7 @@ type pgStatements struct {
 
 var pgQueries = pgStatements{
 	// Bulk insert: one statement, one array per column. Unique jobs never take this path;
-	// SQLite inserts one row per statement instead.
+	// SQLite inserts one row per statement instead (see sqliteEngine.insertBulk).
 	insertMany: `
 INSERT INTO twice_jobs (service, queue, kind, args, state, priority, run_at, max_attempts, key, batch_id,
 	timeout_ms, tags, meta, created_at)
@@ -280,7 +281,7 @@ keys AS (
 SELECT id, key, batch_id, state, queue, last_error, attempt FROM done`,
 }
 
-// sqliteStatements are what only SQLite runs. SQLite has one writer: a
+// sqliteStatements are what only the SQLite engine runs. SQLite has one writer: a
 // transaction sees everything committed before it and nothing can commit during it, so
 // fetching needs no row locks, keys are claimed in Go within the fetch's transaction, and
 // a batch is one statement per row inside one transaction.
@@ -364,6 +365,14 @@ func queriesFor(s *store.Store) *queries {
 	q := templates(s.Dialect())
 	s.SQLAll(q)
 	return q
+}
+
+// newEngine returns the engine of s's dialect, for c. New calls it once.
+func newEngine(c *Client, s *store.Store) engine {
+	if s.Dialect() == store.SQLite {
+		return sqliteEngine{c}
+	}
+	return pgEngine{c}
 }
 
 // prefixed qualifies each column of a column list with p.
