@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
 )
 
@@ -14,19 +15,16 @@ import (
 // records each job at once.
 type completer struct {
 	c *Client
+	l *loop.Loop
 
 	mu      sync.Mutex // protects pending, closed
 	pending []result
 	closed  bool
-
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
 }
 
 func newCompleter(c *Client) *completer {
-	k := &completer{c: c, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go k.loop()
+	k := &completer{c: c}
+	k.l = loop.StartAfter(loop.Forever, k.step)
 	return k
 }
 
@@ -38,10 +36,7 @@ func (k *completer) add(r result) {
 	}
 	k.pending = append(k.pending, r)
 	k.mu.Unlock()
-	select {
-	case k.kick <- struct{}{}:
-	default:
-	}
+	k.l.Kick()
 }
 
 func (k *completer) take() []result {
@@ -53,50 +48,41 @@ func (k *completer) take() []result {
 	return batch
 }
 
-func (k *completer) loop() {
-	defer close(k.done)
+// step records batches until none is pending; each add kicks it.
+func (k *completer) step(ctx context.Context) time.Duration {
 	for {
-		select {
-		case <-k.kick:
-		case <-k.stop:
-			k.drain(context.Background(), 10*time.Second)
-			return
-		}
-		for {
-			batch := k.take()
-			if len(batch) == 0 {
-				break
-			}
-			k.flushRetrying(batch)
+		batch := k.take()
+		if len(batch) == 0 || !k.flushRetrying(ctx, batch) {
+			return loop.Forever
 		}
 	}
 }
 
-// flushRetrying records a batch, retrying while the database is unreachable. An instance
-// that never manages to is eventually declared dead and its jobs rescued.
-func (k *completer) flushRetrying(batch []result) {
-	wait := 10 * time.Millisecond
+// flushRetrying records a batch, retrying while the database is unreachable, until ctx
+// (the loop's) ends; it reports whether the batch was recorded. A statement under way
+// runs to its end even then. An instance that never manages to record is eventually
+// declared dead and its jobs rescued.
+func (k *completer) flushRetrying(ctx context.Context, batch []result) bool {
+	wait := loop.Urgent
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := k.c.finish(ctx, batch)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loop.BatchTimeout)
+		err := k.c.finish(fctx, batch)
 		cancel()
 		if err == nil {
-			return
+			return true
 		}
 		if attempt == 1 || attempt%50 == 0 {
 			k.c.log.Warn("jobs: recording finished jobs failed; retrying", "count", len(batch), "err", err)
 		}
-		select {
-		case <-k.stop:
-			return
-		case <-time.After(wait):
+		if !loop.Sleep(ctx, wait.Next()) {
+			return false
 		}
-		wait = min(2*wait, time.Second)
 	}
 }
 
-func (k *completer) drain(ctx context.Context, limit time.Duration) {
-	ctx, cancel := context.WithTimeout(ctx, limit)
+// drain records what is still pending once the loop has stopped, within limit.
+func (k *completer) drain(limit time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	for {
 		batch := k.take()
@@ -110,6 +96,8 @@ func (k *completer) drain(ctx context.Context, limit time.Duration) {
 	}
 }
 
+// close stops taking results, stops the loop and records what is pending, waiting for
+// that until ctx ends.
 func (k *completer) close(ctx context.Context) {
 	k.mu.Lock()
 	if k.closed {
@@ -118,9 +106,14 @@ func (k *completer) close(ctx context.Context) {
 	}
 	k.closed = true
 	k.mu.Unlock()
-	close(k.stop)
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		k.l.Stop()
+		k.drain(loop.StatementTimeout)
+	}()
 	select {
-	case <-k.done:
+	case <-drained:
 	case <-ctx.Done():
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 )
@@ -140,7 +141,7 @@ func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
 
 // fetch takes up to n available jobs and starts them.
 func (p *producer) fetch(n int) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), loop.BatchTimeout)
 	defer cancel()
 	rows, err := p.c.e.fetch(ctx, p, n)
 	if err != nil {
