@@ -14,7 +14,7 @@ import (
 
 // Get returns the job with id.
 func (c *Client) Get(ctx context.Context, id int64) (*Row, error) {
-	rows, err := queryRows(ctx, c.s.Reader(), c.q.get, c.d.Service, id)
+	rows, err := c.queryRows(ctx, c.s.Reader(), c.q.get, c.d.Service, id)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func (c *Client) List(ctx context.Context, p ListParams) ([]*Row, error) {
 	limit = min(limit, 10000)
 	args = append(args, limit)
 	query := fmt.Sprintf("SELECT %s FROM twice_jobs WHERE %s ORDER BY id DESC LIMIT $%d", rowCols, strings.Join(where, " AND "), len(args))
-	return queryRows(ctx, c.s.Reader(), c.s.SQL(query), args...)
+	return c.queryRows(ctx, c.s.Reader(), c.s.SQL(query), args...)
 }
 
 // Cancel cancels a job: one that has not run yet is cancelled at once; a running one has
@@ -127,7 +127,7 @@ func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, er
 		return 0, fmt.Errorf("jobs: cancel %d: %w", id, err)
 	}
 	if st == bitCancelled && batch != nil {
-		if _, err := q.Exec(ctx, c.q.releaseBatches, c.s.NowArg(), c.d.Service, c.idList([]int64{*batch})); err != nil {
+		if _, err := q.Exec(ctx, c.q.releaseBatches, c.s.NowArg(), c.d.Service, c.s.List([]int64{*batch})); err != nil {
 			return 0, err
 		}
 	}
@@ -135,7 +135,7 @@ func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, er
 }
 
 func (c *Client) getOn(ctx context.Context, q store.Querier, id int64) (*Row, error) {
-	rows, err := queryRows(ctx, q, c.q.get, c.d.Service, id)
+	rows, err := c.queryRows(ctx, q, c.q.get, c.d.Service, id)
 	if err != nil {
 		return nil, err
 	}
@@ -143,23 +143,6 @@ func (c *Client) getOn(ctx context.Context, q store.Querier, id int64) (*Row, er
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
 	return rows[0], nil
-}
-
-// idList is a list of ids as the dialect's array parameter.
-func (c *Client) idList(ids []int64) any {
-	if c.s.Dialect() == store.Postgres {
-		return ids
-	}
-	var sb strings.Builder
-	sb.WriteByte('[')
-	for i, id := range ids {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString(formatID(id))
-	}
-	sb.WriteByte(']')
-	return sb.String()
 }
 
 // Retry makes a finished (completed, cancelled or discarded) or scheduled job available

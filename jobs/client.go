@@ -14,6 +14,7 @@ import (
 
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/internal/block"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
 )
 
@@ -169,6 +170,7 @@ type Client struct {
 	d   block.Deps
 	s   *store.Store
 	q   *queries
+	e   engine // what differs between the dialects
 	cfg Config
 	log *slog.Logger
 
@@ -181,15 +183,13 @@ type Client struct {
 	working     bool // the client has started and works a queue
 	stopped     bool
 
-	comp       *completer
-	note       atomic.Pointer[notifier] // made on the first hint sent, under mu; nil without a bus
-	stopRescue chan struct{}            // stops the rescue and cancel loops
-	rescued    chan struct{}            // closed when the rescue loop has ended
-	cancelKick chan struct{}            // asks the cancel loop to look for cancellations
-	cancelDone chan struct{}            // closed when the cancel loop has ended
-	unsub      []func()
-	runCtx     context.Context // parent of every job's context; cancelled last on Close
-	runCancel  context.CancelCauseFunc
+	comp      *completer
+	note      atomic.Pointer[notifier] // made on the first hint sent, under mu; nil without a bus
+	rescuer   *loop.Loop               // rescues the jobs of dead instances
+	canceller *loop.Loop               // cancels running jobs whose cancellation is recorded, when kicked
+	unsub     []func()
+	runCtx    context.Context // parent of every job's context; cancelled last on Close
+	runCancel context.CancelCauseFunc
 }
 
 // worker is a registered worker with its argument type erased.
@@ -214,6 +214,7 @@ func New(d block.Deps, cfg Config) (*Client, error) {
 	cfg.Queues = slices.Clone(cfg.Queues) // the caller's slice may change later
 	c := &Client{d: d, s: d.Store, q: queriesFor(d.Store), cfg: cfg, log: d.Logger,
 		workers: map[string]*worker{}, producers: map[string]*producer{}, unannounced: map[string]bool{}, noted: map[string]bool{}}
+	c.e = newEngine(c, d.Store)
 	c.runCtx, c.runCancel = context.WithCancelCause(context.Background())
 	return c, nil
 }
@@ -351,10 +352,8 @@ func (c *Client) workLocked() {
 	}
 	c.working = true
 	c.comp = newCompleter(c)
-	c.stopRescue, c.rescued = make(chan struct{}), make(chan struct{})
-	c.cancelKick, c.cancelDone = make(chan struct{}, 1), make(chan struct{})
-	go c.rescueLoop(c.stopRescue, c.rescued)
-	go c.cancelLoop(c.stopRescue, c.cancelDone)
+	c.rescuer = loop.Start(c.rescueRound)
+	c.canceller = loop.StartAfter(loop.Forever, c.cancelRound)
 	if b := c.d.Bus; b != nil {
 		c.unsub = append(c.unsub,
 			b.Subscribe(WakeChannel, c.onWake),
@@ -416,29 +415,15 @@ func (c *Client) producerList() []*producer {
 }
 
 // kickCancels asks the cancel loop to look; looks asked for while one runs merge into one.
-func (c *Client) kickCancels() {
-	select {
-	case c.cancelKick <- struct{}{}:
-	default:
-	}
-}
+func (c *Client) kickCancels() { c.canceller.Kick() }
 
-// cancelLoop cancels, each time a signal or a producer's poll asks, the running jobs of this
-// instance whose cancellation the database records.
-func (c *Client) cancelLoop(stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	ctx, cancel := untilStop(stop)
-	defer cancel()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.cancelKick:
-		}
-		if err := c.cancelRequested(ctx); err != nil && ctx.Err() == nil {
-			c.log.Debug("jobs: looking for cancelled jobs failed; the next poll looks again", "err", err)
-		}
+// cancelRound cancels, each time a signal or a producer's poll asks, the running jobs of
+// this instance whose cancellation the database records.
+func (c *Client) cancelRound(ctx context.Context) time.Duration {
+	if err := c.cancelRequested(ctx); err != nil && ctx.Err() == nil {
+		c.log.Debug("jobs: looking for cancelled jobs failed; the next poll looks again", "err", err)
 	}
+	return loop.Forever
 }
 
 // cancelRequested cancels the contexts of this instance's running jobs whose
@@ -452,7 +437,7 @@ func (c *Client) cancelRequested(ctx context.Context) error {
 	if running == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, loop.StatementTimeout)
 	defer cancel()
 	rows, err := c.s.Reader().Query(ctx, c.q.cancelRequested, c.d.Service, c.d.Instance)
 	if err != nil {
@@ -512,9 +497,8 @@ func (c *Client) Close(ctx context.Context) error {
 		c.runCancel(ErrShutdown)
 		return nil
 	}
-	close(c.stopRescue)
-	<-c.rescued
-	<-c.cancelDone
+	c.rescuer.Stop()
+	c.canceller.Stop()
 	for _, p := range ps {
 		p.stopFetching()
 	}

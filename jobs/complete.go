@@ -2,11 +2,11 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
 )
 
@@ -15,19 +15,16 @@ import (
 // records each job at once.
 type completer struct {
 	c *Client
+	l *loop.Loop
 
 	mu      sync.Mutex // protects pending, closed
 	pending []result
 	closed  bool
-
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
 }
 
 func newCompleter(c *Client) *completer {
-	k := &completer{c: c, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go k.loop()
+	k := &completer{c: c}
+	k.l = loop.StartAfter(loop.Forever, k.step)
 	return k
 }
 
@@ -39,10 +36,7 @@ func (k *completer) add(r result) {
 	}
 	k.pending = append(k.pending, r)
 	k.mu.Unlock()
-	select {
-	case k.kick <- struct{}{}:
-	default:
-	}
+	k.l.Kick()
 }
 
 func (k *completer) take() []result {
@@ -54,50 +48,41 @@ func (k *completer) take() []result {
 	return batch
 }
 
-func (k *completer) loop() {
-	defer close(k.done)
+// step records batches until none is pending; each add kicks it.
+func (k *completer) step(ctx context.Context) time.Duration {
 	for {
-		select {
-		case <-k.kick:
-		case <-k.stop:
-			k.drain(context.Background(), 10*time.Second)
-			return
-		}
-		for {
-			batch := k.take()
-			if len(batch) == 0 {
-				break
-			}
-			k.flushRetrying(batch)
+		batch := k.take()
+		if len(batch) == 0 || !k.flushRetrying(ctx, batch) {
+			return loop.Forever
 		}
 	}
 }
 
-// flushRetrying records a batch, retrying while the database is unreachable. An instance
-// that never manages to is eventually declared dead and its jobs rescued.
-func (k *completer) flushRetrying(batch []result) {
-	wait := 10 * time.Millisecond
+// flushRetrying records a batch, retrying while the database is unreachable, until ctx
+// (the loop's) ends; it reports whether the batch was recorded. A statement under way
+// runs to its end even then. An instance that never manages to record is eventually
+// declared dead and its jobs rescued.
+func (k *completer) flushRetrying(ctx context.Context, batch []result) bool {
+	wait := loop.Urgent
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := k.c.finish(ctx, batch)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loop.BatchTimeout)
+		err := k.c.finish(fctx, batch)
 		cancel()
 		if err == nil {
-			return
+			return true
 		}
 		if attempt == 1 || attempt%50 == 0 {
 			k.c.log.Warn("jobs: recording finished jobs failed; retrying", "count", len(batch), "err", err)
 		}
-		select {
-		case <-k.stop:
-			return
-		case <-time.After(wait):
+		if !loop.Sleep(ctx, wait.Next()) {
+			return false
 		}
-		wait = min(2*wait, time.Second)
 	}
 }
 
-func (k *completer) drain(ctx context.Context, limit time.Duration) {
-	ctx, cancel := context.WithTimeout(ctx, limit)
+// drain records what is still pending once the loop has stopped, within limit.
+func (k *completer) drain(limit time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	for {
 		batch := k.take()
@@ -111,6 +96,8 @@ func (k *completer) drain(ctx context.Context, limit time.Duration) {
 	}
 }
 
+// close stops taking results, stops the loop and records what is pending, waiting for
+// that until ctx ends.
 func (k *completer) close(ctx context.Context) {
 	k.mu.Lock()
 	if k.closed {
@@ -119,39 +106,26 @@ func (k *completer) close(ctx context.Context) {
 	}
 	k.closed = true
 	k.mu.Unlock()
-	close(k.stop)
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		k.l.Stop()
+		k.drain(loop.StatementTimeout)
+	}()
 	select {
-	case <-k.done:
+	case <-drained:
 	case <-ctx.Done():
 	}
 }
 
-// finish runs the finish statement for a batch, then releases the keys and batches it
-// touched.
+// finish records a batch of finished attempts, then releases the batches it completed and
+// wakes the queues where it made room.
 func (c *Client) finish(ctx context.Context, batch []result) error {
-	n := len(batch)
-	var done []finished
-	var err error
-	if c.s.Dialect() == store.SQLite {
-		err = c.s.InTx(ctx, func(tx store.Tx) error {
-			done = done[:0]
-			for _, r := range batch {
-				d, err := scanFinished(tx.Query(ctx, c.q.finish, c.s.NowArg(), c.d.Service, c.d.Instance,
-					r.id, r.attempt, r.state, r.delayMS, r.err, r.undo))
-				if err != nil {
-					return err
-				}
-				done = append(done, d...)
-			}
-			return c.releaseKeysSQLite(ctx, tx, done)
-		})
-	} else {
-		done, err = c.finishPG(ctx, batch)
-	}
+	done, err := c.e.finish(ctx, batch)
 	if err != nil {
 		return err
 	}
-	if len(done) < n {
+	if len(done) < len(batch) {
 		got := make(map[int64]bool, len(done))
 		for _, d := range done {
 			got[d.id] = true
@@ -166,71 +140,24 @@ func (c *Client) finish(ctx context.Context, batch []result) error {
 	return c.afterFinish(ctx, done, false)
 }
 
-// finishPG records successes with the complete statement and every other outcome with the
-// general finish statement.
-func (c *Client) finishPG(ctx context.Context, batch []result) ([]finished, error) {
-	var okIDs []int64
-	var okAttempts []int32
-	var other []result
-	keyed := false
+// completedFrom is what a batch's completions recorded as ids (all of unkeyed jobs) tell
+// the caller: the rest is known from the batch.
+func completedFrom(batch []result, ids []int64) []finished {
+	byID := make(map[int64]result, len(batch))
 	for _, r := range batch {
-		if r.state == bitCompleted && r.err == nil {
-			okIDs, okAttempts = append(okIDs, r.id), append(okAttempts, int32(r.attempt))
-			keyed = keyed || r.keyed
-		} else {
-			other = append(other, r)
-		}
+		byID[r.id] = r
 	}
-	var done []finished
-	switch {
-	case len(okIDs) > 0 && keyed:
-		d, err := scanFinished(c.s.Query(ctx, c.q.complete, c.s.NowArg(), c.d.Service, c.d.Instance, okIDs, okAttempts))
-		if err != nil {
-			return nil, err
+	done := make([]finished, 0, len(ids))
+	for _, id := range ids {
+		r := byID[id]
+		f := finished{id: id, state: bitCompleted, queue: r.queue}
+		if r.batchID != 0 {
+			b := r.batchID
+			f.batchID = &b
 		}
-		done = d
-	case len(okIDs) > 0:
-		// No key to release: the statement returns ids only, and the rest of what the
-		// caller needs is known from the batch.
-		rows, err := c.s.Query(ctx, c.q.completePlain, c.s.NowArg(), c.d.Service, c.d.Instance, okIDs, okAttempts)
-		if err != nil {
-			return nil, err
-		}
-		ids, err := scanIDList(rows)
-		if err != nil {
-			return nil, err
-		}
-		byID := make(map[int64]result, len(batch))
-		for _, r := range batch {
-			byID[r.id] = r
-		}
-		done = make([]finished, 0, len(ids))
-		for _, id := range ids {
-			r := byID[id]
-			f := finished{id: id, state: bitCompleted, queue: r.queue}
-			if r.batchID != 0 {
-				b := r.batchID
-				f.batchID = &b
-			}
-			done = append(done, f)
-		}
+		done = append(done, f)
 	}
-	if len(other) == 0 {
-		return done, nil
-	}
-	n := len(other)
-	ids, attempts, states := make([]int64, n), make([]int32, n), make([]int16, n)
-	delays, errs, undo := make([]int64, n), make([]*string, n), make([]int32, n)
-	for i, r := range other {
-		ids[i], attempts[i], states[i] = r.id, int32(r.attempt), int16(r.state)
-		delays[i], errs[i], undo[i] = r.delayMS, r.err, int32(r.undo)
-	}
-	d, err := scanFinished(c.s.Query(ctx, c.q.finish, c.s.NowArg(), c.d.Service, c.d.Instance,
-		ids, attempts, states, delays, errs, undo))
-	if err != nil {
-		return nil, err
-	}
-	return append(done, d...), nil
+	return done
 }
 
 func scanIDList(rows store.Rows) ([]int64, error) {
@@ -271,19 +198,6 @@ func scanFinished(rows store.Rows, err error) ([]finished, error) {
 	return out, rows.Err()
 }
 
-func (c *Client) releaseKeysSQLite(ctx context.Context, tx store.Tx, done []finished) error {
-	for _, f := range done {
-		if f.key == nil {
-			continue
-		}
-		if _, err := tx.Exec(ctx, c.s.SQL(`DELETE FROM twice_job_keys WHERE service = $1 AND key = $2 AND job_id = $3`),
-			c.d.Service, *f.key, f.id); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // afterFinish releases the batch callbacks whose last member just finished and wakes the
 // queues where finishing made room: a freed key, a released callback, and with
 // wakeAvailable the queues of jobs made available. It runs after the finishing statement
@@ -300,12 +214,7 @@ func (c *Client) afterFinish(ctx context.Context, done []finished, wakeAvailable
 		}
 	}
 	if len(batches) > 0 {
-		var arg any = batches
-		if c.s.Dialect() == store.SQLite {
-			list, _ := json.Marshal(batches)
-			arg = string(list)
-		}
-		rows, err := c.s.Query(ctx, c.q.releaseBatches, c.s.NowArg(), c.d.Service, arg)
+		rows, err := c.s.Query(ctx, c.q.releaseBatches, c.s.NowArg(), c.d.Service, c.s.List(batches))
 		if err != nil {
 			return fmt.Errorf("jobs: release batch callbacks: %w", err)
 		}

@@ -12,8 +12,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/twicehq/twice/store"
 )
 
@@ -58,7 +56,7 @@ type prepared struct {
 
 // Enqueue inserts a job and wakes an instance to run it.
 func (c *Client) Enqueue(ctx context.Context, args Args, opts *Opts) (Result, error) {
-	rs, err := c.enqueueAuto(ctx, []Params{{Args: args, Opts: opts}}, nil)
+	rs, err := c.enqueueAuto(ctx, []Params{{Args: args, Opts: opts}})
 	if err != nil {
 		return Result{}, err
 	}
@@ -68,7 +66,7 @@ func (c *Client) Enqueue(ctx context.Context, args Args, opts *Opts) (Result, er
 // EnqueueTx inserts a job inside the caller's transaction tx (a *sql.Tx, pgx.Tx or
 // store.Tx): the job exists if and only if tx commits.
 func (c *Client) EnqueueTx(ctx context.Context, tx any, args Args, opts *Opts) (Result, error) {
-	rs, err := c.enqueueTx(ctx, tx, []Params{{Args: args, Opts: opts}}, nil)
+	rs, err := c.enqueueTx(ctx, tx, []Params{{Args: args, Opts: opts}})
 	if err != nil {
 		return Result{}, err
 	}
@@ -78,12 +76,12 @@ func (c *Client) EnqueueTx(ctx context.Context, tx any, args Args, opts *Opts) (
 // EnqueueMany inserts many jobs in one transaction, with one statement on PostgreSQL
 // (unique jobs are inserted one by one).
 func (c *Client) EnqueueMany(ctx context.Context, jobs []Params) ([]Result, error) {
-	return c.enqueueAuto(ctx, jobs, nil)
+	return c.enqueueAuto(ctx, jobs)
 }
 
 // EnqueueManyTx is [Client.EnqueueMany] inside the caller's transaction.
 func (c *Client) EnqueueManyTx(ctx context.Context, tx any, jobs []Params) ([]Result, error) {
-	return c.enqueueTx(ctx, tx, jobs, nil)
+	return c.enqueueTx(ctx, tx, jobs)
 }
 
 // EnqueueBatch inserts jobs as a batch with a callback job that runs once, after every
@@ -91,24 +89,13 @@ func (c *Client) EnqueueManyTx(ctx context.Context, tx any, jobs []Params) ([]Re
 // The callback's worker can read the members with [Client.Batch].
 func (c *Client) EnqueueBatch(ctx context.Context, jobs []Params, callback Params) (BatchResult, error) {
 	var res BatchResult
-	queues := queuesOf(append(jobs, callback))
-	err := c.s.InTx(ctx, func(tx store.Tx) error {
+	err := c.e.write(ctx, queuesOf(append(jobs, callback)), true, func(q store.Querier, _ copier) error {
 		var err error
-		res, err = c.enqueueBatch(ctx, tx, jobs, callback)
-		if err == nil && c.s.Dialect() == store.SQLite {
-			c.publishTx(ctx, tx, queues)
-		}
+		res, err = c.enqueueBatch(ctx, q, jobs, callback)
 		return err
 	})
 	if err != nil {
 		return BatchResult{}, err
-	}
-	if c.s.Dialect() == store.SQLite {
-		for q := range queues {
-			c.wakeLocal(q, false)
-		}
-	} else {
-		c.notifyCommitted(queues)
 	}
 	return res, nil
 }
@@ -171,46 +158,21 @@ func queueOf(p Params) string {
 	return DefaultQueue
 }
 
-// enqueueAuto inserts with the client's own connection: on PostgreSQL without a
-// transaction (each statement commits alone, and a unique conflict waits for the other
-// insert to settle), on SQLite in one write transaction with the wake-up row.
-func (c *Client) enqueueAuto(ctx context.Context, jobs []Params, _ any) ([]Result, error) {
+// enqueueAuto inserts with the client's own connection, and wakes the jobs' queues once
+// they are committed. Several unique jobs go in one transaction: each is a statement of
+// its own.
+func (c *Client) enqueueAuto(ctx context.Context, jobs []Params) ([]Result, error) {
 	ps, err := c.prepareAll(jobs)
 	if err != nil {
 		return nil, err
 	}
-	queues := queuesOf(jobs)
-	if c.s.Dialect() == store.Postgres {
-		q := store.Querier(c.s)
-		var rs []Result
-		if len(ps) > 1 && hasUnique(ps) {
-			err = c.inTx(ctx, func(q store.Querier) error {
-				rs, err = c.insert(ctx, q, ps, nil)
-				return err
-			})
-		} else {
-			rs, err = c.insert(ctx, q, ps, c.s.Pool())
-		}
-		if err != nil {
-			return nil, err
-		}
-		c.notifyCommitted(queues)
-		return rs, nil
-	}
 	var rs []Result
-	err = c.s.InTx(ctx, func(tx store.Tx) error {
-		rs, err = c.insert(ctx, tx, ps, nil)
-		if err != nil {
-			return err
-		}
-		c.publishTx(ctx, tx, queues)
-		return nil
+	err = c.e.write(ctx, queuesOf(jobs), len(ps) > 1 && hasUnique(ps), func(q store.Querier, cp copier) error {
+		rs, err = c.insert(ctx, q, ps, cp)
+		return err
 	})
 	if err != nil {
 		return nil, err
-	}
-	for q := range queues {
-		c.wakeLocal(q, false)
 	}
 	return rs, nil
 }
@@ -231,11 +193,7 @@ func (c *Client) publishTx(ctx context.Context, tx any, queues map[string]bool) 
 	}
 }
 
-func (c *Client) inTx(ctx context.Context, fn func(q store.Querier) error) error {
-	return c.s.InTx(ctx, func(tx store.Tx) error { return fn(tx) })
-}
-
-func (c *Client) enqueueTx(ctx context.Context, tx any, jobs []Params, _ any) ([]Result, error) {
+func (c *Client) enqueueTx(ctx context.Context, tx any, jobs []Params) ([]Result, error) {
 	q, err := c.s.Wrap(tx)
 	if err != nil {
 		return nil, err
@@ -265,10 +223,8 @@ func (c *Client) notifyCommitted(queues map[string]bool) {
 }
 
 // notifyInTx wakes the queues of jobs inserted in a caller's transaction that has not
-// committed yet. On SQLite the signal is a row in that transaction, sent if and only if it
-// commits. On PostgreSQL a NOTIFY inside the transaction would serialise every such commit
-// on the notification lock, so instead a hint goes out now and the receivers, if they find
-// nothing yet, look again a few times over the next ~200 ms; the poll remains the backstop.
+// committed yet: this process's producers at once (an empty look is repeated shortly
+// after), the others' as the engine can before the commit (see engine.signalInTx).
 func (c *Client) notifyInTx(ctx context.Context, tx any, queues map[string]bool) {
 	for q := range queues {
 		c.wakeLocal(q, true)
@@ -276,13 +232,7 @@ func (c *Client) notifyInTx(ctx context.Context, tx any, queues map[string]bool)
 	if c.d.Bus == nil {
 		return
 	}
-	if c.s.Dialect() == store.SQLite {
-		c.publishTx(ctx, tx, queues)
-		return
-	}
-	if note := c.notifier(true); note != nil {
-		note.send(queues)
-	}
+	c.e.signalInTx(ctx, tx, queues)
 }
 
 func (c *Client) prepareAll(jobs []Params) ([]prepared, error) {
@@ -475,7 +425,7 @@ func (c *Client) insert(ctx context.Context, q store.Querier, ps []prepared, cp 
 		for i, k := range bulk {
 			sub[i] = ps[k]
 		}
-		ids, err := c.insertBulk(ctx, q, sub, cp)
+		ids, err := c.e.insertBulk(ctx, q, sub, cp)
 		if err != nil {
 			return nil, err
 		}
@@ -487,7 +437,6 @@ func (c *Client) insert(ctx context.Context, q store.Querier, ps []prepared, cp 
 }
 
 func (c *Client) insertOne(ctx context.Context, q store.Querier, p prepared) (Result, error) {
-	d := q.Dialect()
 	if p.uniqueKey != nil && p.uniqueWindow > 0 {
 		now, err := c.dbNow(ctx, q)
 		if err != nil {
@@ -499,7 +448,7 @@ func (c *Client) insertOne(ctx context.Context, q store.Querier, p prepared) (Re
 	}
 	var runAt any
 	if p.runAt != nil {
-		runAt = d.TimeArg(*p.runAt)
+		runAt = c.s.TimeArg(*p.runAt)
 	}
 	var id int64
 	err := q.QueryRow(ctx, c.q.insert, c.s.NowArg(), c.d.Service, p.queue, p.kind, p.args, p.state, p.priority,
@@ -527,80 +476,6 @@ func (c *Client) dbNow(ctx context.Context, q store.Querier) (time.Time, error) 
 	return t.Time, nil
 }
 
-func (c *Client) insertBulk(ctx context.Context, q store.Querier, ps []prepared, copier copier) ([]int64, error) {
-	switch {
-	case q.Dialect() == store.SQLite:
-		return c.insertBulkSQLite(ctx, q, ps)
-	case copier != nil && len(ps) >= copyFrom:
-		return c.insertBulkCopy(ctx, q, copier, ps)
-	default:
-		return c.insertBulkPG(ctx, q, ps)
-	}
-}
-
-// copier is what can COPY on PostgreSQL: the pool, or a caller's pgx.Tx.
-type copier interface {
-	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
-}
-
-// copyFrom is the batch size from which a bulk insert uses COPY rather than one INSERT.
-const copyFrom = 100
-
-// copyColumns are the columns a bulk COPY fills.
-var copyColumns = []string{"id", "service", "queue", "kind", "args", "state", "priority", "run_at", "max_attempts",
-	"key", "batch_id", "timeout_ms", "tags", "meta", "created_at"}
-
-// insertBulkCopy inserts with COPY, PostgreSQL's fastest way in. COPY returns nothing, so
-// the ids are drawn from the table's sequence first, with the database's time, in one
-// round trip.
-func (c *Client) insertBulkCopy(ctx context.Context, q store.Querier, cp copier, ps []prepared) ([]int64, error) {
-	var ids []int64
-	var now time.Time
-	if err := q.QueryRow(ctx, c.q.reserveIDs, c.s.NowArg(), len(ps)).Scan(&now, &ids); err != nil {
-		return nil, fmt.Errorf("jobs: enqueue %d jobs: reserve ids: %w", len(ps), err)
-	}
-	if len(ids) != len(ps) {
-		return nil, fmt.Errorf("jobs: enqueue %d jobs: reserved %d ids", len(ps), len(ids))
-	}
-	rows := make([][]any, len(ps))
-	for i, p := range ps {
-		runAt := now
-		if p.runAt != nil {
-			runAt = *p.runAt
-		}
-		runAt = runAt.Add(time.Duration(p.delayMS) * time.Millisecond)
-		rows[i] = []any{ids[i], c.d.Service, p.queue, p.kind, p.args, int16(p.state), int16(p.priority), runAt,
-			int32(p.maxAttempts), p.key, p.batchID, p.timeoutMS, p.tags, p.meta, now}
-	}
-	if _, err := cp.CopyFrom(ctx, c.s.Table("twice_jobs"), copyColumns, pgx.CopyFromRows(rows)); err != nil {
-		return nil, fmt.Errorf("jobs: enqueue %d jobs: %w", len(ps), err)
-	}
-	return ids, nil
-}
-
-func (c *Client) insertBulkPG(ctx context.Context, q store.Querier, ps []prepared) ([]int64, error) {
-	n := len(ps)
-	queue, kind, args := make([]string, n), make([]string, n), make([]string, n)
-	state, prio := make([]int16, n), make([]int16, n)
-	runAt := make([]*time.Time, n)
-	delay, timeout, batch := make([]int64, n), make([]int64, n), make([]*int64, n)
-	maxAtt := make([]int32, n)
-	key, tags, meta := make([]*string, n), make([]*string, n), make([]*string, n)
-	for i, p := range ps {
-		queue[i], kind[i], args[i] = p.queue, p.kind, p.args
-		state[i], prio[i] = int16(p.state), int16(p.priority)
-		runAt[i], delay[i], timeout[i], batch[i] = p.runAt, p.delayMS, p.timeoutMS, p.batchID
-		maxAtt[i] = int32(p.maxAttempts)
-		key[i], tags[i], meta[i] = p.key, p.tags, p.meta
-	}
-	rows, err := q.Query(ctx, c.q.insertMany, c.s.NowArg(), c.d.Service, queue, kind, args, state, prio, runAt,
-		delay, maxAtt, key, batch, timeout, tags, meta)
-	if err != nil {
-		return nil, fmt.Errorf("jobs: enqueue %d jobs: %w", n, err)
-	}
-	return scanIDs(rows, n)
-}
-
 func scanIDs(rows store.Rows, n int) ([]int64, error) {
 	defer rows.Close()
 	ids := make([]int64, 0, n)
@@ -616,20 +491,6 @@ func scanIDs(rows store.Rows, n int) ([]int64, error) {
 	}
 	if len(ids) != n {
 		return nil, fmt.Errorf("jobs: inserted %d of %d jobs", len(ids), n)
-	}
-	return ids, nil
-}
-
-// insertBulkSQLite inserts row by row: inside one transaction SQLite does that faster
-// than it parses one statement with thousands of rows.
-func (c *Client) insertBulkSQLite(ctx context.Context, q store.Querier, ps []prepared) ([]int64, error) {
-	ids := make([]int64, len(ps))
-	for i, p := range ps {
-		r, err := c.insertOne(ctx, q, p)
-		if err != nil {
-			return nil, err
-		}
-		ids[i] = r.ID
 	}
 	return ids, nil
 }

@@ -2,8 +2,6 @@ package jobs
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -27,91 +25,50 @@ func (c *Client) Lead(ctx context.Context) {
 	})
 }
 
-// untilStop returns a context that ends when stop closes or cancel is called.
-func untilStop(stop <-chan struct{}) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		select {
-		case <-stop:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
-	return ctx, cancel
-}
-
-// rescueLoop rescues the jobs of dead instances every RescueInterval until stop closes
-// (and records the queues this instance started working since its last round). It
-// runs on every instance, not only the leader: a rescue must not wait for an election when
-// the leader is among the dead, and two rescuers never move a job twice (the statement
-// skips rows another holds, and a rescued job has no owner left to be dead).
-func (c *Client) rescueLoop(stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	ctx, cancel := untilStop(stop)
-	defer cancel()
-	t := time.NewTicker(c.cfg.RescueInterval)
-	defer t.Stop()
-	for {
-		if err := c.announcePending(ctx); err != nil && ctx.Err() == nil {
-			c.log.Debug("jobs: retrying in a second", "err", err)
-		}
-		if _, err := c.Rescue(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("jobs: rescue failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// rescueRound rescues the jobs of dead instances (and records the queues this instance
+// started working since its last round), every RescueInterval. It runs on every instance,
+// not only the leader: a rescue must not wait for an election when the leader is among
+// the dead, and two rescuers never move a job twice (the statement skips rows another
+// holds, and a rescued job has no owner left to be dead).
+func (c *Client) rescueRound(ctx context.Context) time.Duration {
+	if err := c.announcePending(ctx); err != nil && ctx.Err() == nil {
+		c.log.Debug("jobs: retrying in a second", "err", err)
 	}
+	if _, err := c.Rescue(ctx); err != nil && ctx.Err() == nil {
+		c.log.Warn("jobs: rescue failed", "err", err)
+	}
+	return c.cfg.RescueInterval
 }
 
 // Rescue makes the running jobs of instances that are no longer alive available again (or
 // discards them when that was their last attempt, or cancels them if that was asked) and
 // returns how many it moved. A job on a live instance is never touched, however long it runs.
 func (c *Client) Rescue(ctx context.Context) (int, error) {
-	if c.s.Dialect() == store.SQLite {
-		// Every instance looks every second; on SQLite the look is a read, and only a
-		// rescue takes the write lock.
-		var one int
-		err := c.s.Reader().QueryRow(ctx, c.q.rescueCheck, c.s.NowArg(), c.d.Service).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return 0, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
-	var done []finished
-	err := c.s.InTx(ctx, func(tx store.Tx) error {
-		rows, err := tx.Query(ctx, c.q.rescue, c.s.NowArg(), c.d.Service)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var f finished
-			var lastErr string
-			var attempt int
-			if err := rows.Scan(&f.id, &f.key, &f.batchID, &f.state, &f.queue, &lastErr, &attempt); err != nil {
-				return err
-			}
-			c.log.Info("jobs: rescued a job from a dead instance", "job", f.id, "attempt", attempt, "state", stateOf(f.state), "why", lastErr)
-			done = append(done, f)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows.Close()
-		if c.s.Dialect() == store.SQLite {
-			return c.releaseKeysSQLite(ctx, tx, done)
-		}
-		return nil
-	})
+	done, err := c.e.rescue(ctx)
 	if err != nil || len(done) == 0 {
 		return 0, err
 	}
 	return len(done), c.afterFinish(ctx, done, true)
+}
+
+// readRescued reads and logs the jobs a rescue statement moved.
+func (c *Client) readRescued(rows store.Rows, err error) ([]finished, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var done []finished
+	for rows.Next() {
+		var f finished
+		var lastErr string
+		var attempt int
+		if err := rows.Scan(&f.id, &f.key, &f.batchID, &f.state, &f.queue, &lastErr, &attempt); err != nil {
+			return nil, err
+		}
+		c.log.Info("jobs: rescued a job from a dead instance", "job", f.id, "attempt", attempt, "state", stateOf(f.state), "why", lastErr)
+		done = append(done, f)
+	}
+	return done, rows.Err()
 }
 
 // pruneBatch is the most rows one prune statement deletes, so pruning a long backlog never
@@ -154,19 +111,15 @@ func (c *Client) releaseWaiting(ctx context.Context) error {
 // for the bus and a burst of enqueues to a queue costs one signal.
 type notifier struct {
 	c *Client
+	l *loop.Loop
 
 	mu      sync.Mutex // protects pending
 	pending map[string]bool
-
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
 }
 
 func newNotifier(c *Client) *notifier {
-	n := &notifier{c: c, pending: map[string]bool{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go n.loop()
+	n := &notifier{c: c, pending: map[string]bool{}}
+	n.l = loop.StartAfter(loop.Forever, n.step)
 	return n
 }
 
@@ -176,33 +129,21 @@ func (n *notifier) send(queues map[string]bool) {
 		n.pending[q] = true
 	}
 	n.mu.Unlock()
-	select {
-	case n.kick <- struct{}{}:
-	default:
-	}
+	n.l.Kick()
 }
 
-func (n *notifier) loop() {
-	defer close(n.done)
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-n.kick:
-		}
-		n.mu.Lock()
-		qs := n.pending
-		n.pending = map[string]bool{}
-		n.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		for q := range qs {
-			n.c.publish(ctx, WakeChannel, q)
-		}
+// step sends what is pending. A wake-up taken is sent even if the client closes meanwhile.
+func (n *notifier) step(ctx context.Context) time.Duration {
+	n.mu.Lock()
+	qs := n.pending
+	n.pending = map[string]bool{}
+	n.mu.Unlock()
+	for q := range qs {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loop.SignalTimeout)
+		n.c.publish(sctx, WakeChannel, q)
 		cancel()
 	}
+	return loop.Forever
 }
 
-func (n *notifier) close() {
-	n.once.Do(func() { close(n.stop) })
-	<-n.done
-}
+func (n *notifier) close() { n.l.Stop() }

@@ -2,14 +2,13 @@ package jobs
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 )
@@ -142,15 +141,9 @@ func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
 
 // fetch takes up to n available jobs and starts them.
 func (p *producer) fetch(n int) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), loop.BatchTimeout)
 	defer cancel()
-	var rows []*Row
-	var err error
-	if p.c.s.Dialect() == store.SQLite {
-		rows, err = p.fetchSQLite(ctx, n)
-	} else {
-		rows, err = p.fetchPG(ctx, n)
-	}
+	rows, err := p.c.e.fetch(ctx, p, n)
 	if err != nil {
 		return 0, err
 	}
@@ -160,28 +153,6 @@ func (p *producer) fetch(n int) (int, error) {
 	return len(rows), nil
 }
 
-func (p *producer) fetchPG(ctx context.Context, n int) ([]*Row, error) {
-	c := p.c
-	if p.cfg.GlobalLimit <= 0 {
-		return p.queryFetched(ctx, c.s, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, n, c.d.Instance)
-	}
-	// A cluster-wide limit needs fetchers of the queue to take turns: an advisory lock per
-	// queue, held for the fetch's transaction only.
-	var rows []*Row
-	err := c.s.InTx(ctx, func(tx store.Tx) error {
-		if _, err := tx.Exec(ctx, c.q.limitLock, c.d.Service, p.queue); err != nil {
-			return err
-		}
-		room, err := p.room(ctx, tx, n)
-		if err != nil || room == 0 {
-			return err
-		}
-		rows, err = p.queryFetched(ctx, tx, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, room, c.d.Instance)
-		return err
-	})
-	return rows, err
-}
-
 // room is how many jobs may start under the queue's cluster-wide limit, at most n.
 func (p *producer) room(ctx context.Context, q store.Querier, n int) (int, error) {
 	var running int
@@ -189,105 +160,6 @@ func (p *producer) room(ctx context.Context, q store.Querier, n int) (int, error
 		return 0, err
 	}
 	return max(0, min(n, p.cfg.GlobalLimit-running)), nil
-}
-
-func (p *producer) fetchSQLite(ctx context.Context, n int) ([]*Row, error) {
-	c := p.c
-	// The write lock is the scarce thing on SQLite: an idle queue's look is a read.
-	var one int
-	err := c.s.Reader().QueryRow(ctx, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, 1, c.d.Instance).Scan(&one, new(*string))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var rows []*Row
-	err = c.s.InTx(ctx, func(tx store.Tx) error {
-		if p.cfg.GlobalLimit > 0 {
-			room, err := p.room(ctx, tx, n)
-			if err != nil || room == 0 {
-				return err
-			}
-			n = room
-		}
-		cand, err := tx.Query(ctx, c.q.fetch, c.s.NowArg(), c.d.Service, p.queue, n, c.d.Instance)
-		if err != nil {
-			return err
-		}
-		var ids []int64
-		claim := map[string]int64{}
-		for cand.Next() {
-			var id int64
-			var key *string
-			if err := cand.Scan(&id, &key); err != nil {
-				cand.Close()
-				return err
-			}
-			if key == nil {
-				ids = append(ids, id)
-			} else if _, dup := claim[*key]; !dup {
-				claim[*key] = id
-			}
-		}
-		cand.Close()
-		if err := cand.Err(); err != nil {
-			return err
-		}
-		for key, id := range claim {
-			// The one writer makes check-then-insert safe here.
-			k, err := tx.Exec(ctx, c.s.SQL(`INSERT INTO twice_job_keys (service, key, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`),
-				c.d.Service, key, id)
-			if err != nil {
-				return err
-			}
-			if k == 1 {
-				ids = append(ids, id)
-			}
-		}
-		if len(ids) == 0 {
-			return nil
-		}
-		list, _ := json.Marshal(ids)
-		rows, err = p.queryFetched(ctx, tx, sqliteTake, c.s.NowArg(), c.d.Service, p.queue, string(list), c.d.Instance)
-		return err
-	})
-	return rows, err
-}
-
-// queryFetched runs a fetch returning [fetchCols] and scans the jobs it took.
-func (p *producer) queryFetched(ctx context.Context, q store.Querier, query string, args ...any) ([]*Row, error) {
-	rows, err := q.Query(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	pg := q.Dialect() == store.Postgres
-	var out []*Row
-	for rows.Next() {
-		r := &Row{State: Running, Owner: p.c.d.Instance}
-		var key, uniqueKey, lastError *string
-		var batch *int64
-		var timeoutMS int64
-		var tags, meta, args []byte
-		dest := []any{&r.ID, &r.Queue, &r.Kind, &args, &r.Priority, nil, &r.Attempt, &r.MaxAttempts, &key, &uniqueKey, &batch,
-			&timeoutMS, &tags, &meta, &lastError, nil, nil}
-		var runAt, created, attempted store.Time
-		if pg {
-			dest[5], dest[15], dest[16] = &r.ScheduledAt, &r.CreatedAt, &r.AttemptedAt
-		} else {
-			dest[5], dest[15], dest[16] = &runAt, &created, &attempted
-		}
-		if err := rows.Scan(dest...); err != nil {
-			return nil, err
-		}
-		if !pg {
-			r.ScheduledAt, r.CreatedAt, r.AttemptedAt = runAt.Time, created.Time, attempted.Time
-		}
-		fill(r, bitRunning, args, &r.Owner, key, uniqueKey, lastError, batch, timeoutMS, false, tags, meta)
-		out = append(out, r)
-	}
-	return out, rows.Err()
 }
 
 // execute runs a fetched job on a worker goroutine: an idle one if there is one, else a
@@ -391,24 +263,7 @@ func (p *producer) handBackRunning(ctx context.Context) error {
 		return nil
 	}
 	c := p.c
-	ids, attempts := make([]int64, len(stuck)), make([]int32, len(stuck))
-	for i, r := range stuck {
-		ids[i], attempts[i] = r.ID, int32(r.Attempt)
-	}
-	var err error
-	if c.s.Dialect() == store.SQLite {
-		err = c.s.InTx(ctx, func(tx store.Tx) error {
-			for i := range stuck {
-				if _, err := tx.Exec(ctx, c.q.handBack, c.s.NowArg(), c.d.Service, c.d.Instance, ids[i], attempts[i]); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	} else {
-		_, err = c.s.Exec(ctx, c.q.handBack, c.s.NowArg(), c.d.Service, c.d.Instance, ids, attempts)
-	}
-	if err != nil {
+	if err := c.e.handBack(ctx, stuck); err != nil {
 		return fmt.Errorf("jobs: hand back %d running jobs of queue %s: %w", len(stuck), p.queue, err)
 	}
 	c.log.Warn("jobs: handed back jobs whose workers did not return after shutdown", "queue", p.queue, "count", len(stuck))

@@ -2,12 +2,8 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
-
-	"github.com/twicehq/twice/cluster"
-	"github.com/twicehq/twice/store"
 )
 
 // Which queues an instance works. A queue is fetched on this instance when a worker whose
@@ -17,32 +13,6 @@ import (
 // queues it works in twice_queue_workers, so [Client.Stats] (and `twice queues list`) can
 // show queues with jobs and no live worker, and an instance that enqueues to a queue it
 // does not work itself says so once in its log.
-
-// Statements on twice_queue_workers. $1 is "now", as in [queries].
-var queueWorkerSQL = map[store.Dialect]struct{ announce, withdraw, workers, prune string }{
-	store.Postgres: {
-		announce: `INSERT INTO twice_queue_workers (service, queue, instance, started_at)
-SELECT $2, q, $3, ` + pgNow + ` FROM unnest($4::text[]) AS q
-ON CONFLICT DO NOTHING`,
-		withdraw: `DELETE FROM twice_queue_workers WHERE service = $1 AND instance = $2`,
-		workers: `SELECT queue, count(*) FROM twice_queue_workers w
-WHERE service = $2 AND ` + cluster.AliveSQL(store.Postgres, "w.service", "w.instance", pgNow) + `
-GROUP BY queue`,
-		prune: `DELETE FROM twice_queue_workers w WHERE service = $1
-  AND NOT EXISTS (SELECT 1 FROM twice_members m WHERE m.service = w.service AND m.id = w.instance)`,
-	},
-	store.SQLite: {
-		announce: `INSERT INTO twice_queue_workers (service, queue, instance, started_at)
-SELECT $2, value, $3, ` + sqliteNow + ` FROM json_each($4)
-WHERE true ON CONFLICT DO NOTHING`,
-		withdraw: `DELETE FROM twice_queue_workers WHERE service = $1 AND instance = $2`,
-		workers: `SELECT queue, count(*) FROM twice_queue_workers w
-WHERE service = $2 AND ` + cluster.AliveSQL(store.SQLite, "w.service", "w.instance", sqliteNow) + `
-GROUP BY queue`,
-		prune: `DELETE FROM twice_queue_workers AS w WHERE service = $1
-  AND NOT EXISTS (SELECT 1 FROM twice_members m WHERE m.service = w.service AND m.id = w.instance)`,
-	},
-}
 
 // queueConfig returns the configuration of queue, with defaults filled in.
 func (c *Client) queueConfig(queue string) QueueConfig {
@@ -77,12 +47,7 @@ func (c *Client) announcePending(ctx context.Context) error {
 	if len(queues) == 0 {
 		return nil
 	}
-	var list any = queues
-	if c.s.Dialect() == store.SQLite {
-		b, _ := json.Marshal(queues)
-		list = string(b)
-	}
-	if _, err := c.s.Exec(ctx, queueWorkerSQL[c.s.Dialect()].announce, c.s.NowArg(), c.d.Service, c.d.Instance, list); err != nil {
+	if _, err := c.s.Exec(ctx, c.q.announce, c.s.NowArg(), c.d.Service, c.d.Instance, c.s.List(queues)); err != nil {
 		return fmt.Errorf("jobs: record the queues this instance works: %w", err)
 	}
 	c.mu.Lock()
@@ -95,20 +60,20 @@ func (c *Client) announcePending(ctx context.Context) error {
 
 // withdraw deletes this instance's record of the queues it works, once it has stopped.
 func (c *Client) withdraw(ctx context.Context) {
-	if _, err := c.s.Exec(ctx, queueWorkerSQL[c.s.Dialect()].withdraw, c.d.Service, c.d.Instance); err != nil {
+	if _, err := c.s.Exec(ctx, c.q.withdraw, c.d.Service, c.d.Instance); err != nil {
 		c.log.Debug("jobs: the record of this instance's queues stays until the leader prunes it", "err", err)
 	}
 }
 
 // pruneQueueWorkers deletes the records of instances the cluster has forgotten (reaped).
 func (c *Client) pruneQueueWorkers(ctx context.Context) error {
-	_, err := c.s.Exec(ctx, queueWorkerSQL[c.s.Dialect()].prune, c.d.Service)
+	_, err := c.s.Exec(ctx, c.q.pruneWorkers, c.d.Service)
 	return err
 }
 
 // liveWorkers counts, per queue, the live instances that work it.
 func (c *Client) liveWorkers(ctx context.Context) (map[string]int, error) {
-	rows, err := c.s.Reader().Query(ctx, queueWorkerSQL[c.s.Dialect()].workers, c.s.NowArg(), c.d.Service)
+	rows, err := c.s.Reader().Query(ctx, c.q.workers, c.s.NowArg(), c.d.Service)
 	if err != nil {
 		return nil, err
 	}

@@ -9,20 +9,16 @@ import (
 	"github.com/twicehq/twice/store"
 )
 
-// queryRows runs a query returning [rowCols] and scans every row.
-func queryRows(ctx context.Context, q store.Querier, query string, args ...any) ([]*Row, error) {
+// queryRows runs a query returning [rowCols] and scans every row with the engine's scanner.
+func (c *Client) queryRows(ctx context.Context, q store.Querier, query string, args ...any) ([]*Row, error) {
 	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	scan := scanRow
-	if q.Dialect() == store.Postgres {
-		scan = scanRowPG
-	}
 	var out []*Row
 	for rows.Next() {
-		r, err := scan(rows)
+		r, err := c.e.scanRow(rows)
 		if err != nil {
 			return nil, err
 		}
@@ -31,50 +27,67 @@ func queryRows(ctx context.Context, q store.Querier, query string, args ...any) 
 	return out, rows.Err()
 }
 
-// scanRowPG is scanRow for PostgreSQL, scanning timestamps as pgx's own time values: the
-// database/sql scanner path costs a sixth of a busy worker's CPU.
-func scanRowPG(rows store.Row) (*Row, error) {
-	var r Row
-	var state int
-	var owner, key, uniqueKey, lastError *string
-	var batch *int64
-	var timeoutMS int64
-	var cancelReq bool
-	var tags, meta, args []byte
-	var attempted, finishedAt *time.Time
-	if err := rows.Scan(&r.ID, &r.Queue, &r.Kind, &args, &state, &r.Priority, &r.ScheduledAt, &r.Attempt, &r.MaxAttempts,
-		&owner, &key, &uniqueKey, &batch, &timeoutMS, &cancelReq, &tags, &meta, &lastError, &r.CreatedAt, &attempted, &finishedAt); err != nil {
+// queryFetched runs a fetch returning [fetchCols] and scans the jobs it took, running here.
+func (c *Client) queryFetched(ctx context.Context, q store.Querier, query string, args ...any) ([]*Row, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
 		return nil, err
 	}
-	if attempted != nil {
-		r.AttemptedAt = *attempted
+	defer rows.Close()
+	var out []*Row
+	for rows.Next() {
+		r := &Row{State: Running, Owner: c.d.Instance}
+		if err := c.e.scanFetched(rows, r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
 	}
-	if finishedAt != nil {
-		r.FinishedAt = *finishedAt
-	}
-	fill(&r, state, args, owner, key, uniqueKey, lastError, batch, timeoutMS, cancelReq, tags, meta)
-	return &r, nil
+	return out, rows.Err()
 }
 
-func scanRow(rows store.Row) (*Row, error) {
-	var r Row
-	var state int
-	var owner, key, uniqueKey, lastError *string
-	var batch *int64
-	var timeoutMS int64
-	var cancelReq bool
-	var tags, meta, args []byte
-	var runAt, created, attempted, finishedAt store.Time
-	if err := rows.Scan(&r.ID, &r.Queue, &r.Kind, &args, &state, &r.Priority, &runAt, &r.Attempt, &r.MaxAttempts,
-		&owner, &key, &uniqueKey, &batch, &timeoutMS, &cancelReq, &tags, &meta, &lastError, &created, &attempted, &finishedAt); err != nil {
-		return nil, err
-	}
-	r.ScheduledAt, r.CreatedAt, r.AttemptedAt, r.FinishedAt = runAt.Time, created.Time, attempted.Time, finishedAt.Time
-	fill(&r, state, args, owner, key, uniqueKey, lastError, batch, timeoutMS, cancelReq, tags, meta)
-	return &r, nil
+// rowScan holds what scanning a row of [rowCols] reads besides its timestamps, which each
+// engine scans its own way.
+type rowScan struct {
+	state                            int
+	owner, key, uniqueKey, lastError *string
+	batch                            *int64
+	timeoutMS                        int64
+	cancelReq                        bool
+	tags, meta, args                 []byte
 }
 
-// fill sets the fields both scanners read the same way.
+// dest returns the scan destinations of [rowCols] for r, with the engine's for run_at,
+// created_at, attempted_at and finished_at.
+func (s *rowScan) dest(r *Row, runAt, created, attempted, finished any) []any {
+	return []any{&r.ID, &r.Queue, &r.Kind, &s.args, &s.state, &r.Priority, runAt, &r.Attempt, &r.MaxAttempts,
+		&s.owner, &s.key, &s.uniqueKey, &s.batch, &s.timeoutMS, &s.cancelReq, &s.tags, &s.meta, &s.lastError,
+		created, attempted, finished}
+}
+
+func (s *rowScan) fill(r *Row) {
+	fill(r, s.state, s.args, s.owner, s.key, s.uniqueKey, s.lastError, s.batch, s.timeoutMS, s.cancelReq, s.tags, s.meta)
+}
+
+// fetchScan is [rowScan] for a row of [fetchCols].
+type fetchScan struct {
+	key, uniqueKey, lastError *string
+	batch                     *int64
+	timeoutMS                 int64
+	tags, meta, args          []byte
+}
+
+// dest returns the scan destinations of [fetchCols] for r, with the engine's for run_at,
+// created_at and attempted_at.
+func (s *fetchScan) dest(r *Row, runAt, created, attempted any) []any {
+	return []any{&r.ID, &r.Queue, &r.Kind, &s.args, &r.Priority, runAt, &r.Attempt, &r.MaxAttempts, &s.key, &s.uniqueKey,
+		&s.batch, &s.timeoutMS, &s.tags, &s.meta, &s.lastError, created, attempted}
+}
+
+func (s *fetchScan) fill(r *Row) {
+	fill(r, bitRunning, s.args, &r.Owner, s.key, s.uniqueKey, s.lastError, s.batch, s.timeoutMS, false, s.tags, s.meta)
+}
+
+// fill sets the fields every scanner reads the same way.
 func fill(r *Row, state int, args []byte, owner, key, uniqueKey, lastError *string, batch *int64, timeoutMS int64,
 	cancelReq bool, tags, meta []byte) {
 	r.Args = json.RawMessage(args)

@@ -20,56 +20,135 @@ func Component() store.Component {
 		store.Table{Name: "twice_queue_workers", Service: "service"})
 }
 
-// rowCols are the columns [scanRow] reads, in order.
+// rowCols are the columns an engine's scanRow reads, in order.
 const rowCols = `id, queue, kind, args, state, priority, run_at, attempt, max_attempts, owner, key, unique_key,
 batch_id, timeout_ms, cancel_requested, tags, meta, last_error, created_at, attempted_at, finished_at`
 
-// fetchCols are the columns a fetch returns, read by [scanFetched]: what a worker sees of
-// its job. The rest of a row is known (running, owned here) or does not matter to it.
+// fetchCols are the columns a fetch returns, read by an engine's scanFetched: what a worker
+// sees of its job. The rest of a row is known (running, owned here) or does not matter to it.
 const fetchCols = `id, queue, kind, args, priority, run_at, attempt, max_attempts, key, unique_key, batch_id, timeout_ms,
 tags, meta, last_error, created_at, attempted_at`
 
-// queries are the statements of one dialect. In each, $1 is "now": NULL for database time,
-// or a test clock's time.
+// queries are the job queue's statements, written once in the store's template (see
+// [store.Store.SQL]: {now}, {ms …}, casts, {in $N TYPE}, {pg …}/{sqlite …}). In each, $1 is
+// "now": NULL for database time, or a test clock's time. What only one dialect runs, because
+// its engine works differently (pg.go, sqlite.go), is in that dialect's set; the other's is
+// empty.
 type queries struct {
 	// enqueueing
-	insert, insertMany, existing, reserveIDs string
+	insert, existing, now string
 	// working
-	fetch, complete, completePlain, finish, handBack, cancelRequested, countRunning, limitLock string
+	countRunning, cancelRequested string
 	// upkeep
-	rescue, rescueCheck, prune, releaseBatches, batchBackstop string
+	prune, releaseBatches, batchBackstop string
 	// administration
-	cancel, retry, get, pause, stats, tagFilter, now string
+	cancel, retry, get, pause, stats, tagFilter string
+	// twice_queue_workers (see queues.go)
+	announce, withdraw, workers, pruneWorkers string
+
+	pg     pgStatements
+	sqlite sqliteStatements
 }
 
-// pgNow is PostgreSQL's "now" for queries whose $1 is the stub clock.
-const pgNow = `coalesce($1::timestamptz, now())`
-
-var pgQueries = queries{
+// sharedQueries are the statements both dialects run, as written (workers is filled in by
+// [templates]: whether an instance is alive is spelled per dialect by package cluster).
+var sharedQueries = queries{
 	insert: `
 INSERT INTO twice_jobs (service, queue, kind, args, state, priority, run_at, max_attempts, key, unique_key,
 	unique_states, batch_id, timeout_ms, tags, meta, created_at)
-VALUES ($2, $3, $4, $5, $6, $7, coalesce($8::timestamptz, ` + pgNow + `) + $9::bigint * interval '1 millisecond',
-	$10, $11, $12, $13, $14, $15, $16, $17, ` + pgNow + `)
+VALUES ($2, $3, $4, $5, $6, $7, coalesce($8::timestamptz, {now}) + {ms $9::bigint},
+	$10, $11, $12, $13, $14, $15, $16, $17, {now})
 ON CONFLICT DO NOTHING
 RETURNING id`,
-	// Bulk insert: one statement, one array per column. Unique jobs never take this path.
+	existing:        `SELECT id FROM twice_jobs WHERE service = $1 AND unique_key = $2 AND (unique_states & state) <> 0`,
+	now:             `SELECT {now}`,
+	countRunning:    `SELECT count(*) FROM twice_jobs WHERE service = $1 AND queue = $2 AND state = 2`,
+	cancelRequested: `SELECT id FROM twice_jobs WHERE service = $1 AND state = 2 AND owner = $2 AND cancel_requested`,
+	prune: `
+DELETE FROM twice_jobs WHERE id IN (
+	SELECT id FROM twice_jobs
+	WHERE service = $2 AND (
+		(state = 4 AND finished_at < {now} - {ms $3::bigint}) OR
+		(state = 8 AND finished_at < {now} - {ms $4::bigint}) OR
+		(state = 16 AND finished_at < {now} - {ms $5::bigint}))
+	LIMIT $6)`,
+	// $3 is a list of callback ids: bind it with [store.Store.List].
+	releaseBatches: `
+UPDATE twice_jobs AS b SET state = 1, run_at = {now}
+WHERE b.service = $2 AND b.id {in $3 bigint} AND b.state = 32
+  AND NOT EXISTS (SELECT 1 FROM twice_jobs m WHERE m.batch_id = b.id AND m.state IN (1, 2))
+RETURNING queue`,
+	batchBackstop: `
+UPDATE twice_jobs AS b SET state = 1, run_at = {now}
+WHERE b.service = $2 AND b.state = 32
+  AND NOT EXISTS (SELECT 1 FROM twice_jobs m WHERE m.batch_id = b.id AND m.state IN (1, 2))
+RETURNING queue`,
+	cancel: `
+UPDATE twice_jobs
+SET state = CASE WHEN state = 2 THEN 2 ELSE 8 END,
+    cancel_requested = (state = 2),
+    finished_at = CASE WHEN state = 2 THEN finished_at ELSE {now} END,
+    last_error = CASE WHEN state = 2 THEN last_error ELSE 'cancelled before it ran' END
+WHERE service = $2 AND id = $3 AND state IN (1, 2, 32)
+RETURNING state, coalesce(owner, ''), batch_id`,
+	retry: `
+UPDATE twice_jobs
+SET state = 1, run_at = {now}, finished_at = NULL, cancel_requested = false,
+    max_attempts = CASE WHEN attempt >= max_attempts THEN attempt + 1 ELSE max_attempts END
+WHERE service = $2 AND id = $3 AND state IN (1, 4, 8, 16)
+RETURNING queue`,
+	get: `SELECT ` + rowCols + ` FROM twice_jobs WHERE service = $1 AND id = $2`,
+	pause: `
+INSERT INTO twice_queues (service, name, paused, updated_at) VALUES ($2, $3, $4, {now})
+ON CONFLICT (service, name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at`,
+	stats: `
+SELECT queue, state, state = 1 AND run_at > {now}, count(*)::bigint FROM twice_jobs WHERE service = $2
+GROUP BY 1, 2, 3`,
+	// A condition of [Client.List]; $? becomes its parameter. Tags are a jsonb array on
+	// PostgreSQL, whose ? operator the index can serve, and JSON text on SQLite.
+	tagFilter: `{pg tags ? $?}{sqlite EXISTS (SELECT 1 FROM json_each(tags) WHERE value = $?)}`,
+	// $4 is a list of queue names (bind it with [store.Store.List]), read as a table: an
+	// array unnested on PostgreSQL, a JSON array on SQLite. "WHERE true" lets SQLite's
+	// parser tell the upsert's ON CONFLICT from a join's ON.
+	announce: `
+INSERT INTO twice_queue_workers (service, queue, instance, started_at)
+SELECT $2, q.value, $3, {now} FROM {pg unnest($4::text[]) AS q(value)}{sqlite json_each($4) AS q}
+WHERE true ON CONFLICT DO NOTHING`,
+	withdraw: `DELETE FROM twice_queue_workers WHERE service = $1 AND instance = $2`,
+	pruneWorkers: `DELETE FROM twice_queue_workers AS w WHERE service = $1
+  AND NOT EXISTS (SELECT 1 FROM twice_members m WHERE m.service = w.service AND m.id = w.instance)`,
+}
+
+// pgStatements are what only the PostgreSQL engine runs: row locks let many fetchers
+// share a queue, arrays carry a whole batch in one statement, and a statement's CTEs can
+// write several tables at once.
+type pgStatements struct {
+	insertMany, reserveIDs, limitLock, fetch, complete, completePlain, finish, handBack, rescue string
+}
+
+var pgQueries = pgStatements{
+	// Bulk insert: one statement, one array per column. Unique jobs never take this path;
+	// SQLite inserts one row per statement instead (see sqliteEngine.insertBulk).
 	insertMany: `
 INSERT INTO twice_jobs (service, queue, kind, args, state, priority, run_at, max_attempts, key, batch_id,
 	timeout_ms, tags, meta, created_at)
 SELECT $2, t.queue, t.kind, t.args, t.state, t.priority,
-	coalesce(t.run_at, ` + pgNow + `) + t.delay_ms * interval '1 millisecond',
-	t.max_attempts, t.key, t.batch_id, t.timeout_ms, t.tags, t.meta, ` + pgNow + `
+	coalesce(t.run_at, {now}) + t.delay_ms * interval '1 millisecond',
+	t.max_attempts, t.key, t.batch_id, t.timeout_ms, t.tags, t.meta, {now}
 FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::smallint[], $7::smallint[], $8::timestamptz[], $9::bigint[],
 	$10::integer[], $11::text[], $12::bigint[], $13::bigint[], $14::jsonb[], $15::jsonb[])
 	AS t(queue, kind, args, state, priority, run_at, delay_ms, max_attempts, key, batch_id, timeout_ms, tags, meta)
 RETURNING id`,
-	existing: `SELECT id FROM twice_jobs WHERE service = $1 AND unique_key = $2 AND (unique_states & state) <> 0`,
-	// reserveIDs draws ids for a COPY, with the database's time.
-	reserveIDs: `SELECT ` + pgNow + `, array_agg(nextval('twice_jobs_id_seq')) FROM generate_series(1, $2)`,
-	// Unkeyed and keyed jobs come from their own partial indexes; a keyed job runs only if
-	// it can claim its key, and ON CONFLICT waits for a concurrent claim to settle, so two
-	// fetchers never both run a key. Rows locked but not taken are released at commit.
+	// reserveIDs draws ids for a COPY (which returns none), with the database's time.
+	reserveIDs: `SELECT {now}, array_agg(nextval('twice_jobs_id_seq')) FROM generate_series(1, $2)`,
+	// A queue's cluster-wide limit makes its fetchers take turns on this lock, held for the
+	// fetch's transaction. SQLite's single writer takes turns by itself.
+	limitLock: `SELECT pg_advisory_xact_lock(hashtextextended('twice.jobs.limit.' || $1 || '.' || $2, 0))`,
+	// The fetch claims jobs in one statement. Unkeyed and keyed jobs come from their own
+	// partial indexes; a keyed job runs only if it can claim its key, and ON CONFLICT waits
+	// for a concurrent claim to settle, so two fetchers never both run a key. Rows locked
+	// but not taken are released at commit. SQLite has neither SKIP LOCKED nor writing
+	// CTEs, and needs neither (see sqliteQueries.fetch).
 	//
 	// gate lets the fetch claim only while the queue is not paused and the database counts
 	// this instance alive: an instance resuming from a pause longer than its dead-after
@@ -77,11 +156,11 @@ RETURNING id`,
 	fetch: `
 WITH gate AS (
 	SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM twice_queues WHERE service = $2 AND name = $3 AND paused)
-	  AND ` + cluster.AliveSQL(store.Postgres, "$2", "$5", pgNow) + `
+	  AND ` + cluster.AliveSQL(store.Postgres, "$2", "$5", "{now}") + `
 ),
 plain AS (
 	SELECT id, NULL::text AS key, priority, run_at FROM twice_jobs
-	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NULL AND run_at <= ` + pgNow + `
+	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NULL AND run_at <= {now}
 	  AND EXISTS (SELECT 1 FROM gate)
 	ORDER BY priority, run_at, id
 	LIMIT $4
@@ -89,7 +168,7 @@ plain AS (
 ),
 keyed AS (
 	SELECT id, key, priority, run_at FROM twice_jobs j
-	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NOT NULL AND run_at <= ` + pgNow + `
+	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NOT NULL AND run_at <= {now}
 	  AND EXISTS (SELECT 1 FROM gate)
 	  AND NOT EXISTS (SELECT 1 FROM twice_job_keys k WHERE k.service = $2 AND k.key = j.key)
 	ORDER BY priority, run_at, id
@@ -108,7 +187,7 @@ claimed AS (
 	RETURNING job_id
 )
 UPDATE twice_jobs j
-SET state = 2, owner = $5, attempt = j.attempt + 1, attempted_at = ` + pgNow + `
+SET state = 2, owner = $5, attempt = j.attempt + 1, attempted_at = {now}
 WHERE j.id IN (SELECT id FROM top WHERE key IS NULL UNION ALL SELECT job_id FROM claimed)
 RETURNING ` + prefixed("j.", fetchCols),
 	// complete records a batch of successful attempts: the hot path. It joins nothing: a
@@ -118,7 +197,7 @@ RETURNING ` + prefixed("j.", fetchCols),
 	complete: `
 WITH done AS (
 	UPDATE twice_jobs
-	SET state = 4, owner = NULL, finished_at = ` + pgNow + `, cancel_requested = false
+	SET state = 4, owner = NULL, finished_at = {now}, cancel_requested = false
 	WHERE id = ANY($4::bigint[]) AND owner = $3 AND service = $2
 	  AND attempt = ($5::integer[])[array_position($4::bigint[], id)]
 	RETURNING id, key, batch_id, state, queue
@@ -131,16 +210,17 @@ SELECT id, key, batch_id, state, queue FROM done`,
 	// completePlain is complete for a batch in which no job holds a key.
 	completePlain: `
 UPDATE twice_jobs
-SET state = 4, owner = NULL, finished_at = ` + pgNow + `, cancel_requested = false
+SET state = 4, owner = NULL, finished_at = {now}, cancel_requested = false
 WHERE id = ANY($4::bigint[]) AND owner = $3 AND service = $2
   AND attempt = ($5::integer[])[array_position($4::bigint[], id)]
 RETURNING id`,
 	// finish records a batch of attempts whatever their outcome, in one statement, the same
-	// way. Both only touch an attempt still running under this owner: a completion from an
-	// instance whose attempt was rescued (or handed back) changes nothing. Only a running
-	// job has an owner, so the owner stands for "state = 2": spelled out, it would invite
-	// the planner to scan the running index, whose dead entries grow with every finished
-	// job until vacuum, instead of looking each id up in the primary key.
+	// way (SQLite runs one statement per attempt: see sqliteQueries.finish). Both only touch
+	// an attempt still running under this owner: a completion from an instance whose
+	// attempt was rescued (or handed back) changes nothing. Only a running job has an owner,
+	// so the owner stands for "state = 2": spelled out, it would invite the planner to scan
+	// the running index, whose dead entries grow with every finished job until vacuum,
+	// instead of looking each id up in the primary key.
 	//
 	// A job becomes cancelled here only when its cancel_requested flag is set (or when its
 	// worker cancelled it itself, state 8): an attempt interrupted by a cancellation comes
@@ -155,11 +235,11 @@ WITH done AS (
 	    attempt = j.attempt - CASE WHEN j.cancel_requested AND ($6::smallint[])[array_position($4::bigint[], j.id)] = 1 THEN 0
 	                               ELSE ($9::integer[])[array_position($4::bigint[], j.id)] END,
 	    run_at = CASE WHEN ($6::smallint[])[array_position($4::bigint[], j.id)] = 1
-	                  THEN ` + pgNow + ` + ($7::bigint[])[array_position($4::bigint[], j.id)] * interval '1 millisecond'
+	                  THEN {now} + ($7::bigint[])[array_position($4::bigint[], j.id)] * interval '1 millisecond'
 	                  ELSE j.run_at END,
 	    last_error = coalesce(($8::text[])[array_position($4::bigint[], j.id)], j.last_error),
 	    finished_at = CASE WHEN ($6::smallint[])[array_position($4::bigint[], j.id)] = 1 AND NOT j.cancel_requested
-	                       THEN NULL ELSE ` + pgNow + ` END,
+	                       THEN NULL ELSE {now} END,
 	    cancel_requested = false
 	WHERE j.id = ANY($4::bigint[]) AND j.owner = $3 AND j.service = $2
 	  AND j.attempt = ($5::integer[])[array_position($4::bigint[], j.id)]
@@ -170,11 +250,21 @@ keys AS (
 	WHERE done.key IS NOT NULL AND k.service = $2 AND k.key = done.key AND k.job_id = done.id
 )
 SELECT id, key, batch_id, state, queue FROM done`,
+	// handBack returns a batch of attempts in one statement, by arrays; SQLite runs one
+	// statement per attempt.
+	handBack: `
+UPDATE twice_jobs j SET state = 1, owner = NULL, attempt = j.attempt - 1
+FROM unnest($4::bigint[], $5::integer[]) AS c(id, attempt)
+WHERE j.id = ANY($4::bigint[]) AND j.id = c.id AND j.attempt = c.attempt AND j.owner = $3 AND j.service = $2
+RETURNING j.id`,
+	// rescue locks the jobs of dead instances, skipping those another rescuer holds, and
+	// releases their keys in the same statement. SQLite's single writer needs no lock, and
+	// its keys are released in Go (see sqliteQueries.rescue).
 	rescue: `
 WITH dead AS (
 	SELECT id, owner FROM twice_jobs j
 	WHERE j.service = $2 AND j.state = 2
-	  AND NOT ` + cluster.AliveSQL(store.Postgres, "j.service", "j.owner", pgNow) + `
+	  AND NOT ` + cluster.AliveSQL(store.Postgres, "j.service", "j.owner", "{now}") + `
 	FOR UPDATE SKIP LOCKED
 ),
 done AS (
@@ -182,7 +272,7 @@ done AS (
 	SET state = CASE WHEN j.cancel_requested THEN 8 WHEN j.attempt >= j.max_attempts THEN 16 ELSE 1 END,
 	    owner = NULL,
 	    last_error = 'instance ' || dead.owner || ' stopped while running attempt ' || j.attempt,
-	    finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts THEN ` + pgNow + ` END,
+	    finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts THEN {now} END,
 	    cancel_requested = false
 	FROM dead
 	WHERE j.id = dead.id
@@ -193,80 +283,34 @@ keys AS (
 	WHERE done.key IS NOT NULL AND k.service = $2 AND k.key = done.key AND k.job_id = done.id
 )
 SELECT id, key, batch_id, state, queue, last_error, attempt FROM done`,
-	prune: `
-DELETE FROM twice_jobs WHERE id IN (
-	SELECT id FROM twice_jobs
-	WHERE service = $2 AND (
-		(state = 4 AND finished_at < ` + pgNow + ` - $3::bigint * interval '1 millisecond') OR
-		(state = 8 AND finished_at < ` + pgNow + ` - $4::bigint * interval '1 millisecond') OR
-		(state = 16 AND finished_at < ` + pgNow + ` - $5::bigint * interval '1 millisecond'))
-	LIMIT $6)`,
-	releaseBatches: `
-UPDATE twice_jobs b SET state = 1, run_at = ` + pgNow + `
-WHERE b.service = $2 AND b.id = ANY($3::bigint[]) AND b.state = 32
-  AND NOT EXISTS (SELECT 1 FROM twice_jobs m WHERE m.batch_id = b.id AND m.state IN (1, 2))
-RETURNING b.queue`,
-	batchBackstop: `
-UPDATE twice_jobs b SET state = 1, run_at = ` + pgNow + `
-WHERE b.service = $2 AND b.state = 32
-  AND NOT EXISTS (SELECT 1 FROM twice_jobs m WHERE m.batch_id = b.id AND m.state IN (1, 2))
-RETURNING b.queue`,
-	cancel: `
-UPDATE twice_jobs
-SET state = CASE WHEN state = 2 THEN 2 ELSE 8 END,
-    cancel_requested = (state = 2),
-    finished_at = CASE WHEN state = 2 THEN finished_at ELSE ` + pgNow + ` END,
-    last_error = CASE WHEN state = 2 THEN last_error ELSE 'cancelled before it ran' END
-WHERE service = $2 AND id = $3 AND state IN (1, 2, 32)
-RETURNING state, coalesce(owner, ''), batch_id`,
-	retry: `
-UPDATE twice_jobs
-SET state = 1, run_at = ` + pgNow + `, finished_at = NULL, cancel_requested = false,
-    max_attempts = CASE WHEN attempt >= max_attempts THEN attempt + 1 ELSE max_attempts END
-WHERE service = $2 AND id = $3 AND state IN (1, 4, 8, 16)
-RETURNING queue`,
-	handBack: `
-UPDATE twice_jobs j SET state = 1, owner = NULL, attempt = j.attempt - 1
-FROM unnest($4::bigint[], $5::integer[]) AS c(id, attempt)
-WHERE j.id = ANY($4::bigint[]) AND j.id = c.id AND j.attempt = c.attempt AND j.owner = $3 AND j.service = $2
-RETURNING j.id`,
-	cancelRequested: `SELECT id FROM twice_jobs WHERE service = $1 AND state = 2 AND owner = $2 AND cancel_requested`,
-	get:             `SELECT ` + rowCols + ` FROM twice_jobs WHERE service = $1 AND id = $2`,
-	pause: `
-INSERT INTO twice_queues (service, name, paused, updated_at) VALUES ($2, $3, $4, ` + pgNow + `)
-ON CONFLICT (service, name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at`,
-	countRunning: `SELECT count(*) FROM twice_jobs WHERE service = $1 AND queue = $2 AND state = 2`,
-	limitLock:    `SELECT pg_advisory_xact_lock(hashtextextended('twice.jobs.limit.' || $1 || '.' || $2, 0))`,
-	now:          `SELECT ` + pgNow,
-	stats: `
-SELECT queue, state, state = 1 AND run_at > ` + pgNow + `, count(*)::bigint FROM twice_jobs WHERE service = $2
-GROUP BY 1, 2, 3`,
-	tagFilter: `tags ? $?`,
 }
 
-// sqliteNow is SQLite's "now" for queries whose $1 is the stub clock.
-const sqliteNow = `coalesce($1, ` + store.SQLiteNow + `)`
+// sqliteStatements are what only the SQLite engine runs. SQLite has one writer: a
+// transaction sees everything committed before it and nothing can commit during it, so
+// fetching needs no row locks, keys are claimed in Go within the fetch's transaction, and
+// a batch is one statement per row inside one transaction.
+type sqliteStatements struct {
+	fetch, take, claimKey, finish, releaseKey, handBack, rescue, rescueCheck string
+}
 
-// SQLite has one writer: a transaction sees everything committed before it and nothing can
-// commit during it, so fetching needs no row locks, and keys are claimed in Go within the
-// fetch's transaction. Arrays travel as JSON.
-var sqliteQueries = queries{
-	insert: `
-INSERT INTO twice_jobs (service, queue, kind, args, state, priority, run_at, max_attempts, key, unique_key,
-	unique_states, batch_id, timeout_ms, tags, meta, created_at)
-VALUES ($2, $3, $4, $5, $6, $7, coalesce($8, ` + sqliteNow + `) + $9 * 1000,
-	$10, $11, $12, $13, $14, $15, $16, $17, ` + sqliteNow + `)
-ON CONFLICT DO NOTHING
-RETURNING id`,
-	existing: `SELECT id FROM twice_jobs WHERE service = $1 AND unique_key = $2 AND (unique_states & state) <> 0`,
-	// As on PostgreSQL, only an instance the database counts alive claims jobs.
+var sqliteQueries = sqliteStatements{
+	// fetch lists candidates (and, with a limit of 1, tells a read whether there is work);
+	// take then marks the chosen ones running, in the same transaction. As on PostgreSQL,
+	// only an instance the database counts alive claims jobs.
 	fetch: `
 SELECT id, key FROM twice_jobs
-WHERE service = $2 AND queue = $3 AND state = 1 AND run_at <= ` + sqliteNow + `
+WHERE service = $2 AND queue = $3 AND state = 1 AND run_at <= {now}
   AND NOT EXISTS (SELECT 1 FROM twice_queues WHERE service = $2 AND name = $3 AND paused)
-  AND ` + cluster.AliveSQL(store.SQLite, "$2", "$5", sqliteNow) + `
+  AND ` + cluster.AliveSQL(store.SQLite, "$2", "$5", "{now}") + `
 ORDER BY priority, run_at, id
 LIMIT $4`,
+	// take marks the fetched ids running; $4 is their list (see [store.Store.List]).
+	take: `
+UPDATE twice_jobs SET state = 2, owner = $5, attempt = attempt + 1, attempted_at = {now}
+WHERE id {in $4 bigint} AND service = $2 AND state = 1
+RETURNING ` + fetchCols,
+	// The one writer makes check-then-insert safe.
+	claimKey: `INSERT INTO twice_job_keys (service, key, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
 	// One attempt per statement, all in one transaction: SQLite would join a whole batch
 	// against the table by scanning it. Cancellation as on PostgreSQL: only the flag
 	// makes an interrupted attempt cancelled.
@@ -275,96 +319,64 @@ UPDATE twice_jobs
 SET state = CASE WHEN cancel_requested AND $6 = 1 THEN 8 ELSE $6 END,
     owner = NULL,
     attempt = attempt - CASE WHEN cancel_requested AND $6 = 1 THEN 0 ELSE $9 END,
-    run_at = CASE WHEN $6 = 1 THEN ` + sqliteNow + ` + $7 * 1000 ELSE run_at END,
+    run_at = CASE WHEN $6 = 1 THEN {now} + {ms $7} ELSE run_at END,
     last_error = coalesce($8, last_error),
-    finished_at = CASE WHEN $6 = 1 AND NOT cancel_requested THEN NULL ELSE ` + sqliteNow + ` END,
-    cancel_requested = 0
+    finished_at = CASE WHEN $6 = 1 AND NOT cancel_requested THEN NULL ELSE {now} END,
+    cancel_requested = false
 WHERE id = $4 AND attempt = $5 AND owner = $3 AND service = $2
 RETURNING id, key, batch_id, state, queue`,
+	releaseKey: `DELETE FROM twice_job_keys WHERE service = $1 AND key = $2 AND job_id = $3`,
+	handBack: `
+UPDATE twice_jobs SET state = 1, owner = NULL, attempt = attempt - 1
+WHERE id = $4 AND attempt = $5 AND owner = $3 AND service = $2
+RETURNING id`,
 	rescue: `
 UPDATE twice_jobs AS j
 SET state = CASE WHEN j.cancel_requested THEN 8 WHEN j.attempt >= j.max_attempts THEN 16 ELSE 1 END,
     owner = NULL,
     last_error = 'instance ' || j.owner || ' stopped while running attempt ' || j.attempt,
-    finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts THEN ` + sqliteNow + ` END,
-    cancel_requested = 0
+    finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts THEN {now} END,
+    cancel_requested = false
 WHERE j.service = $2 AND j.state = 2
-  AND NOT ` + cluster.AliveSQL(store.SQLite, "j.service", "j.owner", sqliteNow) + `
+  AND NOT ` + cluster.AliveSQL(store.SQLite, "j.service", "j.owner", "{now}") + `
 RETURNING id, key, batch_id, state, queue, last_error, attempt`,
+	// Every instance looks for dead instances' jobs every second: on SQLite the look is a
+	// read, and only a rescue takes the write lock.
 	rescueCheck: `
 SELECT 1 FROM twice_jobs j
 WHERE j.service = $2 AND j.state = 2
-  AND NOT ` + cluster.AliveSQL(store.SQLite, "j.service", "j.owner", sqliteNow) + `
+  AND NOT ` + cluster.AliveSQL(store.SQLite, "j.service", "j.owner", "{now}") + `
 LIMIT 1`,
-	prune: `
-DELETE FROM twice_jobs WHERE id IN (
-	SELECT id FROM twice_jobs
-	WHERE service = $2 AND (
-		(state = 4 AND finished_at < ` + sqliteNow + ` - $3 * 1000) OR
-		(state = 8 AND finished_at < ` + sqliteNow + ` - $4 * 1000) OR
-		(state = 16 AND finished_at < ` + sqliteNow + ` - $5 * 1000))
-	LIMIT $6)`,
-	releaseBatches: `
-UPDATE twice_jobs AS b SET state = 1, run_at = ` + sqliteNow + `
-WHERE b.service = $2 AND b.id IN (SELECT value FROM json_each($3)) AND b.state = 32
-  AND NOT EXISTS (SELECT 1 FROM twice_jobs m WHERE m.batch_id = b.id AND m.state IN (1, 2))
-RETURNING queue`,
-	batchBackstop: `
-UPDATE twice_jobs AS b SET state = 1, run_at = ` + sqliteNow + `
-WHERE b.service = $2 AND b.state = 32
-  AND NOT EXISTS (SELECT 1 FROM twice_jobs m WHERE m.batch_id = b.id AND m.state IN (1, 2))
-RETURNING queue`,
-	cancel: `
-UPDATE twice_jobs
-SET state = CASE WHEN state = 2 THEN 2 ELSE 8 END,
-    cancel_requested = (state = 2),
-    finished_at = CASE WHEN state = 2 THEN finished_at ELSE ` + sqliteNow + ` END,
-    last_error = CASE WHEN state = 2 THEN last_error ELSE 'cancelled before it ran' END
-WHERE service = $2 AND id = $3 AND state IN (1, 2, 32)
-RETURNING state, coalesce(owner, ''), batch_id`,
-	retry: `
-UPDATE twice_jobs
-SET state = 1, run_at = ` + sqliteNow + `, finished_at = NULL, cancel_requested = 0,
-    max_attempts = CASE WHEN attempt >= max_attempts THEN attempt + 1 ELSE max_attempts END
-WHERE service = $2 AND id = $3 AND state IN (1, 4, 8, 16)
-RETURNING queue`,
-	handBack: `
-UPDATE twice_jobs SET state = 1, owner = NULL, attempt = attempt - 1
-WHERE id = $4 AND attempt = $5 AND owner = $3 AND service = $2
-RETURNING id`,
-	cancelRequested: `SELECT id FROM twice_jobs WHERE service = $1 AND state = 2 AND owner = $2 AND cancel_requested`,
-	get:             `SELECT ` + rowCols + ` FROM twice_jobs WHERE service = $1 AND id = $2`,
-	pause: `
-INSERT INTO twice_queues (service, name, paused, updated_at) VALUES ($2, $3, $4, ` + sqliteNow + `)
-ON CONFLICT (service, name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at`,
-	countRunning: `SELECT count(*) FROM twice_jobs WHERE service = $1 AND queue = $2 AND state = 2`,
-	now:          `SELECT ` + sqliteNow,
-	stats: `
-SELECT queue, state, state = 1 AND run_at > ` + sqliteNow + `, count(*) FROM twice_jobs WHERE service = $2
-GROUP BY 1, 2, 3`,
-	tagFilter: `EXISTS (SELECT 1 FROM json_each(tags) WHERE value = $?)`,
 }
-
-// sqliteTake marks the fetched ids running; $4 is a JSON array of ids.
-const sqliteTake = `
-UPDATE twice_jobs SET state = 2, owner = $5, attempt = attempt + 1, attempted_at = ` + sqliteNow + `
-WHERE id IN (SELECT value FROM json_each($4)) AND service = $2 AND state = 1
-RETURNING ` + fetchCols
 
 // templates are the statements of dialect d as written, before [store.Store.SQL].
 func templates(d store.Dialect) *queries {
+	q := sharedQueries
+	q.workers = `SELECT queue, count(*) FROM twice_queue_workers w
+WHERE service = $2 AND ` + cluster.AliveSQL(d, "w.service", "w.instance", "{now}") + `
+GROUP BY queue`
 	if d == store.SQLite {
-		return &sqliteQueries
+		q.sqlite = sqliteQueries
+	} else {
+		q.pg = pgQueries
 	}
-	return &pgQueries
+	return &q
 }
 
 // queriesFor returns the statements of s's dialect as s runs them (its schema's tables
 // named in full, see [store.Store.SQL]). Build them once per store.
 func queriesFor(s *store.Store) *queries {
-	q := *templates(s.Dialect())
-	s.SQLAll(&q)
-	return &q
+	q := templates(s.Dialect())
+	s.SQLAll(q)
+	return q
+}
+
+// newEngine returns the engine of s's dialect, for c. New calls it once.
+func newEngine(c *Client, s *store.Store) engine {
+	if s.Dialect() == store.SQLite {
+		return sqliteEngine{c}
+	}
+	return pgEngine{c}
 }
 
 // prefixed qualifies each column of a column list with p.
