@@ -84,3 +84,32 @@ func TestInterruptedAttemptIsCancelledOnlyWhenRequested(t *testing.T) {
 		}
 	})
 }
+
+// EnqueueBatch and EnqueueBatchTx never write into the caller's slice, even where it has
+// room past its length (an append of the callback once did).
+func TestEnqueueBatchLeavesTheCallersSliceAlone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := testdb.New(t, store.SQLite).Open(t, nil)
+	if _, err := store.NewMigrator(s, Component()).Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(block.Deps{Store: s, Service: "svc", Instance: "i1", Logger: testdb.Logger(t)}, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backing := []Params{{Args: sleeper{}}, {Args: sleeper{}}, {Args: sleeper{}, Opts: &Opts{Queue: "untouched"}}}
+	members := backing[:2]
+	if _, err := c.EnqueueBatch(ctx, members, Params{Args: sleeper{}, Opts: &Opts{Queue: "callbacks"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InTx(ctx, func(tx store.Tx) error {
+		_, err := c.EnqueueBatchTx(ctx, tx, members, Params{Args: sleeper{}, Opts: &Opts{Queue: "callbacks"}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if backing[2].Opts == nil || backing[2].Opts.Queue != "untouched" {
+		t.Fatalf("the element past the caller's slice became %+v", backing[2])
+	}
+}

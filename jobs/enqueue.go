@@ -89,7 +89,7 @@ func (c *Client) EnqueueManyTx(ctx context.Context, tx any, jobs []Params) ([]Re
 // The callback's worker can read the members with [Client.Batch].
 func (c *Client) EnqueueBatch(ctx context.Context, jobs []Params, callback Params) (BatchResult, error) {
 	var res BatchResult
-	err := c.e.write(ctx, queuesOf(append(jobs, callback)), true, func(q store.Querier, _ copier) error {
+	err := c.e.write(ctx, queuesOf(jobs, callback), true, func(q store.Querier, _ copier) error {
 		var err error
 		res, err = c.enqueueBatch(ctx, q, jobs, callback)
 		return err
@@ -110,7 +110,7 @@ func (c *Client) EnqueueBatchTx(ctx context.Context, tx any, jobs []Params, call
 	if err != nil {
 		return BatchResult{}, err
 	}
-	c.notifyInTx(ctx, tx, queuesOf(append(jobs, callback)))
+	c.notifyInTx(ctx, tx, queuesOf(jobs, callback))
 	return res, nil
 }
 
@@ -140,9 +140,14 @@ func (c *Client) enqueueBatch(ctx context.Context, q store.Querier, jobs []Param
 	return BatchResult{ID: cbRes.ID, Jobs: rs}, nil
 }
 
-func queuesOf(jobs []Params) map[string]bool {
+// queuesOf is the set of queues of jobs and of more: taking more apart, never appending it
+// to jobs, keeps the caller's slice untouched.
+func queuesOf(jobs []Params, more ...Params) map[string]bool {
 	qs := map[string]bool{}
 	for _, j := range jobs {
+		qs[queueOf(j)] = true
+	}
+	for _, j := range more {
 		qs[queueOf(j)] = true
 	}
 	return qs
