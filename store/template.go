@@ -19,7 +19,8 @@ import (
 //	{in $N TYPE}     "is one of list parameter N", after an expression: x {in $4 bigint}
 //	{notin $N TYPE}  "is none of list parameter N"; bind both lists with [Store.List]
 //	{pg TEXT}        TEXT on PostgreSQL only (row locks such as FOR UPDATE SKIP LOCKED);
-//	                 what follows "pg " is kept as written, so {pg  FOR UPDATE} is " FOR UPDATE"
+//	                 what follows "pg " is kept as written, so {pg  FOR UPDATE} is
+//	                 " FOR UPDATE" (and a line break after pg is kept too)
 //	{sqlite TEXT}    TEXT on SQLite only, likewise
 //
 // Casts (::bigint, ::text[]) are PostgreSQL's and vanish on SQLite, where a column's
@@ -81,7 +82,12 @@ func expand(d Dialect, q string) string {
 
 // marker expands one {…} marker's body.
 func marker(d Dialect, m string) string {
-	name, raw, _ := strings.Cut(m, " ")
+	// The name ends at the first space or line break. One space after it only separates;
+	// a line break is part of the text, so {pg<newline>FOR UPDATE} starts a line.
+	name, raw := m, ""
+	if i := strings.IndexAny(m, " \t\n"); i >= 0 {
+		name, raw = m[:i], strings.TrimPrefix(m[i:], " ")
+	}
 	arg := strings.TrimSpace(raw)
 	pg := d == Postgres
 	switch name {

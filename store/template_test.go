@@ -24,6 +24,8 @@ func TestTemplateExpansion(t *testing.T) {
 		{"WHERE name {notin $2 text}", "WHERE name NOT IN (SELECT value FROM json_each($2))"},
 		{"SELECT 1{pg  FOR UPDATE SKIP LOCKED}", "SELECT 1"},
 		{"SELECT 1{sqlite  LIMIT 1}", "SELECT 1 LIMIT 1"},
+		{"{pg\nSELECT 1}{sqlite\nSELECT 2\n}", "\nSELECT 2\n"},
+		{"SELECT 1{sqlite\nLIMIT 1}", "SELECT 1\nLIMIT 1"},
 		{"SELECT '{now}'::text, '::x', \"a::b\" -- {now}::int", "SELECT '{now}', '::x', \"a::b\" -- {now}::int"},
 		{"SELECT x::bigint[], y::text", "SELECT x, y"},
 	} {
