@@ -59,15 +59,3 @@ func Alive(serviceExpr, idExpr, nowExpr string) string {
 	return "EXISTS (SELECT 1 FROM twice_members m WHERE m.service = " + serviceExpr + " AND m.id = " + idExpr +
 		" AND m.heartbeat_at > " + nowExpr + " - {ms m.dead_after_ms})"
 }
-
-// AliveSQL is [Alive] spelled for dialect d, with nowExpr already in d's SQL, for the
-// statements the jobs package still writes once per dialect. Delete it when jobs builds
-// its statements from templates and calls Alive.
-func AliveSQL(d store.Dialect, serviceExpr, idExpr, nowExpr string) string {
-	if d == store.SQLite {
-		return "EXISTS (SELECT 1 FROM twice_members m WHERE m.service = " + serviceExpr + " AND m.id = " + idExpr +
-			" AND m.heartbeat_at > " + nowExpr + " - m.dead_after_ms * 1000)"
-	}
-	return "EXISTS (SELECT 1 FROM twice_members m WHERE m.service = " + serviceExpr + " AND m.id = " + idExpr +
-		" AND m.heartbeat_at > " + nowExpr + " - m.dead_after_ms * interval '1 millisecond')"
-}
