@@ -26,9 +26,9 @@ import (
 // Casts (::bigint, ::text[]) are PostgreSQL's and vanish on SQLite, where a column's
 // affinity does their work. Booleans are true and false on both. What truly differs
 // between the dialects is written for each, as {pg …}{sqlite …} (a fragment, or a whole
-// statement) or with [Store.Either], with a comment saying why. Markers, casts and table
-// names inside string literals, quoted identifiers and comments are left alone, so a
-// block may mark a place it fills at run time with a comment (/*topics*/).
+// statement), with a comment saying why. Markers, casts and table names inside string
+// literals, quoted identifiers and comments are left alone, so a block may mark a place
+// it fills at run time with a comment (/*topics*/).
 func expand(d Dialect, q string) string {
 	if !strings.ContainsAny(q, "{:") {
 		return q
@@ -210,15 +210,6 @@ func castEnd(q string, i int) int {
 		i++
 	}
 	return i
-}
-
-// Either expands pg on PostgreSQL and sqlite on SQLite, for a statement the dialects
-// spell too differently for markers, and qualifies its tables like [Store.SQL].
-func (s *Store) Either(pg, sqlite string) string {
-	if s.dsn.Dialect == Postgres {
-		return s.SQL(pg)
-	}
-	return s.SQL(sqlite)
 }
 
 // List is the value to bind to a list parameter of a statement ({in $N TYPE} or

@@ -33,9 +33,6 @@ func TestTemplateExpansion(t *testing.T) {
 			t.Errorf("SQLite: %q expands to\n%q, want\n%q", c.in, got, c.want)
 		}
 	}
-	if got := s.Either("pg", "sqlite"); got != "sqlite" {
-		t.Errorf("Either on SQLite = %q", got)
-	}
 	for _, bad := range []string{"SELECT {nope}", "SELECT {in $1}", "SELECT {age x}", "SELECT {now"} {
 		func() {
 			defer func() {
