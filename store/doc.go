@@ -1,5 +1,5 @@
-// Package store is the only place in twice that speaks SQL dialects: it opens SQLite (the
-// embedded default, one file shared by every local instance) or PostgreSQL, hands out
+// Package store is where twice meets its two SQL dialects: it opens SQLite (the embedded
+// default, one file shared by every local instance) or PostgreSQL, hands out
 // queriers and transactions that behave alike on both, joins a caller's own transaction,
 // gives database time, and applies each building block's embedded migrations under a lock.
 //
