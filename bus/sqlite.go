@@ -19,6 +19,7 @@ const pollBatch = 500
 // pragma, not a query; this process's own publishes wake the poller directly.
 type sqliteBus struct {
 	s     *store.Store
+	q     sqliteStatements
 	cfg   Config
 	subs  Subscribers
 	batch *batcher
@@ -34,16 +35,28 @@ type sqliteBus struct {
 	cancel context.CancelFunc
 }
 
+// sqliteStatements are the signal table's statements.
+type sqliteStatements struct {
+	last, read, insert, prune string
+}
+
 func newSQLite(ctx context.Context, s *store.Store, cfg Config) (*sqliteBus, error) {
 	conn, err := s.ReadDB().Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("bus: %s: %w", s, err)
 	}
-	b := &sqliteBus{s: s, cfg: cfg, conn: conn, kick: make(chan struct{}, 1),
+	q := sqliteStatements{
+		last:   s.SQL("SELECT coalesce(max(id), 0) FROM twice_bus WHERE service = $1"),
+		read:   s.SQL("SELECT id, channel, payload, sender FROM twice_bus WHERE service = $1 AND id > $2 ORDER BY id LIMIT $3"),
+		insert: s.SQL("INSERT INTO twice_bus (service, channel, payload, sender) VALUES ($1, $2, $3, $4)"),
+		// Signals are kept by the database's clock, never a test clock's.
+		prune: s.SQL("DELETE FROM twice_bus WHERE at < {clock} - {ms $1}"),
+	}
+	b := &sqliteBus{s: s, q: q, cfg: cfg, conn: conn, kick: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	b.subs.Logger, b.subs.Panics = cfg.Logger, cfg.Panics
 	var last int64
-	if err := conn.QueryRowContext(ctx, s.SQL("SELECT coalesce(max(id), 0) FROM twice_bus WHERE service = $1"), cfg.Service).Scan(&last); err != nil {
+	if err := conn.QueryRowContext(ctx, q.last, cfg.Service).Scan(&last); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("bus: %s: %w", s, err)
 	}
@@ -142,9 +155,7 @@ func (b *sqliteBus) poll(last int64) {
 }
 
 func (b *sqliteBus) read(ctx context.Context, last *int64) (int, error) {
-	rows, err := b.conn.QueryContext(ctx,
-		b.s.SQL("SELECT id, channel, payload, sender FROM twice_bus WHERE service = $1 AND id > $2 ORDER BY id LIMIT $3"),
-		b.cfg.Service, *last, pollBatch)
+	rows, err := b.conn.QueryContext(ctx, b.q.read, b.cfg.Service, *last, pollBatch)
 	if err != nil {
 		return 0, err
 	}
@@ -175,8 +186,7 @@ func (b *sqliteBus) read(ctx context.Context, last *int64) (int, error) {
 }
 
 func (b *sqliteBus) prune(ctx context.Context) {
-	q := b.s.SQL("DELETE FROM twice_bus WHERE at < " + store.SQLiteNow + " - $1")
-	if _, err := b.s.Exec(ctx, q, b.cfg.Retention.Microseconds()); err != nil {
+	if _, err := b.s.Exec(ctx, b.q.prune, b.cfg.Retention.Milliseconds()); err != nil {
 		b.cfg.Logger.Warn("bus: pruning old signals failed", "err", err)
 	}
 }
@@ -198,8 +208,7 @@ func (b *sqliteBus) PublishTx(ctx context.Context, tx any, channel string, paylo
 	if err != nil {
 		return err
 	}
-	if _, err := q.Exec(ctx, b.s.SQL("INSERT INTO twice_bus (service, channel, payload, sender) VALUES ($1, $2, $3, $4)"),
-		b.cfg.Service, channel, payloadArg(b.cfg.Signer.Sign(channel, b.cfg.Instance, payload)), b.cfg.Instance); err != nil {
+	if _, err := q.Exec(ctx, b.q.insert, b.cfg.Service, channel, payloadArg(b.cfg.Signer.Sign(channel, b.cfg.Instance, payload)), b.cfg.Instance); err != nil {
 		return fmt.Errorf("bus: publish in transaction: %w", err)
 	}
 	return nil

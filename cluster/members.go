@@ -259,7 +259,7 @@ func (m *Membership) Members(ctx context.Context) ([]Member, error) {
 
 // List lists the instances of service, dead ones included until they are reaped.
 func List(ctx context.Context, s *store.Store, service string) ([]Member, error) {
-	rows, err := s.Reader().Query(ctx, s.SQL(templates(s.Dialect()).list), s.NowArg(), service)
+	rows, err := s.Reader().Query(ctx, s.SQL(templates.list), s.NowArg(), service)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: members: %w", err)
 	}

@@ -62,12 +62,7 @@ func (c *Cron) undeclare(ctx context.Context) error {
 		}
 		names = append(names, sc.name)
 	}
-	var arg any = names
-	if c.s.Dialect() == store.SQLite {
-		b, _ := json.Marshal(names)
-		arg = string(b)
-	}
-	_, err := c.s.Exec(ctx, c.q.undeclare, c.d.Service, arg)
+	_, err := c.s.Exec(ctx, c.q.undeclare, c.d.Service, c.s.List(names))
 	return err
 }
 
@@ -337,7 +332,7 @@ type Entry struct {
 
 // List returns the once-per-tick schedules stored for service in s.
 func List(ctx context.Context, s *store.Store, service string) ([]Entry, error) {
-	rows, err := s.Reader().Query(ctx, s.SQL(templates(s.Dialect()).list), service)
+	rows, err := s.Reader().Query(ctx, s.SQL(templates.list), service)
 	if err != nil {
 		return nil, err
 	}
@@ -383,7 +378,7 @@ func parseStored(expr, tz string) (Schedule, error) {
 func Trigger(ctx context.Context, jc *jobs.Client, s *store.Store, service, name string) (jobs.Result, error) {
 	var kind string
 	var args, optsJSON []byte
-	err := s.Reader().QueryRow(ctx, s.SQL(templates(s.Dialect()).get), service, name).Scan(&kind, &args, &optsJSON)
+	err := s.Reader().QueryRow(ctx, s.SQL(templates.get), service, name).Scan(&kind, &args, &optsJSON)
 	if errors.Is(err, sql.ErrNoRows) {
 		return jobs.Result{}, fmt.Errorf("%w: %q in service %q", ErrNotFound, name, service)
 	}

@@ -99,8 +99,8 @@ func (l *Log) replay(ctx context.Context, q store.Querier, group string, opts *R
 		}
 		from.id-- // just before it
 	default:
-		query := withTopics(l.q.positionAt, l.s.Dialect(), "topic", len(g.topics))
-		err := q.QueryRow(ctx, query, l.d.Service, topicArg(l.s.Dialect(), g.topics), l.s.TimeArg(opts.FromTime)).Scan(&from.xid, &from.id)
+		query := withTopics(l.s, l.q.positionAt, "topic", len(g.topics))
+		err := q.QueryRow(ctx, query, l.d.Service, topicArg(l.s, g.topics), l.s.TimeArg(opts.FromTime)).Scan(&from.xid, &from.id)
 		if errors.Is(err, store.ErrNoRows) {
 			if from, _, err = l.end(ctx); err != nil {
 				return err
@@ -150,8 +150,8 @@ func (l *Log) Lag(ctx context.Context, group string) (Lag, error) {
 		return Lag{}, err
 	}
 	out := Lag{Group: group}
-	query := withTopics(l.q.lag, l.s.Dialect(), "e.topic", len(g.topics))
-	rows, err := l.s.Reader().Query(ctx, query, l.d.Service, topicArg(l.s.Dialect(), g.topics), g.partitions, group)
+	query := withTopics(l.s, l.q.lag, "e.topic", len(g.topics))
+	rows, err := l.s.Reader().Query(ctx, query, l.d.Service, topicArg(l.s, g.topics), g.partitions, group)
 	if err != nil {
 		return out, fmt.Errorf("events: lag of %q: %w", group, err)
 	}

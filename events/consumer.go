@@ -227,11 +227,10 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 	if cfg.Mode != Broadcast && l.d.Leases == nil {
 		return nil, errors.New("events: a Shared or ExactlyOnce group needs Config.Leases")
 	}
-	d := l.s.Dialect()
 	c := &Consumer{l: l, cfg: cfg, workers: map[int]*worker{}, ended: make(chan struct{}, 1), mem: newByteBudget(cfg.MaxBytes),
-		read:     withTopics(l.q.read, d, "topic", len(cfg.Topics)),
-		heldBack: withTopics(l.q.heldBack, d, "topic", len(cfg.Topics)),
-		topicArg: topicArg(d, cfg.Topics),
+		read:     withTopics(l.s, l.q.read, "topic", len(cfg.Topics)),
+		heldBack: withTopics(l.s, l.q.heldBack, "topic", len(cfg.Topics)),
+		topicArg: topicArg(l.s, cfg.Topics),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.hardCtx, c.hardCancel = context.WithCancel(context.Background())
@@ -272,19 +271,6 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 	}
 	go c.balance()
 	return c, nil
-}
-
-// topicArg is the topic list as the dialect's topic condition takes it.
-func topicArg(d store.Dialect, topics []string) any {
-	switch {
-	case len(topics) == 1:
-		return topics[0]
-	case d == store.SQLite:
-		b, _ := json.Marshal(topics)
-		return string(b)
-	default:
-		return topics
-	}
 }
 
 func (c *Consumer) abort() {

@@ -19,20 +19,26 @@ func Component() store.Component {
 		store.Table{Name: "twice_event_dead", Service: "service"})
 }
 
+// The dialects order the log differently. PostgreSQL assigns ids before commit, so an
+// event is placed by (xid, id): the id of the transaction that wrote it, then its id, and
+// a read stops below the oldest transaction still running (pgFrontier). SQLite has one
+// writer, whose ids are taken in commit order, so it orders by id alone, keeps no xid
+// (every position's xid is 0), and holds nothing back. The statements that place events
+// have a {pg …}{sqlite …} fragment for it; the rest are written once.
+
 // columns are the columns every event query returns, in [scanEvent]'s order.
-const pgColumns = `id, topic, key, payload, headers, coalesce(stream, ''), coalesce(version, 0), xid, at`
-const sqliteColumns = `id, topic, key, payload, headers, coalesce(stream, ''), coalesce(version, 0), 0, at`
+const columns = `id, topic, key, payload, headers, coalesce(stream, ''), coalesce(version, 0), {pg xid}{sqlite 0}, at`
 
 // pgFrontier is the oldest transaction id still running: every transaction below it has
 // committed or aborted, so the rows below it are final.
 const pgFrontier = `pg_snapshot_xmin(pg_current_snapshot())::text::bigint`
 
 // noSnapshot is a PostgreSQL snapshot in which no real transaction is visible: a read
-// filtered by it skips nothing.
+// filtered by it skips nothing. SQLite's read binds it and ignores it.
 const noSnapshot = "1:1:"
 
-// queries are the event statements of one dialect. Where a statement reads the log, $2 is
-// the topic list in the form [topicArg] makes and "/*topics*/" is replaced by the condition.
+// queries are the event statements. Where a statement reads the log, $2 is the topic list
+// in the form [topicArg] makes and "/*topics*/" is replaced by the condition.
 type queries struct {
 	insertHead, insertRow, insertTail string // $1 is now; a row is ($2…$9) shifted per row
 	read, heldBack, end, visible      string
@@ -40,46 +46,51 @@ type queries struct {
 	offset, commitOffset, replay      string
 	positionOf, positionAt            string
 	dead, listDead, countDead, lag    string
-	prune, version, load              string
+	prune, version, load, get, undo   string
 }
 
-var pgQueries = queries{
+// templates are the statements as written, once for both dialects (see [store.Store.SQL]).
+var templates = queries{
 	insertHead: `INSERT INTO twice_events (service, topic, key, hash, payload, headers, stream, version, at) VALUES `,
-	insertRow:  `($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, coalesce($1::timestamptz, now()))`,
+	insertRow:  `($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, {now})`,
 	insertTail: ` RETURNING id`,
 	// read returns the next $7 events. The reader stops at its byte budget and sizes the
 	// next read's limit by what the events it read weighed, so a budget costs the query
-	// nothing (a running sum in SQL made every read a fifth slower on the server).
+	// nothing (a running sum in SQL made every read a fifth slower on the server). On
+	// PostgreSQL it skips the events visible in the snapshot $8 (a Broadcast start's);
+	// SQLite binds $3 and $8 but has no use for them.
 	read: `
-SELECT ` + pgColumns + ` FROM twice_events
-WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `
+SELECT ` + columns + ` FROM twice_events
+WHERE service = $1 AND /*topics*/ AND {pg (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `}{sqlite id > $4 AND $3 = 0}
   AND ($5::int = 0 OR hash % $5::int = $6::int)
-  AND NOT pg_visible_in_snapshot(xid::text::xid8, $8::text::pg_snapshot)
-ORDER BY xid, id LIMIT $7`,
-	heldBack: `
+  AND {pg NOT pg_visible_in_snapshot(xid::text::xid8, $8::text::pg_snapshot)}{sqlite $8 = $8}
+ORDER BY {pg xid, }id LIMIT $7`,
+	// Nothing is ever held back on SQLite, so there it is empty and never run.
+	heldBack: `{pg
 SELECT EXISTS (SELECT 1 FROM twice_events
-WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + `)`,
-	end:     `SELECT ` + pgFrontier + ` - 1, 9223372036854775807, pg_current_snapshot()::text`,
-	visible: `SELECT id FROM twice_events WHERE id = ANY($1)`,
+WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + `)}`,
+	end: `{pg SELECT ` + pgFrontier + ` - 1, 9223372036854775807, pg_current_snapshot()::text}` +
+		`{sqlite SELECT 0, coalesce(max(id), 0), '' FROM twice_events}`,
+	visible: `SELECT id FROM twice_events WHERE id {in $1 bigint}`,
 	ensureGroup: `
 INSERT INTO twice_event_groups (service, grp, topics, partitions, mode, created_at)
-VALUES ($2, $3, $4, $5, $6, coalesce($1::timestamptz, now())) ON CONFLICT DO NOTHING`,
+VALUES ($2, $3, $4, $5, $6, {now}) ON CONFLICT DO NOTHING`,
 	group: `SELECT topics, partitions, mode FROM twice_event_groups WHERE service = $1 AND grp = $2`,
 	ensureOffset: `
 INSERT INTO twice_event_offsets (service, grp, part, xid, id, updated_at)
-VALUES ($2, $3, $4, $5, $6, coalesce($1::timestamptz, now())) ON CONFLICT DO NOTHING`,
+VALUES ($2, $3, $4, $5, $6, {now}) ON CONFLICT DO NOTHING`,
 	offset: `SELECT xid, id, ver FROM twice_event_offsets WHERE service = $1 AND grp = $2 AND part = $3`,
 	commitOffset: `
-UPDATE twice_event_offsets SET xid = $5, id = $6, ver = ver + 1, updated_at = coalesce($1::timestamptz, now())
+UPDATE twice_event_offsets SET xid = $5, id = $6, ver = ver + 1, updated_at = {now}
 WHERE service = $2 AND grp = $3 AND part = $4 AND ver = $7`,
 	replay: `
-UPDATE twice_event_offsets SET xid = $4, id = $5, ver = ver + 1, updated_at = coalesce($1::timestamptz, now())
+UPDATE twice_event_offsets SET xid = $4, id = $5, ver = ver + 1, updated_at = {now}
 WHERE service = $2 AND grp = $3`,
-	positionOf: `SELECT xid, id FROM twice_events WHERE service = $1 AND id = $2`,
-	positionAt: `SELECT xid, id FROM twice_events WHERE service = $1 AND /*topics*/ AND at >= $3 ORDER BY xid, id LIMIT 1`,
+	positionOf: `SELECT {pg xid}{sqlite 0}, id FROM twice_events WHERE service = $1 AND id = $2`,
+	positionAt: `SELECT {pg xid}{sqlite 0}, id FROM twice_events WHERE service = $1 AND /*topics*/ AND at >= $3 ORDER BY {pg xid, }id LIMIT 1`,
 	dead: `
 INSERT INTO twice_event_dead (service, grp, event_id, attempts, error, at)
-VALUES ($2, $3, $4, $5, $6, coalesce($1::timestamptz, now())) ON CONFLICT DO NOTHING`,
+VALUES ($2, $3, $4, $5, $6, {now}) ON CONFLICT DO NOTHING`,
 	listDead: `
 SELECT d.event_id, d.attempts, d.error, d.at FROM twice_event_dead d
 WHERE d.service = $1 AND d.grp = $2 AND d.event_id > $3 ORDER BY d.event_id LIMIT $4`,
@@ -87,106 +98,46 @@ WHERE d.service = $1 AND d.grp = $2 AND d.event_id > $3 ORDER BY d.event_id LIMI
 	lag: `
 SELECT o.part, o.updated_at, count(e.id), min(e.at)
 FROM twice_event_offsets o
-LEFT JOIN twice_events e ON e.service = o.service AND /*topics*/ AND (e.xid, e.id) > (o.xid, o.id)
+LEFT JOIN twice_events e ON e.service = o.service AND /*topics*/ AND {pg (e.xid, e.id) > (o.xid, o.id)}{sqlite e.id > o.id}
   AND e.hash % $3::int = o.part
 WHERE o.service = $1 AND o.grp = $4
 GROUP BY o.part, o.updated_at ORDER BY o.part`,
 	prune: `
 DELETE FROM twice_events WHERE id IN (
 	SELECT id FROM twice_events
-	WHERE service = $2 AND stream IS NULL AND at < coalesce($1::timestamptz, now()) - $3::bigint * interval '1 millisecond'
+	WHERE service = $2 AND stream IS NULL AND at < {now} - {ms $3::bigint}
 	LIMIT $4)`,
 	version: `SELECT coalesce(max(version), 0) FROM twice_events WHERE service = $1 AND stream = $2`,
 	load: `
-SELECT ` + pgColumns + ` FROM twice_events
+SELECT ` + columns + ` FROM twice_events
 WHERE service = $1 AND stream = $2 AND version > $3 ORDER BY version LIMIT $4`,
+	get:  `SELECT ` + columns + ` FROM twice_events WHERE service = $1 AND id = $2`,
+	undo: `DELETE FROM twice_events WHERE id = $1`,
 }
 
-const sqliteNow = store.SQLiteNow
-
-var sqliteQueries = queries{
-	insertHead: pgQueries.insertHead,
-	insertRow:  `($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, coalesce($1, ` + sqliteNow + `))`,
-	insertTail: pgQueries.insertTail,
-	// $3 (the transaction id of a PostgreSQL position) is always 0 here.
-	read: `
-SELECT ` + sqliteColumns + ` FROM twice_events
-WHERE service = $1 AND /*topics*/ AND id > $4 AND $3 = 0
-  AND ($5 = 0 OR hash % $5 = $6) AND $8 = $8
-ORDER BY id LIMIT $7`,
-	// Nothing is ever held back: rows become visible in id order.
-	heldBack: ``,
-	end:      `SELECT 0, coalesce(max(id), 0), '' FROM twice_events`,
-	visible:  `SELECT id FROM twice_events WHERE id IN (SELECT value FROM json_each($1))`,
-	ensureGroup: `
-INSERT INTO twice_event_groups (service, grp, topics, partitions, mode, created_at)
-VALUES ($2, $3, $4, $5, $6, coalesce($1, ` + sqliteNow + `)) ON CONFLICT DO NOTHING`,
-	group: pgQueries.group,
-	ensureOffset: `
-INSERT INTO twice_event_offsets (service, grp, part, xid, id, updated_at)
-VALUES ($2, $3, $4, $5, $6, coalesce($1, ` + sqliteNow + `)) ON CONFLICT DO NOTHING`,
-	offset: pgQueries.offset,
-	commitOffset: `
-UPDATE twice_event_offsets SET xid = $5, id = $6, ver = ver + 1, updated_at = coalesce($1, ` + sqliteNow + `)
-WHERE service = $2 AND grp = $3 AND part = $4 AND ver = $7`,
-	replay: `
-UPDATE twice_event_offsets SET xid = $4, id = $5, ver = ver + 1, updated_at = coalesce($1, ` + sqliteNow + `)
-WHERE service = $2 AND grp = $3`,
-	positionOf: `SELECT 0, id FROM twice_events WHERE service = $1 AND id = $2`,
-	positionAt: `SELECT 0, id FROM twice_events WHERE service = $1 AND /*topics*/ AND at >= $3 ORDER BY id LIMIT 1`,
-	dead: `
-INSERT INTO twice_event_dead (service, grp, event_id, attempts, error, at)
-VALUES ($2, $3, $4, $5, $6, coalesce($1, ` + sqliteNow + `)) ON CONFLICT DO NOTHING`,
-	listDead:  pgQueries.listDead,
-	countDead: pgQueries.countDead,
-	lag: `
-SELECT o.part, o.updated_at, count(e.id), min(e.at)
-FROM twice_event_offsets o
-LEFT JOIN twice_events e ON e.service = o.service AND /*topics*/ AND e.id > o.id AND e.hash % $3 = o.part
-WHERE o.service = $1 AND o.grp = $4
-GROUP BY o.part, o.updated_at ORDER BY o.part`,
-	prune: `
-DELETE FROM twice_events WHERE id IN (
-	SELECT id FROM twice_events
-	WHERE service = $2 AND stream IS NULL AND at < coalesce($1, ` + sqliteNow + `) - $3 * 1000
-	LIMIT $4)`,
-	version: pgQueries.version,
-	load: `
-SELECT ` + sqliteColumns + ` FROM twice_events
-WHERE service = $1 AND stream = $2 AND version > $3 ORDER BY version LIMIT $4`,
-}
-
-// templates are the statements of dialect d as written, before [store.Store.SQL].
-func templates(d store.Dialect) queries {
-	if d == store.SQLite {
-		return sqliteQueries
-	}
-	return pgQueries
-}
-
-// queriesFor returns the statements of s's dialect as s runs them (its schema's tables
-// named in full, see [store.Store.SQL]). Build them once per store.
+// queriesFor returns the statements as s runs them: for its dialect, its schema's tables
+// named in full (see [store.Store.SQL]). Build them once per store.
 func queriesFor(s *store.Store) queries {
-	q := templates(s.Dialect())
+	q := templates
 	s.SQLAll(&q)
 	return q
 }
 
-// topicCond is the SQL condition "the event's topic is one of the list bound to $2", for
-// column col ("topic" or "e.topic"). One topic is an equality, which every planner turns
-// into an index range in log order.
-func topicCond(d store.Dialect, col string, n int) string {
-	switch {
-	case n == 1:
-		return col + " = $2"
-	case d == store.SQLite:
-		return col + " IN (SELECT value FROM json_each($2))"
-	default:
-		return col + " = ANY($2)"
+// withTopics fills a statement's /*topics*/ placeholder with "the event's topic is one of
+// the list bound to $2" for column col ("topic" or "e.topic"), as s runs it. One topic is
+// an equality, which every planner turns into an index range in log order.
+func withTopics(s *store.Store, q, col string, n int) string {
+	cond := col + " = $2"
+	if n > 1 {
+		cond = s.SQL(col + " {in $2 text}")
 	}
+	return strings.ReplaceAll(q, "/*topics*/", cond)
 }
 
-// withTopics fills a query's /*topics*/ placeholder.
-func withTopics(q string, d store.Dialect, col string, n int) string {
-	return strings.ReplaceAll(q, "/*topics*/", topicCond(d, col, n))
+// topicArg is the topic list to bind to $2 of a statement withTopics filled.
+func topicArg(s *store.Store, topics []string) any {
+	if len(topics) == 1 {
+		return topics[0]
+	}
+	return s.List(topics)
 }

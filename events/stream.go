@@ -133,7 +133,7 @@ func (l *Log) AppendTx(ctx context.Context, tx any, stream string, expected int6
 // holds none of a half-done append.
 func (l *Log) undo(ctx context.Context, q store.Querier, ids []int64) error {
 	for _, id := range ids {
-		if _, err := q.Exec(ctx, l.s.SQL("DELETE FROM twice_events WHERE id = $1"), id); err != nil {
+		if _, err := q.Exec(ctx, l.q.undo, id); err != nil {
 			return fmt.Errorf("events: undo a conflicting append: %w", err)
 		}
 	}
@@ -190,11 +190,7 @@ var ErrNotFound = errors.New("events: no such event")
 
 // Get reads one event by id.
 func (l *Log) Get(ctx context.Context, id int64) (Event, error) {
-	cols := pgColumns
-	if l.s.Dialect() == store.SQLite {
-		cols = sqliteColumns
-	}
-	rows, err := l.s.Reader().Query(ctx, l.s.SQL("SELECT "+cols+" FROM twice_events WHERE service = $1 AND id = $2"), l.d.Service, id)
+	rows, err := l.s.Reader().Query(ctx, l.q.get, l.d.Service, id)
 	if err != nil {
 		return Event{}, fmt.Errorf("events: get %d: %w", id, err)
 	}

@@ -2,14 +2,12 @@ package events
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/twicehq/twice/bus"
-	"github.com/twicehq/twice/store"
 )
 
 // waker calls the readers registered for a topic when events of it may have committed.
@@ -235,12 +233,7 @@ func (w *watcher) look() {
 }
 
 func (w *watcher) visible(ctx context.Context, ids []int64) ([]int64, error) {
-	var arg any = ids
-	if w.l.s.Dialect() == store.SQLite {
-		b, _ := json.Marshal(ids)
-		arg = string(b)
-	}
-	rows, err := w.l.s.Reader().Query(ctx, w.l.q.visible, arg)
+	rows, err := w.l.s.Reader().Query(ctx, w.l.q.visible, w.l.s.List(ids))
 	if err != nil {
 		return nil, err
 	}

@@ -211,7 +211,7 @@ func (w *worker) fetch(budget int) ([]Event, bool, error) {
 		parts, part = 0, 0
 	}
 	snap := w.skipVisible
-	if snap == "" && l.s.Dialect() == store.Postgres {
+	if snap == "" {
 		snap = noSnapshot
 	}
 	rows, err := l.s.Reader().Query(ctx, c.read, l.d.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, w.limit, snap)

@@ -156,7 +156,7 @@ RETURNING id`,
 	fetch: `
 WITH gate AS (
 	SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM twice_queues WHERE service = $2 AND name = $3 AND paused)
-	  AND ` + cluster.AliveSQL(store.Postgres, "$2", "$5", "{now}") + `
+	  AND ` + cluster.Alive("$2", "$5", "{now}") + `
 ),
 plain AS (
 	SELECT id, NULL::text AS key, priority, run_at FROM twice_jobs
@@ -264,7 +264,7 @@ RETURNING j.id`,
 WITH dead AS (
 	SELECT id, owner FROM twice_jobs j
 	WHERE j.service = $2 AND j.state = 2
-	  AND NOT ` + cluster.AliveSQL(store.Postgres, "j.service", "j.owner", "{now}") + `
+	  AND NOT ` + cluster.Alive("j.service", "j.owner", "{now}") + `
 	FOR UPDATE SKIP LOCKED
 ),
 done AS (
@@ -301,7 +301,7 @@ var sqliteQueries = sqliteStatements{
 SELECT id, key FROM twice_jobs
 WHERE service = $2 AND queue = $3 AND state = 1 AND run_at <= {now}
   AND NOT EXISTS (SELECT 1 FROM twice_queues WHERE service = $2 AND name = $3 AND paused)
-  AND ` + cluster.AliveSQL(store.SQLite, "$2", "$5", "{now}") + `
+  AND ` + cluster.Alive("$2", "$5", "{now}") + `
 ORDER BY priority, run_at, id
 LIMIT $4`,
 	// take marks the fetched ids running; $4 is their list (see [store.Store.List]).
@@ -338,14 +338,14 @@ SET state = CASE WHEN j.cancel_requested THEN 8 WHEN j.attempt >= j.max_attempts
     finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts THEN {now} END,
     cancel_requested = false
 WHERE j.service = $2 AND j.state = 2
-  AND NOT ` + cluster.AliveSQL(store.SQLite, "j.service", "j.owner", "{now}") + `
+  AND NOT ` + cluster.Alive("j.service", "j.owner", "{now}") + `
 RETURNING id, key, batch_id, state, queue, last_error, attempt`,
 	// Every instance looks for dead instances' jobs every second: on SQLite the look is a
 	// read, and only a rescue takes the write lock.
 	rescueCheck: `
 SELECT 1 FROM twice_jobs j
 WHERE j.service = $2 AND j.state = 2
-  AND NOT ` + cluster.AliveSQL(store.SQLite, "j.service", "j.owner", "{now}") + `
+  AND NOT ` + cluster.Alive("j.service", "j.owner", "{now}") + `
 LIMIT 1`,
 }
 
@@ -353,7 +353,7 @@ LIMIT 1`,
 func templates(d store.Dialect) *queries {
 	q := sharedQueries
 	q.workers = `SELECT queue, count(*) FROM twice_queue_workers w
-WHERE service = $2 AND ` + cluster.AliveSQL(d, "w.service", "w.instance", "{now}") + `
+WHERE service = $2 AND ` + cluster.Alive("w.service", "w.instance", "{now}") + `
 GROUP BY queue`
 	if d == store.SQLite {
 		q.sqlite = sqliteQueries

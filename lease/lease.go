@@ -282,12 +282,12 @@ func (m *Manager) List(ctx context.Context, prefix string) ([]Info, error) {
 // Lookup reads the lease called name of service without a manager, for tools that only
 // look (such as twice status).
 func Lookup(ctx context.Context, s *store.Store, service, name string) (Info, error) {
-	return scanInfo(s.Reader().QueryRow(ctx, s.SQL(templates(s.Dialect()).info), s.NowArg(), service, name))
+	return scanInfo(s.Reader().QueryRow(ctx, s.SQL(templates.info), s.NowArg(), service, name))
 }
 
 // List returns the held, unexpired leases of service whose names start with prefix.
 func List(ctx context.Context, s *store.Store, service, prefix string) ([]Info, error) {
-	rows, err := s.Reader().Query(ctx, s.SQL(templates(s.Dialect()).list), s.NowArg(), service, prefix)
+	rows, err := s.Reader().Query(ctx, s.SQL(templates.list), s.NowArg(), service, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("lease: list: %w", err)
 	}

@@ -403,14 +403,10 @@ func (m *Sessions) destroyUser(ctx context.Context, q store.Querier, user string
 }
 
 // delete runs a delete of sessions (sessionsSQL) with their values (valuesSQL, same
-// arguments) and returns how many sessions it deleted. On PostgreSQL the foreign key's
-// cascade deletes the values with the session row, locking rows in the order a save does
-// (session, then values), so a destroy and a concurrent save cannot deadlock. SQLite has one
-// writer and no such deadlock, but enforces the cascade only on connections with
-// foreign_keys on, which a caller's own connection may lack: there the values go first,
-// explicitly.
+// arguments) and returns how many sessions it deleted. valuesSQL is empty where the
+// foreign key's cascade deletes the values (PostgreSQL; see [queries] for why).
 func (m *Sessions) delete(ctx context.Context, q store.Querier, valuesSQL, sessionsSQL string, args ...any) (int64, error) {
-	if q.Dialect() == store.SQLite {
+	if valuesSQL != "" {
 		if _, err := q.Exec(ctx, valuesSQL, args...); err != nil {
 			return 0, err
 		}

@@ -3,6 +3,7 @@ package session_test
 import (
 	"context"
 	"crypto/tls"
+	"database/sql"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -489,6 +490,62 @@ func TestSessions(t *testing.T) {
 			list, _ = b.m.List(ctx, "bob")
 			if ok, err := b.m.DestroyID(ctx, list[0].ID); !ok || err != nil {
 				t.Errorf("DestroyID = %v, %v", ok, err)
+			}
+		})
+
+		// A caller's own SQLite connection may lack foreign_keys, so the foreign key's
+		// cascade cannot be relied on to delete a destroyed session's values there.
+		t.Run("DestroyUserTxLeavesNoValues", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{})
+			b.serve(t, nil, func(w http.ResponseWriter, r *http.Request) {
+				if err := session.SetUser(r.Context(), "ann"); err != nil {
+					t.Error(err)
+				}
+				put(t, "cart", "apple")(w, r)
+			})
+			ctx := context.Background()
+			values := func() (n int) {
+				t.Helper()
+				if err := b.s.Reader().QueryRow(ctx, b.s.SQL("SELECT count(*) FROM twice_session_values")).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			if n := values(); n != 1 {
+				t.Fatalf("%d values stored, want 1", n)
+			}
+			var n int64
+			if db.Dialect == store.SQLite {
+				own, err := sql.Open("sqlite", "file:"+b.s.DSN().Path+"?_pragma=busy_timeout(10000)")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer own.Close()
+				tx, err := own.BeginTx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n, err = b.m.DestroyUserTx(ctx, tx, "ann"); err != nil {
+					t.Fatal(err)
+				}
+				if err := tx.Commit(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				tx, err := b.s.Pool().Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n, err = b.m.DestroyUserTx(ctx, tx, "ann"); err != nil {
+					t.Fatal(err)
+				}
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n != 1 || values() != 0 {
+				t.Errorf("DestroyUserTx destroyed %d sessions and left %d values; want 1 and none", n, values())
 			}
 		})
 

@@ -381,7 +381,7 @@ func (s *Session) renewLocked(ctx context.Context, clearValues bool) error {
 			if err := tx.QueryRow(ctx, m.q.renew, m.s.NowArg(), s.id, s.hash, hash, nullable(s.user)).Scan(&exp); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, m.q.destroyValues, s.id)
+			_, err := tx.Exec(ctx, m.q.clearValues, s.id)
 			return err
 		})
 	} else {

@@ -17,7 +17,7 @@ func Component() store.Component {
 		store.Table{Name: "twice_settings_revs", Service: "service"})
 }
 
-// queries are the settings statements of one dialect.
+// queries are the settings statements.
 type queries struct {
 	nextRev, current, upsert, record, prune, changes, history string
 }
@@ -25,7 +25,8 @@ type queries struct {
 // columns every read of a setting returns, in the order [scanSetting] expects.
 const columns = "key, type, value, version, rev, deleted, updated_at, instance, actor"
 
-var pgQueries = queries{
+// templates are the statements as written, once for both dialects (see [store.Store.SQL]).
+var templates = queries{
 	nextRev: `
 INSERT INTO twice_settings_revs (service, rev) VALUES ($1, 1)
 ON CONFLICT (service) DO UPDATE SET rev = twice_settings_revs.rev + 1
@@ -34,7 +35,7 @@ RETURNING rev`,
 	// $1 is "now".
 	upsert: `
 INSERT INTO twice_settings (service, key, type, value, version, rev, deleted, updated_at, instance, actor)
-VALUES ($2, $3, $4, $5, $6, $7, $8, coalesce($1::timestamptz, now()), $9, $10)
+VALUES ($2, $3, $4, $5, $6, $7, $8, {now}, $9, $10)
 ON CONFLICT (service, key) DO UPDATE
 SET type = excluded.type, value = excluded.value, version = excluded.version, rev = excluded.rev,
     deleted = excluded.deleted, updated_at = excluded.updated_at, instance = excluded.instance, actor = excluded.actor
@@ -49,36 +50,10 @@ SELECT key, type, value, version, rev, deleted, at, instance, actor FROM twice_s
 WHERE service = $1 AND ($2::text = '' OR key = $2) ORDER BY rev DESC LIMIT $3`,
 }
 
-var sqliteQueries = queries{
-	nextRev: pgQueries.nextRev,
-	current: pgQueries.current,
-	upsert: `
-INSERT INTO twice_settings (service, key, type, value, version, rev, deleted, updated_at, instance, actor)
-VALUES ($2, $3, $4, $5, $6, $7, $8, coalesce($1, ` + store.SQLiteNow + `), $9, $10)
-ON CONFLICT (service, key) DO UPDATE
-SET type = excluded.type, value = excluded.value, version = excluded.version, rev = excluded.rev,
-    deleted = excluded.deleted, updated_at = excluded.updated_at, instance = excluded.instance, actor = excluded.actor
-RETURNING updated_at`,
-	record:  pgQueries.record,
-	prune:   pgQueries.prune,
-	changes: pgQueries.changes,
-	history: `
-SELECT key, type, value, version, rev, deleted, at, instance, actor FROM twice_settings_history
-WHERE service = $1 AND ($2 = '' OR key = $2) ORDER BY rev DESC LIMIT $3`,
-}
-
-// templates are the statements of dialect d as written, before [store.Store.SQL].
-func templates(d store.Dialect) queries {
-	if d == store.SQLite {
-		return sqliteQueries
-	}
-	return pgQueries
-}
-
-// queriesFor returns the statements of s's dialect as s runs them (its schema's tables
-// named in full, see [store.Store.SQL]). Build them once per store.
+// queriesFor returns the statements as s runs them: for its dialect, its schema's tables
+// named in full (see [store.Store.SQL]). Build them once per store.
 func queriesFor(s *store.Store) queries {
-	q := templates(s.Dialect())
+	q := templates
 	s.SQLAll(&q)
 	return q
 }

@@ -284,7 +284,8 @@ func (s *Store) Now(ctx context.Context) (time.Time, error) {
 }
 
 // NowArg is the value to bind to a query's "now" parameter: nil, so the query uses database
-// time, unless a test clock is installed. Queries spell it with [Dialect.Now].
+// time, unless a test clock is installed. Statements spell that parameter {now} (see
+// [Store.SQL]).
 func (s *Store) NowArg() any {
 	if s.clock == nil {
 		return nil
@@ -308,24 +309,6 @@ func (d Dialect) TimeArg(t time.Time) any {
 // timestamp column. SQLite keeps milliseconds; that is finer than any lease or heartbeat
 // needs.
 const SQLiteNow = "CAST(unixepoch('subsec')*1000000 AS INTEGER)"
-
-// Now is the SQL for "database time, unless the parameter $n carries a stub time". Every
-// time-dependent query uses it so tests can move the clock.
-func (d Dialect) Now(n int) string {
-	if d == SQLite {
-		return fmt.Sprintf("coalesce($%d, %s)", n, SQLiteNow)
-	}
-	return fmt.Sprintf("coalesce($%d::timestamptz, now())", n)
-}
-
-// Interval is the SQL for "n milliseconds", to add to a time in this dialect. expr must be an
-// integer expression (a parameter or a column).
-func (d Dialect) Interval(expr string) string {
-	if d == SQLite {
-		return "(" + expr + ")*1000"
-	}
-	return "(" + expr + ") * interval '1 millisecond'"
-}
 
 // Shutdown is [Store.Close] bounded by ctx: Close waits for every connection in use to come
 // back, forever if a transaction is never ended. When ctx ends first, Shutdown returns an

@@ -303,16 +303,16 @@ func TestStore(t *testing.T) {
 				t.Fatalf("database time %v (%v) is far from this machine's", now, err)
 			}
 			var got store.Time
-			if err := s.QueryRow(ctx, "SELECT "+db.Dialect.Now(1), s.NowArg()).Scan(&got); err != nil || got.Sub(now).Abs() > time.Minute {
-				t.Fatalf("Now(1) = %v, %v", got, err)
+			if err := s.QueryRow(ctx, s.SQL("SELECT {now}"), s.NowArg()).Scan(&got); err != nil || got.Sub(now).Abs() > time.Minute {
+				t.Fatalf("{now} = %v, %v", got, err)
 			}
 			stub := time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC)
 			st := db.Open(t, &store.Options{Clock: fixedClock(stub)})
-			if err := st.QueryRow(ctx, "SELECT "+db.Dialect.Now(1), st.NowArg()).Scan(&got); err != nil || !got.Equal(stub) {
-				t.Fatalf("stubbed Now(1) = %v, %v; want %v", got, err, stub)
+			if err := st.QueryRow(ctx, st.SQL("SELECT {now}"), st.NowArg()).Scan(&got); err != nil || !got.Equal(stub) {
+				t.Fatalf("stubbed {now} = %v, %v; want %v", got, err, stub)
 			}
 			var age store.Micros
-			q := "SELECT " + db.Dialect.Age(db.Dialect.Now(1)+" + "+db.Dialect.Interval("$2"), db.Dialect.Now(1))
+			q := st.SQL("SELECT {age {now} + {ms $2}, {now}}")
 			if err := st.QueryRow(ctx, q, st.NowArg(), 1500).Scan(&age); err != nil || age.Duration != 1500*time.Millisecond {
 				t.Fatalf("Age of a 1500 ms interval = %v, %v", age.Duration, err)
 			}

@@ -15,17 +15,20 @@ import (
 //	{clock}          database time, never a test clock's
 //	{ms EXPR}        EXPR milliseconds, to add to or subtract from a time
 //	{age LATER, EARLIER}  microseconds from EARLIER to LATER, scanned with [Micros]
+//	                 (ms and age parenthesise an expression only when it is more than one term)
 //	{in $N TYPE}     "is one of list parameter N", after an expression: x {in $4 bigint}
 //	{notin $N TYPE}  "is none of list parameter N"; bind both lists with [Store.List]
 //	{pg TEXT}        TEXT on PostgreSQL only (row locks such as FOR UPDATE SKIP LOCKED);
-//	                 what follows "pg " is kept as written, so {pg  FOR UPDATE} is " FOR UPDATE"
+//	                 what follows "pg " is kept as written, so {pg  FOR UPDATE} is
+//	                 " FOR UPDATE" (and a line break after pg is kept too)
 //	{sqlite TEXT}    TEXT on SQLite only, likewise
 //
 // Casts (::bigint, ::text[]) are PostgreSQL's and vanish on SQLite, where a column's
-// affinity does their work. Booleans are true and false on both. Statements that truly
-// differ between the dialects are written twice and chosen with [Store.Either]. Markers,
-// casts and table names inside string literals, quoted identifiers and comments are left
-// alone, so a block may mark a place it fills at run time with a comment (/*topics*/).
+// affinity does their work. Booleans are true and false on both. What truly differs
+// between the dialects is written for each, as {pg …}{sqlite …} (a fragment, or a whole
+// statement), with a comment saying why. Markers, casts and table names inside string
+// literals, quoted identifiers and comments are left alone, so a block may mark a place
+// it fills at run time with a comment (/*topics*/).
 func expand(d Dialect, q string) string {
 	if !strings.ContainsAny(q, "{:") {
 		return q
@@ -79,7 +82,12 @@ func expand(d Dialect, q string) string {
 
 // marker expands one {…} marker's body.
 func marker(d Dialect, m string) string {
-	name, raw, _ := strings.Cut(m, " ")
+	// The name ends at the first space or line break. One space after it only separates;
+	// a line break is part of the text, so {pg<newline>FOR UPDATE} starts a line.
+	name, raw := m, ""
+	if i := strings.IndexAny(m, " \t\n"); i >= 0 {
+		name, raw = m[:i], strings.TrimPrefix(m[i:], " ")
+	}
 	arg := strings.TrimSpace(raw)
 	pg := d == Postgres
 	switch name {
@@ -98,13 +106,20 @@ func marker(d Dialect, m string) string {
 		}
 		return SQLiteNow
 	case "ms":
-		return d.Interval(expand(d, arg))
+		if pg {
+			return operand(expand(d, arg)) + " * interval '1 millisecond'"
+		}
+		return operand(expand(d, arg)) + " * 1000"
 	case "age":
 		later, earlier, ok := strings.Cut(arg, ",")
 		if !ok {
 			panic(fmt.Sprintf("store: template marker {%s} needs two expressions", m))
 		}
-		return d.Age(expand(d, strings.TrimSpace(later)), expand(d, strings.TrimSpace(earlier)))
+		diff := operand(expand(d, strings.TrimSpace(later))) + " - " + operand(expand(d, strings.TrimSpace(earlier)))
+		if pg {
+			return "(extract(epoch from " + diff + ") * 1000000)::bigint"
+		}
+		return diff
 	case "in", "notin":
 		param, typ, ok := strings.Cut(arg, " ")
 		if !ok || !strings.HasPrefix(param, "$") {
@@ -134,23 +149,58 @@ func marker(d Dialect, m string) string {
 	panic(fmt.Sprintf("store: unknown template marker {%s}", m))
 }
 
+// operand returns expr ready to be an operand of * or -: as it is when it is one term (a
+// name, a parameter, a number, a call or a parenthesised expression, perhaps cast), which
+// binds tighter than either, and parenthesised otherwise. Statements then read as if
+// written by hand: ttl_ms * interval '1 millisecond', not (ttl_ms) * interval ….
+func operand(expr string) string {
+	i := 0
+	for i < len(expr) && (isIdentChar(expr[i]) || expr[i] == '.') {
+		i++
+	}
+	if i < len(expr) && expr[i] == '(' {
+		if i = closing(expr, i, '(', ')'); i < 0 {
+			return "(" + expr + ")"
+		}
+	} else if i == 0 {
+		return "(" + expr + ")"
+	}
+	for i+1 < len(expr) && expr[i] == ':' && expr[i+1] == ':' {
+		i = castEnd(expr, i+2)
+	}
+	if i != len(expr) {
+		return "(" + expr + ")"
+	}
+	return expr
+}
+
 // braceEnd returns the index after the marker starting at i; markers may nest.
 func braceEnd(q string, i int) int {
+	end := closing(q, i, '{', '}')
+	if end < 0 {
+		panic("store: template marker not closed: " + q[i:])
+	}
+	return end
+}
+
+// closing returns the index after the close that matches the open at q[i], or -1 when
+// none does. Brackets inside string literals do not count.
+func closing(q string, i int, open, close byte) int {
 	depth := 0
 	for j := i; j < len(q); j++ {
 		switch q[j] {
 		case '\'':
 			j = literalEnd(q, j) - 1
-		case '{':
+		case open:
 			depth++
-		case '}':
+		case close:
 			depth--
 			if depth == 0 {
 				return j + 1
 			}
 		}
 	}
-	panic("store: template marker not closed: " + q[i:])
+	return -1
 }
 
 // castEnd returns the index after a cast's type name that starts at i: identifier words
@@ -160,15 +210,6 @@ func castEnd(q string, i int) int {
 		i++
 	}
 	return i
-}
-
-// Either expands pg on PostgreSQL and sqlite on SQLite, for a statement the dialects
-// spell too differently for markers, and qualifies its tables like [Store.SQL].
-func (s *Store) Either(pg, sqlite string) string {
-	if s.dsn.Dialect == Postgres {
-		return s.SQL(pg)
-	}
-	return s.SQL(sqlite)
 }
 
 // List is the value to bind to a list parameter of a statement ({in $N TYPE} or

@@ -17,20 +17,21 @@ func TestTemplateExpansion(t *testing.T) {
 		{"SELECT {now}", "SELECT coalesce($1, " + store.SQLiteNow + ")"},
 		{"SELECT {now $3}", "SELECT coalesce($3, " + store.SQLiteNow + ")"},
 		{"SELECT {clock}", "SELECT " + store.SQLiteNow},
-		{"SELECT {now} + {ms $5::bigint}", "SELECT coalesce($1, " + store.SQLiteNow + ") + ($5)*1000"},
+		{"SELECT {now} + {ms $5::bigint}", "SELECT coalesce($1, " + store.SQLiteNow + ") + $5 * 1000"},
+		{"SELECT {ms dead_after_ms + $3::bigint}, {ms m.ttl_ms}, {ms (a + b)::int}, {ms -1}", "SELECT (dead_after_ms + $3) * 1000, m.ttl_ms * 1000, (a + b) * 1000, (-1) * 1000"},
+		{"SELECT {age expires_at, {now}}, {age a + 1, f(b) - 2}", "SELECT expires_at - coalesce($1, " + store.SQLiteNow + "), (a + 1) - (f(b) - 2)"},
 		{"WHERE id {in $4 bigint}", "WHERE id IN (SELECT value FROM json_each($4))"},
 		{"WHERE name {notin $2 text}", "WHERE name NOT IN (SELECT value FROM json_each($2))"},
 		{"SELECT 1{pg  FOR UPDATE SKIP LOCKED}", "SELECT 1"},
 		{"SELECT 1{sqlite  LIMIT 1}", "SELECT 1 LIMIT 1"},
+		{"{pg\nSELECT 1}{sqlite\nSELECT 2\n}", "\nSELECT 2\n"},
+		{"SELECT 1{sqlite\nLIMIT 1}", "SELECT 1\nLIMIT 1"},
 		{"SELECT '{now}'::text, '::x', \"a::b\" -- {now}::int", "SELECT '{now}', '::x', \"a::b\" -- {now}::int"},
 		{"SELECT x::bigint[], y::text", "SELECT x, y"},
 	} {
 		if got := s.SQL(c.in); got != c.want {
 			t.Errorf("SQLite: %q expands to\n%q, want\n%q", c.in, got, c.want)
 		}
-	}
-	if got := s.Either("pg", "sqlite"); got != "sqlite" {
-		t.Errorf("Either on SQLite = %q", got)
 	}
 	for _, bad := range []string{"SELECT {nope}", "SELECT {in $1}", "SELECT {age x}", "SELECT {now"} {
 		func() {
@@ -48,8 +49,9 @@ func TestTemplatePostgres(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t, store.Postgres)
 	s := db.Open(t, nil)
-	q := s.SQL("SELECT {now} + {ms $2::bigint} FROM twice_x WHERE id {in $3 bigint}{pg  FOR UPDATE}{sqlite  LIMIT 1}")
-	want := `SELECT coalesce($1::timestamptz, now()) + ($2::bigint) * interval '1 millisecond' FROM "` + db.Schema +
+	q := s.SQL("SELECT {now} + {ms $2::bigint}, {ms ttl_ms + 1}, {age expires_at, {now}} FROM twice_x WHERE id {in $3 bigint}{pg  FOR UPDATE}{sqlite  LIMIT 1}")
+	want := `SELECT coalesce($1::timestamptz, now()) + $2::bigint * interval '1 millisecond', (ttl_ms + 1) * interval '1 millisecond', ` +
+		`(extract(epoch from expires_at - coalesce($1::timestamptz, now())) * 1000000)::bigint FROM "` + db.Schema +
 		`".twice_x WHERE id = ANY($3::bigint[]) FOR UPDATE`
 	if q != want {
 		t.Errorf("PostgreSQL expansion\n%q, want\n%q", q, want)

@@ -26,8 +26,8 @@ func (t *Time) Scan(src any) error {
 	return nil
 }
 
-// Micros scans a duration measured by the database in microseconds (SQLite) or as an
-// interval's epoch seconds (PostgreSQL), as produced by [Dialect.Age].
+// Micros scans a duration measured by the database in microseconds, as a statement's
+// {age LATER, EARLIER} marker computes it (see [Store.SQL]).
 type Micros struct{ time.Duration }
 
 // Scan implements sql.Scanner.
@@ -43,12 +43,4 @@ func (m *Micros) Scan(src any) error {
 		return fmt.Errorf("store: cannot scan %T into a duration", src)
 	}
 	return nil
-}
-
-// Age is the SQL for "later minus earlier, in microseconds", scanned with [Micros].
-func (d Dialect) Age(later, earlier string) string {
-	if d == SQLite {
-		return "(" + later + ") - (" + earlier + ")"
-	}
-	return "(extract(epoch from (" + later + ") - (" + earlier + ")) * 1000000)::bigint"
 }

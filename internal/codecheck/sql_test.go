@@ -54,9 +54,9 @@ func TestStatementsGoThroughStoreSQL(t *testing.T) {
 	}
 }
 
-// TestStatementSetsAreBuiltPerStore: a block's statements as written (templates(d)) are
-// used only by its queriesFor, which builds them for a store with Store.SQLAll, or one at
-// a time inside Store.SQL.
+// TestStatementSetsAreBuiltPerStore: a block's statements as written (its templates, a
+// set or a function of the dialect) are used only by its queriesFor, which builds them for
+// a store with Store.SQLAll, or one at a time inside Store.SQL.
 func TestStatementSetsAreBuiltPerStore(t *testing.T) {
 	src := parseModule(t)
 	found := 0
@@ -81,17 +81,27 @@ func TestStatementSetsAreBuiltPerStore(t *testing.T) {
 				}
 				return true
 			})
+			declared := map[*ast.Ident]bool{} // the names in templates' own declaration
 			ast.Inspect(f, func(n ast.Node) bool {
-				call, ok := n.(*ast.CallExpr)
-				if !ok {
+				switch n := n.(type) {
+				case *ast.FuncDecl:
+					declared[n.Name] = true
+				case *ast.ValueSpec:
+					for _, id := range n.Names {
+						declared[id] = true
+					}
+				}
+				return true
+			})
+			ast.Inspect(f, func(n ast.Node) bool {
+				id, ok := n.(*ast.Ident)
+				if !ok || id.Name != "templates" || declared[id] {
 					return true
 				}
-				if id, ok := call.Fun.(*ast.Ident); ok && id.Name == "templates" {
-					found++
-					if !allowed[call.Pos()] {
-						t.Errorf("%s: statements used as written; build them with queriesFor(store) or pass one through Store.SQL",
-							src.fset.Position(call.Pos()))
-					}
+				found++
+				if !allowed[id.Pos()] {
+					t.Errorf("%s: statements used as written; build them with queriesFor(store) or pass one through Store.SQL",
+						src.fset.Position(id.Pos()))
 				}
 				return true
 			})
@@ -124,14 +134,14 @@ func namesTables(e ast.Expr) bool {
 	case *ast.ParenExpr:
 		return namesTables(e.X)
 	case *ast.SelectorExpr:
-		// A statement of a block's set as written (templates(d).x, pgQueries.x), not as
-		// queriesFor built it for the store.
+		// A statement of a block's set as written (templates.x, templates(d).x,
+		// pgQueries.x), not as queriesFor built it for the store.
 		switch x := e.X.(type) {
 		case *ast.CallExpr:
 			id, ok := x.Fun.(*ast.Ident)
 			return ok && id.Name == "templates"
 		case *ast.Ident:
-			return x.Name == "pgQueries" || x.Name == "sqliteQueries"
+			return x.Name == "templates" || x.Name == "pgQueries" || x.Name == "sqliteQueries"
 		}
 	case *ast.CompositeLit:
 		for _, el := range e.Elts {
