@@ -46,7 +46,9 @@ func cronTicks(t *testing.T, dialect store.Dialect) {
 	t.Run("TickJobCarriesItsKeyAndTick", func(t *testing.T) {
 		t.Parallel()
 		db := testdb.New(t, dialect)
-		clock := testdb.NewClock()
+		// Ten minutes into an hour: the minute the test moves the clock by must not cross
+		// the next hourly tick, as it could when the test starts at, say, 17:59.
+		clock := testdb.NewClockAt(time.Now().Truncate(time.Hour).Add(10 * time.Minute))
 		n := node(t, db, "svc", cronFast(clock))
 		type seen struct {
 			uniqueKey     string

@@ -15,6 +15,10 @@ type Clock struct {
 // NewClock returns a clock at the current time.
 func NewClock() *Clock { return &Clock{t: time.Now().Truncate(time.Millisecond)} }
 
+// NewClockAt returns a clock at t, for tests whose schedules must not cross a boundary (an
+// hour, a day) that the current time might be close to.
+func NewClockAt(t time.Time) *Clock { return &Clock{t: t.Truncate(time.Millisecond)} }
+
 // Now implements store.Clock.
 func (c *Clock) Now() time.Time {
 	c.mu.Lock()
