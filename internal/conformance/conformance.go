@@ -15,7 +15,6 @@ import (
 // in parallel.
 func Exercise(t *testing.T, dialect store.Dialect) {
 	for name, part := range map[string]func(*testing.T, store.Dialect){
-		"Lease":        leases,
 		"Membership":   membership,
 		"Leader":       leader,
 		"Lock":         locks,
