@@ -21,6 +21,7 @@ import (
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/occ"
 	"github.com/twicehq/twice/session"
@@ -78,17 +79,6 @@ func TestTxOperationsOnTheApplicationsOwnPool(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually := func(t *testing.T, what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 20s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-
 	var ran atomic.Int32
 	if err := jobs.Register(n.Jobs(), jobs.WorkFunc[appJob](func(context.Context, *jobs.Job[appJob]) error {
 		ran.Add(1)
@@ -125,7 +115,7 @@ func TestTxOperationsOnTheApplicationsOwnPool(t *testing.T) {
 			_, err := n.Jobs().EnqueueBatchTx(ctx, tx, many[:2], jobs.Params{Args: appJob{-1}})
 			return err
 		})
-		eventually(t, "every job run", func() bool { return ran.Load() == int32(len(ids)+3) })
+		testnode.Eventually(t, 20*time.Second, "every job run", func() bool { return ran.Load() == int32(len(ids)+3) })
 		for _, id := range ids {
 			if row, err := n.Jobs().Get(ctx, id); err != nil || row.State != jobs.Completed {
 				t.Fatalf("job %d: %+v, %v", id, row, err)
@@ -143,7 +133,7 @@ func TestTxOperationsOnTheApplicationsOwnPool(t *testing.T) {
 			t.Fatalf("after CancelTx: %+v, %v", row, err)
 		}
 		inSQL(t, func(tx *sql.Tx) error { return n.Jobs().RetryTx(ctx, tx, later) })
-		eventually(t, "the retried job run", func() bool {
+		testnode.Eventually(t, 20*time.Second, "the retried job run", func() bool {
 			row, err := n.Jobs().Get(ctx, later)
 			return err == nil && row.State == jobs.Completed
 		})
@@ -167,9 +157,9 @@ func TestTxOperationsOnTheApplicationsOwnPool(t *testing.T) {
 			_, err := n.Events().PublishTx(ctx, tx, events.Message{Topic: "apppool", Payload: []byte("b")})
 			return err
 		})
-		eventually(t, "both events handled", func() bool { return handled.Load() == 2 })
+		testnode.Eventually(t, 20*time.Second, "both events handled", func() bool { return handled.Load() == 2 })
 		inSQL(t, func(tx *sql.Tx) error { return n.Events().ReplayTx(ctx, tx, "g", &events.ReplayOpts{FromID: first}) })
-		eventually(t, "both events handled again", func() bool { return handled.Load() == 4 })
+		testnode.Eventually(t, 20*time.Second, "both events handled again", func() bool { return handled.Load() == 4 })
 
 		inSQL(t, func(tx *sql.Tx) error {
 			_, err := n.Events().AppendTx(ctx, tx, "order-1", 0, events.Message{Topic: "orders", Payload: []byte("created")})
@@ -196,7 +186,7 @@ func TestTxOperationsOnTheApplicationsOwnPool(t *testing.T) {
 	})
 
 	t.Run("Fenced", func(t *testing.T) {
-		eventually(t, "the node leads", n.IsLeader)
+		testnode.Eventually(t, 20*time.Second, "the node leads", n.IsLeader)
 		inPgx(t, func(tx pgx.Tx) error { return twice.Fenced(ctx, tx, n.Leader().Lease()) })
 		k, err := n.Locks().Acquire(ctx, "apppool", nil)
 		if err != nil {
@@ -222,12 +212,12 @@ func TestTxOperationsOnTheApplicationsOwnPool(t *testing.T) {
 			_, err := n.Settings().SetTx(ctx, tx, "limit", 7, nil)
 			return err
 		})
-		eventually(t, "the node reads the setting", func() bool { return n.Settings().Int("limit", 0) == 7 })
+		testnode.Eventually(t, 20*time.Second, "the node reads the setting", func() bool { return n.Settings().Int("limit", 0) == 7 })
 		inSQL(t, func(tx *sql.Tx) error {
 			_, err := n.Settings().DeleteTx(ctx, tx, "limit", nil)
 			return err
 		})
-		eventually(t, "the node sees the deletion", func() bool { _, ok := n.Settings().Get("limit"); return !ok })
+		testnode.Eventually(t, 20*time.Second, "the node sees the deletion", func() bool { _, ok := n.Settings().Get("limit"); return !ok })
 	})
 
 	t.Run("Sessions", func(t *testing.T) {
@@ -292,7 +282,7 @@ func TestTxOperationsOnTheApplicationsOwnPool(t *testing.T) {
 			t.Fatal(err)
 		}
 		inPgx(t, func(tx pgx.Tx) error { return c.InvalidateTx(ctx, tx, "k") })
-		eventually(t, "the invalidation applied", func() bool { v, err := c.Get(ctx, "k"); return err == nil && v == 2 })
+		testnode.Eventually(t, 20*time.Second, "the invalidation applied", func() bool { v, err := c.Get(ctx, "k"); return err == nil && v == 2 })
 
 		got := make(chan string, 1)
 		n.Bus().Subscribe("apppool", func(m bus.Message) { got <- string(m.Payload) })

@@ -10,6 +10,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
 )
 
@@ -87,12 +88,8 @@ func TestBlocksStartWhenFirstUsed(t *testing.T) {
 		if err := jobs.Register(n.Jobs(), jobs.WorkFunc[ping](func(context.Context, *jobs.Job[ping]) error { return nil })); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for len(obs.naming("twice_jobs")) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("registering a worker ran no statement of the job queue")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testnode.Eventually(t, 10*time.Second, "a statement of the job queue after registering a worker", func() bool {
+			return len(obs.naming("twice_jobs")) > 0
+		})
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnats"
+	"github.com/twicehq/twice/internal/testnode"
 )
 
 func sqliteConfig(t *testing.T) twice.Config {
@@ -98,13 +99,7 @@ func TestClusterSecretSeparatesClusters(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
 				open := func(secret string) *twice.Node {
-					n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "svc", Bus: busURL,
-						ClusterSecret: []byte(secret), Logger: testdb.Logger(t)})
-					if err != nil {
-						t.Fatal(err)
-					}
-					t.Cleanup(func() { _ = n.Close(ctx) })
-					return n
+					return testnode.Open(t, db, "svc", twice.Config{Bus: busURL, ClusterSecret: []byte(secret)})
 				}
 				one, other := strings.Repeat("1", 32), strings.Repeat("2", 32)
 				a, b, c := open(one), open(one), open(other)

@@ -9,9 +9,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
 )
 
@@ -103,4 +105,46 @@ func TestSchemaFromEnvironment(t *testing.T) {
 	if got := n.Store().Schema(); got != db.Schema {
 		t.Errorf("schema %q, want %q from $%s", got, db.Schema, twice.EnvSchema)
 	}
+}
+
+// With MigrateOff, Open fails on a database without twice's tables and succeeds once they
+// are there.
+func TestMigrateOff(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		_, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "svc", Migrate: twice.MigrateOff})
+		if err == nil {
+			t.Fatal("Open with MigrateOff on an empty database succeeded")
+		}
+		testnode.Open(t, db, "svc", testnode.Fast()) // migrates
+		n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "svc", Migrate: twice.MigrateOff, Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = n.Close(ctx)
+	})
+}
+
+// Open refuses a bad name and timings that cannot work.
+func TestBadConfig(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		for _, cfg := range []twice.Config{
+			{Name: "has space"},
+			{Name: "x", HeartbeatInterval: time.Millisecond},
+			{Name: "x", HeartbeatInterval: time.Second, DeadAfter: time.Second},
+			{Name: "x", LeaseTTL: time.Millisecond},
+			{Name: "x", LeaderPoll: time.Hour},
+		} {
+			cfg.DSN, cfg.Schema = db.DSN, db.Schema
+			if n, err := twice.Open(ctx, cfg); err == nil {
+				_ = n.Close(ctx)
+				t.Errorf("Open(%+v) succeeded", cfg)
+			}
+		}
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/store"
@@ -59,7 +60,7 @@ func (heldJob) Kind() string { return "held" }
 func fillEveryTable(t *testing.T, db testdb.DB, s *store.Store, service string) {
 	t.Helper()
 	ctx := context.Background()
-	n := node(t, db, service, twice.Config{Idempotency: idempotency.Config{Scope: idempotency.AuthorizationScope}})
+	n := testnode.Open(t, db, service, twice.Config{Idempotency: idempotency.Config{Scope: idempotency.AuthorizationScope}})
 	if _, err := n.Locks().Acquire(ctx, "report", nil); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/health"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 )
 
 func probe(h http.Handler, path string) (int, string) {
@@ -25,29 +26,22 @@ func probe(h http.Handler, path string) (int, string) {
 func TestHealthEndpoints(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		n := node(t, db, "shop", fast)
+		n := testnode.Open(t, db, "shop", fast())
 		if code, body := probe(n.Health(), "/readyz"); code != 200 || body != "ok\n" {
 			t.Fatalf("/readyz = %d %q", code, body)
 		}
-		verbose := node(t, db, "shop", twice.Config{Health: health.Config{Details: func(*http.Request) bool { return true }}})
+		verbose := testnode.Open(t, db, "shop", twice.Config{Health: health.Config{Details: func(*http.Request) bool { return true }}})
 		if _, body := probe(verbose.Health(), "/readyz?verbose"); !strings.Contains(body, "[+]store ok") {
 			t.Errorf("/readyz?verbose with details = %q", body)
 		}
 		n.Store().Close()
-		deadline := time.Now().Add(20 * time.Second) // catches "never"
-		for {
+		testnode.Eventually(t, 20*time.Second, "not ready with the store closed", func() bool {
 			code, body := probe(n.Health(), "/readyz")
-			if code == 503 {
-				if body != "not ready\n" {
-					t.Errorf("/readyz = %q", body)
-				}
-				break
+			if code == 503 && body != "not ready\n" {
+				t.Errorf("/readyz = %q", body)
 			}
-			if time.Now().After(deadline) {
-				t.Fatal("never not ready with the store closed")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return code == 503
+		})
 		_, body := probe(n.Health(), "/healthz")
 		leaks := []string{n.ID(), "postgres@", "127.0.0.1", "twice.db", "closed"}
 		for _, leak := range leaks {
@@ -57,7 +51,7 @@ func TestHealthEndpoints(t *testing.T) {
 		}
 		// The heartbeat loop counts as stuck after 10 × DeadAfter without an attempt; a
 		// database that refuses every beat must not look like that.
-		for end := time.Now().Add(12 * fast.DeadAfter); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		for end := time.Now().Add(12 * fast().DeadAfter); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 			if code, body := probe(n.Health(), "/livez"); code != 200 || body != "ok\n" {
 				t.Fatalf("/livez = %d %q with the database gone", code, body)
 			}

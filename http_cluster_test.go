@@ -19,6 +19,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/store"
 )
@@ -39,7 +40,7 @@ func newCluster3(t *testing.T, db testdb.DB, app func(n *twice.Node) http.Handle
 	transport := &http.Transport{MaxIdleConnsPerHost: 256}
 	var proxies []*httputil.ReverseProxy
 	for range 3 {
-		n := node(t, db, "shop", fast)
+		n := testnode.Open(t, db, "shop", fast())
 		id := n.ID()
 		inner := app(n)
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -129,19 +130,11 @@ func sessionApp(n *twice.Node) http.Handler {
 	return n.Sessions().Middleware(mux)
 }
 
-// fast timings, as the conformance suite uses.
-var fast = twice.Config{HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 200 * time.Millisecond,
-	LeaseTTL: 400 * time.Millisecond, LeaderPoll: 20 * time.Millisecond, Idempotency: idempotency.Config{Scope: oneClient}}
-
-func node(t *testing.T, db testdb.DB, service string, cfg twice.Config) *twice.Node {
-	t.Helper()
-	cfg.DSN, cfg.Schema, cfg.Name, cfg.Logger = db.DSN, db.Schema, service, testdb.Logger(t)
-	n, err := twice.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close(context.Background()) })
-	return n
+// fast returns testnode's fast timings with idempotency keys scoped to one client.
+func fast() twice.Config {
+	cfg := testnode.Fast()
+	cfg.Idempotency.Scope = oneClient
+	return cfg
 }
 
 // TestHTTPThreeInstances runs the HTTP building blocks on three instances behind a

@@ -18,6 +18,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/occ"
 	"github.com/twicehq/twice/session"
 )
@@ -144,13 +145,8 @@ func TestLeaderPrunesExpiredRows(t *testing.T) {
 		t.Fatalf("%d rows, want a session and a key", count())
 	}
 	clock.Advance(2 * time.Minute)
-	deadline := time.Now().Add(20 * time.Second) // a liveness bound, far above the interval
-	for count() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("expired rows were never pruned")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// A liveness bound, far above the interval.
+	testnode.Eventually(t, 20*time.Second, "expired rows pruned", func() bool { return count() == 0 })
 }
 
 // With the session middleware first, the node scopes idempotency keys by the session's user:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
 )
 
@@ -20,7 +21,7 @@ func TestOwnTablesOnBothStores(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		nodes := []*twice.Node{node(t, db, "shop", twice.Config{}), node(t, db, "shop", twice.Config{}), node(t, db, "shop", twice.Config{})}
+		nodes := []*twice.Node{testnode.Open(t, db, "shop", twice.Config{}), testnode.Open(t, db, "shop", twice.Config{}), testnode.Open(t, db, "shop", twice.Config{})}
 		var mu sync.Mutex
 		var applied []store.Step
 		var wg sync.WaitGroup

@@ -10,6 +10,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnats"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
 )
 
@@ -42,22 +43,10 @@ func TestNodeOnNATS(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		open := func() *twice.Node {
-			n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "svc", Bus: url,
-				Logger: testdb.Logger(t), LeaderPoll: time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = n.Close(ctx) })
-			return n
+			return testnode.Open(t, db, "svc", twice.Config{Bus: url, LeaderPoll: time.Second})
 		}
 		a := open()
-		deadline := time.Now().Add(20 * time.Second)
-		for !a.IsLeader() {
-			if time.Now().After(deadline) {
-				t.Fatal("first node never leads")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testnode.Eventually(t, 20*time.Second, "the first node leads", a.IsLeader)
 		b := open()
 		elected := make(chan struct{})
 		b.Leader().OnElected(func(ctx context.Context) { close(elected); <-ctx.Done() })

@@ -42,13 +42,7 @@ func storeBackend(dialect store.Dialect) func(t *testing.T) bustest.Backend {
 				t.Cleanup(func() { _ = bb.Close(ctx) })
 				return bb
 			},
-			Begin: func(t *testing.T) bustest.Tx {
-				tx, err := first.Begin(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return storeTx{tx}
-			},
+			Begin: bustest.BeginStore(first),
 			Disconnect: map[store.Dialect]func(*testing.T, string){
 				store.Postgres: func(t *testing.T, instance string) {
 					conn, err := pgx.Connect(ctx, testdb.PostgresURL(t))
@@ -69,12 +63,6 @@ func storeBackend(dialect store.Dialect) func(t *testing.T) bustest.Backend {
 		}
 	}
 }
-
-type storeTx struct{ tx store.Tx }
-
-func (s storeTx) Handle() any     { return s.tx }
-func (s storeTx) Commit() error   { return s.tx.Commit(context.Background()) }
-func (s storeTx) Rollback() error { return s.tx.Rollback(context.Background()) }
 
 func TestSQLite(t *testing.T) {
 	t.Parallel()

@@ -20,6 +20,7 @@ import (
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
 )
 
@@ -36,21 +37,17 @@ func clientScope(r *http.Request) string {
 	return ""
 }
 
-// fast timings let a killed instance count as dead within a fraction of a second. Keys are
-// scoped by clientScope unless cfg says otherwise.
+// node opens an instance of "shop" with cfg and testnode's fast timings, which let a killed
+// instance count as dead within a fraction of a second. Keys are scoped by clientScope
+// unless cfg says otherwise.
 func node(t testing.TB, db testdb.DB, cfg twice.Config) *twice.Node {
 	t.Helper()
-	cfg.DSN, cfg.Schema, cfg.Name, cfg.Logger = db.DSN, db.Schema, "shop", testdb.Logger(t)
 	if cfg.Idempotency.Scope == nil {
 		cfg.Idempotency.Scope = clientScope
 	}
-	cfg.HeartbeatInterval, cfg.DeadAfter, cfg.LeaseTTL, cfg.LeaderPoll = 50*time.Millisecond, 200*time.Millisecond, 400*time.Millisecond, 20*time.Millisecond
-	n, err := twice.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close(context.Background()) })
-	return n
+	fast := testnode.Fast()
+	cfg.HeartbeatInterval, cfg.DeadAfter, cfg.LeaseTTL, cfg.LeaderPoll = fast.HeartbeatInterval, fast.DeadAfter, fast.LeaseTTL, fast.LeaderPoll
+	return testnode.Open(t, db, "shop", cfg)
 }
 
 // call is one request; client names its principal (see clientScope), "c1" unless set,
@@ -386,17 +383,13 @@ func TestDeadOwnerClaimIsRecovered(t *testing.T) {
 			t.Fatalf("while the owner lives: %d", res.StatusCode)
 		}
 		a.Store().Close() // a is cut off: its heartbeats stop, as if killed
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		testnode.Eventually(t, 20*time.Second, "the dead instance's claim taken over", func() bool {
 			res := do(hb, call{key: "k-dead"})
-			if res.StatusCode == 201 {
-				break
-			}
-			if res.StatusCode != 409 || time.Now().After(deadline) {
+			if res.StatusCode != 201 && res.StatusCode != 409 {
 				t.Fatalf("status %d; the dead instance's claim was never taken over", res.StatusCode)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return res.StatusCode == 201
+		})
 		if runs.Load() != 2 {
 			t.Errorf("runs %d", runs.Load())
 		}

@@ -2,6 +2,7 @@ package idempotency_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/internal/check"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
 )
 
@@ -76,17 +78,14 @@ func newBlip(t *testing.T, db testdb.DB) *blip {
 // catches "never".
 func poll(t *testing.T, h http.Handler, c call, what string, want func(*http.Response) bool) *http.Response {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res := do(h, c)
-		if want(res) {
-			return res
+	var res *http.Response
+	testnode.EventuallyNil(t, 30*time.Second, func() error {
+		if res = do(h, c); !want(res) {
+			return fmt.Errorf("%s: still %d %v", what, res.StatusCode, res.Header)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %d %v", what, res.StatusCode, res.Header)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return res
 }
 
 // A request whose outcome could not be written because the database blinked is not left

@@ -52,13 +52,7 @@ func backend(dialect store.Dialect) func(t *testing.T) bustest.Backend {
 				t.Cleanup(func() { _ = bb.Close(ctx) })
 				return bb
 			},
-			Begin: func(t *testing.T) bustest.Tx {
-				tx, err := first.Begin(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return storeTx{tx}
-			},
+			Begin: bustest.BeginStore(first),
 			Disconnect: func(t *testing.T, instance string) {
 				mu.Lock()
 				defer mu.Unlock()
@@ -76,12 +70,6 @@ func backend(dialect store.Dialect) func(t *testing.T) bustest.Backend {
 		}
 	}
 }
-
-type storeTx struct{ tx store.Tx }
-
-func (s storeTx) Handle() any     { return s.tx }
-func (s storeTx) Commit() error   { return s.tx.Commit(context.Background()) }
-func (s storeTx) Rollback() error { return s.tx.Rollback(context.Background()) }
 
 func TestNATSWithSQLite(t *testing.T) {
 	t.Parallel()

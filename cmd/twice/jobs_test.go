@@ -10,6 +10,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
 )
 
@@ -146,20 +147,17 @@ func TestQueuesListShowsQueuesNobodyWorks(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out string
-		for deadline := time.Now().Add(20 * time.Second); ; {
+		testnode.EventuallyNil(t, 20*time.Second, func() error {
 			code, stdout, stderr := cli(t, env, args("queues", "list")...)
 			if code != 0 {
 				t.Fatalf("queues list: exit %d\n%s%s", code, stdout, stderr)
 			}
 			out = stdout
-			if strings.Contains(out, "default  1") {
-				break // the instance has recorded the queue it works
+			if !strings.Contains(out, "default  1") { // the instance has recorded the queue it works
+				return fmt.Errorf("the default queue never showed its worker:\n%s", out)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the default queue never showed its worker:\n%s", out)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return nil
+		})
 		if !strings.Contains(out, "mail     0") || !strings.Contains(out, "queue mail has jobs waiting (1) and no live instance works it") {
 			t.Errorf("queues list does not point at the queue nobody works:\n%s", out)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/twicehq/twice/events/natsrelay"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnats"
+	"github.com/twicehq/twice/internal/testnode"
 )
 
 func TestMain(m *testing.M) {
@@ -77,20 +79,16 @@ func TestRelay(t *testing.T) {
 		if err := node.Events().Replay(ctx, "relay:order", nil); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		testnode.EventuallyNil(t, 30*time.Second, func() error {
 			lag, err := relay.Lag(ctx, node.Events())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if lag.Pending == 0 {
-				break
+			if lag.Pending != 0 {
+				return fmt.Errorf("relay lag %d after replay", lag.Pending)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("relay lag %d after replay", lag.Pending)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
 		s, err := js.Stream(ctx, stream)
 		if err != nil {
 			t.Fatal(err)
@@ -133,8 +131,7 @@ func TestRelay(t *testing.T) {
 func waitMsgs(t *testing.T, js jetstream.JetStream, stream string, n uint64) {
 	t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testnode.EventuallyNil(t, 30*time.Second, func() error {
 		s, err := js.Stream(ctx, stream)
 		if err != nil {
 			t.Fatal(err)
@@ -143,12 +140,9 @@ func waitMsgs(t *testing.T, js jetstream.JetStream, stream string, n uint64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.State.Msgs >= n {
-			return
+		if info.State.Msgs < n {
+			return fmt.Errorf("stream holds %d messages, want %d", info.State.Msgs, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stream holds %d messages, want %d", info.State.Msgs, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
 )
 
@@ -29,15 +30,11 @@ func proxied(t *testing.T, dsn string) (string, *Proxy) {
 	return u.String(), p
 }
 
+// waitUntil waits until cond holds, and says how long that took.
 func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("%s: not within %v", what, limit)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testnode.Eventually(t, limit, what, cond)
 	return time.Since(start)
 }
 

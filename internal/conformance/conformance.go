@@ -1,5 +1,13 @@
-// Package conformance is the suite every backend must pass: the same tests of store,
-// membership, leases, leader election and locks, run once per database.
+// Package conformance is the suite twice passes on every backend it runs on: instances of
+// a service on SQLite or PostgreSQL, signalling each other over the store's own bus or over
+// NATS. It checks what the instances of one service see of each other through the database
+// and the bus: membership and readiness, leader election, locks across instances, events
+// and consumer groups, caches, settings, jobs and queues, cron, forged bus messages and
+// panics in the application's callbacks.
+//
+// [Exercise] runs one function per area (exerciseMembership, exerciseLeader, …), each in
+// its own file; a test that a backend cannot pass says why and skips. The building blocks'
+// own APIs are tested in their packages (lease, cluster, lock, …), on both databases.
 package conformance
 
 import (
@@ -8,33 +16,109 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
 )
 
-// Exercise runs the whole suite on dialect. Every test makes its own database, so they run
-// in parallel.
-func Exercise(t *testing.T, dialect store.Dialect) {
-	for name, part := range map[string]func(*testing.T, store.Dialect){
-		"Lease":        leases,
-		"Membership":   membership,
-		"Leader":       leader,
-		"Lock":         locks,
-		"Events":       eventsSuite,
-		"EventsBudget": eventsBudget,
-		"Cache":        caches,
-		"Settings":     settingsPart,
-		"Jobs":         jobsSuite,
-		"Queues":       queuesSuite,
-		"Cron":         cronSuite,
-		"CronTicks":    cronTicks,
-		"Forged":       forgedPart,
-		"Panics":       panicsSuite,
-	} {
+// Backend is one way of running twice: the database the instances share and the bus they
+// signal each other over.
+type Backend struct {
+	// Dialect is the database.
+	Dialect store.Dialect
+	// Bus is every instance's Config.Bus: empty for the store's own bus, or a NATS URL.
+	Bus string
+	// ClusterSecret is every instance's Config.ClusterSecret.
+	ClusterSecret []byte
+	// Forge puts a raw message on the bus n listens to, as an outsider would. Defaults to
+	// a raw pg_notify or twice_bus row on the store's own bus.
+	Forge func(t *testing.T, n *twice.Node, channel string, payload []byte)
+}
+
+// Exercise runs the whole suite on backend. Every test makes its own database, so they
+// run in parallel.
+func Exercise(t *testing.T, backend Backend) {
+	runAreas(t, backend, map[string]func(*testing.T, Backend){
+		"Membership":     exerciseMembership,
+		"Leader":         exerciseLeader,
+		"Lock":           exerciseLock,
+		"Events":         exerciseEvents,
+		"EventsDelivery": exerciseEventsDelivery,
+		"EventsReplay":   exerciseEventsReplay,
+		"EventsStreams":  exerciseEventsStreams,
+		"EventsBudget":   exerciseEventsBudget,
+		"Cache":          exerciseCache,
+		"Settings":       exerciseSettings,
+		"Jobs":           exerciseJobs,
+		"JobsFlow":       exerciseJobsFlow,
+		"JobsRescue":     exerciseJobsRescue,
+		"Queues":         exerciseQueues,
+		"Cron":           exerciseCron,
+		"CronTicks":      exerciseCronTicks,
+		"Forged":         exerciseForged,
+		"Panics":         exercisePanics,
+	})
+}
+
+// ExerciseBus runs the areas whose behaviour rests on the bus (events, caches, settings
+// and forged messages) on backend: enough to try another bus without the whole suite.
+func ExerciseBus(t *testing.T, backend Backend) {
+	runAreas(t, backend, map[string]func(*testing.T, Backend){
+		"Events":         exerciseEvents,
+		"EventsDelivery": exerciseEventsDelivery,
+		"EventsReplay":   exerciseEventsReplay,
+		"EventsStreams":  exerciseEventsStreams,
+		"Cache":          exerciseCache,
+		"Settings":       exerciseSettings,
+		"Forged":         exerciseForged,
+	})
+}
+
+func runAreas(t *testing.T, backend Backend, areas map[string]func(*testing.T, Backend)) {
+	for name, exercise := range areas {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			part(t, dialect)
+			exercise(t, backend)
 		})
 	}
+}
+
+// test is one test of an area.
+type test struct {
+	name string
+	run  func(t *testing.T, backend Backend)
+}
+
+// runAll runs each of tests as a parallel subtest of t.
+func runAll(t *testing.T, backend Backend, tests []test) {
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.run(t, backend)
+		})
+	}
+}
+
+// config returns cfg with the backend's bus.
+func (b Backend) config(cfg twice.Config) twice.Config {
+	cfg.Bus, cfg.ClusterSecret = b.Bus, b.ClusterSecret
+	return cfg
+}
+
+// node opens an instance of service on db with cfg and the backend's bus; it is closed
+// when t ends.
+func (b Backend) node(t *testing.T, db testdb.DB, service string, cfg twice.Config) *twice.Node {
+	t.Helper()
+	return testnode.Open(t, db, service, b.config(cfg))
+}
+
+// forge puts a raw message on the bus n listens to, as an outsider would.
+func (b Backend) forge(t *testing.T, n *twice.Node, channel string, payload []byte) {
+	t.Helper()
+	if b.Forge == nil {
+		injectStore(t, n, channel, payload)
+		return
+	}
+	b.Forge(t, n, channel, payload)
 }
 
 // open opens a migrated store on db: one instance's connections.

@@ -12,61 +12,51 @@ import (
 	"github.com/twicehq/twice/store"
 )
 
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
 func TestSQLite(t *testing.T) {
 	t.Parallel()
-	Exercise(t, store.SQLite)
+	Exercise(t, Backend{Dialect: store.SQLite})
 }
 
 func TestPostgres(t *testing.T) {
 	t.Parallel()
 	testdb.PostgresURL(t)
-	Exercise(t, store.Postgres)
+	Exercise(t, Backend{Dialect: store.Postgres})
 }
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
-
-// The events suite again, with instances signalling each other over NATS.
-func TestEventsOverNATS(t *testing.T) {
-	t.Parallel()
-	cfg := fast
-	cfg.Bus = testnats.URL(t)
-	testdb.Each(t, func(t *testing.T, db testdb.DB) {
-		t.Parallel()
-		eventsSuiteWith(t, db.Dialect, cfg)
-	})
-}
-
-// The cache and settings suites again, with instances signalling each other over NATS.
-func TestCacheAndSettingsOverNATS(t *testing.T) {
-	t.Parallel()
-	cfg := calm
-	cfg.Bus = testnats.URL(t)
-	testdb.Each(t, func(t *testing.T, db testdb.DB) {
-		t.Parallel()
-		t.Run("Cache", func(t *testing.T) { cachesWith(t, db.Dialect, cfg) })
-		t.Run("Settings", func(t *testing.T) { settingsWith(t, db.Dialect, cfg) })
-	})
-}
-
-// The forged-message tests again, with instances on NATS and the forgeries published there.
-func TestForgedOverNATS(t *testing.T) {
+// The areas that rest on the bus again, with instances signalling each other over NATS
+// and forgeries published there.
+func TestNATS(t *testing.T) {
 	t.Parallel()
 	url := testnats.URL(t)
-	testdb.Each(t, func(t *testing.T, db testdb.DB) {
-		t.Parallel()
-		forgedWith(t, db.Dialect, twice.Config{Bus: url}, func(t *testing.T, n *twice.Node, channel string, payload []byte) {
+	eachDialect(t, func(t *testing.T, d store.Dialect) {
+		ExerciseBus(t, Backend{Dialect: d, Bus: url, Forge: func(t *testing.T, n *twice.Node, channel string, payload []byte) {
 			bustest.InjectNATS(t, url, n.Service(), channel, payload, "intruder")
-		})
+		}})
 	})
 }
 
 // The forged-message tests again, with a cluster secret: the bus drops the forgeries.
-func TestForgedWithClusterSecret(t *testing.T) {
+func TestClusterSecret(t *testing.T) {
 	t.Parallel()
-	testdb.Each(t, func(t *testing.T, db testdb.DB) {
-		t.Parallel()
-		forgedWith(t, db.Dialect, twice.Config{ClusterSecret: bustest.Secret()}, injectStore)
+	eachDialect(t, func(t *testing.T, d store.Dialect) {
+		exerciseForged(t, Backend{Dialect: d, ClusterSecret: bustest.Secret()})
 	})
+}
+
+// eachDialect runs fn as a parallel subtest per database, PostgreSQL only when
+// TWICE_TEST_POSTGRES_URL is set.
+func eachDialect(t *testing.T, fn func(t *testing.T, d store.Dialect)) {
+	for _, d := range []store.Dialect{store.SQLite, store.Postgres} {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			if d == store.Postgres {
+				testdb.PostgresURL(t)
+			}
+			fn(t, d)
+		})
+	}
 }

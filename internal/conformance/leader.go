@@ -7,139 +7,145 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
 )
 
-// leader exercises election, handover, loss of the database and the leader's signals.
-func leader(t *testing.T, dialect store.Dialect) {
+// exerciseLeader checks election across instances: handover, loss of the database, the
+// leader's signals and fenced writes. The cluster package tests the Leader's own API.
+func exerciseLeader(t *testing.T, backend Backend) {
+	runAll(t, backend, []test{
+		{"GracefulHandover", leaderGracefulHandover},
+		{"CutOffLeaderStepsDownFirst", leaderCutOffLeaderStepsDownFirst},
+		{"Signals", leaderSignals},
+		{"FencedLeaderWrite", leaderFencedLeaderWrite},
+	})
+}
+
+func leaderGracefulHandover(t *testing.T, backend Backend) {
 	ctx := context.Background()
-
-	t.Run("GracefulHandover", func(t *testing.T) {
-		t.Parallel()
-		db := testdb.New(t, dialect)
-		nodes := []*twice.Node{node(t, db, "svc", fast), node(t, db, "svc", fast), node(t, db, "svc", fast)}
-		for round := range 2 {
-			eventually(t, 10*time.Second, "one leader", func() bool { return len(leaders(nodes...)) == 1 })
-			old := leaders(nodes...)[0]
-			tok := old.Leader().Lease().Token()
-			start := time.Now()
-			if err := old.Close(ctx); err != nil {
-				t.Fatal(err)
-			}
-			rest := nodes[:0:0]
-			for _, n := range nodes {
-				if n != old {
-					rest = append(rest, n)
-				}
-			}
-			nodes = rest
-			eventually(t, 10*time.Second, "new leader", func() bool { return len(leaders(nodes...)) == 1 })
-			t.Logf("round %d: handover after Close took %v", round, time.Since(start))
-			if nt := leaders(nodes...)[0].Leader().Lease().Token(); nt <= tok {
-				t.Fatalf("new leader's token %d not above %d", nt, tok)
-			}
-		}
-	})
-
-	t.Run("CutOffLeaderStepsDownFirst", func(t *testing.T) {
-		// The leader loses the database. It must stop believing it leads before any other
-		// instance starts to: the two beliefs never overlap.
-		t.Parallel()
-		db := testdb.New(t, dialect)
-		a := node(t, db, "svc", fast)
-		eventually(t, 10*time.Second, "a leads", a.IsLeader)
-		b := node(t, db, "svc", fast)
-
-		la := a.Leader().Lease()
-		a.Store().Close()
-		eventually(t, 10*time.Second, "b leads", b.IsLeader)
-		if a.IsLeader() {
-			t.Fatal("cut-off instance still believes it leads")
-		}
-		<-la.Context().Done() // its deadline is final now
-		lb := b.Leader().Lease()
-		if lb == nil {
-			t.Fatal("b leads without a lease")
-		}
-		// a believed it led until la.Deadline(): IsLeader checks it. b believed from the
-		// moment it got its lease. Same process, same monotonic clock.
-		if lb.AcquiredAt().Before(la.Deadline()) {
-			t.Fatalf("b got the lease %v before a's belief ended: two leaders at once", la.Deadline().Sub(lb.AcquiredAt()))
-		}
-		t.Logf("gap without a leader: %v", lb.AcquiredAt().Sub(la.Deadline()))
-	})
-
-	t.Run("Signals", func(t *testing.T) {
-		t.Parallel()
-		db := testdb.New(t, dialect)
-		a := node(t, db, "svc", fast)
-		ch := a.Leader().Watch(ctx)
-		if first := <-ch; first && !a.IsLeader() {
-			t.Fatal("Watch's first value disagrees with IsLeader")
-		}
-		eventually(t, 10*time.Second, "a leads", a.IsLeader)
-		elected := make(chan context.Context, 1)
-		a.Leader().OnElected(func(ctx context.Context) { elected <- ctx })
-		lctx := <-elected
-		if lctx.Err() != nil || a.Leader().Context().Err() != nil {
-			t.Fatal("leader context done while leading")
-		}
-		info, err := a.Leader().Current(ctx)
-		if err != nil || info.Holder != a.ID() {
-			t.Fatalf("Current = %+v, %v", info, err)
-		}
-		if err := a.Leader().Resign(ctx); err != nil {
+	db := testdb.New(t, backend.Dialect)
+	nodes := []*twice.Node{backend.node(t, db, "svc", testnode.Fast()), backend.node(t, db, "svc", testnode.Fast()), backend.node(t, db, "svc", testnode.Fast())}
+	for round := range 2 {
+		testnode.Eventually(t, 10*time.Second, "one leader", func() bool { return len(testnode.Leaders(nodes...)) == 1 })
+		old := testnode.Leaders(nodes...)[0]
+		tok := old.Leader().Lease().Token()
+		start := time.Now()
+		if err := old.Close(ctx); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case <-lctx.Done():
-		case <-time.After(10 * time.Second):
-			t.Fatal("leader context not cancelled on Resign")
-		}
-		// Alone, a takes leadership back after sitting out: a new term, a new callback.
-		select {
-		case ctx2 := <-elected:
-			if ctx2 == lctx || ctx2.Err() != nil {
-				t.Fatal("second term reused the first term's context")
+		rest := nodes[:0:0]
+		for _, n := range nodes {
+			if n != old {
+				rest = append(rest, n)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("OnElected not called for the second term")
 		}
-		eventually(t, 10*time.Second, "Watch reports the latest state", func() bool {
-			select {
-			case v := <-ch:
-				return v && a.IsLeader()
-			default:
-				return false
-			}
-		})
-		b := node(t, db, "svc", fast)
-		if b.Leader().Context().Err() == nil {
-			t.Fatal("follower's leader context not done")
+		nodes = rest
+		testnode.Eventually(t, 10*time.Second, "new leader", func() bool { return len(testnode.Leaders(nodes...)) == 1 })
+		t.Logf("round %d: handover after Close took %v", round, time.Since(start))
+		if nt := testnode.Leaders(nodes...)[0].Leader().Lease().Token(); nt <= tok {
+			t.Fatalf("new leader's token %d not above %d", nt, tok)
 		}
-		if b.Leader().Lease() != nil {
-			t.Fatal("follower has a leader lease")
-		}
-	})
+	}
+}
 
-	t.Run("FencedLeaderWrite", func(t *testing.T) {
-		t.Parallel()
-		db := testdb.New(t, dialect)
-		a := node(t, db, "svc", fast)
-		eventually(t, 10*time.Second, "a leads", a.IsLeader)
-		l := a.Leader().Lease()
-		if err := a.Store().InTx(ctx, func(tx store.Tx) error { return twice.Fenced(ctx, tx, l) }); err != nil {
-			t.Fatalf("leader's fenced write: %v", err)
+func leaderCutOffLeaderStepsDownFirst(t *testing.T, backend Backend) {
+	// The leader loses the database. It must stop believing it leads before any other
+	// instance starts to: the two beliefs never overlap.
+	db := testdb.New(t, backend.Dialect)
+	a := backend.node(t, db, "svc", testnode.Fast())
+	testnode.Eventually(t, 10*time.Second, "a leads", a.IsLeader)
+	b := backend.node(t, db, "svc", testnode.Fast())
+
+	la := a.Leader().Lease()
+	a.Store().Close()
+	testnode.Eventually(t, 10*time.Second, "b leads", b.IsLeader)
+	if a.IsLeader() {
+		t.Fatal("cut-off instance still believes it leads")
+	}
+	<-la.Context().Done() // its deadline is final now
+	lb := b.Leader().Lease()
+	if lb == nil {
+		t.Fatal("b leads without a lease")
+	}
+	// a believed it led until la.Deadline(): IsLeader checks it. b believed from the
+	// moment it got its lease. Same process, same monotonic clock.
+	if lb.AcquiredAt().Before(la.Deadline()) {
+		t.Fatalf("b got the lease %v before a's belief ended: two leaders at once", la.Deadline().Sub(lb.AcquiredAt()))
+	}
+	t.Logf("gap without a leader: %v", lb.AcquiredAt().Sub(la.Deadline()))
+}
+
+func leaderSignals(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	a := backend.node(t, db, "svc", testnode.Fast())
+	ch := a.Leader().Watch(ctx)
+	if first := <-ch; first && !a.IsLeader() {
+		t.Fatal("Watch's first value disagrees with IsLeader")
+	}
+	testnode.Eventually(t, 10*time.Second, "a leads", a.IsLeader)
+	elected := make(chan context.Context, 1)
+	a.Leader().OnElected(func(ctx context.Context) { elected <- ctx })
+	lctx := <-elected
+	if lctx.Err() != nil || a.Leader().Context().Err() != nil {
+		t.Fatal("leader context done while leading")
+	}
+	info, err := a.Leader().Current(ctx)
+	if err != nil || info.Holder != a.ID() {
+		t.Fatalf("Current = %+v, %v", info, err)
+	}
+	if err := a.Leader().Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("leader context not cancelled on Resign")
+	}
+	// Alone, a takes leadership back after sitting out: a new term, a new callback.
+	select {
+	case ctx2 := <-elected:
+		if ctx2 == lctx || ctx2.Err() != nil {
+			t.Fatal("second term reused the first term's context")
 		}
-		if err := a.Leader().Resign(ctx); err != nil {
-			t.Fatal(err)
-		}
-		err := a.Store().InTx(ctx, func(tx store.Tx) error { return twice.Fenced(ctx, tx, l) })
-		if err == nil {
-			t.Fatal("write under a resigned leader's lease accepted")
-		}
-		if err := twice.Fenced(ctx, nil, nil); err == nil {
-			t.Fatal("Fenced without a lease accepted")
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnElected not called for the second term")
+	}
+	testnode.Eventually(t, 10*time.Second, "Watch reports the latest state", func() bool {
+		select {
+		case v := <-ch:
+			return v && a.IsLeader()
+		default:
+			return false
 		}
 	})
+	b := backend.node(t, db, "svc", testnode.Fast())
+	if b.Leader().Context().Err() == nil {
+		t.Fatal("follower's leader context not done")
+	}
+	if b.Leader().Lease() != nil {
+		t.Fatal("follower has a leader lease")
+	}
+}
+
+func leaderFencedLeaderWrite(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	a := backend.node(t, db, "svc", testnode.Fast())
+	testnode.Eventually(t, 10*time.Second, "a leads", a.IsLeader)
+	l := a.Leader().Lease()
+	if err := a.Store().InTx(ctx, func(tx store.Tx) error { return twice.Fenced(ctx, tx, l) }); err != nil {
+		t.Fatalf("leader's fenced write: %v", err)
+	}
+	if err := a.Leader().Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := a.Store().InTx(ctx, func(tx store.Tx) error { return twice.Fenced(ctx, tx, l) })
+	if err == nil {
+		t.Fatal("write under a resigned leader's lease accepted")
+	}
+	if err := twice.Fenced(ctx, nil, nil); err == nil {
+		t.Fatal("Fenced without a lease accepted")
+	}
 }

@@ -2,6 +2,7 @@ package instance_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
 )
 
@@ -104,12 +106,12 @@ func killedConsumers(t *testing.T, db testdb.DB, mode string) {
 	mu.Unlock()
 	// Liveness only: the survivors take the partitions over within a lease TTL or two.
 	deadline := time.Now().Add(60 * time.Second)
-	for distinctEffects(t, s) < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d events took effect within 60s", distinctEffects(t, s), want)
+	testnode.EventuallyNil(t, time.Until(deadline), func() error {
+		if n := distinctEffects(t, s); n < want {
+			return fmt.Errorf("%d of %d events took effect", n, want)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	var rows, dups int
 	if err := s.Reader().QueryRow(ctx, "SELECT count(*) FROM "+instance.EffectsTable).Scan(&rows); err != nil {
 		t.Fatal(err)
@@ -124,16 +126,16 @@ func killedConsumers(t *testing.T, db testdb.DB, mode string) {
 	}
 	// A shared group records its effect before its checkpoint commits, so the lag reaches
 	// zero a moment after the last effect appears.
-	for {
+	testnode.EventuallyNil(t, time.Until(deadline), func() error {
 		lag, err := log.Lag(ctx, instance.EventsGroup)
-		if err == nil && lag.Pending == 0 && lag.DeadLetters == 0 {
-			break
-		}
-		if time.Now().After(deadline) || err != nil || lag.DeadLetters != 0 {
+		if err != nil || lag.DeadLetters != 0 {
 			t.Fatalf("Lag = %+v, %v", lag, err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		if lag.Pending != 0 {
+			return fmt.Errorf("Lag = %+v", lag)
+		}
+		return nil
+	})
 }
 
 func distinctEffects(t *testing.T, s *store.Store) int {

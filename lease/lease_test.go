@@ -1,4 +1,4 @@
-package conformance
+package lease_test
 
 import (
 	"context"
@@ -10,28 +10,41 @@ import (
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
+	"go.uber.org/goleak"
 )
 
-// leases exercises acquisition, tokens, renewal, expiry, loss and fencing.
-func leases(t *testing.T, dialect store.Dialect) {
-	ctx := context.Background()
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
-	// manager opens an instance's own store (its own connections, as a separate process
-	// would have) and a lease manager on it.
-	manager := func(t *testing.T, db testdb.DB, clock store.Clock, holder string, ttl time.Duration) (*lease.Manager, *store.Store) {
-		t.Helper()
-		s := open(t, db, clock)
-		m, err := lease.NewManager(s, lease.Config{Service: "svc", Holder: holder, TTL: ttl})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = m.Close(context.Background()) })
-		return m, s
+// open opens a store on db with the lease table: one instance's connections.
+func open(t *testing.T, db testdb.DB, clock store.Clock) *store.Store {
+	t.Helper()
+	s := db.Open(t, &store.Options{Clock: clock})
+	if _, err := store.NewMigrator(s, lease.Component()).Up(context.Background()); err != nil {
+		t.Fatal(err)
 	}
+	return s
+}
 
-	t.Run("TokensStrictlyIncrease", func(t *testing.T) {
+// manager opens an instance's own store (its own connections, as a separate process
+// would have) and a lease manager on it, closed when t ends.
+func manager(t *testing.T, db testdb.DB, clock store.Clock, holder string, ttl time.Duration) (*lease.Manager, *store.Store) {
+	t.Helper()
+	s := open(t, db, clock)
+	m, err := lease.NewManager(s, lease.Config{Service: "svc", Holder: holder, TTL: ttl, Logger: testdb.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	return m, s
+}
+
+func TestTokensStrictlyIncrease(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		db := testdb.New(t, dialect)
+		ctx := context.Background()
 		a, _ := manager(t, db, nil, "a", 0)
 		b, _ := manager(t, db, nil, "b", 0)
 		var last int64
@@ -62,10 +75,13 @@ func leases(t *testing.T, dialect store.Dialect) {
 			}
 		}
 	})
+}
 
-	t.Run("ServicesAreIsolated", func(t *testing.T) {
+func TestServicesAreIsolated(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		db := testdb.New(t, dialect)
+		ctx := context.Background()
 		s := open(t, db, nil)
 		for _, svc := range []string{"shop", "billing"} {
 			m, err := lease.NewManager(s, lease.Config{Service: svc, Holder: "h-" + svc})
@@ -78,10 +94,13 @@ func leases(t *testing.T, dialect store.Dialect) {
 			}
 		}
 	})
+}
 
-	t.Run("RenewedWhileHeld", func(t *testing.T) {
+func TestRenewedWhileHeld(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		db := testdb.New(t, dialect)
+		ctx := context.Background()
 		// A TTL long enough that a loaded machine does not miss three renewals in a row;
 		// losing the lease then would be right, but not what this test is about.
 		ttl := 800 * time.Millisecond
@@ -103,10 +122,13 @@ func leases(t *testing.T, dialect store.Dialect) {
 			t.Fatalf("renewed lease invalid: %v", context.Cause(l.Context()))
 		}
 	})
+}
 
-	t.Run("ExpiryAndFencing", func(t *testing.T) {
+func TestExpiryAndFencing(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		db := testdb.New(t, dialect)
+		ctx := context.Background()
 		clock := testdb.NewClock()
 		a, sa := manager(t, db, clock, "a", 0)
 		b, sb := manager(t, db, clock, "b", 0)
@@ -157,10 +179,13 @@ func leases(t *testing.T, dialect store.Dialect) {
 			t.Fatalf("CheckToken of an unknown lease = %v", err)
 		}
 	})
+}
 
-	t.Run("FencedWriteBlocksTakeover", func(t *testing.T) {
+func TestFencedWriteBlocksTakeover(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		db := testdb.New(t, dialect)
+		ctx := context.Background()
 		// A write checked against token n commits before token n+1 can be issued: the
 		// new holder's acquisition waits for the old holder's transaction.
 		clock := testdb.NewClock()
@@ -199,13 +224,16 @@ func leases(t *testing.T, dialect store.Dialect) {
 			t.Fatal(err)
 		}
 	})
+}
 
-	t.Run("StalledFencedTxIsAborted", func(t *testing.T) {
+func TestStalledFencedTxIsAborted(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		if dialect != store.Postgres {
+		ctx := context.Background()
+		if db.Dialect != store.Postgres {
 			t.Skip("SQLite has no server to abort a stalled transaction; a frozen writer blocks until it resumes")
 		}
-		db := testdb.New(t, dialect)
 		a, sa := manager(t, db, nil, "a", 500*time.Millisecond)
 		b, _ := manager(t, db, nil, "b", 500*time.Millisecond)
 		la, err := a.TryAcquire(ctx, "x", nil)
@@ -239,10 +267,13 @@ func leases(t *testing.T, dialect store.Dialect) {
 			t.Fatalf("token %d after %d", lb.Token(), la.Token())
 		}
 	})
+}
 
-	t.Run("LostWhenTakenAway", func(t *testing.T) {
+func TestLostWhenTakenAway(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		db := testdb.New(t, dialect)
+		ctx := context.Background()
 		a, sa := manager(t, db, nil, "a", lease.MinTTL)
 		l, err := a.TryAcquire(ctx, "x", nil)
 		if err != nil {
@@ -259,10 +290,13 @@ func leases(t *testing.T, dialect store.Dialect) {
 			t.Fatal("lease not lost")
 		}
 	})
+}
 
-	t.Run("AcquireWaits", func(t *testing.T) {
+func TestAcquireWaits(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		db := testdb.New(t, dialect)
+		ctx := context.Background()
 		a, _ := manager(t, db, nil, "a", lease.MinTTL)
 		b, _ := manager(t, db, nil, "b", lease.MinTTL)
 		la, err := a.TryAcquire(ctx, "x", nil)
@@ -313,10 +347,13 @@ func leases(t *testing.T, dialect store.Dialect) {
 			t.Fatalf("cancelled Acquire = %v", err)
 		}
 	})
+}
 
-	t.Run("InfoAndList", func(t *testing.T) {
+func TestInfoAndList(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		db := testdb.New(t, dialect)
+		ctx := context.Background()
 		a, _ := manager(t, db, nil, "a", 0)
 		if _, err := a.Info(ctx, "none"); !errors.Is(err, lease.ErrNotFound) {
 			t.Fatalf("Info of unknown lease = %v", err)
@@ -335,10 +372,13 @@ func leases(t *testing.T, dialect store.Dialect) {
 			t.Fatalf("List = %+v, %v", ls, err)
 		}
 	})
+}
 
-	t.Run("CloseReleases", func(t *testing.T) {
+func TestCloseReleases(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		db := testdb.New(t, dialect)
+		ctx := context.Background()
 		a, _ := manager(t, db, nil, "a", 0)
 		b, _ := manager(t, db, nil, "b", 0)
 		l, err := a.TryAcquire(ctx, "x", nil)
@@ -358,10 +398,13 @@ func leases(t *testing.T, dialect store.Dialect) {
 			t.Fatalf("TryAcquire after Close = %v", err)
 		}
 	})
+}
 
-	t.Run("BadInput", func(t *testing.T) {
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		db := testdb.New(t, dialect)
+		ctx := context.Background()
 		a, _ := manager(t, db, nil, "a", 0)
 		if _, err := a.TryAcquire(ctx, "", nil); err == nil {
 			t.Fatal("empty name accepted")

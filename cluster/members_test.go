@@ -1,0 +1,255 @@
+package cluster_test
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice/cluster"
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/store"
+)
+
+// An instance joins as starting, heartbeats and changes state in database time, and
+// leaves without a trace.
+func TestJoinBeatStateLeave(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		clock := testdb.NewClock()
+		clock.Advance(-24 * time.Hour) // the database's time, far from the instance's
+		s := open(t, db, clock)
+		m := member(t, s, "a", cluster.Config{Host: "h1", PID: 7, Version: "v1", Addr: "10.0.0.1:80"})
+		if m.Registered() || !m.LastBeat().IsZero() || m.State() != cluster.StateStarting {
+			t.Fatalf("before Join: registered %v, last beat %v, state %s", m.Registered(), m.LastBeat(), m.State())
+		}
+		t0 := clock.Now()
+		if err := m.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Join(ctx); err == nil {
+			t.Fatal("second Join accepted")
+		}
+		got := only(t, s)
+		want := cluster.Member{ID: "a", Service: "svc", Host: "h1", PID: 7, Version: "v1", Addr: "10.0.0.1:80",
+			State: cluster.StateStarting, StartedAt: t0, HeartbeatAt: t0, DeadAfter: 3 * time.Hour, Alive: true}
+		if !sameMember(got, want) {
+			t.Fatalf("after Join: %+v, want %+v", got, want)
+		}
+		if !m.Registered() || m.LastBeat().IsZero() {
+			t.Fatalf("after Join: registered %v, last beat %v", m.Registered(), m.LastBeat())
+		}
+
+		if err := m.SetState(ctx, cluster.StateReady); err != nil {
+			t.Fatal(err)
+		}
+		if m.State() != cluster.StateReady || only(t, s).State != cluster.StateReady {
+			t.Fatalf("state %s here, %s in the database; want ready", m.State(), only(t, s).State)
+		}
+
+		clock.Advance(time.Minute)
+		if err := m.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		want.State, want.HeartbeatAt, want.Uptime = cluster.StateReady, clock.Now(), time.Minute
+		if got := only(t, s); !sameMember(got, want) {
+			t.Fatalf("after a beat a minute later: %+v, want %+v", got, want)
+		}
+
+		if err := m.Leave(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ms, err := m.Members(ctx); err != nil || len(ms) != 0 {
+			t.Fatalf("after Leave: %+v, %v", ms, err)
+		}
+		if err := m.Join(ctx); err == nil {
+			t.Fatal("Join after Leave accepted")
+		}
+	})
+}
+
+// sameMember compares members, times by their instant.
+func sameMember(a, b cluster.Member) bool {
+	if !a.StartedAt.Equal(b.StartedAt) || !a.HeartbeatAt.Equal(b.HeartbeatAt) {
+		return false
+	}
+	a.StartedAt, a.HeartbeatAt = b.StartedAt, b.HeartbeatAt
+	return a == b
+}
+
+// An instance counts as dead once DeadAfter has passed since its last heartbeat, in
+// database time, to the millisecond; building blocks see the same through Alive.
+func TestDeadInDatabaseTime(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		clock := testdb.NewClock()
+		s := open(t, db, clock)
+		m := member(t, s, "a", cluster.Config{DeadAfter: 2 * time.Hour})
+		if err := m.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.SetState(ctx, cluster.StateReady); err != nil {
+			t.Fatal(err)
+		}
+		alive := s.SQL("SELECT CASE WHEN " + cluster.Alive("$2", "$3", "{now}") + " THEN 1 ELSE 0 END")
+		aliveSQL := func(id string) bool {
+			var n int
+			if err := s.QueryRow(ctx, alive, s.NowArg(), "svc", id).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n == 1
+		}
+
+		clock.Advance(2*time.Hour - time.Millisecond)
+		if got := only(t, s); !got.Alive || got.State != cluster.StateReady || got.HeartbeatAge != 2*time.Hour-time.Millisecond {
+			t.Fatalf("a millisecond before dead-after: %+v", got)
+		}
+		if !aliveSQL("a") {
+			t.Fatal("Alive: dead a millisecond before dead-after")
+		}
+		if aliveSQL("nobody") {
+			t.Fatal("Alive: an instance never registered is alive")
+		}
+
+		clock.Advance(time.Millisecond)
+		if got := only(t, s); got.Alive || got.State != cluster.StateDead || got.HeartbeatAge != 2*time.Hour {
+			t.Fatalf("at dead-after: %+v", got)
+		}
+		if aliveSQL("a") {
+			t.Fatal("Alive: alive at dead-after")
+		}
+
+		if err := m.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := only(t, s); !got.Alive || got.State != cluster.StateReady {
+			t.Fatalf("after a beat: %+v", got)
+		}
+		if !aliveSQL("a") {
+			t.Fatal("Alive: dead after a beat")
+		}
+	})
+}
+
+// Reap removes the rows of instances dead for longer than keep, in database time; a
+// reaped instance that is not dead after all registers again at its next beat.
+func TestReapAndRegisterAgain(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		clock := testdb.NewClock()
+		s := open(t, db, clock)
+		cfg := cluster.Config{DeadAfter: 2 * time.Hour}
+		a, b := member(t, s, "a", cfg), member(t, s, "b", cfg)
+		for _, m := range []*cluster.Membership{a, b} {
+			if err := m.Join(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		const keep = 10 * time.Minute
+		clock.Advance(2*time.Hour + keep)
+		if err := b.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := b.Reap(ctx, keep); err != nil || n != 0 {
+			t.Fatalf("Reap of an instance dead for exactly keep = %d, %v; want 0", n, err)
+		}
+		clock.Advance(time.Millisecond)
+		if n, err := b.Reap(ctx, keep); err != nil || n != 1 {
+			t.Fatalf("Reap = %d, %v; want a's row removed", n, err)
+		}
+		if got := only(t, s); got.ID != "b" {
+			t.Fatalf("after Reap: %+v", got)
+		}
+		if err := a.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ms, err := b.Members(ctx)
+		if err != nil || len(ms) != 2 || !slices.ContainsFunc(ms, func(m cluster.Member) bool {
+			return m.ID == "a" && m.Alive && m.HeartbeatAt.Equal(clock.Now())
+		}) {
+			t.Fatalf("after a's next beat: %+v, %v", ms, err)
+		}
+	})
+}
+
+// A heartbeat that lands DeadAfter or more after the previous one started reports the
+// stall to every OnStall callback; a panic in one is counted and stops no other. The
+// instance never joins, so no loop beats in between: the test's Beat calls do (the first
+// registers it).
+func TestOnStall(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		s := open(t, db, nil)
+		var panics atomic.Int64
+		const deadAfter = 300 * time.Millisecond
+		m := member(t, s, "a", cluster.Config{HeartbeatInterval: deadAfter / 3, DeadAfter: deadAfter, Panics: &panics})
+		type stall struct{ from, to time.Time }
+		stalls := make(chan stall, 10)
+		m.OnStall(func(time.Time, time.Time) { panic("OnStall fails") })
+		m.OnStall(func(from, to time.Time) { stalls <- stall{from, to} })
+		if err := m.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		first := m.LastBeat()
+		if !m.Registered() {
+			t.Fatal("not registered after the first beat")
+		}
+		time.Sleep(deadAfter + 50*time.Millisecond) // past dead-after without a beat
+		if m.Registered() {
+			t.Fatal("registered with no beat for longer than dead-after")
+		}
+		if err := m.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case st := <-stalls:
+			if !st.from.Equal(first.Add(deadAfter)) || st.to.Before(st.from) {
+				t.Fatalf("stall from %v to %v; the beat before started at %v", st.from, st.to, first)
+			}
+		default:
+			t.Fatal("stall not reported")
+		}
+		if panics.Load() != 1 {
+			t.Fatalf("%d panics counted, want 1", panics.Load())
+		}
+		if !m.Registered() {
+			t.Fatal("not registered after the beat")
+		}
+
+		// Beats well within dead-after report nothing.
+		calm := member(t, s, "b", cluster.Config{HeartbeatInterval: time.Minute, DeadAfter: time.Hour})
+		calm.OnStall(func(from, to time.Time) { stalls <- stall{from, to} })
+		for range 3 {
+			if err := calm.Beat(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(stalls) != 0 {
+			t.Fatalf("%d stalls reported for beats a moment apart", len(stalls))
+		}
+	})
+}
+
+func TestMembershipBadConfig(t *testing.T) {
+	t.Parallel()
+	s := open(t, testdb.New(t, store.SQLite), nil)
+	for _, cfg := range []cluster.Config{
+		{ID: "a"},
+		{Service: "svc"},
+		{Service: "svc", ID: "a", HeartbeatInterval: 5 * time.Millisecond},
+		{Service: "svc", ID: "a", HeartbeatInterval: time.Second, DeadAfter: time.Second},
+	} {
+		if _, err := cluster.NewMembership(s, cfg); err == nil {
+			t.Errorf("NewMembership(%+v) accepted", cfg)
+		}
+	}
+}
