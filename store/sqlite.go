@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
@@ -86,7 +88,7 @@ func (s *Store) openSQLite(ctx context.Context) error {
 
 	// The first statement on the writer creates the file and switches it to WAL, which
 	// readers need before they open.
-	if _, err := s.writer.ExecContext(ctx, "PRAGMA user_version"); err != nil {
+	if err := firstStatement(ctx, s.writer, d.BusyTimeout); err != nil {
 		s.Close()
 		return fmt.Errorf("store: cannot open %s: %w", d, err)
 	}
@@ -95,6 +97,31 @@ func (s *Store) openSQLite(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// firstStatement runs the writer's first statement, which opens its connection and applies
+// the pragmas. Switching a new file to WAL takes the file's exclusive lock, and an instance
+// that meets another doing so is told SQLITE_BUSY at once: SQLite does not call the busy
+// handler there. So instances started together on a new file try again, within the busy
+// timeout they would have waited for any other lock.
+func firstStatement(ctx context.Context, db *sql.DB, busyTimeout time.Duration) error {
+	deadline := time.Now().Add(busyTimeout)
+	backoff := loop.Backoff{Min: time.Millisecond, Max: 50 * time.Millisecond}
+	for {
+		_, err := db.ExecContext(ctx, "PRAGMA user_version")
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		if !loop.Sleep(ctx, backoff.Next()) {
+			return err
+		}
+	}
+}
+
+// isBusy reports whether err is SQLite's SQLITE_BUSY, or one of its extended codes.
+func isBusy(err error) bool {
+	var e interface{ Code() int }
+	return errors.As(err, &e) && e.Code()&0xff == 5 // SQLITE_BUSY
 }
 
 // sqlQuerier adapts database/sql (SQLite, or a caller's *sql.Tx on either database).

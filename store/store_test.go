@@ -323,3 +323,32 @@ func TestStore(t *testing.T) {
 type fixedClock time.Time
 
 func (c fixedClock) Now() time.Time { return time.Time(c) }
+
+// Instances started together on a new SQLite file all open it: the first to switch it to
+// WAL holds its exclusive lock for a moment, and SQLite does not always wait for that lock
+// through the busy handler, so Open must.
+func TestSQLiteOpensTogetherOnANewFile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for round := range 10 {
+		path := t.TempDir() + "/twice.db"
+		var wg sync.WaitGroup
+		errs := make([]error, 16)
+		for i := range errs {
+			wg.Go(func() {
+				s, err := store.Open(ctx, "sqlite:"+path, nil)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				s.Close()
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, instance %d: %v", round, i, err)
+			}
+		}
+	}
+}
