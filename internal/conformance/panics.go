@@ -85,9 +85,11 @@ func panicsExactlyOnceHandlerPanics(t *testing.T, backend Backend) {
 
 func panicsOnElectedPanicStepsDown(t *testing.T, backend Backend) {
 	db := testdb.New(t, backend.Dialect)
-	a := backend.node(t, db, "svc", testnode.Fast())
+	// Steady timings: with 400 ms leases a loaded machine can take the lead from a before
+	// its callback runs, and b would lead without a having panicked.
+	a := backend.node(t, db, "svc", testnode.Steady())
 	testnode.Eventually(t, 20*time.Second, "a leads", a.IsLeader)
-	b := backend.node(t, db, "svc", testnode.Fast())
+	b := backend.node(t, db, "svc", testnode.Steady())
 	var calls atomic.Int32
 	a.Leader().OnElected(func(ctx context.Context) {
 		calls.Add(1)
