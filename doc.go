@@ -18,11 +18,14 @@
 // [Fenced]: a stale holder gets [ErrFenced] instead of a silent double write.
 //
 // The building blocks are packages of their own (in parentheses, the node's method that
-// hands one out):
+// hands one out). Each is made at [Open] but starts its background work only when the
+// application first uses it: a service that only takes locks runs no job, cron, event or
+// settings loop. The README's "What runs in the background" lists what each one runs.
 //
-//   - [github.com/twicehq/twice/store]: the only place that speaks SQL dialects: SQLite and
-//     PostgreSQL behind one querier, joining a caller's transaction, database time, and the
-//     migrator that also applies an application's own migrations ([Node.Store]).
+//   - [github.com/twicehq/twice/store]: SQLite and PostgreSQL behind one querier, the
+//     template every block writes its statements in once for both dialects, joining a
+//     caller's transaction, database time, and the migrator that also applies an
+//     application's own migrations ([Node.Store]).
 //   - [github.com/twicehq/twice/bus]: signals between instances, on the store
 //     (LISTEN/NOTIFY, a polled table on SQLite) or on NATS with
 //     [github.com/twicehq/twice/bus/natsbus]; [github.com/twicehq/twice/bus/bustest] is the
@@ -48,5 +51,6 @@
 // The `twice` command (cmd/twice) works on the same database: demo (three local instances
 // through failover, fencing and drain), status, migrate (up, down, status, sql), config,
 // jobs, queues, cron, bench (failover, events, invalidation, config), check (the
-// consistency checker: instances under faults, every invariant), version and help.
+// consistency checker: instances under faults, every invariant), version and help
+// (`twice help COMMAND` for one command's flags).
 package twice
