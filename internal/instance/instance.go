@@ -55,7 +55,7 @@ type Options struct {
 
 // Event is one line a child prints.
 type Event struct {
-	Event string `json:"event"` // ready, elected, demoted, fenced, locked, write_error, http, handling, invalidated, setting, lost, stall, quiesced, closed, error
+	Event string `json:"event"` // ready, elected, demoted, fenced, locked, write_error, http, handling, invalidated, setting, lost, stall, idle, quiesced, closed, error
 	ID    string `json:"id,omitempty"`
 	PID   int    `json:"pid,omitempty"`
 	Token int64  `json:"token,omitempty"`
@@ -78,6 +78,10 @@ type Event struct {
 	Job     int64  `json:"job,omitempty"`
 	Attempt int    `json:"attempt,omitempty"`
 	Tick    string `json:"tick,omitempty"`
+	// Statements and CPUMicros are, on "idle", the statements the node has run and the
+	// CPU its process has used, both since it started.
+	Statements int64 `json:"statements,omitempty"`
+	CPUMicros  int64 `json:"cpu_us,omitempty"`
 	// Proc is the parent's index of the process; children leave it zero.
 	Proc int `json:"-"`
 }
