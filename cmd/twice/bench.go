@@ -16,13 +16,15 @@ import (
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: bench needs a benchmark: failover, events, invalidation or config", errUsage)
+		return fmt.Errorf("%w: bench needs a benchmark: failover, events, idle, invalidation or config", errUsage)
 	}
 	switch args[0] {
 	case "failover":
 		return benchFailover(ctx, args[1:], stdout, stderr)
 	case "events":
 		return benchEvents(ctx, args[1:], stdout, stderr)
+	case "idle":
+		return benchIdle(ctx, args[1:], stdout, stderr)
 	case kindInvalidation, kindConfig:
 		return benchPropagation(ctx, args[0], args[1:], stdout, stderr)
 	default:

@@ -66,6 +66,8 @@ func init() {
 			{"failover", "[--dsn DSN] --kills N [--graceful] [--json]", "kill the leader N times; print failover p50/p99"},
 			{"events", "[--dsn DSN] [--bus nats://…] [--events N] [--publishers P]\n[--latency-events N] [--rate R] [--json]",
 				"event throughput, and propagation p50/p99 between instances"},
+			{"idle", "[--dsn DSN] [--bus nats://…] [--instances N] [--duration 30s] [--warmup 5s] [--json]",
+				"what idle instances cost: statements, transactions, connections and CPU per instance"},
 			{"invalidation", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--burst N] [--json]",
 				"time cache invalidations from commit to every instance"},
 			{"config", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--json]",
