@@ -159,8 +159,8 @@ func (m *Manager) all() []invalidator {
 // message, it is in effect.
 func (m *Manager) receive(msg bus.Message) {
 	if msg.Lost {
-		m.lostFlushes.Add(1)
 		m.flushAll("the bus reported that signals may have been lost")
+		m.lostFlushes.Add(1) // counted once done, so a reader of the count sees the flush
 		m.notify(Invalidation{All: true, Lost: true})
 		return
 	}
@@ -210,8 +210,8 @@ func (m *Manager) malformedFlush(why, from string) {
 	if m.closed.Load() {
 		return // Close flushed, and a closed manager caches nothing
 	}
-	m.malformedFlushes.Add(1)
 	m.flushAll(why)
+	m.malformedFlushes.Add(1) // counted once done, so a reader of the count sees the flush
 	m.notify(Invalidation{All: true, Lost: true, From: from})
 }
 
