@@ -206,10 +206,11 @@ type Consumer struct {
 	hardCancel context.CancelFunc
 	wg         sync.WaitGroup // workers, and the balancer's lease watch
 
-	mu       sync.Mutex // protects workers, member, balancer
+	mu       sync.Mutex // protects workers, member, balancer, closing
 	workers  map[int]*worker
 	member   *lease.Lease
 	balancer *loop.Loop // keeps this instance's share; nil for Broadcast and after Close
+	closing  bool       // Close has begun: no balancer starts
 
 	closeOnce sync.Once
 	closeErr  error
@@ -322,12 +323,16 @@ func (c *Consumer) ensureGroup(ctx context.Context) error {
 // ones. It rebalances at once, every Rebalance, when a lease changes in this process and
 // when a worker ends on its own (its lease was lost).
 func (c *Consumer) balance() {
+	c.mu.Lock()
+	if c.closing { // the Log closed while Subscribe ran
+		c.mu.Unlock()
+		return
+	}
 	b := loop.StartEvery(c.cfg.Rebalance, func(ctx context.Context) {
 		if err := c.rebalance(ctx); err != nil && ctx.Err() == nil {
 			c.l.log.Warn("events: rebalancing failed", "group", c.cfg.Name, "err", err)
 		}
 	})
-	c.mu.Lock()
 	c.balancer = b
 	c.mu.Unlock()
 	// The first change watched is one after the first round's start, as for every round
@@ -485,7 +490,7 @@ func (c *Consumer) Close(ctx context.Context) error {
 		c.unreg()
 		c.mu.Lock()
 		b := c.balancer
-		c.balancer = nil
+		c.balancer, c.closing = nil, true
 		c.mu.Unlock()
 		if b != nil {
 			b.Stop() // so no worker starts from here on
