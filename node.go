@@ -16,6 +16,7 @@ import (
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/health"
 	"github.com/twicehq/twice/idempotency"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/lock"
@@ -152,7 +153,7 @@ func (n *Node) announceRelease(ctx context.Context, names []string) {
 
 // abort undoes a half-finished Open.
 func (n *Node) abort() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), loop.ReleaseTimeout)
 	defer cancel()
 	_ = n.closeBlocks(ctx)
 	if n.leader != nil {
@@ -202,20 +203,13 @@ func (n *Node) newHealth() *health.Health {
 // reapDead runs on the leader: it removes the rows of instances dead for longer than
 // KeepDead.
 func (n *Node) reapDead(ctx context.Context) {
-	t := time.NewTicker(n.cfg.DeadAfter)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	loop.Every(ctx, n.cfg.DeadAfter, func(ctx context.Context) {
 		if k, err := n.members.Reap(ctx, n.cfg.KeepDead); err != nil && ctx.Err() == nil {
 			n.log.Warn("twice: reaping dead instances failed", "err", err)
 		} else if k > 0 {
 			n.log.Info("twice: removed dead instances", "count", k)
 		}
-	}
+	})
 }
 
 // ID is this instance's id.

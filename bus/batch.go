@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/twicehq/twice/internal/loop"
 )
 
 // wire is a message as it travels through the store. P is base64 in JSON.
@@ -25,15 +27,14 @@ type batcher struct {
 	waiters []chan error
 	closed  bool
 
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	l         *loop.Loop
+	last      time.Time // when the last send started; only the loop touches it
+	closeOnce sync.Once
 }
 
 func newBatcher(window time.Duration, send func(context.Context, []wire) error) *batcher {
-	b := &batcher{window: window, send: send, kick: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{})}
-	go b.loop()
+	b := &batcher{window: window, send: send}
+	b.l = loop.StartAfter(loop.Forever, b.step)
 	return b
 }
 
@@ -47,10 +48,7 @@ func (b *batcher) publish(ctx context.Context, m wire) error {
 	b.pending = append(b.pending, m)
 	b.waiters = append(b.waiters, res)
 	b.mu.Unlock()
-	select {
-	case b.kick <- struct{}{}:
-	default:
-	}
+	b.l.Kick()
 	select {
 	case err := <-res:
 		return err
@@ -60,30 +58,15 @@ func (b *batcher) publish(ctx context.Context, m wire) error {
 	}
 }
 
-func (b *batcher) loop() {
-	defer close(b.done)
-	var last time.Time
-	for {
-		select {
-		case <-b.stop:
-			b.flush()
-			return
-		case <-b.kick:
-		}
-		// At most one send per window keeps NOTIFY from serialising commits: a message
-		// after a quiet spell goes at once, and under load each send carries everything
-		// that arrived during the window before it.
-		if wait := time.Until(last.Add(b.window)); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-b.stop:
-			case <-t.C:
-			}
-			t.Stop()
-		}
-		last = time.Now()
-		b.flush()
-	}
+// step sends what is pending; each publish kicks it.
+func (b *batcher) step(ctx context.Context) time.Duration {
+	// At most one send per window keeps NOTIFY from serialising commits: a message after a
+	// quiet spell goes at once, and under load each send carries everything that arrived
+	// during the window before it. Close cuts the window short.
+	loop.Sleep(ctx, time.Until(b.last.Add(b.window)))
+	b.last = time.Now()
+	b.flush()
+	return loop.Forever
 }
 
 func (b *batcher) flush() {
@@ -94,7 +77,7 @@ func (b *batcher) flush() {
 	if len(msgs) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), loop.StatementTimeout)
 	err := b.send(ctx, dedupe(msgs))
 	cancel()
 	for _, w := range waiters {
@@ -102,17 +85,16 @@ func (b *batcher) flush() {
 	}
 }
 
+// close refuses new messages, stops the loop and sends what is still pending. A second
+// close waits for the first.
 func (b *batcher) close() {
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		<-b.done
-		return
-	}
 	b.closed = true
 	b.mu.Unlock()
-	close(b.stop)
-	<-b.done
+	b.closeOnce.Do(func() {
+		b.l.Stop()
+		b.flush()
+	})
 }
 
 // dedupe drops repeats of a message within one batch, keeping the first's position.

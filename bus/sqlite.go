@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
 )
 
@@ -25,14 +27,12 @@ type sqliteBus struct {
 	batch *batcher
 	conn  *sql.Conn
 
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
-	// ctx is the poller's; Close cancels it, so a statement waiting for the writer (held
-	// by a transaction that never ends) cannot keep Close waiting forever.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// poller reads the signals every Poll and when this process publishes. Its Stop
+	// cancels the statement under way, so one waiting for the writer (held by a
+	// transaction that never ends) cannot keep Close waiting forever.
+	poller    *loop.Loop
+	published atomic.Bool // this process published since the poller last looked
+	once      sync.Once
 }
 
 // sqliteStatements are the signal table's statements.
@@ -52,17 +52,15 @@ func newSQLite(ctx context.Context, s *store.Store, cfg Config) (*sqliteBus, err
 		// Signals are kept by the database's clock, never a test clock's.
 		prune: s.SQL("DELETE FROM twice_bus WHERE at < {clock} - {ms $1}"),
 	}
-	b := &sqliteBus{s: s, q: q, cfg: cfg, conn: conn, kick: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{})}
+	b := &sqliteBus{s: s, q: q, cfg: cfg, conn: conn}
 	b.subs.Logger, b.subs.Panics = cfg.Logger, cfg.Panics
 	var last int64
 	if err := conn.QueryRowContext(ctx, q.last, cfg.Service).Scan(&last); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("bus: %s: %w", s, err)
 	}
-	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.poller = loop.StartEvery(cfg.Poll, b.poll(last))
 	b.batch = newBatcher(cfg.Flush, b.insert)
-	go b.poll(last)
 	return b, nil
 }
 
@@ -95,39 +93,28 @@ func payloadArg(p []byte) []byte {
 	return p
 }
 
+// wake makes the poller read at once, after this process published.
 func (b *sqliteBus) wake() {
-	select {
-	case b.kick <- struct{}{}:
-	default:
-	}
+	b.published.Store(true)
+	b.poller.Kick()
 }
 
-func (b *sqliteBus) poll(last int64) {
-	defer close(b.done)
-	ctx := b.ctx
-	t := time.NewTicker(b.cfg.Poll)
-	defer t.Stop()
+// poll returns the poller's round, reading the signals after last.
+func (b *sqliteBus) poll(last int64) func(ctx context.Context) {
 	var version int64 = -1
 	lastOK := time.Now()
 	lastRead := time.Time{}
 	lastPrune := time.Now()
-	for {
-		kicked := false
-		select {
-		case <-b.stop:
-			return
-		case <-b.kick:
-			kicked = true
-		case <-t.C:
-		}
+	return func(ctx context.Context) {
+		published := b.published.Swap(false)
 		var v int64
 		if err := b.conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
-			continue
+			return
 		}
 		// Read when another process committed, when this one published, and once a
 		// second regardless, in case a commit slipped between two pragma reads.
-		if v == version && !kicked && time.Since(lastRead) < time.Second {
-			continue
+		if v == version && !published && time.Since(lastRead) < time.Second {
+			return
 		}
 		version = v
 		if gap := time.Since(lastOK); gap > b.cfg.Retention/2 {
@@ -219,9 +206,7 @@ func (b *sqliteBus) Subscribe(channel string, h Handler) func() { return b.subs.
 func (b *sqliteBus) Close(context.Context) error {
 	b.once.Do(func() {
 		b.batch.close()
-		close(b.stop)
-		b.cancel()
-		<-b.done
+		b.poller.Stop()
 		b.conn.Close()
 	})
 	return nil

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/lease"
 )
@@ -59,14 +60,10 @@ type Leader struct {
 	strikes   int  // consecutive terms given up because a callback panicked
 	struck    bool // the current term is being given up because a callback panicked
 
-	wg   sync.WaitGroup // OnElected callbacks in flight
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
-	// ctx is the campaign's statements'; Stop cancels it, so a statement stuck on a busy
-	// database cannot hold Stop past its own context.
-	ctx    context.Context
-	cancel context.CancelFunc
+	wg sync.WaitGroup // OnElected callbacks in flight
+	// campaigner campaigns, and waits out each term it wins. Stop cancels its statements'
+	// context, so a statement stuck on a busy database cannot hold Stop past its own.
+	campaigner *loop.Loop
 }
 
 // NewLeader starts campaigning on m. Call [Leader.Stop] to stop and hand leadership over.
@@ -80,10 +77,8 @@ func NewLeader(m *lease.Manager, cfg LeaderConfig) *Leader {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	l := &Leader{m: m, cfg: cfg, log: cfg.Logger, watchers: map[chan bool]struct{}{},
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	l.ctx, l.cancel = context.WithCancel(context.Background())
-	go l.campaign()
+	l := &Leader{m: m, cfg: cfg, log: cfg.Logger, watchers: map[chan bool]struct{}{}}
+	l.campaigner = loop.Start(l.campaign)
 	return l
 }
 
@@ -189,7 +184,7 @@ func (l *Leader) Watch(ctx context.Context) <-chan bool {
 	go func() {
 		select {
 		case <-ctx.Done():
-		case <-l.done:
+		case <-l.campaigner.Done():
 		}
 		l.mu.Lock()
 		if _, ok := l.watchers[ch]; ok {
@@ -239,24 +234,13 @@ func (l *Leader) Resign(ctx context.Context) error {
 
 // Poke makes a follower look at the lease now instead of at its next poll; the bus calls it
 // when the leader lease is released elsewhere.
-func (l *Leader) Poke() {
-	select {
-	case l.kick <- struct{}{}:
-	default:
-	}
-}
+func (l *Leader) Poke() { l.campaigner.Kick() }
 
 // Stop stops campaigning, gives leadership up if held (so another instance takes over
 // within one poll), and waits for OnElected callbacks to return, or for ctx to end: a
 // callback that ignores its context cannot hold Stop forever.
 func (l *Leader) Stop(ctx context.Context) error {
-	select {
-	case <-l.stop:
-	default:
-		close(l.stop)
-	}
-	l.cancel()
-	<-l.done
+	l.campaigner.Stop()
 	l.mu.Lock()
 	cur := l.cur
 	l.cur = nil
@@ -278,34 +262,26 @@ func (l *Leader) Stop(ctx context.Context) error {
 	return err
 }
 
-func (l *Leader) campaign() {
-	defer close(l.done)
-	for {
-		if l.stopping() {
-			return
-		}
-		if wait := l.follow(); wait > 0 {
-			if !l.sleep(wait) {
-				return
-			}
-			continue
-		}
-		ls, err := l.m.TryAcquire(l.ctx, LeaderLease, &lease.AcquireOpts{TTL: l.cfg.TTL})
-		if err != nil {
-			if !errors.Is(err, lease.ErrHeld) && !errors.Is(err, lease.ErrClosed) && l.ctx.Err() == nil {
-				l.log.Warn("cluster: leader election attempt failed", "err", err)
-			}
-			if !l.sleep(l.cfg.Poll) {
-				return
-			}
-			continue
-		}
-		l.lead(ls)
+// campaign is one round of the campaign: it waits while another instance leads (or this
+// one sits out), tries for the lease, and if it wins, leads until the term ends. A kick
+// (Poke) cuts a wait short. ctx ends at Stop.
+func (l *Leader) campaign(ctx context.Context) time.Duration {
+	if wait := l.follow(ctx); wait > 0 {
+		return wait
 	}
+	ls, err := l.m.TryAcquire(ctx, LeaderLease, &lease.AcquireOpts{TTL: l.cfg.TTL})
+	if err != nil {
+		if !errors.Is(err, lease.ErrHeld) && !errors.Is(err, lease.ErrClosed) && ctx.Err() == nil {
+			l.log.Warn("cluster: leader election attempt failed", "err", err)
+		}
+		return l.cfg.Poll
+	}
+	l.lead(ctx, ls)
+	return 0
 }
 
 // follow returns how long to wait before trying for the lease, or 0 to try now.
-func (l *Leader) follow() time.Duration {
+func (l *Leader) follow(ctx context.Context) time.Duration {
 	l.mu.Lock()
 	sitOut := time.Until(l.sitOut)
 	l.mu.Unlock()
@@ -313,15 +289,16 @@ func (l *Leader) follow() time.Duration {
 		return sitOut
 	}
 	// Reading first keeps followers from taking SQLite's write lock ten times a second.
-	info, err := l.m.Info(l.ctx, LeaderLease)
+	info, err := l.m.Info(ctx, LeaderLease)
 	if err != nil || !info.Held() {
 		return 0
 	}
 	return min(l.cfg.Poll, info.Remaining+time.Millisecond)
 }
 
-// lead runs while ls is held: it announces the election and waits for the lease to end.
-func (l *Leader) lead(ls *lease.Lease) {
+// lead runs while ls is held: it announces the election and waits for the lease to end,
+// or for ctx (the campaign's) to end at Stop.
+func (l *Leader) lead(ctx context.Context, ls *lease.Lease) {
 	l.mu.Lock()
 	l.cur, l.struck = ls, false
 	for _, fn := range l.onElected {
@@ -333,7 +310,7 @@ func (l *Leader) lead(ls *lease.Lease) {
 
 	select {
 	case <-ls.Context().Done():
-	case <-l.stop:
+	case <-ctx.Done():
 		// Stop releases the lease after the loop has ended.
 		return
 	}
@@ -347,26 +324,4 @@ func (l *Leader) lead(ls *lease.Lease) {
 	l.notifyLocked(false)
 	l.mu.Unlock()
 	l.log.Info("cluster: no longer leader", "token", ls.Token(), "cause", context.Cause(ls.Context()))
-}
-
-func (l *Leader) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-l.stop:
-		return false
-	case <-l.kick:
-		return true
-	case <-t.C:
-		return true
-	}
-}
-
-func (l *Leader) stopping() bool {
-	select {
-	case <-l.stop:
-		return true
-	default:
-		return false
-	}
 }

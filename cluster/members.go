@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 )
@@ -85,12 +86,11 @@ type Membership struct {
 	lastAttempt atomic.Int64 // same, of the last attempt, successful or not
 	epoch       time.Time    // base for the two above
 
-	mu      sync.Mutex // protects joined, stopped, onStall
+	mu      sync.Mutex // protects joined, stopped, beats, onStall
 	onStall []func(from, to time.Time)
 	joined  bool
 	stopped bool
-	stop    chan struct{}
-	done    chan struct{}
+	beats   *loop.Loop // heartbeats, from Join to Leave
 }
 
 // NewMembership validates cfg; [Membership.Join] registers.
@@ -113,8 +113,7 @@ func NewMembership(s *store.Store, cfg Config) (*Membership, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Membership{s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger, epoch: time.Now(),
-		stop: make(chan struct{}), done: make(chan struct{})}
+	m := &Membership{s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger, epoch: time.Now()}
 	m.state.Store(StateStarting)
 	return m, nil
 }
@@ -133,7 +132,7 @@ func (m *Membership) Join(ctx context.Context) error {
 		return errors.New("cluster: Join called twice or after Leave")
 	}
 	m.joined = true
-	go m.beatLoop()
+	m.beats = loop.StartEvery(m.cfg.HeartbeatInterval, m.beat)
 	return nil
 }
 
@@ -182,19 +181,11 @@ func (m *Membership) landed(start time.Time) {
 	}
 }
 
-func (m *Membership) beatLoop() {
-	defer close(m.done)
-	t := time.NewTicker(m.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-t.C:
-		}
-		if err := m.Beat(context.Background()); err != nil {
-			m.log.Warn("cluster: heartbeat failed", "err", err)
-		}
+// beat is the heartbeat loop's round. A beat under way when Leave stops the loop runs to
+// its end (Beat bounds it by DeadAfter).
+func (m *Membership) beat(ctx context.Context) {
+	if err := m.Beat(context.WithoutCancel(ctx)); err != nil {
+		m.log.Warn("cluster: heartbeat failed", "err", err)
 	}
 }
 
@@ -300,14 +291,11 @@ func (m *Membership) Reap(ctx context.Context, keep time.Duration) (int64, error
 // Leave stops heartbeating and removes this instance's row.
 func (m *Membership) Leave(ctx context.Context) error {
 	m.mu.Lock()
-	joined := m.joined
-	if !m.stopped {
-		m.stopped = true
-		close(m.stop)
-	}
+	m.stopped = true
+	beats := m.beats
 	m.mu.Unlock()
-	if joined {
-		<-m.done
+	if beats != nil {
+		beats.Stop()
 	}
 	if _, err := m.s.Control().Exec(ctx, m.q.leave, m.cfg.Service, m.cfg.ID); err != nil {
 		return fmt.Errorf("cluster: leave: %w", err)

@@ -26,6 +26,7 @@ import (
 	gocron "github.com/netresearch/go-cron"
 
 	"github.com/twicehq/twice/internal/block"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 )
@@ -131,14 +132,13 @@ type Cron struct {
 	log  *slog.Logger
 
 	declMu    sync.Mutex // serialises Add with the leader's undeclare
-	mu        sync.Mutex // protects schedules, started, stopped
+	mu        sync.Mutex // protects schedules, started, stopped, every, leading
 	schedules map[string]*schedule
 	started   bool
 	stopped   bool
-
-	kick chan struct{}
-	stop chan struct{}
-	wg   sync.WaitGroup
+	every     *loop.Loop     // runs the every-instance schedules, from Start to Close
+	leading   *loop.Loop     // fires the once-per-tick schedules while this instance leads
+	wg        sync.WaitGroup // every-instance ticks running
 }
 
 type schedule struct {
@@ -165,8 +165,7 @@ func New(d block.Deps, jc *jobs.Client, cfg Config) (*Cron, error) {
 	if cfg.Poll <= 0 {
 		cfg.Poll = DefaultPoll
 	}
-	return &Cron{d: d, s: d.Store, q: queriesFor(d.Store), jobs: jc, cfg: cfg, log: d.Logger, schedules: map[string]*schedule{},
-		kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+	return &Cron{d: d, s: d.Store, q: queriesFor(d.Store), jobs: jc, cfg: cfg, log: d.Logger, schedules: map[string]*schedule{}}, nil
 }
 
 // Schedule computes a schedule's ticks.
@@ -233,7 +232,9 @@ func (c *Cron) Add(name, expr string, args jobs.Args, opts *Opts) error {
 	c.declMu.Lock()
 	defer c.declMu.Unlock()
 	if sc.opts.Mode == OncePerTick {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		// Add has no context; a declaration at startup may wait behind a busy writer as
+		// long as a batch does.
+		ctx, cancel := context.WithTimeout(context.Background(), loop.BatchTimeout)
 		defer cancel()
 		if err := c.upsert(ctx, sc); err != nil {
 			return fmt.Errorf("cron: %s: %w", name, err)
@@ -327,10 +328,14 @@ func (c *Cron) Remove(name string) {
 	c.mu.Unlock()
 }
 
+// poke makes the leader's loop and the every-instance loop look at the schedules now.
 func (c *Cron) poke() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range []*loop.Loop{c.every, c.leading} {
+		if l != nil {
+			l.Kick()
+		}
 	}
 }
 
@@ -358,8 +363,7 @@ func (c *Cron) Start(context.Context) error {
 		return nil
 	}
 	c.started = true
-	c.wg.Add(1)
-	go c.everyInstance()
+	c.every = loop.Start(c.everyInstance())
 	return nil
 }
 
@@ -372,8 +376,11 @@ func (c *Cron) Close(context.Context) error {
 		return nil
 	}
 	c.stopped = true
+	every := c.every
 	c.mu.Unlock()
-	close(c.stop)
+	if every != nil {
+		every.Stop()
+	}
 	c.wg.Wait()
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 )
@@ -28,7 +29,8 @@ func (c *Cron) Lead(ctx context.Context) {
 	if err := c.undeclare(ctx); err != nil && ctx.Err() == nil {
 		c.log.Warn("cron: marking undeclared schedules failed", "err", err)
 	}
-	for {
+	// The rounds fire with the term's ctx, which ends them when the term ends.
+	l := loop.Start(func(context.Context) time.Duration {
 		_, wait, err := c.Fire(ctx)
 		if err != nil && ctx.Err() == nil {
 			c.log.Warn("cron: firing schedules failed; retrying", "err", err)
@@ -36,16 +38,18 @@ func (c *Cron) Lead(ctx context.Context) {
 		if wait <= 0 || wait > c.cfg.Poll {
 			wait = c.cfg.Poll
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-c.kick:
-		case <-t.C:
-		}
-		t.Stop()
+		return wait
+	})
+	c.mu.Lock()
+	c.leading = l
+	c.mu.Unlock()
+	<-ctx.Done()
+	c.mu.Lock()
+	if c.leading == l {
+		c.leading = nil
 	}
+	c.mu.Unlock()
+	l.Stop()
 }
 
 // undeclare re-stores this instance's schedules (the stored schedule follows the code of
@@ -257,18 +261,11 @@ func TickTime(row *jobs.Row) (time.Time, bool) {
 	return t, true
 }
 
-// everyInstance runs the every-instance schedules of this process at their ticks, in
-// database time.
-func (c *Cron) everyInstance() {
-	defer c.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-c.stop
-		cancel()
-	}()
+// everyInstance returns the step that runs the every-instance schedules of this process at
+// their ticks, in database time.
+func (c *Cron) everyInstance() loop.Step {
 	next := map[string]time.Time{}
-	for {
+	return func(ctx context.Context) time.Duration {
 		wait := c.cfg.Poll
 		if scs := c.declared(EveryInstance); len(scs) > 0 {
 			now, err := c.s.Now(ctx)
@@ -289,15 +286,7 @@ func (c *Cron) everyInstance() {
 				wait = min(wait, next[sc.name].Sub(now))
 			}
 		}
-		t := time.NewTimer(max(wait, time.Millisecond))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-c.kick:
-		case <-t.C:
-		}
-		t.Stop()
+		return max(wait, time.Millisecond)
 	}
 }
 

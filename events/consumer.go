@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
 )
@@ -201,17 +202,15 @@ type Consumer struct {
 	unreg    func()
 	mem      *byteBudget // the bytes this instance's reads of the group may hold
 
-	ctx        context.Context // ends when the consumer starts closing: stops the balancer
-	cancel     context.CancelFunc
 	hardCtx    context.Context // ends when Close gives up waiting: cancels Broadcast handlers
 	hardCancel context.CancelFunc
-	balanced   chan struct{}  // closed when the balancer has stopped
-	wg         sync.WaitGroup // workers
+	wg         sync.WaitGroup // workers, and the balancer's lease watch
 
-	mu      sync.Mutex // protects workers, member
-	workers map[int]*worker
-	member  *lease.Lease
-	ended   chan struct{} // a worker ended on its own (its lease was lost)
+	mu       sync.Mutex // protects workers, member, balancer, closing
+	workers  map[int]*worker
+	member   *lease.Lease
+	balancer *loop.Loop // keeps this instance's share; nil for Broadcast and after Close
+	closing  bool       // Close has begun: no balancer starts
 
 	closeOnce sync.Once
 	closeErr  error
@@ -227,18 +226,16 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 	if cfg.Mode != Broadcast && l.d.Leases == nil {
 		return nil, errors.New("events: a Shared or ExactlyOnce group needs Config.Leases")
 	}
-	c := &Consumer{l: l, cfg: cfg, workers: map[int]*worker{}, ended: make(chan struct{}, 1), mem: newByteBudget(cfg.MaxBytes),
+	c := &Consumer{l: l, cfg: cfg, workers: map[int]*worker{}, mem: newByteBudget(cfg.MaxBytes),
 		read:     withTopics(l.s, l.q.read, "topic", len(cfg.Topics)),
 		heldBack: withTopics(l.s, l.q.heldBack, "topic", len(cfg.Topics)),
 		topicArg: topicArg(l.s, cfg.Topics),
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.hardCtx, c.hardCancel = context.WithCancel(context.Background())
-	c.balanced = make(chan struct{})
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		c.cancel()
+		c.hardCancel()
 		return nil, ErrClosed
 	}
 	l.consumers[c] = struct{}{}
@@ -251,7 +248,6 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 			c.abort()
 			return nil, err
 		}
-		close(c.balanced)
 		w := c.newWorker(c.hardCtx, -1, nil)
 		w.pos, w.skipVisible = start, snap
 		c.wg.Add(1)
@@ -269,12 +265,11 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 		c.abort()
 		return nil, fmt.Errorf("events: join group %q: %w", cfg.Name, err)
 	}
-	go c.balance()
+	c.balance()
 	return c, nil
 }
 
 func (c *Consumer) abort() {
-	c.cancel()
 	c.hardCancel()
 	c.unreg()
 	c.l.mu.Lock()
@@ -323,24 +318,49 @@ func (c *Consumer) ensureGroup(ctx context.Context) error {
 	})
 }
 
-// balance keeps this instance's share of the partitions: with n live members each holds
-// at most ceil(partitions/n), taking free partitions and releasing extra ones.
+// balance starts the loop that keeps this instance's share of the partitions: with n live
+// members each holds at most ceil(partitions/n), taking free partitions and releasing extra
+// ones. It rebalances at once, every Rebalance, when a lease changes in this process and
+// when a worker ends on its own (its lease was lost).
 func (c *Consumer) balance() {
-	defer close(c.balanced)
-	t := time.NewTicker(c.cfg.Rebalance)
-	defer t.Stop()
-	for {
-		changed := c.l.d.Leases.Changed()
-		if err := c.rebalance(c.ctx); err != nil && c.ctx.Err() == nil {
+	c.mu.Lock()
+	if c.closing { // the Log closed while Subscribe ran
+		c.mu.Unlock()
+		return
+	}
+	b := loop.StartEvery(c.cfg.Rebalance, func(ctx context.Context) {
+		if err := c.rebalance(ctx); err != nil && ctx.Err() == nil {
 			c.l.log.Warn("events: rebalancing failed", "group", c.cfg.Name, "err", err)
 		}
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-		case <-changed:
-		case <-c.ended:
+	})
+	c.balancer = b
+	c.mu.Unlock()
+	// The first change watched is one after the first round's start, as for every round
+	// after it.
+	changed := c.l.d.Leases.Changed()
+	b.Kick()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for {
+			select {
+			case <-b.Stopping():
+				return
+			case <-changed:
+				b.Kick()
+			}
+			changed = c.l.d.Leases.Changed()
 		}
+	}()
+}
+
+// kickBalancer makes the balancer rebalance now.
+func (c *Consumer) kickBalancer() {
+	c.mu.Lock()
+	b := c.balancer
+	c.mu.Unlock()
+	if b != nil {
+		b.Kick()
 	}
 }
 
@@ -429,10 +449,7 @@ func (c *Consumer) startWorker(p int, l *lease.Lease) {
 	c.wg.Add(1)
 	go func() {
 		w.run()
-		select {
-		case c.ended <- struct{}{}:
-		default:
-		}
+		c.kickBalancer()
 	}()
 }
 
@@ -471,8 +488,13 @@ func (c *Consumer) Partitions() []int {
 func (c *Consumer) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
 		c.unreg()
-		c.cancel() // stops the balancer, so no worker starts from here on
-		<-c.balanced
+		c.mu.Lock()
+		b := c.balancer
+		c.balancer, c.closing = nil, true
+		c.mu.Unlock()
+		if b != nil {
+			b.Stop() // so no worker starts from here on
+		}
 		c.mu.Lock()
 		ws := make([]*worker, 0, len(c.workers))
 		for _, w := range c.workers {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/internal/loop"
 )
 
 // waker calls the readers registered for a topic when events of it may have committed.
@@ -109,9 +110,8 @@ type watcher struct {
 	pending map[int64]watched
 	closed  bool
 
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	looks *loop.Loop
+	due   time.Time // when the wait the last round asked for ends; only the loop touches it
 }
 
 type watched struct {
@@ -120,9 +120,8 @@ type watched struct {
 }
 
 func newWatcher(l *Log) *watcher {
-	w := &watcher{l: l, pending: map[int64]watched{}, kick: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{})}
-	go w.loop()
+	w := &watcher{l: l, pending: map[int64]watched{}}
+	w.looks = loop.StartAfter(loop.Forever, w.step)
 	return w
 }
 
@@ -137,42 +136,22 @@ func (w *watcher) add(ids []int64, msgs []Message) {
 		w.pending[id] = watched{topic: msgs[i].Topic, added: now}
 	}
 	w.mu.Unlock()
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
+	w.looks.Kick()
 }
 
-func (w *watcher) loop() {
-	defer close(w.done)
-	for {
-		wait := w.interval()
-		var t *time.Timer
-		var tick <-chan time.Time
-		if wait > 0 {
-			t = time.NewTimer(wait)
-			tick = t.C
-		}
-		looked := false
-		select {
-		case <-w.stop:
-		case <-w.kick:
-			// New ids: look after the first interval; their commit cannot be sooner.
-		case <-tick:
-			looked = true
-		}
-		if t != nil {
-			t.Stop()
-		}
-		select {
-		case <-w.stop:
-			return
-		default:
-		}
-		if looked {
-			w.look()
-		}
+// step looks when the interval it asked for has passed. A kick (new ids) only sets the next
+// interval: their commit cannot be sooner.
+func (w *watcher) step(context.Context) time.Duration {
+	if !w.due.IsZero() && !time.Now().Before(w.due) {
+		w.look()
 	}
+	wait := w.interval()
+	if wait == 0 {
+		w.due = time.Time{}
+		return loop.Forever
+	}
+	w.due = time.Now().Add(wait)
+	return wait
 }
 
 // interval is how long until the next look: 0 when nothing is pending; 1 ms while the
@@ -207,7 +186,7 @@ func (w *watcher) look() {
 	if len(ids) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), loop.StatementTimeout)
 	defer cancel()
 	visible, err := w.visible(ctx, ids)
 	if err != nil {
@@ -257,9 +236,13 @@ func (w *watcher) close() {
 	}
 	w.closed = true
 	w.mu.Unlock()
-	close(w.stop)
-	<-w.done
+	w.looks.Stop()
 }
+
+// announceTimeout bounds sending one wake-up signal. It is a hint, which
+// [loop.SignalTimeout] bounds elsewhere, but it has always had 5 s here; aligning the two
+// would change when a slow bus gives up on it.
+const announceTimeout = 5 * time.Second
 
 // announcer sends the topics of committed events on the bus from a goroutine of its own,
 // merging the topics of every publish since its last send.
@@ -271,15 +254,15 @@ type announcer struct {
 	pending map[string]bool
 	order   []string
 
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	l *loop.Loop
 }
 
 func newAnnouncer(b bus.Bus, log *slog.Logger) *announcer {
-	a := &announcer{b: b, log: log, pending: map[string]bool{}, kick: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{})}
-	go a.loop()
+	a := &announcer{b: b, log: log, pending: map[string]bool{}}
+	a.l = loop.StartAfter(loop.Forever, func(context.Context) time.Duration {
+		a.send()
+		return loop.Forever
+	})
 	return a
 }
 
@@ -292,23 +275,7 @@ func (a *announcer) add(topics []string) {
 		}
 	}
 	a.mu.Unlock()
-	select {
-	case a.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (a *announcer) loop() {
-	defer close(a.done)
-	for {
-		select {
-		case <-a.stop:
-			a.send()
-			return
-		case <-a.kick:
-			a.send()
-		}
-	}
+	a.l.Kick()
 }
 
 // send publishes the pending topics, as many per signal as fit a bus payload. A signal
@@ -329,7 +296,7 @@ func (a *announcer) send() {
 			n++
 		}
 		topics = topics[n:]
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), announceTimeout)
 		if err := a.b.Publish(ctx, WakeChannel, []byte(sb.String())); err != nil {
 			a.log.Debug("events: wake-up signal not sent; readers find the events at their next poll", "err", err)
 		}
@@ -337,7 +304,8 @@ func (a *announcer) send() {
 	}
 }
 
+// close stops the loop and sends what is still pending.
 func (a *announcer) close() {
-	close(a.stop)
-	<-a.done
+	a.l.Stop()
+	a.send()
 }

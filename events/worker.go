@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
@@ -151,7 +152,7 @@ func (w *worker) release() {
 	if w.lease == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), loop.ReleaseTimeout)
 	defer cancel()
 	if err := w.lease.Release(ctx); err != nil {
 		w.c.l.log.Debug("events: releasing a partition failed; it expires by itself", "group", w.c.cfg.Name, "partition", w.part, "err", err)

@@ -239,13 +239,9 @@ func (p *producer) stopFetching() {
 
 // waitIdle waits until no job runs or ctx ends.
 func (p *producer) waitIdle(ctx context.Context) {
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
 	for p.numRunning() > 0 {
-		select {
-		case <-ctx.Done():
+		if !loop.Sleep(ctx, 5*time.Millisecond) {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -19,10 +19,12 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/internal/block"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
 )
 
@@ -155,9 +157,9 @@ type Settings struct {
 	notes *notifier
 
 	unsubscribe func()
-	kick        chan struct{}
-	stop        chan struct{}
-	done        chan struct{}
+	poller      *loop.Loop // set by Start
+	failing     bool       // the last poll failed; only the poller touches it
+	stopped     atomic.Bool
 	startOnce   sync.Once
 	closeOnce   sync.Once
 }
@@ -180,7 +182,7 @@ func New(d block.Deps, cfg Config) (*Settings, error) {
 	}
 	return &Settings{d: d, st: d.Store, cfg: cfg, q: queriesFor(d.Store), log: d.Logger,
 		vals: map[string]Setting{}, watchers: map[int]*watcher{}, warned: map[string]int64{},
-		notes: newNotifier(d.Logger, d.Panics), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}, nil
+		notes: newNotifier(d.Logger, d.Panics)}, nil
 }
 
 // Start loads the service's settings and keeps them current: over the bus when it
@@ -191,15 +193,17 @@ func New(d block.Deps, cfg Config) (*Settings, error) {
 func (s *Settings) Start(ctx context.Context) error {
 	// Close runs startOnce first, so a Start after Close does nothing.
 	s.startOnce.Do(func() {
+		// The poller's first round is a poll later or at the first signal, which waits for
+		// the first load to end (refreshMu).
+		s.poller = loop.StartEvery(s.cfg.Poll, s.poll)
 		if b := s.d.Bus; b != nil {
 			// Subscribe before the first load, so no change falls between the two.
-			s.unsubscribe = b.Subscribe(Channel, func(bus.Message) { s.poke() })
+			s.unsubscribe = b.Subscribe(Channel, func(bus.Message) { s.poller.Kick() })
 		}
 		if err := s.refresh(ctx); err != nil {
 			s.log.Warn("settings: cannot load the settings yet; reads return their defaults until a poll succeeds",
 				"err", err)
 		}
-		go s.loop()
 	})
 	if s.closed() {
 		return ErrClosed
@@ -207,37 +211,19 @@ func (s *Settings) Start(ctx context.Context) error {
 	return nil
 }
 
-func (s *Settings) poke() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
-
-// loop refreshes the local copy on every signal and every poll.
-func (s *Settings) loop() {
-	defer close(s.done)
-	t := time.NewTicker(s.cfg.Poll)
-	defer t.Stop()
-	failing := false
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-s.kick:
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := s.refresh(ctx)
-		cancel()
-		switch {
-		case err != nil && !failing:
-			s.log.Warn("settings: cannot read changes; serving the last known values", "err", err)
-			failing = true
-		case err == nil && failing:
-			s.log.Info("settings: reading changes again")
-			failing = false
-		}
+// poll refreshes the local copy, on every signal and every Config.Poll. A refresh under way
+// when Close stops the poller runs to its end.
+func (s *Settings) poll(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loop.StatementTimeout)
+	err := s.refresh(ctx)
+	cancel()
+	switch {
+	case err != nil && !s.failing:
+		s.log.Warn("settings: cannot read changes; serving the last known values", "err", err)
+		s.failing = true
+	case err == nil && s.failing:
+		s.log.Info("settings: reading changes again")
+		s.failing = false
 	}
 }
 
@@ -420,20 +406,13 @@ func (s *Settings) Close(ctx context.Context) error {
 		if s.unsubscribe != nil {
 			s.unsubscribe()
 		}
-		close(s.stop)
+		s.stopped.Store(true)
 		if ran {
-			<-s.done
+			s.poller.Stop()
 		}
 		err = s.notes.close(ctx)
 	})
 	return err
 }
 
-func (s *Settings) closed() bool {
-	select {
-	case <-s.stop:
-		return true
-	default:
-		return false
-	}
-}
+func (s *Settings) closed() bool { return s.stopped.Load() }

@@ -70,13 +70,18 @@ func (c *stmtCache) get(query string) *sql.Stmt {
 	return nil
 }
 
+// prepareTimeout bounds preparing one statement in the background. It is longer than
+// loop.StatementTimeout because nobody waits for it: meanwhile a caller's miss runs the
+// text unprepared.
+const prepareTimeout = time.Minute
+
 // prepareLoop prepares the texts asked for until close. A text that fails to prepare (a
 // syntax error, a table that does not exist yet) is forgotten: the next miss asks again,
 // and meanwhile the caller's own run of the text reports the error.
 func (c *stmtCache) prepareLoop() {
 	defer close(c.done)
 	for query := range c.want {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), prepareTimeout)
 		st, err := c.db.PrepareContext(ctx, query)
 		cancel()
 		c.mu.Lock()

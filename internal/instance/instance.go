@@ -23,6 +23,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/idempotency"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/lease"
 )
 
@@ -208,7 +209,7 @@ func run(ctx context.Context, o Options, out io.Writer) error {
 		stops[i]()
 	}
 	stopHTTP()
-	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	closeCtx, cancel := context.WithTimeout(context.Background(), loop.CloseTimeout)
 	defer cancel()
 	err = node.Close(closeCtx)
 	em.emit(Event{Event: "closed"})
@@ -239,7 +240,7 @@ func serve(mux *http.ServeMux, em *emitter) (stop func(), err error) {
 	go func() { _ = srv.Serve(ln) }()
 	em.emit(Event{Event: "http", Addr: ln.Addr().String()})
 	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), loop.ReleaseTimeout)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}, nil

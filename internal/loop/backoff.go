@@ -58,9 +58,13 @@ const (
 	// BatchTimeout bounds a statement that handles a whole batch (finishing a thousand jobs,
 	// firing the ticks of every schedule).
 	BatchTimeout = 30 * time.Second
-	// ReleaseTimeout bounds handing something back on the way out (a lease, a claim): if
-	// the database does not answer, the thing expires by itself.
+	// ReleaseTimeout bounds handing something back on the way out (a lease, a claim, the
+	// parts of a half-opened node, an HTTP server's connections): if the other side does
+	// not answer, the thing expires by itself.
 	ReleaseTimeout = 5 * time.Second
+	// CloseTimeout bounds closing a whole node that no caller's context bounds (a process
+	// shutting down on a signal): its blocks finish what they hold and hand it back.
+	CloseTimeout = 10 * time.Second
 	// SignalTimeout bounds sending a bus signal that is only a hint.
 	SignalTimeout = time.Second
 )

@@ -35,10 +35,25 @@ func Start(step Step) *Loop { return StartAfter(0, step) }
 // StartAfter is [Start] with the first round after wait (or a kick), for loops whose first
 // round has nothing to do yet.
 func StartAfter(wait time.Duration, step Step) *Loop {
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &Loop{kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	l := newLoop()
 	go l.run(wait, step)
 	return l
+}
+
+// StartEvery runs step on a goroutine of its own each time d passes and whenever it is
+// kicked; the first round is after d or the first kick. The beat is fixed, as a
+// [time.Ticker]'s: a kicked or slow round does not move the next one, and a beat missed
+// during a slow round runs at once after it. It is the shape of a poll that a signal can
+// bring forward (a heartbeat, a settings poll, a bus poller).
+func StartEvery(d time.Duration, step func(ctx context.Context)) *Loop {
+	l := newLoop()
+	go l.runEvery(d, step)
+	return l
+}
+
+func newLoop() *Loop {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Loop{kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
 func (l *Loop) run(wait time.Duration, step Step) {
@@ -74,6 +89,24 @@ func (l *Loop) run(wait time.Duration, step Step) {
 			return
 		}
 		wait = step(l.ctx)
+	}
+}
+
+func (l *Loop) runEvery(d time.Duration, step func(ctx context.Context)) {
+	defer close(l.done)
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-l.kick:
+		case <-t.C:
+		}
+		if l.ctx.Err() != nil {
+			return
+		}
+		step(l.ctx)
 	}
 }
 

@@ -126,3 +126,21 @@ func TestEveryUntilCancelled(t *testing.T) {
 		t.Fatalf("fn ran %d times, want 3", n.Load())
 	}
 }
+
+func TestStartEveryKeepsABeatAndIsKicked(t *testing.T) {
+	var n atomic.Int32
+	l := StartEvery(time.Hour, func(context.Context) { n.Add(1) })
+	time.Sleep(20 * time.Millisecond)
+	if n.Load() != 0 {
+		t.Fatal("a round ran before the first beat or a kick")
+	}
+	l.Kick()
+	waitFor(t, "the kicked round", func() bool { return n.Load() == 1 })
+	l.Stop()
+	l.Kick() // harmless after Stop
+
+	n.Store(0)
+	beat := StartEvery(time.Millisecond, func(context.Context) { n.Add(1) })
+	defer beat.Stop()
+	waitFor(t, "rounds on the beat", func() bool { return n.Load() >= 5 })
+}
