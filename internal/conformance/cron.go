@@ -266,9 +266,7 @@ func cronEveryInstanceMode(t *testing.T, backend Backend) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(50 * time.Millisecond) // both loops have seen the schedule
-	clock.Advance(time.Second)
-	testnode.Eventually(t, 20*time.Second, "each instance ran the tick", func() bool { return runs[0].Load() >= 1 && runs[1].Load() >= 1 })
+	clock.AdvanceUntil(t, time.Second, 20*time.Second, "each instance ran the tick", func() bool { return runs[0].Load() >= 1 && runs[1].Load() >= 1 })
 	if rows, _ := nodes[0].Jobs().List(ctx, jobs.ListParams{}); len(rows) != 0 {
 		t.Errorf("every-instance ticks left %d job rows", len(rows))
 	}

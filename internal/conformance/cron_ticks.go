@@ -138,22 +138,16 @@ func cronEveryInstanceTickTime(t *testing.T, backend Backend) {
 	if err := n.Cron().Add("local-flush", "@every 1s", tick{}, &cron.Opts{Mode: cron.EveryInstance}); err != nil {
 		t.Fatal(err)
 	}
-	// The loop may see the schedule only after a first advance (its next tick is then a
-	// second after that), so the clock moves on until a tick arrives.
-	advance := time.NewTicker(100 * time.Millisecond)
-	defer advance.Stop()
-	deadline := time.After(20 * time.Second)
-	for {
+	var at time.Time
+	clock.AdvanceUntil(t, time.Second, 20*time.Second, "an every-instance tick with its time", func() bool {
 		select {
-		case at := <-got:
-			if at.IsZero() || at.UnixNano()%int64(time.Second) != 0 || at.After(clock.Now()) {
-				t.Errorf("every-instance tick %v at %v", at, clock.Now())
-			}
-			return
-		case <-advance.C:
-			clock.Advance(time.Second)
-		case <-deadline:
-			t.Fatal("no every-instance tick with its time within 20s")
+		case at = <-got:
+			return true
+		default:
+			return false
 		}
+	})
+	if at.IsZero() || at.UnixNano()%int64(time.Second) != 0 || at.After(clock.Now()) {
+		t.Errorf("every-instance tick %v at %v", at, clock.Now())
 	}
 }

@@ -2,6 +2,7 @@ package testdb
 
 import (
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -31,4 +32,20 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+// AdvanceUntil moves the clock forward by step every tenth of a second until cond holds,
+// and fails t if it does not within limit (real time). It is for tests that wait for a
+// loop to act on the stub clock: a loop that first looks at the clock after a single
+// advance would wait for the next one, so the clock keeps moving until the loop has acted.
+func (c *Clock) AdvanceUntil(t testing.TB, step, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, limit)
+		}
+		c.Advance(step)
+		time.Sleep(100 * time.Millisecond)
+	}
 }
