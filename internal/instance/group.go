@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -87,7 +88,8 @@ func (g *Group) Start(ctx context.Context, slot int) (*Proc, error) {
 	}
 	cmd := g.spawn()
 	cmd.Env = append(os.Environ(), EnvOptions+"="+string(enc))
-	cmd.Stderr = g.stderr
+	tail := &tailWriter{max: 2048}
+	cmd.Stderr = io.MultiWriter(g.stderr, tail)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -114,7 +116,8 @@ func (g *Group) Start(ctx context.Context, slot int) (*Proc, error) {
 		return nil, err
 	}
 	if ev.Event != "ready" {
-		return nil, fmt.Errorf("instance: slot %d exited before it was ready: %s", slot, ev.Err)
+		// Its stderr says why, which the group may otherwise discard.
+		return nil, fmt.Errorf("instance: slot %d exited before it was ready: %s; its last output: %q", slot, ev.Err, tail.String())
 	}
 	g.mu.Lock()
 	p.ID = ev.ID
@@ -282,3 +285,26 @@ func (g *Group) Leader() (slot int, elected Event, ok bool) {
 
 // PID is the process id.
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// tailWriter keeps the last max bytes written to it.
+type tailWriter struct {
+	mu  sync.Mutex // protects buf
+	max int
+	buf []byte
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	if over := len(w.buf) - w.max; over > 0 {
+		w.buf = append(w.buf[:0], w.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (w *tailWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.TrimSpace(string(w.buf))
+}

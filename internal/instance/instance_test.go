@@ -3,6 +3,7 @@ package instance_test
 import (
 	"context"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -212,4 +213,17 @@ func TestComponentDeclaresItsTables(t *testing.T) {
 		t.Parallel()
 		testdb.CheckTables(t, db, instance.Component())
 	})
+}
+
+// A child that cannot start says why: the error carries the end of its stderr even when
+// the group discards it.
+func TestStartFailureSaysWhy(t *testing.T) {
+	t.Parallel()
+	opts := instance.Options{DSN: "mysql://nowhere/db", Service: "svc"}
+	g := instance.NewGroup(spawner(t), opts, nil)
+	defer g.Stop(10 * time.Second)
+	_, err := g.Start(context.Background(), 0)
+	if err == nil || !strings.Contains(err.Error(), "mysql") {
+		t.Fatalf("start of an instance that cannot open its store: %v", err)
+	}
 }
