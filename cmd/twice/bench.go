@@ -16,7 +16,7 @@ import (
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: bench needs a benchmark: failover, events, idle, invalidation or config", errUsage)
+		return fmt.Errorf("%w: bench needs a benchmark: failover, events, idle, scale, invalidation or config", errUsage)
 	}
 	switch args[0] {
 	case "failover":
@@ -25,6 +25,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return benchEvents(ctx, args[1:], stdout, stderr)
 	case "idle":
 		return benchIdle(ctx, args[1:], stdout, stderr)
+	case "scale":
+		return benchScale(ctx, args[1:], stdout, stderr)
 	case kindInvalidation, kindConfig:
 		return benchPropagation(ctx, args[0], args[1:], stdout, stderr)
 	default:

@@ -138,14 +138,29 @@ func measureFailover(ctx context.Context, spawn instance.Spawner, opts instance.
 			return res, err
 		}
 	}
+	var err error
+	if res.FailoversMS, err = killLeaders(ctx, g, p.Kills, sig, ttl, p.Progress); err != nil {
+		return res, err
+	}
+	res.P50MS, res.P99MS, res.MaxMS = percentile(res.FailoversMS, 50), percentile(res.FailoversMS, 99), percentile(res.FailoversMS, 100)
+	return res, nil
+}
+
+// killLeaders stops the leader of g's instances kills times with sig and returns how long
+// each failover took, in ms: from the signal to the new leader's own report of its election,
+// both on this machine's clock. The stopped instance is restarted in its slot each time, so
+// every kill finds a full cluster. ttl is the instances' lease TTL.
+func killLeaders(ctx context.Context, g *instance.Group, kills int, sig syscall.Signal, ttl time.Duration, progress io.Writer) ([]float64, error) {
+	name := map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGTERM: "SIGTERM"}[sig]
+	var out []float64
 	// Every wait below is bounded: a cluster that never elects is a failure, not a hang.
 	limit := 10*ttl + 30*time.Second
-	for k := range p.Kills {
+	for k := range kills {
 		wctx, cancel := context.WithTimeout(ctx, limit)
 		_, _, err := g.WaitFor(wctx, 0, func(instance.Event) bool { _, _, ok := g.Leader(); return ok })
 		cancel()
 		if err != nil {
-			return res, fmt.Errorf("failover: no leader elected: %w", err)
+			return out, fmt.Errorf("failover: no leader elected: %w", err)
 		}
 		// Kill at a random point of the renewal cycle, after the leader has renewed at
 		// least once, so the figures cover every phase rather than one.
@@ -157,29 +172,28 @@ func measureFailover(ctx context.Context, spawn instance.Spawner, opts instance.
 		_, from := g.Log()
 		t0 := time.Now()
 		if err := g.Signal(slot, sig); err != nil {
-			return res, err
+			return out, err
 		}
 		wctx, cancel = context.WithTimeout(ctx, limit)
 		ev, _, err := g.WaitFor(wctx, from, func(e instance.Event) bool { return e.Event == "elected" && e.Proc != slot })
 		cancel()
 		if err != nil {
-			return res, fmt.Errorf("failover %d: no new leader after %s: %w", k+1, res.Signal, err)
+			return out, fmt.Errorf("failover %d: no new leader after %s: %w", k+1, name, err)
 		}
 		d := ev.Time().Sub(t0)
-		res.FailoversMS = append(res.FailoversMS, ms(d))
-		fmt.Fprintf(p.Progress, "failover %d/%d: %s to leader %s (token %d); %s elected in %d ms (token %d)\n",
-			k+1, p.Kills, res.Signal, elected.ID, elected.Token, ev.ID, d.Milliseconds(), ev.Token)
+		out = append(out, ms(d))
+		fmt.Fprintf(progress, "failover %d/%d: %s to leader %s (token %d); %s elected in %d ms (token %d)\n",
+			k+1, kills, name, elected.ID, elected.Token, ev.ID, d.Milliseconds(), ev.Token)
 		select {
 		case <-g.Proc(slot).Done():
 		case <-ctx.Done():
-			return res, ctx.Err()
+			return out, ctx.Err()
 		}
 		if _, err := g.Start(ctx, slot); err != nil {
-			return res, err
+			return out, err
 		}
 	}
-	res.P50MS, res.P99MS, res.MaxMS = percentile(res.FailoversMS, 50), percentile(res.FailoversMS, 99), percentile(res.FailoversMS, 100)
-	return res, nil
+	return out, nil
 }
 
 // percentile is the nearest-rank percentile p (0 < p <= 100) of xs.

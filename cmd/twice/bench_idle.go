@@ -151,22 +151,8 @@ func measureIdle(ctx context.Context, spawn instance.Spawner, s *store.Store, op
 	opts.Workloads = []instance.Workload{instance.Idle{Report: time.Second}}
 	g := instance.NewGroup(spawn, opts, nil)
 	defer g.Stop(30 * time.Second)
-	// Start several at a time: each waits for its migrations and its first heartbeat.
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	errs := make([]error, p.Instances)
-	for i := range p.Instances {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			_, errs[i] = g.Start(ctx, i)
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return res, err
-		}
+	if err := startAll(ctx, g, p.Instances); err != nil {
+		return res, err
 	}
 	fmt.Fprintf(p.Progress, "bench idle: %d instances ready; idling %s, then measuring for %s\n", p.Instances, p.Warmup, p.Duration)
 	if !loop.Sleep(ctx, p.Warmup) {
@@ -196,7 +182,42 @@ func measureIdle(ctx context.Context, spawn instance.Spawner, s *store.Store, op
 	}
 	res.DurationS = t1.Sub(t0).Seconds()
 
-	// Each instance's figures come from its own first report in the window and its last.
+	var err error
+	if res.PerInstance, res.StatementsPerSec, res.CPUMSPerSec, err = idleFigures(g, p.Instances, t0, t1); err != nil {
+		return res, fmt.Errorf("bench idle: %w", err)
+	}
+	return res, nil
+}
+
+// startParallel is how many instances [startAll] starts at a time.
+const startParallel = 8
+
+// startAll starts slots 0 to n-1 of g, several at a time: each start waits for the
+// instance's migrations and its first heartbeat, which one at a time would add up.
+func startAll(ctx context.Context, g *instance.Group, n int) error {
+	sem := make(chan struct{}, startParallel)
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			_, errs[i] = g.Start(ctx, i)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err // the first: when one fails, the others often fail alike
+		}
+	}
+	return nil
+}
+
+// idleFigures are the statements and CPU per second of each of the instances in slots 0
+// to n-1 of g between t0 and t1, from the "idle" events of the [instance.Idle] workload:
+// its first report in the window and its last. stmts and cpu are their means.
+func idleFigures(g *instance.Group, n int, t0, t1 time.Time) (per []idleCount, stmts, cpu float64, err error) {
 	events, _ := g.Log()
 	first, last := map[int]instance.Event{}, map[int]instance.Event{}
 	for _, e := range events {
@@ -208,17 +229,17 @@ func measureIdle(ctx context.Context, spawn instance.Spawner, s *store.Store, op
 		}
 		last[e.Proc] = e
 	}
-	for i := range p.Instances {
+	for i := range n {
 		a, b := first[i], last[i]
 		if b.T-a.T < int64(time.Second) {
-			return res, fmt.Errorf("bench idle: instance %d reported too little in the window (it may have died)", i)
+			return nil, 0, 0, fmt.Errorf("instance %d reported too little in the window (it may have died)", i)
 		}
 		secs := float64(b.T-a.T) / 1e9
 		c := idleCount{ID: a.ID, StatementsPerSec: float64(b.Statements-a.Statements) / secs,
 			CPUMSPerSec: float64(b.CPUMicros-a.CPUMicros) / 1000 / secs}
-		res.PerInstance = append(res.PerInstance, c)
-		res.StatementsPerSec += c.StatementsPerSec / float64(p.Instances)
-		res.CPUMSPerSec += c.CPUMSPerSec / float64(p.Instances)
+		per = append(per, c)
+		stmts += c.StatementsPerSec / float64(n)
+		cpu += c.CPUMSPerSec / float64(n)
 	}
-	return res, nil
+	return per, stmts, cpu, nil
 }

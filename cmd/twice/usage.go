@@ -68,6 +68,8 @@ func init() {
 				"event throughput, and propagation p50/p99 between instances"},
 			{"idle", "[--dsn DSN] [--bus nats://…] [--instances N] [--duration 30s] [--warmup 5s] [--json]",
 				"what idle instances cost: statements, transactions, connections and CPU per instance"},
+			{"scale", "[--dsn DSN] [--bus nats://…] [--instances 100] [--idle 10s] [--kills K] [--jobs N] [--json]",
+				"many instances: idle cost, time to see a new one, failover p50/p99, job throughput"},
 			{"invalidation", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--burst N] [--json]",
 				"time cache invalidations from commit to every instance"},
 			{"config", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--json]",

@@ -56,7 +56,7 @@ type Options struct {
 
 // Event is one line a child prints.
 type Event struct {
-	Event string `json:"event"` // ready, elected, demoted, fenced, locked, write_error, http, handling, invalidated, setting, lost, stall, idle, quiesced, closed, error
+	Event string `json:"event"` // ready, elected, demoted, fenced, locked, write_error, http, handling, invalidated, setting, lost, stall, idle, members, quiesced, closed, error
 	ID    string `json:"id,omitempty"`
 	PID   int    `json:"pid,omitempty"`
 	Token int64  `json:"token,omitempty"`
@@ -83,6 +83,8 @@ type Event struct {
 	// CPU its process has used, both since it started.
 	Statements int64 `json:"statements,omitempty"`
 	CPUMicros  int64 `json:"cpu_us,omitempty"`
+	// Members is, on "members", how many live instances the node lists.
+	Members int `json:"members,omitempty"`
 	// Proc is the parent's index of the process; children leave it zero.
 	Proc int `json:"-"`
 }

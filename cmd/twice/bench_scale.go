@@ -1,0 +1,494 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/bus/natsbus"
+	"github.com/twicehq/twice/internal/block"
+	"github.com/twicehq/twice/internal/instance"
+	"github.com/twicehq/twice/internal/loop"
+	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/lease"
+	"github.com/twicehq/twice/store"
+)
+
+// benchScale runs `twice bench scale`: what many instances of one service cost and how
+// they behave together, each a process of its own.
+func benchScale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench scale", flag.ContinueOnError)
+	var db dbFlags
+	db.register(fs)
+	busURL := fs.String("bus", "", "signal over NATS (nats://host:port) instead of the store-native bus")
+	instances := fs.Int("instances", 100, "instances to run, each a process of its own")
+	idle := fs.Duration("idle", 10*time.Second, "how long to measure the idle instances")
+	kills := fs.Int("kills", 3, "how many times to SIGKILL the leader")
+	jobCount := fs.Int("jobs", 20000, "no-op jobs for every instance to work from one queue")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *instances < 2 || *instances > 500:
+		return fmt.Errorf("%w: bench scale: --instances must be 2 to 500", errUsage)
+	case *idle < 2*time.Second || *idle > time.Hour:
+		return fmt.Errorf("%w: bench scale: --idle must be 2s to 1h", errUsage)
+	case *kills < 1 || *kills > 1000:
+		return fmt.Errorf("%w: bench scale: --kills must be 1 to 1000", errUsage)
+	case *jobCount < 1 || *jobCount > 1000000:
+		return fmt.Errorf("%w: bench scale: --jobs must be 1 to 1000000", errUsage)
+	}
+	s, dsn, cleanup, err := openScratch(ctx, &db, "bench")
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	service := "bench-scale-" + randHex(3)
+	defer forgetService(s, service, twice.Components()...)
+	spawn, err := instance.Self("__instance")
+	if err != nil {
+		return err
+	}
+	progress := stdout
+	if *asJSON {
+		progress = stderr
+	}
+	busName := "the store-native bus"
+	if *busURL != "" {
+		busName = "NATS at " + store.Redact(*busURL)
+	}
+	fmt.Fprintf(progress, "bench scale: %d instances of %s on %s over %s\n", *instances, service, s, busName)
+	res, err := measureScale(ctx, spawn, s, instance.Options{DSN: dsn, Schema: db.schema, Service: service, Bus: *busURL},
+		scaleParams{Instances: *instances, Settle: 2 * time.Second, Idle: *idle, Kills: *kills, Jobs: *jobCount, Progress: progress})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	fmt.Fprintln(stdout, res.summary())
+	return nil
+}
+
+// scaleParams configure [measureScale].
+type scaleParams struct {
+	// Instances is how many instances run, each a process.
+	Instances int
+	// Settle is waited after the start, before the idle window.
+	Settle time.Duration
+	// Idle is the idle window: at least 2s, for two reports of each instance in it.
+	Idle time.Duration
+	// Kills is how many times the leader is SIGKILLed.
+	Kills int
+	// Jobs is how many no-op jobs the instances work.
+	Jobs int
+	// Progress receives a line per phase; nil discards them.
+	Progress io.Writer
+}
+
+// scaleResult is what [measureScale] measured, phase by phase.
+type scaleResult struct {
+	Store     string `json:"store"`
+	Bus       string `json:"bus"`
+	Instances int    `json:"instances"`
+	// Note says what the figures are not, on SQLite.
+	Note string `json:"note,omitempty"`
+	// PoolMaxConns is each instance's main pool on PostgreSQL: pgx's default or the DSN's
+	// pool_max_conns. MaxConnectionsPerInstance adds the control pool and the LISTEN
+	// connection of the store-native bus: what the start was checked against.
+	PoolMaxConns              int `json:"pool_max_conns,omitempty"`
+	MaxConnectionsPerInstance int `json:"max_connections_per_instance,omitempty"`
+	// StartS is how long starting every instance took, startParallel at a time, each
+	// until it reported ready.
+	StartS   float64       `json:"start_s"`
+	Idle     scaleIdle     `json:"idle"`
+	Join     scaleJoin     `json:"join"`
+	Failover scaleFailover `json:"failover"`
+	Jobs     scaleJobs     `json:"jobs"`
+}
+
+// scaleIdle is the idle window: the instances running, nothing asked of them.
+type scaleIdle struct {
+	DurationS float64 `json:"duration_s"`
+	// TransactionsPerSec and Connections are PostgreSQL's counts for the database
+	// (pg_stat_database, pg_stat_activity), in total and divided by the instances;
+	// connections less those there before the instances started. Absent on SQLite.
+	TransactionsPerSec            *float64 `json:"transactions_per_sec,omitempty"`
+	TransactionsPerSecPerInstance *float64 `json:"transactions_per_sec_per_instance,omitempty"`
+	Connections                   *float64 `json:"connections,omitempty"`
+	ConnectionsPerInstance        *float64 `json:"connections_per_instance,omitempty"`
+	// StatementsPerSecPerInstance and CPUMSPerSecPerInstance are the means of the
+	// instances' own reports, as `twice bench idle` measures them.
+	StatementsPerSecPerInstance float64 `json:"statements_per_sec_per_instance"`
+	CPUMSPerSecPerInstance      float64 `json:"cpu_ms_per_sec_per_instance"`
+}
+
+// scaleJoin is one more instance joining: how long until every other one lists it.
+type scaleJoin struct {
+	// ReadyMS is from starting the new instance's process to its "ready" event.
+	ReadyMS float64 `json:"ready_ms"`
+	// FirstSeenMS and AllSeenMS are from the same start to the first and the last of the
+	// others listing it among the live members, each by its own report.
+	FirstSeenMS float64 `json:"first_seen_ms"`
+	AllSeenMS   float64 `json:"all_seen_ms"`
+	// PollMS is how often each instance listed the members: nothing pushes membership,
+	// so the last to see the newcomer is about one poll after the first.
+	PollMS float64 `json:"members_poll_ms"`
+}
+
+// scaleFailover is the leader SIGKILLed Kills times, as `twice bench failover` measures it.
+type scaleFailover struct {
+	Kills       int       `json:"kills"`
+	LeaseTTLMS  float64   `json:"lease_ttl_ms"`
+	FailoversMS []float64 `json:"failovers_ms"`
+	P50MS       float64   `json:"p50_ms"`
+	P99MS       float64   `json:"p99_ms"`
+	MaxMS       float64   `json:"max_ms"`
+}
+
+// scaleJobs is every instance working one queue of no-op jobs.
+type scaleJobs struct {
+	Jobs int `json:"jobs"`
+	// EnqueueS is how long this process took to insert them, in batches of
+	// enqueueBatch, into the paused queue.
+	EnqueueS float64 `json:"enqueue_s"`
+	// DurationS is from resuming the queue to the poll that found none left, or to the
+	// limit, when Completed falls short of Jobs and Incomplete is set.
+	DurationS  float64 `json:"duration_s"`
+	Completed  int     `json:"completed"`
+	Incomplete bool    `json:"incomplete,omitempty"`
+	JobsPerSec float64 `json:"jobs_per_sec"`
+}
+
+// summary is the result as one paragraph.
+func (r scaleResult) summary() string {
+	s := fmt.Sprintf("%d instances on %s over the %s bus started in %.1f s. Idle for %.0f s, each ran %.1f statements/s and used %.2f ms CPU per second",
+		r.Instances, r.Store, r.Bus, r.StartS, r.Idle.DurationS, r.Idle.StatementsPerSecPerInstance, r.Idle.CPUMSPerSecPerInstance)
+	if r.Idle.TransactionsPerSec != nil {
+		s += fmt.Sprintf("; PostgreSQL counted %.0f transactions/s in total (%.1f per instance) and %.0f connections (%.1f per instance, pool_max_conns %d)",
+			*r.Idle.TransactionsPerSec, *r.Idle.TransactionsPerSecPerInstance, *r.Idle.Connections, *r.Idle.ConnectionsPerInstance, r.PoolMaxConns)
+	}
+	s += fmt.Sprintf(". One more instance was ready in %.0f ms and listed by all the others within %.0f ms (the first after %.0f ms; each lists the members every %.0f ms).",
+		r.Join.ReadyMS, r.Join.AllSeenMS, r.Join.FirstSeenMS, r.Join.PollMS)
+	s += fmt.Sprintf(" After SIGKILL to the leader, another led in p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (lease TTL %.0f ms).",
+		r.Failover.P50MS, r.Failover.P99MS, r.Failover.MaxMS, len(r.Failover.FailoversMS), r.Failover.LeaseTTLMS)
+	s += fmt.Sprintf(" All of them worked %d no-op jobs from one queue at %.0f jobs/s (%.1f s).", r.Jobs.Completed, r.Jobs.JobsPerSec, r.Jobs.DurationS)
+	if r.Jobs.Incomplete {
+		s += fmt.Sprintf(" That is %d of the %d enqueued: the rest were left when the time ran out.", r.Jobs.Completed, r.Jobs.Jobs)
+	}
+	if r.Note != "" {
+		s += " " + r.Note
+	}
+	return s
+}
+
+// sqliteScaleNote is said of every run on SQLite.
+const sqliteScaleNote = "On SQLite every instance shares one file on this one host, and every write waits for its one writer: the figures are one machine's, not a fleet's."
+
+// measureScale runs p.Instances instances of one service and measures, phase by phase, what
+// they cost at rest, how fast one more is seen by all, how fast the leader fails over, and
+// how fast they work one queue together. Every instance runs the idle workload (a job
+// worker, a schedule, a consumer group, a setting: a typical service at rest), the jobs
+// workload, and a membership watch that only runs during the join phase.
+func measureScale(ctx context.Context, spawn instance.Spawner, s *store.Store, opts instance.Options, p scaleParams) (scaleResult, error) {
+	if p.Progress == nil {
+		p.Progress = io.Discard
+	}
+	res := scaleResult{Store: string(s.Dialect()), Bus: "store", Instances: p.Instances}
+	if opts.Bus != "" {
+		res.Bus = "nats"
+	}
+	pg := s.Dialect() == store.Postgres
+	var before pgCounts
+	if pg {
+		var err error
+		if res.PoolMaxConns, res.MaxConnectionsPerInstance, err = checkConnections(ctx, s, opts, p.Instances+1); err != nil {
+			return res, err
+		}
+		if before, err = readPGCounts(ctx, s); err != nil {
+			return res, fmt.Errorf("bench scale: reading PostgreSQL's statistics: %w", err)
+		}
+	} else {
+		res.Note = sqliteScaleNote
+		fmt.Fprintln(p.Progress, "bench scale: "+sqliteScaleNote)
+	}
+	opts.Workloads = []instance.Workload{instance.Idle{Report: time.Second}, instance.Jobs{},
+		instance.Members{OnSignal: true, Until: p.Instances + 1}}
+	g := instance.NewGroup(spawn, opts, nil)
+	defer g.Stop(30 * time.Second)
+
+	fmt.Fprintf(p.Progress, "bench scale: starting %d instances, %d at a time\n", p.Instances, startParallel)
+	t := time.Now()
+	if err := startAll(ctx, g, p.Instances); err != nil {
+		return res, fmt.Errorf("bench scale: %w", err)
+	}
+	res.StartS = time.Since(t).Seconds()
+	fmt.Fprintf(p.Progress, "bench scale: %d instances started in %.1f s; settling %s, then idle for %s\n",
+		p.Instances, res.StartS, p.Settle, p.Idle)
+	var err error
+	if res.Idle, err = scaleIdleWindow(ctx, g, s, before, p); err != nil {
+		return res, fmt.Errorf("bench scale: idle: %w", err)
+	}
+	if res.Join, err = measureJoin(ctx, g, p.Instances, p.Progress); err != nil {
+		return res, fmt.Errorf("bench scale: join: %w", err)
+	}
+	ttl := opts.LeaseTTL
+	if ttl == 0 {
+		ttl = lease.DefaultTTL
+	}
+	res.Failover = scaleFailover{Kills: p.Kills, LeaseTTLMS: ms(ttl)}
+	if res.Failover.FailoversMS, err = killLeaders(ctx, g, p.Kills, syscall.SIGKILL, ttl, p.Progress); err != nil {
+		return res, fmt.Errorf("bench scale: %w", err)
+	}
+	f := res.Failover.FailoversMS
+	res.Failover.P50MS, res.Failover.P99MS, res.Failover.MaxMS = percentile(f, 50), percentile(f, 99), percentile(f, 100)
+	if res.Jobs, err = measureJobThroughput(ctx, s, opts, p.Jobs, p.Progress); err != nil {
+		return res, fmt.Errorf("bench scale: jobs: %w", err)
+	}
+	return res, nil
+}
+
+// checkConnections fails before anything starts if n instances may need more connections
+// than the PostgreSQL server has left, rather than halfway through the start. It returns
+// an instance's main pool and its most connections in all.
+func checkConnections(ctx context.Context, s *store.Store, opts instance.Options, n int) (pool, perInstance int, err error) {
+	cfg, err := pgxpool.ParseConfig(opts.DSN)
+	if err != nil {
+		return 0, 0, fmt.Errorf("bench scale: %w", err)
+	}
+	pool = int(cfg.MaxConns)
+	const control = 2 // the control pool's (store/postgres.go)
+	listen := 0
+	if opts.Bus == "" {
+		listen = 1 // the store-native bus's LISTEN connection
+	}
+	perInstance = pool + control + listen
+	var maxConns, reserved, inUse int
+	err = s.QueryRow(ctx, `SELECT current_setting('max_connections')::int,
+		current_setting('superuser_reserved_connections')::int + coalesce(current_setting('reserved_connections', true), '0')::int,
+		(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')`).Scan(&maxConns, &reserved, &inUse)
+	if err != nil {
+		return 0, 0, fmt.Errorf("bench scale: reading max_connections: %w", err)
+	}
+	// This process adds a bus of its own for the jobs phase.
+	need := n*perInstance + listen
+	if inUse+need > maxConns-reserved {
+		return 0, 0, fmt.Errorf("bench scale: %d instances (one of them joins later) may open up to %d connections to PostgreSQL, "+
+			"%d each (a pool of %d, %d for the control pool, %d LISTEN), and %d are in use, but max_connections is %d with %d reserved: "+
+			"raise max_connections to at least %d (ALTER SYSTEM SET max_connections = %d, then restart PostgreSQL), "+
+			"run fewer --instances, or give each a smaller pool with pool_max_conns in --dsn",
+			n, need, perInstance, pool, control, listen, inUse, maxConns, reserved, inUse+need+reserved, inUse+need+reserved)
+	}
+	return pool, perInstance, nil
+}
+
+// scaleIdleWindow waits p.Settle, then measures the instances over p.Idle: PostgreSQL's
+// counts against before (taken before any instance started), and the instances' reports.
+func scaleIdleWindow(ctx context.Context, g *instance.Group, s *store.Store, before pgCounts, p scaleParams) (scaleIdle, error) {
+	var res scaleIdle
+	if !loop.Sleep(ctx, p.Settle) {
+		return res, ctx.Err()
+	}
+	pg := s.Dialect() == store.Postgres
+	var start, end pgCounts
+	var err error
+	t0 := time.Now()
+	if pg {
+		if start, err = readPGCounts(ctx, s); err != nil {
+			return res, err
+		}
+	}
+	if !loop.Sleep(ctx, p.Idle) {
+		return res, ctx.Err()
+	}
+	t1 := time.Now()
+	res.DurationS = t1.Sub(t0).Seconds()
+	if pg {
+		if end, err = readPGCounts(ctx, s); err != nil {
+			return res, err
+		}
+		n := float64(p.Instances)
+		tx := float64(end.xacts-start.xacts) / res.DurationS
+		conns := float64((start.conns+end.conns)/2 - before.conns)
+		txPer, connsPer := tx/n, conns/n
+		res.TransactionsPerSec, res.TransactionsPerSecPerInstance = &tx, &txPer
+		res.Connections, res.ConnectionsPerInstance = &conns, &connsPer
+	}
+	if _, res.StatementsPerSecPerInstance, res.CPUMSPerSecPerInstance, err = idleFigures(g, p.Instances, t0, t1); err != nil {
+		return res, err
+	}
+	line := fmt.Sprintf("bench scale: idle for %.1f s: %.1f statements/s and %.2f ms CPU/s per instance",
+		res.DurationS, res.StatementsPerSecPerInstance, res.CPUMSPerSecPerInstance)
+	if pg {
+		line += fmt.Sprintf("; %.0f transactions/s and %.0f connections in total", *res.TransactionsPerSec, *res.Connections)
+	}
+	fmt.Fprintln(p.Progress, line)
+	return res, nil
+}
+
+// measureJoin starts one more instance, in slot n, and times how long until each of the
+// instances in slots 0 to n-1 lists it: their membership watch (the [instance.Members]
+// workload) runs from now until they list n+1 live instances. The newcomer is stopped
+// again afterwards, so the next phases find n instances.
+func measureJoin(ctx context.Context, g *instance.Group, n int, progress io.Writer) (scaleJoin, error) {
+	res := scaleJoin{PollMS: ms(instance.DefaultMembersPoll)}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	_, from := g.Log()
+	for i := range n {
+		if err := g.Signal(i, syscall.SIGUSR2); err != nil {
+			return res, err
+		}
+	}
+	// Each reports what it lists once it watches; only then can it see the newcomer come.
+	for i := range n {
+		if _, _, err := g.WaitFor(ctx, from, func(e instance.Event) bool { return e.Proc == i && e.Event == "members" }); err != nil {
+			return res, fmt.Errorf("instance %d does not watch the members: %w", i, err)
+		}
+	}
+	_, from = g.Log()
+	t0 := time.Now()
+	p, err := g.Start(ctx, n)
+	if err != nil {
+		return res, err
+	}
+	res.ReadyMS = ms(time.Since(t0))
+	first, last := int64(0), int64(0)
+	for i := range n {
+		ev, _, err := g.WaitFor(ctx, from, func(e instance.Event) bool {
+			return e.Proc == i && e.Event == "members" && e.Members >= n+1
+		})
+		if err != nil {
+			return res, fmt.Errorf("instance %d never listed the new instance %s: %w", i, p.ID, err)
+		}
+		if first == 0 || ev.T < first {
+			first = ev.T
+		}
+		last = max(last, ev.T)
+	}
+	res.FirstSeenMS, res.AllSeenMS = ms(time.Unix(0, first).Sub(t0)), ms(time.Unix(0, last).Sub(t0))
+	fmt.Fprintf(progress, "bench scale: one more instance, %s, was ready in %.0f ms and listed by all %d others in %.0f ms (the first after %.0f ms)\n",
+		p.ID, res.ReadyMS, n, res.AllSeenMS, res.FirstSeenMS)
+	if err := g.Signal(n, syscall.SIGTERM); err != nil {
+		return res, err
+	}
+	select {
+	case <-p.Done():
+	case <-ctx.Done():
+		return res, fmt.Errorf("the new instance did not stop: %w", ctx.Err())
+	}
+	return res, nil
+}
+
+// enqueueBatch is how many jobs one EnqueueMany inserts.
+const enqueueBatch = 1000
+
+// measureJobThroughput enqueues n no-op jobs into the default queue, paused meanwhile, which
+// every instance works (the [instance.Jobs] workload), then resumes it and times until none
+// is left. This process signals on the instances' bus, as an instance would, so the resume
+// wakes them at once rather than at their next poll.
+func measureJobThroughput(ctx context.Context, s *store.Store, opts instance.Options, n int, progress io.Writer) (scaleJobs, error) {
+	res := scaleJobs{Jobs: n}
+	host, _ := os.Hostname()
+	self := "twice-bench@" + host
+	b, err := openBus(ctx, s, opts.Bus, opts.Service, self)
+	if err != nil {
+		return res, err
+	}
+	defer b.Close(context.WithoutCancel(ctx))
+	jc, err := jobs.New(block.Deps{Store: s, Bus: b, Service: opts.Service, Instance: self}, jobs.Config{})
+	if err != nil {
+		return res, err
+	}
+	defer jc.Close(context.WithoutCancel(ctx))
+	if err := jc.PauseQueue(ctx, jobs.DefaultQueue); err != nil {
+		return res, err
+	}
+	t := time.Now()
+	for from := 0; from < n; from += enqueueBatch {
+		params := make([]jobs.Params, 0, enqueueBatch)
+		for i := from; i < min(n, from+enqueueBatch); i++ {
+			params = append(params, jobs.Params{Args: instance.CrashJob{N: i}})
+		}
+		if _, err := jc.EnqueueMany(ctx, params); err != nil {
+			return res, err
+		}
+	}
+	res.EnqueueS = time.Since(t).Seconds()
+	fmt.Fprintf(progress, "bench scale: %d jobs enqueued in %.1f s; resuming their queue\n", n, res.EnqueueS)
+	before, err := queueStats(ctx, jc)
+	if err != nil {
+		return res, err
+	}
+	// Bounded: a queue that does not drain is a failure, not a hang.
+	limit := time.Minute + time.Duration(n)*10*time.Millisecond
+	t0 := time.Now()
+	if err := jc.ResumeQueue(ctx, jobs.DefaultQueue); err != nil {
+		return res, err
+	}
+	for {
+		// The poll's period bounds the figure's precision: 100ms of a run of seconds.
+		if !loop.Sleep(ctx, 100*time.Millisecond) {
+			return res, ctx.Err()
+		}
+		st, err := queueStats(ctx, jc)
+		if err != nil {
+			return res, err
+		}
+		res.DurationS, res.Completed = time.Since(t0).Seconds(), st.Completed-before.Completed
+		if st.Available+st.Scheduled+st.Running == 0 {
+			if res.Completed < n {
+				return res, fmt.Errorf("%d of %d jobs completed (%d discarded, %d cancelled)", res.Completed, n, st.Discarded, st.Cancelled)
+			}
+			break
+		}
+		// What was measured is kept: the phases before this one took long enough.
+		if time.Since(t0) > limit {
+			res.Incomplete = true
+			fmt.Fprintf(progress, "bench scale: only %d of %d jobs completed within %s\n", res.Completed, n, limit)
+			break
+		}
+	}
+	res.JobsPerSec = float64(res.Completed) / res.DurationS
+	fmt.Fprintf(progress, "bench scale: %d jobs worked in %.1f s: %.0f jobs/s\n", res.Completed, res.DurationS, res.JobsPerSec)
+	return res, nil
+}
+
+// queueStats are the counts of the default queue.
+func queueStats(ctx context.Context, jc *jobs.Client) (jobs.QueueStats, error) {
+	all, err := jc.Stats(ctx)
+	if err != nil {
+		return jobs.QueueStats{}, err
+	}
+	for _, q := range all {
+		if q.Queue == jobs.DefaultQueue {
+			return q, nil
+		}
+	}
+	return jobs.QueueStats{Queue: jobs.DefaultQueue}, nil
+}
+
+// openBus opens the bus of a service's instances for this process, which runs none: the
+// store-native one, or NATS at busURL.
+func openBus(ctx context.Context, s *store.Store, busURL, service, self string) (bus.Bus, error) {
+	if busURL == "" {
+		return bus.NewStore(ctx, s, bus.Config{Service: service, Instance: self})
+	}
+	b, err := natsbus.New(ctx, natsbus.Config{URL: busURL, Service: service, Instance: self, Store: s})
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
