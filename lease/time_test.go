@@ -102,7 +102,9 @@ func TestLocalDeadline(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		ttl := lease.MinTTL
+		// The default TTL, not the minimum: with 200 ms a loaded machine can pause this
+		// test past a renewal (every 50 ms) or past the deadline itself between two lines.
+		ttl := lease.DefaultTTL
 		a, sa := manager(t, db, nil, "a", ttl)
 		before := time.Now()
 		l, err := a.TryAcquire(ctx, "x", nil)
