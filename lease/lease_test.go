@@ -286,8 +286,11 @@ func TestLostWhenTakenAway(t *testing.T) {
 		}
 		select {
 		case <-l.Context().Done():
-		case <-time.After(2 * lease.MinTTL):
+		case <-time.After(10 * time.Second): // a liveness bound: the next renewal is 50 ms away
 			t.Fatal("lease not lost")
+		}
+		if cause := context.Cause(l.Context()); !errors.Is(cause, lease.ErrLost) {
+			t.Fatalf("cause %v, want ErrLost", cause)
 		}
 	})
 }
