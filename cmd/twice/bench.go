@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/store"
 )
 
@@ -32,6 +33,50 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	default:
 		return fmt.Errorf("%w: unknown benchmark %q", errUsage, args[0])
 	}
+}
+
+// benchEnv is what a benchmark of instance processes starts from: its database (--dsn, or
+// a scratch SQLite file), a service of its own so that it never touches real ones, the
+// spawner of instance processes, and where progress lines go (stderr when the result is
+// JSON on stdout). close removes every row the service left, then closes the store.
+type benchEnv struct {
+	store    *store.Store
+	dsn      string
+	service  string
+	spawn    instance.Spawner
+	progress io.Writer
+	close    func()
+}
+
+// newBenchEnv opens the database of the benchmark name and names its service.
+func newBenchEnv(ctx context.Context, db *dbFlags, name string, asJSON bool, stdout, stderr io.Writer) (*benchEnv, error) {
+	s, dsn, cleanup, err := openScratch(ctx, db, "bench")
+	if err != nil {
+		return nil, err
+	}
+	spawn, err := instance.Self("__instance")
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	e := &benchEnv{store: s, dsn: dsn, service: "bench-" + name + "-" + randHex(3), spawn: spawn, progress: stdout}
+	if asJSON {
+		e.progress = stderr
+	}
+	e.close = func() {
+		forgetService(s, e.service, twice.Components()...)
+		cleanup()
+	}
+	return e, nil
+}
+
+// busName names the bus a benchmark runs over, for its progress line: url's NATS, or the
+// store's own.
+func busName(url string) string {
+	if url == "" {
+		return "the store-native bus"
+	}
+	return "NATS at " + store.Redact(url)
 }
 
 // openScratch opens and migrates the database a benchmark or the demo runs on: --dsn,

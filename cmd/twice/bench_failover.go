@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/loop"
@@ -40,23 +38,12 @@ func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *instances < 2 || *instances > 50 {
 		return fmt.Errorf("%w: bench failover: --instances must be 2 to 50", errUsage)
 	}
-	s, dsn, cleanup, err := openScratch(ctx, &db, "bench")
+	e, err := newBenchEnv(ctx, &db, "failover", *asJSON, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-	// A service of its own, removed afterwards, so the benchmark never touches real ones.
-	service := "bench-failover-" + randHex(3)
-	defer forgetService(s, service, twice.Components()...)
-
-	spawn, err := instance.Self("__instance")
-	if err != nil {
-		return err
-	}
-	progress := stdout
-	if *asJSON {
-		progress = stderr
-	}
+	defer e.close()
+	s, dsn, service, spawn, progress := e.store, e.dsn, e.service, e.spawn, e.progress
 	fmt.Fprintf(progress, "bench failover: %d instances of %s on %s, %d × %s to the leader\n",
 		*instances, service, s, *kills, map[bool]string{false: "SIGKILL", true: "SIGTERM"}[*graceful])
 	res, err := measureFailover(ctx, spawn,
@@ -67,9 +54,7 @@ func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	res.Store = string(s.Dialect())
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return printJSON(stdout, res)
 	}
 	fmt.Fprintf(stdout, "failover after %s on %s: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (lease TTL %.0f ms, leader poll %.0f ms)\n",
 		res.Signal, res.Store, res.P50MS, res.P99MS, res.MaxMS, res.Kills, res.LeaseTTLMS, res.PollMS)

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"sync"
 	"time"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
@@ -38,27 +36,14 @@ func benchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *warmup < 0 || *warmup > 10*time.Minute {
 		return fmt.Errorf("%w: bench idle: --warmup must be 0 to 10m", errUsage)
 	}
-	s, dsn, cleanup, err := openScratch(ctx, &db, "bench")
+	e, err := newBenchEnv(ctx, &db, "idle", *asJSON, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-	service := "bench-idle-" + randHex(3)
-	defer forgetService(s, service, twice.Components()...)
-	spawn, err := instance.Self("__instance")
-	if err != nil {
-		return err
-	}
-	progress := stdout
-	if *asJSON {
-		progress = stderr
-	}
-	busName := "the store-native bus"
-	if *busURL != "" {
-		busName = "NATS at " + store.Redact(*busURL)
-	}
+	defer e.close()
+	s, dsn, service, spawn, progress := e.store, e.dsn, e.service, e.spawn, e.progress
 	fmt.Fprintf(progress, "bench idle: %d instances of %s on %s over %s; each works jobs, has an hourly schedule, a shared group and a setting\n",
-		*instances, service, s, busName)
+		*instances, service, s, busName(*busURL))
 	res, err := measureIdle(ctx, spawn, s, instance.Options{DSN: dsn, Schema: db.schema, Service: service, Bus: *busURL},
 		idleParams{Instances: *instances, Duration: *duration, Warmup: *warmup, Progress: progress})
 	if err != nil {
@@ -69,9 +54,7 @@ func benchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		res.Bus = "nats"
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return printJSON(stdout, res)
 	}
 	fmt.Fprintf(stdout, "idle on %s over the %s bus, %d instances for %.0f s, per instance: %.1f statements/s, %.2f ms CPU per second",
 		res.Store, res.Bus, res.Instances, res.DurationS, res.StatementsPerSec, res.CPUMSPerSec)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -17,7 +16,6 @@ import (
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/settings"
-	"github.com/twicehq/twice/store"
 )
 
 // benchPropagation runs `twice bench invalidation` and `twice bench config`: how long a
@@ -49,41 +47,27 @@ func benchPropagation(ctx context.Context, kind string, args []string, stdout, s
 	case burst < 0 || burst > 1000000:
 		return fmt.Errorf("%w: bench %s: --burst must be 0 to 1000000", errUsage, kind)
 	}
-	s, dsn, cleanup, err := openScratch(ctx, &db, "bench")
+	e, err := newBenchEnv(ctx, &db, kind, *asJSON, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-	service := "bench-" + kind + "-" + randHex(3)
-	defer forgetService(s, service, twice.Components()...)
-	spawn, err := instance.Self("__instance")
-	if err != nil {
-		return err
-	}
-	progress := stdout
-	if *asJSON {
-		progress = stderr
-	}
-	busName := "the store-native bus"
-	if *busURL != "" {
-		busName = "NATS at " + store.Redact(*busURL)
-	}
+	defer e.close()
+	s, dsn, service, spawn, progress := e.store, e.dsn, e.service, e.spawn, e.progress
+	over := busName(*busURL)
 	var secret []byte
 	if *signed {
 		secret = make([]byte, 32)
 		_, _ = rand.Read(secret)
-		busName += ", signed"
+		over += ", signed"
 	}
-	fmt.Fprintf(progress, "bench %s: %d instances of %s on %s over %s, %d changes\n", kind, *instances, service, s, busName, *count)
+	fmt.Fprintf(progress, "bench %s: %d instances of %s on %s over %s, %d changes\n", kind, *instances, service, s, over, *count)
 	res, err := measurePropagation(ctx, spawn, instance.Options{DSN: dsn, Schema: db.schema, Service: service, Bus: *busURL, ClusterSecret: secret},
 		propagationParams{Kind: kind, Instances: *instances, Count: *count, Interval: *interval, Burst: burst, Progress: progress})
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return printJSON(stdout, res)
 	}
 	if res.Signed {
 		res.Bus += " (signed)"

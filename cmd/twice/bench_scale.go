@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/bus/natsbus"
 	"github.com/twicehq/twice/internal/block"
@@ -48,35 +46,20 @@ func benchScale(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case *jobCount < 1 || *jobCount > 1000000:
 		return fmt.Errorf("%w: bench scale: --jobs must be 1 to 1000000", errUsage)
 	}
-	s, dsn, cleanup, err := openScratch(ctx, &db, "bench")
+	e, err := newBenchEnv(ctx, &db, "scale", *asJSON, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-	service := "bench-scale-" + randHex(3)
-	defer forgetService(s, service, twice.Components()...)
-	spawn, err := instance.Self("__instance")
-	if err != nil {
-		return err
-	}
-	progress := stdout
-	if *asJSON {
-		progress = stderr
-	}
-	busName := "the store-native bus"
-	if *busURL != "" {
-		busName = "NATS at " + store.Redact(*busURL)
-	}
-	fmt.Fprintf(progress, "bench scale: %d instances of %s on %s over %s\n", *instances, service, s, busName)
+	defer e.close()
+	s, dsn, service, spawn, progress := e.store, e.dsn, e.service, e.spawn, e.progress
+	fmt.Fprintf(progress, "bench scale: %d instances of %s on %s over %s\n", *instances, service, s, busName(*busURL))
 	res, err := measureScale(ctx, spawn, s, instance.Options{DSN: dsn, Schema: db.schema, Service: service, Bus: *busURL},
 		scaleParams{Instances: *instances, Settle: 2 * time.Second, Idle: *idle, Kills: *kills, Jobs: *jobCount, Progress: progress})
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return printJSON(stdout, res)
 	}
 	fmt.Fprintln(stdout, res.summary())
 	return nil

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -65,17 +64,12 @@ func benchEvents(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	case *rate < 1 || *rate > 100_000:
 		return fmt.Errorf("%w: bench events: --rate must be 1 to 100000", errUsage)
 	}
-	s, dsn, cleanup, err := openScratch(ctx, &db, "bench")
+	e, err := newBenchEnv(ctx, &db, "events", *asJSON, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-	service := "bench-events-" + randHex(3)
-	defer forgetService(s, service, twice.Components()...)
-	progress := stdout
-	if *asJSON {
-		progress = stderr
-	}
+	defer e.close()
+	s, dsn, service, progress := e.store, e.dsn, e.service, e.progress
 	busName := "store"
 	if *busURL != "" {
 		busName = "nats"
@@ -108,9 +102,7 @@ func benchEvents(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return printJSON(stdout, res)
 	}
 	fmt.Fprintf(stdout, "events on %s (%s bus): publish %.0f/s, consume %.0f/s (%d events, %d publishers, %d partitions); "+
 		"propagation at %d/s: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -133,9 +132,7 @@ func (c configRun) open(ctx context.Context, announce bool) (*settings.Settings,
 }
 
 func (c configRun) json(v any) error {
-	enc := json.NewEncoder(c.out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	return printJSON(c.out, v)
 }
 
 func (c configRun) get(ctx context.Context, key string) error {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -85,9 +84,7 @@ func migrateCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(map[string]any{"dsn": s.String(), "migrations": steps})
+			return printJSON(stdout, map[string]any{"dsn": s.String(), "migrations": steps})
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "COMPONENT\tVERSION\tNAME\tAPPLIED")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -32,9 +31,7 @@ func statusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"dsn": s.String(), "services": sts})
+		return printJSON(stdout, map[string]any{"dsn": s.String(), "services": sts})
 	}
 	printStatus(stdout, s.String(), sts)
 	return nil
