@@ -197,7 +197,7 @@ func measureScale(ctx context.Context, spawn instance.Spawner, s *store.Store, o
 	var before pgCounts
 	if pg {
 		var err error
-		if res.PoolMaxConns, res.MaxConnectionsPerInstance, err = checkConnections(ctx, s, opts, p.Instances+1); err != nil {
+		if res.PoolMaxConns, res.MaxConnectionsPerInstance, err = checkConnections(ctx, s, opts, p.Instances+1, p.Progress); err != nil {
 			return res, err
 		}
 		if before, err = readPGCounts(ctx, s); err != nil {
@@ -244,9 +244,10 @@ func measureScale(ctx context.Context, spawn instance.Spawner, s *store.Store, o
 }
 
 // checkConnections fails before anything starts if n instances may need more connections
-// than the PostgreSQL server has left, rather than halfway through the start. It returns
-// an instance's main pool and its most connections in all.
-func checkConnections(ctx context.Context, s *store.Store, opts instance.Options, n int) (pool, perInstance int, err error) {
+// than the PostgreSQL server allows at all, rather than halfway through the start; if they
+// fit only without the connections other clients hold now (those come and go), it warns on
+// progress. It returns an instance's main pool and its most connections in all.
+func checkConnections(ctx context.Context, s *store.Store, opts instance.Options, n int, progress io.Writer) (pool, perInstance int, err error) {
 	cfg, err := pgxpool.ParseConfig(opts.DSN)
 	if err != nil {
 		return 0, 0, fmt.Errorf("bench scale: %w", err)
@@ -267,12 +268,17 @@ func checkConnections(ctx context.Context, s *store.Store, opts instance.Options
 	}
 	// This process adds a bus of its own for the jobs phase.
 	need := n*perInstance + listen
-	if inUse+need > maxConns-reserved {
-		return 0, 0, fmt.Errorf("bench scale: %d instances (one of them joins later) may open up to %d connections to PostgreSQL, "+
-			"%d each (a pool of %d, %d for the control pool, %d LISTEN), and %d are in use, but max_connections is %d with %d reserved: "+
+	what := fmt.Sprintf("%d instances (one of them joins later) may open up to %d connections to PostgreSQL, "+
+		"%d each (a pool of %d, %d for the control pool, %d LISTEN)", n, need, perInstance, pool, control, listen)
+	switch {
+	case need > maxConns-reserved:
+		return 0, 0, fmt.Errorf("bench scale: %s, but max_connections is %d with %d reserved: "+
 			"raise max_connections to at least %d (ALTER SYSTEM SET max_connections = %d, then restart PostgreSQL), "+
 			"run fewer --instances, or give each a smaller pool with pool_max_conns in --dsn",
-			n, need, perInstance, pool, control, listen, inUse, maxConns, reserved, inUse+need+reserved, inUse+need+reserved)
+			what, maxConns, reserved, inUse+need+reserved, inUse+need+reserved)
+	case inUse+need > maxConns-reserved:
+		fmt.Fprintf(progress, "bench scale: warning: %s, and other clients hold %d of the %d max_connections (%d reserved): the run fails if they keep them\n",
+			what, inUse, maxConns, reserved)
 	}
 	return pool, perInstance, nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,4 +59,19 @@ func TestBenchScale(t *testing.T) {
 			t.Errorf("jobs: %+v", j)
 		}
 	})
+}
+
+// The connection check refuses a run the server could never hold, saying how to fix it, and
+// lets a small one through.
+func TestBenchScaleConnectionCheck(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t, store.Postgres)
+	s := db.Open(t, nil)
+	opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc"}
+	if _, _, err := checkConnections(context.Background(), s, opts, 100_000, io.Discard); err == nil || !strings.Contains(err.Error(), "raise max_connections") {
+		t.Fatalf("100,000 instances: %v", err)
+	}
+	if _, per, err := checkConnections(context.Background(), s, opts, 1, io.Discard); err != nil || per < 3 {
+		t.Fatalf("one instance: %d connections each, %v", per, err)
+	}
 }
