@@ -134,29 +134,40 @@ func eventsExactlyOnceDeadLetterCommitsWithCheckpoint(t *testing.T, backend Back
 			}
 			return nil
 		}})
-	ids, err := a.Events().Publish(ctx, events.Message{Topic: "t", Payload: []byte("a")}, events.Message{Topic: "t", Payload: []byte("poison")},
-		events.Message{Topic: "t", Payload: []byte("b")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testnode.Eventually(t, 20*time.Second, "the group past the poison", func() bool {
-		lag, err := a.Events().Lag(ctx, "g")
-		return err == nil && lag.Pending == 0
-	})
-	if n := count(t, a.Store(), "SELECT count(*) FROM effects WHERE payload = 'poison'"); n != 0 {
-		t.Fatalf("%d effects of the failed event committed", n)
-	}
-	if n := count(t, a.Store(), "SELECT count(*) FROM effects"); n != 2 {
-		t.Fatalf("%d effects, want 2", n)
-	}
-	dead, err := a.Events().DeadLetters(ctx, "g", 0, 0)
-	if err != nil || len(dead) != 1 || dead[0].EventID != ids[1] || dead[0].Attempts != 2 {
-		t.Fatalf("DeadLetters = %+v, %v", dead, err)
-	}
+	poisonDeadLettered(t, a, 2)
 	mu.Lock()
 	defer mu.Unlock()
 	// Once in the batch, then twice alone.
 	if tries != 3 {
 		t.Fatalf("poison tried %d times, want 3", tries)
 	}
+}
+
+// poisonDeadLettered publishes "a", "poison" and "b" to topic t, waits until n's
+// exactly-once group g (which writes each payload into the table effects, then fails on
+// "poison") is past them all, and checks that only the two good effects committed and the
+// poison was dead-lettered after attempts tries. It returns the dead letter.
+func poisonDeadLettered(t *testing.T, n *twice.Node, attempts int) events.DeadLetter {
+	t.Helper()
+	ctx := context.Background()
+	ids, err := n.Events().Publish(ctx, events.Message{Topic: "t", Payload: []byte("a")}, events.Message{Topic: "t", Payload: []byte("poison")},
+		events.Message{Topic: "t", Payload: []byte("b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnode.Eventually(t, 20*time.Second, "the group past the poison", func() bool {
+		lag, err := n.Events().Lag(ctx, "g")
+		return err == nil && lag.Pending == 0
+	})
+	if k := count(t, n.Store(), "SELECT count(*) FROM effects WHERE payload = 'poison'"); k != 0 {
+		t.Fatalf("%d effects of the failed event committed", k)
+	}
+	if k := count(t, n.Store(), "SELECT count(*) FROM effects"); k != 2 {
+		t.Fatalf("%d effects, want 2", k)
+	}
+	dead, err := n.Events().DeadLetters(ctx, "g", 0, 0)
+	if err != nil || len(dead) != 1 || dead[0].EventID != ids[1] || dead[0].Attempts != attempts {
+		t.Fatalf("DeadLetters = %+v, %v", dead, err)
+	}
+	return dead[0]
 }
