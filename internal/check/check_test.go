@@ -1,9 +1,11 @@
 package check
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,8 +104,9 @@ func TestRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var logs syncBuffer
 		rep, err := Run(context.Background(), Params{DSN: db.DSN, Schema: db.Schema, Duration: 10 * time.Second,
-			FaultEvery: 2 * time.Second, Spawn: spawn, Progress: t.Output()})
+			FaultEvery: 2 * time.Second, Spawn: spawn, Progress: t.Output(), InstanceLog: &logs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,10 +120,29 @@ func TestRun(t *testing.T) {
 			}
 		}
 		if rep.Violations != 0 {
+			t.Logf("the instances' logs:\n%s", logs.String())
 			t.Fatalf("%d violations", rep.Violations)
 		}
 		if len(rep.Faults) == 0 {
 			t.Fatal("no fault injected")
 		}
 	})
+}
+
+// syncBuffer collects the instances' logs, which their processes write concurrently.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
