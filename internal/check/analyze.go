@@ -92,14 +92,30 @@ func recovery(recovered bool) Invariant {
 }
 
 // faultsAndStalls is the injected faults plus every heartbeat stall the instances
-// reported: both let the cluster count an instance dead and rescue its jobs.
+// reported: both let the cluster count an instance dead and rescue its jobs. A stall that
+// began ("stalling") and never ended ("stall" with the same From) lasted until the
+// instance was gone: it was killed, or the run ended, before its heartbeats landed again.
 func (r *run) faultsAndStalls(events []instance.Event) []faultRec {
+	type stallKey struct {
+		id   string
+		from int64
+	}
+	ended := map[stallKey]bool{}
+	for _, ev := range events {
+		if ev.Event == "stall" {
+			ended[stallKey{ev.ID, ev.From}] = true
+		}
+	}
+	forever := time.Unix(1<<40, 0)
 	all := slices.Clone(r.log)
 	for _, ev := range events {
-		if ev.Event != "stall" {
+		from, to := time.Unix(0, ev.From), ev.Time()
+		switch {
+		case ev.Event == "stalling" && !ended[stallKey{ev.ID, ev.From}]:
+			to = forever
+		case ev.Event != "stall":
 			continue
 		}
-		from, to := time.Unix(0, ev.From), ev.Time()
 		if !faultedBetween(r.log, ev.ID, from, to) && !r.pausedWriter(from, to) {
 			r.report.Stalls++ // not the echo of a pause or a cut the checker made
 		}

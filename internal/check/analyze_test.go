@@ -298,3 +298,38 @@ func runTick(t *testing.T, s *store.Store, service string, tick time.Time, id in
 		t.Fatal(err)
 	}
 }
+
+// A stall counts as a fault from when the cluster could count the instance dead until its
+// heartbeats landed again; one that began and never ended (the instance was killed first)
+// lasts until the instance was gone.
+func TestStallsAreFaults(t *testing.T) {
+	t.Parallel()
+	s := testdb.New(t, store.SQLite).Open(t, nil)
+	t0 := time.Now()
+	at := func(d time.Duration) int64 { return t0.Add(d).UnixNano() }
+	r := &run{s: s, report: &Report{}, log: []faultRec{{kind: FaultKill, instance: "a", start: t0.Add(9 * time.Second), end: t0.Add(9 * time.Second)}}}
+	faults := r.faultsAndStalls([]instance.Event{
+		{Event: "stalling", ID: "a", From: at(time.Second), T: at(time.Second)}, // killed at 9s, never landed
+		{Event: "stalling", ID: "b", From: at(2 * time.Second), T: at(2 * time.Second)},
+		{Event: "stall", ID: "b", From: at(2 * time.Second), T: at(3 * time.Second)}, // landed at 3s
+	})
+	for _, c := range []struct {
+		instance string
+		from, to time.Duration
+		want     bool
+	}{
+		{"a", 0, 500 * time.Millisecond, false},
+		{"a", 5 * time.Second, 6 * time.Second, true},
+		{"a", 20 * time.Second, 21 * time.Second, true},
+		{"b", 2500 * time.Millisecond, 2600 * time.Millisecond, true},
+		{"b", 4 * time.Second, 5 * time.Second, false},
+		{"c", 0, time.Hour, false},
+	} {
+		if got := faultedBetween(faults, c.instance, t0.Add(c.from), t0.Add(c.to)); got != c.want {
+			t.Errorf("%s faulted in [%v, %v]: %v, want %v", c.instance, c.from, c.to, got, c.want)
+		}
+	}
+	if r.report.Stalls != 1 {
+		t.Errorf("unexplained stalls %d, want 1 (b's; a's ended in its kill)", r.report.Stalls)
+	}
+}

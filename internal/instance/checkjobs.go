@@ -34,8 +34,11 @@ type CheckTick struct{}
 func (CheckTick) Kind() string { return "check-tick" }
 
 // CheckJobs is the workload "check-jobs" (see [CheckWorkloads]). It also reports every
-// heartbeat stall past dead-after as "stall": the cluster may have counted the instance
-// dead and rescued its jobs, so the checker judges a stall like a fault for duplicate runs.
+// heartbeat stall past dead-after: the cluster may have counted the instance dead and
+// rescued its jobs, so the checker judges a stall like a fault for duplicate runs. A stall
+// is reported twice: as "stalling" once the last heartbeat is dead-after old (an instance
+// killed before its heartbeats land again reports only that), and as "stall" when they
+// land again, with the same From.
 type CheckJobs struct{}
 
 // Name implements Workload.
@@ -72,6 +75,17 @@ func (CheckJobs) start(ctx context.Context, in *env) (func(), error) {
 		return nil, err
 	}
 	l := newLoops(ctx)
+	deadAfter := node.Config().DeadAfter
+	l.wg.Go(func() {
+		var reported time.Time
+		for l.ctx.Err() == nil {
+			if last := node.LastHeartbeat(); !last.IsZero() && !last.Equal(reported) && time.Since(last) >= deadAfter {
+				reported = last
+				in.emit(Event{Event: "stalling", From: last.Add(deadAfter).UnixNano()})
+			}
+			loop.Sleep(l.ctx, deadAfter/8)
+		}
+	})
 	enqueueing := in.writing
 	l.wg.Go(func() {
 		for i := 0; enqueueing.Err() == nil; i++ {

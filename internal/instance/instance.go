@@ -56,7 +56,7 @@ type Options struct {
 
 // Event is one line a child prints.
 type Event struct {
-	Event string `json:"event"` // ready, elected, demoted, fenced, locked, write_error, http, handling, invalidated, setting, lost, stall, idle, members, quiesced, closed, error
+	Event string `json:"event"` // ready, elected, demoted, fenced, locked, write_error, http, handling, invalidated, setting, lost, stalling, stall, idle, members, quiesced, closed, error
 	ID    string `json:"id,omitempty"`
 	PID   int    `json:"pid,omitempty"`
 	Token int64  `json:"token,omitempty"`
@@ -65,8 +65,8 @@ type Event struct {
 	// process cannot believe it leads past that: IsLeader checks it), else the moment of
 	// release.
 	T int64 `json:"t"`
-	// From is, on "stall", when the cluster could first count the instance dead (T is when
-	// its heartbeats landed again).
+	// From is, on "stalling" and "stall", when the cluster could first count the instance
+	// dead (on "stall", T is when its heartbeats landed again).
 	From   int64  `json:"from,omitempty"`
 	Writes int    `json:"writes,omitempty"` // fenced writes accepted in the term, on "fenced"
 	Addr   string `json:"addr,omitempty"`   // on "http": where the instance serves
