@@ -4,6 +4,7 @@ package cluster
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,10 @@ type Config struct {
 	// Panics, if set, counts the panics recovered from OnStall callbacks; each is also
 	// logged with its stack. Defaults to nil: logged only.
 	Panics *atomic.Int64
+	// NoLivenessLock turns off the liveness lock (see liveness.go): a crashed instance is
+	// then noticed by its heartbeat alone, after DeadAfter. Needed where a session cannot
+	// be kept, as behind PgBouncer in transaction mode.
+	NoLivenessLock bool
 }
 
 // Member is an instance as the database sees it.
@@ -86,8 +91,12 @@ type Membership struct {
 	lastAttempt atomic.Int64 // same, of the last attempt, successful or not
 	epoch       time.Time    // base for the two above
 
-	mu      sync.Mutex // protects joined, stopped, beats, onStall
+	live *liveness // nil without a liveness lock
+
+	mu      sync.Mutex // protects joined, stopped, beats, onStall, onDead, onLost
 	onStall []func(from, to time.Time)
+	onDead  []func(ctx context.Context, id string)
+	onLost  []func(err error)
 	joined  bool
 	stopped bool
 	beats   *loop.Loop // heartbeats, from Join to Leave
@@ -115,6 +124,11 @@ func NewMembership(s *store.Store, cfg Config) (*Membership, error) {
 	}
 	m := &Membership{s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger, epoch: time.Now()}
 	m.state.Store(StateStarting)
+	if !cfg.NoLivenessLock {
+		if b := livenessFor(s, cfg); b != nil {
+			m.live = newLiveness(m, b)
+		}
+	}
 	return m, nil
 }
 
@@ -123,7 +137,13 @@ func (m *Membership) Config() Config { return m.cfg }
 
 // Join registers the instance as starting and begins heartbeating.
 func (m *Membership) Join(ctx context.Context) error {
+	if m.live != nil {
+		m.live.take(ctx) // without it, the watcher tries again
+	}
 	if err := m.register(ctx); err != nil {
+		if m.live != nil {
+			m.live.stop()
+		}
 		return err
 	}
 	m.mu.Lock()
@@ -133,6 +153,10 @@ func (m *Membership) Join(ctx context.Context) error {
 	}
 	m.joined = true
 	m.beats = loop.StartEvery(m.cfg.HeartbeatInterval, m.beat)
+	if m.live != nil {
+		m.live.follow(m.successor(ctx))
+		m.live.start()
+	}
 	return nil
 }
 
@@ -141,7 +165,7 @@ func (m *Membership) register(ctx context.Context) error {
 	start := time.Now()
 	m.lastAttempt.Store(int64(start.Sub(m.epoch)))
 	_, err := m.s.Control().Exec(ctx, m.q.insert, m.s.NowArg(), c.Service, c.ID, c.Host, c.PID, c.Version, c.Addr,
-		string(m.State()), c.DeadAfter.Milliseconds())
+		string(m.State()), c.DeadAfter.Milliseconds(), m.liveKey())
 	if err != nil {
 		return fmt.Errorf("cluster: register %s: %w", c.ID, err)
 	}
@@ -196,16 +220,102 @@ func (m *Membership) Beat(ctx context.Context) error {
 	defer cancel()
 	start := time.Now()
 	m.lastAttempt.Store(int64(start.Sub(m.epoch)))
-	n, err := m.s.Control().Exec(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State()))
-	if err != nil {
-		return err
-	}
-	if n == 0 {
+	var succ sql.NullInt64
+	err := m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(&succ)
+	if errors.Is(err, store.ErrNoRows) {
 		m.log.Warn("cluster: this instance's row was reaped (it was counted dead); registering again")
 		return m.register(ctx)
 	}
+	if err != nil {
+		return err
+	}
 	m.landed(start)
+	if m.live != nil {
+		m.live.follow(succ.Int64)
+	}
 	return nil
+}
+
+// liveKey is the key to record for this instance's liveness lock: NULL while it holds none.
+func (m *Membership) liveKey() any {
+	if m.live == nil {
+		return nil
+	}
+	if k := m.live.current(); k != 0 {
+		return k
+	}
+	return nil
+}
+
+// setKey records a new liveness lock's key.
+func (m *Membership) setKey(ctx context.Context, key int64) error {
+	if _, err := m.s.Control().Exec(ctx, m.q.setKey, m.cfg.Service, m.cfg.ID, key); err != nil {
+		return fmt.Errorf("cluster: record the liveness lock: %w", err)
+	}
+	return nil
+}
+
+// successor is the liveness key of the next live instance in the ring, 0 if there is none
+// (or it cannot be read now: the next heartbeat reads it again).
+func (m *Membership) successor(ctx context.Context) int64 {
+	var succ sql.NullInt64
+	if err := m.s.Control().QueryRow(ctx, m.q.successor, m.s.NowArg(), m.cfg.Service, m.cfg.ID).Scan(&succ); err != nil {
+		m.log.Debug("cluster: reading the instance to watch failed; the next heartbeat reads it", "err", err)
+		return 0
+	}
+	return succ.Int64
+}
+
+// OnDead registers fn to run when this instance finds, by its liveness lock, that another
+// instance's process is gone, once the database counts that instance dead. fn runs on the
+// liveness watcher: it must not block for long, and a panic is recovered and counted.
+func (m *Membership) OnDead(fn func(ctx context.Context, id string)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.onDead = append(m.onDead, fn)
+}
+
+// OnLivenessLost registers fn to run when this instance's liveness lock session ends while
+// its process lives (the server terminated it or restarted): the others may now count it
+// dead and take over its work, so fn should give up what it holds. A new lock is taken
+// afterwards. A panic in fn is recovered and counted.
+func (m *Membership) OnLivenessLost(fn func(err error)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.onLost = append(m.onLost, fn)
+}
+
+// buried marks the holder of liveness key dead, and runs the OnDead callbacks for it.
+func (m *Membership) buried(ctx context.Context, key int64) {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.DeadAfter)
+	defer cancel()
+	var id string
+	err := m.s.Control().QueryRow(ctx, m.q.markDead, m.s.NowArg(), m.cfg.Service, key).Scan(&id)
+	if errors.Is(err, store.ErrNoRows) {
+		return // another watcher was first, or the instance left
+	}
+	if err != nil {
+		m.log.Warn("cluster: an instance's liveness lock is gone but it cannot be marked dead; its heartbeat will show it", "err", err)
+		return
+	}
+	m.log.Info("cluster: an instance's process is gone (its liveness lock was freed); taking over its work now", "dead", id)
+	m.mu.Lock()
+	fns := slices.Clone(m.onDead)
+	m.mu.Unlock()
+	for _, fn := range fns {
+		safe.Do(m.log, m.cfg.Panics, "cluster: OnDead callback", func() { fn(ctx, id) })
+	}
+}
+
+// livenessLost runs the OnLivenessLost callbacks.
+func (m *Membership) livenessLost(err error) {
+	m.log.Warn("cluster: this instance's liveness lock was lost while it runs; others may take over its work now, so it gives up what it holds", "err", err)
+	m.mu.Lock()
+	fns := slices.Clone(m.onLost)
+	m.mu.Unlock()
+	for _, fn := range fns {
+		safe.Do(m.log, m.cfg.Panics, "cluster: OnLivenessLost callback", func() { fn(err) })
+	}
 }
 
 // State is this instance's own state.
@@ -297,7 +407,12 @@ func (m *Membership) Leave(ctx context.Context) error {
 	if beats != nil {
 		beats.Stop()
 	}
-	if _, err := m.s.Control().Exec(ctx, m.q.leave, m.cfg.Service, m.cfg.ID); err != nil {
+	_, err := m.s.Control().Exec(ctx, m.q.leave, m.cfg.Service, m.cfg.ID)
+	// The row goes first, so that the watcher of this instance finds nobody to bury.
+	if m.live != nil {
+		m.live.stop()
+	}
+	if err != nil {
 		return fmt.Errorf("cluster: leave: %w", err)
 	}
 	return nil

@@ -16,19 +16,40 @@ func Component() store.Component {
 
 // queries are the membership statements; $1 is "now" in each that reads the time.
 type queries struct {
-	insert, beat, setState, leave, list, reap string
+	insert, beat, setState, leave, list, reap, setKey, successor, markDead string
 }
+
+// successorOf is the live_key of the instance after $3 in the ring of the service's live
+// instances that hold a liveness lock ($2 the service, ordered by id, the last followed by
+// the first), or NULL when there is none but $3.
+const successorOf = `(SELECT s.live_key FROM twice_members s
+ WHERE s.service = $2 AND s.id <> $3 AND s.live_key IS NOT NULL
+   AND s.heartbeat_at > {now} - {ms s.dead_after_ms}
+ ORDER BY s.id < $3, s.id LIMIT 1)`
 
 // templates are the statements as written, once for both dialects (see [store.Store.SQL]).
 var templates = queries{
 	insert: `
-INSERT INTO twice_members (service, id, host, pid, version, addr, state, dead_after_ms, started_at, heartbeat_at)
-VALUES ($2, $3, $4, $5, $6, $7, $8, $9, {now}, {now})
+INSERT INTO twice_members (service, id, host, pid, version, addr, state, dead_after_ms, started_at, heartbeat_at, live_key)
+VALUES ($2, $3, $4, $5, $6, $7, $8, $9, {now}, {now}, $10)
 ON CONFLICT (service, id) DO UPDATE
-SET state = excluded.state, dead_after_ms = excluded.dead_after_ms, heartbeat_at = excluded.heartbeat_at`,
+SET state = excluded.state, dead_after_ms = excluded.dead_after_ms, heartbeat_at = excluded.heartbeat_at,
+    live_key = excluded.live_key`,
+	// A heartbeat also tells the instance whose liveness lock to watch: the ring follows
+	// the members at no extra statement.
 	beat: `
 UPDATE twice_members SET heartbeat_at = {now}, state = $4
-WHERE service = $2 AND id = $3`,
+WHERE service = $2 AND id = $3
+RETURNING ` + successorOf,
+	setKey:    `UPDATE twice_members SET live_key = $3 WHERE service = $1 AND id = $2`,
+	successor: `SELECT ` + successorOf,
+	// markDead records that the holder of liveness lock $3 is gone: its heartbeat is made
+	// dead-after old, so every condition built on [Alive] counts it dead at once, and its
+	// key is cleared, so it is buried once.
+	markDead: `
+UPDATE twice_members SET heartbeat_at = {now} - {ms dead_after_ms}, live_key = NULL
+WHERE service = $2 AND live_key = $3
+RETURNING id`,
 	setState: `UPDATE twice_members SET state = $3 WHERE service = $1 AND id = $2`,
 	leave:    `DELETE FROM twice_members WHERE service = $1 AND id = $2`,
 	list: `
@@ -58,4 +79,13 @@ func queriesFor(s *store.Store) queries {
 func Alive(serviceExpr, idExpr, nowExpr string) string {
 	return "EXISTS (SELECT 1 FROM twice_members m WHERE m.service = " + serviceExpr + " AND m.id = " + idExpr +
 		" AND m.heartbeat_at > " + nowExpr + " - {ms m.dead_after_ms})"
+}
+
+// livenessFor returns the liveness lock of s's dialect for the instance cfg describes, or
+// nil where there is none (SQLite without flock).
+func livenessFor(s *store.Store, cfg Config) livenessBackend {
+	if s.Dialect() == store.SQLite {
+		return newFileLiveness(s.DSN().Path)
+	}
+	return &pgLiveness{s: s, log: cfg.Logger, name: "twice-live " + cfg.Service + " " + cfg.ID}
 }

@@ -1,0 +1,163 @@
+package cluster_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice/cluster"
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/store"
+)
+
+// A crashed instance is found dead by its liveness lock long before its heartbeat could
+// show it (dead-after is an hour here), and is buried once.
+func TestLivenessLockNoticesACrash(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		s := open(t, db, nil)
+		died := make(chan string, 10)
+		var ms []*cluster.Membership
+		for _, id := range []string{"a", "b", "c"} {
+			m := member(t, s, id, cluster.Config{HeartbeatInterval: 20 * time.Minute, DeadAfter: time.Hour})
+			m.OnDead(func(_ context.Context, dead string) { died <- id + " buried " + dead })
+			if err := m.Join(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ms = append(ms, m)
+		}
+		// The ring is a→b→c→a once each has read its successor; c joined last, so a and b
+		// learn theirs from a heartbeat.
+		for _, m := range ms {
+			if err := m.Beat(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ms[1].Crash()
+		select {
+		case got := <-died:
+			if got != "a buried b" {
+				t.Fatalf("%s; want a buried b (a watches b)", got)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a crashed instance was not noticed by its liveness lock")
+		}
+		alive := map[string]bool{}
+		list, err := cluster.List(ctx, s, "svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mb := range list {
+			alive[mb.ID] = mb.Alive
+		}
+		if !alive["a"] || alive["b"] || !alive["c"] {
+			t.Fatalf("alive %v after b crashed", alive)
+		}
+		// The ring closes over the gap: a now watches c.
+		ms[2].Crash()
+		select {
+		case got := <-died:
+			if got != "a buried c" {
+				t.Fatalf("%s; want a buried c", got)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the ring did not close over a buried instance")
+		}
+		select {
+		case got := <-died:
+			t.Fatalf("buried twice: %s", got)
+		case <-time.After(100 * time.Millisecond):
+		}
+	})
+}
+
+// An instance without a liveness lock is noticed by its heartbeat alone.
+func TestNoLivenessLock(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		s := open(t, db, nil)
+		a := member(t, s, "a", cluster.Config{HeartbeatInterval: time.Minute, DeadAfter: time.Hour})
+		b := member(t, s, "b", cluster.Config{HeartbeatInterval: time.Minute, DeadAfter: time.Hour, NoLivenessLock: true})
+		died := make(chan string, 1)
+		a.OnDead(func(_ context.Context, id string) { died <- id })
+		for _, m := range []*cluster.Membership{a, b} {
+			if err := m.Join(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.Crash()
+		select {
+		case id := <-died:
+			t.Fatalf("%s buried without a liveness lock", id)
+		case <-time.After(300 * time.Millisecond):
+		}
+	})
+}
+
+// On PostgreSQL, an instance whose lock session is ended by the server while its process
+// lives is told at once, takes a new lock under a new key, and the instance that watched
+// it never buries it under the new one.
+func TestLivenessSessionKilled(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t, store.Postgres)
+	ctx := context.Background()
+	s := open(t, db, nil)
+	a := member(t, s, "a", cluster.Config{HeartbeatInterval: 50 * time.Millisecond, DeadAfter: time.Hour})
+	b := member(t, s, "b", cluster.Config{HeartbeatInterval: 50 * time.Millisecond, DeadAfter: time.Hour})
+	lost := make(chan error, 1)
+	b.OnLivenessLost(func(err error) { lost <- err })
+	for _, m := range []*cluster.Membership{a, b} {
+		if err := m.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := func() (k *int64) {
+		if err := s.QueryRow(ctx, "SELECT live_key FROM twice_members WHERE service = 'svc' AND id = 'b'").Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	old := key()
+	var n int
+	if err := s.QueryRow(ctx, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+		"twice-live svc b").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("terminated %d sessions, %v", n, err)
+	}
+	select {
+	case <-lost:
+	case <-time.After(20 * time.Second):
+		t.Fatal("b was not told its liveness session ended")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		k := key()
+		if k != nil && *k != *old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b's key %v after its session ended; want a new one (was %d)", k, *old)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// b's heartbeat brings it back even if a buried it under its old key.
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		if err := b.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		list, err := cluster.List(ctx, s, "svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) == 2 && list[0].Alive && list[1].Alive {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members %+v", list)
+		}
+	}
+}
