@@ -465,6 +465,54 @@ func (m *Manager) Close(ctx context.Context) error {
 	return nil
 }
 
+// ReleaseDead frees every lease that holder, another instance, still holds, when the
+// caller knows holder's process is gone (its liveness lock was freed; see the cluster
+// package): the leases are taken over now instead of at their deadlines. The tokens are
+// left as they are, so the next holder of each gets a newer one, and a write checked
+// against an older token is refused as ever. Config.OnRelease is told the freed names.
+func (m *Manager) ReleaseDead(ctx context.Context, holder string) ([]string, error) {
+	if holder == m.cfg.Holder {
+		return nil, errors.New("lease: ReleaseDead of this manager's own holder")
+	}
+	rows, err := m.s.Control().Query(ctx, m.q.releaseDead, m.s.NowArg(), m.cfg.Service, holder)
+	if err != nil {
+		return nil, fmt.Errorf("lease: release the leases of %s: %w", holder, err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, fmt.Errorf("lease: release the leases of %s: %w", holder, err)
+		}
+		names = append(names, name)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lease: release the leases of %s: %w", holder, err)
+	}
+	m.Poke()
+	if len(names) > 0 && m.cfg.OnRelease != nil {
+		m.onRelease(ctx, names)
+	}
+	return names, nil
+}
+
+// LoseAll ends every lease this manager holds, locally and at once, with a cause that wraps
+// [ErrLost]: for when others may take them over before their deadlines (this instance's
+// liveness lock was lost; see the cluster package). The rows are left to expire or to be
+// freed by the next renewal; the manager keeps working and can acquire again.
+func (m *Manager) LoseAll(cause error) {
+	m.mu.Lock()
+	held := make([]*Lease, 0, len(m.held))
+	for _, l := range m.held {
+		held = append(held, l)
+	}
+	m.mu.Unlock()
+	for _, l := range held {
+		l.lose(fmt.Errorf("%w: %w", ErrLost, cause))
+	}
+}
+
 // onRelease calls Config.OnRelease, which must not end the process if it panics.
 func (m *Manager) onRelease(ctx context.Context, names []string) {
 	safe.Do(m.log, m.cfg.Panics, "lease: OnRelease callback", func() { m.cfg.OnRelease(ctx, names) })

@@ -3,6 +3,7 @@ package lease_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -417,6 +418,66 @@ func TestBadInput(t *testing.T) {
 		}
 		if _, err := lease.NewManager(open(t, db, nil), lease.Config{}); err == nil {
 			t.Fatal("manager without service accepted")
+		}
+	})
+}
+
+// A dead holder's leases are freed by another instance at once, before their deadlines, with
+// the tokens fencing as ever; LoseAll ends a holder's leases locally at once.
+func TestReleaseDeadAndLoseAll(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		s := open(t, db, nil)
+		var released []string
+		a, err := lease.NewManager(s, lease.Config{Service: "svc", Holder: "a", TTL: time.Hour, Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Close(context.Background()) })
+		b, err := lease.NewManager(s, lease.Config{Service: "svc", Holder: "b", TTL: time.Hour, Logger: testdb.Logger(t),
+			OnRelease: func(_ context.Context, names []string) { released = append(released, names...) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close(context.Background()) })
+		la, err := a.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.TryAcquire(ctx, "y", nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.TryAcquire(ctx, "x", nil); !errors.Is(err, lease.ErrHeld) {
+			t.Fatalf("held lease taken: %v", err)
+		}
+		if _, err := b.ReleaseDead(ctx, "b"); err == nil {
+			t.Fatal("ReleaseDead of the manager's own holder accepted")
+		}
+		// a's process is gone (its liveness lock said so): b frees its leases now.
+		names, err := b.ReleaseDead(ctx, "a")
+		slices.Sort(names)
+		if err != nil || !slices.Equal(names, []string{"x", "y"}) || !slices.Equal(released, names) {
+			t.Fatalf("released %v (told %v), %v; want x and y", names, released, err)
+		}
+		lb, err := b.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatalf("a dead holder's lease not taken: %v", err)
+		}
+		if lb.Token() != la.Token()+1 {
+			t.Fatalf("token %d after %d", lb.Token(), la.Token())
+		}
+		if err := s.InTx(ctx, func(tx store.Tx) error { return la.Check(ctx, tx) }); !errors.Is(err, lease.ErrFenced) {
+			t.Fatalf("the dead holder's write: %v, want ErrFenced", err)
+		}
+		// b's liveness session ends while it lives: it gives up x at once, locally.
+		b.LoseAll(errors.New("liveness lost"))
+		if lb.Valid() {
+			t.Fatal("a lease valid after LoseAll")
+		}
+		if cause := context.Cause(lb.Context()); !errors.Is(cause, lease.ErrLost) {
+			t.Fatalf("cause %v, want ErrLost", cause)
 		}
 	})
 }

@@ -20,7 +20,7 @@ const servicesSQL = `SELECT DISTINCT service FROM twice_leases WHERE holder IS N
 // queries are the lease statements. In each that reads the time, $1 is "now": NULL for
 // database time, or a test clock's time.
 type queries struct {
-	acquire, insert, renew, release, releaseAll, check, info, list string
+	acquire, insert, renew, release, releaseAll, releaseDead, check, info, list string
 }
 
 // templates are the statements as written, once for both dialects (see [store.Store.SQL]).
@@ -69,6 +69,10 @@ WHERE service = $2 AND name = $3 AND holder = $4 AND token = $5`,
 	releaseAll: `
 UPDATE twice_leases SET holder = NULL, expires_at = {now}
 WHERE service = $2 AND holder = $3`,
+	releaseDead: `
+UPDATE twice_leases SET holder = NULL, expires_at = {now}
+WHERE service = $2 AND holder = $3 AND expires_at > {now}
+RETURNING name`,
 	// On PostgreSQL the row lock makes a takeover wait for this transaction. So that a
 	// holder frozen mid-transaction cannot make it wait forever, the server aborts the
 	// transaction if it sits idle longer than the lease's TTL ($3, in ms); the stale write
