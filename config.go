@@ -98,11 +98,22 @@ type Config struct {
 	// 1 second.
 	HeartbeatInterval time.Duration
 	// DeadAfter is how long without a heartbeat until the instance counts as dead and its
-	// work is rescued. Defaults to 3 heartbeat intervals.
+	// work is rescued. Defaults to 3 heartbeat intervals. A crashed process is noticed
+	// sooner, by its liveness lock (see NoLivenessLock); DeadAfter covers a paused process,
+	// a lost machine or a cut network.
 	DeadAfter time.Duration
+	// NoLivenessLock turns off the liveness lock. By default each instance holds one for as
+	// long as its process lives (on PostgreSQL a session advisory lock on a connection of
+	// its own, on SQLite a file lock in the directory DB.live beside the database file),
+	// and another instance waits for it: when the process dies, the kernel frees the lock,
+	// and its leadership, locks and running jobs move within milliseconds instead of after
+	// LeaseTTL and DeadAfter. Turn it off behind a pooler that does not keep sessions
+	// (PgBouncer in transaction mode); a crash is then noticed by the heartbeat alone.
+	NoLivenessLock bool
 	// LeaseTTL is how long the leader lease, and locks by default, outlive a holder that
 	// stops renewing them; renewals happen every quarter of it. With LeaderPoll it bounds
-	// failover after a crash: a new leader within LeaseTTL + LeaderPoll. Defaults to 2 seconds.
+	// failover after a pause or a lost machine: a new leader within LeaseTTL + LeaderPoll.
+	// After a crash the liveness lock frees them sooner. Defaults to 2 seconds.
 	LeaseTTL time.Duration
 	// LeaderPoll is how often a follower looks whether the leader lease is free; it bounds
 	// the handover on a graceful Close. Defaults to 100 milliseconds.

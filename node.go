@@ -104,7 +104,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.members, err = cluster.NewMembership(n.store, cluster.Config{
 		Service: cfg.Name, ID: cfg.InstanceID, Host: host, PID: os.Getpid(), Version: cfg.Version,
 		Addr: cfg.AdvertiseAddr, HeartbeatInterval: cfg.HeartbeatInterval, DeadAfter: cfg.DeadAfter, Logger: n.log,
-		Panics: &n.panics,
+		Panics: &n.panics, NoLivenessLock: cfg.NoLivenessLock,
 	})
 	if err != nil {
 		return err
@@ -126,6 +126,18 @@ func (n *Node) start(ctx context.Context) error {
 	n.leader = cluster.NewLeader(n.leases, cluster.LeaderConfig{TTL: cfg.LeaseTTL, Poll: cfg.LeaderPoll, Logger: n.log,
 		Panics: &n.panics})
 	n.leader.OnElected(n.reapDead)
+	// An instance whose process is gone (its liveness lock was freed) has its leases freed
+	// now, and announced, so that leadership, locks and partitions move at once; blocks
+	// that rescue work by liveness hear of it too (see cluster.Membership.OnDead). One
+	// whose lock session ends while it lives gives up its leases first, since the others
+	// may take them over now. A death noticed before this point is taken over when the
+	// leases expire.
+	n.members.OnDead(func(ctx context.Context, id string) {
+		if _, err := n.leases.ReleaseDead(ctx, id); err != nil {
+			n.log.Warn("twice: freeing a dead instance's leases failed; they expire at their deadlines", "dead", id, "err", err)
+		}
+	})
+	n.members.OnLivenessLost(n.leases.LoseAll)
 	// Released leases wake waiters everywhere at once; a lost signal only means they wake
 	// at their next look.
 	n.bus.Subscribe(LeaseChannel, func(m bus.Message) {

@@ -353,6 +353,12 @@ func (c *Client) workLocked() {
 	c.working = true
 	c.comp = newCompleter(c)
 	c.rescuer = loop.Start(c.rescueRound)
+	if c.d.Members != nil {
+		// An instance found dead by its liveness lock is dead in the database at once:
+		// rescue its jobs now, not at the next round.
+		rescuer := c.rescuer
+		c.d.Members.OnDead(func(context.Context, string) { rescuer.Kick() })
+	}
 	c.canceller = loop.StartAfter(loop.Forever, c.cancelRound)
 	if b := c.d.Bus; b != nil {
 		c.unsub = append(c.unsub,

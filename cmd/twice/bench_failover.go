@@ -28,6 +28,7 @@ func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	instances := fs.Int("instances", 3, "instances to run")
 	ttl := fs.Duration("lease-ttl", 0, "leader lease TTL (default: the node default, 2s)")
 	poll := fs.Duration("leader-poll", 0, "leader poll interval (default: the node default, 100ms)")
+	noLive := fs.Bool("no-liveness-lock", false, "run the instances without liveness locks: a crash is noticed when the lease runs out")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -47,7 +48,7 @@ func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fmt.Fprintf(progress, "bench failover: %d instances of %s on %s, %d × %s to the leader\n",
 		*instances, service, s, *kills, map[bool]string{false: "SIGKILL", true: "SIGTERM"}[*graceful])
 	res, err := measureFailover(ctx, spawn,
-		instance.Options{DSN: dsn, Schema: db.schema, Service: service, LeaseTTL: *ttl, LeaderPoll: *poll},
+		instance.Options{DSN: dsn, Schema: db.schema, Service: service, LeaseTTL: *ttl, LeaderPoll: *poll, NoLivenessLock: *noLive},
 		failoverParams{Kills: *kills, Graceful: *graceful, Instances: *instances, Progress: progress})
 	if err != nil {
 		return err
@@ -56,8 +57,8 @@ func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *asJSON {
 		return printJSON(stdout, res)
 	}
-	fmt.Fprintf(stdout, "failover after %s on %s: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (lease TTL %.0f ms, leader poll %.0f ms)\n",
-		res.Signal, res.Store, res.P50MS, res.P99MS, res.MaxMS, res.Kills, res.LeaseTTLMS, res.PollMS)
+	fmt.Fprintf(stdout, "failover after %s on %s: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (lease TTL %.0f ms, leader poll %.0f ms, liveness lock %s)\n",
+		res.Signal, res.Store, res.P50MS, res.P99MS, res.MaxMS, res.Kills, res.LeaseTTLMS, res.PollMS, map[bool]string{true: "on", false: "off"}[res.LivenessLock])
 	return nil
 }
 
@@ -75,16 +76,18 @@ type failoverParams struct {
 
 // failoverResult is what [measureFailover] measured.
 type failoverResult struct {
-	Store       string    `json:"store"`
-	Instances   int       `json:"instances"`
-	Kills       int       `json:"kills"`
-	Signal      string    `json:"signal"`
-	LeaseTTLMS  float64   `json:"lease_ttl_ms"`
-	PollMS      float64   `json:"leader_poll_ms"`
-	FailoversMS []float64 `json:"failovers_ms"`
-	P50MS       float64   `json:"p50_ms"`
-	P99MS       float64   `json:"p99_ms"`
-	MaxMS       float64   `json:"max_ms"`
+	Store      string  `json:"store"`
+	Instances  int     `json:"instances"`
+	Kills      int     `json:"kills"`
+	Signal     string  `json:"signal"`
+	LeaseTTLMS float64 `json:"lease_ttl_ms"`
+	PollMS     float64 `json:"leader_poll_ms"`
+	// LivenessLock is whether the instances held liveness locks (see Config.NoLivenessLock).
+	LivenessLock bool      `json:"liveness_lock"`
+	FailoversMS  []float64 `json:"failovers_ms"`
+	P50MS        float64   `json:"p50_ms"`
+	P99MS        float64   `json:"p99_ms"`
+	MaxMS        float64   `json:"max_ms"`
 }
 
 // measureFailover runs p.Instances instances, then p.Kills times stops the leader and measures
@@ -110,7 +113,7 @@ func measureFailover(ctx context.Context, spawn instance.Spawner, opts instance.
 		poll = cluster.DefaultLeaderPoll
 	}
 	res := failoverResult{Instances: p.Instances, Kills: p.Kills, Signal: "SIGKILL",
-		LeaseTTLMS: ms(ttl), PollMS: ms(poll)}
+		LeaseTTLMS: ms(ttl), PollMS: ms(poll), LivenessLock: !opts.NoLivenessLock}
 	sig := syscall.SIGKILL
 	if p.Graceful {
 		sig, res.Signal = syscall.SIGTERM, "SIGTERM"

@@ -46,6 +46,9 @@ type Options struct {
 	HeartbeatInterval time.Duration `json:"heartbeat_interval,omitempty"`
 	DeadAfter         time.Duration `json:"dead_after,omitempty"`
 	DeadOwnerGrace    time.Duration `json:"dead_owner_grace,omitempty"`
+	// NoLivenessLock is the node's Config.NoLivenessLock: a crash is noticed by the
+	// heartbeat and the leases alone.
+	NoLivenessLock bool `json:"no_liveness_lock,omitempty"`
 	// Verbose logs the node's info messages on stderr, not only its warnings.
 	Verbose bool `json:"verbose,omitempty"`
 	// Workloads are what the instance does besides being a node, each a registered
@@ -161,6 +164,7 @@ func run(ctx context.Context, o Options, out io.Writer) error {
 	cfg := twice.Config{
 		DSN: o.DSN, Schema: o.Schema, Name: o.Service, Bus: o.Bus, ClusterSecret: o.ClusterSecret, Logger: logger,
 		LeaseTTL: o.LeaseTTL, LeaderPoll: o.LeaderPoll, HeartbeatInterval: o.HeartbeatInterval, DeadAfter: o.DeadAfter,
+		NoLivenessLock: o.NoLivenessLock,
 		// The checker's client holds one fixed token (CheckAuth), so scoping by the
 		// credential is safe here; a real API resolves its tokens to a principal.
 		Idempotency: idempotency.Config{DeadOwnerGrace: o.DeadOwnerGrace, Scope: idempotency.AuthorizationScope},

@@ -106,6 +106,13 @@ func TestPausedLeaderIsFenced(t *testing.T) {
 			if err := g.Signal(slot, syscall.SIGCONT); err != nil {
 				t.Fatal(err)
 			}
+			if err == nil && newLeader.Time().Sub(t0) < ttl/2 {
+				// Its last renewal was at most a quarter TTL before the pause: its lease
+				// ran out no sooner than 3/4 TTL after it. A paused process keeps its
+				// liveness lock, so nothing may count it dead before that.
+				t.Errorf("round %d: a paused leader was replaced %v after the pause, before its lease (%v) could run out",
+					round, newLeader.Time().Sub(t0), ttl)
+			}
 			if err != nil {
 				if db.Dialect != store.SQLite {
 					t.Fatalf("no new leader while the old one was paused: %v", err)
@@ -160,12 +167,16 @@ func TestPausedLeaderIsFenced(t *testing.T) {
 	})
 }
 
+// A killed process's lock is free long before its lease could run out (a minute here): the
+// kernel frees its liveness lock, and the instance watching it frees its leases.
 func TestLockFreedAfterKill(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", Workloads: []instance.Workload{instance.Lock{LockName: "nightly-report"}}}
+		ttl := time.Minute
+		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", LeaseTTL: ttl,
+			Workloads: []instance.Workload{instance.Lock{LockName: "nightly-report"}}}
 		g := instance.NewGroup(spawner(t), opts, t.Output())
 		defer g.Stop(10 * time.Second)
 		if _, err := g.Start(ctx, 0); err != nil {
@@ -175,7 +186,7 @@ func TestLockFreedAfterKill(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "svc", Logger: testdb.Logger(t)})
+		n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "svc", Logger: testdb.Logger(t), LeaseTTL: ttl})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,10 +205,9 @@ func TestLockFreedAfterKill(t *testing.T) {
 			t.Fatal(err)
 		}
 		took := time.Since(t0)
-		ttl := n.Config().LeaseTTL
 		t.Logf("lock of a killed process free after %v (lease TTL %v)", took, ttl)
-		if took > 3*ttl {
-			t.Errorf("lock free only after %v, beyond three lease periods", took)
+		if took > ttl/2 {
+			t.Errorf("lock free only after %v: it waited for its lease (%v), not for the killed process's liveness lock", took, ttl)
 		}
 		if k.Token() <= locked.Token {
 			t.Errorf("token %d not above the dead holder's %d", k.Token(), locked.Token)
@@ -226,4 +236,50 @@ func TestStartFailureSaysWhy(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "mysql") {
 		t.Fatalf("start of an instance that cannot open its store: %v", err)
 	}
+}
+
+// A killed leader is replaced long before its lease could run out (a minute here), on each
+// store: its liveness lock tells the cluster at once.
+func TestKilledLeaderReplacedAtOnce(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		ttl := time.Minute
+		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", LeaseTTL: ttl}
+		g := instance.NewGroup(spawner(t), opts, t.Output())
+		defer g.Stop(10 * time.Second)
+		for i := range 3 {
+			if _, err := g.Start(ctx, i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for round := range 4 {
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			_, _, err := g.WaitFor(wctx, 0, func(instance.Event) bool { _, _, ok := g.Leader(); return ok })
+			cancel()
+			if err != nil {
+				t.Fatalf("no leader: %v", err)
+			}
+			slot, old, _ := g.Leader()
+			_, from := g.Log()
+			t0 := time.Now()
+			if err := g.Kill(slot); err != nil {
+				t.Fatal(err)
+			}
+			wctx, cancel = context.WithTimeout(ctx, ttl/2)
+			ev, _, err := g.WaitFor(wctx, from, func(e instance.Event) bool { return e.Event == "elected" && e.Proc != slot })
+			cancel()
+			if err != nil {
+				t.Fatalf("round %d: no new leader within %v of killing %s (lease TTL %v): %v", round, ttl/2, old.ID, ttl, err)
+			}
+			if ev.Token <= old.Token {
+				t.Fatalf("round %d: new token %d not above %d", round, ev.Token, old.Token)
+			}
+			t.Logf("round %d: %s killed; %s elected %v later", round, old.ID, ev.ID, ev.Time().Sub(t0).Round(time.Millisecond))
+			if _, err := g.Start(ctx, slot); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }
