@@ -283,3 +283,67 @@ func TestKilledLeaderReplacedAtOnce(t *testing.T) {
 		}
 	})
 }
+
+// A leader whose liveness session the server ends while its process lives (an operator's
+// pg_terminate_backend, a pooler's reset) gives up its leadership as the others take over:
+// no two instances believe they lead for longer than a lease, and fencing holds.
+func TestLivenessSessionTerminated(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t, store.Postgres)
+	ctx := context.Background()
+	s := db.Open(t, nil)
+	if _, err := store.NewMigrator(s, instance.Components()...).Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ttl := time.Second
+	opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", LeaseTTL: ttl,
+		LeaderPoll: 50 * time.Millisecond, Workloads: []instance.Workload{instance.FencedWriter{}}}
+	g := instance.NewGroup(spawner(t), opts, t.Output())
+	defer g.Stop(10 * time.Second)
+	for i := range 3 {
+		if _, err := g.Start(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 3 {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, _, err := g.WaitFor(wctx, 0, func(instance.Event) bool { _, _, ok := g.Leader(); return ok })
+		cancel()
+		if err != nil {
+			t.Fatalf("no leader: %v", err)
+		}
+		time.Sleep(ttl / 2) // let it write
+		slot, old, _ := g.Leader()
+		_, from := g.Log()
+		t0 := time.Now()
+		var n int
+		if err := s.QueryRow(ctx, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+			"twice-live svc "+old.ID).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("terminated %d liveness sessions of %s: %v", n, old.ID, err)
+		}
+		wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		demoted, _, err := g.WaitFor(wctx, from, func(e instance.Event) bool { return e.Event == "demoted" && e.Proc == slot })
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: %s still leads after its liveness session ended: %v", round, old.ID, err)
+		}
+		t.Logf("round %d: %s's liveness session terminated; its term ended %v later", round, old.ID,
+			demoted.Time().Sub(t0).Round(time.Millisecond))
+		time.Sleep(ttl)
+	}
+	g.Stop(10 * time.Second)
+	log, _ := g.Log()
+	ts := instance.Terms(log, time.Now())
+	checkTerms(t, ts, ttl)
+	writes, err := instance.FencedWrites(ctx, s, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last int64
+	for n, w := range writes {
+		if w.Token < last {
+			t.Fatalf("write %d has token %d after a write with token %d: a stale write was accepted", n, w.Token, last)
+		}
+		last = w.Token
+	}
+}
