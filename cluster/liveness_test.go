@@ -2,6 +2,9 @@ package cluster_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -159,5 +162,56 @@ func TestLivenessSessionKilled(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("members %+v", list)
 		}
+	}
+}
+
+// On SQLite, a new lock sweeps away the files of processes that died unwatched, but never
+// a fresh one (created a moment before its lock is taken) or a held one.
+func TestLivenessFilesSwept(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t, store.SQLite)
+	ctx := context.Background()
+	s := open(t, db, nil)
+	dir := s.DSN().Path + ".live"
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale, fresh := filepath.Join(dir, "11"), filepath.Join(dir, "12")
+	for _, p := range []string{stale, fresh} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	a := member(t, s, "a", cluster.Config{})
+	if err := a.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// a's file, held, made old: b's sweep must keep it all the same.
+	held, _ := os.ReadDir(dir)
+	for _, e := range held {
+		if e.Name() != "11" && e.Name() != "12" {
+			if err := os.Chtimes(filepath.Join(dir, e.Name()), old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b := member(t, s, "b", cluster.Config{})
+	if err := b.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 3 || slices.Contains(names, "11") || !slices.Contains(names, "12") {
+		t.Fatalf("files %v: want the fresh one and a's and b's, not the stale one", names)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/twicehq/twice/internal/loop"
 )
@@ -38,6 +39,7 @@ func (f *fileLiveness) hold(_ context.Context, key int64) error {
 	if err := os.MkdirAll(f.dir, 0o700); err != nil {
 		return err
 	}
+	f.sweep()
 	file, err := os.OpenFile(f.path(key), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -49,6 +51,33 @@ func (f *fileLiveness) hold(_ context.Context, key int64) error {
 	}
 	f.own = file
 	return nil
+}
+
+// staleAfter is how old an unlocked file must be before sweep removes it: a file is
+// created a moment before its lock is taken, and must not be mistaken for a dead one's.
+const staleAfter = time.Minute
+
+// sweep removes the files of processes that died with nobody watching them (the last
+// instances of a service, killed together), so the directory does not grow.
+func (f *fileLiveness) sweep() {
+	entries, err := os.ReadDir(f.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() || time.Since(info.ModTime()) < staleAfter {
+			continue
+		}
+		file, err := os.OpenFile(filepath.Join(f.dir, e.Name()), os.O_RDWR, 0)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(file.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			os.Remove(file.Name())
+		}
+		file.Close()
+	}
 }
 
 // watch tries the successor's lock every livenessPoll: a system call, no database statement.
@@ -105,4 +134,3 @@ func (f *fileLiveness) close() {
 		f.own = nil
 	}
 }
-
