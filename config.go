@@ -111,12 +111,13 @@ type Config struct {
 	// (PgBouncer in transaction mode); a crash is then noticed by the heartbeat alone.
 	NoLivenessLock bool
 	// LeaseTTL is how long the leader lease, and locks by default, outlive a holder that
-	// stops renewing them; renewals happen every quarter of it. With LeaderPoll it bounds
-	// failover after a pause or a lost machine: a new leader within LeaseTTL + LeaderPoll.
-	// After a crash the liveness lock frees them sooner. Defaults to 2 seconds.
+	// stops renewing them; renewals happen every quarter of it. It bounds failover after a
+	// pause or a lost machine: followers look at the lease when it is due to run out. After
+	// a crash the liveness lock frees them sooner, and a release (a graceful Close, a crash)
+	// is announced on the bus and wakes followers at once. Defaults to 2 seconds.
 	LeaseTTL time.Duration
-	// LeaderPoll is how often a follower looks whether the leader lease is free; it bounds
-	// the handover on a graceful Close. Defaults to 100 milliseconds.
+	// LeaderPoll is how long a follower waits before it looks again after another instance
+	// won an election it also tried for. Defaults to 100 milliseconds.
 	LeaderPoll time.Duration
 	// KeepDead is how long a dead instance stays listed before the leader removes its row.
 	// Defaults to 10 minutes.

@@ -304,8 +304,9 @@ func Members(ctx context.Context, s *store.Store, service string) ([]Member, err
 }
 
 // Close drains the node: readiness turns false first, then leadership is handed over, every
-// lease and lock is released, and the instance leaves the cluster. Another instance leads
-// within one LeaderPoll. ctx bounds the whole drain. Close is idempotent.
+// lease and lock is released, and the instance leaves the cluster. The release is announced,
+// so another instance leads within milliseconds (within the lease TTL if the announcement
+// is lost unreported). ctx bounds the whole drain. Close is idempotent.
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() { n.closeErr = n.drain(ctx) })
 	return n.closeErr

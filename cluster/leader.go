@@ -17,9 +17,9 @@ import (
 // LeaderLease is the name of the lease the leader of a service holds.
 const LeaderLease = "leader"
 
-// DefaultLeaderPoll is how often a follower looks whether the leader lease is free. With the
-// lease TTL it bounds failover: after a leader is killed, another instance leads within
-// TTL + poll; after a leader stops gracefully, within poll.
+// DefaultLeaderPoll is how long a follower waits before it tries for the leader lease
+// again after another instance took it first. Between elections a follower looks at the
+// lease when it is due to run out, or at once when a release is announced.
 const DefaultLeaderPoll = 100 * time.Millisecond
 
 // ErrNotLeader is the cause of the context [Leader.Context] returns to a follower.
@@ -29,7 +29,8 @@ var ErrNotLeader = errors.New("cluster: not the leader")
 type LeaderConfig struct {
 	// TTL of the leader lease. Defaults to the manager's TTL.
 	TTL time.Duration
-	// Poll is how often a follower looks at the lease. Defaults to [DefaultLeaderPoll].
+	// Poll is how long a follower waits after another instance won the lease first, before
+	// it looks again. Defaults to [DefaultLeaderPoll].
 	Poll time.Duration
 	// Logger defaults to slog.Default(). It should carry the instance id; the node's does.
 	Logger *slog.Logger
@@ -280,7 +281,12 @@ func (l *Leader) campaign(ctx context.Context) time.Duration {
 	return 0
 }
 
-// follow returns how long to wait before trying for the lease, or 0 to try now.
+// follow returns how long to wait before trying for the lease, or 0 to try now. A follower
+// waits for the lease's deadline: a leader that renews moves it, so a follower looks about
+// once per renewal cycle, not every poll. A lease freed sooner is announced (a graceful
+// release, or a crashed leader whose liveness lock was freed; see the node), and the
+// announcement, or the bus saying signals were lost, cuts the wait short (Poke). Reading
+// first keeps followers from taking SQLite's write lock at each look.
 func (l *Leader) follow(ctx context.Context) time.Duration {
 	l.mu.Lock()
 	sitOut := time.Until(l.sitOut)
@@ -288,12 +294,11 @@ func (l *Leader) follow(ctx context.Context) time.Duration {
 	if sitOut > 0 {
 		return sitOut
 	}
-	// Reading first keeps followers from taking SQLite's write lock ten times a second.
 	info, err := l.m.Info(ctx, LeaderLease)
 	if err != nil || !info.Held() {
 		return 0
 	}
-	return min(l.cfg.Poll, info.Remaining+time.Millisecond)
+	return info.Remaining + time.Millisecond
 }
 
 // lead runs while ls is held: it announces the election and waits for the lease to end,
