@@ -246,28 +246,17 @@ func TestKilledLeaderReplacedAtOnce(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		ttl := time.Minute
-		opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", LeaseTTL: ttl}
-		g := instance.NewGroup(spawner(t), opts, t.Output())
+		g, stderr := startThree(t, instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", LeaseTTL: ttl})
+		defer stderr.dumpOnFailure(t)
 		defer g.Stop(10 * time.Second)
-		for i := range 3 {
-			if _, err := g.Start(ctx, i); err != nil {
-				t.Fatal(err)
-			}
-		}
 		for round := range 4 {
-			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			_, _, err := g.WaitFor(wctx, 0, func(instance.Event) bool { _, _, ok := g.Leader(); return ok })
-			cancel()
-			if err != nil {
-				t.Fatalf("no leader: %v", err)
-			}
-			slot, old, _ := g.Leader()
+			slot, old := waitLeader(t, g)
 			_, from := g.Log()
 			t0 := time.Now()
 			if err := g.Kill(slot); err != nil {
 				t.Fatal(err)
 			}
-			wctx, cancel = context.WithTimeout(ctx, ttl/2)
+			wctx, cancel := context.WithTimeout(ctx, ttl/2)
 			ev, _, err := g.WaitFor(wctx, from, func(e instance.Event) bool { return e.Event == "elected" && e.Proc != slot })
 			cancel()
 			if err != nil {
@@ -296,24 +285,14 @@ func TestLivenessSessionTerminated(t *testing.T) {
 		t.Fatal(err)
 	}
 	ttl := time.Second
-	opts := instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", LeaseTTL: ttl,
-		LeaderPoll: 50 * time.Millisecond, Workloads: []instance.Workload{instance.FencedWriter{}}}
-	g := instance.NewGroup(spawner(t), opts, t.Output())
+	g, stderr := startThree(t, instance.Options{DSN: db.DSN, Schema: db.Schema, Service: "svc", LeaseTTL: ttl,
+		LeaderPoll: 50 * time.Millisecond, Workloads: []instance.Workload{instance.FencedWriter{}}})
+	defer stderr.dumpOnFailure(t)
 	defer g.Stop(10 * time.Second)
-	for i := range 3 {
-		if _, err := g.Start(ctx, i); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for round := range 3 {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, _, err := g.WaitFor(wctx, 0, func(instance.Event) bool { _, _, ok := g.Leader(); return ok })
-		cancel()
-		if err != nil {
-			t.Fatalf("no leader: %v", err)
-		}
+		waitLeader(t, g)
 		time.Sleep(ttl / 2) // let it write
-		slot, old, _ := g.Leader()
+		slot, old := waitLeader(t, g)
 		_, from := g.Log()
 		t0 := time.Now()
 		var n int
@@ -321,7 +300,7 @@ func TestLivenessSessionTerminated(t *testing.T) {
 			"twice-live svc "+old.ID).Scan(&n); err != nil || n != 1 {
 			t.Fatalf("terminated %d liveness sessions of %s: %v", n, old.ID, err)
 		}
-		wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		demoted, _, err := g.WaitFor(wctx, from, func(e instance.Event) bool { return e.Event == "demoted" && e.Proc == slot })
 		cancel()
 		if err != nil {
@@ -346,4 +325,16 @@ func TestLivenessSessionTerminated(t *testing.T) {
 		}
 		last = w.Token
 	}
+}
+
+// waitLeader waits until one of g's instances leads, and returns its slot and election.
+func waitLeader(t *testing.T, g *instance.Group) (int, instance.Event) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, _, err := g.WaitFor(ctx, 0, func(instance.Event) bool { _, _, ok := g.Leader(); return ok }); err != nil {
+		t.Fatalf("no leader: %v", err)
+	}
+	slot, ev, _ := g.Leader()
+	return slot, ev
 }
