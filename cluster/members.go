@@ -137,6 +137,13 @@ func (m *Membership) Config() Config { return m.cfg }
 
 // Join registers the instance as starting and begins heartbeating.
 func (m *Membership) Join(ctx context.Context) error {
+	m.mu.Lock()
+	if m.joined || m.stopped {
+		m.mu.Unlock()
+		return errors.New("cluster: Join called twice or after Leave")
+	}
+	m.joined = true
+	m.mu.Unlock()
 	if m.live != nil {
 		m.live.take(ctx) // without it, the watcher tries again
 	}
@@ -144,14 +151,19 @@ func (m *Membership) Join(ctx context.Context) error {
 		if m.live != nil {
 			m.live.stop()
 		}
+		m.mu.Lock()
+		m.joined = false
+		m.mu.Unlock()
 		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.joined || m.stopped {
-		return errors.New("cluster: Join called twice or after Leave")
+	if m.stopped { // Leave ran meanwhile
+		if m.live != nil {
+			m.live.stop()
+		}
+		return errors.New("cluster: Leave called during Join")
 	}
-	m.joined = true
 	m.beats = loop.StartEvery(m.cfg.HeartbeatInterval, m.beat)
 	if m.live != nil {
 		m.live.follow(m.successor(ctx))

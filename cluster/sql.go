@@ -87,5 +87,6 @@ func livenessFor(s *store.Store, cfg Config) livenessBackend {
 	if s.Dialect() == store.SQLite {
 		return newFileLiveness(s.DSN().Path)
 	}
-	return &pgLiveness{s: s, log: cfg.Logger, name: "twice-live " + cfg.Service + " " + cfg.ID}
+	return &pgLiveness{s: s, log: cfg.Logger, name: "twice-live " + cfg.Service + " " + cfg.ID,
+		watchName: "twice-watch " + cfg.Service + " " + cfg.ID}
 }
