@@ -209,7 +209,7 @@ func measureScale(ctx context.Context, spawn instance.Spawner, s *store.Store, o
 	}
 	opts.Workloads = []instance.Workload{instance.Idle{Report: time.Second}, instance.Jobs{},
 		instance.Members{OnSignal: true, Until: p.Instances + 1}}
-	g := instance.NewGroup(spawn, opts, nil)
+	g := instance.NewGroup(spawn, opts, instanceLogTo())
 	defer g.Stop(30 * time.Second)
 
 	fmt.Fprintf(p.Progress, "bench scale: starting %d instances, %d at a time\n", p.Instances, startParallel)
@@ -480,4 +480,18 @@ func openBus(ctx context.Context, s *store.Store, busURL, service, self string) 
 		return nil, err
 	}
 	return b, nil
+}
+
+// instanceLogTo is where the instances' logs go: $TWICE_BENCH_INSTANCE_LOG names a file for
+// them (to see why a run went wrong); by default they are discarded.
+func instanceLogTo() io.Writer {
+	name := os.Getenv("TWICE_BENCH_INSTANCE_LOG")
+	if name == "" {
+		return nil
+	}
+	f, err := os.Create(name)
+	if err != nil {
+		return nil
+	}
+	return f
 }
