@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -213,5 +214,53 @@ func TestLivenessFilesSwept(t *testing.T) {
 	}
 	if len(names) != 3 || slices.Contains(names, "11") || !slices.Contains(names, "12") {
 		t.Fatalf("files %v: want the fresh one and a's and b's, not the stale one", names)
+	}
+}
+
+// On PostgreSQL the session that waits for a successor's lock holds no advisory lock of its
+// own: were it to, the ring of waits would be a cycle, which the server's deadlock detector
+// breaks every second while it locks the whole lock table.
+func TestLivenessWaitsFormNoCycle(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t, store.Postgres)
+	ctx := context.Background()
+	s := open(t, db, nil)
+	tag := strconv.FormatInt(time.Now().UnixNano(), 36)
+	var ms []*cluster.Membership
+	for _, id := range []string{"a", "b", "c"} {
+		m := member(t, s, id+"-"+tag, cluster.Config{HeartbeatInterval: time.Minute, DeadAfter: time.Hour})
+		if err := m.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	for _, m := range ms {
+		if err := m.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	like := "twice-watch svc %-" + tag
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var waiting int
+		if err := s.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1 AND wait_event_type = 'Lock'",
+			like).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 3 watchers wait for their successor's lock", waiting)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var held int
+	if err := s.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE a.application_name LIKE $1 AND l.locktype = 'advisory' AND l.granted`, like).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	if held != 0 {
+		t.Fatalf("the waiting sessions hold %d advisory locks: the ring of waits is a cycle", held)
 	}
 }
