@@ -23,22 +23,9 @@ func TestLivenessLockNoticesACrash(t *testing.T) {
 		ctx := context.Background()
 		s := open(t, db, nil)
 		died := make(chan string, 10)
-		var ms []*cluster.Membership
-		for _, id := range []string{"a", "b", "c"} {
-			m := member(t, s, id, cluster.Config{HeartbeatInterval: 20 * time.Minute, DeadAfter: time.Hour})
+		ms := ring(t, s, []string{"a", "b", "c"}, func(id string, m *cluster.Membership) {
 			m.OnDead(func(_ context.Context, dead string) { died <- id + " buried " + dead })
-			if err := m.Join(ctx); err != nil {
-				t.Fatal(err)
-			}
-			ms = append(ms, m)
-		}
-		// The ring is a→b→c→a once each has read its successor; c joined last, so a and b
-		// learn theirs from a heartbeat.
-		for _, m := range ms {
-			if err := m.Beat(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
+		})
 		ms[1].Crash()
 		select {
 		case got := <-died:
@@ -226,19 +213,7 @@ func TestLivenessWaitsFormNoCycle(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, db, nil)
 	tag := strconv.FormatInt(time.Now().UnixNano(), 36)
-	var ms []*cluster.Membership
-	for _, id := range []string{"a", "b", "c"} {
-		m := member(t, s, id+"-"+tag, cluster.Config{HeartbeatInterval: time.Minute, DeadAfter: time.Hour})
-		if err := m.Join(ctx); err != nil {
-			t.Fatal(err)
-		}
-		ms = append(ms, m)
-	}
-	for _, m := range ms {
-		if err := m.Beat(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ring(t, s, []string{"a-" + tag, "b-" + tag, "c-" + tag}, nil)
 	like := "twice-watch svc %-" + tag
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -263,4 +238,30 @@ func TestLivenessWaitsFormNoCycle(t *testing.T) {
 	if held != 0 {
 		t.Fatalf("the waiting sessions hold %d advisory locks: the ring of waits is a cycle", held)
 	}
+}
+
+// ring joins members ids of service "svc" on s, in order (setup, if set, runs on each before
+// it joins), and has each heartbeat once, so every one knows its successor: a member learns
+// of those that joined after it from a heartbeat. Heartbeats are then 20 minutes apart and
+// dead-after an hour, so only liveness locks can bury anyone.
+func ring(t *testing.T, s *store.Store, ids []string, setup func(id string, m *cluster.Membership)) []*cluster.Membership {
+	t.Helper()
+	ctx := context.Background()
+	var ms []*cluster.Membership
+	for _, id := range ids {
+		m := member(t, s, id, cluster.Config{HeartbeatInterval: 20 * time.Minute, DeadAfter: time.Hour})
+		if setup != nil {
+			setup(id, m)
+		}
+		if err := m.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	for _, m := range ms {
+		if err := m.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ms
 }
