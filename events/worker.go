@@ -102,9 +102,15 @@ func (w *worker) run() {
 			backoff = min(2*backoff, 5*time.Second)
 		}
 	}
+	// looked says whether the next read follows a reason to think events may be held back:
+	// a wake-up (events committed), events just handled (more may follow behind a long
+	// transaction), the first read, or a wait for held-back events. A read on the idle
+	// timer alone does not ask: events held back then were committed without a signal
+	// (rare: a PublishTx left to polling) and are found by the next poll.
+	looked := true
 	for !w.stopping() {
 		wake := c.wake.wait()
-		evs, holding, heldBack, err := w.read()
+		evs, holding, heldBack, err := w.read(looked || held > 0)
 		if err != nil {
 			if !w.stopping() {
 				log.Warn("events: read failed", "err", err)
@@ -127,6 +133,7 @@ func (w *worker) run() {
 					w.sleep(backoff, nil)
 				}
 			}
+			looked = true
 			continue
 		}
 		wait := c.l.cfg.Poll
@@ -138,7 +145,9 @@ func (w *worker) run() {
 		} else {
 			held = 0
 		}
-		if w.sleep(wait, wake) && w.durable() && !heldBack {
+		timedOut := w.sleep(wait, wake)
+		looked = !timedOut
+		if timedOut && w.durable() && !heldBack {
 			// An idle poll also notices a Replay.
 			if err := w.load(); err != nil {
 				log.Debug("events: cannot reload checkpoint", "err", err)
@@ -170,13 +179,13 @@ func (w *worker) load() error {
 // reads hold it), fetches, and gives back what the events do not hold; the caller
 // releases held once it has handled them. It returns no events and an error when the
 // worker stops while waiting.
-func (w *worker) read() (evs []Event, held int, heldBack bool, err error) {
+func (w *worker) read(askHeld bool) (evs []Event, held int, heldBack bool, err error) {
 	c := w.c
 	grant := c.cfg.MaxBatchBytes
 	if !c.mem.acquire(grant, w.quit, w.ctx.Done()) {
 		return nil, 0, false, errStopping
 	}
-	evs, heldBack, err = w.fetch(grant)
+	evs, heldBack, err = w.fetch(grant, askHeld)
 	for _, e := range evs {
 		held += e.size
 	}
@@ -203,7 +212,7 @@ var errStopping = errors.New("events: stopping")
 // fetch reads the next batch after w.pos: at most w.limit events and budget bytes, but at
 // least one event. heldBack says that committed events wait behind a transaction still
 // running, so the caller should look again soon.
-func (w *worker) fetch(budget int) ([]Event, bool, error) {
+func (w *worker) fetch(budget int, askHeld bool) ([]Event, bool, error) {
 	l, c := w.c.l, w.c
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
@@ -223,8 +232,8 @@ func (w *worker) fetch(budget int) ([]Event, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if cut || len(evs) == w.limit || c.heldBack == "" {
-		return evs, false, nil // more follow at once
+	if cut || len(evs) == w.limit || c.heldBack == "" || !askHeld {
+		return evs, false, nil // more follow at once, or nothing suggests events wait
 	}
 	last := w.pos
 	if len(evs) > 0 {
