@@ -83,6 +83,7 @@ func TestPausedLeaderIsFenced(t *testing.T) {
 			}
 			return ev
 		}
+		var newest int64 // the newest term's token
 		for round := range 2 {
 			wait("a leader", 0, func(instance.Event) bool { _, _, ok := g.Leader(); return ok })
 			time.Sleep(ttl / 2) // let it write
@@ -131,6 +132,21 @@ func TestPausedLeaderIsFenced(t *testing.T) {
 			}
 			t.Logf("round %d: %s paused with token %d; %s elected with token %d; stale write refused: %s",
 				round, old.ID, old.Token, newLeader.ID, newLeader.Token, fenced.Err)
+			newest = newLeader.Token
+		}
+		// The last term writes before the instances stop: on SQLite it may begin only as the
+		// frozen leader resumes, just before the refused write this loop waited for.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			writes, err := instance.FencedWrites(ctx, s, "svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(writes) > 0 && writes[len(writes)-1].Token >= newest {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the term with token %d wrote nothing within 30 s", newest)
+			}
 		}
 		g.Stop(10 * time.Second)
 
