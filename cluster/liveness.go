@@ -19,9 +19,11 @@ import (
 // each instance holds a liveness lock for as long as it lives (on PostgreSQL a session
 // advisory lock on a connection of its own, on SQLite a file lock in a directory beside
 // the database file) and records its key in its member row. The live instances form a
-// ring by id, and each one waits for the lock of the next: a blocked lock request on
-// PostgreSQL, which costs the server nothing while it waits; a non-blocking try every
-// [livenessPoll] on SQLite, a system call with no database statement. When the wait ends,
+// ring by id, and each one waits for the lock of the next: on PostgreSQL a blocked lock
+// request on a second connection that holds no lock, in slices (see pg.go: a waiting
+// statement holds a snapshot, and one session holding and waiting would make the ring a
+// cycle for the deadlock detector); on SQLite a non-blocking try every [livenessPoll], a
+// system call with no database statement. When the wait ends,
 // the holder's process is gone: the watcher marks it dead in the database (see
 // [Membership.OnDead]), and the ring closes over the gap.
 //
