@@ -78,6 +78,23 @@ type Bus interface {
 	Close(ctx context.Context) error
 }
 
+// Vouching is implemented by a bus that knows whether it is delivering. While Delivering
+// reports true, every signal sent is either delivered or followed by a [Message] with Lost
+// set; when the bus stops delivering (a connection dropped), it tells its subscribers with
+// Lost at once, before Delivering turns false, and again once it delivers again. Building
+// blocks then look at the database only as a slow backstop while the bus vouches, and at
+// their own poll interval while it does not (see [Delivering]).
+type Vouching interface {
+	Delivering() bool
+}
+
+// Delivering reports whether b vouches for its delivery now: false for a nil bus and for
+// a bus that does not implement [Vouching].
+func Delivering(b Bus) bool {
+	v, ok := b.(Vouching)
+	return ok && v.Delivering()
+}
+
 // Validate checks a channel and payload against the limits.
 func Validate(channel string, payload []byte) error {
 	if channel == "" {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -58,6 +59,8 @@ type pgBus struct {
 	subs    Subscribers
 	batch   *batcher
 
+	listening atomic.Bool // the LISTEN connection is up
+
 	stop   chan struct{}
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -74,6 +77,7 @@ func newPG(ctx context.Context, s *store.Store, cfg Config) (*pgBus, error) {
 	lctx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
 	b.batch = newBatcher(cfg.Flush, b.notify)
+	b.listening.Store(true)
 	b.wg.Add(1)
 	go b.receive(lctx, conn)
 	return b, nil
@@ -111,6 +115,11 @@ func (b *pgBus) receive(ctx context.Context, conn *pgx.Conn) {
 					return
 				}
 				b.cfg.Logger.Warn("bus: listener connection lost; reconnecting", "err", err)
+				// Tell the subscribers now, not only after the reconnection: those that
+				// look at the database only as a backstop while the bus delivers go back
+				// to their own polls until it does again.
+				b.listening.Store(false)
+				b.subs.Lost()
 				break
 			}
 			backoff = 50 * time.Millisecond
@@ -128,6 +137,7 @@ func (b *pgBus) receive(ctx context.Context, conn *pgx.Conn) {
 			continue
 		}
 		b.cfg.Logger.Info("bus: listener reconnected")
+		b.listening.Store(true)
 		b.subs.Lost()
 	}
 }
@@ -214,6 +224,10 @@ func (b *pgBus) PublishTx(ctx context.Context, tx any, channel string, payload [
 	}
 	return nil
 }
+
+// Delivering implements [Vouching]: NOTIFY reaches every listener while its LISTEN
+// connection is up, and a dropped connection is reported as Lost.
+func (b *pgBus) Delivering() bool { return b.listening.Load() }
 
 func (b *pgBus) Subscribe(channel string, h Handler) func() { return b.subs.Add(channel, h) }
 

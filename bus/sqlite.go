@@ -201,6 +201,10 @@ func (b *sqliteBus) PublishTx(ctx context.Context, tx any, channel string, paylo
 	return nil
 }
 
+// Delivering implements [Vouching]: signals are rows, read in order by every poller, and a
+// poller that fell behind their retention reports Lost.
+func (b *sqliteBus) Delivering() bool { return true }
+
 func (b *sqliteBus) Subscribe(channel string, h Handler) func() { return b.subs.Add(channel, h) }
 
 func (b *sqliteBus) Close(context.Context) error {

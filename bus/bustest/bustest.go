@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,8 +297,22 @@ func exercise(t *testing.T, newBackend func(t *testing.T) Backend, secret []byte
 			t.Skip("backend cannot be disconnected from a test")
 		}
 		a, c := open(t, b, "i0"), open(t, b, "i1")
+		_, vouches := c.(bus.Vouching)
+		if vouches && !bus.Delivering(c) {
+			t.Fatal("a connected bus does not vouch for its delivery")
+		}
 		in := newInbox()
-		t.Cleanup(c.Subscribe("inv", in.handle))
+		var firstLostDelivering atomic.Int32 // 0 none yet, 1 delivering, 2 not
+		t.Cleanup(c.Subscribe("inv", func(m bus.Message) {
+			if m.Lost {
+				v := int32(2)
+				if bus.Delivering(c) {
+					v = 1
+				}
+				firstLostDelivering.CompareAndSwap(0, v)
+			}
+			in.handle(m)
+		}))
 		b.Disconnect(t, "i1")
 		in.waitFor(t, "a Lost message", func(ms []bus.Message) bool {
 			for _, m := range ms {
@@ -307,11 +322,19 @@ func exercise(t *testing.T, newBackend func(t *testing.T) Backend, secret []byte
 			}
 			return false
 		})
+		// A vouching bus says it lost its connection when it happens, not only once it is
+		// back: blocks that trust it poll slowly, and must poll at their own pace meanwhile.
+		if vouches && firstLostDelivering.Load() != 2 {
+			t.Fatal("the first Lost message came while the bus still vouched for its delivery: it was sent only after the reconnection")
+		}
 		// After reconnecting, delivery resumes.
 		in.waitFor(t, "delivery after reconnect", func(ms []bus.Message) bool {
 			_ = a.Publish(ctx, "inv", []byte("after"))
 			return payloads(ms)["after"] > 0
 		})
+		if vouches && !bus.Delivering(c) {
+			t.Fatal("the bus delivers again but does not vouch for it")
+		}
 	})
 
 	// What the bus package's rule is about: a message put on the transport by someone who

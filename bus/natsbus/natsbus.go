@@ -137,6 +137,10 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 			if err != nil {
 				cfg.Logger.Warn("natsbus: disconnected; reconnecting", "err", redact.Error(err, cfg.URL))
 			}
+			// Tell the subscribers now, not only after the reconnection: those that look at
+			// the database only as a backstop while the bus delivers go back to their own
+			// polls until it does again.
+			b.subs.Lost()
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
 			cfg.Logger.Info("natsbus: reconnected")
@@ -162,6 +166,13 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		}
 	}
 	return b, nil
+}
+
+// Delivering implements [bus.Vouching]: while connected, a message is delivered or its
+// subscriber is told it was dropped (a slow consumer); a disconnection is reported as Lost.
+// With a store for PublishTx, that bus must deliver too.
+func (b *Bus) Delivering() bool {
+	return b.nc != nil && b.nc.IsConnected() && (b.tx == nil || bus.Delivering(b.tx))
 }
 
 // Conn is the bus's NATS connection, for other users of the same server (the events relay).
