@@ -19,6 +19,7 @@ import (
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/health"
 	"github.com/twicehq/twice/idempotency"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/session"
@@ -122,6 +123,14 @@ type Config struct {
 	// KeepDead is how long a dead instance stays listed before the leader removes its row.
 	// Defaults to 10 minutes.
 	KeepDead time.Duration
+	// Backstop is how often the building blocks look at the database for work or changes
+	// whose signal was lost, while the bus vouches for delivering signals (LISTEN or NATS
+	// connected; SQLite always): settings, cron, the rescue of jobs, event readers. While the
+	// bus does not (a dropped connection, reported at once) they look at the Poll of their
+	// own configuration, and a reconnection makes them all look at once. Work that falls due
+	// by time alone (a scheduled job) does not wait for it. Set it no longer than those
+	// Polls to always poll at them. Defaults to 30 seconds.
+	Backstop time.Duration
 
 	// Each building block's own configuration. A block starts when the application first
 	// uses it (its accessor on the Node); what it works on (store, bus, service, instance,
@@ -208,6 +217,9 @@ func (c Config) withDefaults() Config {
 	if c.KeepDead == 0 {
 		c.KeepDead = cluster.DefaultKeepDead
 	}
+	if c.Backstop == 0 {
+		c.Backstop = block.DefaultBackstop
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -252,6 +264,9 @@ func (c Config) validate() error {
 	}
 	if c.LeaderPoll < time.Millisecond || c.LeaderPoll > c.LeaseTTL {
 		errs = append(errs, fmt.Errorf("LeaderPoll %v must be between 1ms and LeaseTTL %v", c.LeaderPoll, c.LeaseTTL))
+	}
+	if c.Backstop < 0 {
+		errs = append(errs, fmt.Errorf("Backstop %v is negative", c.Backstop))
 	}
 	if err := validBus(c.Bus); err != nil {
 		errs = append(errs, err)

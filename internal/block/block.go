@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/cluster"
@@ -40,6 +41,11 @@ type Deps struct {
 	Instance string
 	// Logger carries the instance id and the service. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Backstop is how often a block looks at the database for a change whose signal may
+	// have been lost, while the bus vouches for its delivery (see [bus.Delivering]); while
+	// it does not, or there is no bus, the block looks at its own poll interval. Zero: always
+	// at the poll interval.
+	Backstop time.Duration
 	// Panics counts the panics recovered from the users' code a block runs (handlers,
 	// callbacks, loaders); each is also logged with its stack. Nil counts nothing.
 	Panics *atomic.Int64
@@ -51,6 +57,21 @@ func (d Deps) WithDefaults() Deps {
 		d.Logger = slog.Default()
 	}
 	return d
+}
+
+// DefaultBackstop is the default [Deps].Backstop of a node's blocks.
+const DefaultBackstop = 30 * time.Second
+
+// Poll returns how long a block's look for missed signals waits: the block's own poll
+// interval poll while signals may be missed (no bus, or a bus that does not vouch for its
+// delivery now), Backstop while the bus vouches. A bus that stops delivering says so with
+// a Lost message: a block must make its waiting loops look again on one, so that they
+// wait by the shorter interval from then on.
+func (d Deps) Poll(poll time.Duration) time.Duration {
+	if d.Backstop > poll && bus.Delivering(d.Bus) {
+		return d.Backstop
+	}
+	return poll
 }
 
 // Validate reports what a block cannot work without: a store and a service, and, for
