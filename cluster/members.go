@@ -93,13 +93,16 @@ type Membership struct {
 
 	live *liveness // nil without a liveness lock
 
-	mu      sync.Mutex // protects joined, stopped, beats, onStall, onDead, onLost
-	onStall []func(from, to time.Time)
-	onDead  []func(ctx context.Context, id string)
-	onLost  []func(err error)
-	joined  bool
-	stopped bool
-	beats   *loop.Loop // heartbeats, from Join to Leave
+	mu        sync.Mutex // protects joined, stopped, beats, the callbacks, lastDeath, deathSeen
+	onStall   []func(from, to time.Time)
+	onDead    []func(ctx context.Context, id string)
+	onDeath   []func()
+	onLost    []func(err error)
+	joined    bool
+	stopped   bool
+	beats     *loop.Loop // heartbeats, from Join to Leave
+	lastDeath time.Time  // the latest heartbeat of a dead member, as the last beat saw it
+	deathSeen bool       // a beat has set lastDeath
 }
 
 // NewMembership validates cfg; [Membership.Join] registers.
@@ -233,7 +236,8 @@ func (m *Membership) Beat(ctx context.Context) error {
 	start := time.Now()
 	m.lastAttempt.Store(int64(start.Sub(m.epoch)))
 	var succ sql.NullInt64
-	err := m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(&succ)
+	var death store.Time
+	err := m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(&succ, &death)
 	if errors.Is(err, store.ErrNoRows) {
 		m.log.Warn("cluster: this instance's row was reaped (it was counted dead); registering again")
 		return m.register(ctx)
@@ -245,7 +249,29 @@ func (m *Membership) Beat(ctx context.Context) error {
 	if m.live != nil {
 		m.live.follow(succ.Int64)
 	}
+	m.sawDeath(death.Time)
 	return nil
+}
+
+// sawDeath runs the OnDeath callbacks when a beat finds that a member went silent since the
+// beat before: the latest heartbeat among dead members moved forward.
+func (m *Membership) sawDeath(latest time.Time) {
+	m.mu.Lock()
+	news := m.deathSeen && latest.After(m.lastDeath)
+	if !m.deathSeen || latest.After(m.lastDeath) {
+		m.lastDeath, m.deathSeen = latest, true
+	}
+	fns := slices.Clone(m.onDeath)
+	m.mu.Unlock()
+	if news {
+		m.deaths(fns)
+	}
+}
+
+func (m *Membership) deaths(fns []func()) {
+	for _, fn := range fns {
+		safe.Do(m.log, m.cfg.Panics, "cluster: OnDeath callback", fn)
+	}
 }
 
 // liveKey is the key to record for this instance's liveness lock: NULL while it holds none.
@@ -287,6 +313,19 @@ func (m *Membership) OnDead(fn func(ctx context.Context, id string)) {
 	m.onDead = append(m.onDead, fn)
 }
 
+// OnDeath registers fn to run when this instance finds another instance dead: by its
+// liveness lock (after the OnDead callbacks), or at a heartbeat that finds a member whose
+// heartbeat went DeadAfter old since the beat before (a paused, cut off or lost instance).
+// It says only that some instance died, and may run more than once for one death; blocks
+// that rescue work by liveness look again when it runs, and need not poll for deaths
+// more often than as a backstop. fn runs on the heartbeat or the liveness watcher: it
+// must not block, and a panic is recovered and counted.
+func (m *Membership) OnDeath(fn func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.onDeath = append(m.onDeath, fn)
+}
+
 // OnLivenessLost registers fn to run when this instance's liveness lock session ends while
 // its process lives (the server terminated it or restarted): the others may now count it
 // dead and take over its work, so fn should give up what it holds. A new lock is taken
@@ -312,11 +351,12 @@ func (m *Membership) buried(ctx context.Context, key int64) {
 	}
 	m.log.Info("cluster: an instance's process is gone (its liveness lock was freed); taking over its work now", "dead", id)
 	m.mu.Lock()
-	fns := slices.Clone(m.onDead)
+	fns, deaths := slices.Clone(m.onDead), slices.Clone(m.onDeath)
 	m.mu.Unlock()
 	for _, fn := range fns {
 		safe.Do(m.log, m.cfg.Panics, "cluster: OnDead callback", func() { fn(ctx, id) })
 	}
+	m.deaths(deaths)
 }
 
 // livenessLost runs the OnLivenessLost callbacks.

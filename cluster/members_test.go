@@ -253,3 +253,62 @@ func TestMembershipBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// A heartbeat that finds a member gone silent since the beat before runs the OnDeath
+// callbacks, once per death, in database time; the first beat only takes note of those
+// dead already.
+func TestOnDeathAtHeartbeat(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		clock := testdb.NewClock()
+		s := open(t, db, clock)
+		cfg := cluster.Config{HeartbeatInterval: time.Hour, DeadAfter: 2 * time.Hour, NoLivenessLock: true}
+		a, b, c := member(t, s, "a", cfg), member(t, s, "b", cfg), member(t, s, "c", cfg)
+		var deaths atomic.Int32
+		a.OnDeath(func() { deaths.Add(1) })
+		beat := func(ms ...*cluster.Membership) {
+			t.Helper()
+			for _, m := range ms {
+				if err := m.Beat(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for _, m := range []*cluster.Membership{c, a, b} {
+			if err := m.Join(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clock.Advance(2 * time.Hour) // c was dead before a's first beat
+		beat(b, a)
+		if n := deaths.Load(); n != 0 {
+			t.Fatalf("%d deaths at the first beat; it only takes note of c's", n)
+		}
+		beat(a)
+		if n := deaths.Load(); n != 0 {
+			t.Fatalf("%d deaths with nobody newly silent", n)
+		}
+		clock.Advance(2*time.Hour - time.Millisecond)
+		beat(a)
+		if n := deaths.Load(); n != 0 {
+			t.Fatalf("%d deaths a millisecond before b's dead-after", n)
+		}
+		clock.Advance(time.Millisecond)
+		beat(a)
+		if n := deaths.Load(); n != 1 {
+			t.Fatalf("%d deaths after b went silent; want 1", n)
+		}
+		beat(a)
+		if n := deaths.Load(); n != 1 {
+			t.Fatalf("%d deaths after one more beat; b's death counted again", n)
+		}
+		beat(b) // b is back, and goes silent again
+		clock.Advance(2 * time.Hour)
+		beat(a)
+		if n := deaths.Load(); n != 2 {
+			t.Fatalf("%d deaths after b went silent twice; want 2", n)
+		}
+	})
+}
