@@ -72,8 +72,11 @@ type Config struct {
 	// ShutdownTimeout is how long Close lets running jobs finish before it cancels them
 	// and hands them back to the queue (Close's ctx may end it sooner). Defaults to 10 seconds.
 	ShutdownTimeout time.Duration
-	// RescueInterval is how often each instance rescues the jobs of dead instances.
-	// Defaults to 1 second.
+	// RescueInterval is how often each instance looks for the jobs of dead instances while
+	// the bus cannot vouch for its delivery (block.Deps.Backstop applies while it can). A
+	// death is noticed sooner: an instance rescues at once when the cluster finds another
+	// dead, by its liveness lock or its heartbeat (cluster.Membership.OnDeath). Defaults to
+	// 1 second.
 	RescueInterval time.Duration
 	// PruneInterval is how often the leader deletes finished jobs past their retention.
 	// Defaults to 1 minute.
@@ -304,6 +307,7 @@ func (c *Client) ensureProducerLocked(queue string) {
 	case c.working:
 		p.start()
 		c.unannounced[queue] = true
+		c.rescuer.Kick() // its round records the queue
 	case c.started:
 		c.workLocked()
 	}
@@ -354,10 +358,9 @@ func (c *Client) workLocked() {
 	c.comp = newCompleter(c)
 	c.rescuer = loop.Start(c.rescueRound)
 	if c.d.Members != nil {
-		// An instance found dead by its liveness lock is dead in the database at once:
-		// rescue its jobs now, not at the next round.
-		rescuer := c.rescuer
-		c.d.Members.OnDead(func(context.Context, string) { rescuer.Kick() })
+		// An instance found dead (its liveness lock freed, or its heartbeat gone silent)
+		// is dead in the database: rescue its jobs now, not at the next round.
+		c.d.Members.OnDeath(c.rescuer.Kick)
 	}
 	c.canceller = loop.StartAfter(loop.Forever, c.cancelRound)
 	if b := c.d.Bus; b != nil {

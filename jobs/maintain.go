@@ -26,18 +26,22 @@ func (c *Client) Lead(ctx context.Context) {
 }
 
 // rescueRound rescues the jobs of dead instances (and records the queues this instance
-// started working since its last round), every RescueInterval. It runs on every instance,
+// started working since its last round), when the cluster finds one dead and every
+// RescueInterval (Backstop while the bus vouches; see [block.Deps.Poll]). It runs on every instance,
 // not only the leader: a rescue must not wait for an election when the leader is among
 // the dead, and two rescuers never move a job twice (the statement skips rows another
 // holds, and a rescued job has no owner left to be dead).
 func (c *Client) rescueRound(ctx context.Context) time.Duration {
+	wait := c.d.Poll(c.cfg.RescueInterval)
 	if err := c.announcePending(ctx); err != nil && ctx.Err() == nil {
 		c.log.Debug("jobs: retrying in a second", "err", err)
+		wait = c.cfg.RescueInterval
 	}
 	if _, err := c.Rescue(ctx); err != nil && ctx.Err() == nil {
 		c.log.Warn("jobs: rescue failed", "err", err)
+		wait = c.cfg.RescueInterval
 	}
-	return c.cfg.RescueInterval
+	return wait
 }
 
 // Rescue makes the running jobs of instances that are no longer alive available again (or
