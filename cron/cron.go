@@ -103,7 +103,8 @@ type Opts struct {
 // Config configures [Cron]. What it works on (store, service, logger) comes in its
 // [block.Deps].
 type Config struct {
-	// Poll is the longest the leader sleeps between looks at its schedules; it wakes at
+	// Poll is the longest the leader sleeps between looks at its schedules while the bus
+	// cannot vouch for its delivery (block.Deps.Backstop applies while it can); it wakes at
 	// each tick regardless. Defaults to 1 second.
 	Poll time.Duration
 }

@@ -35,8 +35,8 @@ func (c *Cron) Lead(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			c.log.Warn("cron: firing schedules failed; retrying", "err", err)
 		}
-		if wait <= 0 || wait > c.cfg.Poll {
-			wait = c.cfg.Poll
+		if poll := c.d.Poll(c.cfg.Poll); wait <= 0 || wait > poll {
+			wait = poll
 		}
 		return wait
 	})
@@ -266,7 +266,7 @@ func TickTime(row *jobs.Row) (time.Time, bool) {
 func (c *Cron) everyInstance() loop.Step {
 	next := map[string]time.Time{}
 	return func(ctx context.Context) time.Duration {
-		wait := c.cfg.Poll
+		wait := c.d.Poll(c.cfg.Poll)
 		if scs := c.declared(EveryInstance); len(scs) > 0 {
 			now, err := c.s.Now(ctx)
 			if err != nil && ctx.Err() == nil {

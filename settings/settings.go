@@ -130,7 +130,8 @@ func (s Setting) MarshalJSON() ([]byte, error) {
 // instances at their next poll).
 type Config struct {
 	// Poll is how often the local copy is compared with the database, in case a bus signal
-	// was lost. Defaults to [DefaultPoll] (1 second).
+	// was lost, while the bus cannot vouch for its delivery (block.Deps.Backstop applies
+	// while it can). Defaults to [DefaultPoll] (1 second).
 	Poll time.Duration
 	// KeepHistory is how many versions of each key the history keeps. Defaults to
 	// [DefaultKeepHistory] (100).
@@ -186,7 +187,8 @@ func New(d block.Deps, cfg Config) (*Settings, error) {
 }
 
 // Start loads the service's settings and keeps them current: over the bus when it
-// signals a change, and by polling every Config.Poll. If the first load fails (the
+// signals a change, and by polling every Config.Poll (every Deps.Backstop while the bus
+// vouches for its delivery). If the first load fails (the
 // database away), Start logs it and the poll keeps trying; until it succeeds, reads
 // return their defaults. The node calls Start when the application first uses its
 // settings; Close it when the instance stops.
@@ -195,7 +197,10 @@ func (s *Settings) Start(ctx context.Context) error {
 	s.startOnce.Do(func() {
 		// The poller's first round is a poll later or at the first signal, which waits for
 		// the first load to end (refreshMu).
-		s.poller = loop.StartEvery(s.cfg.Poll, s.poll)
+		s.poller = loop.StartAfter(s.d.Poll(s.cfg.Poll), func(ctx context.Context) time.Duration {
+			s.poll(ctx)
+			return s.d.Poll(s.cfg.Poll)
+		})
 		if b := s.d.Bus; b != nil {
 			// Subscribe before the first load, so no change falls between the two.
 			s.unsubscribe = b.Subscribe(Channel, func(bus.Message) { s.poller.Kick() })
