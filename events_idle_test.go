@@ -22,6 +22,7 @@ func TestIdleReadersDoNotAskForHeldBackEvents(t *testing.T) {
 	obs := &statements{}
 	cfg := twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "idle-readers", Logger: testdb.Logger(t), Observer: obs}
 	cfg.Events.Poll = 20 * time.Millisecond
+	cfg.Backstop = cfg.Events.Poll // poll at Events.Poll with a bus too
 	n, err := twice.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

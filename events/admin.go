@@ -60,11 +60,12 @@ type ReplayOpts struct {
 }
 
 // Replay moves every checkpoint of the Shared or ExactlyOnce group back (or forward) so
-// the group handles the log again from opts. Running instances notice at their next read or
-// idle poll. An ExactlyOnce projection that rebuilds its read model should clear it in the
-// same transaction it calls ReplayTx in.
+// the group handles the log again from opts. Running instances are told on the bus once
+// the transaction commits (ReplayChannel) and reload their checkpoints; without the signal
+// they notice at their next read or idle poll. An ExactlyOnce projection that rebuilds its
+// read model should clear it in the same transaction it calls ReplayTx in.
 func (l *Log) Replay(ctx context.Context, group string, opts *ReplayOpts) error {
-	return l.s.InTx(ctx, func(tx store.Tx) error { return l.replay(ctx, tx, group, opts) })
+	return l.s.InTx(ctx, func(tx store.Tx) error { return l.replay(ctx, tx, tx, group, opts) })
 }
 
 // ReplayTx is [Log.Replay] inside the caller's transaction tx.
@@ -73,10 +74,11 @@ func (l *Log) ReplayTx(ctx context.Context, tx any, group string, opts *ReplayOp
 	if err != nil {
 		return err
 	}
-	return l.replay(ctx, q, group, opts)
+	return l.replay(ctx, q, tx, group, opts)
 }
 
-func (l *Log) replay(ctx context.Context, q store.Querier, group string, opts *ReplayOpts) error {
+// replay moves the group's checkpoints in q, which is tx as the store runs it.
+func (l *Log) replay(ctx context.Context, q store.Querier, tx any, group string, opts *ReplayOpts) error {
 	g, err := l.group(ctx, group)
 	if err != nil {
 		return err
@@ -114,6 +116,11 @@ func (l *Log) replay(ctx context.Context, q store.Querier, group string, opts *R
 	}
 	if _, err := q.Exec(ctx, l.q.replay, l.s.NowArg(), l.d.Service, group, from.xid, from.id); err != nil {
 		return fmt.Errorf("events: replay %q: %w", group, err)
+	}
+	if b := l.d.Bus; b != nil {
+		if err := b.PublishTx(ctx, tx, ReplayChannel, []byte(group)); err != nil {
+			return fmt.Errorf("events: replay %q: %w", group, err)
+		}
 	}
 	return nil
 }

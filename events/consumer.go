@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice/internal/loop"
@@ -115,8 +116,9 @@ type GroupConfig struct {
 	// Defaults to false: a new group reads the log from the beginning.
 	StartAtEnd bool
 	// Rebalance is how often an instance looks whether it holds its share of the
-	// partitions; releases by other instances wake it at once. Defaults to
-	// [DefaultRebalance].
+	// partitions while the bus cannot vouch for its delivery (block.Deps.Backstop applies
+	// while it can); releases and joins by other instances, and deaths the cluster finds,
+	// wake it at once. Defaults to [DefaultRebalance].
 	Rebalance time.Duration
 }
 
@@ -199,6 +201,8 @@ type Consumer struct {
 	read     string
 	heldBack string
 	wake     signal
+	replays  atomic.Int64 // replay signals received: a worker that saw fewer reloads its checkpoint
+	died     atomic.Int64 // when the cluster last found an instance dead, in Unix nanoseconds
 	unreg    func()
 	mem      *byteBudget // the bytes this instance's reads of the group may hold
 
@@ -266,7 +270,22 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 		return nil, fmt.Errorf("events: join group %q: %w", cfg.Name, err)
 	}
 	c.balance()
+	c.announceJoin(ctx)
 	return c, nil
+}
+
+// announceJoin tells the group's members on every instance that this one joined, so that
+// they give up their extra partitions now rather than at their next look.
+func (c *Consumer) announceJoin(ctx context.Context) {
+	b := c.l.d.Bus
+	if b == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loop.SignalTimeout)
+	defer cancel()
+	if err := b.Publish(ctx, GroupChannel, []byte(c.cfg.Name)); err != nil {
+		c.l.log.Debug("events: announcing a join failed; the members rebalance at their next look", "group", c.cfg.Name, "err", err)
+	}
 }
 
 func (c *Consumer) abort() {
@@ -320,18 +339,32 @@ func (c *Consumer) ensureGroup(ctx context.Context) error {
 
 // balance starts the loop that keeps this instance's share of the partitions: with n live
 // members each holds at most ceil(partitions/n), taking free partitions and releasing extra
-// ones. It rebalances at once, every Rebalance, when a lease changes in this process and
-// when a worker ends on its own (its lease was lost).
+// ones. It rebalances at once; when a lease is released here or anywhere (announced); when
+// a member joins (announced on GroupChannel); when the cluster finds an instance dead; when
+// a worker ends on its own (its lease was lost); and every Rebalance (Backstop while the
+// bus vouches for its delivery), which finds what a lost signal hid.
 func (c *Consumer) balance() {
 	c.mu.Lock()
 	if c.closing { // the Log closed while Subscribe ran
 		c.mu.Unlock()
 		return
 	}
-	b := loop.StartEvery(c.cfg.Rebalance, func(ctx context.Context) {
-		if err := c.rebalance(ctx); err != nil && ctx.Err() == nil {
-			c.l.log.Warn("events: rebalancing failed", "group", c.cfg.Name, "err", err)
+	b := loop.StartAfter(loop.Forever, func(ctx context.Context) time.Duration {
+		expiry, err := c.rebalance(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.l.log.Warn("events: rebalancing failed", "group", c.cfg.Name, "err", err)
+			}
+			return c.cfg.Rebalance
 		}
+		wait := c.l.d.Poll(c.cfg.Rebalance)
+		if died := c.died.Load(); died != 0 && time.Since(time.Unix(0, died)) < c.l.d.Leases.TTL() && expiry > 0 {
+			// An instance died lately, and may have been found dead before its leases
+			// ran out (DeadAfter shorter than the lease TTL): look again when the next
+			// lease held by another runs out, until a TTL has passed.
+			wait = min(wait, expiry+time.Millisecond)
+		}
+		return wait
 	})
 	c.balancer = b
 	c.mu.Unlock()
@@ -364,7 +397,9 @@ func (c *Consumer) kickBalancer() {
 	}
 }
 
-func (c *Consumer) rebalance(ctx context.Context) error {
+// rebalance takes or gives up partitions to keep this instance's share. It returns how long
+// until the first of the group's leases held by another instance runs out.
+func (c *Consumer) rebalance(ctx context.Context) (time.Duration, error) {
 	leases := c.l.d.Leases
 	c.mu.Lock()
 	for p, w := range c.workers {
@@ -377,19 +412,26 @@ func (c *Consumer) rebalance(ctx context.Context) error {
 	if !member.Valid() {
 		m, err := leases.TryAcquire(ctx, c.leaseName("m/"+c.l.d.Instance), nil)
 		if err != nil {
-			return fmt.Errorf("rejoin: %w", err)
+			return 0, fmt.Errorf("rejoin: %w", err)
 		}
 		c.mu.Lock()
 		c.member = m
 		c.mu.Unlock()
+		c.announceJoin(ctx)
 	}
 	members, err := leases.List(ctx, c.leaseName("m/"))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	held, err := leases.List(ctx, c.leaseName("p/"))
 	if err != nil {
-		return err
+		return 0, err
+	}
+	var expiry time.Duration
+	for _, i := range slices.Concat(members, held) {
+		if i.Holder != leases.Holder() && (expiry == 0 || i.Remaining < expiry) {
+			expiry = i.Remaining
+		}
 	}
 	taken := map[int]bool{}
 	for _, h := range held {
@@ -426,12 +468,12 @@ func (c *Consumer) rebalance(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			return err
+			return 0, err
 		}
 		c.startWorker(p, l)
 		mine = append(mine, p)
 	}
-	return nil
+	return expiry, nil
 }
 
 func (c *Consumer) firstPartition() int {

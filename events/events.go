@@ -80,13 +80,23 @@ var (
 // WakeChannel is the bus channel on which publishers announce the topics of new events.
 const WakeChannel = "twice.events"
 
+// GroupChannel is the bus channel on which an instance names a consumer group it joined, so
+// that the group's members rebalance at once; a hint, like every signal.
+const GroupChannel = "twice.events.group"
+
+// ReplayChannel is the bus channel on which [Log.Replay] names a group whose checkpoints it
+// moved, so that its readers reload them; a hint, like every signal.
+const ReplayChannel = "twice.events.replay"
+
 // Config configures a [Log]. What it works on comes in its [block.Deps]: the store and
 // service; the bus, which wakes readers on every instance when events commit (without
 // one, readers only poll); and the leases, which assign the partitions of Shared and
 // ExactlyOnce groups (required for those groups).
 type Config struct {
 	// Poll is how often an idle reader looks for events it was not woken for (a lost
-	// signal). Defaults to [DefaultPoll].
+	// signal) while the bus cannot vouch for its delivery (block.Deps.Backstop applies
+	// while it can), and the longest wait for events held back behind an open
+	// transaction. Defaults to [DefaultPoll].
 	Poll time.Duration
 	// MaxPayload is the largest payload, in bytes. Defaults to [DefaultMaxPayload].
 	MaxPayload int
@@ -152,9 +162,14 @@ func (l *Log) Start(context.Context) error {
 		return nil
 	}
 	l.watch = newWatcher(l)
+	if m := l.d.Members; m != nil {
+		// An instance that went silent keeps its partition leases until they expire; by
+		// the time the cluster counts it dead they have, and the members take them over.
+		m.OnDeath(func() { l.rebalance("", true, true) })
+	}
 	if b := l.d.Bus; b != nil {
 		l.ann = newAnnouncer(b, l.log)
-		l.unsub = b.Subscribe(WakeChannel, func(m bus.Message) {
+		unwake := b.Subscribe(WakeChannel, func(m bus.Message) {
 			if m.Lost {
 				l.wake.all()
 				return
@@ -163,8 +178,47 @@ func (l *Log) Start(context.Context) error {
 				l.wake.topic(t)
 			}
 		})
+		unreplay := b.Subscribe(ReplayChannel, func(m bus.Message) { l.replayed(string(m.Payload), m.Lost) })
+		unjoin := b.Subscribe(GroupChannel, func(m bus.Message) { l.rebalance(string(m.Payload), m.Lost, false) })
+		l.unsub = func() { unwake(); unreplay(); unjoin() }
 	}
 	return nil
+}
+
+// rebalance makes the balancers of group's consumers (of all groups when all is set) look
+// at their share now; died says an instance was found dead.
+func (l *Log) rebalance(group string, all, died bool) {
+	l.mu.Lock()
+	var cs []*Consumer
+	for c := range l.consumers {
+		if all || c.cfg.Name == group {
+			cs = append(cs, c)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range cs {
+		if died {
+			c.died.Store(time.Now().UnixNano())
+		}
+		c.kickBalancer()
+	}
+}
+
+// replayed tells the consumers of group that its checkpoints may have moved (all of them
+// when the signal may have been lost): they reload them before they read again.
+func (l *Log) replayed(group string, all bool) {
+	l.mu.Lock()
+	var cs []*Consumer
+	for c := range l.consumers {
+		if all || c.cfg.Name == group {
+			cs = append(cs, c)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range cs {
+		c.replays.Add(1)
+		c.wake.kick()
+	}
 }
 
 // watcher and announcer are what Start made, or nil before it.

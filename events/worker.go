@@ -108,8 +108,17 @@ func (w *worker) run() {
 	// timer alone does not ask: events held back then were committed without a signal
 	// (rare: a PublishTx left to polling) and are found by the next poll.
 	looked := true
+	replays := c.replays.Load()
 	for !w.stopping() {
 		wake := c.wake.wait()
+		if r := c.replays.Load(); r != replays && w.durable() {
+			// A replay moved the checkpoint; read from where it now is.
+			if err := w.load(); err != nil {
+				log.Debug("events: cannot reload checkpoint", "err", err)
+			} else {
+				replays = r
+			}
+		}
 		evs, holding, heldBack, err := w.read(looked || held > 0)
 		if err != nil {
 			if !w.stopping() {
@@ -136,11 +145,13 @@ func (w *worker) run() {
 			looked = true
 			continue
 		}
-		wait := c.l.cfg.Poll
+		wait := c.l.d.Poll(c.l.cfg.Poll)
 		if heldBack {
 			// Look again soon, then less often: a long transaction elsewhere on the server
 			// may hold the events back for a while.
-			held = min(max(2*held, heldBackPoll), wait)
+			// Nothing signals the end of another transaction, so this backs off only to
+			// the poll interval, never to the backstop.
+			held = min(max(2*held, heldBackPoll), c.l.cfg.Poll)
 			wait = held
 		} else {
 			held = 0
