@@ -213,9 +213,10 @@ func (n *Node) newHealth() *health.Health {
 }
 
 // reapDead runs on the leader: it removes the rows of instances dead for longer than
-// KeepDead.
+// KeepDead, looking every tenth of KeepDead (a row stays at most that much longer), and
+// at least every DeadAfter.
 func (n *Node) reapDead(ctx context.Context) {
-	loop.Every(ctx, n.cfg.DeadAfter, func(ctx context.Context) {
+	loop.Every(ctx, max(n.cfg.DeadAfter, n.cfg.KeepDead/10), func(ctx context.Context) {
 		if k, err := n.members.Reap(ctx, n.cfg.KeepDead); err != nil && ctx.Err() == nil {
 			n.log.Warn("twice: reaping dead instances failed", "err", err)
 		} else if k > 0 {
