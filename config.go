@@ -266,7 +266,7 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("LeaderPoll %v must be between 1ms and LeaseTTL %v", c.LeaderPoll, c.LeaseTTL))
 	}
 	if c.Backstop < 0 {
-		errs = append(errs, fmt.Errorf("Backstop %v is negative", c.Backstop))
+		errs = append(errs, fmt.Errorf("a negative Backstop %v", c.Backstop))
 	}
 	if err := validBus(c.Bus); err != nil {
 		errs = append(errs, err)
