@@ -98,6 +98,7 @@ type Membership struct {
 	onDead    []func(ctx context.Context, id string)
 	onDeath   []func()
 	onLost    []func(err error)
+	carried   []Carried
 	joined    bool
 	stopped   bool
 	beats     *loop.Loop // heartbeats, from Join to Leave
@@ -228,16 +229,45 @@ func (m *Membership) beat(ctx context.Context) {
 	}
 }
 
-// Beat heartbeats once. If the row is gone (this instance was declared dead and reaped
-// while it was paused or cut off), it registers again.
+// Carried is a statement that rides in the heartbeat's transaction (see
+// [Membership.Carry]): it runs in q and returns what to do once q has committed, given the
+// time from before q's first statement was sent.
+type Carried func(ctx context.Context, q store.Querier) (committed func(ctx context.Context, sent time.Time), err error)
+
+// Carry makes fn run in every heartbeat's transaction from the next beat on, so that what
+// an instance renews at the heartbeat's pace costs no transaction of its own: the node
+// renews its leases so ([lease.Manager.RenewIn]). If fn fails, the beat is rolled back and
+// sent again alone: a failure of what it carries never costs the heartbeat.
+func (m *Membership) Carry(fn Carried) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.carried = append(m.carried, fn)
+}
+
+// Beat heartbeats once, with what it carries. If the row is gone (this instance was
+// declared dead and reaped while it was paused or cut off), it registers again.
 func (m *Membership) Beat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.DeadAfter)
 	defer cancel()
 	start := time.Now()
 	m.lastAttempt.Store(int64(start.Sub(m.epoch)))
+	m.mu.Lock()
+	carried := slices.Clone(m.carried)
+	m.mu.Unlock()
 	var succ sql.NullInt64
 	var death store.Time
-	err := m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(&succ, &death)
+	var after []func(context.Context, time.Time)
+	var err error
+	if len(carried) > 0 {
+		after, err = m.beatCarrying(ctx, carried, &succ, &death)
+		if err != nil && !errors.Is(err, store.ErrNoRows) && ctx.Err() == nil {
+			m.log.Warn("cluster: a heartbeat's transaction failed; heartbeating alone", "err", err)
+			after = nil
+			err = m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(&succ, &death)
+		}
+	} else {
+		err = m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(&succ, &death)
+	}
 	if errors.Is(err, store.ErrNoRows) {
 		m.log.Warn("cluster: this instance's row was reaped (it was counted dead); registering again")
 		return m.register(ctx)
@@ -246,11 +276,39 @@ func (m *Membership) Beat(ctx context.Context) error {
 		return err
 	}
 	m.landed(start)
+	for _, fn := range after {
+		fn(ctx, start)
+	}
 	if m.live != nil {
 		m.live.follow(succ.Int64)
 	}
 	m.sawDeath(death.Time)
 	return nil
+}
+
+// beatCarrying heartbeats and runs carried in one transaction, and returns what carried
+// asked to run after the commit.
+func (m *Membership) beatCarrying(ctx context.Context, carried []Carried, succ *sql.NullInt64, death *store.Time) (after []func(context.Context, time.Time), err error) {
+	tx, err := m.s.BeginControl(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if err := tx.QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(succ, death); err != nil {
+		return nil, err
+	}
+	for _, fn := range carried {
+		a, err := fn(ctx, tx)
+		if err != nil {
+			return nil, err
+		}
+		after = append(after, a)
+	}
+	return after, tx.Commit(ctx)
 }
 
 // sawDeath runs the OnDeath callbacks when a beat finds that a member went silent since the

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -309,6 +310,56 @@ func TestOnDeathAtHeartbeat(t *testing.T) {
 		beat(a)
 		if n := deaths.Load(); n != 2 {
 			t.Fatalf("%d deaths after b went silent twice; want 2", n)
+		}
+	})
+}
+
+// What a heartbeat carries runs in its transaction, and what it asks to run after the commit
+// runs with the beat's start time; a carried statement that fails costs the heartbeat
+// nothing: it is sent again alone, and nothing runs after.
+func TestBeatCarries(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		clock := testdb.NewClock()
+		s := open(t, db, clock)
+		m := member(t, s, "a", cluster.Config{DeadAfter: 2 * time.Hour, NoLivenessLock: true})
+		if err := m.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var fail atomic.Bool
+		var inTx, after atomic.Int32
+		var sentAt atomic.Int64
+		m.Carry(func(ctx context.Context, q store.Querier) (func(context.Context, time.Time), error) {
+			if _, ok := q.(store.Tx); ok {
+				inTx.Add(1)
+			}
+			if fail.Load() {
+				return nil, errors.New("carried statement failed")
+			}
+			return func(_ context.Context, sent time.Time) { after.Add(1); sentAt.Store(sent.UnixNano()) }, nil
+		})
+		before := time.Now()
+		if err := m.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if inTx.Load() != 1 || after.Load() != 1 {
+			t.Fatalf("carried %d times in a transaction, %d run after; want 1 and 1", inTx.Load(), after.Load())
+		}
+		if sent := time.Unix(0, sentAt.Load()); sent.Before(before) || sent.After(time.Now()) {
+			t.Fatalf("after ran with %v, not the beat's start (between %v and now)", sent, before)
+		}
+		fail.Store(true)
+		clock.Advance(2 * time.Hour) // dead unless this beat lands
+		if err := m.Beat(ctx); err != nil {
+			t.Fatalf("a failed carried statement failed the heartbeat: %v", err)
+		}
+		if after.Load() != 1 {
+			t.Fatal("what a failed carried statement asked for ran after the beat")
+		}
+		if got := only(t, s); !got.Alive {
+			t.Fatalf("the heartbeat did not land when what it carried failed: %+v", got)
 		}
 	})
 }

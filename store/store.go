@@ -234,6 +234,24 @@ func (s *Store) Begin(ctx context.Context) (Tx, error) {
 	return &pgxTx{pgxQuerier: pgxQuerier{q: tx, obs: s.obs}, tx: tx}, nil
 }
 
+// BeginControl opens a transaction on the control connections (see [Store.Control]), for
+// the cluster's own statements that commit together: a heartbeat and the renewal of the
+// instance's leases. On SQLite it takes the write lock at once.
+func (s *Store) BeginControl(ctx context.Context) (Tx, error) {
+	if s.dsn.Dialect == SQLite {
+		tx, err := s.ctlConn.BeginTx(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		return &sqlTx{sqlQuerier: sqlQuerier{db: tx, dialect: SQLite, stmts: s.ctlStmts, tx: tx, obs: s.obs}, tx: tx}, nil
+	}
+	tx, err := s.control.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pgxTx{pgxQuerier: pgxQuerier{q: tx, obs: s.obs}, tx: tx}, nil
+}
+
 // InTx runs fn in a transaction, committing if fn returns nil and rolling back otherwise. If
 // fn panics, the transaction is rolled back and the panic goes on to the caller: a
 // transaction left open would hold a PostgreSQL connection (and Close) forever, and on
