@@ -112,10 +112,13 @@ type Config struct {
 	// (PgBouncer in transaction mode); a crash is then noticed by the heartbeat alone.
 	NoLivenessLock bool
 	// LeaseTTL is how long the leader lease, and locks by default, outlive a holder that
-	// stops renewing them; renewals happen every quarter of it. It bounds failover after a
+	// stops renewing them; renewals happen every third of it, carried by the heartbeat's
+	// transaction when it beats that often (by default it does: one transaction a second
+	// heartbeats and renews every lease the instance holds). It bounds failover after a
 	// pause or a lost machine: followers look at the lease when it is due to run out. After
 	// a crash the liveness lock frees them sooner, and a release (a graceful Close, a crash)
-	// is announced on the bus and wakes followers at once. Defaults to 2 seconds.
+	// is announced on the bus and wakes followers at once. Defaults to 3 seconds, as
+	// DeadAfter: an instance silent that long is counted dead and loses its leases.
 	LeaseTTL time.Duration
 	// LeaderPoll is how long a follower waits before it looks again after another instance
 	// won an election it also tried for. Defaults to 100 milliseconds.

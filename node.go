@@ -121,6 +121,11 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The heartbeat carries the renewals of this instance's leases: one transaction a
+	// beat for both. The manager renews by itself only if a beat is late, or a lease's
+	// TTL needs renewals more often than the heartbeat comes.
+	n.members.Carry(n.leases.RenewIn)
+	n.leases.Carried(cfg.HeartbeatInterval)
 	n.locks = lock.New(n.leases)
 	n.health = n.newHealth()
 	n.leader = cluster.NewLeader(n.leases, cluster.LeaderConfig{TTL: cfg.LeaseTTL, Poll: cfg.LeaderPoll, Logger: n.log,

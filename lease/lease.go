@@ -6,7 +6,8 @@
 // must not happen under a lost lease checks the token in its own transaction with
 // [Lease.Check]: a holder whose lease has passed to someone else is refused with [ErrFenced].
 //
-// A [Manager] renews all of an instance's leases in one statement every quarter TTL. Each
+// A [Manager] renews all of an instance's leases in one statement every third of the TTL,
+// or in its instance's heartbeat transaction when that carries them ([Manager.RenewIn]). Each
 // lease also keeps a local deadline on the monotonic clock, measured from before the
 // statement that last granted or renewed it was sent; when the deadline passes without a
 // renewal the lease's context is cancelled, before the database could give the lease to
@@ -41,9 +42,12 @@ var (
 	ErrClosed = errors.New("lease: manager closed")
 )
 
-// DefaultTTL is how long a lease lasts without renewal. It bounds how long a crashed
-// holder's lease blocks everyone else; renewals happen every quarter of it.
-const DefaultTTL = 2 * time.Second
+// DefaultTTL is how long a lease lasts without renewal. It bounds how long a paused or cut
+// off holder's lease blocks everyone else; renewals happen every third of it, so two may
+// fail before the lease is lost. Three seconds is the cluster's default DeadAfter: the
+// heartbeat (every second) carries the renewals, and an instance silent for three seconds
+// loses its leases when it is counted dead.
+const DefaultTTL = 3 * time.Second
 
 // MaxNameLen is the longest lease name, in bytes.
 const MaxNameLen = 255
@@ -79,10 +83,12 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex        // protects held, changed, closed
-	held    map[string]*Lease // by name
-	changed chan struct{}     // closed and replaced whenever a lease may have become free
-	closed  bool
+	mu        sync.Mutex        // protects held, changed, closed, lastRenew, carrier
+	held      map[string]*Lease // by name
+	changed   chan struct{}     // closed and replaced whenever a lease may have become free
+	closed    bool
+	lastRenew time.Time     // when the last renewal of every held lease was sent
+	carrier   time.Duration // how often another transaction carries the renewals; 0: none
 
 	wake chan struct{} // tells the keeper the set of leases changed
 	stop chan struct{}
@@ -177,6 +183,9 @@ func (m *Manager) TryAcquire(ctx context.Context, name string, opts *AcquireOpts
 		l.lose(ErrClosed)
 		_ = l.releaseRow(context.WithoutCancel(ctx))
 		return nil, ErrClosed
+	}
+	if len(m.held) == 0 {
+		m.lastRenew = sent // the first lease held is due for renewal a third of a TTL on
 	}
 	m.held[name] = l
 	m.mu.Unlock()
@@ -317,15 +326,17 @@ func scanInfo(row store.Row) (Info, error) {
 	return i, nil
 }
 
-// keep renews every held lease in one statement, every quarter of the shortest TTL held.
+// keep renews every held lease in one statement, every third of the shortest TTL held. When
+// a carrier renews them (see [Manager.Carried]) often enough, it renews only after the
+// carrier is half its period late.
 func (m *Manager) keep() {
 	defer close(m.done)
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
-		interval, any := m.renewInterval()
+		due, any := m.renewDue()
 		if any {
-			t.Reset(interval)
+			t.Reset(time.Until(due))
 		} else {
 			t.Stop()
 		}
@@ -340,7 +351,8 @@ func (m *Manager) keep() {
 	}
 }
 
-func (m *Manager) renewInterval() (time.Duration, bool) {
+// renewDue is when the keeper renews next, and false when no lease is held.
+func (m *Manager) renewDue() (time.Time, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var shortest time.Duration
@@ -349,11 +361,47 @@ func (m *Manager) renewInterval() (time.Duration, bool) {
 			shortest = l.ttl
 		}
 	}
-	return shortest / 4, shortest > 0
+	if shortest == 0 {
+		return time.Time{}, false
+	}
+	every := shortest / 3
+	if m.carrier > 0 && m.carrier <= every {
+		every += m.carrier / 2
+	}
+	return m.lastRenew.Add(every), true
 }
 
-func (m *Manager) renew() {
+// Carried tells the manager that another transaction renews its leases every period by
+// [Manager.RenewIn] (the node's heartbeat does): its own renewals then stop unless the
+// carrier is late, or a lease's TTL needs them more often. Zero turns that off.
+func (m *Manager) Carried(period time.Duration) {
 	m.mu.Lock()
+	m.carrier = period
+	m.mu.Unlock()
+	m.poke()
+}
+
+// RenewIn renews every lease held inside q, a transaction of the caller's on this manager's
+// database (the node runs it in the heartbeat's). The leases are extended only by the
+// returned function, which the caller runs once q has committed, with the time from
+// before q's first statement was sent; if q does not commit, the leases stay as they were
+// and the manager renews them itself when they need it.
+func (m *Manager) RenewIn(ctx context.Context, q store.Querier) (committed func(ctx context.Context, sent time.Time), err error) {
+	snapshot, _ := m.snapshot()
+	if len(snapshot) == 0 {
+		return func(context.Context, time.Time) {}, nil
+	}
+	renewed, err := m.renewRows(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, sent time.Time) { m.applyRenewal(ctx, snapshot, renewed, sent) }, nil
+}
+
+// snapshot returns the leases held and the earliest of their deadlines.
+func (m *Manager) snapshot() (map[string]*Lease, time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	snapshot := make(map[string]*Lease, len(m.held))
 	var earliest time.Time
 	for name, l := range m.held {
@@ -362,7 +410,30 @@ func (m *Manager) renew() {
 			earliest = d
 		}
 	}
-	m.mu.Unlock()
+	return snapshot, earliest
+}
+
+// renewRows runs the renewal statement in q and returns the names and tokens it renewed.
+func (m *Manager) renewRows(ctx context.Context, q store.Querier) (map[string]int64, error) {
+	rows, err := q.Query(ctx, m.q.renew, m.s.NowArg(), m.cfg.Service, m.cfg.Holder)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	renewed := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var token int64
+		if err := rows.Scan(&name, &token); err != nil {
+			return nil, err
+		}
+		renewed[name] = token
+	}
+	return renewed, rows.Err()
+}
+
+func (m *Manager) renew() {
+	snapshot, earliest := m.snapshot()
 	if len(snapshot) == 0 {
 		return
 	}
@@ -371,27 +442,27 @@ func (m *Manager) renew() {
 	ctx, cancel := context.WithDeadline(context.Background(), earliest)
 	defer cancel()
 	sent := time.Now()
-	rows, err := m.s.Control().Query(ctx, m.q.renew, m.s.NowArg(), m.cfg.Service, m.cfg.Holder)
+	renewed, err := m.renewRows(ctx, m.s.Control())
 	if err != nil {
 		m.log.Warn("lease: renewal failed; leases expire at their deadlines unless a later renewal succeeds", "err", err)
+		// Try again at the next third of a TTL, not at once.
+		m.mu.Lock()
+		m.lastRenew = sent
+		m.mu.Unlock()
 		return
 	}
-	renewed := map[string]int64{}
-	for rows.Next() {
-		var name string
-		var token int64
-		if err := rows.Scan(&name, &token); err != nil {
-			rows.Close()
-			m.log.Warn("lease: renewal failed", "err", err)
-			return
-		}
-		renewed[name] = token
+	m.applyRenewal(ctx, snapshot, renewed, sent)
+}
+
+// applyRenewal extends the leases of snapshot that a renewal sent at sent renewed, and ends
+// those it did not.
+func (m *Manager) applyRenewal(ctx context.Context, snapshot map[string]*Lease, renewed map[string]int64, sent time.Time) {
+	m.mu.Lock()
+	if sent.After(m.lastRenew) {
+		m.lastRenew = sent
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		m.log.Warn("lease: renewal failed", "err", err)
-		return
-	}
+	m.mu.Unlock()
+	m.poke()
 	for name, l := range snapshot {
 		if tok, ok := renewed[name]; ok && tok == l.token {
 			l.extend(sent)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -478,6 +479,82 @@ func TestReleaseDeadAndLoseAll(t *testing.T) {
 		}
 		if cause := context.Cause(lb.Context()); !errors.Is(cause, lease.ErrLost) {
 			t.Fatalf("cause %v, want ErrLost", cause)
+		}
+	})
+}
+
+// renewals counts the renewal statements a store runs.
+type renewals struct{ n atomic.Int64 }
+
+func (r *renewals) Statement(q string) {
+	if strings.Contains(q, "SET expires_at") && strings.Contains(q, "RETURNING name, token") {
+		r.n.Add(1)
+	}
+}
+
+// A manager whose renewals a carrier runs (the node's heartbeat) sends none of its own while
+// the carrier keeps its pace, and renews by itself when the carrier stops: the lease is never
+// lost.
+func TestCarriedRenewals(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		obs := &renewals{}
+		s := db.Open(t, &store.Options{Observer: obs})
+		if _, err := store.NewMigrator(s, lease.Component()).Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		m, err := lease.NewManager(s, lease.Config{Service: "svc", Holder: "a", TTL: 3 * time.Second, Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close(ctx)
+		const period = 200 * time.Millisecond // the manager's own renewals would be every second
+		m.Carried(period)
+		l, err := m.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var carried atomic.Int64
+		carry := func() {
+			sent := time.Now()
+			tx, err := s.BeginControl(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			committed, err := m.RenewIn(ctx, tx)
+			if err != nil {
+				_ = tx.Rollback(ctx)
+				t.Error(err)
+				return
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Error(err)
+				return
+			}
+			carried.Add(1)
+			committed(ctx, sent)
+		}
+		for range 15 { // three seconds: past the lease's TTL
+			carry()
+			time.Sleep(period)
+		}
+		if own := obs.n.Load() - carried.Load(); own != 0 {
+			t.Fatalf("the manager sent %d renewals of its own while the carrier kept its pace", own)
+		}
+		if !l.Valid() {
+			t.Fatal("the lease was lost while the carrier renewed it")
+		}
+		// The carrier stops: the manager renews by itself, and the lease outlives its TTL.
+		stopped := obs.n.Load()
+		time.Sleep(4 * time.Second)
+		if obs.n.Load() == stopped {
+			t.Fatal("the manager did not renew after the carrier stopped")
+		}
+		if !l.Valid() {
+			t.Fatal("the lease was lost after the carrier stopped")
 		}
 	})
 }
