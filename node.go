@@ -128,8 +128,19 @@ func (n *Node) start(ctx context.Context) error {
 	n.leases.Carried(cfg.HeartbeatInterval)
 	n.locks = lock.New(n.leases)
 	n.health = n.newHealth()
-	n.leader = cluster.NewLeader(n.leases, cluster.LeaderConfig{TTL: cfg.LeaseTTL, Poll: cfg.LeaderPoll, Logger: n.log,
-		Panics: &n.panics})
+	lc := cluster.LeaderConfig{TTL: cfg.LeaseTTL, Poll: cfg.LeaderPoll, Logger: n.log, Panics: &n.panics}
+	if cfg.DeadAfter <= cfg.LeaseTTL {
+		// A silent leader is found dead before its lease runs out, and that wakes the
+		// followers (below): they need not look at each renewal.
+		lc.Backstop = func() time.Duration {
+			if bus.Delivering(n.bus) {
+				return cfg.Backstop
+			}
+			return 0
+		}
+	}
+	n.leader = cluster.NewLeader(n.leases, lc)
+	n.members.OnDeath(n.leader.Poke)
 	n.leader.OnElected(n.reapDead)
 	// An instance whose process is gone (its liveness lock was freed) has its leases freed
 	// now, and announced, so that leadership, locks and partitions move at once; blocks

@@ -32,6 +32,13 @@ type LeaderConfig struct {
 	// Poll is how long a follower waits after another instance won the lease first, before
 	// it looks again. Defaults to [DefaultLeaderPoll].
 	Poll time.Duration
+	// Backstop, if set, is how long a follower may sleep while the leader renews on time
+	// and nothing is signalled; zero sleeps until the lease's deadline, as with no Backstop.
+	// Set it only where everything that frees the lease is signalled by a Poke: a release,
+	// a lost signal, and a death found by the heartbeat (OnDeath), which must come no later
+	// than the lease runs out (DeadAfter no longer than the TTL). The node sets it to its
+	// Backstop while its bus vouches for its delivery.
+	Backstop func() time.Duration
 	// Logger defaults to slog.Default(). It should carry the instance id; the node's does.
 	Logger *slog.Logger
 	// Panics, if set, counts the panics recovered from OnElected callbacks; each is also
@@ -283,10 +290,13 @@ func (l *Leader) campaign(ctx context.Context) time.Duration {
 
 // follow returns how long to wait before trying for the lease, or 0 to try now. A follower
 // waits for the lease's deadline: a leader that renews moves it, so a follower looks about
-// once per renewal cycle, not every poll. A lease freed sooner is announced (a graceful
-// release, or a crashed leader whose liveness lock was freed; see the node), and the
-// announcement, or the bus saying signals were lost, cuts the wait short (Poke). Reading
-// first keeps followers from taking SQLite's write lock at each look.
+// once per renewal cycle, not every poll. With a Backstop, a follower that finds the lease
+// renewed on time (more than half its TTL left) sleeps that long instead: a leader that goes
+// silent is found dead by the heartbeat before its lease runs out, and that wakes it. A
+// lease freed sooner is announced (a graceful release, or a crashed leader whose liveness
+// lock was freed; see the node), and the announcement, a death, or the bus saying signals
+// were lost, cuts the wait short (Poke). Reading first keeps followers from taking
+// SQLite's write lock at each look.
 func (l *Leader) follow(ctx context.Context) time.Duration {
 	l.mu.Lock()
 	sitOut := time.Until(l.sitOut)
@@ -298,7 +308,11 @@ func (l *Leader) follow(ctx context.Context) time.Duration {
 	if err != nil || !info.Held() {
 		return 0
 	}
-	return info.Remaining + time.Millisecond
+	wait := info.Remaining + time.Millisecond
+	if l.cfg.Backstop != nil && info.Remaining > l.cfg.TTL/2 {
+		wait = max(wait, l.cfg.Backstop())
+	}
+	return wait
 }
 
 // lead runs while ls is held: it announces the election and waits for the lease to end,

@@ -290,3 +290,39 @@ func TestStopWaitsForCallbacks(t *testing.T) {
 		}
 	})
 }
+
+// infoReads counts the reads of the leader lease a store runs.
+type infoReads struct{ n atomic.Int64 }
+
+func (r *infoReads) Statement(q string) {
+	if strings.Contains(q, "SELECT name, coalesce(holder, '')") {
+		r.n.Add(1)
+	}
+}
+
+// With a Backstop, a follower that finds the lease renewed on time sleeps the Backstop, not
+// until each deadline the renewals move; a Poke (a release announced, a death found) wakes
+// it, and it takes over a lease that was freed.
+func TestFollowerBackstop(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		const ttl = 600 * time.Millisecond // renewed every 200 ms
+		a := campaign(t, db, "a", ttl, cluster.LeaderConfig{})
+		testnode.Eventually(t, 30*time.Second, "a leading", a.l.IsLeader)
+		reads := &infoReads{}
+		s := db.Open(t, &store.Options{Observer: reads})
+		b := campaignOn(t, s, "b", ttl, cluster.LeaderConfig{Backstop: func() time.Duration { return time.Hour }})
+		time.Sleep(2 * time.Second) // ten of a's renewals; without Backstop, b would look after each
+		if n := reads.n.Load(); n > 2 {
+			t.Fatalf("the follower read the lease %d times in 2 s of renewals; with a Backstop of an hour it looks once", n)
+		}
+		// a's lease is freed without a word (as if the announcement were lost); a Poke, as a
+		// death found by the heartbeat gives, makes b look and take it.
+		if err := a.l.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		b.l.Poke()
+		testnode.Eventually(t, 30*time.Second, "b leading after the poke", b.l.IsLeader)
+	})
+}
