@@ -20,7 +20,7 @@ func TestSQLitePruneKeepsRetention(t *testing.T) {
 	}
 	// An hour's retention: the poller's own prune, every ten minutes, stays out of the way.
 	b, err := newSQLite(ctx, s, Config{Service: "svc", Instance: "i0", Retention: time.Hour,
-		Flush: DefaultFlush, Poll: DefaultPoll, Logger: testdb.Logger(t)})
+		Flush: DefaultFlush, Poll: DefaultPoll, FastPoll: DefaultFastPoll, Logger: testdb.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

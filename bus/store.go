@@ -22,9 +22,13 @@ func Component() store.Component {
 // DefaultFlush is how long the PostgreSQL backend gathers messages into one NOTIFY.
 const DefaultFlush = 2 * time.Millisecond
 
-// DefaultPoll is how often the SQLite backend looks for new signals; the look is a pragma
-// read unless another process has committed.
-const DefaultPoll = 5 * time.Millisecond
+// DefaultPoll is how often the SQLite backend looks for signals that nobody announced: a
+// pragma read, and a query once a second.
+const DefaultPoll = time.Second
+
+// DefaultFastPoll is how often the SQLite backend looks for signals when it cannot rely on
+// being woken; the look is a pragma read unless another process has committed.
+const DefaultFastPoll = 5 * time.Millisecond
 
 // DefaultRetention is how long SQLite keeps signal rows. A poller that falls further behind
 // than half of it reports Lost.
@@ -39,8 +43,19 @@ type Config struct {
 	Instance string
 	// Flush is the PostgreSQL batching window. Defaults to [DefaultFlush].
 	Flush time.Duration
-	// Poll is the SQLite poll interval. Defaults to [DefaultPoll].
+	// Poll is how often the SQLite backend looks for signals when nothing wakes it. Its
+	// instances, all on one host, wake each other through Unix datagram sockets in a
+	// directory beside the database file (<file>.bus) as their signals commit, so this poll
+	// is only the fallback, for signals nobody announced (rows written from outside, an
+	// instance that died between its commit and its announcement). Keep it well under half
+	// of Retention: a poller that has not read for that long reports Lost. Defaults to
+	// [DefaultPoll].
 	Poll time.Duration
+	// FastPoll is how often the SQLite backend looks while it cannot rely on being woken:
+	// always where the sockets are unavailable (Windows, a directory it cannot create),
+	// and on the publisher while a PublishTx transaction is young. Defaults to
+	// [DefaultFastPoll].
+	FastPoll time.Duration
 	// Retention is how long SQLite keeps signal rows. Defaults to [DefaultRetention].
 	Retention time.Duration
 	// Signer signs every message sent and drops every message received that it does not
@@ -53,8 +68,8 @@ type Config struct {
 	Panics *atomic.Int64
 }
 
-// NewStore starts the bus of s's dialect: LISTEN/NOTIFY on PostgreSQL, a polled table on
-// SQLite (migrated with [Component]).
+// NewStore starts the bus of s's dialect: LISTEN/NOTIFY on PostgreSQL, a table on SQLite
+// (migrated with [Component]) whose readers wake each other through Unix sockets.
 func NewStore(ctx context.Context, s *store.Store, cfg Config) (Bus, error) {
 	if cfg.Service == "" || cfg.Instance == "" {
 		return nil, errors.New("bus: Config.Service and Config.Instance are required")
@@ -64,6 +79,9 @@ func NewStore(ctx context.Context, s *store.Store, cfg Config) (Bus, error) {
 	}
 	if cfg.Poll == 0 {
 		cfg.Poll = DefaultPoll
+	}
+	if cfg.FastPoll == 0 {
+		cfg.FastPoll = DefaultFastPoll
 	}
 	if cfg.Retention == 0 {
 		cfg.Retention = DefaultRetention
