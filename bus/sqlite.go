@@ -50,6 +50,8 @@ type sqliteBus struct {
 	subs  Subscribers
 	batch *batcher
 	conn  *sql.Conn
+	// versionStmt and readStmt are prepared once on conn: a poll compiles nothing.
+	versionStmt, readStmt *sql.Stmt
 	// waker wakes the others after a commit; nil where it could not be set up (not a
 	// Unix system, a directory that cannot be written), and the poller then looks every
 	// FastPoll, as every instance then must.
@@ -98,6 +100,13 @@ func newSQLite(ctx context.Context, s *store.Store, cfg Config) (*sqliteBus, err
 	var last int64
 	if err := conn.QueryRowContext(ctx, q.last, cfg.Service).Scan(&last); err != nil {
 		conn.Close()
+		return nil, fmt.Errorf("bus: %s: %w", s, err)
+	}
+	if b.versionStmt, err = conn.PrepareContext(ctx, "PRAGMA data_version"); err == nil {
+		b.readStmt, err = conn.PrepareContext(ctx, q.read)
+	}
+	if err != nil {
+		b.closeConn()
 		return nil, fmt.Errorf("bus: %s: %w", s, err)
 	}
 	w, err := newWaker(s.DSN().Path, cfg.Service, cfg.Logger)
@@ -161,12 +170,13 @@ func (b *sqliteBus) poll(last int64) loop.Step {
 	return func(ctx context.Context) time.Duration {
 		published := b.published.Swap(false)
 		var v int64
-		if err := b.conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
+		if err := b.versionStmt.QueryRowContext(ctx).Scan(&v); err != nil {
 			return b.wait()
 		}
-		// Read when another process committed, when this one published, and once a
-		// second regardless, in case a commit slipped between two pragma reads.
-		if v == version && !published && time.Since(lastRead) < time.Second {
+		// Read when another process committed, when this one published, and every sixth
+		// of the retention regardless (as often as it prunes), in case a commit slipped
+		// between two pragma reads.
+		if v == version && !published && time.Since(lastRead) < b.cfg.Retention/6 {
 			return b.wait()
 		}
 		version = v
@@ -244,7 +254,7 @@ func (b *sqliteBus) committed(ids []int64) bool {
 }
 
 func (b *sqliteBus) read(ctx context.Context, last *int64) (int, error) {
-	rows, err := b.conn.QueryContext(ctx, b.q.read, b.cfg.Service, *last, pollBatch)
+	rows, err := b.readStmt.QueryContext(ctx, b.cfg.Service, *last, pollBatch)
 	if err != nil {
 		return 0, err
 	}
@@ -324,7 +334,17 @@ func (b *sqliteBus) Close(context.Context) error {
 		if b.waker != nil {
 			b.waker.close()
 		}
-		b.conn.Close()
+		b.closeConn()
 	})
 	return nil
+}
+
+// closeConn closes the statements prepared on the read connection, then hands it back.
+func (b *sqliteBus) closeConn() {
+	for _, st := range []*sql.Stmt{b.versionStmt, b.readStmt} {
+		if st != nil {
+			st.Close()
+		}
+	}
+	b.conn.Close()
 }
