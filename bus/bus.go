@@ -24,8 +24,11 @@
 //
 // The default backend lives in the store ([NewStore]): LISTEN/NOTIFY on PostgreSQL, with
 // NOTIFY batched to at most one per service every few milliseconds and never one per row;
-// on SQLite a notification table that every instance polls cheaply. Larger deployments can
-// use another backend implementing [Bus]; the conformance suite in bustest runs against each.
+// on SQLite a notification table whose instances, all on the host of the file, wake each
+// other through Unix datagram sockets in a directory beside it once their signals commit,
+// and look at the table once a second in case a signal went unannounced. Larger deployments
+// can use another backend implementing [Bus]; the conformance suite in bustest runs against
+// each.
 package bus
 
 import (
