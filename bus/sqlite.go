@@ -17,13 +17,14 @@ import (
 // pollBatch is how many signal rows one poll reads at most.
 const pollBatch = 500
 
-// How long the poller watches for a PublishTx of this process to commit, and how often at
-// most while it is old: the transaction is the caller's, so the bus cannot know when it
-// ends. The poller looks every FastPoll while it is young and every tenth of its age as it
-// ages, and announces it once it reads the row. One that commits later (or rolls back) is
-// left to the others' fallback poll.
+// How long the poller watches for a PublishTx of this process to commit, and how often: the
+// transaction is the caller's, so the bus cannot know when it ends. The poller looks every
+// tenth of the youngest one's age, every millisecond at first and every 100 ms at most (as
+// events' watcher does), and announces it once it reads the row. One that commits later
+// (or rolls back) is left to the others' fallback poll.
 const (
 	txWatch        = 10 * time.Second
+	txWatchFastest = time.Millisecond
 	txWatchSlowest = 100 * time.Millisecond
 	// txWatchMax bounds the watch list, so a flood of rolled-back transactions cannot
 	// grow it without end; a PublishTx beyond it is left to the others' fallback poll.
@@ -39,10 +40,10 @@ const (
 // PublishTx cannot announce its signal: it is in the caller's transaction, which may
 // commit at any time or never, and a transaction twice did not open offers no commit hook
 // (modernc.org/sqlite's is per connection and runs before the commit is visible). So the
-// publisher's poller watches for the row instead, looking every FastPoll (a pragma, on
+// publisher's poller watches for the row instead, looking every millisecond (a pragma, on
 // this process alone) while the transaction is young, and announces it to the others as
-// soon as it reads it: they learn of it a FastPoll or less after the commit, as they did
-// when every instance polled that often, and only the publisher pays for the looks.
+// soon as it reads it: they learn of it about a millisecond after the commit, sooner than
+// when every instance polled every 5 ms, and only the publisher pays for the looks.
 type sqliteBus struct {
 	s     *store.Store
 	q     sqliteStatements
@@ -205,9 +206,8 @@ func (b *sqliteBus) poll(last int64) loop.Step {
 	}
 }
 
-// wait is how long the poller sleeps unless it is woken: Poll, or FastPoll while nobody
-// wakes it, or while a PublishTx of this process is young; an older one is looked for
-// every tenth of its age.
+// wait is how long the poller sleeps unless it is woken: Poll, FastPoll while nobody wakes
+// it, and a tenth of its age while a PublishTx of this process is watched.
 func (b *sqliteBus) wait() time.Duration {
 	if b.waker == nil {
 		return b.cfg.FastPoll
@@ -226,7 +226,7 @@ func (b *sqliteBus) wait() time.Duration {
 	if len(b.pending) == 0 {
 		return b.cfg.Poll
 	}
-	return min(max(youngest/10, b.cfg.FastPoll), txWatchSlowest, b.cfg.Poll)
+	return min(max(youngest/10, txWatchFastest), txWatchSlowest, b.cfg.Poll)
 }
 
 // watch has the poller look for the PublishTx row id until it reads it.

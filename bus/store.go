@@ -52,9 +52,8 @@ type Config struct {
 	// [DefaultPoll].
 	Poll time.Duration
 	// FastPoll is how often the SQLite backend looks while it cannot rely on being woken:
-	// always where the sockets are unavailable (Windows, a directory it cannot create),
-	// and on the publisher while a PublishTx transaction is young. Defaults to
-	// [DefaultFastPoll].
+	// where the sockets are unavailable (Windows, a directory it cannot create). Defaults
+	// to [DefaultFastPoll].
 	FastPoll time.Duration
 	// Retention is how long SQLite keeps signal rows. Defaults to [DefaultRetention].
 	Retention time.Duration
