@@ -38,7 +38,7 @@ import (
 // take over. It then takes a new lock under a new key.
 
 // livenessPoll is how often a SQLite instance tries its successor's file lock.
-const livenessPoll = 25 * time.Millisecond
+var livenessPoll = 25 * time.Millisecond // a variable for tests
 
 // errLivenessLost is returned by a backend whose own lock is gone while the process lives.
 var errLivenessLost = errors.New("cluster: this instance's liveness lock session ended")

@@ -2,10 +2,12 @@ package cluster_test
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,9 +172,19 @@ func TestLivenessFilesSwept(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	old := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(stale, old, old); err != nil {
+	// A socket left by a process that died with its lock file swept: it goes too.
+	staleSocket := filepath.Join(dir, "13.s")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: staleSocket, Net: "unix"})
+	if err != nil {
 		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	old := time.Now().Add(-time.Hour)
+	for _, p := range []string{stale, staleSocket} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
 	}
 	a := member(t, s, "a", cluster.Config{})
 	if err := a.Join(ctx); err != nil {
@@ -181,7 +193,7 @@ func TestLivenessFilesSwept(t *testing.T) {
 	// a's file, held, made old: b's sweep must keep it all the same.
 	held, _ := os.ReadDir(dir)
 	for _, e := range held {
-		if e.Name() != "11" && e.Name() != "12" {
+		if e.Name() != "11" && e.Name() != "12" && e.Name() != "13.s" {
 			if err := os.Chtimes(filepath.Join(dir, e.Name()), old, old); err != nil {
 				t.Fatal(err)
 			}
@@ -195,12 +207,19 @@ func TestLivenessFilesSwept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
+	var names, sockets []string
 	for _, e := range entries {
-		names = append(names, e.Name())
+		if strings.HasSuffix(e.Name(), ".s") {
+			sockets = append(sockets, e.Name())
+		} else {
+			names = append(names, e.Name())
+		}
 	}
 	if len(names) != 3 || slices.Contains(names, "11") || !slices.Contains(names, "12") {
 		t.Fatalf("files %v: want the fresh one and a's and b's, not the stale one", names)
+	}
+	if len(sockets) != 2 || slices.Contains(sockets, "13.s") {
+		t.Fatalf("sockets %v: want a's and b's (a's made old: its lock file is there), not the stale one", sockets)
 	}
 }
 
