@@ -333,7 +333,9 @@ func scaleIdleWindow(ctx context.Context, g *instance.Group, s *store.Store, bef
 // again afterwards, so the next phases find n instances.
 func measureJoin(ctx context.Context, g *instance.Group, n int, progress io.Writer) (scaleJoin, error) {
 	res := scaleJoin{PollMS: ms(instance.DefaultMembersPoll)}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	// A second more per instance: on a small machine a hundred of them share its cores with
+	// the server, and a start alone takes seconds.
+	ctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(n)*time.Second)
 	defer cancel()
 	_, from := g.Log()
 	for i := range n {
