@@ -188,15 +188,7 @@ func (l *Log) Start(context.Context) error {
 // rebalance makes the balancers of group's consumers (of all groups when all is set) look
 // at their share now; died says an instance was found dead.
 func (l *Log) rebalance(group string, all, died bool) {
-	l.mu.Lock()
-	var cs []*Consumer
-	for c := range l.consumers {
-		if all || c.cfg.Name == group {
-			cs = append(cs, c)
-		}
-	}
-	l.mu.Unlock()
-	for _, c := range cs {
+	for _, c := range l.consumersOf(group, all) {
 		if died {
 			c.died.Store(time.Now().UnixNano())
 		}
@@ -207,18 +199,23 @@ func (l *Log) rebalance(group string, all, died bool) {
 // replayed tells the consumers of group that its checkpoints may have moved (all of them
 // when the signal may have been lost): they reload them before they read again.
 func (l *Log) replayed(group string, all bool) {
+	for _, c := range l.consumersOf(group, all) {
+		c.replays.Add(1)
+		c.wake.kick()
+	}
+}
+
+// consumersOf returns this instance's consumers of group, or all of them.
+func (l *Log) consumersOf(group string, all bool) []*Consumer {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	var cs []*Consumer
 	for c := range l.consumers {
 		if all || c.cfg.Name == group {
 			cs = append(cs, c)
 		}
 	}
-	l.mu.Unlock()
-	for _, c := range cs {
-		c.replays.Add(1)
-		c.wake.kick()
-	}
+	return cs
 }
 
 // watcher and announcer are what Start made, or nil before it.
