@@ -140,7 +140,7 @@ func (n *Node) start(ctx context.Context) error {
 		}
 	}
 	n.leader = cluster.NewLeader(n.leases, lc)
-	n.members.OnDeath(n.leader.Poke)
+	n.members.OnDeath(n.leader.Died)
 	n.leader.OnElected(n.reapDead)
 	// An instance whose process is gone (its liveness lock was freed) has its leases freed
 	// now, and announced, so that leadership, locks and partitions move at once; blocks

@@ -60,11 +60,12 @@ type Leader struct {
 	cfg LeaderConfig
 	log *slog.Logger
 
-	mu        sync.Mutex // protects cur, watchers, onElected, sitOut, strikes, struck
+	mu        sync.Mutex // protects cur, watchers, onElected, sitOut, died, strikes, struck
 	cur       *lease.Lease
 	watchers  map[chan bool]struct{}
 	onElected []func(context.Context)
 	sitOut    time.Time
+	died      time.Time // when the cluster last found an instance dead (Died)
 	strikes   int  // consecutive terms given up because a callback panicked
 	struck    bool // the current term is being given up because a callback panicked
 
@@ -244,6 +245,16 @@ func (l *Leader) Resign(ctx context.Context) error {
 // when the leader lease is released elsewhere.
 func (l *Leader) Poke() { l.campaigner.Kick() }
 
+// Died tells the leader that the cluster found an instance dead: a follower looks at once,
+// and for a TTL afterwards sleeps no longer than the lease's deadline, not its Backstop: the
+// dead one may be the leader, found dead before its lease ran out.
+func (l *Leader) Died() {
+	l.mu.Lock()
+	l.died = time.Now()
+	l.mu.Unlock()
+	l.Poke()
+}
+
 // Stop stops campaigning, gives leadership up if held (so another instance takes over
 // within one poll), and waits for OnElected callbacks to return, or for ctx to end: a
 // callback that ignores its context cannot hold Stop forever.
@@ -292,14 +303,15 @@ func (l *Leader) campaign(ctx context.Context) time.Duration {
 // waits for the lease's deadline: a leader that renews moves it, so a follower looks about
 // once per renewal cycle, not every poll. With a Backstop, a follower that finds the lease
 // renewed on time (more than half its TTL left) sleeps that long instead: a leader that goes
-// silent is found dead by the heartbeat before its lease runs out, and that wakes it. A
+// silent is found dead by the heartbeat before its lease runs out, and that wakes it (Died),
+// to sleep until the deadline for a TTL. A
 // lease freed sooner is announced (a graceful release, or a crashed leader whose liveness
 // lock was freed; see the node), and the announcement, a death, or the bus saying signals
 // were lost, cuts the wait short (Poke). Reading first keeps followers from taking
 // SQLite's write lock at each look.
 func (l *Leader) follow(ctx context.Context) time.Duration {
 	l.mu.Lock()
-	sitOut := time.Until(l.sitOut)
+	sitOut, sinceDeath := time.Until(l.sitOut), time.Since(l.died)
 	l.mu.Unlock()
 	if sitOut > 0 {
 		return sitOut
@@ -309,7 +321,7 @@ func (l *Leader) follow(ctx context.Context) time.Duration {
 		return 0
 	}
 	wait := info.Remaining + time.Millisecond
-	if l.cfg.Backstop != nil && info.Remaining > l.cfg.TTL/2 {
+	if l.cfg.Backstop != nil && info.Remaining > l.cfg.TTL/2 && sinceDeath > l.cfg.TTL {
 		wait = max(wait, l.cfg.Backstop())
 	}
 	return wait

@@ -326,3 +326,29 @@ func TestFollowerBackstop(t *testing.T) {
 		testnode.Eventually(t, 30*time.Second, "b leading after the poke", b.l.IsLeader)
 	})
 }
+
+// A follower told of a death (Died) sleeps no longer than the lease's deadline, however
+// fresh the lease looks: the dead one may be a silent leader, found dead before its lease
+// ran out (DeadAfter shorter than half the TTL).
+func TestFollowerAfterDeath(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		const ttl = 900 * time.Millisecond
+		gs := open(t, db, nil)
+		ghost, err := lease.NewManager(gs, lease.Config{Service: "svc", Holder: "ghost", TTL: ttl, Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ghost.Close(ctx) })
+		if _, err := ghost.TryAcquire(ctx, cluster.LeaderLease, nil); err != nil {
+			t.Fatal(err)
+		}
+		b := campaign(t, db, "b", ttl, cluster.LeaderConfig{Backstop: func() time.Duration { return time.Hour }})
+		time.Sleep(300 * time.Millisecond) // b looked, found the lease renewed, and sleeps
+		gs.Close()                         // the ghost goes silent: its lease runs out, unreleased
+		b.l.Died()
+		testnode.Eventually(t, 30*time.Second, "b leading once the silent leader's lease ran out", b.l.IsLeader)
+	})
+}
