@@ -66,8 +66,8 @@ type Leader struct {
 	onElected []func(context.Context)
 	sitOut    time.Time
 	died      time.Time // when the cluster last found an instance dead (Died)
-	strikes   int  // consecutive terms given up because a callback panicked
-	struck    bool // the current term is being given up because a callback panicked
+	strikes   int       // consecutive terms given up because a callback panicked
+	struck    bool      // the current term is being given up because a callback panicked
 
 	wg sync.WaitGroup // OnElected callbacks in flight
 	// campaigner campaigns, and waits out each term it wins. Stop cancels its statements'
