@@ -155,6 +155,13 @@ func (w *worker) run() {
 			wait = held
 		} else {
 			held = 0
+			if looked {
+				// Woken, yet nothing came and nothing is held back. The read and the
+				// held-back look see the frontier in two snapshots: a transaction that
+				// ended between them leaves its events behind the read's frontier and
+				// before the look's. Look once more after a poll, not a backstop.
+				wait = min(wait, c.l.cfg.Poll)
+			}
 		}
 		timedOut := w.sleep(wait, wake)
 		looked = !timedOut
