@@ -368,8 +368,10 @@ func (c *Consumer) balance() {
 	})
 	c.balancer = b
 	c.mu.Unlock()
-	// The first change watched is one after the first round's start, as for every round
-	// after it.
+	// Each change is watched from before the round it starts: the next channel is taken
+	// before the kick, so a change during that round closes it and starts another. (Taken
+	// after the kick, a change between the two was missed, and with a Backstop the balancer
+	// then slept until the next signal: CI saw a partition left without a reader.)
 	changed := c.l.d.Leases.Changed()
 	b.Kick()
 	c.wg.Add(1)
@@ -380,9 +382,9 @@ func (c *Consumer) balance() {
 			case <-b.Stopping():
 				return
 			case <-changed:
+				changed = c.l.d.Leases.Changed()
 				b.Kick()
 			}
-			changed = c.l.d.Leases.Changed()
 		}
 	}()
 }
