@@ -305,7 +305,14 @@ func TestOnDeathAtHeartbeat(t *testing.T) {
 		if n := deaths.Load(); n != 1 {
 			t.Fatalf("%d deaths after one more beat; b's death counted again", n)
 		}
-		beat(b) // b is back, and goes silent again
+		// a's own stall is no death: its beat reads its own row before updating it.
+		beat(b)
+		clock.Advance(2 * time.Hour)
+		beat(b, a)
+		if n := deaths.Load(); n != 1 {
+			t.Fatalf("%d deaths after a stall of a's own; want still 1", n)
+		}
+		beat(b) // b goes silent again
 		clock.Advance(2 * time.Hour)
 		beat(a)
 		if n := deaths.Load(); n != 2 {

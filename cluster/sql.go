@@ -36,14 +36,15 @@ ON CONFLICT (service, id) DO UPDATE
 SET state = excluded.state, dead_after_ms = excluded.dead_after_ms, heartbeat_at = excluded.heartbeat_at,
     live_key = excluded.live_key`,
 	// A heartbeat also tells the instance whose liveness lock to watch (the ring follows
-	// the members at no extra statement) and the latest heartbeat among dead members
-	// (NULL when none is), which moves forward when a member goes silent.
+	// the members at no extra statement) and the latest heartbeat among the other dead
+	// members (NULL when none is; its own row, read before the update, would count a stall
+	// of its own), which moves forward when a member goes silent.
 	beat: `
 UPDATE twice_members SET heartbeat_at = {now}, state = $4
 WHERE service = $2 AND id = $3
 RETURNING ` + successorOf + `,
  (SELECT max(d.heartbeat_at) FROM twice_members d
-  WHERE d.service = $2 AND d.heartbeat_at <= {now} - {ms d.dead_after_ms})`,
+  WHERE d.service = $2 AND d.id <> $3 AND d.heartbeat_at <= {now} - {ms d.dead_after_ms})`,
 	setKey:    `UPDATE twice_members SET live_key = $3 WHERE service = $1 AND id = $2`,
 	successor: `SELECT ` + successorOf,
 	// markDead records that the holder of liveness lock $3 is gone: its heartbeat is made
