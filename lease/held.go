@@ -120,6 +120,7 @@ func (l *Lease) lose(cause error) {
 	l.m.forget(l)
 	if errors.Is(cause, ErrLost) {
 		l.m.log.Warn("lease: lost", "lease", l.name, "token", l.token, "cause", cause)
+		l.m.freeLost(l)
 	}
 }
 
@@ -138,14 +139,9 @@ func (l *Lease) Release(ctx context.Context) error {
 
 // releaseRow frees the lease's row if it still carries this token.
 func (l *Lease) releaseRow(ctx context.Context) error {
-	m := l.m
-	n, err := m.s.Control().Exec(ctx, m.q.release, m.s.NowArg(), m.cfg.Service, l.name, m.cfg.Holder, l.token)
-	if err != nil {
+	if err := l.m.freeRow(ctx, l.name, l.token); err != nil {
 		// The row keeps our holder until it expires; nothing is unsafe, only slower.
 		return fmt.Errorf("lease: release %q: %w", l.name, err)
-	}
-	if n > 0 && m.cfg.OnRelease != nil {
-		m.onRelease(ctx, []string{l.name})
 	}
 	return nil
 }

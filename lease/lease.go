@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 )
@@ -90,9 +91,10 @@ type Manager struct {
 	lastRenew time.Time     // when the last renewal of every held lease was sent
 	carrier   time.Duration // how often another transaction carries the renewals; 0: none
 
-	wake chan struct{} // tells the keeper the set of leases changed
-	stop chan struct{}
-	done chan struct{}
+	wake  chan struct{} // tells the keeper the set of leases changed
+	stop  chan struct{}
+	done  chan struct{}
+	frees sync.WaitGroup // rows of lost leases being freed (freeLost)
 }
 
 // NewManager returns a manager and starts its renewal loop; call [Manager.Close] to stop it.
@@ -477,11 +479,52 @@ func (m *Manager) applyRenewal(ctx context.Context, snapshot map[string]*Lease, 
 		l := m.held[name]
 		m.mu.Unlock()
 		if l == nil || l.token != tok {
-			if _, err := m.s.Control().Exec(ctx, m.q.release, m.s.NowArg(), m.cfg.Service, name, m.cfg.Holder, tok); err != nil {
+			if err := m.freeRow(ctx, name, tok); err != nil {
 				m.log.Warn("lease: cannot free a stale lease row", "lease", name, "token", tok, "err", err)
 			}
 		}
 	}
+}
+
+// freeRow frees the row of lease name if this holder still has it with token, and then
+// announces it (Config.OnRelease). Every row this manager frees goes through here or
+// through Close and ReleaseDead, which announce too: an instance waiting for a lease may
+// sleep until it is told (a follower of the leader does), so a lease that ends without an
+// announcement could keep it waiting for its whole backstop.
+func (m *Manager) freeRow(ctx context.Context, name string, token int64) error {
+	n, err := m.s.Control().Exec(ctx, m.q.release, m.s.NowArg(), m.cfg.Service, name, m.cfg.Holder, token)
+	if err != nil {
+		return err
+	}
+	if n > 0 && m.cfg.OnRelease != nil {
+		m.onRelease(ctx, []string{name})
+	}
+	return nil
+}
+
+// freeLost frees, in the background, the row of l, which this process has stopped
+// believing in (its deadline passed, a renewal came back too late, or the liveness lock was
+// lost) while the database may still list it as held until it expires, or longer if a
+// renewal already in flight extends it. Nobody else would hear that the lease ended: its
+// holder is alive, so no death is found. Freeing and announcing it lets the others take it
+// at once. The row is freed only if it still carries l's token, so a newer holder is never
+// touched.
+func (m *Manager) freeLost(l *Lease) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return // Close frees every row of this holder
+	}
+	m.frees.Add(1)
+	m.mu.Unlock()
+	go func() {
+		defer m.frees.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), loop.ReleaseTimeout)
+		defer cancel()
+		if err := m.freeRow(ctx, l.name, l.token); err != nil {
+			m.log.Warn("lease: freeing a lost lease failed; it ends at its deadline in the database", "lease", l.name, "token", l.token, "err", err)
+		}
+	}()
 }
 
 // forget drops l from the held set if it is still there, and wakes local waiters.
@@ -519,6 +562,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Unlock()
 	close(m.stop)
 	<-m.done
+	m.frees.Wait()
 	for _, l := range held {
 		l.lose(ErrReleased)
 	}

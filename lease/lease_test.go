@@ -558,3 +558,52 @@ func TestCarriedRenewals(t *testing.T) {
 		}
 	})
 }
+
+// A lease that ends here without a release (its deadline passed, a renewal came back too
+// late, the liveness lock was lost) while its holder lives is freed in the database and
+// announced: no death is found for a live holder, so nothing else would tell an instance
+// waiting to be told (the leader's followers) that it may take the lease.
+func TestLostLeaseIsFreedAndAnnounced(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		announced := make(chan string, 4)
+		a, err := lease.NewManager(open(t, db, nil), lease.Config{Service: "svc", Holder: "a", TTL: time.Hour, Logger: testdb.Logger(t),
+			OnRelease: func(_ context.Context, names []string) {
+				for _, n := range names {
+					announced <- n
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Close(ctx) })
+		b, _ := manager(t, db, nil, "b", time.Hour)
+		la, err := a.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.LoseAll(errors.New("liveness lost"))
+		select {
+		case name := <-announced:
+			if name != "x" {
+				t.Fatalf("announced %q, want x", name)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a lease lost by a live holder was not announced")
+		}
+		lb, err := b.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatalf("a lost lease, announced, is not free in the database: %v", err)
+		}
+		if lb.Token() <= la.Token() {
+			t.Fatalf("token %d after %d", lb.Token(), la.Token())
+		}
+		// The freeing is token-checked: a's late attempt never touches b's lease.
+		la.Release(ctx)
+		if i, err := b.Info(ctx, "x"); err != nil || i.Holder != "b" {
+			t.Fatalf("after the lost holder's release: %+v, %v; want b's lease", i, err)
+		}
+	})
+}
