@@ -304,10 +304,10 @@ func (l *Leader) campaign(ctx context.Context) time.Duration {
 // once per renewal cycle, not every poll. With a Backstop, a follower that finds the lease
 // renewed on time (more than half its TTL left) sleeps that long instead: a leader that goes
 // silent is found dead by the heartbeat before its lease runs out, and that wakes it (Died),
-// to sleep until the deadline for a TTL. A
-// lease freed sooner is announced (a graceful release, or a crashed leader whose liveness
-// lock was freed; see the node), and the announcement, a death, or the bus saying signals
-// were lost, cuts the wait short (Poke). Reading first keeps followers from taking
+// to sleep until the deadline for a TTL. A lease freed sooner is announced (a graceful
+// release, a crashed leader whose liveness lock was freed, or a live leader that lost its
+// lease, which frees its row: see [lease.Manager]), and the announcement, a death, or the
+// bus saying signals were lost, cuts the wait short (Poke). Reading first keeps followers from taking
 // SQLite's write lock at each look.
 func (l *Leader) follow(ctx context.Context) time.Duration {
 	l.mu.Lock()
@@ -321,7 +321,10 @@ func (l *Leader) follow(ctx context.Context) time.Duration {
 		return 0
 	}
 	wait := info.Remaining + time.Millisecond
-	if l.cfg.Backstop != nil && info.Remaining > l.cfg.TTL/2 && sinceDeath > l.cfg.TTL {
+	// A lease still listed under this instance's own name was lost here (its deadline
+	// passed): it is being freed, but if that fails, only its deadline frees it.
+	mine := info.Holder == l.m.Holder()
+	if l.cfg.Backstop != nil && !mine && info.Remaining > l.cfg.TTL/2 && sinceDeath > l.cfg.TTL {
 		wait = max(wait, l.cfg.Backstop())
 	}
 	return wait
