@@ -179,8 +179,13 @@ func (m *Manager) check(ctx context.Context, q store.Querier, name string, token
 	if err != nil {
 		return fmt.Errorf("lease: check %q: %w", name, err)
 	}
-	if current != token || holder == nil || *holder != m.cfg.Holder {
+	switch {
+	case current != token:
 		return fmt.Errorf("%w: lease %q token %d, current %d", ErrFenced, name, token, current)
+	case holder == nil:
+		return fmt.Errorf("%w: lease %q token %d was released", ErrFenced, name, token)
+	case *holder != m.cfg.Holder:
+		return fmt.Errorf("%w: lease %q token %d is held by %s", ErrFenced, name, token, *holder)
 	}
 	return nil
 }

@@ -33,7 +33,7 @@ var (
 	ErrHeld = errors.New("lease: held by another holder")
 	// ErrFenced is returned by [Lease.Check] when the lease has passed to another holder
 	// (or was released) since this token was issued: the write must not happen.
-	ErrFenced = errors.New("lease: fenced: the lease has passed to a newer token")
+	ErrFenced = errors.New("lease: fenced: this token no longer holds the lease")
 	// ErrLost is the cause of a lease context cancelled because the lease expired or the
 	// database no longer lists this holder.
 	ErrLost = errors.New("lease: lost")
@@ -84,8 +84,9 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu        sync.Mutex        // protects held, changed, closed, lastRenew, carrier
+	mu        sync.Mutex        // protects held, acquiring, changed, closed, lastRenew, carrier
 	held      map[string]*Lease // by name
+	acquiring map[string]int    // names a TryAcquire is taking, not yet in held
 	changed   chan struct{}     // closed and replaced whenever a lease may have become free
 	closed    bool
 	lastRenew time.Time     // when the last renewal of every held lease was sent
@@ -95,6 +96,8 @@ type Manager struct {
 	stop  chan struct{}
 	done  chan struct{}
 	frees sync.WaitGroup // rows of lost leases being freed (freeLost)
+
+	afterGrab func() // tests only: runs between a TryAcquire's statement and its lease joining held
 }
 
 // NewManager returns a manager and starts its renewal loop; call [Manager.Close] to stop it.
@@ -113,11 +116,12 @@ func NewManager(s *store.Store, cfg Config) (*Manager, error) {
 	}
 	m := &Manager{
 		s: s, q: queriesFor(s), cfg: cfg, log: cfg.Logger,
-		held:    map[string]*Lease{},
-		changed: make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		held:      map[string]*Lease{},
+		acquiring: map[string]int{},
+		changed:   make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	go m.keep()
 	return m, nil
@@ -170,12 +174,25 @@ func (m *Manager) TryAcquire(ctx context.Context, name string, opts *AcquireOpts
 		m.mu.Unlock()
 		return nil, ErrHeld
 	}
+	// Until the lease is in held, a renewal that runs meanwhile (the heartbeat's) renews
+	// its row too, and must not take it for a stale row to free (see applyRenewal).
+	m.acquiring[name]++
 	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		if m.acquiring[name]--; m.acquiring[name] == 0 {
+			delete(m.acquiring, name)
+		}
+		m.mu.Unlock()
+	}()
 
 	sent := time.Now()
 	token, err := m.grab(ctx, name, ttl)
 	if err != nil {
 		return nil, err
+	}
+	if m.afterGrab != nil {
+		m.afterGrab()
 	}
 	l := m.newLease(name, token, ttl, sent)
 
@@ -476,9 +493,9 @@ func (m *Manager) applyRenewal(ctx context.Context, snapshot map[string]*Lease, 
 	// deadline, or its release failed) would be renewed forever and block everyone: free it.
 	for name, tok := range renewed {
 		m.mu.Lock()
-		l := m.held[name]
+		l, acquiring := m.held[name], m.acquiring[name] > 0
 		m.mu.Unlock()
-		if l == nil || l.token != tok {
+		if !acquiring && (l == nil || l.token != tok) {
 			if err := m.freeRow(ctx, name, tok); err != nil {
 				m.log.Warn("lease: cannot free a stale lease row", "lease", name, "token", tok, "err", err)
 			}

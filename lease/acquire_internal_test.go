@@ -1,0 +1,53 @@
+package lease
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/store"
+)
+
+// A renewal that runs while a TryAcquire is under way renews the new lease's row too, before
+// the lease is among those held: it must not take that row for a stale one and free it. CI
+// saw a fenced write refused ("current 1", token 1) because the heartbeat's renewal had.
+func TestRenewalDuringAcquireKeepsTheRow(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		s := db.Open(t, nil)
+		if _, err := store.NewMigrator(s, Component()).Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		m, err := NewManager(s, Config{Service: "svc", Holder: "a", TTL: time.Hour, Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close(ctx) })
+		if _, err := m.TryAcquire(ctx, "other", nil); err != nil { // so a renewal has a lease to renew
+			t.Fatal(err)
+		}
+		m.afterGrab = func() {
+			m.afterGrab = nil
+			sent := time.Now()
+			committed, err := m.RenewIn(ctx, s.Control())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			committed(ctx, sent)
+		}
+		l, err := m.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.InTx(ctx, func(tx store.Tx) error { return l.Check(ctx, tx) }); err != nil {
+			t.Fatalf("a lease acquired while a renewal ran: %v", err)
+		}
+		if i, err := m.Info(ctx, "x"); err != nil || i.Holder != "a" {
+			t.Fatalf("the row after the renewal: %+v, %v; want held by a", i, err)
+		}
+	})
+}
