@@ -3,6 +3,7 @@ package twice_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,5 +63,74 @@ func TestIdleReadersDoNotAskForHeldBackEvents(t *testing.T) {
 	}
 	if asks > 0 {
 		t.Fatalf("%d held-back looks in %d idle polls: each idle poll costs one more statement", asks, reads)
+	}
+}
+
+// heldBackLook runs release just before the reader's seventh held-back look: some 300 ms
+// into its waits for held-back events (5 ms, doubling), when the publish's own wake-ups
+// have long arrived.
+type heldBackLook struct {
+	mu      sync.Mutex // protects release
+	looks   int
+	release func()
+}
+
+func (h *heldBackLook) Statement(q string) {
+	if !strings.Contains(q, "SELECT EXISTS") || !strings.Contains(q, "twice_events") {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.looks++; h.looks == 7 && h.release != nil {
+		h.release()
+	}
+}
+
+// Events held back by another transaction are read as soon as it ends, even when it ends
+// between a reader's read (which then saw them held back) and its look (which sees them no
+// longer held back): the two see the frontier in two snapshots, and neither reports the
+// events. Before the reader read again at once, it slept its whole Backstop there (an hour
+// here; 30 s by default, which left a partition unread under load in CI).
+func TestHeldBackEventsReadWhenTheHoldEndsBetweenReadAndLook(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t, store.Postgres)
+	ctx := context.Background()
+	hook := &heldBackLook{}
+	cfg := twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "held-back", Logger: testdb.Logger(t), Observer: hook, Backstop: time.Hour}
+	n, err := twice.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(ctx)
+	handled := make(chan struct{}, 1)
+	c, err := n.Events().Subscribe(ctx, events.GroupConfig{Name: "g", Topics: []string{"t"}, Partitions: 1,
+		Handle: func(context.Context, events.Event) error { handled <- struct{}{}; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	// A transaction with an id older than the event's holds the event back until it ends.
+	hold, err := n.Store().Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, "SELECT pg_current_xact_id()"); err != nil {
+		t.Fatal(err)
+	}
+	hook.mu.Lock()
+	hook.release = func() {
+		if err := hold.Commit(ctx); err != nil {
+			t.Error(err)
+		}
+	}
+	hook.mu.Unlock()
+	if _, err := n.Events().Publish(ctx, events.Message{Topic: "t", Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-handled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the event, held back until between a read and a look, was not handled")
 	}
 }

@@ -11,15 +11,6 @@ import (
 	"github.com/twicehq/twice/store"
 )
 
-// maxIdleLook is the longest an idle reader or balancer waits between two looks, even while
-// the bus vouches for its delivery and Backstop is longer. Under load CI found wake-ups of
-// this block missed in three places: two were races, now fixed (a balancer's lease-change
-// watch, a reader's two snapshots of the frontier); the third (ReplayReachesARunningGroup,
-// "first pass: not within 20s" on PostgreSQL) is not traced yet. Until the block's signals
-// are shown complete, a missed one costs at most this long, at about 0.5 statements a
-// second per group and instance.
-const maxIdleLook = 5 * time.Second
-
 // heldBackPoll is how soon a reader first looks again when committed events wait behind a
 // transaction that is still running (PostgreSQL): that transaction's end sends no signal.
 // The wait doubles while they stay held back, up to the poll interval.
@@ -128,7 +119,8 @@ func (w *worker) run() {
 				replays = r
 			}
 		}
-		evs, holding, heldBack, err := w.read(looked || held > 0)
+		asked := looked || held > 0
+		evs, holding, heldBack, err := w.read(asked)
 		if err != nil {
 			if !w.stopping() {
 				log.Warn("events: read failed", "err", err)
@@ -154,7 +146,24 @@ func (w *worker) run() {
 			looked = true
 			continue
 		}
-		wait := min(c.l.d.Poll(c.l.cfg.Poll), maxIdleLook)
+		if asked && !heldBack && c.heldBack != "" {
+			// Nothing read, and the look (PostgreSQL) says nothing is held back. The read
+			// and the look see the frontier in two snapshots: a transaction that ended
+			// between them leaves its events past the read's frontier but behind the
+			// look's, so neither reports them. Read once more at once, without asking:
+			// that read's frontier is at least the look's, so it gets them; events
+			// committed after the look come with a wake-up. (Sleeping after such a look
+			// left a partition unread for a whole Backstop under load.)
+			held = 0
+			select {
+			case <-wake:
+				looked = true // woken meanwhile: the next read asks again
+			default:
+				looked = false
+			}
+			continue
+		}
+		wait := c.l.d.Poll(c.l.cfg.Poll)
 		if heldBack {
 			// Look again soon, then less often: a long transaction elsewhere on the server
 			// may hold the events back for a while.
@@ -164,13 +173,6 @@ func (w *worker) run() {
 			wait = held
 		} else {
 			held = 0
-			if looked {
-				// Woken, yet nothing came and nothing is held back. The read and the
-				// held-back look see the frontier in two snapshots: a transaction that
-				// ended between them leaves its events behind the read's frontier and
-				// before the look's. Look once more after a poll, not a backstop.
-				wait = min(wait, c.l.cfg.Poll)
-			}
 		}
 		timedOut := w.sleep(wait, wake)
 		looked = !timedOut
