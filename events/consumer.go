@@ -357,7 +357,7 @@ func (c *Consumer) balance() {
 			}
 			return c.cfg.Rebalance
 		}
-		wait := min(c.l.d.Poll(c.cfg.Rebalance), maxIdleLook)
+		wait := c.l.d.Poll(c.cfg.Rebalance)
 		if died := c.died.Load(); died != 0 && time.Since(time.Unix(0, died)) < c.l.d.Leases.TTL() && expiry > 0 {
 			// An instance died lately, and may have been found dead before its leases
 			// ran out (DeadAfter shorter than the lease TTL): look again when the next
