@@ -17,10 +17,12 @@ type wire struct {
 
 // batcher gathers the messages published within one window and hands them to send
 // together, so a burst of publishes costs one NOTIFY (or one insert) instead of one each,
-// and identical messages in a window are sent once. Publish waits for its batch to be sent.
+// and identical messages in a window are sent once. Publish waits for its batch to be sent,
+// which a failed send tries again for a while (see sendAttempts).
 type batcher struct {
-	window time.Duration
-	send   func(ctx context.Context, msgs []wire) error
+	window  time.Duration
+	send    func(ctx context.Context, msgs []wire) error
+	backoff loop.Backoff // between attempts to send a batch
 
 	mu      sync.Mutex // protects pending, waiters, closed
 	pending []wire
@@ -33,7 +35,7 @@ type batcher struct {
 }
 
 func newBatcher(window time.Duration, send func(context.Context, []wire) error) *batcher {
-	b := &batcher{window: window, send: send}
+	b := &batcher{window: window, send: send, backoff: sendBackoff}
 	b.l = loop.StartAfter(loop.Forever, b.step)
 	return b
 }
@@ -65,11 +67,24 @@ func (b *batcher) step(ctx context.Context) time.Duration {
 	// during the window before it. Close cuts the window short.
 	loop.Sleep(ctx, time.Until(b.last.Add(b.window)))
 	b.last = time.Now()
-	b.flush()
+	b.flush(ctx, true)
 	return loop.Forever
 }
 
-func (b *batcher) flush() {
+// A batch whose send fails is sent again, with backoff, for a while before it is dropped:
+// a signal is a hint, but a receiver that trusts the bus (see [Vouching]) finds what a lost
+// one announced only at its Backstop, so a transient failure (a broken pooled connection, a
+// busy SQLite file, a statement that timed out under load) must not lose it.
+const (
+	sendAttempts = 5
+	sendRetryFor = 2 * time.Second // no new attempt starts later than this after the first
+)
+
+var sendBackoff = loop.Backoff{Min: 50 * time.Millisecond, Max: 800 * time.Millisecond}
+
+// flush sends what is pending; with retry it tries again after a failure, until ctx ends
+// (close sends once). Every publisher of the batch gets the final outcome.
+func (b *batcher) flush(ctx context.Context, retry bool) {
 	b.mu.Lock()
 	msgs, waiters := b.pending, b.waiters
 	b.pending, b.waiters = nil, nil
@@ -77,9 +92,19 @@ func (b *batcher) flush() {
 	if len(msgs) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), loop.StatementTimeout)
-	err := b.send(ctx, dedupe(msgs))
-	cancel()
+	msgs = dedupe(msgs)
+	backoff := b.backoff
+	start := time.Now()
+	var err error
+	for attempt := 1; ; attempt++ {
+		sctx, cancel := context.WithTimeout(context.Background(), loop.StatementTimeout)
+		err = b.send(sctx, msgs)
+		cancel()
+		if err == nil || !retry || attempt == sendAttempts || time.Since(start) > sendRetryFor ||
+			!loop.Sleep(ctx, backoff.Next()) {
+			break
+		}
+	}
 	for _, w := range waiters {
 		w <- err
 	}
@@ -93,7 +118,7 @@ func (b *batcher) close() {
 	b.mu.Unlock()
 	b.closeOnce.Do(func() {
 		b.l.Stop()
-		b.flush()
+		b.flush(context.Background(), false)
 	})
 }
 
