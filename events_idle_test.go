@@ -29,13 +29,7 @@ func TestIdleReadersDoNotAskForHeldBackEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close(ctx)
-	handled := make(chan struct{}, 1)
-	c, err := n.Events().Subscribe(ctx, events.GroupConfig{Name: "g", Topics: []string{"t"}, Partitions: 2,
-		Handle: func(context.Context, events.Event) error { handled <- struct{}{}; return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
+	handled := subscribeHandled(t, n, 2)
 	if _, err := n.Events().Publish(ctx, events.Message{Topic: "t", Payload: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
@@ -102,13 +96,7 @@ func TestHeldBackEventsReadWhenTheHoldEndsBetweenReadAndLook(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close(ctx)
-	handled := make(chan struct{}, 1)
-	c, err := n.Events().Subscribe(ctx, events.GroupConfig{Name: "g", Topics: []string{"t"}, Partitions: 1,
-		Handle: func(context.Context, events.Event) error { handled <- struct{}{}; return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
+	handled := subscribeHandled(t, n, 1)
 	// A transaction with an id older than the event's holds the event back until it ends.
 	hold, err := n.Store().Pool().Begin(ctx)
 	if err != nil {
@@ -133,4 +121,19 @@ func TestHeldBackEventsReadWhenTheHoldEndsBetweenReadAndLook(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the event, held back until between a read and a look, was not handled")
 	}
+}
+
+// subscribeHandled subscribes group g of topic t with partitions partitions on n, and
+// returns a channel that receives once per event handled. The consumer closes with t.
+func subscribeHandled(t *testing.T, n *twice.Node, partitions int) <-chan struct{} {
+	t.Helper()
+	ctx := context.Background()
+	handled := make(chan struct{}, 1)
+	c, err := n.Events().Subscribe(ctx, events.GroupConfig{Name: "g", Topics: []string{"t"}, Partitions: partitions,
+		Handle: func(context.Context, events.Event) error { handled <- struct{}{}; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(ctx) })
+	return handled
 }
