@@ -307,8 +307,8 @@ func (l *Leader) campaign(ctx context.Context) time.Duration {
 // to sleep until the deadline for a TTL. A lease freed sooner is announced (a graceful
 // release, a crashed leader whose liveness lock was freed, or a live leader that lost its
 // lease, which frees its row: see [lease.Manager]), and the announcement, a death, or the
-// bus saying signals were lost, cuts the wait short (Poke). Reading first keeps followers from taking
-// SQLite's write lock at each look.
+// bus saying signals were lost, cuts the wait short (Poke). Reading first keeps followers
+// from taking SQLite's write lock at each look.
 func (l *Leader) follow(ctx context.Context) time.Duration {
 	l.mu.Lock()
 	sitOut, sinceDeath := time.Until(l.sitOut), time.Since(l.died)
