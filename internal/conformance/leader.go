@@ -9,6 +9,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
 )
 
@@ -55,21 +56,31 @@ func leaderCutOffLeaderStepsDownFirst(t *testing.T, backend Backend) {
 	// The leader loses the database. It must stop believing it leads before any other
 	// instance starts to: the two beliefs never overlap.
 	db := testdb.New(t, backend.Dialect)
-	a := backend.node(t, db, "svc", testnode.Fast())
-	testnode.Eventually(t, 10*time.Second, "a leads", a.IsLeader)
-	b := backend.node(t, db, "svc", testnode.Fast())
+	nodes := []*twice.Node{backend.node(t, db, "svc", testnode.Fast()), backend.node(t, db, "svc", testnode.Fast())}
+	// The leader and its term are taken together: on a loaded machine a 400 ms lease can be
+	// lost between two separate looks (CI saw a nil lease here).
+	var a, b *twice.Node
+	var la, lb *lease.Lease
+	testnode.Eventually(t, 10*time.Second, "one leader", func() bool {
+		if ls := testnode.Leaders(nodes...); len(ls) == 1 {
+			a, la = ls[0], ls[0].Leader().Lease()
+		}
+		return la != nil
+	})
+	b = nodes[0]
+	if b == a {
+		b = nodes[1]
+	}
 
-	la := a.Leader().Lease()
 	a.Store().Close()
-	testnode.Eventually(t, 10*time.Second, "b leads", b.IsLeader)
+	testnode.Eventually(t, 10*time.Second, "the other leads", func() bool {
+		lb = b.Leader().Lease()
+		return lb != nil
+	})
 	if a.IsLeader() {
 		t.Fatal("cut-off instance still believes it leads")
 	}
 	<-la.Context().Done() // its deadline is final now
-	lb := b.Leader().Lease()
-	if lb == nil {
-		t.Fatal("b leads without a lease")
-	}
 	// a believed it led until la.Deadline(): IsLeader checks it. b believed from the
 	// moment it got its lease. Same process, same monotonic clock.
 	if lb.AcquiredAt().Before(la.Deadline()) {
