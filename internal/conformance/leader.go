@@ -9,7 +9,6 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
-	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
 )
 
@@ -30,9 +29,8 @@ func leaderGracefulHandover(t *testing.T, backend Backend) {
 	db := testdb.New(t, backend.Dialect)
 	nodes := []*twice.Node{backend.node(t, db, "svc", testnode.Fast()), backend.node(t, db, "svc", testnode.Fast()), backend.node(t, db, "svc", testnode.Fast())}
 	for round := range 2 {
-		testnode.Eventually(t, 10*time.Second, "one leader", func() bool { return len(testnode.Leaders(nodes...)) == 1 })
-		old := testnode.Leaders(nodes...)[0]
-		tok := old.Leader().Lease().Token()
+		old, term := testnode.Leading(t, 10*time.Second, nodes...)
+		tok := term.Token()
 		start := time.Now()
 		if err := old.Close(ctx); err != nil {
 			t.Fatal(err)
@@ -44,9 +42,9 @@ func leaderGracefulHandover(t *testing.T, backend Backend) {
 			}
 		}
 		nodes = rest
-		testnode.Eventually(t, 10*time.Second, "new leader", func() bool { return len(testnode.Leaders(nodes...)) == 1 })
+		_, next := testnode.Leading(t, 10*time.Second, nodes...)
 		t.Logf("round %d: handover after Close took %v", round, time.Since(start))
-		if nt := testnode.Leaders(nodes...)[0].Leader().Lease().Token(); nt <= tok {
+		if nt := next.Token(); nt <= tok {
 			t.Fatalf("new leader's token %d not above %d", nt, tok)
 		}
 	}
@@ -57,26 +55,14 @@ func leaderCutOffLeaderStepsDownFirst(t *testing.T, backend Backend) {
 	// instance starts to: the two beliefs never overlap.
 	db := testdb.New(t, backend.Dialect)
 	nodes := []*twice.Node{backend.node(t, db, "svc", testnode.Fast()), backend.node(t, db, "svc", testnode.Fast())}
-	// The leader and its term are taken together: on a loaded machine a 400 ms lease can be
-	// lost between two separate looks (CI saw a nil lease here).
-	var a, b *twice.Node
-	var la, lb *lease.Lease
-	testnode.Eventually(t, 10*time.Second, "one leader", func() bool {
-		if ls := testnode.Leaders(nodes...); len(ls) == 1 {
-			a, la = ls[0], ls[0].Leader().Lease()
-		}
-		return la != nil
-	})
-	b = nodes[0]
+	a, la := testnode.Leading(t, 10*time.Second, nodes...)
+	b := nodes[0]
 	if b == a {
 		b = nodes[1]
 	}
 
 	a.Store().Close()
-	testnode.Eventually(t, 10*time.Second, "the other leads", func() bool {
-		lb = b.Leader().Lease()
-		return lb != nil
-	})
+	_, lb := testnode.Leading(t, 10*time.Second, b)
 	if a.IsLeader() {
 		t.Fatal("cut-off instance still believes it leads")
 	}
@@ -96,15 +82,14 @@ func leaderCutOffLeaderStepsDownFirst(t *testing.T, backend Backend) {
 func leaderLostLeaseIsTakenOver(t *testing.T, backend Backend) {
 	db := testdb.New(t, backend.Dialect)
 	nodes := []*twice.Node{backend.node(t, db, "svc", testnode.Calm()), backend.node(t, db, "svc", testnode.Calm())}
-	testnode.Eventually(t, 10*time.Second, "one leader", func() bool { return len(testnode.Leaders(nodes...)) == 1 })
-	old := testnode.Leaders(nodes...)[0]
-	tok := old.Leader().Lease().Token()
+	old, term := testnode.Leading(t, 10*time.Second, nodes...)
+	tok := term.Token()
 	time.Sleep(500 * time.Millisecond) // the follower has looked, and sleeps
 	start := time.Now()
 	old.Leases().LoseAll(errors.New("conformance: lost while alive"))
 	testnode.Eventually(t, 10*time.Second, "a new term", func() bool {
-		l := testnode.Leaders(nodes...)
-		return len(l) == 1 && l[0].Leader().Lease() != nil && l[0].Leader().Lease().Token() > tok
+		_, l := testnode.Lead(nodes...)
+		return l != nil && l.Token() > tok
 	})
 	t.Logf("a new term %v after the lease was lost", time.Since(start).Round(time.Millisecond))
 }
@@ -166,8 +151,7 @@ func leaderFencedLeaderWrite(t *testing.T, backend Backend) {
 	ctx := context.Background()
 	db := testdb.New(t, backend.Dialect)
 	a := backend.node(t, db, "svc", testnode.Fast())
-	testnode.Eventually(t, 10*time.Second, "a leads", a.IsLeader)
-	l := a.Leader().Lease()
+	_, l := testnode.Leading(t, 10*time.Second, a)
 	if err := a.Store().InTx(ctx, func(tx store.Tx) error { return twice.Fenced(ctx, tx, l) }); err != nil {
 		t.Fatalf("leader's fenced write: %v", err)
 	}

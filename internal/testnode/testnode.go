@@ -12,6 +12,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/lease"
 )
 
 // Fast returns timings short enough for a test to watch deaths and failovers happen: an
@@ -57,4 +58,35 @@ func Leaders(nodes ...*twice.Node) []*twice.Node {
 		}
 	}
 	return out
+}
+
+// Lead returns the one node of nodes that leads, with its term's lease, both from one look
+// per node; nil, nil unless exactly one leads. Ask for the lease here rather than after
+// [Leaders]: on a loaded machine a short lease can be lost between two looks, and a test
+// would hold a nil lease.
+func Lead(nodes ...*twice.Node) (*twice.Node, *lease.Lease) {
+	var leader *twice.Node
+	var term *lease.Lease
+	for _, n := range nodes {
+		if l := n.Leader().Lease(); l != nil {
+			if term != nil {
+				return nil, nil
+			}
+			leader, term = n, l
+		}
+	}
+	return leader, term
+}
+
+// Leading waits up to timeout until exactly one of nodes leads (see [Lead]), and returns it
+// with its lease.
+func Leading(t testing.TB, timeout time.Duration, nodes ...*twice.Node) (*twice.Node, *lease.Lease) {
+	t.Helper()
+	var leader *twice.Node
+	var term *lease.Lease
+	Eventually(t, timeout, "one leader, with its lease", func() bool {
+		leader, term = Lead(nodes...)
+		return term != nil
+	})
+	return leader, term
 }
