@@ -137,7 +137,7 @@ func (c *Client) finish(ctx context.Context, batch []result) error {
 			}
 		}
 	}
-	return c.afterFinish(ctx, done, false)
+	return c.afterFinish(ctx, done)
 }
 
 // completedFrom is what a batch's completions recorded as ids (all of unkeyed jobs) tell
@@ -199,14 +199,16 @@ func scanFinished(rows store.Rows, err error) ([]finished, error) {
 }
 
 // afterFinish releases the batch callbacks whose last member just finished and wakes the
-// queues where finishing made room: a freed key, a released callback, and with
-// wakeAvailable the queues of jobs made available. It runs after the finishing statement
-// committed, so the last member of a batch to commit always sees the others finished.
-func (c *Client) afterFinish(ctx context.Context, done []finished, wakeAvailable bool) error {
+// queues where finishing made room: a freed key, a released callback, a job made available
+// again, now (handed back, rescued) or later (a retry, a snooze). A queue resting until its
+// next due job (see producer.rest) learns of a sooner one only from that wake-up. It runs
+// after the finishing statement committed, so the last member of a batch to commit always
+// sees the others finished.
+func (c *Client) afterFinish(ctx context.Context, done []finished) error {
 	wake := map[string]bool{}
 	var batches []int64
 	for _, f := range done {
-		if f.key != nil || wakeAvailable && f.state == bitAvailable {
+		if f.key != nil || f.state == bitAvailable {
 			wake[f.queue] = true
 		}
 		if f.batchID != nil && f.state != bitAvailable {

@@ -52,7 +52,7 @@ func (c *Client) Rescue(ctx context.Context) (int, error) {
 	if err != nil || len(done) == 0 {
 		return 0, err
 	}
-	return len(done), c.afterFinish(ctx, done, true)
+	return len(done), c.afterFinish(ctx, done)
 }
 
 // readRescued reads and logs the jobs a rescue statement moved.
