@@ -64,8 +64,13 @@ type Config struct {
 	// Timeout bounds one attempt of a job that sets no timeout of its own. Defaults to 0:
 	// none (a crashed instance's jobs are rescued by liveness, not by time).
 	Timeout time.Duration
-	// Poll is how often an idle queue looks for jobs when no wake-up arrives, and how
-	// often running jobs are checked for cancellation. Defaults to 1 second.
+	// Poll is how often a queue looks for jobs when no wake-up arrives while it is busy
+	// (woken since its last look, or running jobs here), and how often running jobs are
+	// checked for cancellation. A quiet queue rests longer while the bus vouches for the
+	// wake-ups: until its next scheduled job is due, at most block.Deps.Backstop (every
+	// write that makes a job available, now or later, wakes the queue). It stays at Poll
+	// while jobs wait that it could not take: a key held, the queue paused or at its
+	// GlobalLimit. Defaults to 1 second.
 	Poll time.Duration
 	// CompleteBatch is the most attempts finished by one statement. Defaults to 1000.
 	CompleteBatch int

@@ -72,11 +72,15 @@ func (p *producer) numRunning() int {
 
 func (p *producer) loop() {
 	defer close(p.done)
-	poll := time.NewTimer(p.c.cfg.Poll)
+	every := p.c.cfg.Poll
+	poll := time.NewTimer(every)
 	defer poll.Stop()
+	// restUntil is when the poll fires while the queue rests longer than its Poll (see
+	// rest); zero while it polls at its Poll.
+	var restUntil time.Time
 	var soon *time.Timer
 	soonStep := -1
-	more, woken := true, true
+	more, woken, ticked := true, true, false
 	threshold := max(1, p.cfg.Concurrency/4)
 	failures := 0
 	for {
@@ -85,6 +89,7 @@ func (p *producer) loop() {
 			return
 		default:
 		}
+		fetched := -1 // no look this round, or a failed one
 		if free := p.cfg.Concurrency - p.numRunning(); more && free > 0 && (woken || free >= threshold || free == p.cfg.Concurrency) {
 			n, err := p.fetch(free)
 			switch {
@@ -96,6 +101,7 @@ func (p *producer) loop() {
 				more = false
 			default:
 				failures = 0
+				fetched = n
 				more = n == free
 				if n > 0 {
 					soonStep = -1
@@ -104,6 +110,19 @@ func (p *producer) loop() {
 				}
 			}
 			woken = false
+		}
+		if ticked {
+			// The poll's look found nothing and nothing runs here: the queue may rest.
+			ticked = false
+			wait := every
+			if fetched == 0 && p.numRunning() == 0 {
+				wait = p.rest()
+			}
+			poll.Reset(wait)
+			restUntil = time.Time{}
+			if wait > every {
+				restUntil = time.Now().Add(wait)
+			}
 		}
 		var soonC <-chan time.Time
 		if soon != nil && soonStep >= 0 {
@@ -117,18 +136,63 @@ func (p *producer) loop() {
 			if p.soon.Swap(false) {
 				soonStep = 0
 			}
+			// A woken queue is busy again: it polls at its Poll until a poll finds it quiet,
+			// for the cancellations of what it starts and for work its look could not take.
+			if !restUntil.IsZero() && time.Until(restUntil) > every {
+				poll.Reset(every)
+				restUntil = time.Time{}
+			}
 		case <-p.freeCh:
 		case <-soonC:
 			more, woken = true, true
 			soonStep++
 		case <-poll.C:
-			more, woken = true, true
+			more, woken, ticked = true, true, true
+			restUntil = time.Time{}
 			if p.numRunning() > 0 {
 				p.c.kickCancels() // the backstop of the cancellation signal
 			}
-			poll.Reset(p.c.cfg.Poll)
 		}
 	}
+}
+
+// rest is how long a quiet queue (its poll found nothing, nothing of it runs here) waits
+// for its next poll: until its first scheduled job is due, and at most the Backstop while
+// the bus vouches for the wake-ups, which every write that makes a job available, now or
+// later, sends (see afterFinish). Jobs available now that the look could not take (their
+// key held by a job of another queue, the queue paused or at its GlobalLimit, this
+// instance not counted alive) keep it at its Poll: nothing announces what frees them.
+func (p *producer) rest() time.Duration {
+	every := p.c.cfg.Poll
+	most := p.c.d.Poll(every)
+	if most <= every {
+		return every
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), loop.BatchTimeout)
+	defer cancel()
+	until, ok, err := p.c.due(ctx, p.queue)
+	switch {
+	case err != nil:
+		p.c.log.Debug("jobs: looking for the next due job failed; polling", "queue", p.queue, "err", err)
+		return every
+	case !ok:
+		return most
+	case until <= 0:
+		return every
+	default:
+		return min(until, most)
+	}
+}
+
+// due returns how long until the first available job of queue may run (at most zero if
+// one may run now); ok is false when the queue has none.
+func (c *Client) due(ctx context.Context, queue string) (until time.Duration, ok bool, err error) {
+	var n int
+	var m store.Micros
+	if err := c.s.Reader().QueryRow(ctx, c.q.due, c.s.NowArg(), c.d.Service, queue).Scan(&n, &m); err != nil {
+		return 0, false, fmt.Errorf("jobs: next due job of queue %s: %w", queue, err)
+	}
+	return m.Duration, n > 0, nil
 }
 
 func resetTimer(t *time.Timer, d time.Duration) *time.Timer {

@@ -38,7 +38,7 @@ type queries struct {
 	// enqueueing
 	insert, existing, now string
 	// working
-	countRunning, cancelRequested string
+	countRunning, cancelRequested, due string
 	// upkeep
 	prune, releaseBatches, batchBackstop string
 	// administration
@@ -64,6 +64,37 @@ RETURNING id`,
 	now:             `SELECT {now}`,
 	countRunning:    `SELECT count(*) FROM twice_jobs WHERE service = $1 AND queue = $2 AND state = 2`,
 	cancelRequested: `SELECT id FROM twice_jobs WHERE service = $1 AND state = 2 AND owner = $2 AND cancel_requested`,
+	// due is how long until the queue's first available job may run (at most zero when one
+	// may run now), and whether it has one: how long a quiet producer may sleep. Priority
+	// leads the fetch index, so the walk takes each priority present with one probe (from
+	// the lowest up) and its earliest run_at with one more, never the queue's whole range.
+	// PostgreSQL indexes keyed and unkeyed jobs apart, so it walks them apart; SQLite's one
+	// index holds both, and a filter on key, a column it lacks, would read every row.
+	due: `
+WITH RECURSIVE plain(p) AS (
+	SELECT min(priority) FROM twice_jobs WHERE service = $2 AND queue = $3 AND state = 1{pg  AND key IS NULL}
+	UNION ALL
+	SELECT (SELECT min(priority) FROM twice_jobs
+	        WHERE service = $2 AND queue = $3 AND state = 1{pg  AND key IS NULL} AND priority > plain.p)
+	FROM plain WHERE plain.p IS NOT NULL
+),
+keyed(p) AS (
+	SELECT min(priority) FROM twice_jobs WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NOT NULL{sqlite  AND false}
+	UNION ALL
+	SELECT (SELECT min(priority) FROM twice_jobs
+	        WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NOT NULL{sqlite  AND false} AND priority > keyed.p)
+	FROM keyed WHERE keyed.p IS NOT NULL
+),
+heads(at) AS (
+	SELECT (SELECT min(run_at) FROM twice_jobs
+	        WHERE service = $2 AND queue = $3 AND state = 1{pg  AND key IS NULL} AND priority = plain.p)
+	FROM plain WHERE plain.p IS NOT NULL
+	UNION ALL
+	SELECT (SELECT min(run_at) FROM twice_jobs
+	        WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NOT NULL{sqlite  AND false} AND priority = keyed.p)
+	FROM keyed WHERE keyed.p IS NOT NULL
+)
+SELECT count(at), {age min(at), {now}} FROM heads`,
 	prune: `
 DELETE FROM twice_jobs WHERE id IN (
 	SELECT id FROM twice_jobs
