@@ -54,7 +54,7 @@ func benchScale(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	s, dsn, service, spawn, progress := e.store, e.dsn, e.service, e.spawn, e.progress
 	fmt.Fprintf(progress, "bench scale: %d instances of %s on %s over %s\n", *instances, service, s, busName(*busURL))
 	res, err := measureScale(ctx, spawn, s, instance.Options{DSN: dsn, Schema: db.schema, Service: service, Bus: *busURL},
-		scaleParams{Instances: *instances, Settle: 2 * time.Second, Idle: *idle, Kills: *kills, Jobs: *jobCount, Progress: progress})
+		scaleParams{Instances: *instances, Settle: idleWarmup, Idle: *idle, Kills: *kills, Jobs: *jobCount, Progress: progress})
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,7 @@ func init() {
 			{"failover", "[--dsn DSN] --kills N [--graceful] [--json]", "kill the leader N times; print failover p50/p99"},
 			{"events", "[--dsn DSN] [--bus nats://…] [--events N] [--publishers P]\n[--latency-events N] [--rate R] [--json]",
 				"event throughput, and propagation p50/p99 between instances"},
-			{"idle", "[--dsn DSN] [--bus nats://…] [--instances N] [--duration 30s] [--warmup 5s] [--json]",
+			{"idle", "[--dsn DSN] [--bus nats://…] [--instances N] [--duration 30s] [--warmup 15s] [--json]",
 				"what idle instances cost: statements, transactions, connections and CPU per instance"},
 			{"scale", "[--dsn DSN] [--bus nats://…] [--instances 100] [--idle 10s] [--kills K] [--jobs N] [--json]",
 				"many instances: idle cost, time to see a new one, failover p50/p99, job throughput"},
