@@ -263,10 +263,10 @@ func (m *Membership) Beat(ctx context.Context) error {
 		if err != nil && !errors.Is(err, store.ErrNoRows) && ctx.Err() == nil {
 			m.log.Warn("cluster: a heartbeat's transaction failed; heartbeating alone", "err", err)
 			after = nil
-			err = m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(&succ, &death)
+			err = m.beatAlone(ctx, &succ, &death)
 		}
 	} else {
-		err = m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(&succ, &death)
+		err = m.beatAlone(ctx, &succ, &death)
 	}
 	if errors.Is(err, store.ErrNoRows) {
 		m.log.Warn("cluster: this instance's row was reaped (it was counted dead); registering again")
@@ -284,6 +284,18 @@ func (m *Membership) Beat(ctx context.Context) error {
 	}
 	m.sawDeath(death.Time)
 	return nil
+}
+
+// beatAlone heartbeats with one statement, sent a second time at once if the first fails:
+// the control pool does not ping a connection before each use (see store.Store.Control),
+// so the first statement after the server ended a session (a restart, an idle timeout)
+// fails, and the pool has dropped that connection by the second.
+func (m *Membership) beatAlone(ctx context.Context, succ *sql.NullInt64, death *store.Time) error {
+	err := m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(succ, death)
+	if err != nil && !errors.Is(err, store.ErrNoRows) && ctx.Err() == nil {
+		err = m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(succ, death)
+	}
+	return err
 }
 
 // beatCarrying heartbeats and runs carried in one transaction, and returns what carried

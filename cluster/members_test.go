@@ -3,7 +3,9 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -369,4 +371,39 @@ func TestBeatCarries(t *testing.T) {
 			t.Fatalf("the heartbeat did not land when what it carried failed: %+v", got)
 		}
 	})
+}
+
+// A heartbeat lands although the server ended the session of the connection it was sent
+// on: the control pool does not ping a connection before each beat, so the beat is sent
+// again at once on another.
+func TestBeatAfterTheServerEndedItsSession(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t, store.Postgres)
+	app := fmt.Sprintf("beat-again-%d", time.Now().UnixNano())
+	sep := "?"
+	if strings.Contains(db.DSN, "?") {
+		sep = "&"
+	}
+	db.DSN += sep + "application_name=" + app
+	ctx := context.Background()
+	s := open(t, db, nil)
+	m := member(t, s, "a", cluster.Config{})
+	if err := m.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := s.QueryRow(ctx, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+		app).Scan(&n); err != nil || n == 0 {
+		t.Fatalf("terminated %d sessions, %v", n, err)
+	}
+	before := m.LastBeat()
+	if err := m.Beat(ctx); err != nil {
+		t.Fatalf("the beat after the session ended: %v", err)
+	}
+	if !m.LastBeat().After(before) {
+		t.Fatalf("last beat %v, not after %v", m.LastBeat(), before)
+	}
 }

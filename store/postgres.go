@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -38,8 +39,14 @@ func (s *Store) openPostgres(ctx context.Context, schema string) error {
 	}
 	s.pool = pool
 	// The control pool: two connections, opened when first used, for heartbeats and leases.
+	// pgx pings a connection idle for over a second before lending it; the heartbeat's
+	// connection idles between beats, so that doubled an idle instance's transactions.
+	// Here only a connection idle for over controlPingAfter is pinged: the heartbeat sends
+	// a failed beat again at once on another connection, and the lease statements are
+	// retried by their own loops.
 	ccfg := cfg.Copy()
 	ccfg.MaxConns, ccfg.MinConns = 2, 0
+	ccfg.ShouldPing = func(_ context.Context, p pgxpool.ShouldPingParams) bool { return p.IdleDuration > controlPingAfter }
 	if ccfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		ccfg.ConnConfig.RuntimeParams["application_name"] = "twice-control"
 	}
@@ -62,6 +69,9 @@ func (s *Store) openPostgres(ctx context.Context, schema string) error {
 	s.schema = schema
 	return nil
 }
+
+// controlPingAfter is how long a control connection idles before it is pinged when lent.
+const controlPingAfter = time.Minute
 
 // parseProblem says why pgx refused a DSN that [ParseDSN] accepted (a bad sslmode, port or
 // pool setting) without pgx's own error text, which may quote the input: pgx's description

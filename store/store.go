@@ -194,7 +194,9 @@ func (s *Store) ReadDB() *sql.DB { return s.reader }
 // heartbeat until a live instance looks dead (and its running jobs are taken over). On
 // SQLite it is a second writer connection: it meets the application's writes only at
 // SQLite's own lock (each holds it for a commit), not at the back of this process's queue
-// for the writer connection.
+// for the writer connection. Its PostgreSQL connections are pinged before use only after
+// a minute idle (pgx's default is a second, a ping per heartbeat): a caller retries a
+// statement that fails because the server ended the session.
 func (s *Store) Control() Querier {
 	if s.dsn.Dialect == SQLite {
 		return sqlQuerier{db: s.ctlConn, dialect: SQLite, stmts: s.ctlStmts, obs: s.obs}
