@@ -96,7 +96,10 @@ type Config struct {
 	Version string
 
 	// HeartbeatInterval is how often the instance heartbeats, in database time. Defaults to
-	// 1 second.
+	// 2 seconds: one transaction that also renews every lease the instance holds. A crash
+	// is noticed by the liveness lock; the heartbeat bounds how long a paused or cut off
+	// instance counts as alive. Halve it (and LeaseTTL) to notice those twice as fast, for
+	// twice the idle cost.
 	HeartbeatInterval time.Duration
 	// DeadAfter is how long without a heartbeat until the instance counts as dead and its
 	// work is rescued. Defaults to 3 heartbeat intervals. A crashed process is noticed
@@ -113,11 +116,11 @@ type Config struct {
 	NoLivenessLock bool
 	// LeaseTTL is how long the leader lease, and locks by default, outlive a holder that
 	// stops renewing them; renewals happen every third of it, carried by the heartbeat's
-	// transaction when it beats that often (by default it does: one transaction a second
-	// heartbeats and renews every lease the instance holds). It bounds failover after a
+	// transaction when it beats that often (by default it does: one transaction every two
+	// seconds heartbeats and renews every lease the instance holds). It bounds failover after a
 	// pause or a lost machine: followers look at the lease when it is due to run out. After
 	// a crash the liveness lock frees them sooner, and a release (a graceful Close, a crash)
-	// is announced on the bus and wakes followers at once. Defaults to 3 seconds, as
+	// is announced on the bus and wakes followers at once. Defaults to 6 seconds, as
 	// DeadAfter: an instance silent that long is counted dead and loses its leases.
 	LeaseTTL time.Duration
 	// LeaderPoll is how long a follower waits before it looks again after another instance

@@ -28,8 +28,12 @@ const (
 	StateDead     State = "dead"     // stopped heartbeating; never stored, only reported
 )
 
-// DefaultHeartbeatInterval is how often an instance heartbeats.
-const DefaultHeartbeatInterval = time.Second
+// DefaultHeartbeatInterval is how often an instance heartbeats. A crash is noticed by the
+// liveness lock, not by missed beats, so the heartbeat only bounds how long a paused or cut
+// off instance counts as alive (DefaultDeadAfterBeats of them). Each beat is one
+// transaction, which also renews the instance's leases (their TTL is three beats): every
+// two seconds keeps an idle instance under one transaction a second.
+const DefaultHeartbeatInterval = 2 * time.Second
 
 // DefaultDeadAfterBeats is how many heartbeats an instance may miss before it counts as dead.
 const DefaultDeadAfterBeats = 3

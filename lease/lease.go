@@ -44,11 +44,12 @@ var (
 )
 
 // DefaultTTL is how long a lease lasts without renewal. It bounds how long a paused or cut
-// off holder's lease blocks everyone else; renewals happen every third of it, so two may
-// fail before the lease is lost. Three seconds is the cluster's default DeadAfter: the
-// heartbeat (every second) carries the renewals, and an instance silent for three seconds
-// loses its leases when it is counted dead.
-const DefaultTTL = 3 * time.Second
+// off holder's lease blocks everyone else (a crashed holder's is freed at once, by its
+// liveness lock); renewals happen every third of it, so two may fail before the lease is
+// lost. Six seconds is the cluster's default DeadAfter: the heartbeat (every two seconds)
+// carries the renewals, and an instance silent for six seconds loses its leases when it
+// is counted dead.
+const DefaultTTL = 6 * time.Second
 
 // MaxNameLen is the longest lease name, in bytes.
 const MaxNameLen = 255
