@@ -295,9 +295,12 @@ func (m *Membership) Beat(ctx context.Context) error {
 // so the first statement after the server ended a session (a restart, an idle timeout)
 // fails, and the pool has dropped that connection by the second.
 func (m *Membership) beatAlone(ctx context.Context, succ *sql.NullInt64, death *store.Time) error {
-	err := m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(succ, death)
-	if err != nil && !errors.Is(err, store.ErrNoRows) && ctx.Err() == nil {
+	var err error
+	for range 2 {
 		err = m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(succ, death)
+		if err == nil || errors.Is(err, store.ErrNoRows) || ctx.Err() != nil {
+			break
+		}
 	}
 	return err
 }
