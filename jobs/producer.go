@@ -112,11 +112,10 @@ func (p *producer) loop() {
 			woken = false
 		}
 		if ticked {
-			// The poll's look found nothing and nothing runs here: the queue may rest.
 			ticked = false
 			wait := every
 			if fetched == 0 && p.numRunning() == 0 {
-				wait = p.rest()
+				wait = p.rest() // the poll's look found nothing and nothing runs here
 			}
 			poll.Reset(wait)
 			restUntil = time.Time{}
