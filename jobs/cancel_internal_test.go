@@ -14,6 +14,26 @@ type sleeper struct{}
 
 func (sleeper) Kind() string { return "sleeper" }
 
+// migrated opens a store on db with the job queue's tables.
+func migrated(t *testing.T, db testdb.DB) *store.Store {
+	t.Helper()
+	s := db.Open(t, nil)
+	if _, err := store.NewMigrator(s, Component()).Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// testClient is a client of service on s, as instance i1, that works no queue.
+func testClient(t *testing.T, s *store.Store, service string) *Client {
+	t.Helper()
+	c, err := New(block.Deps{Store: s, Service: service, Instance: "i1", Logger: testdb.Logger(t)}, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // An attempt whose context was cancelled with ErrCancelled is recorded cancelled only if
 // the job's cancel_requested flag is set: the finishing statement decides, so a wrong
 // cancellation on the worker's side (once, a forged bus message did it) runs the job again
@@ -23,14 +43,8 @@ func TestInterruptedAttemptIsCancelledOnlyWhenRequested(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		s := db.Open(t, nil)
-		if _, err := store.NewMigrator(s, Component()).Up(ctx); err != nil {
-			t.Fatal(err)
-		}
-		c, err := New(block.Deps{Store: s, Service: "svc", Instance: "i1", Logger: testdb.Logger(t)}, Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := migrated(t, db)
+		c := testClient(t, s, "svc")
 		// run marks a fresh job running on i1, as a fetch would, and finishes its attempt
 		// as a worker whose context was cancelled with ErrCancelled.
 		run := func(requested bool) *Row {

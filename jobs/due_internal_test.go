@@ -5,9 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
-	"github.com/twicehq/twice/store"
 )
 
 // due finds the earliest run_at of a queue's available jobs, keyed or not, across
@@ -17,18 +15,8 @@ func TestDueIsTheFirstAvailableJob(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		s := db.Open(t, nil)
-		if _, err := store.NewMigrator(s, Component()).Up(ctx); err != nil {
-			t.Fatal(err)
-		}
-		client := func(service string) *Client {
-			c, err := New(block.Deps{Store: s, Service: service, Instance: "i1", Logger: testdb.Logger(t)}, Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return c
-		}
-		c, other := client("svc"), client("other")
+		s := migrated(t, db)
+		c, other := testClient(t, s, "svc"), testClient(t, s, "other")
 		due := func(want time.Duration, wantOK bool) {
 			t.Helper()
 			got, ok, err := c.due(ctx, "q")
