@@ -177,6 +177,12 @@ func (f *fileLiveness) watch(ctx context.Context, key int64) (bool, error) {
 		if f.peer == nil && !f.dialed {
 			f.dialed = true
 			f.peer, _ = net.DialUnix("unix", nil, &net.UnixAddr{Name: f.socketPath(key), Net: "unix"})
+			if f.peer == nil {
+				// No socket to connect to: none was made (a long path), or its holder
+				// went since the lock was tried (close frees the lock before the socket).
+				// Try the lock once more before waiting.
+				continue
+			}
 		}
 		if f.peer == nil {
 			if !loop.Sleep(ctx, livenessPoll) {
@@ -232,16 +238,18 @@ func (f *fileLiveness) dropWatched() {
 	}
 }
 
+// close gives up the lock first and the socket after it: a watcher that finds the socket
+// gone then finds the lock free (see watch).
 func (f *fileLiveness) close() {
 	f.dropWatched()
-	if f.listener != nil {
-		f.listener.Close() // removes the socket file
-		f.accepted.Wait()
-		f.listener = nil
-	}
 	if f.own != nil {
 		os.Remove(f.own.Name())
 		f.own.Close() // and with it the lock
 		f.own = nil
+	}
+	if f.listener != nil {
+		f.listener.Close() // removes the socket file
+		f.accepted.Wait()
+		f.listener = nil
 	}
 }
