@@ -106,8 +106,8 @@ type Membership struct {
 	joined    bool
 	stopped   bool
 	beats     *loop.Loop // heartbeats, from Join to Leave
-	lastDeath time.Time  // the latest heartbeat of a dead member, as the last beat saw it
-	deathSeen bool       // a beat has set lastDeath
+	lastDeath time.Time  // the latest heartbeat of a dead member, as the last beat or registration saw it
+	deathSeen bool       // registering has set lastDeath
 }
 
 // NewMembership validates cfg; [Membership.Join] registers.
@@ -184,12 +184,14 @@ func (m *Membership) register(ctx context.Context) error {
 	c := m.cfg
 	start := time.Now()
 	m.lastAttempt.Store(int64(start.Sub(m.epoch)))
-	_, err := m.s.Control().Exec(ctx, m.q.insert, m.s.NowArg(), c.Service, c.ID, c.Host, c.PID, c.Version, c.Addr,
-		string(m.State()), c.DeadAfter.Milliseconds(), m.liveKey())
+	var death store.Time
+	err := m.s.Control().QueryRow(ctx, m.q.insert, m.s.NowArg(), c.Service, c.ID, c.Host, c.PID, c.Version, c.Addr,
+		string(m.State()), c.DeadAfter.Milliseconds(), m.liveKey()).Scan(&death)
 	if err != nil {
 		return fmt.Errorf("cluster: register %s: %w", c.ID, err)
 	}
 	m.landed(start)
+	m.sawDeath(death.Time)
 	return nil
 }
 
@@ -331,7 +333,10 @@ func (m *Membership) beatCarrying(ctx context.Context, carried []Carried, succ *
 }
 
 // sawDeath runs the OnDeath callbacks when a beat finds that a member went silent since the
-// beat before: the latest heartbeat among dead members moved forward.
+// beat before: the latest heartbeat among dead members moved forward. The first baseline
+// is taken when the instance registers, not at its first beat: a member that dies between
+// the two (a slow first beat on a busy database) is news, and a follower that looked at
+// the leader lease meanwhile may be sleeping its Backstop, waiting to be told.
 func (m *Membership) sawDeath(latest time.Time) {
 	m.mu.Lock()
 	news := m.deathSeen && latest.After(m.lastDeath)

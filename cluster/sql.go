@@ -27,6 +27,13 @@ const successorOf = `(SELECT s.live_key FROM twice_members s
    AND s.heartbeat_at > {now} - {ms s.dead_after_ms}
  ORDER BY s.id < $3, s.id LIMIT 1)`
 
+// latestDeath is the latest heartbeat among the dead members of service $2 other than $3
+// (NULL when none is dead), which moves forward when a member goes silent. It leaves out
+// $3's own row, which a statement that updates it reads as it was before: a stall of its
+// own would count.
+const latestDeath = `(SELECT max(d.heartbeat_at) FROM twice_members d
+  WHERE d.service = $2 AND d.id <> $3 AND d.heartbeat_at <= {now} - {ms d.dead_after_ms})`
+
 // templates are the statements as written, once for both dialects (see [store.Store.SQL]).
 var templates = queries{
 	insert: `
@@ -34,17 +41,14 @@ INSERT INTO twice_members (service, id, host, pid, version, addr, state, dead_af
 VALUES ($2, $3, $4, $5, $6, $7, $8, $9, {now}, {now}, $10)
 ON CONFLICT (service, id) DO UPDATE
 SET state = excluded.state, dead_after_ms = excluded.dead_after_ms, heartbeat_at = excluded.heartbeat_at,
-    live_key = excluded.live_key`,
+    live_key = excluded.live_key
+RETURNING ` + latestDeath,
 	// A heartbeat also tells the instance whose liveness lock to watch (the ring follows
-	// the members at no extra statement) and the latest heartbeat among the other dead
-	// members (NULL when none is; its own row, read before the update, would count a stall
-	// of its own), which moves forward when a member goes silent.
+	// the members at no extra statement) and the latest death, as registering does.
 	beat: `
 UPDATE twice_members SET heartbeat_at = {now}, state = $4
 WHERE service = $2 AND id = $3
-RETURNING ` + successorOf + `,
- (SELECT max(d.heartbeat_at) FROM twice_members d
-  WHERE d.service = $2 AND d.id <> $3 AND d.heartbeat_at <= {now} - {ms d.dead_after_ms})`,
+RETURNING ` + successorOf + `, ` + latestDeath,
 	setKey:    `UPDATE twice_members SET live_key = $3 WHERE service = $1 AND id = $2`,
 	successor: `SELECT ` + successorOf,
 	// markDead records that the holder of liveness lock $3 is gone: its heartbeat is made
