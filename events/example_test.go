@@ -162,3 +162,33 @@ func ExampleLog_AppendTx() {
 	// 1 cart Created -
 	// 2 cart ItemAdded apple
 }
+
+// RecentTx sees what the caller's transaction published before it commits, newest first:
+// the read a test uses to check that a request published its events (see the twicetest
+// package).
+func ExampleLog_RecentTx() {
+	node, cleanup := openNode()
+	defer cleanup()
+	ctx := context.Background()
+	err := node.Store().InTx(ctx, func(tx store.Tx) error {
+		if _, err := node.Events().PublishTx(ctx, tx,
+			events.Message{Topic: "order.placed", Key: "order-1"},
+			events.Message{Topic: "order.placed", Key: "order-2"}); err != nil {
+			return err
+		}
+		evs, err := node.Events().RecentTx(ctx, tx, "order.placed", 10)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			fmt.Println(e.Topic, e.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// order.placed order-2
+	// order.placed order-1
+}

@@ -47,6 +47,7 @@ type queries struct {
 	positionOf, positionAt            string
 	dead, listDead, countDead, lag    string
 	prune, version, load, get, undo   string
+	recent                            string
 }
 
 // templates are the statements as written, once for both dialects (see [store.Store.SQL]).
@@ -111,7 +112,9 @@ DELETE FROM twice_events WHERE id IN (
 	load: `
 SELECT ` + columns + ` FROM twice_events
 WHERE service = $1 AND stream = $2 AND version > $3 ORDER BY version LIMIT $4`,
-	get:  `SELECT ` + columns + ` FROM twice_events WHERE service = $1 AND id = $2`,
+	get: `SELECT ` + columns + ` FROM twice_events WHERE service = $1 AND id = $2`,
+	recent: `
+SELECT ` + columns + ` FROM twice_events WHERE service = $1 AND topic = $2 ORDER BY id DESC LIMIT $3`,
 	undo: `DELETE FROM twice_events WHERE id = $1`,
 }
 

@@ -185,6 +185,35 @@ func (l *Log) load(ctx context.Context, q store.Querier, stream string, opts *Lo
 	return l.scanEvents(rows)
 }
 
+// Recent returns the newest events of topic, newest first, at most limit (1 to [MaxLoad]).
+// It is a read for tests and operators, not for consumers (see [Log.Subscribe]): it sorts
+// the topic's events by id.
+func (l *Log) Recent(ctx context.Context, topic string, limit int) ([]Event, error) {
+	return l.recent(ctx, l.s.Reader(), topic, limit)
+}
+
+// RecentTx is [Log.Recent] inside the caller's transaction tx: it also returns the events
+// tx published and has not committed, as a test that checks what a transaction published
+// needs.
+func (l *Log) RecentTx(ctx context.Context, tx any, topic string, limit int) ([]Event, error) {
+	q, err := l.s.Wrap(tx)
+	if err != nil {
+		return nil, err
+	}
+	return l.recent(ctx, q, topic, limit)
+}
+
+func (l *Log) recent(ctx context.Context, q store.Querier, topic string, limit int) ([]Event, error) {
+	if limit < 1 || limit > MaxLoad {
+		return nil, fmt.Errorf("%w: Recent limit %d (1 to %d)", ErrInvalid, limit, MaxLoad)
+	}
+	rows, err := q.Query(ctx, l.q.recent, l.d.Service, topic, limit)
+	if err != nil {
+		return nil, fmt.Errorf("events: recent %q: %w", topic, err)
+	}
+	return l.scanEvents(rows)
+}
+
 // ErrNotFound is returned by [Log.Get] for an event that does not exist (or was pruned).
 var ErrNotFound = errors.New("events: no such event")
 

@@ -38,6 +38,21 @@ type ListParams struct {
 
 // List returns jobs, newest first.
 func (c *Client) List(ctx context.Context, p ListParams) ([]*Row, error) {
+	return c.list(ctx, c.s.Reader(), p)
+}
+
+// ListTx is [Client.List] inside the caller's transaction tx (a *sql.Tx, pgx.Tx or
+// store.Tx): it also lists the jobs tx enqueued and has not committed, as a test that
+// checks what a transaction enqueued needs.
+func (c *Client) ListTx(ctx context.Context, tx any, p ListParams) ([]*Row, error) {
+	q, err := c.s.Wrap(tx)
+	if err != nil {
+		return nil, err
+	}
+	return c.list(ctx, q, p)
+}
+
+func (c *Client) list(ctx context.Context, q store.Querier, p ListParams) ([]*Row, error) {
 	where := []string{"service = $1"}
 	args := []any{c.d.Service}
 	add := func(cond string, v any) {
@@ -74,7 +89,7 @@ func (c *Client) List(ctx context.Context, p ListParams) ([]*Row, error) {
 	limit = min(limit, 10000)
 	args = append(args, limit)
 	query := fmt.Sprintf("SELECT %s FROM twice_jobs WHERE %s ORDER BY id DESC LIMIT $%d", rowCols, strings.Join(where, " AND "), len(args))
-	return c.queryRows(ctx, c.s.Reader(), c.s.SQL(query), args...)
+	return c.queryRows(ctx, q, c.s.SQL(query), args...)
 }
 
 // Cancel cancels a job: one that has not run yet is cancelled at once; a running one has

@@ -122,3 +122,26 @@ func waitFor(ctx context.Context, node *twice.Node, id int64, st jobs.State) *jo
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// ListTx sees what the caller's transaction enqueued before it commits; List, outside it,
+// does not. A test checks that a request's transaction enqueued its job this way (see the
+// twicetest package).
+func ExampleClient_ListTx() {
+	ctx := context.Background()
+	node, done := openNode(ctx)
+	defer done()
+	tx, err := node.Store().DB().BeginTx(ctx, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := node.Jobs().EnqueueTx(ctx, tx, SendEmail{UserID: 42}, &jobs.Opts{Queue: "mail"}); err != nil {
+		log.Fatal(err)
+	}
+	inTx, err := node.Jobs().ListTx(ctx, tx, jobs.ListParams{Kind: SendEmail{}.Kind()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(len(inTx), inTx[0].Queue, string(inTx[0].Args))
+	// Output: 1 mail {"user_id":42}
+}
