@@ -28,6 +28,9 @@ func TestRecent(t *testing.T) {
 	if got, err := evs.Recent(ctx, "a", 1); err != nil || len(got) != 1 || got[0].Key != "3" {
 		t.Fatalf("Recent(a, 1) = %+v, %v; want key 3", got, err)
 	}
+	if got, err := evs.Recent(ctx, "", 10); err != nil || len(got) != 3 || got[1].Topic != "b" {
+		t.Fatalf(`Recent("") = %+v, %v; want all three, newest first`, got, err)
+	}
 	for _, limit := range []int{0, -1, events.MaxLoad + 1} {
 		if _, err := evs.Recent(ctx, "a", limit); !errors.Is(err, events.ErrInvalid) {
 			t.Errorf("Recent with limit %d: %v; want ErrInvalid", limit, err)

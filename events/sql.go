@@ -47,7 +47,7 @@ type queries struct {
 	positionOf, positionAt            string
 	dead, listDead, countDead, lag    string
 	prune, version, load, get, undo   string
-	recent                            string
+	recent, recentAll                 string
 }
 
 // templates are the statements as written, once for both dialects (see [store.Store.SQL]).
@@ -115,7 +115,8 @@ WHERE service = $1 AND stream = $2 AND version > $3 ORDER BY version LIMIT $4`,
 	get: `SELECT ` + columns + ` FROM twice_events WHERE service = $1 AND id = $2`,
 	recent: `
 SELECT ` + columns + ` FROM twice_events WHERE service = $1 AND topic = $2 ORDER BY id DESC LIMIT $3`,
-	undo: `DELETE FROM twice_events WHERE id = $1`,
+	recentAll: `SELECT ` + columns + ` FROM twice_events WHERE service = $1 ORDER BY id DESC LIMIT $2`,
+	undo:      `DELETE FROM twice_events WHERE id = $1`,
 }
 
 // queriesFor returns the statements as s runs them: for its dialect, its schema's tables

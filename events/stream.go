@@ -185,9 +185,9 @@ func (l *Log) load(ctx context.Context, q store.Querier, stream string, opts *Lo
 	return l.scanEvents(rows)
 }
 
-// Recent returns the newest events of topic, newest first, at most limit (1 to [MaxLoad]).
-// It is a read for tests and operators, not for consumers (see [Log.Subscribe]): it sorts
-// the topic's events by id.
+// Recent returns the newest events of topic (of every topic if it is empty), newest first,
+// at most limit (1 to [MaxLoad]). It is a read for tests and operators, not for consumers
+// (see [Log.Subscribe]): it sorts the topic's events by id.
 func (l *Log) Recent(ctx context.Context, topic string, limit int) ([]Event, error) {
 	return l.recent(ctx, l.s.Reader(), topic, limit)
 }
@@ -207,7 +207,13 @@ func (l *Log) recent(ctx context.Context, q store.Querier, topic string, limit i
 	if limit < 1 || limit > MaxLoad {
 		return nil, fmt.Errorf("%w: Recent limit %d (1 to %d)", ErrInvalid, limit, MaxLoad)
 	}
-	rows, err := q.Query(ctx, l.q.recent, l.d.Service, topic, limit)
+	var rows store.Rows
+	var err error
+	if topic == "" {
+		rows, err = q.Query(ctx, l.q.recentAll, l.d.Service, limit)
+	} else {
+		rows, err = q.Query(ctx, l.q.recent, l.d.Service, topic, limit)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("events: recent %q: %w", topic, err)
 	}
