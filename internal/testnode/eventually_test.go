@@ -3,34 +3,10 @@ package testnode
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 )
-
-// recorder is a test that records its failure instead of failing the real one.
-type recorder struct {
-	testing.TB
-	failed string
-}
-
-func (r *recorder) Helper() {}
-
-func (r *recorder) Fatalf(format string, args ...any) {
-	r.failed = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-
-// run runs fn as the test body of r, on its own goroutine as the testing package does.
-func (r *recorder) run(fn func(t testing.TB)) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn(r)
-	}()
-	<-done
-}
 
 func TestEventuallyWaitsForTheCondition(t *testing.T) {
 	t.Parallel()
@@ -43,10 +19,9 @@ func TestEventuallyWaitsForTheCondition(t *testing.T) {
 
 func TestEventuallyFailsNamingWhat(t *testing.T) {
 	t.Parallel()
-	r := &recorder{TB: t}
-	r.run(func(t testing.TB) { Eventually(t, 30*time.Millisecond, "the impossible", func() bool { return false }) })
-	if !strings.Contains(r.failed, "the impossible: not within 30ms") {
-		t.Fatalf("failure %q", r.failed)
+	failed := Failure(t, func(t testing.TB) { Eventually(t, 30*time.Millisecond, "the impossible", func() bool { return false }) })
+	if !strings.Contains(failed, "the impossible: not within 30ms") {
+		t.Fatalf("failure %q", failed)
 	}
 }
 
@@ -62,12 +37,11 @@ func TestEventuallyNilReportsTheLastError(t *testing.T) {
 	if calls != 3 {
 		t.Fatalf("%d calls, want 3", calls)
 	}
-	r := &recorder{TB: t}
 	seen := 0
-	r.run(func(t testing.TB) {
+	failed := Failure(t, func(t testing.TB) {
 		EventuallyNil(t, 30*time.Millisecond, func() error { seen++; return fmt.Errorf("seen %d", seen) })
 	})
-	if want := fmt.Sprintf("not within 30ms: seen %d", seen); r.failed != want {
-		t.Fatalf("failure %q, want %q", r.failed, want)
+	if want := fmt.Sprintf("not within 30ms: seen %d", seen); failed != want {
+		t.Fatalf("failure %q, want %q", failed, want)
 	}
 }
