@@ -47,6 +47,8 @@
 //   - [github.com/twicehq/twice/idempotency]: Idempotency-Key middleware
 //     ([Node.Idempotency]).
 //   - [github.com/twicehq/twice/occ]: optimistic concurrency and ETags ([Node.Versions]).
+//   - [github.com/twicehq/twice/twicetest]: tests of a service as several instances: nodes
+//     on a fresh database, what a transaction enqueued or published, queues worked empty.
 //
 // The `twice` command (cmd/twice) works on the same database: demo (three local instances
 // through failover, fencing and drain), status, migrate (up, down, status, sql), config,

@@ -10,9 +10,9 @@ import (
 // (sql.go) and its code for one dialect (pg.go, sqlite.go), as the bus has.
 var dialectFiles = map[string]bool{"sql.go": true, "pg.go": true, "sqlite.go": true}
 
-// dialectPackages know the dialects throughout: the store speaks them, and the bus (with
-// its test helper) chooses its backend by them.
-var dialectPackages = map[string]bool{module + "/store": true, module + "/bus": true, module + "/bus/bustest": true}
+// dialectPackages know the dialects throughout: the store speaks them, the bus (with its
+// test helper) chooses its backend by them, and twicetest makes a test's database of one.
+var dialectPackages = map[string]bool{module + "/store": true, module + "/bus": true, module + "/bus/bustest": true, module + "/twicetest": true}
 
 // TestDialectBranchesLiveInPerDialectFiles: a block's logic reads the same on both stores.
 // What differs between the dialects is in its statements ({pg …}{sqlite …} fragments,

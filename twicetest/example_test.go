@@ -1,0 +1,140 @@
+package twicetest_test
+
+// The tests in this file are the package's examples: each is how a service's own test
+// uses twicetest. Each runs on SQLite, and on PostgreSQL where TWICE_TEST_POSTGRES_URL is
+// set.
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/events"
+	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/twicetest"
+)
+
+type WelcomeEmail struct {
+	UserID int64 `json:"user_id"`
+}
+
+func (WelcomeEmail) Kind() string { return "welcome-email" }
+
+// signup is the service code under test: it records the user, enqueues the welcome email
+// and publishes the event, all in the caller's transaction.
+func signup(ctx context.Context, n *twice.Node, tx store.Tx, userID int64) error {
+	if _, err := tx.Exec(ctx, "INSERT INTO users (id) VALUES ($1)", userID); err != nil {
+		return err
+	}
+	if _, err := n.Jobs().EnqueueTx(ctx, tx, WelcomeEmail{UserID: userID}, &jobs.Opts{Queue: "mail"}); err != nil {
+		return err
+	}
+	_, err := n.Events().PublishTx(ctx, tx, events.Message{Topic: "user.signed-up", Key: fmt.Sprint(userID)})
+	return err
+}
+
+// A test checks what a transaction enqueued and published, inside it and after it
+// committed.
+func TestExampleRequireEnqueuedAndPublished(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		n := twicetest.Open(t, 1, &twicetest.Options{Store: s})[0]
+		if _, err := n.Store().Exec(ctx, "CREATE TABLE users (id BIGINT PRIMARY KEY)"); err != nil {
+			t.Fatal(err)
+		}
+		err := n.Store().InTx(ctx, func(tx store.Tx) error {
+			if err := signup(ctx, n, tx, 42); err != nil {
+				return err
+			}
+			job := twicetest.RequireEnqueued(t, n, tx, &twicetest.EnqueuedOpts[WelcomeEmail]{
+				Queue: "mail",
+				Where: func(a WelcomeEmail) bool { return a.UserID == 42 },
+			})
+			if job.State != jobs.Available {
+				t.Errorf("the email job is %s; want available", job.State)
+			}
+			twicetest.RequirePublished(t, n, tx, "user.signed-up", &twicetest.PublishedOpts{Key: "42"})
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Committed: the same checks without a transaction.
+		twicetest.RequireEnqueued[WelcomeEmail](t, n, nil, nil)
+		twicetest.RequirePublished(t, n, nil, "user.signed-up", nil)
+	})
+}
+
+// Three instances work one queue; Work waits until it is empty, whichever instance ran
+// each job.
+func TestExampleWork(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		nodes := twicetest.Open(t, 3, &twicetest.Options{Store: s})
+		var mu sync.Mutex
+		sent := map[int64]string{} // user → the instance that sent the email
+		for _, n := range nodes {
+			err := jobs.Register(n.Jobs(), jobs.WorkFunc[WelcomeEmail](func(ctx context.Context, job *jobs.Job[WelcomeEmail]) error {
+				mu.Lock()
+				defer mu.Unlock()
+				sent[job.Args.UserID] = n.ID()
+				return nil
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for id := range int64(20) {
+			if _, err := nodes[int(id)%3].Jobs().Enqueue(ctx, WelcomeEmail{UserID: id}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stats, err := twicetest.Work(ctx, nodes[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(sent) != 20 || stats[0].Completed != 20 {
+			t.Fatalf("%d emails sent, %d jobs completed; want 20 of each", len(sent), stats[0].Completed)
+		}
+	})
+}
+
+// A cron schedule fires on demand with Trigger; Work then runs the job it enqueued.
+func TestExampleTriggerASchedule(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		n := twicetest.Open(t, 1, &twicetest.Options{Store: s})[0]
+		ran := make(chan struct{}, 1)
+		err := jobs.Register(n.Jobs(), jobs.WorkFunc[Digest](func(ctx context.Context, job *jobs.Job[Digest]) error {
+			ran <- struct{}{}
+			return nil
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Cron().Add("daily-digest", "0 7 * * *", Digest{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Cron().Trigger(ctx, "daily-digest"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := twicetest.Work(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ran:
+		case <-time.After(time.Second):
+			t.Fatal("Work returned before the digest ran")
+		}
+	})
+}
+
+type Digest struct{}
+
+func (Digest) Kind() string { return "digest" }
