@@ -110,11 +110,11 @@ func (s snippet) source(imports []string) string {
 
 // readmeImports are the packages a snippet may use without importing them.
 var readmeImports = []string{
-	"context", "database/sql", "embed", "errors", "fmt", "log/slog", "net/http", "strconv", "time",
+	"context", "database/sql", "embed", "errors", "fmt", "log/slog", "net/http", "strconv", "testing", "time",
 	"github.com/twicehq/twice", "github.com/twicehq/twice/cache", "github.com/twicehq/twice/cron",
 	"github.com/twicehq/twice/events", "github.com/twicehq/twice/idempotency", "github.com/twicehq/twice/jobs",
 	"github.com/twicehq/twice/lease", "github.com/twicehq/twice/occ", "github.com/twicehq/twice/session",
-	"github.com/twicehq/twice/settings", "github.com/twicehq/twice/store",
+	"github.com/twicehq/twice/settings", "github.com/twicehq/twice/store", "github.com/twicehq/twice/twicetest",
 }
 
 // readmeStandIns declare, for every snippet, what the snippets use and leave to the reader:
@@ -145,6 +145,8 @@ var readmeStandIns = map[string]string{
 	"Sync":           "type Sync struct{}\nfunc (Sync) Kind() string { return \"sync\" }",
 	"Flush":          "type Flush struct{}\nfunc (Flush) Kind() string { return \"flush\" }",
 	"SendReceipt":    "type SendReceipt struct{ OrderID int64 }\nfunc (SendReceipt) Kind() string { return \"send-receipt\" }",
+	"WelcomeEmail":   "type WelcomeEmail struct{ UserID int64 }\nfunc (WelcomeEmail) Kind() string { return \"welcome-email\" }",
+	"signup":         "func signup(ctx context.Context, n *twice.Node, tx store.Tx, userID int64) error { panic(0) }",
 	"loadUser":       "func loadUser(ctx context.Context, db *sql.DB, id int64) (User, error) { panic(0) }",
 	"renameUser":     "func renameUser(ctx context.Context, tx store.Tx, id int64, name string) error { panic(0) }",
 	"doLeaderWrite":  "func doLeaderWrite(ctx context.Context, tx store.Tx) error { panic(0) }",
