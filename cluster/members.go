@@ -97,6 +97,8 @@ type Membership struct {
 
 	live *liveness // nil without a liveness lock
 
+	suspended atomic.Int32 // Suspend calls not yet resumed: the heartbeat loop skips its rounds
+
 	mu        sync.Mutex // protects joined, stopped, beats, the callbacks, lastDeath, deathSeen
 	onStall   []func(from, to time.Time)
 	onDead    []func(ctx context.Context, id string)
@@ -230,9 +232,23 @@ func (m *Membership) landed(start time.Time) {
 // beat is the heartbeat loop's round. A beat under way when Leave stops the loop runs to
 // its end (Beat bounds it by DeadAfter).
 func (m *Membership) beat(ctx context.Context) {
+	if m.suspended.Load() > 0 {
+		return
+	}
 	if err := m.Beat(context.WithoutCancel(ctx)); err != nil {
 		m.log.Warn("cluster: heartbeat failed", "err", err)
 	}
+}
+
+// Suspend stops the heartbeats until resume is called, as a fault for tests: the others
+// count this instance dead after DeadAfter and rescue its work, while it goes on working.
+// Its liveness lock stays held, as a live process's does, and a lease manager whose
+// renewals the beats carry renews on its own when they are late. After resume, the next
+// beat registers again if the row was reaped, and reports the stall (OnStall).
+func (m *Membership) Suspend() (resume func()) {
+	m.suspended.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { m.suspended.Add(-1) }) }
 }
 
 // Carried is a statement that rides in the heartbeat's transaction (see

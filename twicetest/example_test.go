@@ -138,3 +138,74 @@ func TestExampleTriggerASchedule(t *testing.T) {
 type Digest struct{}
 
 func (Digest) Kind() string { return "digest" }
+
+// A node whose heartbeats stop looks dead to the others, which run its job again; once its
+// heartbeats resume, it is a live member again and hears of the stall.
+func TestExampleStopHeartbeats(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		nodes := twicetest.Open(t, 2, &twicetest.Options{Store: s})
+		a, b := nodes[0], nodes[1]
+		started := make(chan string, 2)
+		release := make(chan struct{})
+		work := func(n *twice.Node) jobs.WorkFunc[Digest] {
+			return func(ctx context.Context, job *jobs.Job[Digest]) error {
+				started <- n.ID()
+				<-release
+				return nil
+			}
+		}
+		if err := jobs.Register(a.Jobs(), work(a)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Jobs().Enqueue(ctx, Digest{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if first := <-started; first != a.ID() {
+			t.Fatalf("the job started on %s; only a works it yet", first)
+		}
+		stalled := make(chan struct{}, 1)
+		a.OnHeartbeatStall(func(from, to time.Time) { stalled <- struct{}{} })
+		if err := jobs.Register(b.Jobs(), work(b)); err != nil {
+			t.Fatal(err)
+		}
+		resume := twicetest.StopHeartbeats(t, a)
+		select {
+		case second := <-started:
+			if second != b.ID() {
+				t.Fatalf("the job started again on %s; want b", second)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a's job was not rescued to b within 20s")
+		}
+		close(release)
+		resume()
+		waitFor(t, "a alive again", func() bool {
+			ms, err := b.Members(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range ms {
+				if m.ID == a.ID() {
+					return m.Alive
+				}
+			}
+			return false
+		})
+		select {
+		case <-stalled:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a heard of no stall")
+		}
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("%s: not within 20s", what)
+}

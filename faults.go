@@ -1,0 +1,8 @@
+package twice
+
+import "github.com/twicehq/twice/internal/nodehook"
+
+// The faults twicetest injects into a node (see package nodehook).
+func init() {
+	nodehook.StopHeartbeats = func(node any) func() { return node.(*Node).members.Suspend() }
+}

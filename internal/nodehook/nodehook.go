@@ -1,0 +1,8 @@
+// Package nodehook lets twicetest inject faults into a node of the twice package without
+// the Node's API offering them to every caller. The twice package sets the hooks when it
+// is initialised; nothing else may.
+package nodehook
+
+// StopHeartbeats stops the heartbeats of node (a *twice.Node) until resume is called: see
+// cluster.Membership.Suspend.
+var StopHeartbeats func(node any) (resume func())
