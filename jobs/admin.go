@@ -209,6 +209,9 @@ func (c *Client) retry(ctx context.Context, q store.Querier, id int64) (string, 
 type QueueStats struct {
 	Queue  string `json:"queue"`
 	Paused bool   `json:"paused"`
+	// GlobalLimit caps the queue's running jobs across the cluster; 0 for no cap (see
+	// [Client.SetGlobalLimit]).
+	GlobalLimit int `json:"global_limit,omitempty"`
 	// Workers counts the live instances that work the queue. A queue with jobs and no
 	// worker is a queue nobody runs: see [Config].Queues.
 	Workers   int `json:"workers"`
@@ -269,7 +272,7 @@ func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
 		return nil, err
 	}
 	rows.Close()
-	qrows, err := c.s.Reader().Query(ctx, c.s.SQL(`SELECT name, paused FROM twice_queues WHERE service = $1`), c.d.Service)
+	qrows, err := c.s.Reader().Query(ctx, c.s.SQL(`SELECT name, paused, global_limit FROM twice_queues WHERE service = $1`), c.d.Service)
 	if err != nil {
 		return nil, err
 	}
@@ -277,10 +280,11 @@ func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
 	for qrows.Next() {
 		var name string
 		var paused bool
-		if err := qrows.Scan(&name, &paused); err != nil {
+		var limit int
+		if err := qrows.Scan(&name, &paused, &limit); err != nil {
 			return nil, err
 		}
-		get(name).Paused = paused
+		get(name).Paused, get(name).GlobalLimit = paused, limit
 	}
 	if err := qrows.Err(); err != nil {
 		return nil, err
@@ -321,6 +325,27 @@ func (c *Client) setPaused(ctx context.Context, queue string, paused bool) error
 	if _, err := c.s.Exec(ctx, c.q.pause, c.s.NowArg(), c.d.Service, queue, paused); err != nil {
 		return fmt.Errorf("jobs: pause %s: %w", queue, err)
 	}
+	return nil
+}
+
+// SetGlobalLimit caps the running jobs of queue across the cluster at limit, for every
+// instance, whatever its configuration; 0 removes the cap. [QueueConfig].GlobalLimit is
+// written the same way when an instance starts working the queue, so the latest instance
+// to start with one sets it, and an instance configured with one caps the queue by its own
+// while none is stored. Instances learn of a change at their next fetch under the limit, or
+// when their queue next rests (within its Poll while jobs wait); until then, one that has
+// not read a new limit fetches nothing from the queue, so the cap is never exceeded.
+func (c *Client) SetGlobalLimit(ctx context.Context, queue string, limit int) error {
+	if err := checkName("queue", queue, MaxQueueLen); err != nil {
+		return err
+	}
+	if limit < 0 {
+		return fmt.Errorf("%w: global limit %d of queue %q is negative", ErrInvalid, limit, queue)
+	}
+	if _, err := c.s.Exec(ctx, c.q.setLimit, c.s.NowArg(), c.d.Service, queue, limit); err != nil {
+		return fmt.Errorf("jobs: set the global limit of queue %s: %w", queue, err)
+	}
+	c.wakeQueues(ctx, map[string]bool{queue: true})
 	return nil
 }
 

@@ -100,8 +100,12 @@ type QueueConfig struct {
 	// for jobs that must not run that wide (a rate-limited API, a small connection pool),
 	// or cap the queue across the cluster with GlobalLimit. Defaults to 1000.
 	Concurrency int
-	// GlobalLimit caps the queue's running jobs across all instances. Defaults to 0: no
-	// cap (and no cost: fetching takes no lock).
+	// GlobalLimit caps the queue's running jobs across all instances, those configured
+	// without it included: it is stored with the queue when this instance starts working it
+	// (see [Client.SetGlobalLimit]). Defaults to 0: this instance declares no cap, and
+	// follows the stored one if another instance or an operator set it. A queue without a
+	// cap costs nothing for it: its fetch takes no lock and reads the cap in the statement
+	// that already checks whether the queue is paused.
 	GlobalLimit int
 }
 

@@ -19,7 +19,7 @@ func TestDueIsTheFirstAvailableJob(t *testing.T) {
 		c, other := testClient(t, s, "svc"), testClient(t, s, "other")
 		due := func(want time.Duration, wantOK bool) {
 			t.Helper()
-			got, ok, err := c.due(ctx, "q")
+			got, ok, _, err := c.due(ctx, "q")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -119,7 +119,7 @@ func (e pgEngine) insertArrays(ctx context.Context, q store.Querier, ps []prepar
 // take turns: an advisory lock per queue, held for the fetch's transaction only.
 func (e pgEngine) fetch(ctx context.Context, p *producer, n int) ([]*Row, error) {
 	c := e.c
-	if p.cfg.GlobalLimit <= 0 {
+	if !p.limited() {
 		return c.queryFetched(ctx, c.s, c.q.pg.fetch, c.s.NowArg(), c.d.Service, p.queue, n, c.d.Instance)
 	}
 	var rows []*Row
@@ -131,7 +131,7 @@ func (e pgEngine) fetch(ctx context.Context, p *producer, n int) ([]*Row, error)
 		if err != nil || room == 0 {
 			return err
 		}
-		rows, err = c.queryFetched(ctx, tx, c.q.pg.fetch, c.s.NowArg(), c.d.Service, p.queue, room, c.d.Instance)
+		rows, err = c.queryFetched(ctx, tx, c.q.pg.fetchLimited, c.s.NowArg(), c.d.Service, p.queue, room, c.d.Instance)
 		return err
 	})
 	return rows, err

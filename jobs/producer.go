@@ -32,6 +32,10 @@ type producer struct {
 	once   sync.Once
 	begun  atomic.Bool
 
+	// limit is the queue's cluster-wide limit as this instance last read it (see
+	// Client.SetGlobalLimit); 0 while none was read.
+	limit atomic.Int64
+
 	// tasks hands fetched jobs to idle workers; unbuffered, so a job never waits in it.
 	tasks chan task
 
@@ -164,12 +168,18 @@ func (p *producer) loop() {
 func (p *producer) rest() time.Duration {
 	every := p.c.cfg.Poll
 	most := p.c.d.Poll(every)
-	if most <= every {
-		return every
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), loop.BatchTimeout)
 	defer cancel()
-	until, ok, err := p.c.due(ctx, p.queue)
+	if most <= every {
+		if !p.limited() {
+			p.readLimit(ctx) // the only look at the queue's row while it polls
+		}
+		return every
+	}
+	until, ok, limit, err := p.c.due(ctx, p.queue)
+	if err == nil {
+		p.limit.Store(int64(limit))
+	}
 	switch {
 	case err != nil:
 		p.c.log.Debug("jobs: looking for the next due job failed; polling", "queue", p.queue, "err", err)
@@ -183,15 +193,26 @@ func (p *producer) rest() time.Duration {
 	}
 }
 
+// readLimit reads the queue's cluster-wide limit; a failure leaves the last one read.
+func (p *producer) readLimit(ctx context.Context) {
+	var limit int
+	if err := p.c.s.Reader().QueryRow(ctx, p.c.q.limitOf, p.c.d.Service, p.queue).Scan(&limit); err != nil {
+		p.c.log.Debug("jobs: reading the queue's limit failed", "queue", p.queue, "err", err)
+		return
+	}
+	p.limit.Store(int64(limit))
+}
+
 // due returns how long until the first available job of queue may run (at most zero if
-// one may run now); ok is false when the queue has none.
-func (c *Client) due(ctx context.Context, queue string) (until time.Duration, ok bool, err error) {
+// one may run now), ok false when the queue has none, and the queue's cluster-wide limit
+// (0 for none), which a resting queue learns this way at no statement of its own.
+func (c *Client) due(ctx context.Context, queue string) (until time.Duration, ok bool, limit int, err error) {
 	var n int
 	var m store.Micros
-	if err := c.s.Reader().QueryRow(ctx, c.q.due, c.s.NowArg(), c.d.Service, queue).Scan(&n, &m); err != nil {
-		return 0, false, fmt.Errorf("jobs: next due job of queue %s: %w", queue, err)
+	if err := c.s.Reader().QueryRow(ctx, c.q.due, c.s.NowArg(), c.d.Service, queue).Scan(&n, &m, &limit); err != nil {
+		return 0, false, 0, fmt.Errorf("jobs: next due job of queue %s: %w", queue, err)
 	}
-	return m.Duration, n > 0, nil
+	return m.Duration, n > 0, limit, nil
 }
 
 func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
@@ -216,13 +237,36 @@ func (p *producer) fetch(n int) (int, error) {
 	return len(rows), nil
 }
 
-// room is how many jobs may start under the queue's cluster-wide limit, at most n.
+// limited reports whether the queue is fetched under a cluster-wide limit: the one this
+// instance is configured with, or one it read from the queue's row.
+func (p *producer) limited() bool { return p.cfg.GlobalLimit > 0 || p.limit.Load() > 0 }
+
+// room is how many jobs may start under the queue's cluster-wide limit, at most n: the
+// limit stored with the queue, or this instance's configured one while none is stored.
+// The caller holds the queue's turn (see the engines' fetch).
 func (p *producer) room(ctx context.Context, q store.Querier, n int) (int, error) {
-	var running int
-	if err := q.QueryRow(ctx, p.c.q.countRunning, p.c.d.Service, p.queue).Scan(&running); err != nil {
+	var limit, running int
+	if err := q.QueryRow(ctx, p.c.q.room, p.c.d.Service, p.queue).Scan(&limit, &running); err != nil {
 		return 0, err
 	}
-	return max(0, min(n, p.cfg.GlobalLimit-running)), nil
+	p.limit.Store(int64(limit))
+	if limit <= 0 {
+		limit = p.cfg.GlobalLimit
+	}
+	if limit <= 0 {
+		return n, nil
+	}
+	return max(0, min(n, limit-running)), nil
+}
+
+// fetchStatement is the fetch statement for the queue's path: a fetch without a limit
+// claims nothing from a queue whose row sets one, so an instance that has not read the
+// limit yet never exceeds it; it learns it when its queue rests (see rest).
+func (p *producer) fetchStatement(unlimited, limited string) string {
+	if p.limited() {
+		return limited
+	}
+	return unlimited
 }
 
 // execute runs a fetched job on a worker goroutine: an idle one if there is one, else a

@@ -50,6 +50,13 @@ func (c *Client) announcePending(ctx context.Context) error {
 	if _, err := c.s.Exec(ctx, c.q.announce, c.s.NowArg(), c.d.Service, c.d.Instance, c.s.List(queues)); err != nil {
 		return fmt.Errorf("jobs: record the queues this instance works: %w", err)
 	}
+	for _, q := range queues {
+		if limit := c.queueConfig(q).GlobalLimit; limit > 0 {
+			if err := c.SetGlobalLimit(ctx, q, limit); err != nil {
+				return err
+			}
+		}
+	}
 	c.mu.Lock()
 	for _, q := range queues {
 		delete(c.unannounced, q)

@@ -38,7 +38,7 @@ type queries struct {
 	// enqueueing
 	insert, existing, now string
 	// working
-	countRunning, cancelRequested, due string
+	room, limitOf, setLimit, cancelRequested, due string
 	// upkeep
 	prune, releaseBatches, batchBackstop string
 	// administration
@@ -60,9 +60,16 @@ VALUES ($2, $3, $4, $5, $6, $7, coalesce($8::timestamptz, {now}) + {ms $9::bigin
 	$10, $11, $12, $13, $14, $15, $16, $17, {now})
 ON CONFLICT DO NOTHING
 RETURNING id`,
-	existing:        `SELECT id FROM twice_jobs WHERE service = $1 AND unique_key = $2 AND (unique_states & state) <> 0`,
-	now:             `SELECT {now}`,
-	countRunning:    `SELECT count(*) FROM twice_jobs WHERE service = $1 AND queue = $2 AND state = 2`,
+	existing: `SELECT id FROM twice_jobs WHERE service = $1 AND unique_key = $2 AND (unique_states & state) <> 0`,
+	now:      `SELECT {now}`,
+	// room reads a queue's cluster-wide limit and its running jobs, under the limit's turn.
+	room: `
+SELECT coalesce((SELECT global_limit FROM twice_queues WHERE service = $1 AND name = $2), 0),
+       (SELECT count(*) FROM twice_jobs WHERE service = $1 AND queue = $2 AND state = 2)`,
+	limitOf: `SELECT coalesce((SELECT global_limit FROM twice_queues WHERE service = $1 AND name = $2), 0)`,
+	setLimit: `
+INSERT INTO twice_queues (service, name, paused, global_limit, updated_at) VALUES ($2, $3, false, $4, {now})
+ON CONFLICT (service, name) DO UPDATE SET global_limit = excluded.global_limit, updated_at = excluded.updated_at`,
 	cancelRequested: `SELECT id FROM twice_jobs WHERE service = $1 AND state = 2 AND owner = $2 AND cancel_requested`,
 	// due is how long until the queue's first available job may run (at most zero when one
 	// may run now), and whether it has one: how long a quiet producer may sleep. Priority
@@ -94,7 +101,8 @@ heads(at) AS (
 	        WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NOT NULL{sqlite  AND false} AND priority = keyed.p)
 	FROM keyed WHERE keyed.p IS NOT NULL
 )
-SELECT count(at), {age min(at), {now}} FROM heads`,
+SELECT count(at), {age min(at), {now}},
+       coalesce((SELECT global_limit FROM twice_queues WHERE service = $2 AND name = $3), 0) FROM heads`,
 	prune: `
 DELETE FROM twice_jobs WHERE id IN (
 	SELECT id FROM twice_jobs
@@ -154,7 +162,7 @@ WHERE true ON CONFLICT DO NOTHING`,
 // share a queue, arrays carry a whole batch in one statement, and a statement's CTEs can
 // write several tables at once.
 type pgStatements struct {
-	insertMany, reserveIDs, limitLock, fetch, complete, completePlain, finish, handBack, rescue string
+	insertMany, reserveIDs, limitLock, fetch, fetchLimited, complete, completePlain, finish, handBack, rescue string
 }
 
 var pgQueries = pgStatements{
@@ -184,43 +192,8 @@ RETURNING id`,
 	// gate lets the fetch claim only while the queue is not paused and the database counts
 	// this instance alive: an instance resuming from a pause longer than its dead-after
 	// would otherwise claim jobs that the next rescue hands to someone else at once.
-	fetch: `
-WITH gate AS (
-	SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM twice_queues WHERE service = $2 AND name = $3 AND paused)
-	  AND ` + cluster.Alive("$2", "$5", "{now}") + `
-),
-plain AS (
-	SELECT id, NULL::text AS key, priority, run_at FROM twice_jobs
-	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NULL AND run_at <= {now}
-	  AND EXISTS (SELECT 1 FROM gate)
-	ORDER BY priority, run_at, id
-	LIMIT $4
-	FOR UPDATE SKIP LOCKED
-),
-keyed AS (
-	SELECT id, key, priority, run_at FROM twice_jobs j
-	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NOT NULL AND run_at <= {now}
-	  AND EXISTS (SELECT 1 FROM gate)
-	  AND NOT EXISTS (SELECT 1 FROM twice_job_keys k WHERE k.service = $2 AND k.key = j.key)
-	ORDER BY priority, run_at, id
-	LIMIT $4
-	FOR UPDATE SKIP LOCKED
-),
-top AS (
-	SELECT * FROM (SELECT * FROM plain UNION ALL SELECT * FROM keyed) c
-	ORDER BY priority, run_at, id
-	LIMIT $4
-),
-claimed AS (
-	INSERT INTO twice_job_keys (service, key, job_id)
-	SELECT DISTINCT ON (key) $2, key, id FROM top WHERE key IS NOT NULL ORDER BY key, priority, run_at, id
-	ON CONFLICT DO NOTHING
-	RETURNING job_id
-)
-UPDATE twice_jobs j
-SET state = 2, owner = $5, attempt = j.attempt + 1, attempted_at = {now}
-WHERE j.id IN (SELECT id FROM top WHERE key IS NULL UNION ALL SELECT job_id FROM claimed)
-RETURNING ` + prefixed("j.", fetchCols),
+	fetch:        pgFetch("paused OR global_limit > 0"),
+	fetchLimited: pgFetch("paused"),
 	// complete records a batch of successful attempts: the hot path. It joins nothing: a
 	// join with the unnested batch is planned as a nested loop over both whenever the owner
 	// filter makes the planner expect one row, which costs n² row comparisons for a batch of
@@ -316,25 +289,65 @@ keys AS (
 SELECT id, key, batch_id, state, queue, last_error, attempt FROM done`,
 }
 
+// pgFetch is the fetch statement whose gate lets it claim only while no row of the queue
+// says stop (the condition on twice_queues) and the database counts this instance alive.
+// The fetch without a limit stops at a limit too: a queue capped cluster-wide is fetched
+// only by the limited path, which takes turns and counts (see pgEngine.fetch), whatever
+// the fetching instance was configured with.
+func pgFetch(stop string) string {
+	return `
+WITH gate AS (
+	SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM twice_queues WHERE service = $2 AND name = $3 AND (` + stop + `))
+	  AND ` + cluster.Alive("$2", "$5", "{now}") + `
+),
+plain AS (
+	SELECT id, NULL::text AS key, priority, run_at FROM twice_jobs
+	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NULL AND run_at <= {now}
+	  AND EXISTS (SELECT 1 FROM gate)
+	ORDER BY priority, run_at, id
+	LIMIT $4
+	FOR UPDATE SKIP LOCKED
+),
+keyed AS (
+	SELECT id, key, priority, run_at FROM twice_jobs j
+	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NOT NULL AND run_at <= {now}
+	  AND EXISTS (SELECT 1 FROM gate)
+	  AND NOT EXISTS (SELECT 1 FROM twice_job_keys k WHERE k.service = $2 AND k.key = j.key)
+	ORDER BY priority, run_at, id
+	LIMIT $4
+	FOR UPDATE SKIP LOCKED
+),
+top AS (
+	SELECT * FROM (SELECT * FROM plain UNION ALL SELECT * FROM keyed) c
+	ORDER BY priority, run_at, id
+	LIMIT $4
+),
+claimed AS (
+	INSERT INTO twice_job_keys (service, key, job_id)
+	SELECT DISTINCT ON (key) $2, key, id FROM top WHERE key IS NOT NULL ORDER BY key, priority, run_at, id
+	ON CONFLICT DO NOTHING
+	RETURNING job_id
+)
+UPDATE twice_jobs j
+SET state = 2, owner = $5, attempt = j.attempt + 1, attempted_at = {now}
+WHERE j.id IN (SELECT id FROM top WHERE key IS NULL UNION ALL SELECT job_id FROM claimed)
+RETURNING ` + prefixed("j.", fetchCols)
+}
+
 // sqliteStatements are what only the SQLite engine runs. SQLite has one writer: a
 // transaction sees everything committed before it and nothing can commit during it, so
 // fetching needs no row locks, keys are claimed in Go within the fetch's transaction, and
 // a batch is one statement per row inside one transaction.
 type sqliteStatements struct {
-	fetch, take, claimKey, finish, releaseKey, handBack, rescue, rescueCheck string
+	fetch, fetchLimited, take, claimKey, finish, releaseKey, handBack, rescue, rescueCheck string
 }
 
 var sqliteQueries = sqliteStatements{
 	// fetch lists candidates (and, with a limit of 1, tells a read whether there is work);
 	// take then marks the chosen ones running, in the same transaction. As on PostgreSQL,
 	// only an instance the database counts alive claims jobs.
-	fetch: `
-SELECT id, key FROM twice_jobs
-WHERE service = $2 AND queue = $3 AND state = 1 AND run_at <= {now}
-  AND NOT EXISTS (SELECT 1 FROM twice_queues WHERE service = $2 AND name = $3 AND paused)
-  AND ` + cluster.Alive("$2", "$5", "{now}") + `
-ORDER BY priority, run_at, id
-LIMIT $4`,
+	fetch:        sqliteFetch("paused OR global_limit > 0"),
+	fetchLimited: sqliteFetch("paused"),
 	// take marks the fetched ids running; $4 is their list (see [store.Store.List]).
 	take: `
 UPDATE twice_jobs SET state = 2, owner = $5, attempt = attempt + 1, attempted_at = {now}
@@ -378,6 +391,18 @@ SELECT 1 FROM twice_jobs j
 WHERE j.service = $2 AND j.state = 2
   AND NOT ` + cluster.Alive("j.service", "j.owner", "{now}") + `
 LIMIT 1`,
+}
+
+// sqliteFetch is the fetch statement that lists candidates only while no row of the queue
+// says stop (see pgFetch).
+func sqliteFetch(stop string) string {
+	return `
+SELECT id, key FROM twice_jobs
+WHERE service = $2 AND queue = $3 AND state = 1 AND run_at <= {now}
+  AND NOT EXISTS (SELECT 1 FROM twice_queues WHERE service = $2 AND name = $3 AND (` + stop + `))
+  AND ` + cluster.Alive("$2", "$5", "{now}") + `
+ORDER BY priority, run_at, id
+LIMIT $4`
 }
 
 // templates are the statements of dialect d as written, before [store.Store.SQL].

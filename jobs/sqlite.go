@@ -58,8 +58,9 @@ func (e sqliteEngine) insertBulk(ctx context.Context, q store.Querier, ps []prep
 // keys of keyed ones (the first candidate of each key whose key is free) and takes them.
 func (e sqliteEngine) fetch(ctx context.Context, p *producer, n int) ([]*Row, error) {
 	c := e.c
+	stmt := p.fetchStatement(c.q.sqlite.fetch, c.q.sqlite.fetchLimited)
 	var one int
-	err := c.s.Reader().QueryRow(ctx, c.q.sqlite.fetch, c.s.NowArg(), c.d.Service, p.queue, 1, c.d.Instance).Scan(&one, new(*string))
+	err := c.s.Reader().QueryRow(ctx, stmt, c.s.NowArg(), c.d.Service, p.queue, 1, c.d.Instance).Scan(&one, new(*string))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -68,14 +69,14 @@ func (e sqliteEngine) fetch(ctx context.Context, p *producer, n int) ([]*Row, er
 	}
 	var rows []*Row
 	err = c.s.InTx(ctx, func(tx store.Tx) error {
-		if p.cfg.GlobalLimit > 0 {
+		if p.limited() { // the one writer makes counting and claiming one turn
 			room, err := p.room(ctx, tx, n)
 			if err != nil || room == 0 {
 				return err
 			}
 			n = room
 		}
-		ids, err := e.claim(ctx, tx, p.queue, n)
+		ids, err := e.claim(ctx, tx, stmt, p.queue, n)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
@@ -85,11 +86,12 @@ func (e sqliteEngine) fetch(ctx context.Context, p *producer, n int) ([]*Row, er
 	return rows, err
 }
 
-// claim lists up to n candidates of queue in tx and returns those it may take: every
-// unkeyed one, and for each key the first candidate, if it can claim the key.
-func (e sqliteEngine) claim(ctx context.Context, tx store.Tx, queue string, n int) ([]int64, error) {
+// claim lists up to n candidates of queue in tx with the fetch statement stmt and returns
+// those it may take: every unkeyed one, and for each key the first candidate, if it can
+// claim the key.
+func (e sqliteEngine) claim(ctx context.Context, tx store.Tx, stmt, queue string, n int) ([]int64, error) {
 	c := e.c
-	cand, err := tx.Query(ctx, c.q.sqlite.fetch, c.s.NowArg(), c.d.Service, queue, n, c.d.Instance)
+	cand, err := tx.Query(ctx, stmt, c.s.NowArg(), c.d.Service, queue, n, c.d.Instance)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,8 @@ func exerciseJobsFlow(t *testing.T, backend Backend) {
 		{"Unique", jobsUnique},
 		{"PerKeySerialisation", jobsPerKeySerialisation},
 		{"GlobalLimit", jobsGlobalLimit},
+		{"GlobalLimitHoldsForEveryInstance", jobsGlobalLimitHoldsForEveryInstance},
+		{"SetGlobalLimit", jobsSetGlobalLimit},
 		{"PauseAndResume", jobsPauseAndResume},
 		{"PriorityOrder", jobsPriorityOrder},
 	})
@@ -109,7 +112,6 @@ func jobsPerKeySerialisation(t *testing.T, backend Backend) {
 }
 
 func jobsGlobalLimit(t *testing.T, backend Backend) {
-	ctx := context.Background()
 	db := testdb.New(t, backend.Dialect)
 	var nodes []*twice.Node
 	for range 3 {
@@ -117,9 +119,71 @@ func jobsGlobalLimit(t *testing.T, backend Backend) {
 		cfg.Jobs.Queues = []jobs.QueueConfig{{Name: "limited", Concurrency: 5, GlobalLimit: 2}}
 		nodes = append(nodes, backend.node(t, db, "svc", cfg))
 	}
+	// A worker counts itself before its completion is recorded, so the limit holds for
+	// the rows; the in-process count can briefly see one finishing and one starting.
+	if worst := runLimited(t, nodes, 40, func() {}); worst > 2 {
+		t.Errorf("%d jobs of a queue limited to 2 ran at once", worst)
+	}
+}
+
+// A queue's limit is the cluster's: instances configured without it keep it too, so three
+// instances of which one declares a limit of 2 never run more than 2 at once. Before the
+// limit was stored with the queue, the other two ran up to their concurrency each.
+func jobsGlobalLimitHoldsForEveryInstance(t *testing.T, backend Backend) {
+	db := testdb.New(t, backend.Dialect)
+	var nodes []*twice.Node
+	for i := range 3 {
+		cfg := jobsFast()
+		cfg.Jobs.Queues = []jobs.QueueConfig{{Name: "limited", Concurrency: 5}}
+		if i == 0 {
+			cfg.Jobs.Queues[0].GlobalLimit = 2
+		}
+		nodes = append(nodes, backend.node(t, db, "svc", cfg))
+	}
+	worst := runLimited(t, nodes, 40, func() {
+		testnode.Eventually(t, 10*time.Second, "the limit stored with the queue", func() bool { return storedLimit(t, nodes[1], "limited") == 2 })
+	})
+	if worst > 2 {
+		t.Errorf("%d jobs of a queue limited to 2 ran at once", worst)
+	}
+}
+
+// SetGlobalLimit caps a queue that no instance was configured to cap, and the instances
+// that fetched it without a limit learn of it.
+func jobsSetGlobalLimit(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	var nodes []*twice.Node
+	for range 3 {
+		cfg := jobsFast()
+		cfg.Jobs.Queues = []jobs.QueueConfig{{Name: "limited", Concurrency: 5}}
+		nodes = append(nodes, backend.node(t, db, "svc", cfg))
+	}
+	if err := nodes[2].Jobs().SetGlobalLimit(ctx, "limited", -1); !errors.Is(err, jobs.ErrInvalid) {
+		t.Fatalf("a negative limit: %v; want ErrInvalid", err)
+	}
+	worst := runLimited(t, nodes, 30, func() {
+		if err := nodes[2].Jobs().SetGlobalLimit(ctx, "limited", 1); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if worst > 1 {
+		t.Errorf("%d jobs of a queue limited to 1 ran at once", worst)
+	}
+	if err := nodes[2].Jobs().SetGlobalLimit(ctx, "limited", 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := storedLimit(t, nodes[0], "limited"); got != 0 {
+		t.Fatalf("limit %d after removing it", got)
+	}
+}
+
+// runLimited registers a worker of limited on every node, runs before, enqueues n jobs and
+// waits for them, and returns the most that ran at once.
+func runLimited(t *testing.T, nodes []*twice.Node, n int32, before func()) int32 {
 	var inside, worst, done atomic.Int32
-	for _, n := range nodes {
-		mustRegister(t, n, func(ctx context.Context, job *jobs.Job[limited]) error {
+	for _, node := range nodes {
+		mustRegister(t, node, func(ctx context.Context, job *jobs.Job[limited]) error {
 			raiseTo(&worst, inside.Add(1))
 			time.Sleep(5 * time.Millisecond)
 			inside.Add(-1)
@@ -127,19 +191,29 @@ func jobsGlobalLimit(t *testing.T, backend Backend) {
 			return nil
 		})
 	}
-	params := make([]jobs.Params, 40)
+	before()
+	params := make([]jobs.Params, n)
 	for i := range params {
 		params[i] = jobs.Params{Args: limited{}}
 	}
-	if _, err := nodes[0].Jobs().EnqueueMany(ctx, params); err != nil {
+	if _, err := nodes[0].Jobs().EnqueueMany(context.Background(), params); err != nil {
 		t.Fatal(err)
 	}
-	testnode.Eventually(t, 60*time.Second, "every limited job ran", func() bool { return done.Load() == 40 })
-	// A worker counts itself before its completion is recorded, so the limit holds for
-	// the rows; the in-process count can briefly see one finishing and one starting.
-	if w := worst.Load(); w > 2 {
-		t.Errorf("%d jobs of a queue limited to 2 ran at once", w)
+	testnode.Eventually(t, 60*time.Second, "every limited job ran", func() bool { return done.Load() == n })
+	return worst.Load()
+}
+
+func storedLimit(t *testing.T, n *twice.Node, queue string) int {
+	stats, err := n.Jobs().Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
+	for _, s := range stats {
+		if s.Queue == queue {
+			return s.GlobalLimit
+		}
+	}
+	return 0
 }
 
 func jobsPauseAndResume(t *testing.T, backend Backend) {

@@ -1,0 +1,1 @@
+ALTER TABLE twice_queues DROP COLUMN global_limit;
