@@ -5,4 +5,5 @@ import "github.com/twicehq/twice/internal/nodehook"
 // The faults twicetest injects into a node (see package nodehook).
 func init() {
 	nodehook.StopHeartbeats = func(node any) func() { return node.(*Node).members.Suspend() }
+	nodehook.CutBus = func(node any) func() { return node.(*Node).cuttable.Cut() }
 }

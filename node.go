@@ -43,15 +43,16 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	store   *store.Store
-	bus     bus.Bus
-	signer  *bus.Signer // of Config.ClusterSecret; nil without one
-	members *cluster.Membership
-	leases  *lease.Manager
-	leader  *cluster.Leader
-	locks   *lock.Locks
-	health  *health.Health
-	blocks  blocks
+	store    *store.Store
+	bus      bus.Bus
+	cuttable *bus.Cuttable // bus, which twicetest can cut (see internal/nodehook)
+	signer   *bus.Signer   // of Config.ClusterSecret; nil without one
+	members  *cluster.Membership
+	leases   *lease.Manager
+	leader   *cluster.Leader
+	locks    *lock.Locks
+	health   *health.Health
+	blocks   blocks
 
 	// panics counts the panics recovered from the users' code the node runs (see Panics).
 	panics    atomic.Int64
@@ -112,10 +113,12 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.members.Join(ctx); err != nil {
 		return err
 	}
-	n.bus, err = n.openBus(ctx)
+	b, err := n.openBus(ctx)
 	if err != nil {
 		return err
 	}
+	n.cuttable = bus.NewCuttable(b, n.log, &n.panics)
+	n.bus = n.cuttable
 	n.leases, err = lease.NewManager(n.store, lease.Config{Service: cfg.Name, Holder: cfg.InstanceID, TTL: cfg.LeaseTTL,
 		Logger: n.log, OnRelease: n.announceRelease, Panics: &n.panics})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
@@ -196,6 +197,43 @@ func TestExampleStopHeartbeats(t *testing.T) {
 		case <-stalled:
 		case <-time.After(5 * time.Second):
 			t.Fatal("a heard of no stall")
+		}
+	})
+}
+
+// A node that cannot hear the bus still works the jobs others enqueue, at its queue's poll
+// instead of at once, and vouches for the bus again once it is restored.
+func TestExampleCutBus(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		cfg := twice.Config{Jobs: jobs.Config{Poll: 200 * time.Millisecond}}
+		nodes := twicetest.Open(t, 2, &twicetest.Options{Store: s, Config: cfg})
+		a, b := nodes[0], nodes[1]
+		ran := make(chan struct{}, 10)
+		err := jobs.Register(b.Jobs(), jobs.WorkFunc[Digest](func(ctx context.Context, job *jobs.Job[Digest]) error {
+			ran <- struct{}{}
+			return nil
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		restore := twicetest.CutBus(t, b)
+		if bus.Delivering(b.Bus()) {
+			t.Fatal("a node cut from the bus vouches for it")
+		}
+		for range 2 {
+			if _, err := a.Jobs().Enqueue(ctx, Digest{}, nil); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-ran: // found by b's poll while cut, woken after
+			case <-time.After(20 * time.Second):
+				t.Fatal("b did not run the job within 20s")
+			}
+			restore()
+		}
+		if !bus.Delivering(b.Bus()) {
+			t.Fatal("the restored bus does not vouch")
 		}
 	})
 }

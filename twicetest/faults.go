@@ -19,3 +19,16 @@ func StopHeartbeats(t testing.TB, n *twice.Node) (resume func()) {
 	t.Cleanup(resume)
 	return resume
 }
+
+// CutBus stops n from hearing the bus until the returned restore is called, or until t
+// ends, as when its PostgreSQL LISTEN connection or NATS subscription drops: its
+// subscribers are told the signals were lost, it hears none of the others' signals, and
+// its building blocks fall back to their own polls (Config.Jobs.Poll and the like, instead
+// of Config.Backstop), so it still sees every change, later. What it publishes still
+// reaches the others. Restoring tells its subscribers Lost again, so they look at once.
+func CutBus(t testing.TB, n *twice.Node) (restore func()) {
+	t.Helper()
+	restore = nodehook.CutBus(n)
+	t.Cleanup(restore)
+	return restore
+}

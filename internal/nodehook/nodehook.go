@@ -6,3 +6,7 @@ package nodehook
 // StopHeartbeats stops the heartbeats of node (a *twice.Node) until resume is called: see
 // cluster.Membership.Suspend.
 var StopHeartbeats func(node any) (resume func())
+
+// CutBus stops node (a *twice.Node) from hearing the bus until restore is called: see
+// bus.Cuttable.Cut.
+var CutBus func(node any) (restore func())
