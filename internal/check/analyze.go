@@ -53,8 +53,9 @@ func (r *run) analyze(ctx context.Context, recovered bool) error {
 	}
 	finalOp := instance.Op{Kind: "read", Value: final, Call: finalCall, Return: time.Now().UnixNano(), Result: "ok"}
 
-	r.report.add(tokenOrder(invLeaderOrder, writes, "leader"))
-	r.report.add(tokenOrder(invLockOrder, writes, "lock"))
+	at := writeTimes(events)
+	r.report.add(tokenOrder(invLeaderOrder, writes, "leader", at))
+	r.report.add(tokenOrder(invLockOrder, writes, "lock", at))
 	r.report.add(refusedLeftNoTrace(events, writes))
 	r.report.add(linearizable(events, writes, finalOp))
 	r.report.add(oneBeliever(events, r.p.LeaseTTL))
@@ -77,7 +78,7 @@ func (r *run) analyze(ctx context.Context, recovered bool) error {
 	}
 	r.report.add(ticks)
 	r.report.add(recovery(recovered))
-	return nil
+	return r.timeline(ctx, events, faults)
 }
 
 // recovery judges whether, once every fault was healed, a leader wrote and the consumer
@@ -85,8 +86,7 @@ func (r *run) analyze(ctx context.Context, recovered bool) error {
 func recovery(recovered bool) Invariant {
 	inv := Invariant{Name: invRecovery, Operations: 1}
 	if !recovered {
-		inv.Violations = 1
-		inv.Details = []string{"after every fault was healed, no leader wrote, or the consumer groups, the jobs or the schedule did not catch up within a minute"}
+		inv.violate(time.Time{}, "after every fault was healed, no leader wrote, or the consumer groups, the jobs or the schedule did not catch up within a minute")
 	}
 	return inv
 }
@@ -119,7 +119,7 @@ func (r *run) faultsAndStalls(events []instance.Event) []faultRec {
 		if !faultedBetween(r.log, ev.ID, from, to) && !r.pausedWriter(from, to) {
 			r.report.Stalls++ // not the echo of a pause or a cut the checker made
 		}
-		all = append(all, faultRec{kind: "stall", instance: ev.ID, start: from, end: to})
+		all = append(all, faultRec{kind: "stall", instance: ev.ID, slot: ev.Proc, start: from, end: to})
 	}
 	return all
 }
@@ -156,8 +156,9 @@ func readLog(ctx context.Context, s *store.Store, service string) ([]logWrite, e
 }
 
 // tokenOrder checks that, in commit order, no write of kind carries a token lower than an
-// earlier one: a stale holder's write was never accepted after a newer holder's.
-func tokenOrder(name string, writes []logWrite, kind string) Invariant {
+// earlier one: a stale holder's write was never accepted after a newer holder's. at, if not
+// nil, tells when a write committed, as its writer saw it (zero if unknown).
+func tokenOrder(name string, writes []logWrite, kind string, at func(logWrite) time.Time) Invariant {
 	inv := Invariant{Name: name}
 	var last int64
 	var lastBy string
@@ -167,13 +168,44 @@ func tokenOrder(name string, writes []logWrite, kind string) Invariant {
 		}
 		inv.Operations++
 		if w.token < last {
-			inv.Violations++
-			inv.Details = append(inv.Details, fmt.Sprintf("write by %s with token %d committed after %s's with token %d", w.instance, w.token, lastBy, last))
+			var when time.Time
+			if at != nil {
+				when = at(w)
+			}
+			inv.violate(when, "write by %s with token %d committed after %s's with token %d", w.instance, w.token, lastBy, last)
 			continue
 		}
 		last, lastBy = w.token, w.instance
 	}
 	return inv
+}
+
+// writeTimes returns when each logged write committed as its writer saw it: a leader's
+// write by its unique value, when its operation returned; a lock holder's by its token,
+// when it reported the lock's write. The log table has no clock of its own.
+func writeTimes(events []instance.Event) func(logWrite) time.Time {
+	leader, lock := map[int64]time.Time{}, map[int64]time.Time{}
+	for _, e := range events {
+		switch {
+		case e.Event == "op" && e.Op.Kind == "write":
+			leader[e.Op.Value] = time.Unix(0, e.Op.Return)
+		case e.Event == "locked":
+			lock[e.Token] = e.Time()
+		}
+	}
+	return func(w logWrite) time.Time {
+		if w.kind == "lock" {
+			return lock[w.token]
+		}
+		return leader[w.value]
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // refusedLeftNoTrace checks that a write refused by fencing never committed.
@@ -189,8 +221,7 @@ func refusedLeftNoTrace(events []instance.Event, writes []logWrite) Invariant {
 		if e.Event == "op" && e.Op.Kind == "write" && e.Op.Result == "fenced" {
 			inv.Operations++
 			if committed[e.Op.Value] {
-				inv.Violations++
-				inv.Details = append(inv.Details, fmt.Sprintf("%s's write %d with token %d was refused yet committed", e.ID, e.Op.Value, e.Op.Token))
+				inv.violate(time.Unix(0, e.Op.Return), "%s's write %d with token %d was refused yet committed", e.ID, e.Op.Value, e.Op.Token)
 			}
 		}
 	}
@@ -294,11 +325,9 @@ func linearizable(events []instance.Event, writes []logWrite, final instance.Op)
 	switch porcupine.CheckOperationsTimeout(fencedRegister.ToModel(), ops, 2*time.Minute) {
 	case porcupine.Ok:
 	case porcupine.Illegal:
-		inv.Violations = 1
-		inv.Details = []string{"the history of register reads and fenced writes has no linearization"}
+		inv.violate(time.Time{}, "the history of register reads and fenced writes has no linearization")
 	default:
-		inv.Violations = 1
-		inv.Details = []string{"porcupine could not decide within two minutes"}
+		inv.violate(time.Time{}, "porcupine could not decide within two minutes")
 	}
 	return inv
 }
@@ -314,8 +343,7 @@ func oneBeliever(events []instance.Event, ttl time.Duration) Invariant {
 				continue
 			}
 			if overlap := a.Overlap(b); overlap > ttl {
-				inv.Violations++
-				inv.Details = append(inv.Details, fmt.Sprintf("%s (token %d) and %s (token %d) both led for %v", a.ID, a.Token, b.ID, b.Token, overlap))
+				inv.violate(later(a.Start, b.Start), "%s (token %d) and %s (token %d) both led for %v", a.ID, a.Token, b.ID, b.Token, overlap)
 			}
 		}
 	}
@@ -356,15 +384,12 @@ func eventInvariants(ctx context.Context, s *store.Store, service string) (eo, s
 	for _, id := range ids {
 		switch n := counts[instance.CheckGroupEO][id]; {
 		case n == 0:
-			eo.Violations++
-			eo.Details = append(eo.Details, fmt.Sprintf("event %d never handled", id))
+			eo.violate(time.Time{}, "event %d never handled", id)
 		case n > 1:
-			eo.Violations++
-			eo.Details = append(eo.Details, fmt.Sprintf("event %d handled %d times", id, n))
+			eo.violate(time.Time{}, "event %d handled %d times", id, n)
 		}
 		if counts[instance.CheckGroupShared][id] == 0 {
-			shared.Violations++
-			shared.Details = append(shared.Details, fmt.Sprintf("event %d never handled", id))
+			shared.violate(time.Time{}, "event %d never handled", id)
 		}
 	}
 	return eo, shared, nil
@@ -441,8 +466,7 @@ func jobInvariants(ctx context.Context, s *store.Store, service string, faults [
 	lost.Operations = len(states)
 	for id, st := range states {
 		if st != 4 || len(runs[id]) == 0 {
-			lost.Violations++
-			lost.Details = append(lost.Details, fmt.Sprintf("job %d: state bits %d, %d runs", id, st, len(runs[id])))
+			lost.violate(time.Time{}, "job %d: state bits %d, %d runs", id, st, len(runs[id]))
 		}
 	}
 	twice.Operations = len(runs)
@@ -465,9 +489,8 @@ func judgeRuns(inv *Invariant, what string, rs []jobRun, faults []faultRec) {
 	})
 	for i := 0; i+1 < len(rs); i++ {
 		if !faultedBetween(faults, rs[i].instance, rs[i].claimed, rs[i+1].started) {
-			inv.Violations++
-			inv.Details = append(inv.Details, fmt.Sprintf("%s ran on %s (attempt %d) and again on %s (attempt %d) %v later, with no fault on %s between",
-				what, rs[i].instance, rs[i].attempt, rs[i+1].instance, rs[i+1].attempt, rs[i+1].started.Sub(rs[i].started).Round(time.Millisecond), rs[i].instance))
+			inv.violate(rs[i+1].started, "%s ran on %s (attempt %d) and again on %s (attempt %d) %v later, with no fault on %s between",
+				what, rs[i].instance, rs[i].attempt, rs[i+1].instance, rs[i+1].attempt, rs[i+1].started.Sub(rs[i].started).Round(time.Millisecond), rs[i].instance)
 		}
 	}
 }
@@ -523,8 +546,7 @@ func tickInvariant(ctx context.Context, s *store.Store, service string, faults [
 		return inv, err
 	}
 	if len(ticks) == 0 {
-		inv.Violations = 1
-		inv.Details = []string{"the schedule never fired"}
+		inv.violate(time.Time{}, "the schedule never fired")
 		return inv, nil
 	}
 	inv.Operations = int(last - first + 1)
@@ -533,12 +555,10 @@ func tickInvariant(ctx context.Context, s *store.Store, service string, faults [
 		jobs := ticks[sec]
 		switch {
 		case jobs == nil:
-			inv.Violations++
-			inv.Details = append(inv.Details, name+" never ran")
+			inv.violate(time.Unix(sec, 0), "%s never ran", name)
 			continue
 		case len(jobs) > 1:
-			inv.Violations++
-			inv.Details = append(inv.Details, fmt.Sprintf("%s fired as %d jobs", name, len(jobs)))
+			inv.violate(time.Unix(sec, 0), "%s fired as %d jobs", name, len(jobs))
 		}
 		for _, rs := range jobs {
 			judgeRuns(&inv, name, rs, faults)

@@ -29,7 +29,7 @@ func analyserCases() map[string]analyserCase {
 			if plant {
 				writes = append(writes, logWrite{"leader", 1, 11, "a"}) // a stale holder after the newer one
 			}
-			return tokenOrder(invLeaderOrder, writes, "leader")
+			return tokenOrder(invLeaderOrder, writes, "leader", nil)
 		},
 		invLockOrder: func(t *testing.T, _ *store.Store, _ string, plant bool) Invariant {
 			// Leader writes out of order do not count for the locks.
@@ -37,7 +37,7 @@ func analyserCases() map[string]analyserCase {
 			if plant {
 				writes = append(writes, logWrite{"lock", 1, 5, "a"})
 			}
-			return tokenOrder(invLockOrder, writes, "lock")
+			return tokenOrder(invLockOrder, writes, "lock", nil)
 		},
 		invRefused: func(t *testing.T, _ *store.Store, _ string, plant bool) Invariant {
 			refused := []instance.Event{op("op", 0, instance.Op{Kind: "write", Value: 11, Token: 1, Result: "fenced"})}

@@ -79,6 +79,8 @@ type Report struct {
 	Invariants []Invariant `json:"invariants"`
 	// Violations is the sum over the invariants; a run passes when it is 0.
 	Violations int `json:"violations"`
+	// Timeline is what happened when, for the HTML report ([Report.WriteHTML]).
+	Timeline *Timeline `json:"timeline,omitempty"`
 }
 
 // Invariant is the verdict on one property.
@@ -87,6 +89,32 @@ type Invariant struct {
 	Operations int      `json:"operations"`
 	Violations int      `json:"violations"`
 	Details    []string `json:"details,omitempty"` // the first few violations
+	// Found places the first violations (up to maxFound) on the run's timeline.
+	Found []Found `json:"found,omitempty"`
+}
+
+// Found is one violation: when it happened or, when the history cannot tell (a verdict on
+// the final state, or on the history as a whole), when the checker found it.
+type Found struct {
+	At     time.Time `json:"at"`
+	Detail string    `json:"detail"`
+}
+
+// maxFound bounds the violations of one invariant placed on the timeline: past a hundred,
+// more marks hide the run rather than show it.
+const maxFound = 100
+
+// violate counts a violation that happened at at (zero: now, when it was found).
+func (inv *Invariant) violate(at time.Time, format string, args ...any) {
+	if at.IsZero() {
+		at = time.Now()
+	}
+	detail := fmt.Sprintf(format, args...)
+	inv.Violations++
+	inv.Details = append(inv.Details, detail)
+	if len(inv.Found) < maxFound {
+		inv.Found = append(inv.Found, Found{At: at, Detail: detail})
+	}
 }
 
 func (r *Report) add(inv Invariant) {
@@ -134,20 +162,26 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	service := "check-" + hex.EncodeToString(b)
 
 	r := &run{p: p, s: s, service: service, faults: faults, rng: rand.New(rand.NewPCG(p.Seed, p.Seed>>1)),
-		report: &Report{Store: string(s.Dialect()), Instances: p.Instances, Seed: p.Seed, Faults: map[string]int{}}}
+		report: &Report{Store: string(s.Dialect()), Instances: p.Instances, Seed: p.Seed, Faults: map[string]int{}},
+		rec:    &recorder{}}
 	defer r.cleanup()
+	r.phase("start instances")
 	if err := r.start(ctx); err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	r.http = newHTTPLoad(r.g)
+	r.phase("faults")
+	r.http = newHTTPLoad(r.g, r.rec)
 	r.http.start(ctx)
 	if err := r.inject(ctx); err != nil {
 		return nil, err
 	}
+	r.phase("heal")
 	recovered := r.heal(ctx)
 	r.http.stop()
+	r.phase("drain")
 	caughtUp := r.drain(ctx)
+	r.phase("verify")
 	sessions, idem, err := r.http.verify(ctx, r.s, r.service)
 	if err != nil {
 		return nil, err
@@ -213,13 +247,26 @@ type run struct {
 	proxies []*Proxy
 	http    *httpLoad
 	log     []faultRec // every fault injected, for judging duplicate job runs
+	rec     *recorder  // every operation, for the report's charts
+	phases  []Phase    // the stages so far; the last one's End is set when the next begins
 }
 
-// faultRec is one injected fault: what, on which instance (empty for all), from when to when.
+// faultRec is one injected fault (or a stall): what, on which instance (empty for all) in
+// which slot (-1 for all), from when to when.
 type faultRec struct {
 	kind       string
 	instance   string
+	slot       int
 	start, end time.Time
+}
+
+// phase ends the current stage of the run and begins the next, called name.
+func (r *run) phase(name string) {
+	now := time.Now()
+	if n := len(r.phases); n > 0 {
+		r.phases[n-1].End = now
+	}
+	r.phases = append(r.phases, Phase{Name: name, Start: now})
 }
 
 func (r *run) start(ctx context.Context) error {
@@ -269,9 +316,9 @@ func (r *run) inject(ctx context.Context) error {
 		}
 		kind := r.faults[i%len(r.faults)]
 		slot := r.target()
-		rec := faultRec{kind: kind, start: time.Now()}
+		rec := faultRec{kind: kind, slot: -1, start: time.Now()}
 		if p := r.g.Proc(slot); p != nil && kind != FaultRestart {
-			rec.instance = p.ID
+			rec.instance, rec.slot = p.ID, slot
 		}
 		if err := r.fault(ctx, kind, slot); err != nil {
 			return fmt.Errorf("check: fault %s on instance %d: %w", kind, slot, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,10 +29,10 @@ func op(e string, proc int, o instance.Op) instance.Event {
 func TestAnalyzersCatchViolations(t *testing.T) {
 	t.Parallel()
 	writes := []logWrite{{"leader", 1, 10, "a"}, {"leader", 2, 20, "b"}, {"leader", 1, 11, "a"}}
-	if inv := tokenOrder("x", writes, "leader"); inv.Violations != 1 || inv.Operations != 3 {
+	if inv := tokenOrder("x", writes, "leader", nil); inv.Violations != 1 || inv.Operations != 3 {
 		t.Errorf("token order: %+v", inv)
 	}
-	if inv := tokenOrder("x", writes[:2], "leader"); inv.Violations != 0 {
+	if inv := tokenOrder("x", writes[:2], "leader", nil); inv.Violations != 0 {
 		t.Errorf("token order on a good log: %+v", inv)
 	}
 	refused := []instance.Event{op("op", 0, instance.Op{Kind: "write", Value: 11, Token: 1, Result: "fenced"})}
@@ -126,7 +127,61 @@ func TestRun(t *testing.T) {
 		if len(rep.Faults) == 0 {
 			t.Fatal("no fault injected")
 		}
+		checkTimeline(t, rep)
 	})
+}
+
+// checkTimeline checks that a run's report has what the HTML report draws: every building
+// block's operations, every injected fault on an instance, the stages in order.
+func checkTimeline(t *testing.T, rep *Report) {
+	t.Helper()
+	tl := rep.Timeline
+	if tl == nil {
+		t.Fatal("no timeline")
+	}
+	var blocks []string
+	for _, s := range tl.Series {
+		blocks = append(blocks, s.Block)
+		total := 0
+		for i := range s.OK {
+			total += s.OK[i]
+		}
+		if total == 0 {
+			t.Errorf("%s: no operation succeeded", s.Block)
+		}
+	}
+	if !slices.Equal(blocks, blockOrder) {
+		t.Errorf("series %v, want one per block: %v", blocks, blockOrder)
+	}
+	injected := 0
+	for _, f := range tl.Faults {
+		if len(f.Slots) == 0 || f.End.Before(f.Start) || f.Start.Before(tl.Start) || f.End.After(tl.End) {
+			t.Errorf("fault %+v: no instance, or outside the run %v to %v", f, tl.Start, tl.End)
+		}
+		if f.Injected {
+			injected++
+		}
+	}
+	want := 0
+	for _, n := range rep.Faults {
+		want += n
+	}
+	if injected != want {
+		t.Errorf("%d injected faults on the timeline, %d counted", injected, want)
+	}
+	var names []string
+	for i, p := range tl.Phases {
+		names = append(names, p.Name)
+		if p.End.Before(p.Start) || i > 0 && !p.Start.Equal(tl.Phases[i-1].End) {
+			t.Errorf("stage %+v does not follow the one before", p)
+		}
+	}
+	if strings.Join(names, ",") != "start instances,faults,heal,drain,verify" {
+		t.Errorf("stages %v", names)
+	}
+	if len(tl.Terms) == 0 {
+		t.Error("no leadership term")
+	}
 }
 
 // syncBuffer collects the instances' logs, which their processes write concurrently.

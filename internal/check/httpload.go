@@ -26,6 +26,7 @@ const sessionKeys = 4
 type httpLoad struct {
 	g      *instance.Group
 	client *http.Client
+	rec    *recorder
 
 	mu      sync.Mutex // protects the fields below
 	pos     int
@@ -41,8 +42,8 @@ type httpLoad struct {
 	wg     sync.WaitGroup
 }
 
-func newHTTPLoad(g *instance.Group) *httpLoad {
-	return &httpLoad{g: g, client: &http.Client{Timeout: 2 * time.Second}, addrs: map[int]string{},
+func newHTTPLoad(g *instance.Group, rec *recorder) *httpLoad {
+	return &httpLoad{g: g, client: &http.Client{Timeout: 2 * time.Second}, rec: rec, addrs: map[int]string{},
 		acked: map[string]int64{}, tried: map[string]int64{}, paid: map[string]bool{}}
 }
 
@@ -118,7 +119,7 @@ func judgeConverge(ctx context.Context, addrs []string, truth func(context.Conte
 	view func(context.Context, string) (instance.Converged, error), limit time.Duration) (Invariant, error) {
 	inv := Invariant{Name: invConverge}
 	if len(addrs) == 0 {
-		inv.Violations, inv.Details = 1, []string{"no instance serves HTTP"}
+		inv.violate(time.Time{}, "no instance serves HTTP")
 		return inv, nil
 	}
 	deadline := time.Now().Add(limit)
@@ -135,9 +136,8 @@ func judgeConverge(ctx context.Context, addrs []string, truth func(context.Conte
 				break
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
-				inv.Violations++
-				inv.Details = append(inv.Details, fmt.Sprintf("instance at %s after %v: setting %d, cache %d, last value %d (err %v)",
-					a, limit, got.Setting, got.Cache, want, err))
+				inv.violate(time.Time{}, "instance at %s after %v: setting %d, cache %d, last value %d (err %v)",
+					a, limit, got.Setting, got.Cache, want, err)
 				break
 			}
 			sleep(ctx, 20*time.Millisecond)
@@ -187,18 +187,31 @@ func (h *httpLoad) do(ctx context.Context, method, path string, header http.Head
 		req.Header.Set("Cookie", h.cookie)
 	}
 	h.mu.Unlock()
+	start := time.Now()
 	resp, err := h.client.Do(req)
 	if err != nil {
+		h.record(path, start, true)
 		return 0, "", err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	h.record(path, start, resp.StatusCode >= 300)
 	if c := resp.Header.Get("Set-Cookie"); c != "" && method == http.MethodPost && path == "/login" {
 		h.mu.Lock()
 		h.cookie, _, _ = strings.Cut(c, ";")
 		h.mu.Unlock()
 	}
 	return resp.StatusCode, string(body), nil
+}
+
+// record counts the request to path that began at start for the report: /pay under
+// idempotency, the rest under sessions.
+func (h *httpLoad) record(path string, start time.Time, failed bool) {
+	block := BlockSessions
+	if path == "/pay" {
+		block = BlockIdempotency
+	}
+	h.rec.add(sample{block: block, at: start, latency: time.Since(start), failed: failed})
 }
 
 // retry waits a moment before the next attempt, and reports whether to go on.
@@ -329,8 +342,7 @@ func judgeSessions(got, acked, tried map[string]int64, reqs int) Invariant {
 		// The value is the last confirmed write, or a later one that was sent but whose
 		// answer was lost; anything older means a confirmed update was lost.
 		if v < acked[key] || v > tried[key] {
-			inv.Violations++
-			inv.Details = append(inv.Details, fmt.Sprintf("key %s holds %d; confirmed %d, sent up to %d", key, v, acked[key], tried[key]))
+			inv.violate(time.Time{}, "key %s holds %d; confirmed %d, sent up to %d", key, v, acked[key], tried[key])
 		}
 	}
 	return inv
@@ -343,14 +355,12 @@ func judgeIdempotency(paid map[string]bool, pending string, counts map[string]in
 	inv := Invariant{Name: invIdempotency, Operations: len(paid)}
 	for k := range paid {
 		if counts[k] != 1 {
-			inv.Violations++
-			inv.Details = append(inv.Details, fmt.Sprintf("key %s answered 2xx but has %d effects", k, counts[k]))
+			inv.violate(time.Time{}, "key %s answered 2xx but has %d effects", k, counts[k])
 		}
 	}
 	for k, n := range counts {
 		if !paid[k] && (k != pending || n > 1) {
-			inv.Violations++
-			inv.Details = append(inv.Details, fmt.Sprintf("key %s has %d effects but was never sent to completion", k, n))
+			inv.violate(time.Time{}, "key %s has %d effects but was never sent to completion", k, n)
 		}
 	}
 	return inv
