@@ -67,6 +67,7 @@ func checkRun(ctx context.Context, args []string, stdout, stderr io.Writer, run 
 	seed := fs.Uint64("seed", 0, "seed of the fault schedule (default random, printed)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	logPath := fs.String("instance-log", "", "write the instances' own logs (warnings, elections) to this file")
+	reportPath := fs.String("report", "", "write the run's HTML report (timeline, latency, invariants) to this file")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -87,6 +88,16 @@ func checkRun(ctx context.Context, args []string, stdout, stderr io.Writer, run 
 				return fmt.Errorf("%w: check: unknown fault %q", errUsage, f)
 			}
 		}
+	}
+	// The report's file is made now, so a path that cannot be written fails before the
+	// minutes of the run, not after.
+	var report *reportFile
+	if *reportPath != "" {
+		var err error
+		if report, err = newReportFile(*reportPath); err != nil {
+			return err
+		}
+		defer report.discard()
 	}
 	dsn, schema, cleanup, err := checkTarget(ctx, *kind, &db)
 	if err != nil {
@@ -125,6 +136,12 @@ func checkRun(ctx context.Context, args []string, stdout, stderr io.Writer, run 
 		}
 	} else {
 		printCheck(stdout, rep)
+	}
+	if report != nil {
+		if err := report.write(rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(progress, "report: %s\n", report.path)
 	}
 	if rep.Violations > 0 {
 		return fmt.Errorf("%w: %d violations", errViolations, rep.Violations)
@@ -180,6 +197,55 @@ func checkTarget(ctx context.Context, kind string, db *dbFlags) (dsn, schema str
 		}, nil
 	default:
 		return "", "", nil, fmt.Errorf("%w: check: --store must be sqlite or postgres, not %q", errUsage, kind)
+	}
+}
+
+// reportFile is where `twice check --report` writes its page: a temporary file beside the
+// destination, made before the run (proving the directory exists and is writable) and
+// renamed onto it once the page is written, so a run that fails leaves no half a report.
+type reportFile struct {
+	path string
+	tmp  *os.File
+}
+
+func newReportFile(path string) (*reportFile, error) {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("%w: check: --report %s is a directory; name the HTML file to write", errUsage, path)
+	}
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("%w: check: --report %s: no directory %s to write it in", errUsage, path, dir)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return nil, fmt.Errorf("check: --report: %w", err)
+	}
+	return &reportFile{path: path, tmp: tmp}, nil
+}
+
+func (f *reportFile) write(rep *check.Report) error {
+	if err := rep.WriteHTML(f.tmp); err != nil {
+		return fmt.Errorf("check: report: %w", err)
+	}
+	if err := f.tmp.Close(); err != nil {
+		return fmt.Errorf("check: report: %w", err)
+	}
+	// CreateTemp makes the file readable by its owner alone; a report is for sharing.
+	if err := os.Chmod(f.tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("check: report: %w", err)
+	}
+	if err := os.Rename(f.tmp.Name(), f.path); err != nil {
+		return fmt.Errorf("check: report: %w", err)
+	}
+	f.tmp = nil
+	return nil
+}
+
+// discard removes the temporary file unless write renamed it.
+func (f *reportFile) discard() {
+	if f.tmp != nil {
+		f.tmp.Close()
+		os.Remove(f.tmp.Name())
 	}
 }
 

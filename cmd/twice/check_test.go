@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -51,5 +53,52 @@ func TestCheckExitStatus(t *testing.T) {
 				t.Errorf("exit %d, want %d (%v)\n%s%s", code, c.want, err, out.String(), errOut.String())
 			}
 		})
+	}
+}
+
+// A --report that cannot be written is a usage error before the run, not a failure after it.
+func TestCheckReportPath(t *testing.T) {
+	dir := t.TempDir()
+	ran := false
+	never := func(context.Context, check.Params) (*check.Report, error) {
+		ran = true
+		return &check.Report{}, nil
+	}
+	for _, path := range []string{filepath.Join(dir, "missing", "r.html"), dir} {
+		var out, errOut bytes.Buffer
+		err := checkWith(context.Background(), []string{"--report", path}, &out, &errOut, never)
+		if code := exitStatus(err, &out, &errOut); code != 2 || ran || !strings.Contains(errOut.String(), "--report "+path) {
+			t.Errorf("--report %s: exit %d, ran %v, %q; want 2 before the run, naming the path", path, code, ran, errOut.String())
+		}
+	}
+
+	// With violations the report is still written (it is for finding them), and nothing is
+	// left beside it.
+	path := filepath.Join(dir, "r.html")
+	var out, errOut bytes.Buffer
+	err := checkWith(context.Background(), []string{"--report", path}, &out, &errOut, func(context.Context, check.Params) (*check.Report, error) {
+		return &check.Report{Violations: 1, Invariants: []check.Invariant{{Name: "x", Operations: 5, Violations: 1, Details: []string{"planted"}}}}, nil
+	})
+	if code := exitStatus(err, &out, &errOut); code != 1 {
+		t.Errorf("exit %d, want 1 (violations)", code)
+	}
+	page, err := os.ReadFile(path)
+	if err != nil || !strings.Contains(string(page), "planted") {
+		t.Errorf("report: %v; %.200q", err, page)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("the directory holds %d entries, want the report alone", len(entries))
+	}
+
+	// A check that could not run leaves no report, and no temporary file.
+	path = filepath.Join(dir, "none.html")
+	err = checkWith(context.Background(), []string{"--report", path}, &out, &errOut, func(context.Context, check.Params) (*check.Report, error) {
+		return nil, errors.New("instance: child exited before it was ready")
+	})
+	if code := exitStatus(err, &out, &errOut); code != 3 {
+		t.Errorf("exit %d, want 3", code)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("after a failed run the directory holds %d entries, want the first report alone", len(entries))
 	}
 }

@@ -75,8 +75,8 @@ func init() {
 			{"config", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--json]",
 				"time setting changes from commit to every watcher"}}},
 		{name: "check", run: checkCmd, note: dbNote, lines: []usageLine{
-			{"", "[--store sqlite|postgres] [--dsn DSN] [--duration 60s] [--short] [--faults LIST]\n[--pg-restart-cmd CMD] [--json]",
-				"run instances under faults; check every invariant;\nexit 1 on a violation, 3 if the check could not run"}}},
+			{"", "[--store sqlite|postgres] [--dsn DSN] [--duration 60s] [--short] [--faults LIST]\n[--pg-restart-cmd CMD] [--json] [--report FILE.html]",
+				"run instances under faults; check every invariant;\nexit 1 on a violation, 3 if the check could not run;\n--report writes an HTML page: timeline, latency, invariants"}}},
 		{name: "version", run: versionCmd, lines: []usageLine{{"", "", "print the version"}}},
 		{name: "help", run: helpCmd, lines: []usageLine{{"", "[COMMAND]", "this text, or one command's"}}},
 	}

@@ -3,6 +3,7 @@ package check
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -181,6 +182,9 @@ func checkTimeline(t *testing.T, rep *Report) {
 	}
 	if len(tl.Terms) == 0 {
 		t.Error("no leadership term")
+	}
+	if err := rep.WriteHTML(io.Discard); err != nil {
+		t.Error(err)
 	}
 }
 
