@@ -165,15 +165,21 @@ func newReportView(r *Report) *reportView {
 	if tl != nil && !tl.End.After(tl.Start) {
 		tl = nil // nothing to draw on
 	}
-	n := 0
+	var x func(time.Time) float64
+	if tl != nil {
+		x = scaleX(tl)
+	}
+	// Each placed violation is a row of the table and a mark on the timeline, the row
+	// linking to the mark by its id.
+	var marks []violationMark
 	for _, inv := range r.Invariants {
 		iv := invariantView{Name: inv.Name, Operations: inv.Operations, Violations: inv.Violations}
 		for _, f := range inv.Found {
-			n++
 			row := foundRow{Detail: f.Detail}
 			if tl != nil {
-				row.ID = "v-" + strconv.Itoa(n)
+				row.ID = "v-" + strconv.Itoa(len(marks)+1)
 				row.At = seconds(f.At.Sub(tl.Start))
+				marks = append(marks, violationMark{ID: row.ID, X: x(f.At), Title: inv.Name + " at " + row.At + ": " + f.Detail})
 			}
 			iv.Found = append(iv.Found, row)
 		}
@@ -189,8 +195,8 @@ func newReportView(r *Report) *reportView {
 	if tl == nil {
 		return v
 	}
-	x := scaleX(tl)
-	v.Timeline = timelineChart(r, tl, x)
+	v.Timeline = timelineChart(tl, x)
+	v.Timeline.Marks = marks
 	for i, f := range tl.Faults {
 		row := faultRow{ID: "f-" + strconv.Itoa(i+1), Kind: f.Kind, Injected: f.Injected, From: seconds(f.Start.Sub(tl.Start)), Lasted: seconds(f.End.Sub(f.Start))}
 		row.Where = slotNames(f, tl.Slots)
@@ -218,6 +224,8 @@ func seconds(d time.Duration) string {
 	return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + " s"
 }
 
+// slotNames says where f struck, for a band's title and the fault table: its instances, or
+// every one of a run's slots.
 func slotNames(f Fault, slots int) string {
 	if len(f.Slots) == slots && slots > 1 {
 		return "every instance"
@@ -233,7 +241,9 @@ func slotNames(f Fault, slots int) string {
 	return out
 }
 
-func timelineChart(r *Report, tl *Timeline, x func(time.Time) float64) *timelineView {
+// timelineChart draws the operations per second over the lanes of the instances, with the
+// faults, the terms and the stages; the caller adds the violations' marks.
+func timelineChart(tl *Timeline, x func(time.Time) float64) *timelineView {
 	v := &timelineView{OpsTop: opsTop, OpsBase: opsTop + opsHeight}
 	lanesTop := v.OpsBase + 30
 	laneY := func(slot int) float64 { return lanesTop + float64(slot)*(laneHeight+laneGap) }
@@ -242,7 +252,27 @@ func timelineChart(r *Report, tl *Timeline, x func(time.Time) float64) *timeline
 	for i := range tl.Slots {
 		v.Lanes = append(v.Lanes, lane{Y: laneY(i), Label: "instance " + strconv.Itoa(i)})
 	}
-	// Operations per second: the highest bucket sets the scale.
+	opsLines(v, tl, x)
+	for i, p := range tl.Phases {
+		// Names alternate between two rows: a short stage's would run into the next one's.
+		m := phaseMark{X: x(p.Start), TextX: x(p.Start) + 3, TextY: 12 + 11*float64(i%2), Anchor: "start", Name: p.Name}
+		if m.X > marginLeft+plotWidth-80 {
+			m.TextX, m.Anchor = m.X-3, "end"
+		}
+		v.Phases = append(v.Phases, m)
+	}
+	v.XTicks = timeTicks(tl, x, v.Bottom)
+	faultBands(v, tl, x, laneY)
+	for _, t := range tl.Terms {
+		v.Terms = append(v.Terms, band{Class: "term", X: x(t.Start), Y: laneY(t.Slot) + laneHeight - termHeight, W: math.Max(1, x(t.End)-x(t.Start)), H: termHeight,
+			Title: fmt.Sprintf("%s led with token %d from %s for %s", t.Instance, t.Token, seconds(t.Start.Sub(tl.Start)), seconds(t.End.Sub(t.Start)))})
+	}
+	return v
+}
+
+// opsLines draws a line per block of its operations per second (and one of its failures,
+// if it had any); the busiest bucket sets the scale.
+func opsLines(v *timelineView, tl *Timeline, x func(time.Time) float64) {
 	peak := 1.0
 	for _, s := range tl.Series {
 		for i := range s.OK {
@@ -266,15 +296,11 @@ func timelineChart(r *Report, tl *Timeline, x func(time.Time) float64) *timeline
 			})...)
 		}
 	}
-	for i, p := range tl.Phases {
-		// Names alternate between two rows: a short stage's would run into the next one's.
-		m := phaseMark{X: x(p.Start), TextX: x(p.Start) + 3, TextY: 12 + 11*float64(i%2), Anchor: "start", Name: p.Name}
-		if m.X > marginLeft+plotWidth-80 {
-			m.TextX, m.Anchor = m.X-3, "end"
-		}
-		v.Phases = append(v.Phases, m)
-	}
-	v.XTicks = timeTicks(tl, x, v.Bottom)
+}
+
+// faultBands draws each fault as a band in the lane of each instance it hit, and each
+// injected one also as a shade over the operations chart.
+func faultBands(v *timelineView, tl *Timeline, x func(time.Time) float64, laneY func(int) float64) {
 	for i, f := range tl.Faults {
 		id := "f-" + strconv.Itoa(i+1)
 		x0, x1 := x(f.Start), x(f.End)
@@ -295,19 +321,6 @@ func timelineChart(r *Report, tl *Timeline, x func(time.Time) float64) *timeline
 			v.Bands = append(v.Bands, b)
 		}
 	}
-	for _, t := range tl.Terms {
-		v.Terms = append(v.Terms, band{Class: "term", X: x(t.Start), Y: laneY(t.Slot) + laneHeight - termHeight, W: math.Max(1, x(t.End)-x(t.Start)), H: termHeight,
-			Title: fmt.Sprintf("%s led with token %d from %s for %s", t.Instance, t.Token, seconds(t.Start.Sub(tl.Start)), seconds(t.End.Sub(t.Start)))})
-	}
-	n := 0
-	for _, inv := range r.Invariants {
-		for _, f := range inv.Found {
-			n++
-			v.Marks = append(v.Marks, violationMark{ID: "v-" + strconv.Itoa(n), X: x(f.At),
-				Title: fmt.Sprintf("%s at %s: %s", inv.Name, seconds(f.At.Sub(tl.Start)), f.Detail)})
-		}
-	}
-	return v
 }
 
 // bucketX is the x of the middle of bucket b.
@@ -385,6 +398,7 @@ func latencyChart(tl *Timeline, s Series, i int, x func(time.Time) float64) late
 	return v
 }
 
+// msLabel names a latency axis's power of ten: "10 ms", "1 s".
 func msLabel(ms float64) string {
 	if ms >= 1000 {
 		return strconv.FormatFloat(ms/1000, 'f', -1, 64) + " s"
