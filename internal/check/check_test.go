@@ -81,6 +81,45 @@ func TestAnalyzersCatchViolations(t *testing.T) {
 	}
 }
 
+// A violation is placed on the timeline where it happened when the history tells, else when
+// it was found.
+func TestViolationTimes(t *testing.T) {
+	t.Parallel()
+	t0 := time.Now().Add(-time.Hour)
+	terms := []instance.Event{
+		{Event: "elected", Proc: 0, ID: "a", Token: 1, T: t0.UnixNano()},
+		{Event: "elected", Proc: 1, ID: "b", Token: 2, T: t0.Add(time.Second).UnixNano()},
+		{Event: "demoted", Proc: 0, ID: "a", Token: 1, T: t0.Add(3 * time.Second).UnixNano()},
+	}
+	inv := oneBeliever(terms, time.Second)
+	if len(inv.Found) != 1 || !inv.Found[0].At.Equal(time.Unix(0, t0.Add(time.Second).UnixNano())) || inv.Found[0].Detail != inv.Details[0] {
+		t.Errorf("two leaders: found %+v, want at b's election, %s", inv.Found, t0.Add(time.Second))
+	}
+
+	// A stale lock holder's write, at the time its holder reported it.
+	events := []instance.Event{{Event: "locked", Token: 1, T: t0.Add(5 * time.Second).UnixNano()}}
+	writes := []logWrite{{"lock", 2, 1, "b"}, {"lock", 1, 2, "a"}}
+	inv = tokenOrder("x", writes, "lock", writeTimes(events))
+	if len(inv.Found) != 1 || !inv.Found[0].At.Equal(time.Unix(0, t0.Add(5*time.Second).UnixNano())) {
+		t.Errorf("stale lock write: found %+v, want at %s", inv.Found, t0.Add(5*time.Second))
+	}
+	// Without a report of the write, when the checker found it.
+	before := time.Now()
+	inv = tokenOrder("x", writes, "lock", writeTimes(nil))
+	if len(inv.Found) != 1 || inv.Found[0].At.Before(before) {
+		t.Errorf("stale lock write, time unknown: found %+v, want now", inv.Found)
+	}
+
+	// Past maxFound, violations are counted but no longer placed.
+	var many Invariant
+	for range maxFound + 5 {
+		many.violate(t0, "v")
+	}
+	if many.Violations != maxFound+5 || len(many.Found) != maxFound {
+		t.Errorf("%d violations, %d placed", many.Violations, len(many.Found))
+	}
+}
+
 func TestFaultKinds(t *testing.T) {
 	t.Parallel()
 	if _, err := faultKinds(Params{Faults: []string{"drop"}}, "sqlite"); err == nil {
