@@ -208,6 +208,8 @@ type reportFile struct {
 	tmp  *os.File
 }
 
+// newReportFile refuses a path that is a directory or lies in none, as a usage error, and
+// makes the temporary file.
 func newReportFile(path string) (*reportFile, error) {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return nil, fmt.Errorf("%w: check: --report %s is a directory; name the HTML file to write", errUsage, path)
@@ -223,6 +225,7 @@ func newReportFile(path string) (*reportFile, error) {
 	return &reportFile{path: path, tmp: tmp}, nil
 }
 
+// write writes rep's page and puts it in place, readable by all.
 func (f *reportFile) write(rep *check.Report) error {
 	if err := rep.WriteHTML(f.tmp); err != nil {
 		return fmt.Errorf("check: report: %w", err)
