@@ -273,6 +273,13 @@ func Register[T Args](c *Client, w Worker[T]) error {
 	return nil
 }
 
+// KindOf is the kind of the argument type T, from Kind on its zero value; empty when that
+// panics (a pointer type whose Kind reads its receiver): Register refuses such a type.
+func KindOf[T Args]() string {
+	var zero T
+	return kindOf(zero)
+}
+
 // kindOf calls Kind on a zero T, tolerating a pointer type's nil receiver.
 func kindOf[T Args](zero T) (kind string) {
 	defer func() {

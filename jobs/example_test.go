@@ -145,3 +145,10 @@ func ExampleClient_ListTx() {
 	fmt.Println(len(inTx), inTx[0].Queue, string(inTx[0].Args))
 	// Output: 1 mail {"user_id":42}
 }
+
+// KindOf names the kind of an argument type without a value of it, as tests and tools that
+// look jobs up by type need.
+func ExampleKindOf() {
+	fmt.Println(jobs.KindOf[SendEmail]())
+	// Output: send-email
+}

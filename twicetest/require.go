@@ -37,7 +37,7 @@ func RequireEnqueued[T jobs.Args](t testing.TB, n *twice.Node, tx any, opts *Enq
 		o = *opts
 	}
 	var zero T
-	kind := kindOf(zero)
+	kind := jobs.KindOf[T]()
 	if kind == "" {
 		t.Fatalf("twicetest: RequireEnqueued: %T has no Kind on its zero value; give the type a value receiver", zero)
 	}
@@ -97,16 +97,6 @@ func inTx(tx any) string {
 		return " (committed)"
 	}
 	return " (in the transaction)"
-}
-
-// kindOf calls Kind on a zero T, tolerating a pointer type's nil receiver.
-func kindOf[T jobs.Args](zero T) (kind string) {
-	defer func() {
-		if recover() != nil {
-			kind = ""
-		}
-	}()
-	return zero.Kind()
 }
 
 // PublishedOpts narrows what [RequirePublished] accepts. The zero value accepts any event
