@@ -145,11 +145,3 @@ func lines(ls []string) string {
 	}
 	return "\n  " + strings.Join(ls, "\n  ")
 }
-
-// deadline returns ctx, bounded by limit if it has no deadline of its own.
-func deadline(ctx context.Context, limit time.Duration) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
-	return context.WithTimeout(ctx, limit)
-}

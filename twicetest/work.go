@@ -26,8 +26,11 @@ const unworkedGrace = 2 * time.Second
 // instance works: a kind whose worker nobody registered, or a queue missing from
 // Config.Jobs.Queues.
 func Work(ctx context.Context, n *twice.Node) ([]jobs.QueueStats, error) {
-	ctx, cancel := deadline(ctx, WorkLimit)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, WorkLimit)
+		defer cancel()
+	}
 	unworked := map[string]time.Time{} // queue → since when it has had jobs and no worker
 	var busy []jobs.QueueStats         // as the last look found them
 	for {
