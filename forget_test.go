@@ -98,6 +98,10 @@ func fillEveryTable(t *testing.T, db testdb.DB, s *store.Store, service string) 
 	if err := n.Jobs().PauseQueue(ctx, "paused"); err != nil {
 		t.Fatal(err)
 	}
+	// A rate limit records the held job's start.
+	if err := n.Jobs().SetRateLimit(ctx, jobs.DefaultQueue, jobs.RateLimit{Limit: 10, Period: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
 	if err := n.Cron().Add("hourly", "@hourly", heldJob{}, nil); err != nil {
 		t.Fatal(err)
 	}

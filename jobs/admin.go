@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twicehq/twice/store"
 )
@@ -212,6 +213,9 @@ type QueueStats struct {
 	// GlobalLimit caps the queue's running jobs across the cluster; 0 for no cap (see
 	// [Client.SetGlobalLimit]).
 	GlobalLimit int `json:"global_limit,omitempty"`
+	// RateLimit caps the queue's starts per period across the cluster; the zero value for
+	// none (see [Client.SetRateLimit]).
+	RateLimit RateLimit `json:"rate_limit,omitzero"`
 	// Workers counts the live instances that work the queue. A queue with jobs and no
 	// worker is a queue nobody runs: see [Config].Queues.
 	Workers   int `json:"workers"`
@@ -272,7 +276,8 @@ func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
 		return nil, err
 	}
 	rows.Close()
-	qrows, err := c.s.Reader().Query(ctx, c.s.SQL(`SELECT name, paused, global_limit FROM twice_queues WHERE service = $1`), c.d.Service)
+	qrows, err := c.s.Reader().Query(ctx, c.s.SQL(`SELECT name, paused, global_limit, rate_limit, rate_period_ms, rate_field
+FROM twice_queues WHERE service = $1`), c.d.Service)
 	if err != nil {
 		return nil, err
 	}
@@ -281,10 +286,14 @@ func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
 		var name string
 		var paused bool
 		var limit int
-		if err := qrows.Scan(&name, &paused, &limit); err != nil {
+		var rate RateLimit
+		var periodMS int64
+		if err := qrows.Scan(&name, &paused, &limit, &rate.Limit, &periodMS, &rate.ByField); err != nil {
 			return nil, err
 		}
-		get(name).Paused, get(name).GlobalLimit = paused, limit
+		rate.Period = time.Duration(periodMS) * time.Millisecond
+		s := get(name)
+		s.Paused, s.GlobalLimit, s.RateLimit = paused, limit, rate
 	}
 	if err := qrows.Err(); err != nil {
 		return nil, err

@@ -70,7 +70,8 @@ type Config struct {
 	// wake-ups: until its next scheduled job is due, at most block.Deps.Backstop (every
 	// write that makes a job available, now or later, wakes the queue). It stays at Poll
 	// while jobs wait that it could not take: a key held, the queue paused or at its
-	// GlobalLimit. Defaults to 1 second.
+	// GlobalLimit; a queue at its RateLimit looks again when the window has room.
+	// Defaults to 1 second.
 	Poll time.Duration
 	// CompleteBatch is the most attempts finished by one statement. Defaults to 1000.
 	CompleteBatch int
@@ -107,6 +108,11 @@ type QueueConfig struct {
 	// cap costs nothing for it: its fetch takes no lock and reads the cap in the statement
 	// that already checks whether the queue is paused.
 	GlobalLimit int
+	// RateLimit caps how many of the queue's jobs start per period across all instances,
+	// optionally per value of a field of the jobs' args (see [RateLimit]). It is stored
+	// with the queue when this instance starts working it, as GlobalLimit is (see
+	// [Client.SetRateLimit]). Defaults to none.
+	RateLimit RateLimit
 }
 
 func (c Config) withDefaults() Config {
@@ -156,6 +162,9 @@ func (c Config) validate() error {
 		seen[q.Name] = true
 		if q.Concurrency < 0 || q.GlobalLimit < 0 {
 			errs = append(errs, fmt.Errorf("queue %q: Concurrency and GlobalLimit must not be negative", q.Name))
+		}
+		if err := q.RateLimit.check(q.Name); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {

@@ -124,14 +124,17 @@ func (e pgEngine) fetch(ctx context.Context, p *producer, n int) ([]*Row, error)
 	}
 	var rows []*Row
 	err := c.s.InTx(ctx, func(tx store.Tx) error {
-		if _, err := tx.Exec(ctx, c.q.pg.limitLock, c.d.Service, p.queue); err != nil {
+		var now time.Time
+		if err := tx.QueryRow(ctx, c.q.pg.turn, c.s.NowArg(), c.d.Service, p.queue).Scan(&now); err != nil {
 			return err
 		}
-		room, err := p.room(ctx, tx, n)
-		if err != nil || room == 0 {
-			return err
-		}
-		rows, err = c.queryFetched(ctx, tx, c.q.pg.fetchLimited, c.s.NowArg(), c.d.Service, p.queue, room, c.d.Instance)
+		var err error
+		rows, err = p.underTurn(ctx, tx, now, n, func(n int, only []int64) ([]*Row, error) {
+			if only != nil {
+				return c.queryFetched(ctx, tx, c.q.pg.fetchOnly, now, c.d.Service, p.queue, n, c.d.Instance, only)
+			}
+			return c.queryFetched(ctx, tx, c.q.pg.fetchLimited, now, c.d.Service, p.queue, n, c.d.Instance)
+		})
 		return err
 	})
 	return rows, err

@@ -32,9 +32,12 @@ type producer struct {
 	once   sync.Once
 	begun  atomic.Bool
 
-	// limit is the queue's cluster-wide limit as this instance last read it (see
-	// Client.SetGlobalLimit); 0 while none was read.
-	limit atomic.Int64
+	// stored says whether the queue's row set a cluster-wide limit (a GlobalLimit or a
+	// RateLimit) when this instance last read it: see limited.
+	stored atomic.Bool
+	// slotIn is how long until a full rate window has room again, set by a fetch that
+	// filled it (see underTurn) and taken by the loop, which looks again then.
+	slotIn atomic.Int64
 
 	// tasks hands fetched jobs to idle workers; unbuffered, so a job never waits in it.
 	tasks chan task
@@ -82,7 +85,7 @@ func (p *producer) loop() {
 	// restUntil is when the poll fires while the queue rests longer than its Poll (see
 	// rest); zero while it polls at its Poll.
 	var restUntil time.Time
-	var soon *time.Timer
+	var soon, slot *time.Timer
 	soonStep := -1
 	more, woken, ticked := true, true, false
 	threshold := max(1, p.cfg.Concurrency/4)
@@ -114,6 +117,13 @@ func (p *producer) loop() {
 				}
 			}
 			woken = false
+		}
+		var slotC <-chan time.Time
+		if d := time.Duration(p.slotIn.Swap(0)); d > 0 {
+			slot = resetTimer(slot, d)
+		}
+		if slot != nil {
+			slotC = slot.C
 		}
 		if ticked {
 			ticked = false
@@ -149,6 +159,8 @@ func (p *producer) loop() {
 		case <-soonC:
 			more, woken = true, true
 			soonStep++
+		case <-slotC:
+			more, woken = true, true
 		case <-poll.C:
 			more, woken, ticked = true, true, true
 			restUntil = time.Time{}
@@ -164,7 +176,9 @@ func (p *producer) loop() {
 // the bus vouches for the wake-ups, which every write that makes a job available, now or
 // later, sends (see afterFinish). Jobs available now that the look could not take (their
 // key held by a job of another queue, the queue paused or at its GlobalLimit, this
-// instance not counted alive) keep it at its Poll: nothing announces what frees them.
+// instance not counted alive) keep it at its Poll: nothing announces what frees them. A
+// rate limit's full window is the exception: the fetch that filled it knows when it has
+// room again, and the loop looks then (see underTurn).
 func (p *producer) rest() time.Duration {
 	every := p.c.cfg.Poll
 	most := p.c.d.Poll(every)
@@ -176,9 +190,9 @@ func (p *producer) rest() time.Duration {
 		}
 		return every
 	}
-	until, ok, limit, err := p.c.due(ctx, p.queue)
+	until, ok, limited, err := p.c.due(ctx, p.queue)
 	if err == nil {
-		p.limit.Store(int64(limit))
+		p.stored.Store(limited)
 	}
 	switch {
 	case err != nil:
@@ -193,26 +207,27 @@ func (p *producer) rest() time.Duration {
 	}
 }
 
-// readLimit reads the queue's cluster-wide limit; a failure leaves the last one read.
+// readLimit reads whether the queue's row sets a cluster-wide limit; a failure leaves what
+// was last read.
 func (p *producer) readLimit(ctx context.Context) {
-	var limit int
-	if err := p.c.s.Reader().QueryRow(ctx, p.c.q.limitOf, p.c.d.Service, p.queue).Scan(&limit); err != nil {
-		p.c.log.Debug("jobs: reading the queue's limit failed", "queue", p.queue, "err", err)
+	var limited bool
+	if err := p.c.s.Reader().QueryRow(ctx, p.c.q.limitedQ, p.c.d.Service, p.queue).Scan(&limited); err != nil {
+		p.c.log.Debug("jobs: reading the queue's limits failed", "queue", p.queue, "err", err)
 		return
 	}
-	p.limit.Store(int64(limit))
+	p.stored.Store(limited)
 }
 
 // due returns how long until the first available job of queue may run (at most zero if
-// one may run now), ok false when the queue has none, and the queue's cluster-wide limit
-// (0 for none), which a resting queue learns this way at no statement of its own.
-func (c *Client) due(ctx context.Context, queue string) (until time.Duration, ok bool, limit int, err error) {
+// one may run now), ok false when the queue has none, and whether the queue's row sets a
+// cluster-wide limit, which a resting queue learns this way at no statement of its own.
+func (c *Client) due(ctx context.Context, queue string) (until time.Duration, ok bool, limited bool, err error) {
 	var n int
 	var m store.Micros
-	if err := c.s.Reader().QueryRow(ctx, c.q.due, c.s.NowArg(), c.d.Service, queue).Scan(&n, &m, &limit); err != nil {
-		return 0, false, 0, fmt.Errorf("jobs: next due job of queue %s: %w", queue, err)
+	if err := c.s.Reader().QueryRow(ctx, c.q.due, c.s.NowArg(), c.d.Service, queue).Scan(&n, &m, &limited); err != nil {
+		return 0, false, false, fmt.Errorf("jobs: next due job of queue %s: %w", queue, err)
 	}
-	return m.Duration, n > 0, limit, nil
+	return m.Duration, n > 0, limited, nil
 }
 
 func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
@@ -237,26 +252,17 @@ func (p *producer) fetch(n int) (int, error) {
 	return len(rows), nil
 }
 
-// limited reports whether the queue is fetched under a cluster-wide limit: the one this
+// limited reports whether the queue is fetched under a cluster-wide limit: one this
 // instance is configured with, or one it read from the queue's row.
-func (p *producer) limited() bool { return p.cfg.GlobalLimit > 0 || p.limit.Load() > 0 }
+func (p *producer) limited() bool {
+	return p.cfg.GlobalLimit > 0 || p.cfg.RateLimit.Limit > 0 || p.stored.Load()
+}
 
-// room is how many jobs may start under the queue's cluster-wide limit, at most n: the
-// limit stored with the queue, or this instance's configured one while none is stored.
-// The caller holds the queue's turn (see the engines' fetch).
-func (p *producer) room(ctx context.Context, q store.Querier, n int) (int, error) {
-	var limit, running int
-	if err := q.QueryRow(ctx, p.c.q.room, p.c.d.Service, p.queue).Scan(&limit, &running); err != nil {
-		return 0, err
+// slot asks the loop to look again in d, when a full rate window has room.
+func (p *producer) slot(d time.Duration) {
+	if d > 0 {
+		p.slotIn.Store(int64(d))
 	}
-	p.limit.Store(int64(limit))
-	if limit <= 0 {
-		limit = p.cfg.GlobalLimit
-	}
-	if limit <= 0 {
-		return n, nil
-	}
-	return max(0, min(n, limit-running)), nil
 }
 
 // fetchStatement is the fetch statement for the queue's path: a fetch without a limit

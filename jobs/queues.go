@@ -51,8 +51,14 @@ func (c *Client) announcePending(ctx context.Context) error {
 		return fmt.Errorf("jobs: record the queues this instance works: %w", err)
 	}
 	for _, q := range queues {
-		if limit := c.queueConfig(q).GlobalLimit; limit > 0 {
-			if err := c.SetGlobalLimit(ctx, q, limit); err != nil {
+		qc := c.queueConfig(q)
+		if qc.GlobalLimit > 0 {
+			if err := c.SetGlobalLimit(ctx, q, qc.GlobalLimit); err != nil {
+				return err
+			}
+		}
+		if qc.RateLimit.Limit > 0 {
+			if err := c.SetRateLimit(ctx, q, qc.RateLimit); err != nil {
 				return err
 			}
 		}

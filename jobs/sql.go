@@ -17,12 +17,17 @@ func Component() store.Component {
 		store.Table{Name: "twice_jobs", Service: "service"},
 		store.Table{Name: "twice_job_keys", Service: "service"},
 		store.Table{Name: "twice_queues", Service: "service"},
-		store.Table{Name: "twice_queue_workers", Service: "service"})
+		store.Table{Name: "twice_queue_workers", Service: "service"},
+		store.Table{Name: "twice_queue_starts", Service: "service"})
 }
 
 // rowCols are the columns an engine's scanRow reads, in order.
 const rowCols = `id, queue, kind, args, state, priority, run_at, attempt, max_attempts, owner, key, unique_key,
 batch_id, timeout_ms, cancel_requested, tags, meta, last_error, created_at, attempted_at, finished_at`
+
+// limitedCol says whether a twice_queues row sets a cluster-wide limit: a queue fetched by
+// the limited path, which takes turns (see pgFetch).
+const limitedCol = `(global_limit > 0 OR rate_limit > 0)`
 
 // fetchCols are the columns a fetch returns, read by an engine's scanFetched: what a worker
 // sees of its job. The rest of a row is known (running, owned here) or does not matter to it.
@@ -38,7 +43,9 @@ type queries struct {
 	// enqueueing
 	insert, existing, now string
 	// working
-	room, limitOf, setLimit, cancelRequested, due string
+	limits, limitedQ, setLimit, cancelRequested, due string
+	// rate limits (see rate.go)
+	setRate, forgetStarts, pruneStarts, startsIn, rateCandidates, recordStarts string
 	// upkeep
 	prune, releaseBatches, batchBackstop string
 	// administration
@@ -62,14 +69,44 @@ ON CONFLICT DO NOTHING
 RETURNING id`,
 	existing: `SELECT id FROM twice_jobs WHERE service = $1 AND unique_key = $2 AND (unique_states & state) <> 0`,
 	now:      `SELECT {now}`,
-	// room reads a queue's cluster-wide limit and its running jobs, under the limit's turn.
-	room: `
-SELECT coalesce((SELECT global_limit FROM twice_queues WHERE service = $1 AND name = $2), 0),
-       (SELECT count(*) FROM twice_jobs WHERE service = $1 AND queue = $2 AND state = 2)`,
-	limitOf: `SELECT coalesce((SELECT global_limit FROM twice_queues WHERE service = $1 AND name = $2), 0)`,
+	// limits reads a queue's cluster-wide limits and, if it has a global limit, its running
+	// jobs, under the queue's turn.
+	limits: `
+SELECT coalesce(q.global_limit, 0), coalesce(q.rate_limit, 0), coalesce(q.rate_period_ms, 0), coalesce(q.rate_field, ''),
+       CASE WHEN q.global_limit > 0
+            THEN (SELECT count(*) FROM twice_jobs WHERE service = $1 AND queue = $2 AND state = 2) ELSE 0 END
+FROM (SELECT 1 AS one) AS o LEFT JOIN twice_queues q ON q.service = $1 AND q.name = $2`,
+	limitedQ: `SELECT coalesce((SELECT ` + limitedCol + ` FROM twice_queues WHERE service = $1 AND name = $2), false)`,
 	setLimit: `
 INSERT INTO twice_queues (service, name, paused, global_limit, updated_at) VALUES ($2, $3, false, $4, {now})
 ON CONFLICT (service, name) DO UPDATE SET global_limit = excluded.global_limit, updated_at = excluded.updated_at`,
+	setRate: `
+INSERT INTO twice_queues (service, name, paused, rate_limit, rate_period_ms, rate_field, updated_at)
+VALUES ($2, $3, false, $4, $5, $6, {now})
+ON CONFLICT (service, name) DO UPDATE SET rate_limit = excluded.rate_limit, rate_period_ms = excluded.rate_period_ms,
+	rate_field = excluded.rate_field, updated_at = excluded.updated_at`,
+	forgetStarts: `DELETE FROM twice_queue_starts WHERE service = $1 AND queue = $2`,
+	// The rate statements run under the queue's turn, with $1 the time read under it.
+	pruneStarts: `DELETE FROM twice_queue_starts WHERE service = $2 AND queue = $3 AND started_at <= {now} - {ms $4::bigint}`,
+	startsIn: `
+SELECT rate_key, count(*), min(started_at) FROM twice_queue_starts
+WHERE service = $2 AND queue = $3 AND started_at > {now} - {ms $4::bigint}
+GROUP BY rate_key`,
+	// rateCandidates lists available jobs with their rate key ($4 names the args field),
+	// passing over the keys at their limit ($5, a list: see [store.Store.List]).
+	rateCandidates: `
+SELECT id, k FROM (
+	SELECT id, priority, run_at, coalesce({pg args->>$4::text}{sqlite CAST(json_extract(args, '$.' || $4) AS TEXT)}, '') AS k
+	FROM twice_jobs
+	WHERE service = $2 AND queue = $3 AND state = 1 AND run_at <= {now}
+) c
+WHERE k {notin $5 text}
+ORDER BY priority, run_at, id
+LIMIT $6`,
+	// recordStarts records the starts of a fetch, one per rate key in $4 (a list).
+	recordStarts: `
+INSERT INTO twice_queue_starts (service, queue, rate_key, started_at)
+SELECT $2, $3, k.value, {now} FROM {pg unnest($4::text[]) AS k(value)}{sqlite json_each($4) AS k}`,
 	cancelRequested: `SELECT id FROM twice_jobs WHERE service = $1 AND state = 2 AND owner = $2 AND cancel_requested`,
 	// due is how long until the queue's first available job may run (at most zero when one
 	// may run now), and whether it has one: how long a quiet producer may sleep. Priority
@@ -102,7 +139,7 @@ heads(at) AS (
 	FROM keyed WHERE keyed.p IS NOT NULL
 )
 SELECT count(at), {age min(at), {now}},
-       coalesce((SELECT global_limit FROM twice_queues WHERE service = $2 AND name = $3), 0) FROM heads`,
+       coalesce((SELECT ` + limitedCol + ` FROM twice_queues WHERE service = $2 AND name = $3), false) FROM heads`,
 	prune: `
 DELETE FROM twice_jobs WHERE id IN (
 	SELECT id FROM twice_jobs
@@ -162,7 +199,7 @@ WHERE true ON CONFLICT DO NOTHING`,
 // share a queue, arrays carry a whole batch in one statement, and a statement's CTEs can
 // write several tables at once.
 type pgStatements struct {
-	insertMany, reserveIDs, limitLock, fetch, fetchLimited, complete, completePlain, finish, handBack, rescue string
+	insertMany, reserveIDs, turn, fetch, fetchLimited, fetchOnly, complete, completePlain, finish, handBack, rescue string
 }
 
 var pgQueries = pgStatements{
@@ -180,9 +217,13 @@ FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::smallint[], $7::smallint[],
 RETURNING id`,
 	// reserveIDs draws ids for a COPY (which returns none), with the database's time.
 	reserveIDs: `SELECT {now}, array_agg(nextval('twice_jobs_id_seq')) FROM generate_series(1, $2)`,
-	// A queue's cluster-wide limit makes its fetchers take turns on this lock, held for the
-	// fetch's transaction. SQLite's single writer takes turns by itself.
-	limitLock: `SELECT pg_advisory_xact_lock(hashtextextended('twice.jobs.limit.' || $1 || '.' || $2, 0))`,
+	// A queue's cluster-wide limits make its fetchers take turns on this lock, held for the
+	// fetch's transaction; SQLite's single writer takes turns by itself. It returns the
+	// time once the turn is taken, which the turn's statements use as "now": the
+	// transaction's own now() is when it began, possibly before the previous turn's starts.
+	turn: `
+WITH turn AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended('twice.jobs.limit.' || $2 || '.' || $3, 0)))
+SELECT coalesce($1::timestamptz, clock_timestamp()) FROM turn`,
 	// The fetch claims jobs in one statement. Unkeyed and keyed jobs come from their own
 	// partial indexes; a keyed job runs only if it can claim its key, and ON CONFLICT waits
 	// for a concurrent claim to settle, so two fetchers never both run a key. Rows locked
@@ -192,8 +233,10 @@ RETURNING id`,
 	// gate lets the fetch claim only while the queue is not paused and the database counts
 	// this instance alive: an instance resuming from a pause longer than its dead-after
 	// would otherwise claim jobs that the next rescue hands to someone else at once.
-	fetch:        pgFetch("paused OR global_limit > 0"),
-	fetchLimited: pgFetch("paused"),
+	fetch:        pgFetch("paused OR "+limitedCol, ""),
+	fetchLimited: pgFetch("paused", ""),
+	// fetchOnly is fetchLimited among the candidates listed in $6 (see planRate).
+	fetchOnly: pgFetch("paused", " AND id = ANY($6::bigint[])"),
 	// complete records a batch of successful attempts: the hot path. It joins nothing: a
 	// join with the unnested batch is planned as a nested loop over both whenever the owner
 	// filter makes the planner expect one row, which costs n² row comparisons for a batch of
@@ -291,10 +334,10 @@ SELECT id, key, batch_id, state, queue, last_error, attempt FROM done`,
 
 // pgFetch is the fetch statement whose gate lets it claim only while no row of the queue
 // says stop (the condition on twice_queues) and the database counts this instance alive.
-// The fetch without a limit stops at a limit too: a queue capped cluster-wide is fetched
+// The fetch without a limit stops at a limit too: a queue limited cluster-wide is fetched
 // only by the limited path, which takes turns and counts (see pgEngine.fetch), whatever
-// the fetching instance was configured with.
-func pgFetch(stop string) string {
+// the fetching instance was configured with. only narrows the candidates further.
+func pgFetch(stop, only string) string {
 	return `
 WITH gate AS (
 	SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM twice_queues WHERE service = $2 AND name = $3 AND (` + stop + `))
@@ -302,7 +345,7 @@ WITH gate AS (
 ),
 plain AS (
 	SELECT id, NULL::text AS key, priority, run_at FROM twice_jobs
-	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NULL AND run_at <= {now}
+	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NULL AND run_at <= {now}` + only + `
 	  AND EXISTS (SELECT 1 FROM gate)
 	ORDER BY priority, run_at, id
 	LIMIT $4
@@ -310,7 +353,7 @@ plain AS (
 ),
 keyed AS (
 	SELECT id, key, priority, run_at FROM twice_jobs j
-	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NOT NULL AND run_at <= {now}
+	WHERE service = $2 AND queue = $3 AND state = 1 AND key IS NOT NULL AND run_at <= {now}` + only + `
 	  AND EXISTS (SELECT 1 FROM gate)
 	  AND NOT EXISTS (SELECT 1 FROM twice_job_keys k WHERE k.service = $2 AND k.key = j.key)
 	ORDER BY priority, run_at, id
@@ -339,15 +382,16 @@ RETURNING ` + prefixed("j.", fetchCols)
 // fetching needs no row locks, keys are claimed in Go within the fetch's transaction, and
 // a batch is one statement per row inside one transaction.
 type sqliteStatements struct {
-	fetch, fetchLimited, take, claimKey, finish, releaseKey, handBack, rescue, rescueCheck string
+	fetch, fetchLimited, fetchOnly, take, claimKey, finish, releaseKey, handBack, rescue, rescueCheck string
 }
 
 var sqliteQueries = sqliteStatements{
 	// fetch lists candidates (and, with a limit of 1, tells a read whether there is work);
 	// take then marks the chosen ones running, in the same transaction. As on PostgreSQL,
 	// only an instance the database counts alive claims jobs.
-	fetch:        sqliteFetch("paused OR global_limit > 0"),
-	fetchLimited: sqliteFetch("paused"),
+	fetch:        sqliteFetch("paused OR "+limitedCol, ""),
+	fetchLimited: sqliteFetch("paused", ""),
+	fetchOnly:    sqliteFetch("paused", " AND id {in $6 bigint}"),
 	// take marks the fetched ids running; $4 is their list (see [store.Store.List]).
 	take: `
 UPDATE twice_jobs SET state = 2, owner = $5, attempt = attempt + 1, attempted_at = {now}
@@ -395,10 +439,10 @@ LIMIT 1`,
 
 // sqliteFetch is the fetch statement that lists candidates only while no row of the queue
 // says stop (see pgFetch).
-func sqliteFetch(stop string) string {
+func sqliteFetch(stop, only string) string {
 	return `
 SELECT id, key FROM twice_jobs
-WHERE service = $2 AND queue = $3 AND state = 1 AND run_at <= {now}
+WHERE service = $2 AND queue = $3 AND state = 1 AND run_at <= {now}` + only + `
   AND NOT EXISTS (SELECT 1 FROM twice_queues WHERE service = $2 AND name = $3 AND (` + stop + `))
   AND ` + cluster.Alive("$2", "$5", "{now}") + `
 ORDER BY priority, run_at, id

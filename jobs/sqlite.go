@@ -56,6 +56,8 @@ func (e sqliteEngine) insertBulk(ctx context.Context, q store.Querier, ps []prep
 
 // fetch looks with a read first, then in a write transaction lists candidates, claims the
 // keys of keyed ones (the first candidate of each key whose key is free) and takes them.
+// A limited queue's fetch reads the time once it holds the write lock, its turn, and
+// counts and claims at that time (see underTurn).
 func (e sqliteEngine) fetch(ctx context.Context, p *producer, n int) ([]*Row, error) {
 	c := e.c
 	stmt := p.fetchStatement(c.q.sqlite.fetch, c.q.sqlite.fetchLimited)
@@ -69,29 +71,40 @@ func (e sqliteEngine) fetch(ctx context.Context, p *producer, n int) ([]*Row, er
 	}
 	var rows []*Row
 	err = c.s.InTx(ctx, func(tx store.Tx) error {
-		if p.limited() { // the one writer makes counting and claiming one turn
-			room, err := p.room(ctx, tx, n)
-			if err != nil || room == 0 {
-				return err
+		take := func(now any, n int, stmt string, only ...any) ([]*Row, error) {
+			ids, err := e.claim(ctx, tx, now, stmt, p.queue, n, only...)
+			if err != nil || len(ids) == 0 {
+				return nil, err
 			}
-			n = room
+			return c.queryFetched(ctx, tx, c.q.sqlite.take, now, c.d.Service, p.queue, c.s.List(ids), c.d.Instance)
 		}
-		ids, err := e.claim(ctx, tx, stmt, p.queue, n)
-		if err != nil || len(ids) == 0 {
+		var err error
+		if !p.limited() {
+			rows, err = take(c.s.NowArg(), n, stmt)
 			return err
 		}
-		rows, err = c.queryFetched(ctx, tx, c.q.sqlite.take, c.s.NowArg(), c.d.Service, p.queue, c.s.List(ids), c.d.Instance)
+		var now store.Time
+		if err := tx.QueryRow(ctx, c.q.now, c.s.NowArg()).Scan(&now); err != nil {
+			return err
+		}
+		at := c.s.TimeArg(now.Time)
+		rows, err = p.underTurn(ctx, tx, now.Time, n, func(n int, only []int64) ([]*Row, error) {
+			if only != nil {
+				return take(at, n, c.q.sqlite.fetchOnly, c.s.List(only))
+			}
+			return take(at, n, c.q.sqlite.fetchLimited)
+		})
 		return err
 	})
 	return rows, err
 }
 
-// claim lists up to n candidates of queue in tx with the fetch statement stmt and returns
-// those it may take: every unkeyed one, and for each key the first candidate, if it can
-// claim the key.
-func (e sqliteEngine) claim(ctx context.Context, tx store.Tx, stmt, queue string, n int) ([]int64, error) {
+// claim lists up to n candidates of queue in tx with the fetch statement stmt (given its
+// parameters after the fifth, if any) and returns those it may take: every unkeyed one,
+// and for each key the first candidate, if it can claim the key.
+func (e sqliteEngine) claim(ctx context.Context, tx store.Tx, now any, stmt, queue string, n int, more ...any) ([]int64, error) {
 	c := e.c
-	cand, err := tx.Query(ctx, stmt, c.s.NowArg(), c.d.Service, queue, n, c.d.Instance)
+	cand, err := tx.Query(ctx, stmt, append([]any{now, c.d.Service, queue, n, c.d.Instance}, more...)...)
 	if err != nil {
 		return nil, err
 	}
