@@ -50,6 +50,7 @@ func Exercise(t *testing.T, backend Backend) {
 		"Settings":       exerciseSettings,
 		"Jobs":           exerciseJobs,
 		"JobsFlow":       exerciseJobsFlow,
+		"JobsRate":       exerciseJobsRate,
 		"JobsRescue":     exerciseJobsRescue,
 		"Queues":         exerciseQueues,
 		"Cron":           exerciseCron,

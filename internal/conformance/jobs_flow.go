@@ -113,12 +113,7 @@ func jobsPerKeySerialisation(t *testing.T, backend Backend) {
 
 func jobsGlobalLimit(t *testing.T, backend Backend) {
 	db := testdb.New(t, backend.Dialect)
-	var nodes []*twice.Node
-	for range 3 {
-		cfg := jobsFast()
-		cfg.Jobs.Queues = []jobs.QueueConfig{{Name: "limited", Concurrency: 5, GlobalLimit: 2}}
-		nodes = append(nodes, backend.node(t, db, "svc", cfg))
-	}
+	nodes := queueNodes(t, backend, db, 3, func(_ int, q *jobs.QueueConfig) { q.Name, q.Concurrency, q.GlobalLimit = "limited", 5, 2 })
 	// A worker counts itself before its completion is recorded, so the limit holds for
 	// the rows; the in-process count can briefly see one finishing and one starting.
 	if worst := runLimited(t, nodes, 40, func() {}); worst > 2 {
@@ -131,17 +126,14 @@ func jobsGlobalLimit(t *testing.T, backend Backend) {
 // limit was stored with the queue, the other two ran up to their concurrency each.
 func jobsGlobalLimitHoldsForEveryInstance(t *testing.T, backend Backend) {
 	db := testdb.New(t, backend.Dialect)
-	var nodes []*twice.Node
-	for i := range 3 {
-		cfg := jobsFast()
-		cfg.Jobs.Queues = []jobs.QueueConfig{{Name: "limited", Concurrency: 5}}
+	nodes := queueNodes(t, backend, db, 3, func(i int, q *jobs.QueueConfig) {
+		q.Name, q.Concurrency = "limited", 5
 		if i == 0 {
-			cfg.Jobs.Queues[0].GlobalLimit = 2
+			q.GlobalLimit = 2
 		}
-		nodes = append(nodes, backend.node(t, db, "svc", cfg))
-	}
+	})
 	worst := runLimited(t, nodes, 40, func() {
-		testnode.Eventually(t, 10*time.Second, "the limit stored with the queue", func() bool { return storedLimit(t, nodes[1], "limited") == 2 })
+		testnode.Eventually(t, 10*time.Second, "the limit stored with the queue", func() bool { return storedQueue(t, nodes[1], "limited").GlobalLimit == 2 })
 	})
 	if worst > 2 {
 		t.Errorf("%d jobs of a queue limited to 2 ran at once", worst)
@@ -153,12 +145,7 @@ func jobsGlobalLimitHoldsForEveryInstance(t *testing.T, backend Backend) {
 func jobsSetGlobalLimit(t *testing.T, backend Backend) {
 	ctx := context.Background()
 	db := testdb.New(t, backend.Dialect)
-	var nodes []*twice.Node
-	for range 3 {
-		cfg := jobsFast()
-		cfg.Jobs.Queues = []jobs.QueueConfig{{Name: "limited", Concurrency: 5}}
-		nodes = append(nodes, backend.node(t, db, "svc", cfg))
-	}
+	nodes := queueNodes(t, backend, db, 3, func(_ int, q *jobs.QueueConfig) { q.Name, q.Concurrency = "limited", 5 })
 	if err := nodes[2].Jobs().SetGlobalLimit(ctx, "limited", -1); !errors.Is(err, jobs.ErrInvalid) {
 		t.Fatalf("a negative limit: %v; want ErrInvalid", err)
 	}
@@ -173,7 +160,7 @@ func jobsSetGlobalLimit(t *testing.T, backend Backend) {
 	if err := nodes[2].Jobs().SetGlobalLimit(ctx, "limited", 0); err != nil {
 		t.Fatal(err)
 	}
-	if got := storedLimit(t, nodes[0], "limited"); got != 0 {
+	if got := storedQueue(t, nodes[0], "limited").GlobalLimit; got != 0 {
 		t.Fatalf("limit %d after removing it", got)
 	}
 }
@@ -203,17 +190,33 @@ func runLimited(t *testing.T, nodes []*twice.Node, n int32, before func()) int32
 	return worst.Load()
 }
 
-func storedLimit(t *testing.T, n *twice.Node, queue string) int {
+// queueNodes opens n nodes of service svc on db with the job tests' config and one queue,
+// which set configures for node i.
+func queueNodes(t *testing.T, backend Backend, db testdb.DB, n int, set func(i int, q *jobs.QueueConfig)) []*twice.Node {
+	var nodes []*twice.Node
+	for i := range n {
+		cfg := jobsFast()
+		var q jobs.QueueConfig
+		set(i, &q)
+		cfg.Jobs.Queues = []jobs.QueueConfig{q}
+		nodes = append(nodes, backend.node(t, db, "svc", cfg))
+	}
+	return nodes
+}
+
+// storedQueue returns the Stats of queue as n reads them; the zero QueueStats if it has none.
+func storedQueue(t *testing.T, n *twice.Node, queue string) jobs.QueueStats {
+	t.Helper()
 	stats, err := n.Jobs().Stats(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range stats {
 		if s.Queue == queue {
-			return s.GlobalLimit
+			return s
 		}
 	}
-	return 0
+	return jobs.QueueStats{}
 }
 
 func jobsPauseAndResume(t *testing.T, backend Backend) {
