@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,13 +23,17 @@ type SendEmail struct {
 
 func (SendEmail) Kind() string { return "send-email" }
 
-func openNode(ctx context.Context) (*twice.Node, func()) {
+// openNode opens a node of service "shop" on a new SQLite file, with cfg's Jobs if given.
+func openNode(ctx context.Context, cfg ...twice.Config) (*twice.Node, func()) {
 	dir, err := os.MkdirTemp("", "twice-jobs-example-")
 	if err != nil {
 		log.Fatal(err)
 	}
-	node, err := twice.Open(ctx, twice.Config{DSN: "sqlite:" + filepath.Join(dir, "twice.db"), Name: "shop",
-		Logger: slog.New(slog.DiscardHandler)})
+	c := twice.Config{DSN: "sqlite:" + filepath.Join(dir, "twice.db"), Name: "shop", Logger: slog.New(slog.DiscardHandler)}
+	if len(cfg) > 0 {
+		c.Jobs = cfg[0].Jobs
+	}
+	node, err := twice.Open(ctx, c)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -151,4 +157,63 @@ func ExampleClient_ListTx() {
 func ExampleKindOf() {
 	fmt.Println(jobs.KindOf[SendEmail]())
 	// Output: send-email
+}
+
+// SyncCRM calls an outside API that allows each customer 2 calls per 200 ms.
+type SyncCRM struct {
+	CustomerID string `json:"customer_id"`
+}
+
+func (SyncCRM) Kind() string    { return "sync-crm" }
+func (SyncCRM) Opts() jobs.Opts { return jobs.Opts{Queue: "crm"} }
+
+// A rate limit per customer, for every instance together: each customer's third job
+// starts a full window after its first, while the other customer's jobs go on.
+func ExampleRateLimit() {
+	ctx := context.Background()
+	limit := jobs.RateLimit{Limit: 2, Period: 200 * time.Millisecond, ByField: "customer_id"}
+	node, done := openNode(ctx, twice.Config{Jobs: jobs.Config{Queues: []jobs.QueueConfig{{Name: "crm", RateLimit: limit}}}})
+	defer done()
+
+	var mu sync.Mutex
+	starts := map[string][]time.Time{}
+	err := jobs.Register(node.Jobs(), jobs.WorkFunc[SyncCRM](func(ctx context.Context, job *jobs.Job[SyncCRM]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		starts[job.Args.CustomerID] = append(starts[job.Args.CustomerID], job.AttemptedAt) // when the limit counted it
+		return nil
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	var params []jobs.Params
+	for range 3 {
+		params = append(params, jobs.Params{Args: SyncCRM{CustomerID: "acme"}}, jobs.Params{Args: SyncCRM{CustomerID: "globex"}})
+	}
+	if _, err := node.Jobs().EnqueueMany(ctx, params); err != nil {
+		log.Fatal(err)
+	}
+	for {
+		mu.Lock()
+		n := len(starts["acme"]) + len(starts["globex"])
+		mu.Unlock()
+		if n == 6 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, c := range []string{"acme", "globex"} {
+		at := starts[c]
+		slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+		fmt.Printf("%s: third job a window after the first: %v\n", c, at[2].Sub(at[0]) >= limit.Period)
+	}
+	stats, err := node.Jobs().Stats(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(stats[0].Queue, stats[0].RateLimit)
+	// Output:
+	// acme: third job a window after the first: true
+	// globex: third job a window after the first: true
+	// crm 2/200ms by customer_id
 }

@@ -273,13 +273,13 @@ func printStats(w io.Writer, service string, st []jobs.QueueStats) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "QUEUE\tWORKERS\tPAUSED\tLIMIT\tAVAILABLE\tSCHEDULED\tRUNNING\tCOMPLETED\tCANCELLED\tDISCARDED\tWAITING")
+	fmt.Fprintln(tw, "QUEUE\tWORKERS\tPAUSED\tLIMIT\tRATE\tAVAILABLE\tSCHEDULED\tRUNNING\tCOMPLETED\tCANCELLED\tDISCARDED\tWAITING")
 	for _, q := range st {
 		limit := "-"
 		if q.GlobalLimit > 0 {
 			limit = strconv.Itoa(q.GlobalLimit)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", q.Queue, q.Workers, q.Paused, limit, q.Available, q.Scheduled,
+		fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", q.Queue, q.Workers, q.Paused, limit, q.RateLimit, q.Available, q.Scheduled,
 			q.Running, q.Completed, q.Cancelled, q.Discarded, q.Waiting)
 	}
 	_ = tw.Flush()
