@@ -199,7 +199,6 @@ type Consumer struct {
 	cfg      GroupConfig
 	topicArg any
 	read     string
-	heldBack string
 	wake     signal
 	replays  atomic.Int64 // replay signals received: a worker that saw fewer reloads its checkpoint
 	died     atomic.Int64 // when the cluster last found an instance dead, in Unix nanoseconds
@@ -232,7 +231,6 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 	}
 	c := &Consumer{l: l, cfg: cfg, workers: map[int]*worker{}, mem: newByteBudget(cfg.MaxBytes),
 		read:     withTopics(l.s, l.q.read, "topic", len(cfg.Topics)),
-		heldBack: withTopics(l.s, l.q.heldBack, "topic", len(cfg.Topics)),
 		topicArg: topicArg(l.s, cfg.Topics),
 	}
 	c.hardCtx, c.hardCancel = context.WithCancel(context.Background())

@@ -33,6 +33,9 @@ const columns = `id, topic, key, payload, headers, coalesce(stream, ''), coalesc
 // committed or aborted, so the rows below it are final.
 const pgFrontier = `pg_snapshot_xmin(pg_current_snapshot())::text::bigint`
 
+// inPartition says an event is in partition $6 of $5 (every event when $5 is 0).
+const inPartition = `($5::int = 0 OR hash % $5::int = $6::int)`
+
 // noSnapshot is a PostgreSQL snapshot in which no real transaction is visible: a read
 // filtered by it skips nothing. SQLite's read binds it and ignores it.
 const noSnapshot = "1:1:"
@@ -41,7 +44,7 @@ const noSnapshot = "1:1:"
 // in the form [topicArg] makes and "/*topics*/" is replaced by the condition.
 type queries struct {
 	insertHead, insertRow, insertTail string // $1 is now; a row is ($2…$9) shifted per row
-	read, heldBack, end, visible      string
+	read, end, visible                string
 	ensureGroup, group, ensureOffset  string
 	offset, commitOffset, replay      string
 	positionOf, positionAt            string
@@ -59,17 +62,25 @@ var templates = queries{
 	// next read's limit by what the events it read weighed, so a budget costs the query
 	// nothing (a running sum in SQL made every read a fifth slower on the server). On
 	// PostgreSQL it skips the events visible in the snapshot $8 (a Broadcast start's);
-	// SQLite binds $3 and $8 but has no use for them.
-	read: `
-SELECT ` + columns + ` FROM twice_events
-WHERE service = $1 AND /*topics*/ AND {pg (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `}{sqlite id > $4 AND $3 = 0}
-  AND ($5::int = 0 OR hash % $5::int = $6::int)
+	// SQLite binds $3, $8 and $9 but has no use for them.
+	//
+	// Every row ends with a column held. When $9 asks, PostgreSQL adds a row of id 0 first
+	// whose held says whether committed events of the partition wait behind a transaction
+	// still running (at or above the frontier), so the reader looks again soon. The events
+	// and the answer come from one statement, so from one snapshot: a transaction that ends
+	// meanwhile is either read or held, never neither. Nothing is held back on SQLite.
+	read: `{pg SELECT * FROM ((}
+SELECT ` + columns + `, false AS held FROM twice_events
+WHERE service = $1 AND /*topics*/ AND {pg (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `}{sqlite id > $4 AND $3 = 0 AND $9 = $9}
+  AND ` + inPartition + `
   AND {pg NOT pg_visible_in_snapshot(xid::text::xid8, $8::text::pg_snapshot)}{sqlite $8 = $8}
-ORDER BY {pg xid, }id LIMIT $7`,
-	// Nothing is ever held back on SQLite, so there it is empty and never run.
-	heldBack: `{pg
-SELECT EXISTS (SELECT 1 FROM twice_events
-WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + `)}`,
+ORDER BY {pg xid, }id LIMIT $7{pg )
+UNION ALL
+SELECT 0, '', '', ''::bytea, NULL, '', 0, 0, now(), EXISTS (
+	SELECT 1 FROM twice_events
+	WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + ` AND ` + inPartition + `)
+WHERE $9::bool
+) AS r ORDER BY xid, id}`,
 	end: `{pg SELECT ` + pgFrontier + ` - 1, 9223372036854775807, pg_current_snapshot()::text}` +
 		`{sqlite SELECT 0, coalesce(max(id), 0), '' FROM twice_events}`,
 	visible: `SELECT id FROM twice_events WHERE id {in $1 bigint}`,

@@ -146,23 +146,6 @@ func (w *worker) run() {
 			looked = true
 			continue
 		}
-		if asked && !heldBack && c.heldBack != "" {
-			// Nothing read, and the look (PostgreSQL) says nothing is held back. The read
-			// and the look see the frontier in two snapshots: a transaction that ended
-			// between them leaves its events past the read's frontier but behind the
-			// look's, so neither reports them. Read once more at once, without asking:
-			// that read's frontier is at least the look's, so it gets them; events
-			// committed after the look come with a wake-up. (Sleeping after such a look
-			// left a partition unread for a whole Backstop under load.)
-			held = 0
-			select {
-			case <-wake:
-				looked = true // woken meanwhile: the next read asks again
-			default:
-				looked = false
-			}
-			continue
-		}
 		wait := c.l.d.Poll(c.l.cfg.Poll)
 		if heldBack {
 			// Look again soon, then less often: a long transaction elsewhere on the server
@@ -239,8 +222,9 @@ func readLimit(batch, budget, avg int) int {
 var errStopping = errors.New("events: stopping")
 
 // fetch reads the next batch after w.pos: at most w.limit events and budget bytes, but at
-// least one event. heldBack says that committed events wait behind a transaction still
-// running, so the caller should look again soon.
+// least one event. With askHeld, heldBack says that committed events wait behind a
+// transaction still running (PostgreSQL), so the caller should look again soon; the same
+// statement reads the events and answers it.
 func (w *worker) fetch(budget int, askHeld bool) ([]Event, bool, error) {
 	l, c := w.c.l, w.c
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
@@ -253,47 +237,50 @@ func (w *worker) fetch(budget int, askHeld bool) ([]Event, bool, error) {
 	if snap == "" {
 		snap = noSnapshot
 	}
-	rows, err := l.s.Reader().Query(ctx, c.read, l.d.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, w.limit, snap)
+	rows, err := l.s.Reader().Query(ctx, c.read, l.d.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, w.limit, snap, askHeld)
 	if err != nil {
 		return nil, false, err
-	}
-	evs, cut, err := l.scanBudget(rows, budget)
-	if err != nil {
-		return nil, false, err
-	}
-	if cut || len(evs) == w.limit || c.heldBack == "" || !askHeld {
-		return evs, false, nil // more follow at once, or nothing suggests events wait
-	}
-	last := w.pos
-	if len(evs) > 0 {
-		last = evs[len(evs)-1].pos
 	}
 	var held bool
-	if err := l.s.Reader().QueryRow(ctx, c.heldBack, l.d.Service, c.topicArg, last.xid, last.id).Scan(&held); err != nil {
-		return evs, false, nil
+	evs, cut, err := l.scanBudget(rows, budget, &held)
+	if err != nil {
+		return nil, false, err
+	}
+	if cut || len(evs) == w.limit {
+		return evs, false, nil // more follow at once
 	}
 	return evs, held, nil
 }
 
 // scanEvents reads every event of rows.
 func (l *Log) scanEvents(rows store.Rows) ([]Event, error) {
-	evs, _, err := l.scanBudget(rows, 0)
+	evs, _, err := l.scanBudget(rows, 0, nil)
 	return evs, err
 }
 
 // scanBudget reads events until the rows end or, with a budget, until the next event
 // would take the payload and header bytes past it (always at least one event); cut says
 // it stopped there. Closing the rows discards the rest as it arrives, so memory holds the
-// budget and one event.
-func (l *Log) scanBudget(rows store.Rows, budget int) (out []Event, cut bool, err error) {
+// budget and one event. With held, the rows are a read's: each ends with its held column,
+// and a row of id 0 is not an event but the answer, which goes to *held.
+func (l *Log) scanBudget(rows store.Rows, budget int, held *bool) (out []Event, cut bool, err error) {
 	defer rows.Close()
 	used := 0
 	for rows.Next() {
 		var e Event
 		var headers []byte
 		var at store.Time
-		if err := rows.Scan(&e.ID, &e.Topic, &e.Key, &e.Payload, &headers, &e.Stream, &e.Version, &e.pos.xid, &at); err != nil {
+		var isHeld bool
+		dest := []any{&e.ID, &e.Topic, &e.Key, &e.Payload, &headers, &e.Stream, &e.Version, &e.pos.xid, &at}
+		if held != nil {
+			dest = append(dest, &isHeld)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, false, err
+		}
+		if e.ID == 0 {
+			*held = isHeld
+			continue
 		}
 		e.size = len(e.Payload) + len(headers)
 		if budget > 0 && used > 0 && used+e.size > budget {
