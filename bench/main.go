@@ -1,7 +1,9 @@
-// Command bench runs twice's job queue and River v0.51.1 side by side on the same PostgreSQL
+// Command bench compares twice with other libraries on the same PostgreSQL. It is a module
+// of its own so that the twice library never depends on them.
+//
+// Without a subcommand it runs twice's job queue and River v0.51.1 side by side on the same
 // database, in the same run, each at its own defaults and tuned, and prints a table (or
-// JSON with --json). It is a module of its own so that the twice library never depends on
-// River.
+// JSON with --json):
 //
 //	go run . --dsn postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 //
@@ -9,6 +11,30 @@
 // completed; insert is bulk insertion (twice EnqueueMany, River InsertManyFast); latency is
 // enqueue to handler start for single jobs at a light rate. The SQLite figure is twice with
 // three local processes working one file.
+//
+// The events subcommand runs twice's event log against watermill v1.5.1 with
+// watermill-sql/v4 v4.1.2 (PostgreSQL schema and offsets adapters, publishing through a
+// *sql.Tx), at watermill's defaults (poll 1 s, batch 100) and tuned (poll 10 ms, batch
+// 1000), and against a bare loop of BEGIN, INSERT of one row and COMMIT, the publishing
+// side's physical limit:
+//
+//	go run . events --dsn postgres://postgres@127.0.0.1:5432/test?sslmode=disable [--rounds 3] [--json]
+//
+// Each system runs the shape of `twice bench events`: 4 publishers, one event per
+// transaction, 20,000 events (--events), consumed by a shared group (twice, 8 partitions)
+// or consumer group (watermill) on a second instance in this process; then 2,000 single
+// events at 200/s (--latency-events, --rate), timed from before the publishing transaction
+// begins to the handler. twice runs twice: with Publish, as `twice bench events` does, and
+// with PublishTx in a *sql.Tx like watermill's. Every run gets a database of its own,
+// created beside the --dsn database and dropped afterwards; the systems take turns, each
+// round starting with the next, and the table shows the median of --rounds rounds. Beside
+// throughput and latency it reports commits per event (xact_commit of the run's database
+// in pg_stat_database, read once its last backend has exited, setup and close included),
+// this process's CPU seconds over the throughput run (twice and watermill both run in it),
+// and the CPU seconds of the PostgreSQL backends connected to the run's database, read from
+// /proc when the server runs on this machine (WAL writer, checkpointer and other
+// background processes not included). --systems picks some of twice, twice-tx,
+// watermill, watermill-tuned and bare.
 package main
 
 import (
@@ -57,6 +83,10 @@ type params struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "events" {
+		eventsMain(os.Args[2:])
+		return
+	}
 	if dsn := os.Getenv(envChild); dsn != "" {
 		if err := child(dsn); err != nil {
 			fmt.Fprintln(os.Stderr, "bench child:", err)

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"testing"
+)
+
+// TestEventsSmoke runs every system of the events suite once with tiny counts and checks
+// each reports figures; it asserts nothing about how fast they are.
+func TestEventsSmoke(t *testing.T) {
+	dsn := os.Getenv("TWICE_TEST_POSTGRES_URL")
+	if dsn == "" {
+		t.Skip("TWICE_TEST_POSTGRES_URL is not set")
+	}
+	p := eventsParams{dsn: dsn, events: 40, publishers: 4, latency: 10, rate: 100, rounds: 1, systems: eventSystemKeys()}
+	var out bytes.Buffer
+	if err := runEvents(context.Background(), p, true, &out); err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Systems []eventsRow `json:"systems"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("%v in %s", err, out.String())
+	}
+	if len(res.Systems) != len(eventSystemKeys()) {
+		t.Fatalf("%d systems reported, want %d:\n%s", len(res.Systems), len(eventSystemKeys()), out.String())
+	}
+	for _, r := range res.Systems {
+		name := r.System + " " + r.Config
+		// The backends' CPU is not checked: it needs the server's processes in this /proc.
+		if r.PublishPerSec <= 0 || r.CommitsPerEvent <= 0 || r.CPUSeconds <= 0 {
+			t.Errorf("%s: publish %v/s, %v commits/event, %v CPU s; want all positive", name, r.PublishPerSec, r.CommitsPerEvent, r.CPUSeconds)
+		}
+		if r.System == "bare" {
+			continue
+		}
+		if r.ConsumePerSec <= 0 || r.LatencyP50 <= 0 || r.LatencyP99 <= 0 || r.LatencyCommitsPerEvent <= 0 {
+			t.Errorf("%s: consume %v/s, p50 %v ms, p99 %v ms, %v commits/event at rate; want all positive",
+				name, r.ConsumePerSec, r.LatencyP50, r.LatencyP99, r.LatencyCommitsPerEvent)
+		}
+	}
+}
