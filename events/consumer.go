@@ -199,7 +199,8 @@ type Consumer struct {
 	cfg      GroupConfig
 	topicArg any
 	read     string
-	wake     signal
+	wake     signal       // Broadcast's reader, and every partition's at once with kickAll
+	parts    []signal     // each partition's reader (Shared and ExactlyOnce)
 	replays  atomic.Int64 // replay signals received: a worker that saw fewer reloads its checkpoint
 	died     atomic.Int64 // when the cluster last found an instance dead, in Unix nanoseconds
 	unreg    func()
@@ -217,6 +218,33 @@ type Consumer struct {
 
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// woken wakes the readers of the partitions that hold hashes: every reader if hashes is nil.
+func (c *Consumer) woken(hashes []int64) {
+	if hashes == nil || c.parts == nil {
+		c.kickAll()
+		return
+	}
+	for _, h := range hashes {
+		c.parts[h%int64(len(c.parts))].kick()
+	}
+}
+
+// kickAll wakes every reader of the group on this instance.
+func (c *Consumer) kickAll() {
+	c.wake.kick()
+	for i := range c.parts {
+		c.parts[i].kick()
+	}
+}
+
+// wakeOf is the signal the reader of partition part waits on (-1 for Broadcast's).
+func (c *Consumer) wakeOf(part int) *signal {
+	if part < 0 {
+		return &c.wake
+	}
+	return &c.parts[part]
 }
 
 // Subscribe starts this instance's part of the consumer group cfg. For Shared and
@@ -242,7 +270,10 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 	}
 	l.consumers[c] = struct{}{}
 	l.mu.Unlock()
-	c.unreg = l.wake.register(cfg.Topics, c.wake.kick)
+	if cfg.Mode != Broadcast {
+		c.parts = make([]signal, cfg.Partitions)
+	}
+	c.unreg = l.wake.register(cfg.Topics, c.woken)
 
 	if cfg.Mode == Broadcast {
 		start, snap, err := l.end(ctx)

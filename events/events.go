@@ -174,8 +174,8 @@ func (l *Log) Start(context.Context) error {
 				l.wake.all()
 				return
 			}
-			for _, t := range strings.Split(string(m.Payload), "\n") {
-				l.wake.topic(t)
+			for t, hs := range parseHint(m.Payload) {
+				l.wake.topic(t, hs)
 			}
 		})
 		unreplay := b.Subscribe(ReplayChannel, func(m bus.Message) { l.replayed(string(m.Payload), m.Lost) })
@@ -201,7 +201,7 @@ func (l *Log) rebalance(group string, all, died bool) {
 func (l *Log) replayed(group string, all bool) {
 	for _, c := range l.consumersOf(group, all) {
 		c.replays.Add(1)
-		c.wake.kick()
+		c.kickAll()
 	}
 }
 
@@ -308,16 +308,16 @@ func hashKey(key string) int64 {
 // Publish appends msgs to the log in a transaction of its own and returns their ids. For
 // events caused by a business write, use [Log.PublishTx] in that write's transaction.
 func (l *Log) Publish(ctx context.Context, msgs ...Message) ([]int64, error) {
-	var ids []int64
+	var ids, hashes []int64
 	err := l.s.InTx(ctx, func(tx store.Tx) error {
 		var err error
-		ids, err = l.insert(ctx, tx, "", 0, msgs)
+		ids, hashes, err = l.insert(ctx, tx, "", 0, msgs)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	l.announce(topicsOf(msgs))
+	l.announce(hintOf(msgs, hashes))
 	return ids, nil
 }
 
@@ -329,34 +329,36 @@ func (l *Log) PublishTx(ctx context.Context, tx any, msgs ...Message) ([]int64, 
 	if err != nil {
 		return nil, err
 	}
-	ids, err := l.insert(ctx, q, "", 0, msgs)
+	ids, hashes, err := l.insert(ctx, q, "", 0, msgs)
 	if err != nil {
 		return nil, err
 	}
 	if w := l.watcher(); w != nil {
-		w.add(ids, msgs)
+		w.add(ids, msgs, hashes)
 	}
 	return ids, nil
 }
 
 // insert writes msgs in one statement. For a stream, version is the version of the first.
-func (l *Log) insert(ctx context.Context, q store.Querier, stream string, version int64, msgs []Message) ([]int64, error) {
+// It also returns each event's hash, which places it in a partition (see hint).
+func (l *Log) insert(ctx context.Context, q store.Querier, stream string, version int64, msgs []Message) (ids, hashes []int64, err error) {
 	if len(msgs) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if len(msgs) > MaxBatch {
-		return nil, fmt.Errorf("%w: %d events in one call; the limit is %d", ErrInvalid, len(msgs), MaxBatch)
+		return nil, nil, fmt.Errorf("%w: %d events in one call; the limit is %d", ErrInvalid, len(msgs), MaxBatch)
 	}
 	if l.isClosed() {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	var sb strings.Builder
 	sb.WriteString(l.q.insertHead)
 	args := make([]any, 0, 1+8*len(msgs))
 	args = append(args, l.s.NowArg())
+	hashes = make([]int64, len(msgs))
 	for i, m := range msgs {
 		if err := l.validate(m); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if i > 0 {
 			sb.WriteString(", ")
@@ -371,7 +373,8 @@ func (l *Log) insert(ctx context.Context, q store.Querier, stream string, versio
 		if payload == nil {
 			payload = []byte{}
 		}
-		args = append(args, l.d.Service, m.Topic, m.Key, hashKey(m.Key), payload, encodeHeaders(m.Headers), st, ver)
+		hashes[i] = hashKey(m.Key)
+		args = append(args, l.d.Service, m.Topic, m.Key, hashes[i], payload, encodeHeaders(m.Headers), st, ver)
 	}
 	if stream != "" {
 		sb.WriteString(" ON CONFLICT (service, stream, version) WHERE stream IS NOT NULL DO NOTHING")
@@ -379,44 +382,32 @@ func (l *Log) insert(ctx context.Context, q store.Querier, stream string, versio
 	sb.WriteString(l.q.insertTail)
 	rows, err := q.Query(ctx, sb.String(), args...)
 	if err != nil {
-		return nil, fmt.Errorf("events: publish: %w", err)
+		return nil, nil, fmt.Errorf("events: publish: %w", err)
 	}
 	defer rows.Close()
-	ids := make([]int64, 0, len(msgs))
+	ids = make([]int64, 0, len(msgs))
 	for rows.Next() {
 		var id int64
 		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("events: publish: %w", err)
+			return nil, nil, fmt.Errorf("events: publish: %w", err)
 		}
 		ids = append(ids, id)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("events: publish: %w", err)
+		return nil, nil, fmt.Errorf("events: publish: %w", err)
 	}
-	return ids, nil
+	return ids, hashes, nil
 }
 
-func topicsOf(msgs []Message) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, m := range msgs {
-		if !seen[m.Topic] {
-			seen[m.Topic] = true
-			out = append(out, m.Topic)
-		}
-	}
-	return out
-}
-
-// announce wakes readers of topics on every instance: this one at once, the others through
-// the bus. It does not wait for the signal to be sent, so a publisher never waits on the
-// bus; the signals of concurrent publishers merge.
-func (l *Log) announce(topics []string) {
-	for _, t := range topics {
-		l.wake.topic(t)
+// announce wakes the readers of h's partitions on every instance: this one at once, the
+// others through the bus. It does not wait for the signal to be sent, so a publisher never
+// waits on the bus; the signals of concurrent publishers merge.
+func (l *Log) announce(h hint) {
+	for t, hs := range h {
+		l.wake.topic(t, hs)
 	}
 	if ann := l.announcer(); ann != nil {
-		ann.add(topics)
+		ann.add(h)
 	}
 }
 

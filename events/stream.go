@@ -113,7 +113,7 @@ func (l *Log) AppendTx(ctx context.Context, tx any, stream string, expected int6
 	}
 	// The unique index on (stream, version) decides between concurrent appenders:
 	// PostgreSQL makes the second wait for the first to commit, then skips its rows.
-	ids, err := l.insert(ctx, q, stream, current+1, ms)
+	ids, hashes, err := l.insert(ctx, q, stream, current+1, ms)
 	if err != nil {
 		return 0, err
 	}
@@ -124,7 +124,7 @@ func (l *Log) AppendTx(ctx context.Context, tx any, stream string, expected int6
 		return 0, &ConflictError{Stream: stream, Expected: expected, Actual: -1}
 	}
 	if w := l.watcher(); w != nil {
-		w.add(ids, ms)
+		w.add(ids, ms, hashes)
 	}
 	return current + int64(len(ms)), nil
 }

@@ -3,6 +3,8 @@ package events
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -11,23 +13,108 @@ import (
 	"github.com/twicehq/twice/internal/loop"
 )
 
-// waker calls the readers registered for a topic when events of it may have committed.
+// hint names the topics of events that may have committed and, per topic, the hashes of
+// their keys (see hashKey), which place them in partitions: only the readers of those
+// partitions need to look. A topic with no hashes (nil) wakes every reader of it, as a
+// signal from an instance that sends none, or one that had too many to list, does. It is
+// a hint: a reader that wakes reads the database, and one that does not wake finds the
+// events at its poll.
+type hint map[string][]int64
+
+// maxHintHashes is the most hashes a hint lists for one topic; past it, every reader wakes.
+const maxHintHashes = 32
+
+// hintOf is the hint of msgs, whose hashes are hashes.
+func hintOf(msgs []Message, hashes []int64) hint {
+	h := hint{}
+	for i, m := range msgs {
+		h.add(m.Topic, []int64{hashes[i]})
+	}
+	return h
+}
+
+// add merges the hashes hs (nil for all) of topic into h.
+func (h hint) add(topic string, hs []int64) {
+	old, ok := h[topic]
+	switch {
+	case ok && old == nil, hs == nil:
+		h[topic] = nil
+		return
+	}
+	merged := old
+	for _, x := range hs {
+		if !slices.Contains(merged, x) {
+			merged = append(merged, x)
+		}
+	}
+	if len(merged) > maxHintHashes {
+		merged = nil
+	}
+	h[topic] = merged
+}
+
+// The bus payload of a hint is one line per topic: the topic, then, if it lists hashes, a
+// NUL (which no topic contains) and the hashes in decimal, separated by commas.
+
+// appendLine appends topic's line to b.
+func appendLine(b []byte, topic string, hs []int64) []byte {
+	b = append(b, topic...)
+	for i, x := range hs {
+		if i == 0 {
+			b = append(b, 0)
+		} else {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, x, 10)
+	}
+	return b
+}
+
+// parseHint reads a hint from a bus payload. It comes from outside: a line whose hashes do
+// not parse wakes every reader of its topic, and an empty line names no topic.
+func parseHint(p []byte) hint {
+	h := hint{}
+	for line := range strings.SplitSeq(string(p), "\n") {
+		topic, list, listed := strings.Cut(line, "\x00")
+		if topic == "" {
+			continue
+		}
+		if !listed {
+			h.add(topic, nil)
+			continue
+		}
+		var hs []int64
+		for f := range strings.SplitSeq(list, ",") {
+			x, err := strconv.ParseInt(f, 10, 64)
+			if err != nil || x < 0 {
+				hs = nil
+				break
+			}
+			hs = append(hs, x)
+		}
+		h.add(topic, hs)
+	}
+	return h
+}
+
+// waker calls the readers registered for a topic when events of it may have committed,
+// with the hashes of the events (nil when any partition may have them).
 type waker struct {
 	mu   sync.Mutex // protects fns, next
-	fns  map[string]map[int]func()
+	fns  map[string]map[int]func([]int64)
 	next int
 }
 
-func (w *waker) init() { w.fns = map[string]map[int]func(){} }
+func (w *waker) init() { w.fns = map[string]map[int]func([]int64){} }
 
-func (w *waker) register(topics []string, fn func()) (cancel func()) {
+func (w *waker) register(topics []string, fn func(hashes []int64)) (cancel func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	id := w.next
 	w.next++
 	for _, t := range topics {
 		if w.fns[t] == nil {
-			w.fns[t] = map[int]func(){}
+			w.fns[t] = map[int]func([]int64){}
 		}
 		w.fns[t][id] = fn
 	}
@@ -43,21 +130,22 @@ func (w *waker) register(topics []string, fn func()) (cancel func()) {
 	}
 }
 
-func (w *waker) topic(t string) {
+// topic wakes the readers of t whose partitions hold one of hashes (all of them if nil).
+func (w *waker) topic(t string, hashes []int64) {
 	w.mu.Lock()
-	fns := make([]func(), 0, len(w.fns[t]))
+	fns := make([]func([]int64), 0, len(w.fns[t]))
 	for _, fn := range w.fns[t] {
 		fns = append(fns, fn)
 	}
 	w.mu.Unlock()
 	for _, fn := range fns {
-		fn()
+		fn(hashes)
 	}
 }
 
 func (w *waker) all() {
 	w.mu.Lock()
-	var fns []func()
+	var fns []func([]int64)
 	for _, m := range w.fns {
 		for _, fn := range m {
 			fns = append(fns, fn)
@@ -65,7 +153,7 @@ func (w *waker) all() {
 	}
 	w.mu.Unlock()
 	for _, fn := range fns {
-		fn()
+		fn(nil)
 	}
 }
 
@@ -116,6 +204,7 @@ type watcher struct {
 
 type watched struct {
 	topic string
+	hash  int64
 	added time.Time
 }
 
@@ -125,7 +214,7 @@ func newWatcher(l *Log) *watcher {
 	return w
 }
 
-func (w *watcher) add(ids []int64, msgs []Message) {
+func (w *watcher) add(ids []int64, msgs []Message, hashes []int64) {
 	now := time.Now()
 	w.mu.Lock()
 	if w.closed {
@@ -133,7 +222,7 @@ func (w *watcher) add(ids []int64, msgs []Message) {
 		return
 	}
 	for i, id := range ids {
-		w.pending[id] = watched{topic: msgs[i].Topic, added: now}
+		w.pending[id] = watched{topic: msgs[i].Topic, hash: hashes[i], added: now}
 	}
 	w.mu.Unlock()
 	w.looks.Kick()
@@ -193,21 +282,17 @@ func (w *watcher) look() {
 		w.l.log.Debug("events: cannot tell whether published events committed; readers will poll", "err", err)
 		return
 	}
-	seen := map[string]bool{}
-	var topics []string
+	h := hint{}
 	w.mu.Lock()
 	for _, id := range visible {
 		if p, ok := w.pending[id]; ok {
 			delete(w.pending, id)
-			if !seen[p.topic] {
-				seen[p.topic] = true
-				topics = append(topics, p.topic)
-			}
+			h.add(p.topic, []int64{p.hash})
 		}
 	}
 	w.mu.Unlock()
-	if len(topics) > 0 {
-		w.l.announce(topics)
+	if len(h) > 0 {
+		w.l.announce(h)
 	}
 }
 
@@ -244,21 +329,21 @@ func (w *watcher) close() {
 // would change when a slow bus gives up on it.
 const announceTimeout = 5 * time.Second
 
-// announcer sends the topics of committed events on the bus from a goroutine of its own,
-// merging the topics of every publish since its last send.
+// announcer sends the hints of committed events on the bus from a goroutine of its own,
+// merging the hints of every publish since its last send.
 type announcer struct {
 	b   bus.Bus
 	log *slog.Logger
 
 	mu      sync.Mutex // protects pending, order
-	pending map[string]bool
+	pending hint
 	order   []string
 
 	l *loop.Loop
 }
 
 func newAnnouncer(b bus.Bus, log *slog.Logger) *announcer {
-	a := &announcer{b: b, log: log, pending: map[string]bool{}}
+	a := &announcer{b: b, log: log, pending: hint{}}
 	a.l = loop.StartAfter(loop.Forever, func(context.Context) time.Duration {
 		a.send()
 		return loop.Forever
@@ -266,38 +351,45 @@ func newAnnouncer(b bus.Bus, log *slog.Logger) *announcer {
 	return a
 }
 
-func (a *announcer) add(topics []string) {
+func (a *announcer) add(h hint) {
 	a.mu.Lock()
-	for _, t := range topics {
-		if !a.pending[t] {
-			a.pending[t] = true
+	for t, hs := range h {
+		if _, ok := a.pending[t]; !ok {
 			a.order = append(a.order, t)
 		}
+		a.pending.add(t, hs)
 	}
 	a.mu.Unlock()
 	a.l.Kick()
 }
 
-// send publishes the pending topics, as many per signal as fit a bus payload. A signal
-// that is not sent is covered by the readers' polling.
+// send publishes the pending hint, as many topics per signal as fit a bus payload. A
+// signal that is not sent is covered by the readers' polling.
 func (a *announcer) send() {
 	a.mu.Lock()
-	topics := a.order
-	a.pending, a.order = map[string]bool{}, nil
+	h, topics := a.pending, a.order
+	a.pending, a.order = hint{}, nil
 	a.mu.Unlock()
 	for len(topics) > 0 {
-		var sb strings.Builder
+		var b []byte
 		n := 0
-		for n < len(topics) && (n == 0 || sb.Len()+len(topics[n])+1 <= bus.MaxPayload) {
-			if n > 0 {
-				sb.WriteByte('\n')
+		for n < len(topics) {
+			line := appendLine(nil, topics[n], h[topics[n]])
+			if len(line) > bus.MaxPayload {
+				line = appendLine(nil, topics[n], nil) // every partition: a topic always fits
 			}
-			sb.WriteString(topics[n])
+			if n > 0 && len(b)+1+len(line) > bus.MaxPayload {
+				break
+			}
+			if n > 0 {
+				b = append(b, '\n')
+			}
+			b = append(b, line...)
 			n++
 		}
 		topics = topics[n:]
 		ctx, cancel := context.WithTimeout(context.Background(), announceTimeout)
-		if err := a.b.Publish(ctx, WakeChannel, []byte(sb.String())); err != nil {
+		if err := a.b.Publish(ctx, WakeChannel, b); err != nil {
 			a.log.Debug("events: wake-up signal not sent; readers find the events at their next poll", "err", err)
 		}
 		cancel()

@@ -110,7 +110,7 @@ func (w *worker) run() {
 	looked := true
 	replays := c.replays.Load()
 	for !w.stopping() {
-		wake := c.wake.wait()
+		wake := c.wakeOf(w.part).wait()
 		if r := c.replays.Load(); r != replays && w.durable() {
 			// A replay moved the checkpoint; read from where it now is.
 			if err := w.load(); err != nil {
