@@ -2,6 +2,8 @@ package lease
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -17,10 +19,7 @@ func TestRenewalDuringAcquireKeepsTheRow(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		s := db.Open(t, nil)
-		if _, err := store.NewMigrator(s, Component()).Up(ctx); err != nil {
-			t.Fatal(err)
-		}
+		s := openMigrated(t, db)
 		m, err := NewManager(s, Config{Service: "svc", Holder: "a", TTL: time.Hour, Logger: testdb.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
@@ -50,4 +49,49 @@ func TestRenewalDuringAcquireKeepsTheRow(t *testing.T) {
 			t.Fatalf("the row after the renewal: %+v, %v; want held by a", i, err)
 		}
 	})
+}
+
+// A lease granted while the manager is abandoned is not held, and its row is left as the
+// grant wrote it (Abandon writes nothing); while it is closed, the row is released.
+func TestGrantDuringAbandonOrClose(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		s := openMigrated(t, db)
+		for _, abandon := range []bool{true, false} {
+			m, err := NewManager(s, Config{Service: "svc", Holder: "a", TTL: time.Hour, Logger: testdb.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.afterGrab = func() {
+				if abandon {
+					m.Abandon()
+				} else if err := m.Close(ctx); err != nil {
+					t.Error(err)
+				}
+			}
+			name := fmt.Sprintf("abandon-%v", abandon)
+			if _, err := m.TryAcquire(ctx, name, nil); !errors.Is(err, ErrClosed) {
+				t.Fatalf("%s: TryAcquire = %v; want ErrClosed", name, err)
+			}
+			i, err := Lookup(ctx, s, "svc", name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i.Held() != abandon {
+				t.Fatalf("%s: the row is %+v", name, i)
+			}
+		}
+	})
+}
+
+// openMigrated opens a store on db with the lease table.
+func openMigrated(t *testing.T, db testdb.DB) *store.Store {
+	t.Helper()
+	s := db.Open(t, nil)
+	if _, err := store.NewMigrator(s, Component()).Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -74,7 +74,8 @@ func (l *Lease) AcquiredAt() time.Time { return l.acquired }
 func (l *Lease) TTL() time.Duration { return l.ttl }
 
 // Context is cancelled when the lease is lost or released; context.Cause says which
-// ([ErrLost] or [ErrReleased]). Work that must only happen under the lease runs under it.
+// ([ErrLost] or [ErrReleased], or [ErrClosed] after [Manager.Abandon]). Work that must only
+// happen under the lease runs under it.
 func (l *Lease) Context() context.Context { return l.ctx }
 
 // Deadline is when the lease ends unless renewed, on this process's monotonic clock: a little

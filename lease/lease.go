@@ -85,11 +85,12 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu        sync.Mutex        // protects held, acquiring, changed, closed, lastRenew, carrier
+	mu        sync.Mutex        // protects held, acquiring, changed, closed, abandoned, lastRenew, carrier
 	held      map[string]*Lease // by name
 	acquiring map[string]int    // names a TryAcquire is taking, not yet in held
 	changed   chan struct{}     // closed and replaced whenever a lease may have become free
 	closed    bool
+	abandoned bool          // Abandon closed it: nothing more is written
 	lastRenew time.Time     // when the last renewal of every held lease was sent
 	carrier   time.Duration // how often another transaction carries the renewals; 0: none
 
@@ -199,9 +200,12 @@ func (m *Manager) TryAcquire(ctx context.Context, name string, opts *AcquireOpts
 
 	m.mu.Lock()
 	if m.closed {
+		abandoned := m.abandoned
 		m.mu.Unlock()
 		l.lose(ErrClosed)
-		_ = l.releaseRow(context.WithoutCancel(ctx))
+		if !abandoned {
+			_ = l.releaseRow(context.WithoutCancel(ctx))
+		}
 		return nil, ErrClosed
 	}
 	if len(m.held) == 0 {
@@ -566,21 +570,10 @@ func (m *Manager) poke() {
 // Close stops renewing and releases every lease this manager holds, so other instances can
 // take them at once instead of waiting for them to expire.
 func (m *Manager) Close(ctx context.Context) error {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		<-m.done
+	held, first := m.stopKeeping(false)
+	if !first {
 		return nil
 	}
-	m.closed = true
-	held := make([]*Lease, 0, len(m.held))
-	for _, l := range m.held {
-		held = append(held, l)
-	}
-	m.mu.Unlock()
-	close(m.stop)
-	<-m.done
-	m.frees.Wait()
 	for _, l := range held {
 		l.lose(ErrReleased)
 	}
@@ -596,6 +589,41 @@ func (m *Manager) Close(ctx context.Context) error {
 		m.onRelease(ctx, names)
 	}
 	return nil
+}
+
+// Abandon stops renewing as a crashed process would, for tests that crash an instance:
+// every lease ends here at once, its context cancelled with [ErrClosed], and nothing is
+// written or announced. The rows stay as they are, held in the database until their
+// deadlines, or until another instance finds this holder dead and frees them
+// ([Manager.ReleaseDead]). Close after Abandon does nothing.
+func (m *Manager) Abandon() {
+	held, _ := m.stopKeeping(true)
+	for _, l := range held {
+		l.lose(ErrClosed)
+	}
+}
+
+// stopKeeping closes the manager to new leases (abandoned: without writing even the row of
+// one granted meanwhile), stops the renewals and waits for the rows of lost leases being
+// freed. It returns the leases held, and whether this was the first call: a later one
+// returns none, once the first has stopped the renewals.
+func (m *Manager) stopKeeping(abandon bool) (held []*Lease, first bool) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		<-m.done
+		return nil, false
+	}
+	m.closed, m.abandoned = true, abandon
+	held = make([]*Lease, 0, len(m.held))
+	for _, l := range m.held {
+		held = append(held, l)
+	}
+	m.mu.Unlock()
+	close(m.stop)
+	<-m.done
+	m.frees.Wait()
+	return held, true
 }
 
 // ReleaseDead frees every lease that holder, another instance, still holds, when the

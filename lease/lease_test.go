@@ -413,6 +413,50 @@ func TestCloseReleases(t *testing.T) {
 	})
 }
 
+// Abandon ends every lease locally, as a crash ends the process's belief in them, and
+// leaves the rows held: the others wait for their deadlines, or free them when they find
+// the holder dead. Close afterwards releases nothing.
+func TestAbandonLeavesTheRows(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		var released []string
+		a, err := lease.NewManager(open(t, db, nil), lease.Config{Service: "svc", Holder: "a", TTL: time.Hour, Logger: testdb.Logger(t),
+			OnRelease: func(_ context.Context, names []string) { released = append(released, names...) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := manager(t, db, nil, "b", time.Hour)
+		l, err := a.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Abandon()
+		if l.Valid() || !errors.Is(context.Cause(l.Context()), lease.ErrClosed) {
+			t.Fatalf("after Abandon: valid %v, cause %v; want ended with ErrClosed", l.Valid(), context.Cause(l.Context()))
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.TryAcquire(ctx, "x", nil); !errors.Is(err, lease.ErrHeld) {
+			t.Fatalf("an abandoned lease taken before its deadline: %v", err)
+		}
+		if released != nil {
+			t.Fatalf("announced %v; an abandoned manager announces nothing", released)
+		}
+		if _, err := b.ReleaseDead(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.TryAcquire(ctx, "x", nil); err != nil {
+			t.Fatalf("an abandoned lease not taken once its holder was found dead: %v", err)
+		}
+	})
+}
+
 func TestBadInput(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
