@@ -259,13 +259,8 @@ func (l *Leader) Died() {
 // within one poll), and waits for OnElected callbacks to return, or for ctx to end: a
 // callback that ignores its context cannot hold Stop forever.
 func (l *Leader) Stop(ctx context.Context) error {
-	l.campaigner.Stop()
-	l.mu.Lock()
-	cur := l.cur
-	l.cur = nil
-	l.mu.Unlock()
 	var err error
-	if cur != nil {
+	if cur := l.stopCampaigning(); cur != nil {
 		err = cur.Release(ctx)
 	}
 	waited := make(chan struct{})
@@ -279,6 +274,25 @@ func (l *Leader) Stop(ctx context.Context) error {
 		err = errors.Join(err, fmt.Errorf("cluster: OnElected callbacks still running at stop: %w", context.Cause(ctx)))
 	}
 	return err
+}
+
+// Abandon stops campaigning as a crashed process would, for tests that crash an instance:
+// leadership is not handed over, and the lease of a term under way is neither renewed nor
+// released here. It stays held in the database until its deadline, or until the others
+// find this instance dead and free it. IsLeader is false at once; the term's OnElected
+// callbacks run on until the lease ends here ([lease.Manager.Abandon] ends it at once).
+// Stop afterwards releases nothing, and waits for them.
+func (l *Leader) Abandon() { l.stopCampaigning() }
+
+// stopCampaigning stops the campaign and forgets the term under way, returning its lease
+// (nil if there was none).
+func (l *Leader) stopCampaigning() *lease.Lease {
+	l.campaigner.Stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cur := l.cur
+	l.cur = nil
+	return cur
 }
 
 // campaign is one round of the campaign: it waits while another instance leads (or this

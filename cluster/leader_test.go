@@ -294,6 +294,47 @@ func TestStopWaitsForCallbacks(t *testing.T) {
 	})
 }
 
+// Abandon gives nothing up: the term goes on locally until its lease ends here, the lease
+// stays held in the database, and another leads only once it is freed (as the others do
+// for an instance they find dead).
+func TestAbandonHandsNothingOver(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		a := campaign(t, db, "a", time.Hour, cluster.LeaderConfig{})
+		ended := make(chan struct{})
+		a.l.OnElected(func(ctx context.Context) {
+			<-ctx.Done()
+			close(ended)
+		})
+		var la *lease.Lease
+		testnode.Eventually(t, 10*time.Second, "a leads", func() bool { la = a.l.Lease(); return la != nil })
+		b := campaign(t, db, "b", time.Hour, cluster.LeaderConfig{})
+		a.l.Abandon()
+		if a.l.IsLeader() {
+			t.Fatal("a leads after Abandon")
+		}
+		a.m.Abandon()
+		<-ended
+		if err := a.l.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if cur, err := b.l.Current(ctx); err != nil || cur.Holder != "a" {
+			t.Fatalf("the leader lease after a abandoned it: %+v, %v; want still a's", cur, err)
+		}
+		if _, err := b.m.ReleaseDead(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		b.l.Poke()
+		var lb *lease.Lease
+		testnode.Eventually(t, 10*time.Second, "b leads", func() bool { lb = b.l.Lease(); return lb != nil })
+		if lb.Token() <= la.Token() {
+			t.Fatalf("b's token %d not above a's %d", lb.Token(), la.Token())
+		}
+	})
+}
+
 // infoReads counts the reads of the leader lease a store runs.
 type infoReads struct{ n atomic.Int64 }
 

@@ -550,13 +550,7 @@ func (m *Membership) Reap(ctx context.Context, keep time.Duration) (int64, error
 
 // Leave stops heartbeating and removes this instance's row.
 func (m *Membership) Leave(ctx context.Context) error {
-	m.mu.Lock()
-	m.stopped = true
-	beats := m.beats
-	m.mu.Unlock()
-	if beats != nil {
-		beats.Stop()
-	}
+	m.stopBeats()
 	_, err := m.s.Control().Exec(ctx, m.q.leave, m.cfg.Service, m.cfg.ID)
 	// The row goes first, so that the watcher of this instance finds nobody to bury.
 	if m.live != nil {
@@ -566,4 +560,27 @@ func (m *Membership) Leave(ctx context.Context) error {
 		return fmt.Errorf("cluster: leave: %w", err)
 	}
 	return nil
+}
+
+// Abandon ends the instance's membership as a crash of its process would, for tests that
+// crash an instance: the heartbeats stop and the liveness lock is given up, as the kernel
+// frees a dead process's, but the row stays as it was, state included. The others find the
+// instance dead at once by its lock (after DeadAfter without one, by its heartbeat) and
+// take over its work; the leader reaps the row after its KeepDead.
+func (m *Membership) Abandon() {
+	m.stopBeats()
+	if m.live != nil {
+		m.live.stop()
+	}
+}
+
+// stopBeats ends the heartbeats for good; a beat under way runs to its end.
+func (m *Membership) stopBeats() {
+	m.mu.Lock()
+	m.stopped = true
+	beats := m.beats
+	m.mu.Unlock()
+	if beats != nil {
+		beats.Stop()
+	}
 }
