@@ -508,21 +508,9 @@ func (c *Client) wakeLocal(queue string, soon bool) {
 // still running are handed back to the queue for another instance. Finished attempts are
 // recorded before Close returns.
 func (c *Client) Close(ctx context.Context) error {
-	c.mu.Lock()
-	if c.stopped {
-		c.mu.Unlock()
+	ps, working, first := c.stop()
+	if !first {
 		return nil
-	}
-	c.stopped = true
-	working := c.working
-	ps := make([]*producer, 0, len(c.producers))
-	for _, p := range c.producers {
-		ps = append(ps, p)
-	}
-	unsub := c.unsub
-	c.mu.Unlock()
-	for _, u := range unsub {
-		u()
 	}
 	if note := c.note.Load(); note != nil {
 		defer note.close()
@@ -531,11 +519,7 @@ func (c *Client) Close(ctx context.Context) error {
 		c.runCancel(ErrShutdown)
 		return nil
 	}
-	c.rescuer.Stop()
-	c.canceller.Stop()
-	for _, p := range ps {
-		p.stopFetching()
-	}
+	c.stopWorking(ps)
 	grace, cancel := context.WithTimeout(ctx, c.cfg.ShutdownTimeout)
 	defer cancel()
 	for _, p := range ps {
@@ -558,6 +542,60 @@ func (c *Client) Close(ctx context.Context) error {
 	}
 	c.withdraw(ctx)
 	return errors.Join(errs...)
+}
+
+// Abandon stops the client as a crash of its process would, for tests that crash an
+// instance (see block.Block): queues stop fetching, and the running jobs' contexts are
+// cancelled with [ErrShutdown] at once. Nothing is written: what the jobs return is
+// dropped, so they stay running under this instance until the others find it dead and
+// rescue them (the attempt counts), and its queues stay recorded as worked here (counted
+// only while it is alive). Abandon waits, until ctx ends, for the workers to return.
+func (c *Client) Abandon(ctx context.Context) {
+	ps, working, first := c.stop()
+	if !first {
+		return
+	}
+	if note := c.note.Load(); note != nil {
+		defer note.close()
+	}
+	if working {
+		c.comp.abandon() // first: what a job returns from here on is dropped
+		c.stopWorking(ps)
+	}
+	c.runCancel(ErrShutdown)
+	for _, p := range ps {
+		p.waitIdle(ctx)
+	}
+}
+
+// stop marks the client stopped and ends its subscriptions. It returns the producers,
+// whether the client works, and whether this was the first call.
+func (c *Client) stop() (ps []*producer, working, first bool) {
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		return nil, false, false
+	}
+	c.stopped = true
+	ps = make([]*producer, 0, len(c.producers))
+	for _, p := range c.producers {
+		ps = append(ps, p)
+	}
+	working, unsub := c.working, c.unsub
+	c.mu.Unlock()
+	for _, u := range unsub {
+		u()
+	}
+	return ps, working, true
+}
+
+// stopWorking stops the rescue and cancel loops and the producers' fetching.
+func (c *Client) stopWorking(ps []*producer) {
+	c.rescuer.Stop()
+	c.canceller.Stop()
+	for _, p := range ps {
+		p.stopFetching()
+	}
 }
 
 // publish sends a signal if there is a bus; a lost signal only delays work until a poll.

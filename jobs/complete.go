@@ -118,6 +118,16 @@ func (k *completer) close(ctx context.Context) {
 	}
 }
 
+// abandon stops taking results and stops the loop, dropping what is pending, as a crash
+// would: those attempts stay running under this instance until they are rescued. A batch
+// whose statement is under way is recorded.
+func (k *completer) abandon() {
+	k.mu.Lock()
+	k.closed, k.pending = true, nil
+	k.mu.Unlock()
+	k.l.Stop()
+}
+
 // finish records a batch of finished attempts, then releases the batches it completed and
 // wakes the queues where it made room.
 func (c *Client) finish(ctx context.Context, batch []result) error {

@@ -28,6 +28,7 @@ func exerciseJobsRescue(t *testing.T, backend Backend) {
 		{"RescueOfTheLastAttemptDiscards", jobsRescueOfTheLastAttemptDiscards},
 		{"SlowJobOnLiveInstanceRunsOnce", jobsSlowJobOnLiveInstanceRunsOnce},
 		{"GracefulShutdownHandsBack", jobsGracefulShutdownHandsBack},
+		{"AbandonLeavesJobsToRescue", jobsAbandonLeavesJobsToRescue},
 	})
 }
 
@@ -212,6 +213,42 @@ func jobsGracefulShutdownHandsBack(t *testing.T, backend Backend) {
 	}
 	mustRegister(t, b, func(ctx context.Context, job *jobs.Job[blocking]) error { return nil })
 	waitState(t, b, r.ID, jobs.Completed)
+}
+
+func jobsAbandonLeavesJobsToRescue(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	n := backend.node(t, db, "svc", jobsFast())
+	// A client abandoned as in a crash cancels its job and drops what it returns, here a
+	// success that, recorded, would complete the job; nothing is handed back. The job is
+	// rescued once its instance counts dead, its attempt counted, and runs again.
+	cause := make(chan error, 1)
+	ghost, silent := ghostWorker(t, n, func(ctx context.Context, job *jobs.Job[blocking]) error {
+		<-ctx.Done()
+		cause <- context.Cause(ctx)
+		return nil
+	})
+	r, err := n.Jobs().Enqueue(ctx, blocking{ID: "crash"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-silent
+	ghost.Abandon(ctx)
+	if err := <-cause; !errors.Is(err, jobs.ErrShutdown) {
+		t.Fatalf("the abandoned job's context ended with %v; want ErrShutdown", err)
+	}
+	row, err := n.Jobs().Get(ctx, r.ID)
+	if err != nil || row.State == jobs.Completed || row.Attempt != 1 || strings.Contains(row.LastError, "handed back") {
+		t.Fatalf("after Abandon: %+v %v; want its attempt left running (or rescued)", row, err)
+	}
+	mustRegister(t, n, func(ctx context.Context, job *jobs.Job[blocking]) error { return nil })
+	row = waitState(t, n, r.ID, jobs.Completed)
+	if row.Attempt != 2 || !strings.Contains(row.LastError, "stopped while running attempt 1") {
+		t.Fatalf("the abandoned job after its rescue: %+v", row)
+	}
+	if err := ghost.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // ghostMember is a membership for the instance "ghost" of n's service that beats only when
