@@ -206,8 +206,9 @@ type Consumer struct {
 	unreg    func()
 	mem      *byteBudget // the bytes this instance's reads of the group may hold
 
-	hardCtx    context.Context // ends when Close gives up waiting: cancels Broadcast handlers
+	hardCtx    context.Context // ends when Close gives up waiting, or at Abandon: cancels every handler
 	hardCancel context.CancelFunc
+	abandoned  atomic.Bool    // Abandon stopped it: nothing more is committed, dead-lettered or released
 	wg         sync.WaitGroup // workers, and the balancer's lease watch
 
 	mu       sync.Mutex // protects workers, member, balancer, closing
@@ -515,13 +516,19 @@ func (c *Consumer) firstPartition() int {
 
 func (c *Consumer) startWorker(p int, l *lease.Lease) {
 	c.l.log.Debug("events: took a partition", "group", c.cfg.Name, "partition", p, "token", l.Token())
-	w := c.newWorker(l.Context(), p, l)
+	// The handlers' context ends with the partition's lease, or when the consumer stops
+	// waiting for them.
+	ctx, cancel := context.WithCancel(l.Context())
+	stop := context.AfterFunc(c.hardCtx, cancel)
+	w := c.newWorker(ctx, p, l)
 	c.mu.Lock()
 	c.workers[p] = w
 	c.mu.Unlock()
 	c.wg.Add(1)
 	go func() {
 		w.run()
+		stop()
+		cancel()
 		c.kickBalancer()
 	}()
 }
@@ -560,29 +567,8 @@ func (c *Consumer) Partitions() []int {
 // cancelled.
 func (c *Consumer) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
-		c.unreg()
-		c.mu.Lock()
-		b := c.balancer
-		c.balancer, c.closing = nil, true
-		c.mu.Unlock()
-		if b != nil {
-			b.Stop() // so no worker starts from here on
-		}
-		c.mu.Lock()
-		ws := make([]*worker, 0, len(c.workers))
-		for _, w := range c.workers {
-			ws = append(ws, w)
-		}
-		c.workers = map[int]*worker{}
-		c.mu.Unlock()
-		for _, w := range ws {
-			close(w.quit)
-		}
-		done := make(chan struct{})
-		go func() {
-			c.wg.Wait()
-			close(done)
-		}()
+		ws := c.halt()
+		done := c.stopped()
 		select {
 		case <-done:
 		case <-ctx.Done():
@@ -601,9 +587,65 @@ func (c *Consumer) Close(ctx context.Context) error {
 				c.l.log.Debug("events: leaving the group; the membership expires by itself", "group", c.cfg.Name, "err", err)
 			}
 		}
-		c.l.mu.Lock()
-		delete(c.l.consumers, c)
-		c.l.mu.Unlock()
+		c.forget()
 	})
 	return c.closeErr
+}
+
+// abandon stops the consumer as a crash would: its handlers are cancelled at once, and
+// nothing more is committed, dead-lettered or released, so the events since each
+// partition's checkpoint are handled again by the instance that takes it over once its
+// lease ends. It waits, until ctx ends, for the handlers to return.
+func (c *Consumer) abandon(ctx context.Context) {
+	c.closeOnce.Do(func() {
+		c.abandoned.Store(true)
+		c.hardCancel()
+		c.halt()
+		select {
+		case <-c.stopped():
+		case <-ctx.Done():
+		}
+		c.forget()
+	})
+}
+
+// halt stops the balancer, so that no worker starts from here on, and tells every worker
+// to stop after the event in hand. It returns the workers.
+func (c *Consumer) halt() []*worker {
+	c.unreg()
+	c.mu.Lock()
+	b := c.balancer
+	c.balancer, c.closing = nil, true
+	c.mu.Unlock()
+	if b != nil {
+		b.Stop()
+	}
+	c.mu.Lock()
+	ws := make([]*worker, 0, len(c.workers))
+	for _, w := range c.workers {
+		ws = append(ws, w)
+	}
+	c.workers = map[int]*worker{}
+	c.mu.Unlock()
+	for _, w := range ws {
+		close(w.quit)
+	}
+	return ws
+}
+
+// stopped is closed once every worker has ended.
+func (c *Consumer) stopped() <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	return done
+}
+
+// forget removes the consumer from its log.
+func (c *Consumer) forget() {
+	c.l.mu.Lock()
+	delete(c.l.consumers, c)
+	c.l.mu.Unlock()
 }

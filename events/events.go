@@ -420,10 +420,27 @@ func (l *Log) isClosed() bool {
 // Close stops every consumer of this log in this process (committing their progress and
 // handing their partitions to other instances) and the wake-up machinery.
 func (l *Log) Close(ctx context.Context) error {
+	var errs []error
+	l.shut(func(c *Consumer) { errs = append(errs, c.Close(ctx)) })
+	return errors.Join(errs...)
+}
+
+// Abandon stops every consumer of this log in this process as a crash of the process
+// would, for tests that crash an instance (see block.Block): handlers are cancelled at
+// once, and nothing more is committed, dead-lettered or released. Each partition's lease
+// is left to end (the node abandons its leases, or the others find the instance dead),
+// and whoever takes the partition then handles the events since its last checkpoint
+// again. Abandon waits, until ctx ends, for the handlers to return.
+func (l *Log) Abandon(ctx context.Context) {
+	l.shut(func(c *Consumer) { c.abandon(ctx) })
+}
+
+// shut closes the log once: it ends each consumer with end, then the wake-ups.
+func (l *Log) shut(end func(*Consumer)) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return nil
+		return
 	}
 	l.closed = true
 	cs := make([]*Consumer, 0, len(l.consumers))
@@ -431,9 +448,8 @@ func (l *Log) Close(ctx context.Context) error {
 		cs = append(cs, c)
 	}
 	l.mu.Unlock()
-	var errs []error
 	for _, c := range cs {
-		errs = append(errs, c.Close(ctx))
+		end(c)
 	}
 	if l.unsub != nil {
 		l.unsub()
@@ -444,5 +460,4 @@ func (l *Log) Close(ctx context.Context) error {
 	if l.ann != nil {
 		l.ann.close()
 	}
-	return errors.Join(errs...)
 }

@@ -168,9 +168,10 @@ func (w *worker) run() {
 	}
 }
 
-// release gives the partition back once the worker has stopped.
+// release gives the partition back once the worker has stopped, unless the consumer was
+// abandoned: then the lease is left to end by itself.
 func (w *worker) release() {
-	if w.lease == nil {
+	if w.lease == nil || w.c.abandoned.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), loop.ReleaseTimeout)
@@ -374,7 +375,7 @@ func (w *worker) protect(fn func() error) error {
 // deadLetter records that the group gave up on e (Shared; Broadcast only logs).
 func (w *worker) deadLetter(e Event, attempts int, cause error) {
 	c, l := w.c, w.c.l
-	if !w.durable() {
+	if !w.durable() || c.abandoned.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 10*time.Second)
@@ -391,6 +392,9 @@ func (w *worker) commit(pos position) error {
 		return nil
 	}
 	l, c := w.c.l, w.c
+	if c.abandoned.Load() {
+		return errStopping // as a crash would, the progress is left for the next owner to redo
+	}
 	// A stop must not lose the progress made: commit even if the lease's context ended.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 10*time.Second)
 	defer cancel()

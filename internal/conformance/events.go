@@ -13,8 +13,10 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/events"
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
 )
 
@@ -90,6 +92,7 @@ func exerciseEvents(t *testing.T, backend Backend) {
 		{"PublishTxOnlyOnCommit", eventsPublishTxOnlyOnCommit},
 		{"Limits", eventsLimits},
 		{"CommitOrderNeverSkips", eventsCommitOrderNeverSkips},
+		{"AbandonLeavesProgressToRedo", eventsAbandonLeavesProgressToRedo},
 	})
 }
 
@@ -258,6 +261,61 @@ func eventsLimits(t *testing.T, backend Backend) {
 		Handle: func(context.Context, events.Event) error { return nil }}); err == nil {
 		t.Error("a group's topics changed")
 	}
+}
+
+func eventsAbandonLeavesProgressToRedo(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	n := backend.node(t, db, "svc", testnode.Fast())
+	// A log abandoned as in a crash cancels its handler and commits nothing, even for an
+	// event the handler then reports handled, and releases nothing: once its instance's
+	// leases are freed (here as when it is found dead), the partition's new owner handles
+	// that event again.
+	leases, err := lease.NewManager(n.Store(), lease.Config{Service: n.Service(), Holder: "ghost", TTL: 500 * time.Millisecond,
+		Logger: testdb.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost, err := events.New(block.Deps{Store: n.Store(), Leases: leases, Service: n.Service(), Instance: "ghost", Logger: testdb.Logger(t)},
+		events.Config{Poll: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handling, cause := make(chan string, 2), make(chan error, 1)
+	cfg := events.GroupConfig{Name: "g", Topics: []string{"t"}, Partitions: 1, Rebalance: 50 * time.Millisecond,
+		Handle: func(ctx context.Context, e events.Event) error {
+			handling <- string(e.Payload)
+			if string(e.Payload) == "stuck" {
+				<-ctx.Done()
+				cause <- ctx.Err()
+			}
+			return nil
+		}}
+	if _, err := ghost.Subscribe(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, payload := range []string{"done", "stuck"} {
+		if _, err := n.Events().Publish(ctx, events.Message{Topic: "t", Payload: []byte(payload)}); err != nil {
+			t.Fatal(err)
+		}
+		if got := <-handling; got != payload {
+			t.Fatalf("the ghost handles %q; want %q", got, payload)
+		}
+	}
+	ghost.Abandon(ctx)
+	if err := <-cause; err == nil {
+		t.Fatal("the abandoned handler's context did not end")
+	}
+	leases.Abandon()
+	if names, err := n.Leases().ReleaseDead(ctx, "ghost"); err != nil || len(names) != 2 {
+		t.Fatalf("freed the ghost's leases %v, %v; want its partition and its membership of the group", names, err)
+	}
+	rec := newRecorder()
+	cfg.Handle = rec.handler("n")
+	subscribe(t, n, cfg)
+	testnode.Eventually(t, 20*time.Second, "n handles the event the ghost was handling", func() bool {
+		return slices.ContainsFunc(rec.of("n"), func(e events.Event) bool { return string(e.Payload) == "stuck" })
+	})
 }
 
 // subscribe starts a group on n, closed when t ends.
