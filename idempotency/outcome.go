@@ -55,6 +55,9 @@ func (k *Keys) write(ctx context.Context, o outcome) error {
 // would leave the key claimed by a live instance, answering 409 for the whole retention
 // although the request finished. The client's cancellation does not stop it.
 func (k *Keys) settle(ctx context.Context, o outcome) {
+	if k.out.isAbandoned() {
+		return // as in a crash: the key stays claimed until this instance counts dead
+	}
 	err := k.write(context.WithoutCancel(ctx), o)
 	if err == nil {
 		return
@@ -65,13 +68,14 @@ func (k *Keys) settle(ctx context.Context, o outcome) {
 // outbox holds the outcomes the database did not take, for one writer goroutine that runs
 // only while there are some.
 type outbox struct {
-	mu      sync.Mutex // protects everything below
-	queue   []outcome
-	bytes   int
-	running bool
-	closed  bool
-	done    chan struct{} // closed when the running writer exits
-	dropped int           // outcomes given up when Close ran out of time
+	mu        sync.Mutex // protects everything below
+	queue     []outcome
+	bytes     int
+	running   bool
+	closed    bool
+	abandoned bool          // Abandon closed it: outcomes are dropped unwritten, quietly
+	done      chan struct{} // closed when the running writer exits
+	dropped   int           // outcomes given up when Close ran out of time
 
 	stop   context.Context // ends the writer's attempts when Close gives up
 	cancel context.CancelFunc
@@ -93,6 +97,9 @@ func (o *outbox) full() bool {
 func (o *outbox) add(k *Keys, oc outcome, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.abandoned {
+		return
+	}
 	if o.closed {
 		k.log.Error("idempotency: could not record the outcome of a request while closing; its key is freed once this instance has left the cluster",
 			"key", oc.p.Key, "err", err)
@@ -178,6 +185,33 @@ func (k *Keys) Close(ctx context.Context) error {
 		return fmt.Errorf("idempotency: %d request outcomes could not be recorded before closing; their keys are freed once this instance has left the cluster", o.dropped)
 	}
 	return nil
+}
+
+// Abandon stops the background writer of request outcomes as a crash of the process
+// would, for tests that crash an instance (see block.Block): the outcomes it holds are
+// dropped, and so are those of requests that finish later, unwritten. Their keys stay
+// claimed by this instance until the cluster counts it dead and DeadOwnerGrace has passed;
+// a client's retry then runs the request again. It waits, until ctx ends, for a write
+// under way.
+func (k *Keys) Abandon(ctx context.Context) {
+	o := k.out
+	o.mu.Lock()
+	o.closed, o.abandoned = true, true
+	running, done := o.running, o.done
+	o.mu.Unlock()
+	o.cancel()
+	if running {
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (o *outbox) isAbandoned() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.abandoned
 }
 
 // refuseWhenBacklogged answers 503 while the outcome backlog is full; it reports whether it

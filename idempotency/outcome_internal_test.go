@@ -16,12 +16,7 @@ import (
 // are refused, and Close gives the rest up without hanging.
 func TestOutboxBounds(t *testing.T) {
 	t.Parallel()
-	s := testdb.New(t, store.SQLite).Open(t, nil)
-	k, err := New(block.Deps{Store: s, Service: "shop", Instance: "i1", Logger: testdb.Logger(t)}, Config{Scope: func(*http.Request) string { return "c" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close() // every write fails from here on
+	k := refused(t)
 	big := make([]byte, 1<<20)
 	for i := range pendingBytes>>20 + 8 {
 		k.settle(context.Background(), outcome{p: Params{Key: string(rune('a' + i%26))}, res: &Response{Status: 201, Body: big}, state: stateDone})
@@ -53,4 +48,31 @@ func TestOutboxBounds(t *testing.T) {
 	if k.out.running || len(k.out.queue) != 0 {
 		t.Error("an outcome was queued after Close")
 	}
+}
+
+// Abandon stops a writer retrying against a database that refuses every write, and drops
+// its outcomes; later ones are dropped unqueued, and nothing is logged for them.
+func TestAbandonDropsTheBacklog(t *testing.T) {
+	t.Parallel()
+	k := refused(t)
+	k.settle(context.Background(), outcome{p: Params{Key: "a"}})
+	k.Abandon(context.Background())
+	k.settle(context.Background(), outcome{p: Params{Key: "late"}})
+	k.out.mu.Lock()
+	defer k.out.mu.Unlock()
+	if k.out.running || len(k.out.queue) != 0 {
+		t.Errorf("after Abandon: writer running %v, %d outcomes queued", k.out.running, len(k.out.queue))
+	}
+}
+
+// refused returns keys on a store that refuses every write: it is closed.
+func refused(t *testing.T) *Keys {
+	t.Helper()
+	s := testdb.New(t, store.SQLite).Open(t, nil)
+	k, err := New(block.Deps{Store: s, Service: "shop", Instance: "i1", Logger: testdb.Logger(t)}, Config{Scope: func(*http.Request) string { return "c" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	return k
 }

@@ -155,3 +155,26 @@ func TestCloseDropsUnwrittenOutcomes(t *testing.T) {
 		}
 	})
 }
+
+// A request that finishes after Abandon (a crash, in twicetest.Crash) has its outcome
+// dropped, unwritten: its key stays claimed by its instance, so a retry is told the
+// request is in flight rather than given a stored response.
+func TestAbandonLeavesTheKeyClaimed(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		n := node(t, db, twice.Config{})
+		var runs atomic.Int32
+		h := n.Idempotency().Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if runs.Add(1) == 1 {
+				n.Idempotency().Abandon(r.Context()) // between the claim and the outcome
+			}
+			w.WriteHeader(http.StatusCreated)
+		}))
+		if res := do(h, call{key: "k-crash"}); res.StatusCode != 201 {
+			t.Fatalf("first: %d", res.StatusCode)
+		}
+		if res := do(h, call{key: "k-crash"}); res.StatusCode != 409 || runs.Load() != 1 {
+			t.Fatalf("the retry after Abandon: %d, runs %d; want 409, the key still claimed", res.StatusCode, runs.Load())
+		}
+	})
+}
