@@ -214,6 +214,9 @@ func (m *Sessions) Start(context.Context) error { return nil }
 // Close has nothing to drain: every change is saved before its response goes out.
 func (m *Sessions) Close(context.Context) error { return nil }
 
+// Abandon, as a crash would, ends what Close ends: nothing (see block.Block).
+func (m *Sessions) Abandon(context.Context) {}
+
 // Lead deletes expired sessions at once and then every PruneInterval, while this
 // instance leads, until ctx ends.
 func (m *Sessions) Lead(ctx context.Context) {

@@ -420,4 +420,8 @@ func (s *Settings) Close(ctx context.Context) error {
 	return err
 }
 
+// Abandon is Close, for tests that crash an instance (see block.Block): Close writes
+// nothing.
+func (s *Settings) Abandon(ctx context.Context) { _ = s.Close(ctx) }
+
 func (s *Settings) closed() bool { return s.stopped.Load() }
