@@ -100,23 +100,34 @@ func (n *Node) startBlock(b block.Block) {
 	}
 }
 
-// closeBlocks closes the started blocks, newest first, then the others (a block can be
-// used through another without being started itself, as cron enqueues through jobs); no
-// block starts after it.
+// closeBlocks closes every block (see endBlocks).
 func (n *Node) closeBlocks(ctx context.Context) error {
+	return n.endBlocks(func(b block.Block) error { return b.Close(ctx) })
+}
+
+// abandonBlocks abandons every block, as a crash would (see block.Block.Abandon and
+// endBlocks).
+func (n *Node) abandonBlocks(ctx context.Context) {
+	_ = n.endBlocks(func(b block.Block) error { b.Abandon(ctx); return nil })
+}
+
+// endBlocks ends the started blocks with end, newest first, then the others (a block can
+// be used through another without being started itself, as cron enqueues through jobs);
+// no block starts after it.
+func (n *Node) endBlocks(end func(block.Block) error) error {
 	n.blocks.mu.Lock()
 	n.blocks.closed = true
 	started := n.blocks.started
 	n.blocks.mu.Unlock()
 	var errs []error
 	for i := len(started) - 1; i >= 0; i-- {
-		if err := started[i].Close(ctx); err != nil {
+		if err := end(started[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	for _, b := range n.blocks.made {
 		if !slices.Contains(started, b) {
-			if err := b.Close(ctx); err != nil {
+			if err := end(b); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -326,7 +326,8 @@ func Members(ctx context.Context, s *store.Store, service string) ([]Member, err
 // Close drains the node: readiness turns false first, then leadership is handed over, every
 // lease and lock is released, and the instance leaves the cluster. The release is announced,
 // so another instance leads within milliseconds (within the lease TTL if the announcement
-// is lost unreported). ctx bounds the whole drain. Close is idempotent.
+// is lost unreported). ctx bounds the whole drain. Close is idempotent; after
+// twicetest.Crash it does nothing.
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() { n.closeErr = n.drain(ctx) })
 	return n.closeErr
@@ -359,6 +360,38 @@ func (n *Node) drain(ctx context.Context) error {
 	}
 	n.log.Info("twice: node closed", "took", time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
+}
+
+// crash stops the node as a crash of its process would, for twicetest.Crash: every loop
+// and goroutine of it ends and its connections close, but it hands nothing over, releases
+// nothing and stays a member, so the others find it dead (at once by its liveness lock,
+// which goes as a dead process's does; after DeadAfter without one) and take over what it
+// held. It reports false, doing nothing, if the node was closed (or crashed) already.
+func (n *Node) crash() bool {
+	crashed := false
+	n.closeOnce.Do(func() {
+		crashed = true
+		n.abandon()
+	})
+	return crashed
+}
+
+func (n *Node) abandon() {
+	ctx, cancel := context.WithTimeout(context.Background(), loop.CloseTimeout)
+	defer cancel()
+	n.log.Warn("twice: crashing on purpose (twicetest.Crash): nothing is handed over")
+	// The heartbeats stop first, so that no beat renews what is being abandoned; the
+	// liveness lock goes last, once nothing of the node runs, as a dead process's does.
+	n.members.Suspend()
+	n.leader.Abandon()
+	n.leases.Abandon() // the terms, and the work of the blocks under their leases, end here
+	n.abandonBlocks(ctx)
+	_ = n.leader.Stop(ctx) // nothing left to release: it waits for the term's callbacks
+	_ = n.bus.Close(ctx)
+	if err := n.store.Shutdown(ctx); err != nil {
+		n.log.Warn("twice: the crashed node's store is still closing", "err", err)
+	}
+	n.members.Abandon()
 }
 
 // Fenced checks, inside the caller's transaction tx (a *sql.Tx, pgx.Tx or store.Tx), that

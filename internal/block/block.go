@@ -7,7 +7,8 @@
 // application uses it (its accessor on the Node), so a service pays only for the blocks it
 // uses. A block with leader upkeep implements [Leader]; the node runs Lead on the leader
 // for blocks in use. On Close the node closes the blocks it started, newest first, after
-// readiness is off and before leadership and leases are released.
+// readiness is off and before leadership and leases are released. A node crashed on
+// purpose (twicetest.Crash) abandons them instead, in the same order, after its leases.
 package block
 
 import (
@@ -98,6 +99,15 @@ type Block interface {
 	// Close ends the background work, draining what is in flight within ctx. The node
 	// calls it only on a started block, once.
 	Close(ctx context.Context) error
+	// Abandon ends the background work as a crash of the process would, for tests that
+	// crash an instance (twicetest.Crash): what runs is cancelled, not drained, and
+	// nothing is written, handed back or released from then on, so what the instance
+	// holds in the database (running jobs, claims, partitions, progress not yet
+	// committed) is left for the others to take over once they count it dead. It waits,
+	// within ctx, for the goroutines it cancelled. The node calls it instead of Close,
+	// once, after it has abandoned its leases (every lease a block holds has ended here,
+	// its row left as it was) and before it closes the store.
+	Abandon(ctx context.Context)
 }
 
 // Leader is a block with upkeep that one instance of the service does for all (pruning,

@@ -10,3 +10,7 @@ var StopHeartbeats func(node any) (resume func())
 // CutBus stops node (a *twice.Node) from hearing the bus until restore is called: see
 // bus.Cuttable.Cut.
 var CutBus func(node any) (restore func())
+
+// Crash stops node (a *twice.Node) as a crash of its process would, and reports whether it
+// did: false if the node was closed already.
+var Crash func(node any) (crashed bool)
