@@ -156,29 +156,11 @@ func TestExampleStopHeartbeats(t *testing.T) {
 				return nil
 			}
 		}
-		if err := jobs.Register(a.Jobs(), work(a)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := a.Jobs().Enqueue(ctx, Digest{}, nil); err != nil {
-			t.Fatal(err)
-		}
-		if first := <-started; first != a.ID() {
-			t.Fatalf("the job started on %s; only a works it yet", first)
-		}
 		stalled := make(chan struct{}, 1)
 		a.OnHeartbeatStall(func(from, to time.Time) { stalled <- struct{}{} })
-		if err := jobs.Register(b.Jobs(), work(b)); err != nil {
-			t.Fatal(err)
-		}
+		runOnA(t, a, b, work, started)
 		resume := twicetest.StopHeartbeats(t, a)
-		select {
-		case second := <-started:
-			if second != b.ID() {
-				t.Fatalf("the job started again on %s; want b", second)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("a's job was not rescued to b within 20s")
-		}
+		startsAgainOn(t, b, started)
 		close(release)
 		resume()
 		waitFor(t, "a alive again", func() bool {
@@ -236,6 +218,78 @@ func TestExampleCutBus(t *testing.T) {
 			t.Fatal("the restored bus does not vouch")
 		}
 	})
+}
+
+// A crashed node hands nothing over: the other node counts it dead, runs the job it was
+// running again and leads in its place, and it stays listed, dead, as it never left.
+func TestExampleCrash(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		nodes := twicetest.Open(t, 2, &twicetest.Options{Store: s})
+		a, b := nodes[0], nodes[1]
+		waitFor(t, "a leader", func() bool { return a.IsLeader() || b.IsLeader() })
+		if b.IsLeader() {
+			a, b = b, a // a is the leader
+		}
+		started := make(chan string, 2)
+		work := func(n *twice.Node) jobs.WorkFunc[Digest] {
+			return func(ctx context.Context, job *jobs.Job[Digest]) error {
+				started <- n.ID()
+				if n == a {
+					<-ctx.Done() // the crash cancels it; what it returns is dropped
+				}
+				return nil
+			}
+		}
+		runOnA(t, a, b, work, started)
+		twicetest.Crash(t, a)
+		startsAgainOn(t, b, started)
+		waitFor(t, "b leads", b.IsLeader)
+		ms, err := b.Members(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.ID == a.ID() && m.Alive {
+				t.Fatal("a is alive after its crash")
+			}
+		}
+		if len(ms) != 2 {
+			t.Fatalf("%d members listed; want a, dead, and b", len(ms))
+		}
+	})
+}
+
+// runOnA enqueues a digest and waits until it starts on a, the only node that works it
+// yet; then b works digests too, so that only a fault of a's makes b run it. work(n) is
+// n's worker, which sends n's id on started as a digest starts.
+func runOnA(t *testing.T, a, b *twice.Node, work func(n *twice.Node) jobs.WorkFunc[Digest], started <-chan string) {
+	t.Helper()
+	if err := jobs.Register(a.Jobs(), work(a)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Jobs().Enqueue(context.Background(), Digest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if first := <-started; first != a.ID() {
+		t.Fatalf("the job started on %s; only a works it yet", first)
+	}
+	if err := jobs.Register(b.Jobs(), work(b)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startsAgainOn waits until the job runOnA started starts again, on b: rescued from a.
+func startsAgainOn(t *testing.T, b *twice.Node, started <-chan string) {
+	t.Helper()
+	select {
+	case second := <-started:
+		if second != b.ID() {
+			t.Fatalf("the job started again on %s; want b", second)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a's job was not rescued to b within 20s")
+	}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -32,3 +32,22 @@ func CutBus(t testing.TB, n *twice.Node) (restore func()) {
 	t.Cleanup(restore)
 	return restore
 }
+
+// Crash stops n as a crash of its process would, inside the test's process, as `twice
+// check` does to an instance with SIGKILL: every loop and goroutine of n ends and its
+// connections to the database close, but it hands nothing over. The contexts of its running
+// jobs are cancelled and what they return is dropped; its leases, leadership included,
+// stay held; its membership row stays as it was (it neither drains nor leaves); and so do
+// the idempotency claims, event partitions and progress it held. The other nodes take over
+// as after a real crash: they count n dead at once, since its liveness lock goes with it
+// (with Config.NoLivenessLock, once its last heartbeat is Config.DeadAfter old), free its
+// leases so that one of them leads if n led (with NoLivenessLock, once they expire after
+// Config.LeaseTTL), and rescue its jobs, which run again on a node that works their queue
+// (the attempt n was running counts). n is of no use afterwards: closing it, as Open's
+// cleanup does, does nothing. Crash fails t if n was closed already.
+func Crash(t testing.TB, n *twice.Node) {
+	t.Helper()
+	if !nodehook.Crash(n) {
+		t.Fatalf("twicetest: Crash: node %s is closed already", n.ID())
+	}
+}

@@ -10,6 +10,11 @@
 // where a real instance would run it, so [Work] waits for the nodes' workers rather than
 // calling them itself, and a test sees the retries, unique keys and limits it will see in
 // production.
+//
+// Faults show what the other nodes do when one fails: [StopHeartbeats] makes a node look
+// dead while it runs on, [CutBus] stops it hearing the bus, and [Crash] stops it as a
+// killed process, handing nothing over, so the others rescue its jobs and take over its
+// leases and leadership.
 package twicetest
 
 import (
