@@ -18,6 +18,7 @@ import (
 	"github.com/twicehq/twice/internal/check"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/redact"
+	"github.com/twicehq/twice/internal/report"
 	"github.com/twicehq/twice/store"
 )
 
@@ -91,13 +92,13 @@ func checkRun(ctx context.Context, args []string, stdout, stderr io.Writer, run 
 	}
 	// The report's file is made now, so a path that cannot be written fails before the
 	// minutes of the run, not after.
-	var report *reportFile
+	var page *report.File
 	if *reportPath != "" {
 		var err error
-		if report, err = newReportFile(*reportPath); err != nil {
+		if page, err = createReport("check", *reportPath); err != nil {
 			return err
 		}
-		defer report.discard()
+		defer page.Discard()
 	}
 	dsn, schema, cleanup, err := checkTarget(ctx, *kind, &db)
 	if err != nil {
@@ -137,11 +138,11 @@ func checkRun(ctx context.Context, args []string, stdout, stderr io.Writer, run 
 	} else {
 		printCheck(stdout, rep)
 	}
-	if report != nil {
-		if err := report.write(rep); err != nil {
-			return err
+	if page != nil {
+		if err := page.Write(rep.WriteHTML); err != nil {
+			return fmt.Errorf("check: %w", err)
 		}
-		fmt.Fprintf(progress, "report: %s\n", report.path)
+		fmt.Fprintf(progress, "report: %s\n", page.Path())
 	}
 	if rep.Violations > 0 {
 		return fmt.Errorf("%w: %d violations", errViolations, rep.Violations)
@@ -200,56 +201,18 @@ func checkTarget(ctx context.Context, kind string, db *dbFlags) (dsn, schema str
 	}
 }
 
-// reportFile is where `twice check --report` writes its page: a temporary file beside the
-// destination, made before the run (proving the directory exists and is writable) and
-// renamed onto it once the page is written, so a run that fails leaves no half a report.
-type reportFile struct {
-	path string
-	tmp  *os.File
-}
-
-// newReportFile refuses a path that is a directory or lies in none, as a usage error, and
-// makes the temporary file.
-func newReportFile(path string) (*reportFile, error) {
-	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
-		return nil, fmt.Errorf("%w: check: --report %s is a directory; name the HTML file to write", errUsage, path)
+// createReport makes the file of cmd's --report page before the run, so a path that cannot
+// be written fails before the minutes of the run, not after: as a usage error.
+func createReport(cmd, path string) (*report.File, error) {
+	f, err := report.Create(path)
+	var pe *report.PathError
+	if errors.As(err, &pe) {
+		return nil, fmt.Errorf("%w: %s: --report %v", errUsage, cmd, pe)
 	}
-	dir := filepath.Dir(path)
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("%w: check: --report %s: no directory %s to write it in", errUsage, path, dir)
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
-		return nil, fmt.Errorf("check: --report: %w", err)
+		return nil, fmt.Errorf("%s: %w", cmd, err)
 	}
-	return &reportFile{path: path, tmp: tmp}, nil
-}
-
-// write writes rep's page and puts it in place, readable by all.
-func (f *reportFile) write(rep *check.Report) error {
-	if err := rep.WriteHTML(f.tmp); err != nil {
-		return fmt.Errorf("check: report: %w", err)
-	}
-	if err := f.tmp.Close(); err != nil {
-		return fmt.Errorf("check: report: %w", err)
-	}
-	// CreateTemp makes the file readable by its owner alone; a report is for sharing.
-	if err := os.Chmod(f.tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("check: report: %w", err)
-	}
-	if err := os.Rename(f.tmp.Name(), f.path); err != nil {
-		return fmt.Errorf("check: report: %w", err)
-	}
-	f.tmp = nil
-	return nil
-}
-
-// discard removes the temporary file unless write renamed it.
-func (f *reportFile) discard() {
-	if f.tmp != nil {
-		f.tmp.Close()
-		os.Remove(f.tmp.Name())
-	}
+	return f, nil
 }
 
 func printCheck(w io.Writer, rep *check.Report) {

@@ -14,9 +14,9 @@ import (
 	"github.com/twicehq/twice/jobs"
 )
 
-type report struct{ Day string }
+type dailyReport struct{ Day string }
 
-func (report) Kind() string { return "report" }
+func (dailyReport) Kind() string { return "report" }
 
 func TestJobsQueuesCronCommands(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
@@ -34,15 +34,15 @@ func TestJobsQueuesCronCommands(t *testing.T) {
 		}
 		defer n.Close(ctx)
 		// No worker is registered: the jobs stay where the commands put them.
-		r1, err := n.Jobs().Enqueue(ctx, report{Day: "mon"}, &jobs.Opts{Tags: []string{"daily"}})
+		r1, err := n.Jobs().Enqueue(ctx, dailyReport{Day: "mon"}, &jobs.Opts{Tags: []string{"daily"}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		r2, err := n.Jobs().Enqueue(ctx, report{Day: "tue"}, &jobs.Opts{Queue: "slow"})
+		r2, err := n.Jobs().Enqueue(ctx, dailyReport{Day: "tue"}, &jobs.Opts{Queue: "slow"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := n.Cron().Add("nightly-report", "0 3 * * *", report{Day: "nightly"}, nil); err != nil {
+		if err := n.Cron().Add("nightly-report", "0 3 * * *", dailyReport{Day: "nightly"}, nil); err != nil {
 			t.Fatal(err)
 		}
 		run := func(want int, args ...string) string {
@@ -137,13 +137,13 @@ func TestQueuesListShowsQueuesNobodyWorks(t *testing.T) {
 		defer n.Close(ctx)
 		block := make(chan struct{})
 		defer close(block)
-		if err := jobs.Register(n.Jobs(), jobs.WorkFunc[report](func(ctx context.Context, job *jobs.Job[report]) error {
+		if err := jobs.Register(n.Jobs(), jobs.WorkFunc[dailyReport](func(ctx context.Context, job *jobs.Job[dailyReport]) error {
 			<-block
 			return nil
 		})); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := n.Jobs().Enqueue(ctx, report{Day: "mon"}, &jobs.Opts{Queue: "mail"}); err != nil {
+		if _, err := n.Jobs().Enqueue(ctx, dailyReport{Day: "mon"}, &jobs.Opts{Queue: "mail"}); err != nil {
 			t.Fatal(err)
 		}
 		var out string

@@ -1,16 +1,15 @@
 package check
 
 import (
-	"bytes"
-	"math"
-	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/net/html"
+
+	"github.com/twicehq/twice/internal/report"
+	"github.com/twicehq/twice/internal/report/reporttest"
 )
 
 // sampleReport is a hand-made report of a 40-second run on three instances: a kill on
@@ -37,7 +36,7 @@ func sampleReport() *Report {
 		},
 		Timeline: &Timeline{Start: t0, End: at(40), Slots: 3, BucketS: 1,
 			Series: []Series{
-				{Block: BlockFencedWrites, OK: ok, Failed: failed, P50: p, P95: p, P99: p},
+				{Block: BlockFencedWrites, OK: ok, Failed: failed, Percentiles: report.Percentiles{P50: p, P95: p, P99: p}},
 				{Block: BlockLocks, OK: ok, Failed: make([]int, n)},
 			},
 			Faults: []Fault{
@@ -52,91 +51,34 @@ func sampleReport() *Report {
 	}
 }
 
-func render(t *testing.T, r *Report) (string, *html.Node) {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := r.WriteHTML(&buf); err != nil {
-		t.Fatal(err)
-	}
-	doc, err := html.Parse(bytes.NewReader(buf.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return buf.String(), doc
-}
-
-func attr(n *html.Node, key string) string {
-	for _, a := range n.Attr {
-		if a.Key == key {
-			return a.Val
-		}
-	}
-	return ""
-}
-
-func num(t *testing.T, n *html.Node, key string) float64 {
-	t.Helper()
-	f, err := strconv.ParseFloat(attr(n, key), 64)
-	if err != nil {
-		t.Fatalf("<%s %s=%q>: %v", n.Data, key, attr(n, key), err)
-	}
-	return f
-}
-
-// find returns every element under n that match accepts, in document order.
-func find(n *html.Node, match func(*html.Node) bool) []*html.Node {
-	var out []*html.Node
-	for c := range n.Descendants() {
-		if c.Type == html.ElementNode && match(c) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-func byID(doc *html.Node, id string) *html.Node {
-	if m := find(doc, func(n *html.Node) bool { return attr(n, "id") == id }); len(m) == 1 {
-		return m[0]
-	}
-	return nil
-}
-
-func hasClass(n *html.Node, c string) bool {
-	return slices.Contains(strings.Fields(attr(n, "class")), c)
-}
-
 // xAt is where the timeline draws second s of sampleReport's 40.
-func xAt(s float64) float64 { return marginLeft + plotWidth*s/40 }
-
-func near(a, b float64) bool { return math.Abs(a-b) < 0.5 }
+func xAt(s float64) float64 { return report.PlotLeft + report.PlotWidth*s/40 }
 
 func TestReportHTML(t *testing.T) {
 	t.Parallel()
-	out, doc := render(t, sampleReport())
+	out, doc := reporttest.Render(t, sampleReport().WriteHTML)
 
 	t.Run("SelfContained", func(t *testing.T) {
-		for _, bad := range []string{"http://", "https://", "<script", "<link", "src=", "@import", "url("} {
-			if strings.Contains(out, bad) {
-				t.Errorf("the page contains %q: it must need nothing from elsewhere (and a detail must be escaped)", bad)
-			}
-		}
+		reporttest.SelfContained(t, out)
 		if !strings.Contains(out, "first &lt;script&gt;") {
 			t.Error("a violation's detail is not in the page, escaped")
 		}
 	})
 
-	timeline := byID(doc, "timeline")
+	timeline := reporttest.ByID(doc, "timeline")
 	if timeline == nil || timeline.Data != "svg" {
 		t.Fatal("no <svg id=timeline>")
 	}
-	lanes := find(timeline, func(n *html.Node) bool { return n.Data == "rect" && hasClass(n, "lane") })
+	lanes := reporttest.Find(timeline, func(n *html.Node) bool { return n.Data == "rect" && reporttest.HasClass(n, "lane") })
 	if len(lanes) != 3 {
 		t.Fatalf("%d lanes, want one per instance (3)", len(lanes))
 	}
 
 	t.Run("FaultBands", func(t *testing.T) {
 		// A band in the lane of each instance a fault hit: the restart hits all three.
-		bands := find(timeline, func(n *html.Node) bool { return n.Data == "rect" && hasClass(n, "fault") && !hasClass(n, "shade") })
+		bands := reporttest.Find(timeline, func(n *html.Node) bool {
+			return n.Data == "rect" && reporttest.HasClass(n, "fault") && !reporttest.HasClass(n, "shade")
+		})
 		type want struct {
 			kind        string
 			lane        int
@@ -148,77 +90,78 @@ func TestReportHTML(t *testing.T) {
 		}
 		for i, w := range wants {
 			b := bands[i]
-			if !hasClass(b, "k-"+w.kind) {
-				t.Errorf("band %d: class %q, want k-%s", i, attr(b, "class"), w.kind)
+			if !reporttest.HasClass(b, "k-"+w.kind) {
+				t.Errorf("band %d: class %q, want k-%s", i, reporttest.Attr(b, "class"), w.kind)
 			}
-			if y, laneY := num(t, b, "y"), num(t, lanes[w.lane], "y"); y != laneY {
+			if y, laneY := reporttest.Num(t, b, "y"), reporttest.Num(t, lanes[w.lane], "y"); y != laneY {
 				t.Errorf("band %d (%s): y %v, want lane %d's %v", i, w.kind, y, w.lane, laneY)
 			}
-			if x, width := num(t, b, "x"), num(t, b, "width"); !near(x, xAt(w.from)) || !near(width, xAt(w.until)-xAt(w.from)) {
+			if x, width := reporttest.Num(t, b, "x"), reporttest.Num(t, b, "width"); !reporttest.Near(x, xAt(w.from)) || !reporttest.Near(width, xAt(w.until)-xAt(w.from)) {
 				t.Errorf("band %d (%s): x %v width %v, want %v and %v", i, w.kind, x, width, xAt(w.from), xAt(w.until)-xAt(w.from))
 			}
 		}
 		// The injected faults also shade the operations chart; a stall does not.
-		shades := find(timeline, func(n *html.Node) bool { return n.Data == "rect" && hasClass(n, "shade") })
+		shades := reporttest.Find(timeline, func(n *html.Node) bool { return n.Data == "rect" && reporttest.HasClass(n, "shade") })
 		if len(shades) != 3 {
 			t.Errorf("%d shades over the operations chart, want one per injected fault (3)", len(shades))
 		}
 	})
 
 	t.Run("ViolationLinks", func(t *testing.T) {
-		table := byID(doc, "invariants")
+		table := reporttest.ByID(doc, "invariants")
 		if table == nil {
 			t.Fatal("no invariants table")
 		}
-		links := find(table, func(n *html.Node) bool { return n.Data == "a" })
+		links := reporttest.Find(table, func(n *html.Node) bool { return n.Data == "a" })
 		if len(links) != 2 {
 			t.Fatalf("%d links in the invariants table, want one per violation (2)", len(links))
 		}
 		for i, s := range []float64{11, 30} {
-			href := attr(links[i], "href")
-			target := byID(doc, strings.TrimPrefix(href, "#"))
+			href := reporttest.Attr(links[i], "href")
+			target := reporttest.ByID(doc, strings.TrimPrefix(href, "#"))
 			if !strings.HasPrefix(href, "#") || target == nil {
 				t.Fatalf("link %q has no target in the page", href)
 			}
-			if !hasClass(target, "violation") || !isUnder(target, timeline) {
-				t.Errorf("link %q points at a <%s class=%q> that is not a mark on the timeline", href, target.Data, attr(target, "class"))
+			if !reporttest.HasClass(target, "violation") || !reporttest.IsUnder(target, timeline) {
+				t.Errorf("link %q points at a <%s class=%q> that is not a mark on the timeline", href, target.Data, reporttest.Attr(target, "class"))
 			}
-			line := find(target, func(n *html.Node) bool { return n.Data == "line" })
-			if len(line) != 1 || !near(num(t, line[0], "x1"), xAt(s)) {
+			line := reporttest.Find(target, func(n *html.Node) bool { return n.Data == "line" })
+			if len(line) != 1 || !reporttest.Near(reporttest.Num(t, line[0], "x1"), xAt(s)) {
 				t.Errorf("the mark of link %q is not at %v s (x %v)", href, s, xAt(s))
 			}
 		}
 		// Every link of the page leads somewhere in it.
-		for _, a := range find(doc, func(n *html.Node) bool { return n.Data == "a" }) {
-			if byID(doc, strings.TrimPrefix(attr(a, "href"), "#")) == nil {
-				t.Errorf("link %q leads nowhere", attr(a, "href"))
+		for _, a := range reporttest.Find(doc, func(n *html.Node) bool { return n.Data == "a" }) {
+			if reporttest.ByID(doc, strings.TrimPrefix(reporttest.Attr(a, "href"), "#")) == nil {
+				t.Errorf("link %q leads nowhere", reporttest.Attr(a, "href"))
 			}
 		}
 	})
 
 	t.Run("Series", func(t *testing.T) {
-		lines := find(timeline, func(n *html.Node) bool { return n.Data == "polyline" })
+		lines := reporttest.Find(timeline, func(n *html.Node) bool { return n.Data == "polyline" })
 		// Fenced writes, their failures, and locks (which had none).
 		if len(lines) != 3 {
 			t.Fatalf("%d lines on the timeline, want 3", len(lines))
 		}
-		pts := strings.Fields(attr(lines[0], "points"))
+		pts := strings.Fields(reporttest.Attr(lines[0], "points"))
 		if len(pts) != 41 {
 			t.Errorf("%d points for 41 buckets", len(pts))
 		}
 		// The busiest bucket (24 + 4 failed per second) sets a scale of 50; bucket 0 has 20.
 		y0, _ := strconv.ParseFloat(strings.Split(pts[0], ",")[1], 64)
-		if want := opsTop + opsHeight - opsHeight*20/50; !near(y0, want) {
+		v := newReportView(sampleReport()).Timeline
+		if want := v.Base - (v.Base-v.Top)*20/50; !reporttest.Near(y0, want) {
 			t.Errorf("20 ops/s drawn at y %v, want %v", y0, want)
 		}
 	})
 
 	t.Run("Latency", func(t *testing.T) {
-		charts := find(doc, func(n *html.Node) bool { return n.Data == "svg" && hasClass(n, "latency") })
+		charts := reporttest.Find(doc, func(n *html.Node) bool { return n.Data == "svg" && reporttest.HasClass(n, "latency") })
 		if len(charts) != 1 {
 			t.Fatalf("%d latency charts, want 1 (locks are not timed)", len(charts))
 		}
-		lines := find(charts[0], func(n *html.Node) bool { return n.Data == "polyline" })
+		lines := reporttest.Find(charts[0], func(n *html.Node) bool { return n.Data == "polyline" })
 		// p50, p95 and p99, each broken at the empty bucket 12.
 		if len(lines) != 6 {
 			t.Errorf("%d latency lines, want 3 percentiles in 2 pieces each", len(lines))
@@ -231,23 +174,14 @@ func TestReportHTML(t *testing.T) {
 		for i := range r.Invariants {
 			r.Invariants[i].Found = nil // as in a report from before violations had times
 		}
-		out, doc := render(t, r)
-		if byID(doc, "timeline") != nil || byID(doc, "invariants") == nil {
+		out, doc := reporttest.Render(t, r.WriteHTML)
+		if reporttest.ByID(doc, "timeline") != nil || reporttest.ByID(doc, "invariants") == nil {
 			t.Error("a report without a timeline should be the invariants table alone")
 		}
 		if !strings.Contains(out, "second") || strings.Contains(out, `href="#v-`) {
 			t.Error("the violations should be listed, unlinked")
 		}
 	})
-}
-
-func isUnder(n, ancestor *html.Node) bool {
-	for p := n.Parent; p != nil; p = p.Parent {
-		if p == ancestor {
-			return true
-		}
-	}
-	return false
 }
 
 // The page's numbers are plain: no NaN or infinity from an empty chart.
@@ -258,8 +192,6 @@ func TestReportHTMLEmptySeries(t *testing.T) {
 	for i := range s.OK {
 		s.OK[i], s.Failed[i], s.P50[i], s.P95[i], s.P99[i] = 0, 0, 0, 0, 0
 	}
-	out, _ := render(t, r)
-	if m := regexp.MustCompile(`NaN|Inf`).FindString(out); m != "" {
-		t.Errorf("the page has %q", m)
-	}
+	out, _ := reporttest.Render(t, r.WriteHTML)
+	reporttest.SelfContained(t, out)
 }

@@ -2,12 +2,12 @@ package check
 
 import (
 	"context"
-	"math"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/twicehq/twice/internal/instance"
+	"github.com/twicehq/twice/internal/report"
 	"github.com/twicehq/twice/store"
 )
 
@@ -46,15 +46,13 @@ type Timeline struct {
 
 // Series is one building block's operations over the run, one entry per bucket: those that
 // started in it and succeeded (OK) or did not (Failed: refused, an error, an unknown
-// outcome). Where the checker measured each operation's latency, P50, P95 and P99 are its
-// percentiles per bucket in milliseconds, 0 in a bucket without operations.
+// outcome). Where the checker measured each operation's latency, the percentiles are its
+// latency's per bucket, 0 in a bucket without operations.
 type Series struct {
-	Block  string    `json:"block"`
-	OK     []int     `json:"ok"`
-	Failed []int     `json:"failed"`
-	P50    []float64 `json:"p50_ms,omitempty"`
-	P95    []float64 `json:"p95_ms,omitempty"`
-	P99    []float64 `json:"p99_ms,omitempty"`
+	Block  string `json:"block"`
+	OK     []int  `json:"ok"`
+	Failed []int  `json:"failed"`
+	report.Percentiles
 }
 
 // Fault is one fault over a stretch of the run. Slots are the instance slots it hit (every
@@ -107,30 +105,6 @@ func (r *recorder) add(s sample) {
 	r.ops = append(r.ops, s)
 }
 
-// maxBuckets bounds the points of a series: enough to see a fault of a second in a run of
-// a minute, and a run of hours draws (and weighs) no more than one of minutes.
-const maxBuckets = 100
-
-// bucketWidth is the narrowest of 0.1, 0.2, 0.5, 1, 2, 5, 10, … seconds that cuts a run of d
-// into at most maxBuckets.
-func bucketWidth(d time.Duration) time.Duration {
-	return max(100*time.Millisecond, time.Duration(niceCeil(d.Seconds()/maxBuckets)*float64(time.Second)))
-}
-
-// niceCeil rounds v up to 1, 2 or 5 times a power of ten.
-func niceCeil(v float64) float64 {
-	if v <= 0 {
-		return 1
-	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if m*p >= v {
-			return m * p
-		}
-	}
-	return 10 * p
-}
-
 // series buckets the operations recorded between start and end, one series per block that
 // had any, in blockOrder.
 func (r *recorder) series(start, end time.Time, width time.Duration) []Series {
@@ -140,8 +114,7 @@ func (r *recorder) series(start, end time.Time, width time.Duration) []Series {
 	n := int(end.Sub(start)/width) + 1
 	type acc struct {
 		ok, failed []int
-		lat        [][]time.Duration
-		measured   bool
+		lat        []report.Sample
 	}
 	by := map[string]*acc{}
 	for _, s := range ops {
@@ -150,7 +123,7 @@ func (r *recorder) series(start, end time.Time, width time.Duration) []Series {
 		}
 		a := by[s.block]
 		if a == nil {
-			a = &acc{ok: make([]int, n), failed: make([]int, n), lat: make([][]time.Duration, n)}
+			a = &acc{ok: make([]int, n), failed: make([]int, n)}
 			by[s.block] = a
 		}
 		i := int(s.at.Sub(start) / width)
@@ -160,8 +133,7 @@ func (r *recorder) series(start, end time.Time, width time.Duration) []Series {
 			a.ok[i]++
 		}
 		if s.latency > 0 {
-			a.measured = true
-			a.lat[i] = append(a.lat[i], s.latency)
+			a.lat = append(a.lat, report.Sample{At: s.at.Sub(start).Seconds(), MS: float64(s.latency) / float64(time.Millisecond)})
 		}
 	}
 	var out []Series
@@ -171,26 +143,12 @@ func (r *recorder) series(start, end time.Time, width time.Duration) []Series {
 			continue
 		}
 		s := Series{Block: b, OK: a.ok, Failed: a.failed}
-		if a.measured {
-			s.P50, s.P95, s.P99 = make([]float64, n), make([]float64, n), make([]float64, n)
-			for i, l := range a.lat {
-				s.P50[i], s.P95[i], s.P99[i] = percentile(l, 0.50), percentile(l, 0.95), percentile(l, 0.99)
-			}
+		if a.lat != nil {
+			s.Percentiles = report.LatencyIn(a.lat, width.Seconds(), n).Percentiles
 		}
 		out = append(out, s)
 	}
 	return out
-}
-
-// percentile is the q-th percentile of ds in milliseconds (nearest rank), 0 for none. It
-// sorts ds.
-func percentile(ds []time.Duration, q float64) float64 {
-	if len(ds) == 0 {
-		return 0
-	}
-	slices.Sort(ds)
-	i := min(int(q*float64(len(ds))), len(ds)-1)
-	return float64(ds[i]) / float64(time.Millisecond)
 }
 
 // timeline records the operations the instances reported and the database holds, then
@@ -229,8 +187,8 @@ func (r *run) timeline(ctx context.Context, events []instance.Event, faults []fa
 
 	r.phases[len(r.phases)-1].End = time.Now()
 	tl := &Timeline{Slots: r.p.Instances, Phases: r.phases, Start: r.phases[0].Start, End: r.phases[len(r.phases)-1].End}
-	width := bucketWidth(tl.End.Sub(tl.Start))
-	tl.BucketS = width.Seconds()
+	tl.BucketS = report.BucketWidth(tl.End.Sub(tl.Start).Seconds())
+	width := time.Duration(tl.BucketS * float64(time.Second))
 	tl.Series = r.rec.series(tl.Start, tl.End, width)
 	for _, f := range faults {
 		fl := Fault{Kind: f.kind, Instance: f.instance, Start: f.start, End: f.end, Injected: f.kind != "stall"}
