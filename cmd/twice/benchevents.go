@@ -15,6 +15,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/events"
+	"github.com/twicehq/twice/internal/report"
 )
 
 // eventsResult is what `twice bench events` measured.
@@ -36,6 +37,13 @@ type eventsResult struct {
 	P50MS         float64 `json:"p50_ms"`
 	P99MS         float64 `json:"p99_ms"`
 	MaxMS         float64 `json:"max_ms"`
+	// Over time, for the HTML report, each from the start of its run: the events
+	// published and consumed per second in the throughput run, and the percentiles of
+	// the propagation latency by when the events were published in the latency run.
+	Published      report.Rate    `json:"published_per_sec_over_time"`
+	Consumed       report.Rate    `json:"consumed_per_sec_over_time"`
+	Latency        report.Latency `json:"latency_over_time"`
+	LatencySeconds float64        `json:"latency_seconds"`
 }
 
 func benchEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -49,6 +57,7 @@ func benchEvents(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	latencyN := fs.Int("latency-events", 2000, "events for the latency run")
 	rate := fs.Int("rate", 200, "events per second in the latency run")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	rep := addReport(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -64,6 +73,10 @@ func benchEvents(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	case *rate < 1 || *rate > 100_000:
 		return fmt.Errorf("%w: bench events: --rate must be 1 to 100000", errUsage)
 	}
+	if err := rep.create(); err != nil {
+		return err
+	}
+	defer rep.discard()
 	e, err := newBenchEnv(ctx, &db, "events", *asJSON, stdout, stderr)
 	if err != nil {
 		return err
@@ -101,14 +114,35 @@ func benchEvents(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := b.latency(ctx, pub, sub); err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(stdout, res)
-	}
-	fmt.Fprintf(stdout, "events on %s (%s bus): publish %.0f/s, consume %.0f/s (%d events, %d publishers, %d partitions); "+
-		"propagation at %d/s: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
-		res.Store, res.Bus, res.PublishPerSec, res.ConsumePerSec, res.Events, res.Publishers, res.Partitions,
-		res.Rate, res.P50MS, res.P99MS, res.MaxMS)
-	return nil
+	return rep.finish(stdout, progress, *asJSON, res)
+}
+
+func (r eventsResult) summary() string {
+	return fmt.Sprintf("events on %s (%s bus): publish %.0f/s, consume %.0f/s (%d events, %d publishers, %d partitions); "+
+		"propagation at %d/s: p50 %.2f ms, p99 %.2f ms, max %.2f ms",
+		r.Store, r.Bus, r.PublishPerSec, r.ConsumePerSec, r.Events, r.Publishers, r.Partitions,
+		r.Rate, r.P50MS, r.P99MS, r.MaxMS)
+}
+
+// page shows the throughput run, publishing and consuming side by side per second, and the
+// latency run's percentiles over time, then the figures.
+func (r eventsResult) page() *report.Page {
+	return &report.Page{Title: fmt.Sprintf("twice bench events: %s, %s bus", r.Store, r.Bus), Summary: r.summary(),
+		Facts: []report.Fact{{Name: "store", Value: r.Store}, {Name: "bus", Value: r.Bus},
+			{Name: "throughput run", Value: fmt.Sprintf("%d events, one per transaction, from %d publishers; a shared group of %d partitions on another instance consumes them", r.Events, r.Publishers, r.Partitions)},
+			{Name: "latency run", Value: fmt.Sprintf("%d events at %d/s", r.LatencyEvents, r.Rate)}},
+		Sections: []report.Section{
+			{ID: "throughput", Heading: "Throughput", Charts: []report.Chart{{ID: "throughput-chart", Label: "events per second over the throughput run",
+				Span: r.ThroughputSeconds, YUnit: "events/s", Series: []report.Series{r.Published.Series("published", 0), r.Consumed.Series("consumed", 1)}}},
+				Note: fmt.Sprintf("Events published (committed) and consumed (handled on the other instance) per second, in buckets of %g s from the start of the run; the consumer's line ends where it has caught up.", r.Published.BucketS)},
+			{ID: "latency", Heading: "Propagation", Charts: []report.Chart{{ID: "latency-chart", Label: "propagation latency over the latency run",
+				Span: r.LatencySeconds, YUnit: "ms", Log: true, Height: 150, Series: r.Latency.Series("publish to handler", 2)}},
+				Note: fmt.Sprintf("From before the publishing transaction commits to the handler on the other instance: the 50th (thin), 95th (dashed) and 99th (thick) percentile of the events published in each bucket of %g s, on a logarithmic scale. A gap is a bucket with no event.", r.Latency.BucketS)},
+			{ID: "figures-section", Heading: "Figures", Tables: []report.Table{figures(
+				figure{"published", report.Format(r.PublishPerSec, 0) + " /s"}, figure{"consumed", report.Format(r.ConsumePerSec, 0) + " /s"},
+				figure{"throughput run", report.Format(r.ThroughputSeconds, 2) + " s"},
+				figure{"propagation p50", msText(r.P50MS, 2)}, figure{"propagation p99", msText(r.P99MS, 2)}, figure{"propagation max", msText(r.MaxMS, 2)})}},
+		}}
 }
 
 type eventsBench struct {
@@ -139,6 +173,8 @@ func (b *eventsBench) throughput(ctx context.Context, pub, sub *twice.Node) erro
 	defer stopProgress()
 
 	start := time.Now()
+	meter := report.StartMeter(meterBeat, published.Load, consumed.Load)
+	defer meter.Stop()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, b.res.Publishers)
@@ -168,6 +204,8 @@ func (b *eventsBench) throughput(ctx context.Context, pub, sub *twice.Node) erro
 		return err
 	}
 	allTime := time.Since(start)
+	span, counts := meter.Stop()
+	b.res.Published, b.res.Consumed = report.RateOver(counts[0], span), report.RateOver(counts[1], span)
 	b.res.PublishPerSec = float64(total) / pubTime.Seconds()
 	b.res.ConsumePerSec = float64(total) / allTime.Seconds()
 	b.res.ThroughputSeconds = allTime.Seconds()
@@ -199,7 +237,8 @@ func waitDone(ctx context.Context, done <-chan struct{}, consumed *atomic.Int64,
 func (b *eventsBench) latency(ctx context.Context, pub, sub *twice.Node) error {
 	total := b.res.LatencyEvents
 	var mu sync.Mutex
-	lat := make([]float64, 0, total)
+	lat := make([]report.Sample, 0, total)
+	var start time.Time // set before the first event is published
 	var consumed atomic.Int64
 	done := make(chan struct{})
 	c, err := sub.Events().Subscribe(ctx, events.GroupConfig{Name: "latency", Topics: []string{"bench.latency"},
@@ -209,7 +248,7 @@ func (b *eventsBench) latency(ctx context.Context, pub, sub *twice.Node) error {
 			}
 			sent := time.Unix(0, int64(binary.BigEndian.Uint64(e.Payload)))
 			mu.Lock()
-			lat = append(lat, float64(time.Since(sent).Microseconds())/1000)
+			lat = append(lat, report.Sample{At: sent.Sub(start).Seconds(), MS: float64(time.Since(sent).Microseconds()) / 1000})
 			mu.Unlock()
 			if consumed.Add(1) == int64(total) {
 				close(done)
@@ -233,7 +272,9 @@ func (b *eventsBench) latency(ctx context.Context, pub, sub *twice.Node) error {
 	})
 	defer stopProgress()
 	interval := time.Second / time.Duration(b.res.Rate)
-	start := time.Now()
+	mu.Lock()
+	start = time.Now()
+	mu.Unlock()
 	for i := range total {
 		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
 			time.Sleep(d)
@@ -248,7 +289,13 @@ func (b *eventsBench) latency(ctx context.Context, pub, sub *twice.Node) error {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	b.res.P50MS, b.res.P99MS, b.res.MaxMS = percentile(lat, 50), percentile(lat, 99), percentile(lat, 100)
+	ms := make([]float64, len(lat))
+	for i, l := range lat {
+		ms[i] = l.MS
+		b.res.LatencySeconds = max(b.res.LatencySeconds, l.At)
+	}
+	b.res.P50MS, b.res.P99MS, b.res.MaxMS = percentile(ms, 50), percentile(ms, 99), percentile(ms, 100)
+	b.res.Latency = report.LatencyOver(lat, b.res.LatencySeconds)
 	return nil
 }
 

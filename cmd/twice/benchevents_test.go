@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -35,6 +36,13 @@ func TestBenchEventsJSON(t *testing.T) {
 		}
 		if res.PublishPerSec <= 0 || res.ConsumePerSec <= 0 || res.P50MS <= 0 || res.P99MS < res.P50MS || res.Events != 200 {
 			t.Fatalf("result %+v", res)
+		}
+		latencies := 0
+		for _, n := range res.Latency.Count {
+			latencies += n
+		}
+		if !slices.ContainsFunc(res.Published.PerSec, func(v float64) bool { return v > 0 }) || len(res.Consumed.PerSec) == 0 || latencies != 50 {
+			t.Fatalf("over time: published %v, consumed %v, latencies %v", res.Published, res.Consumed, res.Latency.Count)
 		}
 		if !strings.Contains(stderr, "bench events:") {
 			t.Fatalf("no progress on stderr: %q", stderr)

@@ -64,7 +64,7 @@ func init() {
 			{"trigger", "NAME", "run a schedule's job now"}}},
 		{name: "bench", run: benchCmd, note: dbNote, lines: []usageLine{
 			{"failover", "[--dsn DSN] --kills N [--graceful] [--json]", "kill the leader N times; print failover p50/p99"},
-			{"events", "[--dsn DSN] [--bus nats://…] [--events N] [--publishers P]\n[--latency-events N] [--rate R] [--json]",
+			{"events", "[--dsn DSN] [--bus nats://…] [--events N] [--publishers P]\n[--latency-events N] [--rate R] [--json] [--report FILE.html]",
 				"event throughput, and propagation p50/p99 between instances"},
 			{"idle", "[--dsn DSN] [--bus nats://…] [--instances N] [--duration 30s] [--warmup 15s] [--json]",
 				"what idle instances cost: statements, transactions, connections and CPU per instance"},

@@ -96,8 +96,8 @@ type Bar struct {
 
 // Phase is the start of a stage of a run: a dashed line with its name at the top.
 type Phase struct {
-	At   float64
-	Name string
+	At   float64 `json:"at_s"`
+	Name string  `json:"name"`
 }
 
 // Mark is a moment: a line over the plot and the lanes with a head at the top.

@@ -123,9 +123,15 @@ type Rate struct {
 // than the readings' beat still gets its share.
 func RateOver(counts []Count, span float64) Rate {
 	w := BucketWidth(span)
-	r := Rate{BucketS: w, PerSec: make([]float64, Buckets(span, w))}
+	return RateIn(counts, span, w, Buckets(span, w))
+}
+
+// RateIn is [RateOver] in n buckets of width seconds, for totals read less often than
+// RateOver's buckets are wide.
+func RateIn(counts []Count, span, width float64, n int) Rate {
+	r := Rate{BucketS: width, PerSec: make([]float64, n)}
 	for i := range r.PerSec {
-		from, to := float64(i)*w, math.Min(float64(i+1)*w, span)
+		from, to := float64(i)*width, math.Min(float64(i+1)*width, span)
 		if to > from {
 			r.PerSec[i] = (totalAt(counts, to) - totalAt(counts, from)) / (to - from)
 		}

@@ -78,6 +78,17 @@ func Tag(tag, class string) func(*html.Node) bool {
 	return func(n *html.Node) bool { return n.Data == tag && (class == "" || HasClass(n, class)) }
 }
 
+// Text is the text under n, as one string.
+func Text(n *html.Node) string {
+	var b strings.Builder
+	for c := range n.Descendants() {
+		if c.Type == html.TextNode {
+			b.WriteString(c.Data)
+		}
+	}
+	return b.String()
+}
+
 // IsUnder reports whether n lies inside ancestor.
 func IsUnder(n, ancestor *html.Node) bool {
 	for p := n.Parent; p != nil; p = p.Parent {
