@@ -8,12 +8,14 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/loop"
+	"github.com/twicehq/twice/internal/report"
 	"github.com/twicehq/twice/lease"
 )
 
@@ -30,6 +32,7 @@ func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	poll := fs.Duration("leader-poll", 0, "leader poll interval (default: the node default, "+cluster.DefaultLeaderPoll.String()+")")
 	noLive := fs.Bool("no-liveness-lock", false, "run the instances without liveness locks: a crash is noticed when the lease runs out")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	rep := addReport(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -39,6 +42,10 @@ func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *instances < 2 || *instances > 50 {
 		return fmt.Errorf("%w: bench failover: --instances must be 2 to 50", errUsage)
 	}
+	if err := rep.create(); err != nil {
+		return err
+	}
+	defer rep.discard()
 	e, err := newBenchEnv(ctx, &db, "failover", *asJSON, stdout, stderr)
 	if err != nil {
 		return err
@@ -54,12 +61,44 @@ func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	res.Store = string(s.Dialect())
-	if *asJSON {
-		return printJSON(stdout, res)
+	return rep.finish(stdout, progress, *asJSON, res)
+}
+
+func (r failoverResult) summary() string {
+	return fmt.Sprintf("failover after %s on %s: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (lease TTL %.0f ms, leader poll %.0f ms, liveness lock %s)",
+		r.Signal, r.Store, r.P50MS, r.P99MS, r.MaxMS, r.Kills, r.LeaseTTLMS, r.PollMS, onOff(r.LivenessLock))
+}
+
+func onOff(b bool) string { return map[bool]string{true: "on", false: "off"}[b] }
+
+// page shows the run as a timeline: a lane per instance slot with its terms as leader,
+// each failover as a band from the signal to the next election and a dot at its length,
+// then every failover in a table.
+func (r failoverResult) page() *report.Page {
+	p := &report.Page{Title: fmt.Sprintf("twice bench failover: %s, %d instances", r.Store, r.Instances), Summary: r.summary(),
+		Facts: []report.Fact{{Name: "store", Value: r.Store}, {Name: "instances", Value: strconv.Itoa(r.Instances)},
+			{Name: "stop", Value: fmt.Sprintf("%s to the leader, %d times", r.Signal, r.Kills)},
+			{Name: "lease TTL", Value: msText(r.LeaseTTLMS, 0)}, {Name: "leader poll", Value: msText(r.PollMS, 0)},
+			{Name: "liveness lock", Value: onOff(r.LivenessLock)}}}
+	c := report.Chart{ID: "timeline", Label: "failovers over the run", Span: r.DurationS, YUnit: "ms", Log: true,
+		Lanes: instanceLanes(r.Instances), Keys: []report.Key{{Class: "term", Name: "leader"}, {Class: "gap", Name: "no leader"}}}
+	dots, gaps, table := drawFailovers(r.Failovers, r.Signal)
+	c.Series, c.Spans = []report.Series{dots}, gaps
+	for _, t := range r.Terms {
+		c.Bars = append(c.Bars, report.Bar{Lane: t.Slot, From: t.FromS, To: t.ToS, Class: "term", Thin: true,
+			Title: fmt.Sprintf("%s led with token %d from %.1f s to %.1f s", t.Instance, t.Token, t.FromS, t.ToS)})
 	}
-	fmt.Fprintf(stdout, "failover after %s on %s: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (lease TTL %.0f ms, leader poll %.0f ms, liveness lock %s)\n",
-		res.Signal, res.Store, res.P50MS, res.P99MS, res.MaxMS, res.Kills, res.LeaseTTLMS, res.PollMS, map[bool]string{true: "on", false: "off"}[res.LivenessLock])
-	return nil
+	p.Sections = []report.Section{
+		{ID: "run", Heading: "Timeline", Charts: []report.Chart{c},
+			Note: "Top: how long each failover took, from the signal to the next leader's own report of its election, at the time of the signal (logarithmic). " +
+				"Bottom: one lane per instance slot; a green bar marks when an instance believed it led (a stopped one is started again in its slot), " +
+				"and a red band each failover, from the signal to the election. Hover over a dot or a band for what it is."},
+		{ID: "figures-section", Heading: "Figures", Tables: []report.Table{
+			figures(figure{"failover p50", msText(r.P50MS, 1)}, figure{"failover p99", msText(r.P99MS, 1)}, figure{"failover max", msText(r.MaxMS, 1)},
+				figure{"bound when a crash waits for the lease (lease TTL + leader poll)", msText(r.LeaseTTLMS+r.PollMS, 0)}),
+			table}},
+	}
+	return p
 }
 
 // failoverParams configure [measureFailover].
@@ -88,6 +127,50 @@ type failoverResult struct {
 	P50MS        float64   `json:"p50_ms"`
 	P99MS        float64   `json:"p99_ms"`
 	MaxMS        float64   `json:"max_ms"`
+	// The run over time, for the HTML report, in seconds since the first instance
+	// started: its length, each failover and each leadership term.
+	DurationS float64      `json:"duration_s"`
+	Failovers []failover   `json:"failovers"`
+	Terms     []leaderTerm `json:"terms"`
+}
+
+// failover is one stop of the leader: when, in seconds since the run started, the leader
+// in which slot was stopped, and which instance led next, how long after.
+type failover struct {
+	AtS      float64 `json:"at_s"`
+	Slot     int     `json:"slot"`
+	Leader   string  `json:"leader"`
+	NextSlot int     `json:"next_slot"`
+	Next     string  `json:"next"`
+	MS       float64 `json:"ms"`
+}
+
+// leaderTerm is one instance's term as leader, in seconds since the run started.
+type leaderTerm struct {
+	Slot     int     `json:"slot"`
+	Instance string  `json:"instance"`
+	Token    int64   `json:"token"`
+	FromS    float64 `json:"from_s"`
+	ToS      float64 `json:"to_s"`
+}
+
+// leaderTerms are the terms of g's instances since start, until end.
+func leaderTerms(g *instance.Group, start, end time.Time) []leaderTerm {
+	events, _ := g.Log()
+	var out []leaderTerm
+	for _, t := range instance.Terms(events, end) {
+		out = append(out, leaderTerm{Slot: t.Proc, Instance: t.ID, Token: t.Token, FromS: t.Start.Sub(start).Seconds(), ToS: t.End.Sub(start).Seconds()})
+	}
+	return out
+}
+
+// failoverMS are the failovers' lengths, in order.
+func failoverMS(fs []failover) []float64 {
+	out := make([]float64, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, f.MS)
+	}
+	return out
 }
 
 // measureFailover runs p.Instances instances, then p.Kills times stops the leader and measures
@@ -121,26 +204,31 @@ func measureFailover(ctx context.Context, spawn instance.Spawner, opts instance.
 
 	g := instance.NewGroup(spawn, opts, nil)
 	defer g.Stop(10 * time.Second)
+	start := time.Now()
 	for i := range p.Instances {
 		if _, err := g.Start(ctx, i); err != nil {
 			return res, err
 		}
 	}
 	var err error
-	if res.FailoversMS, err = killLeaders(ctx, g, p.Kills, sig, ttl, p.Progress); err != nil {
+	if res.Failovers, err = killLeaders(ctx, g, p.Kills, sig, ttl, start, p.Progress); err != nil {
 		return res, err
 	}
+	end := time.Now()
+	res.DurationS, res.Terms = end.Sub(start).Seconds(), leaderTerms(g, start, end)
+	res.FailoversMS = failoverMS(res.Failovers)
 	res.P50MS, res.P99MS, res.MaxMS = percentile(res.FailoversMS, 50), percentile(res.FailoversMS, 99), percentile(res.FailoversMS, 100)
 	return res, nil
 }
 
-// killLeaders stops the leader of g's instances kills times with sig and returns how long
-// each failover took, in ms: from the signal to the new leader's own report of its election,
-// both on this machine's clock. The stopped instance is restarted in its slot each time, so
-// every kill finds a full cluster. ttl is the instances' lease TTL.
-func killLeaders(ctx context.Context, g *instance.Group, kills int, sig syscall.Signal, ttl time.Duration, progress io.Writer) ([]float64, error) {
+// killLeaders stops the leader of g's instances kills times with sig and returns each
+// failover, its time since start and how long it took: from the signal to the new leader's
+// own report of its election, both on this machine's clock. The stopped instance is
+// restarted in its slot each time, so every kill finds a full cluster. ttl is the
+// instances' lease TTL.
+func killLeaders(ctx context.Context, g *instance.Group, kills int, sig syscall.Signal, ttl time.Duration, start time.Time, progress io.Writer) ([]failover, error) {
 	name := map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGTERM: "SIGTERM"}[sig]
-	var out []float64
+	var out []failover
 	// Every wait below is bounded: a cluster that never elects is a failure, not a hang.
 	limit := 10*ttl + 30*time.Second
 	for k := range kills {
@@ -169,7 +257,7 @@ func killLeaders(ctx context.Context, g *instance.Group, kills int, sig syscall.
 			return out, fmt.Errorf("failover %d: no new leader after %s: %w", k+1, name, err)
 		}
 		d := ev.Time().Sub(t0)
-		out = append(out, ms(d))
+		out = append(out, failover{AtS: t0.Sub(start).Seconds(), Slot: slot, Leader: elected.ID, NextSlot: ev.Proc, Next: ev.ID, MS: ms(d)})
 		fmt.Fprintf(progress, "failover %d/%d: %s to leader %s (token %d); %s elected in %d ms (token %d)\n",
 			k+1, kills, name, elected.ID, elected.Token, ev.ID, d.Milliseconds(), ev.Token)
 		select {
@@ -196,3 +284,21 @@ func percentile(xs []float64, p float64) float64 {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// drawFailovers draws failovers after sig: a dot of each one's length at its time, a band
+// from the signal to the election, and a table of them all.
+func drawFailovers(fs []failover, sig string) (dots report.Series, gaps []report.Span, table report.Table) {
+	dots = report.Series{Name: "failover time", Style: "dots"}
+	table = report.Table{ID: "failovers", Head: []string{"#", "at", "stopped", "next leader", "failover"}}
+	for i, f := range fs {
+		title := fmt.Sprintf("failover %d at %.1f s: %s to %s (instance %d); %s (instance %d) elected after %.1f ms",
+			i+1, f.AtS, sig, f.Leader, f.Slot, f.Next, f.NextSlot, f.MS)
+		dots.X, dots.Y, dots.Titles = append(dots.X, f.AtS), append(dots.Y, f.MS), append(dots.Titles, title)
+		gaps = append(gaps, report.Span{From: f.AtS, To: f.AtS + f.MS/1000, Class: "gap", Title: title})
+		table.Rows = append(table.Rows, []report.Cell{report.Num(float64(i+1), 0), {Text: fmt.Sprintf("%.1f s", f.AtS), Num: true},
+			report.Text(fmt.Sprintf("%s (instance %d)", f.Leader, f.Slot)), report.Text(fmt.Sprintf("%s (instance %d)", f.Next, f.NextSlot)),
+			{Text: msText(f.MS, 1), Num: true}})
+	}
+	table.Bars(4, failoverMS(fs), []int{0})
+	return dots, gaps, table
+}

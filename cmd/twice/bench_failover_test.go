@@ -25,6 +25,10 @@ func TestKillLeader(t *testing.T) {
 		// The design bound is TTL + poll; three times that only fails when failover waits
 		// for something it should not (a dead-after period, a missed wake-up), not on a
 		// busy machine. The figures themselves come from `twice bench failover`.
+		// What the page draws: each failover when it happened, a term per election.
+		if len(res.Failovers) != 3 || len(res.Terms) < 4 || res.Failovers[0].AtS <= 0 || res.Failovers[2].AtS >= res.DurationS {
+			t.Errorf("failovers %+v, terms %+v over %v s", res.Failovers, res.Terms, res.DurationS)
+		}
 		bound := 3 * time.Duration(res.LeaseTTLMS+res.PollMS) * time.Millisecond
 		for i, f := range res.FailoversMS {
 			if d := time.Duration(f * float64(time.Millisecond)); d > bound {

@@ -5,11 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/loop"
+	"github.com/twicehq/twice/internal/report"
 	"github.com/twicehq/twice/store"
 )
 
@@ -24,6 +26,7 @@ func benchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	duration := fs.Duration("duration", 30*time.Second, "how long to measure")
 	warmup := fs.Duration("warmup", idleWarmup, "how long the instances idle before the measurement starts")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	rep := addReport(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -36,6 +39,10 @@ func benchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *warmup < 0 || *warmup > 10*time.Minute {
 		return fmt.Errorf("%w: bench idle: --warmup must be 0 to 10m", errUsage)
 	}
+	if err := rep.create(); err != nil {
+		return err
+	}
+	defer rep.discard()
 	e, err := newBenchEnv(ctx, &db, "idle", *asJSON, stdout, stderr)
 	if err != nil {
 		return err
@@ -53,17 +60,58 @@ func benchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *busURL != "" {
 		res.Bus = "nats"
 	}
-	if *asJSON {
-		return printJSON(stdout, res)
+	return rep.finish(stdout, progress, *asJSON, res)
+}
+
+func (r idleResult) summary() string {
+	s := fmt.Sprintf("idle on %s over the %s bus, %d instances for %.0f s, per instance: %.1f statements/s, %.2f ms CPU per second",
+		r.Store, r.Bus, r.Instances, r.DurationS, r.StatementsPerSec, r.CPUMSPerSec)
+	if r.TransactionsPerSec != nil {
+		s += fmt.Sprintf(", %.1f transactions/s and %.1f connections (PostgreSQL's counts, with whatever else uses the database)",
+			*r.TransactionsPerSec, *r.Connections)
 	}
-	fmt.Fprintf(stdout, "idle on %s over the %s bus, %d instances for %.0f s, per instance: %.1f statements/s, %.2f ms CPU per second",
-		res.Store, res.Bus, res.Instances, res.DurationS, res.StatementsPerSec, res.CPUMSPerSec)
-	if res.TransactionsPerSec != nil {
-		fmt.Fprintf(stdout, ", %.1f transactions/s and %.1f connections (PostgreSQL's counts, with whatever else uses the database)",
-			*res.TransactionsPerSec, *res.Connections)
+	return s
+}
+
+// page shows what the instances cost over the whole run, the warm-up shaded, then the
+// figures of the measured window and each instance's.
+func (r idleResult) page() *report.Page {
+	warmup := []report.Span{{From: 0, To: r.WindowS[0], Class: "warmup", Title: "start and warm-up, not measured"}}
+	rows := []figure{{"statements per instance", report.Format(r.StatementsPerSec, 1) + " /s"},
+		{"CPU per instance", msText(r.CPUMSPerSec, 2) + "/s"}}
+	if r.TransactionsPerSec != nil {
+		rows = append(rows, figure{"transactions per instance (PostgreSQL's count)", report.Format(*r.TransactionsPerSec, 1) + " /s"},
+			figure{"connections per instance (PostgreSQL's count)", report.Format(*r.Connections, 1)})
 	}
-	fmt.Fprintln(stdout)
-	return nil
+	each := report.Table{ID: "instances", Head: []string{"instance", "statements/s", "CPU ms/s"}}
+	var stmts, cpu []float64
+	for _, c := range r.PerInstance {
+		each.Rows = append(each.Rows, []report.Cell{report.Text(c.ID), report.Num(c.StatementsPerSec, 2), report.Num(c.CPUMSPerSec, 2)})
+		stmts, cpu = append(stmts, c.StatementsPerSec), append(cpu, c.CPUMSPerSec)
+	}
+	each.Bars(1, stmts, []int{0})
+	each.Bars(2, cpu, []int{1})
+	return &report.Page{Title: fmt.Sprintf("twice bench idle: %s, %d instances", r.Store, r.Instances), Summary: r.summary(),
+		Facts: []report.Fact{{Name: "store", Value: r.Store}, {Name: "bus", Value: r.Bus}, {Name: "instances", Value: strconv.Itoa(r.Instances)},
+			{Name: "measured", Value: fmt.Sprintf("from %.1f s to %.1f s after the first instance started", r.WindowS[0], r.WindowS[1])}},
+		Sections: []report.Section{
+			{ID: "run", Heading: "Over the run", Charts: r.Over.charts(r.WindowS[1], nil, warmup),
+				Note: fmt.Sprintf("The statements each instance's node ran and the CPU its process used, per second, from their own reports every second, in buckets of %g s: "+
+					"the mean of the instances (a solid line) and the busiest one's (dashed). The grey band is the start and the warm-up, which the figures leave out.", r.Over.BucketS)},
+			{ID: "figures-section", Heading: "Figures", Note: "Over the measured window.", Tables: []report.Table{figures(rows...), each}},
+		}}
+}
+
+// charts draws o over a run of span seconds: statements per second, then CPU, each of the
+// mean instance and of the busiest.
+func (o idleOver) charts(span float64, phases []report.Phase, shades []report.Span) []report.Chart {
+	xs := bucketXs(len(o.Instances), o.BucketS)
+	chart := func(id, unit string, mean, most []float64) report.Chart {
+		return report.Chart{ID: id, Title: unit + " per instance", Span: span, YUnit: unit, Height: 150, Phases: phases, Shades: shades,
+			Series: []report.Series{{Name: "mean", Color: 0, X: xs, Y: gapsOf(mean, o.Instances)},
+				{Name: "busiest", Color: 1, Style: "p95", X: xs, Y: gapsOf(most, o.Instances)}}}
+	}
+	return []report.Chart{chart("statements", "statements/s", o.StatementsMean, o.StatementsMax), chart("cpu", "CPU ms/s", o.CPUMean, o.CPUMax)}
 }
 
 // idleParams configure [measureIdle].
@@ -93,6 +141,73 @@ type idleResult struct {
 	TransactionsPerSec *float64    `json:"transactions_per_sec_per_instance,omitempty"`
 	Connections        *float64    `json:"connections_per_instance,omitempty"`
 	PerInstance        []idleCount `json:"per_instance"`
+	// The run over time, for the HTML report, in seconds since the first instance
+	// started: the measured window, and the instances' statements and CPU through the
+	// whole run, warm-up included.
+	WindowS [2]float64 `json:"window_s"`
+	Over    idleOver   `json:"over_time"`
+}
+
+// idleOver is what instances cost over a run, from their "idle" reports, per bucket of
+// BucketS seconds from its start: how many instances reported through the bucket, and the
+// statements and CPU per second of the mean one of them and of the busiest.
+type idleOver struct {
+	BucketS        float64   `json:"bucket_s"`
+	Instances      []int     `json:"instances"`
+	StatementsMean []float64 `json:"statements_per_sec_mean"`
+	StatementsMax  []float64 `json:"statements_per_sec_max"`
+	CPUMean        []float64 `json:"cpu_ms_per_sec_mean"`
+	CPUMax         []float64 `json:"cpu_ms_per_sec_max"`
+}
+
+// idleOverTime reads the "idle" reports of g's instances between start and end. An
+// instance counts in the buckets between its first report and its last: a process killed
+// and started again in its slot reports under a new id, from zero.
+func idleOverTime(g *instance.Group, start, end time.Time) idleOver {
+	events, _ := g.Log()
+	type counts struct{ stmts, cpu []report.Count }
+	by := map[string]*counts{}
+	var ids []string
+	for _, e := range events {
+		if e.Event != "idle" || e.T < start.UnixNano() || e.T > end.UnixNano() {
+			continue
+		}
+		c := by[e.ID]
+		if c == nil {
+			c = &counts{}
+			by[e.ID], ids = c, append(ids, e.ID)
+		}
+		at := e.Time().Sub(start).Seconds()
+		c.stmts = append(c.stmts, report.Count{At: at, N: e.Statements})
+		c.cpu = append(c.cpu, report.Count{At: at, N: e.CPUMicros})
+	}
+	span := end.Sub(start).Seconds()
+	w := max(idleReport.Seconds(), report.BucketWidth(span)) // no finer than the reports
+	n := report.Buckets(span, w)
+	o := idleOver{BucketS: w, Instances: make([]int, n), StatementsMean: make([]float64, n), StatementsMax: make([]float64, n),
+		CPUMean: make([]float64, n), CPUMax: make([]float64, n)}
+	for _, id := range ids {
+		c := by[id]
+		stmts, cpu := report.RateIn(c.stmts, span, w, n).PerSec, report.RateIn(c.cpu, span, w, n).PerSec
+		for i := range n {
+			// A bucket counts when the instance reported on both sides of its middle.
+			if mid := (float64(i) + 0.5) * w; mid < c.stmts[0].At || mid > c.stmts[len(c.stmts)-1].At {
+				continue
+			}
+			o.Instances[i]++
+			o.StatementsMean[i] += stmts[i]
+			o.StatementsMax[i] = max(o.StatementsMax[i], stmts[i])
+			o.CPUMean[i] += cpu[i] / 1000
+			o.CPUMax[i] = max(o.CPUMax[i], cpu[i]/1000)
+		}
+	}
+	for i, k := range o.Instances {
+		if k > 0 {
+			o.StatementsMean[i] /= float64(k)
+			o.CPUMean[i] /= float64(k)
+		}
+	}
+	return o
 }
 
 type idleCount struct {
@@ -107,6 +222,9 @@ type idleCount struct {
 // instances' start (migrations, first reads) in the window. Measured: 10 idle instances,
 // 3.2 transactions/s each after 5 s, 1.6 after 20 s, with the same statements.
 const idleWarmup = 15 * time.Second
+
+// idleReport is how often an idle instance reports its statements and CPU.
+const idleReport = time.Second
 
 // pgCounts are PostgreSQL's counts for the current database at one moment.
 type pgCounts struct {
@@ -138,9 +256,10 @@ func measureIdle(ctx context.Context, spawn instance.Spawner, s *store.Store, op
 			return res, fmt.Errorf("bench idle: reading PostgreSQL's statistics: %w", err)
 		}
 	}
-	opts.Workloads = []instance.Workload{instance.Idle{Report: time.Second}}
+	opts.Workloads = []instance.Workload{instance.Idle{Report: idleReport}}
 	g := instance.NewGroup(spawn, opts, nil)
 	defer g.Stop(30 * time.Second)
+	began := time.Now()
 	if err := startAll(ctx, g, p.Instances); err != nil {
 		return res, err
 	}
@@ -171,6 +290,8 @@ func measureIdle(ctx context.Context, spawn instance.Spawner, s *store.Store, op
 		res.TransactionsPerSec, res.Connections = &tx, &conns
 	}
 	res.DurationS = t1.Sub(t0).Seconds()
+	res.WindowS = [2]float64{t0.Sub(began).Seconds(), t1.Sub(began).Seconds()}
+	res.Over = idleOverTime(g, began, t1)
 
 	var err error
 	if res.PerInstance, res.StatementsPerSec, res.CPUMSPerSec, err = idleFigures(g, p.Instances, t0, t1); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -35,6 +36,10 @@ func TestBenchIdle(t *testing.T) {
 			if c.ID == "" || c.StatementsPerSec <= 0 || c.CPUMSPerSec <= 0 {
 				t.Errorf("instance %+v: every figure is measured", c)
 			}
+		}
+		// What the page draws over time: both instances report through the window.
+		if res.WindowS[0] <= 0 || res.WindowS[1] <= res.WindowS[0] || !slices.Contains(res.Over.Instances, 2) {
+			t.Errorf("window %v, instances reporting %v", res.WindowS, res.Over.Instances)
 		}
 		if got := res.TransactionsPerSec != nil; got != (db.Dialect == store.Postgres) {
 			t.Errorf("PostgreSQL's counts present: %v on %s", got, db.Dialect)

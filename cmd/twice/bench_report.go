@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"time"
 
 	"github.com/twicehq/twice/internal/report"
@@ -90,3 +92,33 @@ func figures(rows ...figure) report.Table {
 
 // msText is a latency in milliseconds with prec decimals: "1.40 ms".
 func msText(v float64, prec int) string { return report.Format(v, prec) + " ms" }
+
+// instanceLanes names the lanes of n instance slots.
+func instanceLanes(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "instance " + strconv.Itoa(i)
+	}
+	return out
+}
+
+// gapsOf turns zeros of counts into gaps (NaN) in ys, where nothing was measured.
+func gapsOf(ys []float64, counts []int) []float64 {
+	out := make([]float64, len(ys))
+	for i, v := range ys {
+		if i < len(counts) && counts[i] == 0 {
+			v = math.NaN()
+		}
+		out[i] = v
+	}
+	return out
+}
+
+// bucketXs are the middles of n buckets of width seconds.
+func bucketXs(n int, width float64) []float64 {
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = (float64(i) + 0.5) * width
+	}
+	return out
+}

@@ -7,9 +7,22 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/net/html"
+
 	"github.com/twicehq/twice/internal/report"
 	"github.com/twicehq/twice/internal/report/reporttest"
 )
+
+// recordedFailover is a failover run as `twice bench failover --json` records it: three
+// instances for 10 s, the leader killed at 3 s (20 ms until the next election) and at 7 s
+// (40 ms).
+func recordedFailover() failoverResult {
+	return failoverResult{Store: "sqlite", Instances: 3, Kills: 2, Signal: "SIGKILL", LeaseTTLMS: 6000, PollMS: 100, LivenessLock: true,
+		FailoversMS: []float64{20, 40}, P50MS: 20, P99MS: 40, MaxMS: 40, DurationS: 10,
+		Failovers: []failover{{AtS: 3, Slot: 0, Leader: "a", NextSlot: 1, Next: "b", MS: 20}, {AtS: 7, Slot: 1, Leader: "b", NextSlot: 2, Next: "c", MS: 40}},
+		Terms: []leaderTerm{{Slot: 0, Instance: "a", Token: 1, FromS: 0.5, ToS: 3}, {Slot: 1, Instance: "b", Token: 2, FromS: 3.02, ToS: 7},
+			{Slot: 2, Instance: "c", Token: 3, FromS: 7.04, ToS: 10}}}
+}
 
 // recordedEvents is an events run: a throughput run of 2 s in which publishing stops at
 // 1.5 s and consuming catches up, then a latency run of 1 s with its second half empty.
@@ -23,6 +36,58 @@ func recordedEvents() eventsResult {
 	return eventsResult{Store: "postgres", Bus: "store", Publishers: 4, Partitions: 8, Events: 3000, PublishPerSec: 2000, ConsumePerSec: 1500,
 		ThroughputSeconds: 2, LatencyEvents: 50, Rate: 100, P50MS: 5, P99MS: 10, MaxMS: 10,
 		Published: report.RateOver(pub, 2), Consumed: report.RateOver(con, 2), Latency: report.LatencyOver(lat, 1), LatencySeconds: 1}
+}
+
+// xAt is where a chart of span seconds draws second s.
+func xAt(s, span float64) float64 { return report.PlotLeft + report.PlotWidth*s/span }
+
+// The failover page: a lane per instance with its terms, a band and a dot per failover at
+// the time of its signal, and a row per failover.
+func TestFailoverPage(t *testing.T) {
+	t.Parallel()
+	res := recordedFailover()
+	out, doc := reporttest.Render(t, res.page().Write)
+	reporttest.SelfContained(t, out)
+	if !strings.Contains(out, res.summary()) {
+		t.Error("the page lacks the summary the command prints")
+	}
+	tl := reporttest.ByID(doc, "timeline")
+	if tl == nil {
+		t.Fatal("no timeline")
+	}
+	lanes := reporttest.Find(tl, reporttest.Tag("rect", "lane"))
+	terms := reporttest.Find(tl, reporttest.Tag("rect", "term"))
+	gaps := reporttest.Find(tl, reporttest.Tag("rect", "gap"))
+	dots := reporttest.Find(tl, reporttest.Tag("circle", "dot"))
+	if len(lanes) != 3 || len(terms) != 3 || len(gaps) != 2 || len(dots) != 2 {
+		t.Fatalf("%d lanes, %d terms, %d gaps, %d dots; want 3, 3, 2, 2", len(lanes), len(terms), len(gaps), len(dots))
+	}
+	for i, f := range res.Failovers {
+		if x := reporttest.Num(t, gaps[i], "x"); !reporttest.Near(x, xAt(f.AtS, 10)) {
+			t.Errorf("failover %d's band at x %v, want %v", i+1, x, xAt(f.AtS, 10))
+		}
+		if x := reporttest.Num(t, dots[i], "cx"); !reporttest.Near(x, xAt(f.AtS, 10)) {
+			t.Errorf("failover %d's dot at x %v, want %v", i+1, x, xAt(f.AtS, 10))
+		}
+		// The band runs over the plot and every lane.
+		if bottom := reporttest.Num(t, gaps[i], "y") + reporttest.Num(t, gaps[i], "height"); !reporttest.Near(bottom, reporttest.Num(t, lanes[2], "y")+reporttest.Num(t, lanes[2], "height")) {
+			t.Errorf("failover %d's band ends at y %v, above the last lane's bottom", i+1, bottom)
+		}
+	}
+	// The 40 ms failover is drawn higher (a smaller y) than the 20 ms one.
+	if reporttest.Num(t, dots[1], "cy") >= reporttest.Num(t, dots[0], "cy") {
+		t.Error("the longer failover's dot is not above the shorter's")
+	}
+	// Each term is in its own instance's lane.
+	for i, term := range terms {
+		if y, lane := reporttest.Num(t, term, "y"), reporttest.Num(t, lanes[i], "y"); y < lane || y > lane+reporttest.Num(t, lanes[i], "height") {
+			t.Errorf("term %d at y %v, outside lane %d", i, y, i)
+		}
+	}
+	rows := reporttest.Find(reporttest.ByID(doc, "failovers"), reporttest.Tag("tr", ""))
+	if len(rows) != 3 || !strings.Contains(reporttest.Text(rows[2]), "40.0 ms") {
+		t.Errorf("the failovers' table has %d rows (want a head and 2), the second %q", len(rows), reporttest.Text(rows[len(rows)-1]))
+	}
 }
 
 // The events page draws publishing and consuming side by side, each a line over the
@@ -72,6 +137,41 @@ func TestEventsPage(t *testing.T) {
 	}
 	if fig := reporttest.ByID(doc, "figures"); fig == nil || !strings.Contains(reporttest.Text(fig), "2,000 /s") {
 		t.Error("no figures table with the publish rate")
+	}
+}
+
+// Every benchmark's page renders from a recorded result, self-contained, with its charts.
+func TestBenchPages(t *testing.T) {
+	t.Parallel()
+	over := idleOver{BucketS: 1, Instances: []int{0, 2, 2}, StatementsMean: []float64{0, 1, 1.5}, StatementsMax: []float64{0, 2, 2},
+		CPUMean: []float64{0, 1, 1}, CPUMax: []float64{0, 2, 2}}
+	for _, c := range []struct {
+		name   string
+		res    benchResult
+		charts []string
+	}{
+		{"idle", idleResult{Store: "sqlite", Bus: "store", Instances: 2, DurationS: 2, StatementsPerSec: 1, CPUMSPerSec: 1,
+			PerInstance: []idleCount{{"a", 1, 1}, {"b", 1.5, 2}}, WindowS: [2]float64{1, 3}, Over: over}, []string{"statements", "cpu"}},
+		{"scale", scaleResult{Store: "sqlite", Bus: "store", Instances: 2, DurationS: 3, Over: over,
+			Phases:   []report.Phase{{At: 0, Name: "start"}, {At: 2, Name: "jobs"}},
+			Failover: scaleFailover{Kills: 1, Failovers: []failover{{AtS: 1.5, MS: 30}}},
+			Jobs:     scaleJobs{Jobs: 10, Completed: 10, DurationS: 1, Rate: report.RateOver([]report.Count{{}, {At: 1, N: 10}}, 1)}},
+			[]string{"statements", "cpu", "failovers-chart", "jobs-chart"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, doc := reporttest.Render(t, c.res.page().Write)
+			reporttest.SelfContained(t, out)
+			for _, id := range c.charts {
+				if n := reporttest.ByID(doc, id); n == nil || n.Data != "svg" || len(reporttest.Find(n, func(n *html.Node) bool {
+					return n.Data == "polyline" || n.Data == "circle"
+				})) == 0 {
+					t.Errorf("no chart %s with data", id)
+				}
+			}
+			if reporttest.ByID(doc, "figures") == nil {
+				t.Error("no figures table")
+			}
+		})
 	}
 }
 

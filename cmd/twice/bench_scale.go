@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/loop"
+	"github.com/twicehq/twice/internal/report"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
@@ -33,6 +35,7 @@ func benchScale(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	kills := fs.Int("kills", 3, "how many times to SIGKILL the leader")
 	jobCount := fs.Int("jobs", 20000, "no-op jobs for every instance to work from one queue")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	rep := addReport(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -46,6 +49,10 @@ func benchScale(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case *jobCount < 1 || *jobCount > 1000000:
 		return fmt.Errorf("%w: bench scale: --jobs must be 1 to 1000000", errUsage)
 	}
+	if err := rep.create(); err != nil {
+		return err
+	}
+	defer rep.discard()
 	e, err := newBenchEnv(ctx, &db, "scale", *asJSON, stdout, stderr)
 	if err != nil {
 		return err
@@ -58,11 +65,7 @@ func benchScale(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(stdout, res)
-	}
-	fmt.Fprintln(stdout, res.summary())
-	return nil
+	return rep.finish(stdout, progress, *asJSON, res)
 }
 
 // scaleParams configure [measureScale].
@@ -100,6 +103,12 @@ type scaleResult struct {
 	Join     scaleJoin     `json:"join"`
 	Failover scaleFailover `json:"failover"`
 	Jobs     scaleJobs     `json:"jobs"`
+	// The run over time, for the HTML report, in seconds since the first instance
+	// started: its length, when each phase began, and the instances' statements and CPU
+	// (the idle workload's reports, through every phase).
+	DurationS float64        `json:"duration_s"`
+	Phases    []report.Phase `json:"phases"`
+	Over      idleOver       `json:"over_time"`
 }
 
 // scaleIdle is the idle window: the instances running, nothing asked of them.
@@ -139,6 +148,8 @@ type scaleFailover struct {
 	P50MS       float64   `json:"p50_ms"`
 	P99MS       float64   `json:"p99_ms"`
 	MaxMS       float64   `json:"max_ms"`
+	// Failovers are the kills one by one, in seconds since the run started.
+	Failovers []failover `json:"failovers"`
 }
 
 // scaleJobs is every instance working one queue of no-op jobs.
@@ -153,6 +164,9 @@ type scaleJobs struct {
 	Completed  int     `json:"completed"`
 	Incomplete bool    `json:"incomplete,omitempty"`
 	JobsPerSec float64 `json:"jobs_per_sec"`
+	// Rate is the jobs completed per second from the resume on, from the polls of the
+	// queue's counts: for the HTML report.
+	Rate report.Rate `json:"jobs_per_sec_over_time"`
 }
 
 // summary is the result as one paragraph.
@@ -175,6 +189,42 @@ func (r scaleResult) summary() string {
 		s += " " + r.Note
 	}
 	return s
+}
+
+// page shows the whole run phase by phase: what the instances cost (statements and CPU per
+// second, through every phase, with the failovers' bands), the jobs worked per second, and
+// the figures of each phase.
+func (r scaleResult) page() *report.Page {
+	dots, gaps, kills := drawFailovers(r.Failover.Failovers, "SIGKILL")
+	cost := r.Over.charts(r.DurationS, r.Phases, nil)
+	for i := range cost {
+		cost[i].Spans = gaps
+	}
+	rows := []figure{{"start of every instance", report.Format(r.StartS, 1) + " s"},
+		{"idle: statements per instance", report.Format(r.Idle.StatementsPerSecPerInstance, 1) + " /s"},
+		{"idle: CPU per instance", msText(r.Idle.CPUMSPerSecPerInstance, 2) + "/s"}}
+	if r.Idle.TransactionsPerSec != nil {
+		rows = append(rows, figure{"idle: transactions (PostgreSQL's count)", fmt.Sprintf("%s /s, %s per instance", report.Format(*r.Idle.TransactionsPerSec, 0), report.Format(*r.Idle.TransactionsPerSecPerInstance, 1))},
+			figure{"idle: connections (PostgreSQL's count)", fmt.Sprintf("%s, %s per instance", report.Format(*r.Idle.Connections, 0), report.Format(*r.Idle.ConnectionsPerInstance, 1))})
+	}
+	rows = append(rows, figure{"join: the new instance ready", msText(r.Join.ReadyMS, 0)},
+		figure{"join: listed by the first other / by all", msText(r.Join.FirstSeenMS, 0) + " / " + msText(r.Join.AllSeenMS, 0)},
+		figure{"failover p50 / p99 / max", fmt.Sprintf("%s / %s / %s", msText(r.Failover.P50MS, 0), msText(r.Failover.P99MS, 0), msText(r.Failover.MaxMS, 0))},
+		figure{"jobs worked", fmt.Sprintf("%s of %s in %s s: %s /s", report.Format(float64(r.Jobs.Completed), 0), report.Format(float64(r.Jobs.Jobs), 0),
+			report.Format(r.Jobs.DurationS, 1), report.Format(r.Jobs.JobsPerSec, 0))})
+	return &report.Page{Title: fmt.Sprintf("twice bench scale: %s, %d instances", r.Store, r.Instances), Summary: r.summary(),
+		Facts: []report.Fact{{Name: "store", Value: r.Store}, {Name: "bus", Value: r.Bus}, {Name: "instances", Value: strconv.Itoa(r.Instances)},
+			{Name: "run", Value: fmt.Sprintf("%.0f s", r.DurationS)}},
+		Sections: []report.Section{
+			{ID: "run", Heading: "Over the run", Charts: append(cost, report.Chart{ID: "failovers-chart", Title: "failovers", Span: r.DurationS,
+				YUnit: "ms", Log: true, Height: 120, Phases: r.Phases, Series: []report.Series{dots}, Spans: gaps}),
+				Note: fmt.Sprintf("Each instance's statements and CPU per second from its own reports, in buckets of %g s: the mean of the instances reporting (solid) and the busiest one's (dashed), "+
+					"through every phase (dashed lines); a red band is a failover after SIGKILL to the leader, from the signal to the next election, whose length the last chart shows (logarithmic).", r.Over.BucketS)},
+			{ID: "jobs", Heading: "Jobs", Charts: []report.Chart{{ID: "jobs-chart", Label: "jobs worked per second", Span: r.Jobs.DurationS, YUnit: "jobs/s",
+				Series: []report.Series{r.Jobs.Rate.Series("jobs completed", 3)}}},
+				Note: fmt.Sprintf("Jobs completed per second by all the instances together, from the resume of their queue, in buckets of %g s (from the queue's counts, read every 100 ms).", r.Jobs.Rate.BucketS)},
+			{ID: "figures-section", Heading: "Figures", Note: r.Note, Tables: []report.Table{figures(rows...), kills}},
+		}}
 }
 
 // sqliteScaleNote is said of every run on SQLite.
@@ -207,39 +257,59 @@ func measureScale(ctx context.Context, spawn instance.Spawner, s *store.Store, o
 		res.Note = sqliteScaleNote
 		fmt.Fprintln(p.Progress, "bench scale: "+sqliteScaleNote)
 	}
-	opts.Workloads = []instance.Workload{instance.Idle{Report: time.Second}, instance.Jobs{},
+	opts.Workloads = []instance.Workload{instance.Idle{Report: idleReport}, instance.Jobs{},
 		instance.Members{OnSignal: true, Until: p.Instances + 1}}
 	g := instance.NewGroup(spawn, opts, instanceLogTo())
 	defer g.Stop(30 * time.Second)
 
 	fmt.Fprintf(p.Progress, "bench scale: starting %d instances, %d at a time\n", p.Instances, startParallel)
-	t := time.Now()
+	start := time.Now()
+	phase := func(name string) {
+		res.Phases = append(res.Phases, report.Phase{At: time.Since(start).Seconds(), Name: name})
+	}
+	phase("start")
 	if err := startAll(ctx, g, p.Instances); err != nil {
 		return res, fmt.Errorf("bench scale: %w", err)
 	}
-	res.StartS = time.Since(t).Seconds()
+	res.StartS = time.Since(start).Seconds()
 	fmt.Fprintf(p.Progress, "bench scale: %d instances started in %.1f s; settling %s, then idle for %s\n",
 		p.Instances, res.StartS, p.Settle, p.Idle)
+	phase("settle, idle")
 	var err error
 	if res.Idle, err = scaleIdleWindow(ctx, g, s, before, p); err != nil {
 		return res, fmt.Errorf("bench scale: idle: %w", err)
 	}
+	phase("join")
 	if res.Join, err = measureJoin(ctx, g, p.Instances, p.Progress); err != nil {
 		return res, fmt.Errorf("bench scale: join: %w", err)
 	}
+	phase("failover")
+	if res.Failover, err = scaleKills(ctx, g, opts, p.Kills, start, p.Progress); err != nil {
+		return res, err
+	}
+	phase("jobs")
+	if res.Jobs, err = measureJobThroughput(ctx, s, opts, p.Jobs, p.Progress); err != nil {
+		return res, fmt.Errorf("bench scale: jobs: %w", err)
+	}
+	res.DurationS = time.Since(start).Seconds()
+	res.Over = idleOverTime(g, start, time.Now())
+	return res, nil
+}
+
+// scaleKills SIGKILLs the leader of g's instances kills times, as `twice bench failover`
+// does.
+func scaleKills(ctx context.Context, g *instance.Group, opts instance.Options, kills int, start time.Time, progress io.Writer) (scaleFailover, error) {
 	ttl := opts.LeaseTTL
 	if ttl == 0 {
 		ttl = lease.DefaultTTL
 	}
-	res.Failover = scaleFailover{Kills: p.Kills, LeaseTTLMS: ms(ttl)}
-	if res.Failover.FailoversMS, err = killLeaders(ctx, g, p.Kills, syscall.SIGKILL, ttl, p.Progress); err != nil {
+	res := scaleFailover{Kills: kills, LeaseTTLMS: ms(ttl)}
+	var err error
+	if res.Failovers, err = killLeaders(ctx, g, kills, syscall.SIGKILL, ttl, start, progress); err != nil {
 		return res, fmt.Errorf("bench scale: %w", err)
 	}
-	f := res.Failover.FailoversMS
-	res.Failover.P50MS, res.Failover.P99MS, res.Failover.MaxMS = percentile(f, 50), percentile(f, 99), percentile(f, 100)
-	if res.Jobs, err = measureJobThroughput(ctx, s, opts, p.Jobs, p.Progress); err != nil {
-		return res, fmt.Errorf("bench scale: jobs: %w", err)
-	}
+	f := failoverMS(res.Failovers)
+	res.FailoversMS, res.P50MS, res.P99MS, res.MaxMS = f, percentile(f, 50), percentile(f, 99), percentile(f, 100)
 	return res, nil
 }
 
@@ -429,6 +499,7 @@ func measureJobThroughput(ctx context.Context, s *store.Store, opts instance.Opt
 	if err := jc.ResumeQueue(ctx, jobs.DefaultQueue); err != nil {
 		return res, err
 	}
+	counts := []report.Count{{}}
 	for {
 		// The poll's period bounds the figure's precision: 100ms of a run of seconds.
 		if !loop.Sleep(ctx, 100*time.Millisecond) {
@@ -439,6 +510,7 @@ func measureJobThroughput(ctx context.Context, s *store.Store, opts instance.Opt
 			return res, err
 		}
 		res.DurationS, res.Completed = time.Since(t0).Seconds(), st.Completed-before.Completed
+		counts = append(counts, report.Count{At: res.DurationS, N: int64(res.Completed)})
 		if st.Available+st.Scheduled+st.Running == 0 {
 			if res.Completed < n {
 				return res, fmt.Errorf("%d of %d jobs completed (%d discarded, %d cancelled)", res.Completed, n, st.Discarded, st.Cancelled)
@@ -453,6 +525,7 @@ func measureJobThroughput(ctx context.Context, s *store.Store, opts instance.Opt
 		}
 	}
 	res.JobsPerSec = float64(res.Completed) / res.DurationS
+	res.Rate = report.RateOver(counts, res.DurationS)
 	fmt.Fprintf(progress, "bench scale: %d jobs worked in %.1f s: %.0f jobs/s\n", res.Completed, res.DurationS, res.JobsPerSec)
 	return res, nil
 }

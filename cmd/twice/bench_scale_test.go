@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +58,10 @@ func TestBenchScale(t *testing.T) {
 		}
 		if j := res.Jobs; j.Jobs != 300 || j.Completed < 300 || j.Incomplete || j.EnqueueS <= 0 || j.DurationS <= 0 || j.JobsPerSec <= 0 {
 			t.Errorf("jobs: %+v", j)
+		}
+		// What the page draws over time.
+		if len(res.Phases) != 5 || len(res.Failover.Failovers) != 1 || len(res.Jobs.Rate.PerSec) == 0 || !slices.Contains(res.Over.Instances, 3) {
+			t.Errorf("over time: phases %v, failovers %v, jobs %v, instances reporting %v", res.Phases, res.Failover.Failovers, res.Jobs.Rate, res.Over.Instances)
 		}
 	})
 }
