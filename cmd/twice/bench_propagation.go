@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/loop"
+	"github.com/twicehq/twice/internal/report"
 	"github.com/twicehq/twice/settings"
 )
 
@@ -34,6 +36,7 @@ func benchPropagation(ctx context.Context, kind string, args []string, stdout, s
 	busURL := fs.String("bus", "", "signal over NATS (nats://host:port) instead of the store-native bus")
 	signed := fs.Bool("signed", false, "sign every bus message with a random cluster secret (Config.ClusterSecret)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	rep := addReport(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -47,6 +50,10 @@ func benchPropagation(ctx context.Context, kind string, args []string, stdout, s
 	case burst < 0 || burst > 1000000:
 		return fmt.Errorf("%w: bench %s: --burst must be 0 to 1000000", errUsage, kind)
 	}
+	if err := rep.create(); err != nil {
+		return err
+	}
+	defer rep.discard()
 	e, err := newBenchEnv(ctx, &db, kind, *asJSON, stdout, stderr)
 	if err != nil {
 		return err
@@ -66,21 +73,60 @@ func benchPropagation(ctx context.Context, kind string, args []string, stdout, s
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(stdout, res)
+	return rep.finish(stdout, progress, *asJSON, res)
+}
+
+// bus names the bus, and whether its messages were signed.
+func (r propagationResult) bus() string {
+	if r.Signed {
+		return r.Bus + " (signed)"
 	}
-	if res.Signed {
-		res.Bus += " (signed)"
+	return r.Bus
+}
+
+func (r propagationResult) summary() string {
+	s := fmt.Sprintf("%s on %s over the %s bus, %d instances, %d changes: reaches every instance p50 %.2f ms, p99 %.2f ms, max %.2f ms; each delivery p50 %.2f ms, p99 %.2f ms",
+		r.Kind, r.Store, r.bus(), r.Instances, r.Count, r.EveryP50MS, r.EveryP99MS, r.EveryMaxMS, r.EachP50MS, r.EachP99MS)
+	if r.Burst > 0 {
+		s += fmt.Sprintf("\nburst: %d invalidations from 4 writers reached every instance at %.0f/s", r.Burst, r.BurstPerSec)
 	}
-	fmt.Fprintf(stdout, "%s on %s over the %s bus, %d instances, %d changes: reaches every instance p50 %.2f ms, p99 %.2f ms, max %.2f ms; each delivery p50 %.2f ms, p99 %.2f ms\n",
-		kind, res.Store, res.Bus, res.Instances, res.Count, res.EveryP50MS, res.EveryP99MS, res.EveryMaxMS, res.EachP50MS, res.EachP99MS)
-	if res.Burst > 0 {
-		fmt.Fprintf(stdout, "burst: %d invalidations from 4 writers reached every instance at %.0f/s\n", res.Burst, res.BurstPerSec)
+	if r.Lost > 0 {
+		s += fmt.Sprintf("\nthe bus reported %d losses (each flushed a cache)", r.Lost)
 	}
-	if res.Lost > 0 {
-		fmt.Fprintf(stdout, "the bus reported %d losses (each flushed a cache)\n", res.Lost)
+	return s
+}
+
+// page shows every timed change's time to reach every instance, over the percentiles of
+// every single delivery, then the burst's rate and the figures.
+func (r propagationResult) page() *report.Page {
+	what := map[string]string{kindInvalidation: "a cache invalidation (InvalidateTx)", kindConfig: "a setting (SetTx)"}[r.Kind]
+	span := 0.0
+	if len(r.ChangesAtS) > 0 {
+		span = r.ChangesAtS[len(r.ChangesAtS)-1]
 	}
-	return nil
+	every := report.Series{Name: "every instance, each change", Style: "dots", X: r.ChangesAtS, Y: r.EveryMS}
+	sections := []report.Section{{ID: "changes", Heading: "Commit to every instance",
+		Charts: []report.Chart{{ID: "changes-chart", Label: "each change's time to reach every instance", Span: span, YUnit: "ms", Log: true,
+			Series: append([]report.Series{every}, r.EachLatency.Series("each delivery", 1)...)}},
+		Note: fmt.Sprintf("Each dot is one change: the time from the start of its commit until the last instance applied it, at the time of the commit. "+
+			"The lines are the 50th (thin), 95th (dashed) and 99th (thick) percentile of every single delivery, to each instance, of the changes committed in each bucket of %g s. Logarithmic.", r.EachLatency.BucketS)}}
+	rows := []figure{{"every instance p50", msText(r.EveryP50MS, 2)}, {"every instance p99", msText(r.EveryP99MS, 2)}, {"every instance max", msText(r.EveryMaxMS, 2)},
+		{"each delivery p50", msText(r.EachP50MS, 2)}, {"each delivery p99", msText(r.EachP99MS, 2)}, {"losses the bus reported", strconv.Itoa(r.Lost)}}
+	if r.Burst > 0 {
+		rows = append(rows, figure{"burst", fmt.Sprintf("%s invalidations at %s /s", report.Format(float64(r.Burst), 0), report.Format(r.BurstPerSec, 0))})
+		done := report.Series{Name: "reached every instance", Color: 2}
+		for _, c := range r.BurstDone {
+			done.X, done.Y = append(done.X, c.At), append(done.Y, float64(c.N))
+		}
+		sections = append(sections, report.Section{ID: "burst", Heading: "Burst", Charts: []report.Chart{{ID: "burst-chart", Label: "invalidations that reached every instance over the burst",
+			YUnit: "invalidations", Series: []report.Series{done}}},
+			Note: fmt.Sprintf("%d invalidations from 4 writers back to back: how many had reached every instance, each counted when its last instance applied it, from the start of the burst. The slope is the rate.", r.Burst)})
+	}
+	sections = append(sections, report.Section{ID: "figures-section", Heading: "Figures", Tables: []report.Table{figures(rows...)}})
+	return &report.Page{Title: fmt.Sprintf("twice bench %s: %s, %s bus", r.Kind, r.Store, r.bus()), Summary: r.summary(),
+		Facts: []report.Fact{{Name: "store", Value: r.Store}, {Name: "bus", Value: r.bus()}, {Name: "instances", Value: fmt.Sprintf("%d, the writer included", r.Instances)},
+			{Name: "change", Value: fmt.Sprintf("%s, %d times, one at a time", what, r.Count)}},
+		Sections: sections}
 }
 
 // Propagation kinds measured by [measurePropagation].
@@ -137,6 +183,13 @@ type propagationResult struct {
 	BurstPerSec float64 `json:"burst_per_sec,omitempty"`
 	// Lost counts bus losses (and the flushes they caused) the instances reported.
 	Lost int `json:"lost"`
+	// Over time, for the HTML report, in seconds since the first timed change: when each
+	// change committed (beside EveryMS), every delivery's latency by the time of its change,
+	// and, from the burst's start, how many of its invalidations had reached every instance
+	// (at most burstPoints readings).
+	ChangesAtS  []float64      `json:"changes_at_s"`
+	EachLatency report.Latency `json:"each_over_time"`
+	BurstDone   []report.Count `json:"burst_done,omitempty"`
 }
 
 // arrivals collects when each instance applied each change.
@@ -305,6 +358,8 @@ func measurePropagation(ctx context.Context, spawn instance.Spawner, opts instan
 
 	run := "bench-" + randHex(3)
 	var every, each []float64
+	var first time.Time // the first timed change's commit
+	var eachAt []report.Sample
 	const warmup = 5
 	for i := -warmup; i < p.Count; i++ {
 		key := run + "." + strconv.Itoa(i+warmup)
@@ -316,16 +371,21 @@ func measurePropagation(ctx context.Context, spawn instance.Spawner, opts instan
 		if err := wait(); err != nil {
 			return res, err
 		}
+		if i == 0 {
+			first = t0
+		}
 		slowest := 0.0
 		for _, t := range arr.take(key) {
 			d := ms(time.Duration(t - t0.UnixNano()))
 			slowest = max(slowest, d)
 			if i >= 0 {
 				each = append(each, d)
+				eachAt = append(eachAt, report.Sample{At: t0.Sub(first).Seconds(), MS: d})
 			}
 		}
 		if i >= 0 {
 			every = append(every, slowest)
+			res.ChangesAtS = append(res.ChangesAtS, t0.Sub(first).Seconds())
 			if (i+1)%max(1, p.Count/10) == 0 {
 				fmt.Fprintf(p.Progress, "%s %d/%d: reached every instance in %.2f ms\n", p.Kind, i+1, p.Count, slowest)
 			}
@@ -335,6 +395,7 @@ func measurePropagation(ctx context.Context, spawn instance.Spawner, opts instan
 	res.EveryMS = every
 	res.EveryP50MS, res.EveryP99MS, res.EveryMaxMS = percentile(every, 50), percentile(every, 99), percentile(every, 100)
 	res.EachP50MS, res.EachP99MS = percentile(each, 50), percentile(each, 99)
+	res.EachLatency = report.LatencyOver(eachAt, res.ChangesAtS[len(res.ChangesAtS)-1])
 
 	if p.Kind == kindInvalidation && p.Burst > 0 {
 		keys := make([]string, p.Burst)
@@ -365,7 +426,34 @@ func measurePropagation(ctx context.Context, spawn instance.Spawner, opts instan
 		}
 		res.Burst = p.Burst
 		res.BurstPerSec = float64(p.Burst) / time.Since(start).Seconds()
+		res.BurstDone = burstDone(arr, keys, start)
 		fmt.Fprintf(p.Progress, "burst: %d invalidations reached every instance in %.0f ms\n", p.Burst, ms(time.Since(start)))
 	}
 	return res, nil
+}
+
+// burstPoints bounds the readings of a burst's progress a page draws.
+const burstPoints = 200
+
+// burstDone is how many of the burst's keys had reached every instance over time, from
+// start: each key counts when its last instance applied it.
+func burstDone(arr *arrivals, keys []string, start time.Time) []report.Count {
+	var done []float64
+	for _, k := range keys {
+		last := int64(0)
+		for _, t := range arr.take(k) {
+			last = max(last, t)
+		}
+		done = append(done, time.Unix(0, last).Sub(start).Seconds())
+	}
+	slices.Sort(done)
+	out := []report.Count{{}}
+	step := max(1, len(done)/burstPoints)
+	for i := step - 1; i < len(done); i += step {
+		out = append(out, report.Count{At: done[i], N: int64(i + 1)})
+	}
+	if last := len(done) - 1; (last+1)%step != 0 {
+		out = append(out, report.Count{At: done[last], N: int64(last + 1)})
+	}
+	return out
 }

@@ -67,11 +67,12 @@ func benchPropagationJSON(t *testing.T, db testdb.DB, busURL string, signed bool
 			EveryMS     []float64 `json:"every_ms"`
 			Burst       int       `json:"burst"`
 			BurstPerSec float64   `json:"burst_per_sec"`
+			ChangesAtS  []float64 `json:"changes_at_s"`
 		}
 		if err := json.Unmarshal([]byte(out), &res); err != nil {
 			t.Fatalf("%s: %v: %q", kind, err, out)
 		}
-		if res.Store != string(db.Dialect) || res.Bus != wantBus || res.Signed != signed || res.Kind != kind || res.Count != 5 || len(res.EveryMS) != 5 ||
+		if res.Store != string(db.Dialect) || res.Bus != wantBus || res.Signed != signed || res.Kind != kind || res.Count != 5 || len(res.EveryMS) != 5 || len(res.ChangesAtS) != 5 ||
 			res.Instances != 3 || res.EveryP99MS <= 0 {
 			t.Errorf("%s: result %s", kind, out)
 		}

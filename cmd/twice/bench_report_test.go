@@ -157,6 +157,12 @@ func TestBenchPages(t *testing.T) {
 			Failover: scaleFailover{Kills: 1, Failovers: []failover{{AtS: 1.5, MS: 30}}},
 			Jobs:     scaleJobs{Jobs: 10, Completed: 10, DurationS: 1, Rate: report.RateOver([]report.Count{{}, {At: 1, N: 10}}, 1)}},
 			[]string{"statements", "cpu", "failovers-chart", "jobs-chart"}},
+		{"invalidation", propagationResult{Store: "postgres", Bus: "nats", Signed: true, Kind: kindInvalidation, Instances: 3, Count: 3,
+			EveryMS: []float64{1, 2, 3}, ChangesAtS: []float64{0, 0.1, 0.2},
+			EachLatency: report.LatencyOver([]report.Sample{{At: 0, MS: 1}, {At: 0.1, MS: 2}}, 0.2),
+			Burst:       10, BurstPerSec: 100, BurstDone: []report.Count{{}, {At: 0.1, N: 10}}}, []string{"changes-chart", "burst-chart"}},
+		{"config", propagationResult{Store: "sqlite", Bus: "store", Kind: kindConfig, Instances: 2, Count: 1, EveryMS: []float64{1}, ChangesAtS: []float64{0}},
+			[]string{"changes-chart"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out, doc := reporttest.Render(t, c.res.page().Write)

@@ -62,7 +62,7 @@ func init() {
 		{name: "cron", run: noStderr(cronCmd), note: adminNote, lines: []usageLine{
 			{"list", "", "schedules with their last and next tick"},
 			{"trigger", "NAME", "run a schedule's job now"}}},
-		{name: "bench", run: benchCmd, note: dbNote, lines: []usageLine{
+		{name: "bench", run: benchCmd, note: dbNote + "\n--report FILE.html writes an HTML page of the run: charts over time and the figures.", lines: []usageLine{
 			{"failover", "[--dsn DSN] --kills N [--graceful] [--json] [--report FILE.html]", "kill the leader N times; print failover p50/p99"},
 			{"events", "[--dsn DSN] [--bus nats://…] [--events N] [--publishers P]\n[--latency-events N] [--rate R] [--json] [--report FILE.html]",
 				"event throughput, and propagation p50/p99 between instances"},
@@ -70,9 +70,9 @@ func init() {
 				"what idle instances cost: statements, transactions, connections and CPU per instance"},
 			{"scale", "[--dsn DSN] [--bus nats://…] [--instances 100] [--idle 10s] [--kills K] [--jobs N]\n[--json] [--report FILE.html]",
 				"many instances: idle cost, time to see a new one, failover p50/p99, job throughput"},
-			{"invalidation", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--burst N] [--json]",
+			{"invalidation", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--burst N]\n[--json] [--report FILE.html]",
 				"time cache invalidations from commit to every instance"},
-			{"config", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--json]",
+			{"config", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N]\n[--json] [--report FILE.html]",
 				"time setting changes from commit to every watcher"}}},
 		{name: "check", run: checkCmd, note: dbNote, lines: []usageLine{
 			{"", "[--store sqlite|postgres] [--dsn DSN] [--duration 60s] [--short] [--faults LIST]\n[--pg-restart-cmd CMD] [--json] [--report FILE.html]",
