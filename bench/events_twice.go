@@ -137,5 +137,5 @@ func (t twiceEvents) latency(ctx context.Context, dsn string, n, rate int) ([]ti
 	if err := got.wait(ctx); err != nil {
 		return nil, err
 	}
-	return rec.got, nil
+	return durations(rec.got), nil
 }

@@ -168,5 +168,5 @@ func (w watermillEvents) latency(ctx context.Context, dsn string, n, rate int) (
 	if err := got.wait(ctx); err != nil {
 		return nil, err
 	}
-	return rec.got, nil
+	return durations(rec.got), nil
 }

@@ -10,7 +10,9 @@
 // Work is the time to drain N pre-inserted no-op jobs until every one is recorded as
 // completed; insert is bulk insertion (twice EnqueueMany, River InsertManyFast); latency is
 // enqueue to handler start for single jobs at a light rate. The SQLite figure is twice with
-// three local processes working one file.
+// three local processes working one file. --report FILE.html writes a page of the run with
+// twice and River side by side: the figures, each work run's jobs per second over time, and
+// each latency run's percentiles over time.
 //
 // The events subcommand runs twice's event log against watermill v1.5.1 with
 // watermill-sql/v4 v4.1.2 (PostgreSQL schema and offsets adapters, publishing through a
@@ -43,6 +45,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -51,7 +54,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
-	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -62,6 +65,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/block"
+	"github.com/twicehq/twice/internal/report"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 )
@@ -106,15 +110,46 @@ func main() {
 	flag.BoolVar(&p.txLatency, "tx-latency", false, "twice's latency runs enqueue with EnqueueTx in a transaction that then commits")
 	signed := flag.Bool("signed", false, "twice's nodes sign their bus messages with a random cluster secret")
 	asJSON := flag.Bool("json", false, "print JSON")
+	reportPath := flag.String("report", "", "write an HTML page of the run to this file: twice and River side by side")
 	flag.Parse()
 	if *signed {
 		p.secret = make([]byte, 32)
 		_, _ = rand.Read(p.secret)
 	}
-	if err := run(context.Background(), p, *asJSON, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	os.Exit(benchmark(context.Background(), p, *asJSON, *reportPath))
+}
+
+// benchmark runs the benchmark, prints its result and writes its page to reportPath unless
+// that is empty. It returns the exit status: 2 when no page can be written there (found
+// before anything runs), 1 for a failure.
+func benchmark(ctx context.Context, p params, asJSON bool, reportPath string) int {
+	var page *report.File
+	if reportPath != "" {
+		var err error
+		if page, err = report.Create(reportPath); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: --report", err)
+			var pe *report.PathError
+			if errors.As(err, &pe) {
+				return 2
+			}
+			return 1
+		}
+		defer page.Discard()
 	}
+	res, err := run(ctx, p)
+	if err == nil {
+		err = res.print(os.Stdout, asJSON)
+	}
+	if err == nil && page != nil {
+		if err = page.Write(res.page().Write); err == nil {
+			progress("report: %s", page.Path())
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	return 0
 }
 
 func envOr(name, def string) string {
@@ -133,21 +168,36 @@ type row struct {
 	LatencyP50  float64 `json:"latency_p50_ms"`
 	LatencyP99  float64 `json:"latency_p99_ms"`
 	Description string  `json:"description"`
+	// Over time, for --report: the work run's jobs per second from the moment it starts
+	// working, and the latency run's percentiles by when the jobs were enqueued.
+	WorkS    float64        `json:"work_s"`
+	Work     report.Rate    `json:"work_over_time"`
+	LatencyS float64        `json:"latency_s"`
+	Latency  report.Latency `json:"latency_over_time"`
 }
 
 // system is one queue under test in one configuration.
 type system interface {
 	name() (system, config, description string)
-	// work pre-inserts n jobs, then works them and returns when all are completed.
-	work(ctx context.Context, schema string, n int) (time.Duration, error)
+	// work pre-inserts n jobs, then works them and returns when all are completed. Its
+	// handler counts the jobs on w, which it starts when working starts.
+	work(ctx context.Context, schema string, n int, w *workMeter) (time.Duration, error)
 	insert(ctx context.Context, schema string, n int) (time.Duration, error)
-	latency(ctx context.Context, schema string, n, rate int) ([]time.Duration, error)
+	latency(ctx context.Context, schema string, n, rate int) ([]timed, error)
 }
 
-func run(ctx context.Context, p params, asJSON bool, out io.Writer) error {
+// result is a whole run: a row per system and configuration, and twice's figure on SQLite.
+type result struct {
+	p            params
+	rows         []row
+	sqlitePerSec float64
+}
+
+func run(ctx context.Context, p params) (result, error) {
+	res := result{p: p}
 	admin, err := pgx.Connect(ctx, p.dsn)
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer admin.Close(context.Background())
 	var systems []system
@@ -157,50 +207,50 @@ func run(ctx context.Context, p params, asJSON bool, out io.Writer) error {
 	if p.only != "twice" {
 		systems = append(systems, riverDefaults(p), riverTuned(p))
 	}
-	var rows []row
 	for _, sys := range systems {
 		s, cfg, desc := sys.name()
 		r := row{System: s, Config: cfg, Description: desc}
 		progress("%s %s: work %d", s, cfg, p.work)
+		var w workMeter
 		d, err := withSchema(ctx, admin, func(schema string) (time.Duration, error) {
 			if p.cpuProfile != "" && s == "twice" && cfg == "defaults" {
-				return profiled(p.cpuProfile, func() (time.Duration, error) { return sys.work(ctx, schema, p.work) })
+				return profiled(p.cpuProfile, func() (time.Duration, error) { return sys.work(ctx, schema, p.work, &w) })
 			}
-			return sys.work(ctx, schema, p.work)
+			return sys.work(ctx, schema, p.work, &w)
 		})
+		r.Work = w.stop(d)
 		if err != nil {
-			return fmt.Errorf("%s %s work: %w", s, cfg, err)
+			return res, fmt.Errorf("%s %s work: %w", s, cfg, err)
 		}
-		r.WorkPerSec = float64(p.work) / d.Seconds()
+		r.WorkS, r.WorkPerSec = d.Seconds(), float64(p.work)/d.Seconds()
 		progress("%s %s: insert %d", s, cfg, p.insert)
 		d, err = withSchema(ctx, admin, func(schema string) (time.Duration, error) { return sys.insert(ctx, schema, p.insert) })
 		if err != nil {
-			return fmt.Errorf("%s %s insert: %w", s, cfg, err)
+			return res, fmt.Errorf("%s %s insert: %w", s, cfg, err)
 		}
 		r.InsertPer = float64(p.insert) / d.Seconds()
 		progress("%s %s: latency %d at %d/s", s, cfg, p.latency, p.rate)
-		var lat []time.Duration
+		var lat []timed
 		_, err = withSchema(ctx, admin, func(schema string) (time.Duration, error) {
 			var err error
 			lat, err = sys.latency(ctx, schema, p.latency, p.rate)
 			return 0, err
 		})
 		if err != nil {
-			return fmt.Errorf("%s %s latency: %w", s, cfg, err)
+			return res, fmt.Errorf("%s %s latency: %w", s, cfg, err)
 		}
-		r.LatencyP50, r.LatencyP99 = percentile(lat, 0.50), percentile(lat, 0.99)
-		rows = append(rows, r)
+		r.latencies(lat)
+		res.rows = append(res.rows, r)
 	}
-	var sqlitePerSec float64
 	if p.sqliteWork > 0 && p.only != "river" {
 		progress("twice sqlite: work %d with 3 processes", p.sqliteWork)
 		d, err := sqliteWork(ctx, p.sqliteWork)
 		if err != nil {
-			return fmt.Errorf("sqlite: %w", err)
+			return res, fmt.Errorf("sqlite: %w", err)
 		}
-		sqlitePerSec = float64(p.sqliteWork) / d.Seconds()
+		res.sqlitePerSec = float64(p.sqliteWork) / d.Seconds()
 	}
-	return report(out, asJSON, rows, sqlitePerSec)
+	return res, nil
 }
 
 func progress(format string, args ...any) {
@@ -233,25 +283,19 @@ func withSchema(ctx context.Context, admin *pgx.Conn, fn func(schema string) (ti
 	return fn(schema)
 }
 
-func percentile(ds []time.Duration, q float64) float64 {
-	if len(ds) == 0 {
-		return 0
+// find is the row of a system in a configuration, or none.
+func (res result) find(sys, cfg string) row {
+	for _, r := range res.rows {
+		if r.System == sys && r.Config == cfg {
+			return r
+		}
 	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := min(len(s)-1, int(q*float64(len(s))))
-	return float64(s[i].Microseconds()) / 1000
+	return row{}
 }
 
-func report(out io.Writer, asJSON bool, rows []row, sqlitePerSec float64) error {
-	find := func(sys, cfg string) row {
-		for _, r := range rows {
-			if r.System == sys && r.Config == cfg {
-				return r
-			}
-		}
-		return row{}
-	}
+// print writes the result as a table, or JSON.
+func (res result) print(out io.Writer, asJSON bool) error {
+	find, rows, sqlitePerSec := res.find, res.rows, res.sqlitePerSec
 	if asJSON {
 		res := map[string]any{
 			"twice_work_jobs_per_sec":         find("twice", "defaults").WorkPerSec,
@@ -276,13 +320,22 @@ func report(out io.Writer, asJSON bool, rows []row, sqlitePerSec float64) error 
 	if sqlitePerSec > 0 {
 		fmt.Fprintf(out, "\ntwice on SQLite, 3 processes on one file: %.0f jobs/s\n", sqlitePerSec)
 	}
-	if t, r := find("twice", "defaults"), find("river", "tuned"); t.WorkPerSec > 0 && r.WorkPerSec > 0 {
-		fmt.Fprintf(out, "\ntwice defaults vs River tuned: work %.2fx (target 2x), p99 %.2f ms (target 5 ms)\n", t.WorkPerSec/r.WorkPerSec, t.LatencyP99)
-	}
-	if t, r := find("twice", "defaults"), find("river", "defaults"); t.InsertPer > 0 && r.InsertPer > 0 {
-		fmt.Fprintf(out, "bulk insert, twice EnqueueMany vs River InsertManyFast: %.2fx (target 1.5x)\n", t.InsertPer/r.InsertPer)
+	if c := res.comparisons(); len(c) > 0 {
+		fmt.Fprintf(out, "\n%s\n", strings.Join(c, "\n"))
 	}
 	return nil
+}
+
+// comparisons are twice's figures against River's, each against the target it has.
+func (res result) comparisons() []string {
+	var out []string
+	if t, r := res.find("twice", "defaults"), res.find("river", "tuned"); t.WorkPerSec > 0 && r.WorkPerSec > 0 {
+		out = append(out, fmt.Sprintf("twice defaults vs River tuned: work %.2fx (target 2x), p99 %.2f ms (target 5 ms)", t.WorkPerSec/r.WorkPerSec, t.LatencyP99))
+	}
+	if t, r := res.find("twice", "defaults"), res.find("river", "defaults"); t.InsertPer > 0 && r.InsertPer > 0 {
+		out = append(out, fmt.Sprintf("bulk insert, twice EnqueueMany vs River InsertManyFast: %.2fx (target 1.5x)", t.InsertPer/r.InsertPer))
+	}
+	return out
 }
 
 // pool opens a pgx pool whose connections work in schema.
@@ -328,13 +381,14 @@ func waitWorked(ctx context.Context, worked *atomic.Int64, n int, count func(con
 // latencyRecorder collects enqueue-to-start latencies.
 type latencyRecorder struct {
 	mu  sync.Mutex // protects got
-	got []time.Duration
+	got []timed
 }
 
 func (l *latencyRecorder) add(sentUnixNano int64) {
-	d := time.Since(time.Unix(0, sentUnixNano))
+	sent := time.Unix(0, sentUnixNano)
+	d := time.Since(sent)
 	l.mu.Lock()
-	l.got = append(l.got, d)
+	l.got = append(l.got, timed{sent: sent, d: d})
 	l.mu.Unlock()
 }
 

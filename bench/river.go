@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -92,9 +91,8 @@ func insertRiver(ctx context.Context, c *river.Client[pgx.Tx], n int) error {
 	return nil
 }
 
-func (r *riverSystem) work(ctx context.Context, schema string, n int) (time.Duration, error) {
-	var worked atomic.Int64
-	c, done, err := r.client(ctx, schema, func(*river.Job[riverArgs]) { worked.Add(1) })
+func (r *riverSystem) work(ctx context.Context, schema string, n int, w *workMeter) (time.Duration, error) {
+	c, done, err := r.client(ctx, schema, func(*river.Job[riverArgs]) { w.worked.Add(1) })
 	if err != nil {
 		return 0, err
 	}
@@ -102,12 +100,13 @@ func (r *riverSystem) work(ctx context.Context, schema string, n int) (time.Dura
 	if err := insertRiver(ctx, c, n); err != nil {
 		return 0, err
 	}
+	w.start()
 	start := time.Now()
 	if err := c.Start(ctx); err != nil {
 		return 0, err
 	}
 	defer c.Stop(context.Background())
-	err = waitWorked(ctx, &worked, n, func(ctx context.Context) (int, error) {
+	err = waitWorked(ctx, &w.worked, n, func(ctx context.Context) (int, error) {
 		var k int
 		err := c.Driver().GetExecutor().QueryRow(ctx, "SELECT count(*) FROM river_job WHERE state = 'completed'").Scan(&k)
 		return k, err
@@ -126,7 +125,7 @@ func (r *riverSystem) insert(ctx context.Context, schema string, n int) (time.Du
 	return time.Since(start), err
 }
 
-func (r *riverSystem) latency(ctx context.Context, schema string, n, rate int) ([]time.Duration, error) {
+func (r *riverSystem) latency(ctx context.Context, schema string, n, rate int) ([]timed, error) {
 	var rec latencyRecorder
 	c, done, err := r.client(ctx, schema, func(job *river.Job[riverArgs]) { rec.add(job.Args.Sent) })
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice"
@@ -55,7 +54,7 @@ func insertTwice(ctx context.Context, c *jobs.Client, n int) error {
 	return nil
 }
 
-func (t *twiceSystem) work(ctx context.Context, schema string, n int) (time.Duration, error) {
+func (t *twiceSystem) work(ctx context.Context, schema string, n int, w *workMeter) (time.Duration, error) {
 	node, err := t.open(ctx, schema)
 	if err != nil {
 		return 0, err
@@ -64,16 +63,16 @@ func (t *twiceSystem) work(ctx context.Context, schema string, n int) (time.Dura
 	if err := insertTwice(ctx, node.Jobs(), n); err != nil {
 		return 0, err
 	}
-	var worked atomic.Int64
+	w.start()
 	start := time.Now()
 	// Registering the worker starts the queue.
 	if err := jobs.Register(node.Jobs(), jobs.WorkFunc[noopArgs](func(context.Context, *jobs.Job[noopArgs]) error {
-		worked.Add(1)
+		w.worked.Add(1)
 		return nil
 	})); err != nil {
 		return 0, err
 	}
-	err = waitWorked(ctx, &worked, n, func(ctx context.Context) (int, error) {
+	err = waitWorked(ctx, &w.worked, n, func(ctx context.Context) (int, error) {
 		var k int
 		err := node.Store().Pool().QueryRow(ctx, "SELECT count(*) FROM twice_jobs WHERE state = 4").Scan(&k)
 		return k, err
@@ -92,7 +91,7 @@ func (t *twiceSystem) insert(ctx context.Context, schema string, n int) (time.Du
 	return time.Since(start), err
 }
 
-func (t *twiceSystem) latency(ctx context.Context, schema string, n, rate int) ([]time.Duration, error) {
+func (t *twiceSystem) latency(ctx context.Context, schema string, n, rate int) ([]timed, error) {
 	node, err := t.open(ctx, schema)
 	if err != nil {
 		return nil, err
