@@ -4,12 +4,15 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -28,9 +31,80 @@ type drawnReport struct {
 const chromiumPath = "/usr/bin/chromium"
 
 // The report of a short `twice check` opened in headless Chromium: the page draws its
-// timeline, with fault bands, and its invariants table, asks for nothing over the network,
-// and a screenshot of it is kept in .ci/out/check-report.png for a person to look at.
+// timeline, with fault bands, and its invariants table, and a screenshot of it is kept in
+// .ci/out/check-report.png for a person to look at.
 func TestCheckReportInBrowser(t *testing.T) {
+	needChromium(t)
+	page := filepath.Join(t.TempDir(), "check-report.html")
+	code, stdout, stderr := cli(t, nil, "check", "--store", "sqlite", "--duration", "3s", "--fault-every", "1s", "--report", page)
+	// A violation is the checker's news, which TestRun reports; the page is written either way.
+	if code != 0 && code != exitViolations {
+		t.Fatalf("twice check: exit %d\n%s%s", code, stdout, stderr)
+	}
+	// Sizes from the layout, not only elements in the DOM: the charts were drawn.
+	drawn := inBrowser[drawnReport](t, page, "#invariants", `(() => {
+		const tl = document.querySelector("svg#timeline");
+		const bands = document.querySelectorAll("svg#timeline rect.fault:not(.shade)");
+		return {
+			timelineWidth: tl ? tl.getBoundingClientRect().width : 0,
+			bands: bands.length,
+			bandWidth: bands.length ? bands[0].getBoundingClientRect().width : 0,
+			lines: document.querySelectorAll("svg#timeline polyline").length,
+			invariants: document.querySelectorAll("table#invariants tr.invariant").length,
+			verdict: document.querySelector("#verdict").textContent,
+		};
+	})()`, "check-report.png")
+	if drawn.TimelineWidth < 500 || drawn.Lines == 0 {
+		t.Errorf("the timeline is not drawn: %+v", drawn)
+	}
+	if drawn.Bands == 0 || drawn.BandWidth <= 0 {
+		t.Errorf("no fault band on the timeline: %+v", drawn)
+	}
+	if drawn.Invariants < 10 || drawn.Verdict == "" {
+		t.Errorf("the invariants table or the verdict is missing: %+v", drawn)
+	}
+}
+
+// drawnBench is what the browser measured of a benchmark's page.
+type drawnBench struct {
+	ChartWidth float64 `json:"chartWidth"`
+	Points     []int   `json:"points"` // of each line of the throughput chart
+	Latency    int     `json:"latency"`
+	Figures    int     `json:"figures"`
+}
+
+// The page of a short `twice bench events` on SQLite, opened in headless Chromium: its
+// throughput chart draws publishing and consuming side by side, its latency chart draws
+// lines, its figures are there, and a screenshot is kept in .ci/out/bench-report.png.
+func TestBenchReportInBrowser(t *testing.T) {
+	needChromium(t)
+	dir := t.TempDir()
+	page := filepath.Join(dir, "bench-report.html")
+	code, stdout, stderr := cli(t, nil, "bench", "events", "--dsn", "sqlite:"+filepath.Join(dir, "bench.db"),
+		"--events", "3000", "--latency-events", "200", "--rate", "400", "--report", page)
+	if code != 0 {
+		t.Fatalf("twice bench events: exit %d\n%s%s", code, stdout, stderr)
+	}
+	drawn := inBrowser[drawnBench](t, page, "#figures", `(() => {
+		const chart = document.querySelector("svg#throughput-chart");
+		return {
+			chartWidth: chart ? chart.getBoundingClientRect().width : 0,
+			points: Array.from(document.querySelectorAll("svg#throughput-chart polyline"), l => l.points.numberOfItems),
+			latency: document.querySelectorAll("svg#latency-chart polyline").length,
+			figures: document.querySelectorAll("table#figures tr").length,
+		};
+	})()`, "bench-report.png")
+	if drawn.ChartWidth < 500 || len(drawn.Points) != 2 || slices.Min(drawn.Points) < 2 {
+		t.Errorf("the throughput chart does not draw two lines, published and consumed: %+v", drawn)
+	}
+	if drawn.Latency == 0 || drawn.Figures < 5 {
+		t.Errorf("the latency chart or the figures are missing: %+v", drawn)
+	}
+}
+
+// needChromium skips a test without the browser, but where CI installs it, fails.
+func needChromium(t *testing.T) {
+	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
 		// CI installs Chromium: there a missing browser is a broken setup, never a skip.
 		if os.Getenv("CI") == "true" {
@@ -38,6 +112,15 @@ func TestCheckReportInBrowser(t *testing.T) {
 		}
 		t.Skipf("no %s (apt-get install chromium): the report is not opened in a browser", chromiumPath)
 	}
+}
+
+// inBrowser opens the page at path in headless Chromium, waits until the element ready is
+// visible, and returns what js, evaluated in the page, returns. It fails the test when the
+// page asks the network for anything or reports an error (a script's exception, an error
+// on the console or in the browser's log), and saves a screenshot of the whole page as
+// .ci/out/shot for a person to look at.
+func inBrowser[T any](t *testing.T, path, ready, js, shot string) T {
+	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -45,14 +128,6 @@ func TestCheckReportInBrowser(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
 		t.Fatalf("the repository's root is not %s: %v", root, err)
 	}
-
-	page := filepath.Join(t.TempDir(), "check-report.html")
-	code, stdout, stderr := cli(t, nil, "check", "--store", "sqlite", "--duration", "3s", "--fault-every", "1s", "--report", page)
-	// A violation is the checker's news, which TestRun reports; the page is written either way.
-	if code != 0 && code != exitViolations {
-		t.Fatalf("twice check: exit %d\n%s%s", code, stdout, stderr)
-	}
-
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ctx, cancel = chromedp.NewExecAllocator(ctx,
@@ -70,14 +145,29 @@ func TestCheckReportInBrowser(t *testing.T) {
 	ctx, cancel = chromedp.NewContext(ctx)
 	defer cancel()
 
-	// Every request the page makes; the page's own file is the only one allowed.
+	// Every request the page makes (its own file is the only one allowed), and every error.
 	var mu sync.Mutex
-	var requests []string
+	var requests, errs []string
 	if err := chromedp.Listen(ctx, func(ev any) {
-		if e, ok := ev.(*network.EventRequestWillBeSent); ok {
-			mu.Lock()
+		mu.Lock()
+		defer mu.Unlock()
+		switch e := ev.(type) {
+		case *network.EventRequestWillBeSent:
 			requests = append(requests, e.Request.URL)
-			mu.Unlock()
+		case *cdpruntime.EventExceptionThrown:
+			msg := e.ExceptionDetails.Text
+			if x := e.ExceptionDetails.Exception; x != nil {
+				msg += " " + x.Description
+			}
+			errs = append(errs, "exception: "+msg)
+		case *cdpruntime.EventConsoleAPICalled:
+			if e.Type == cdpruntime.ConsoleAPICalledTypeError {
+				errs = append(errs, "console.error")
+			}
+		case *cdplog.EventEntryAdded:
+			if e.Entry.Level == cdplog.EntryLevelError {
+				errs = append(errs, "log: "+e.Entry.Text)
+			}
 		}
 	}); err != nil {
 		t.Fatalf("starting %s: %v", chromiumPath, err)
@@ -86,39 +176,18 @@ func TestCheckReportInBrowser(t *testing.T) {
 	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := chromedp.Do(ctx, chromedp.Navigate("file://"+page), chromedp.WaitVisible("#invariants")); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Navigate("file://"+path), chromedp.WaitVisible(ready)); err != nil {
 		t.Fatal(err)
 	}
-	// Sizes from the layout, not only elements in the DOM: the charts were drawn.
-	drawn, err := chromedp.Run(ctx, chromedp.Evaluate[drawnReport](`(() => {
-		const tl = document.querySelector("svg#timeline");
-		const bands = document.querySelectorAll("svg#timeline rect.fault:not(.shade)");
-		return {
-			timelineWidth: tl ? tl.getBoundingClientRect().width : 0,
-			bands: bands.length,
-			bandWidth: bands.length ? bands[0].getBoundingClientRect().width : 0,
-			lines: document.querySelectorAll("svg#timeline polyline").length,
-			invariants: document.querySelectorAll("table#invariants tr.invariant").length,
-			verdict: document.querySelector("#verdict").textContent,
-		};
-	})()`))
+	drawn, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
 	if err != nil {
 		t.Fatal(err)
 	}
-	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100: a PNG
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100: a PNG
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("opened, checked and captured in %v: %+v", time.Since(start).Round(time.Millisecond), drawn)
-	if drawn.TimelineWidth < 500 || drawn.Lines == 0 {
-		t.Errorf("the timeline is not drawn: %+v", drawn)
-	}
-	if drawn.Bands == 0 || drawn.BandWidth <= 0 {
-		t.Errorf("no fault band on the timeline: %+v", drawn)
-	}
-	if drawn.Invariants < 10 || drawn.Verdict == "" {
-		t.Errorf("the invariants table or the verdict is missing: %+v", drawn)
-	}
 	mu.Lock()
 	if len(requests) == 0 {
 		t.Error("no request seen, not even the page's: the watch on the network is blind")
@@ -128,15 +197,19 @@ func TestCheckReportInBrowser(t *testing.T) {
 			t.Errorf("the page asked the network for %s", u)
 		}
 	}
+	for _, e := range errs {
+		t.Errorf("the page reported an error: %s", e)
+	}
 	mu.Unlock()
 
 	out := filepath.Join(root, ".ci", "out")
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	png := filepath.Join(out, "check-report.png")
-	if err := os.WriteFile(png, shot, 0o644); err != nil {
+	file := filepath.Join(out, shot)
+	if err := os.WriteFile(file, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("screenshot: %s (%d bytes)", png, len(shot))
+	t.Logf("screenshot: %s (%d bytes)", file, len(png))
+	return drawn
 }
