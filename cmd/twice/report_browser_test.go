@@ -128,54 +128,8 @@ func inBrowser[T any](t *testing.T, path, ready, js, shot string) T {
 	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
 		t.Fatalf("the repository's root is not %s: %v", root, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ctx, cancel = chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.NoFirstRun,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1200, 900),
-	)
-	defer cancel()
-	ctx, cancel = chromedp.NewContext(ctx)
-	defer cancel()
-
-	// Every request the page makes (its own file is the only one allowed), and every error.
-	var mu sync.Mutex
-	var requests, errs []string
-	if err := chromedp.Listen(ctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch e := ev.(type) {
-		case *network.EventRequestWillBeSent:
-			requests = append(requests, e.Request.URL)
-		case *cdpruntime.EventExceptionThrown:
-			msg := e.ExceptionDetails.Text
-			if x := e.ExceptionDetails.Exception; x != nil {
-				msg += " " + x.Description
-			}
-			errs = append(errs, "exception: "+msg)
-		case *cdpruntime.EventConsoleAPICalled:
-			if e.Type == cdpruntime.ConsoleAPICalledTypeError {
-				errs = append(errs, "console.error")
-			}
-		case *cdplog.EventEntryAdded:
-			if e.Entry.Level == cdplog.EntryLevelError {
-				errs = append(errs, "log: "+e.Entry.Text)
-			}
-		}
-	}); err != nil {
-		t.Fatalf("starting %s: %v", chromiumPath, err)
-	}
+	ctx, watch := browser(t)
 	start := time.Now()
-	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
-		t.Fatal(err)
-	}
 	if err := chromedp.Do(ctx, chromedp.Navigate("file://"+path), chromedp.WaitVisible(ready)); err != nil {
 		t.Fatal(err)
 	}
@@ -188,19 +142,7 @@ func inBrowser[T any](t *testing.T, path, ready, js, shot string) T {
 		t.Fatal(err)
 	}
 	t.Logf("opened, checked and captured in %v: %+v", time.Since(start).Round(time.Millisecond), drawn)
-	mu.Lock()
-	if len(requests) == 0 {
-		t.Error("no request seen, not even the page's: the watch on the network is blind")
-	}
-	for _, u := range requests {
-		if !strings.HasPrefix(u, "file://") {
-			t.Errorf("the page asked the network for %s", u)
-		}
-	}
-	for _, e := range errs {
-		t.Errorf("the page reported an error: %s", e)
-	}
-	mu.Unlock()
+	watch.check(t)
 
 	out := filepath.Join(root, ".ci", "out")
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -212,4 +154,81 @@ func inBrowser[T any](t *testing.T, path, ready, js, shot string) T {
 	}
 	t.Logf("screenshot: %s (%d bytes)", file, len(png))
 	return drawn
+}
+
+// browser starts headless Chromium for the test, with a minute to do its work, and
+// watches what the pages it opens ask of the network and report as errors.
+func browser(t *testing.T) (context.Context, *pageWatch) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	ctx, cancel = chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.NoFirstRun,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1200, 900),
+	)
+	t.Cleanup(cancel)
+	ctx, cancel = chromedp.NewContext(ctx)
+	t.Cleanup(cancel)
+	w := &pageWatch{}
+	if err := chromedp.Listen(ctx, w.see); err != nil {
+		t.Fatalf("starting %s: %v", chromiumPath, err)
+	}
+	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, w
+}
+
+// pageWatch records every request a page makes and every error it reports.
+type pageWatch struct {
+	mu             sync.Mutex // protects requests and errs
+	requests, errs []string
+}
+
+func (w *pageWatch) see(ev any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch e := ev.(type) {
+	case *network.EventRequestWillBeSent:
+		w.requests = append(w.requests, e.Request.URL)
+	case *cdpruntime.EventExceptionThrown:
+		msg := e.ExceptionDetails.Text
+		if x := e.ExceptionDetails.Exception; x != nil {
+			msg += " " + x.Description
+		}
+		w.errs = append(w.errs, "exception: "+msg)
+	case *cdpruntime.EventConsoleAPICalled:
+		if e.Type == cdpruntime.ConsoleAPICalledTypeError {
+			w.errs = append(w.errs, "console.error")
+		}
+	case *cdplog.EventEntryAdded:
+		if e.Entry.Level == cdplog.EntryLevelError {
+			w.errs = append(w.errs, "log: "+e.Entry.Text)
+		}
+	}
+}
+
+// check fails the test for every request but for the page's own file, and every error.
+func (w *pageWatch) check(t *testing.T) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.requests) == 0 {
+		t.Error("no request seen, not even the page's: the watch on the network is blind")
+	}
+	for _, u := range w.requests {
+		if !strings.HasPrefix(u, "file://") {
+			t.Errorf("the page asked the network for %s", u)
+		}
+	}
+	for _, e := range w.errs {
+		t.Errorf("the page reported an error: %s", e)
+	}
 }
