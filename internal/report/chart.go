@@ -19,8 +19,8 @@ const (
 	// LaneHeight is a lane's height, unless so many lanes make it smaller.
 	LaneHeight = 26.0
 	laneGap    = 6.0
-	// lanesMax bounds the height of a chart's lanes: fifty instances draw no taller than
-	// about fifteen.
+	// lanesMax is the height many lanes shrink to fit, down to laneMin each: up to about
+	// fifteen keep their full height.
 	lanesMax     = 500.0
 	laneMin      = 8.0
 	thinHeight   = 6.0  // a thin bar, at the bottom of its lane (a leader's term)
