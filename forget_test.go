@@ -17,6 +17,7 @@ import (
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/twicetest"
 )
 
 // TestDeleteServiceEmptiesEveryTable fills every block's tables with the rows of two
@@ -55,8 +56,8 @@ type heldJob struct{}
 func (heldJob) Kind() string { return "held" }
 
 // fillEveryTable runs an instance of service that writes a row of service into every table
-// twice declares, then cuts it off from the database as a kill would, so that what a
-// running instance holds (its membership, its running job's key, its queue) stays too.
+// twice declares, then crashes it, so that what a running instance holds (its membership,
+// its running job's key, its queue) stays too.
 func fillEveryTable(t *testing.T, db testdb.DB, s *store.Store, service string) {
 	t.Helper()
 	ctx := context.Background()
@@ -105,12 +106,8 @@ func fillEveryTable(t *testing.T, db testdb.DB, s *store.Store, service string) 
 	if err := n.Cron().Add("hourly", "@hourly", heldJob{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	cutOff := make(chan struct{})
 	if err := jobs.Register(n.Jobs(), jobs.WorkFunc[heldJob](func(ctx context.Context, _ *jobs.Job[heldJob]) error {
-		select {
-		case <-cutOff:
-		case <-ctx.Done():
-		}
+		<-ctx.Done() // until the crash
 		return nil
 	})); err != nil {
 		t.Fatal(err)
@@ -136,9 +133,7 @@ func fillEveryTable(t *testing.T, db testdb.DB, s *store.Store, service string) 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	n.Store().Close() // cut off, as if killed
-	close(cutOff)
-	_ = n.Close(ctx)
+	twicetest.Crash(t, n)
 }
 
 // rowsOf counts the rows of service in every table twice's Components declare, by the

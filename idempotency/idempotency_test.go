@@ -22,6 +22,7 @@ import (
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/twicetest"
 )
 
 func TestMain(m *testing.M) {
@@ -382,7 +383,7 @@ func TestDeadOwnerClaimIsRecovered(t *testing.T) {
 		if res := do(hb, call{key: "k-dead"}); res.StatusCode != 409 {
 			t.Fatalf("while the owner lives: %d", res.StatusCode)
 		}
-		a.Store().Close() // a is cut off: its heartbeats stop, as if killed
+		twicetest.Crash(t, a) // a dies mid-request, its claim held
 		testnode.Eventually(t, 20*time.Second, "the dead instance's claim taken over", func() bool {
 			res := do(hb, call{key: "k-dead"})
 			if res.StatusCode != 201 && res.StatusCode != 409 {
