@@ -33,6 +33,29 @@ const columns = `id, topic, key, payload, headers, coalesce(stream, ''), coalesc
 // committed or aborted, so the rows below it are final.
 const pgFrontier = `pg_snapshot_xmin(pg_current_snapshot())::text::bigint`
 
+// readStatement is the read statement (see queries.read), after with, which, if set, is a
+// WITH clause on PostgreSQL whose CTE ck writes the checkpoint; its row of id 0 is then
+// always there and says whether ck wrote.
+func readStatement(with string) string {
+	committed, answer := "false", "$9::bool"
+	if with != "" {
+		committed, answer = "EXISTS (SELECT 1 FROM ck)", "true"
+	}
+	return `{pg ` + with + ` SELECT * FROM ((}
+SELECT ` + columns + `, false AS held, false AS committed FROM twice_events
+WHERE service = $1 AND /*topics*/ AND {pg (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `}{sqlite id > $4 AND $3 = 0 AND $9 = $9}
+  AND ` + inPartition + `
+  AND {pg NOT pg_visible_in_snapshot(xid::text::xid8, $8::text::pg_snapshot)}{sqlite $8 = $8}
+ORDER BY {pg xid, }id LIMIT $7{pg )
+UNION ALL
+SELECT 0, '', '', ''::bytea, NULL, '', 0, 0, now(), $9::bool AND EXISTS (
+	SELECT 1 FROM twice_events
+	WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + ` AND ` + inPartition + `),
+	` + committed + `
+WHERE ` + answer + `
+) AS r ORDER BY xid, id}`
+}
+
 // inPartition says an event is in partition $6 of $5 (every event when $5 is 0).
 const inPartition = `($5::int = 0 OR hash % $5::int = $6::int)`
 
@@ -44,7 +67,7 @@ const noSnapshot = "1:1:"
 // in the form [topicArg] makes and "/*topics*/" is replaced by the condition.
 type queries struct {
 	insertHead, insertRow, insertTail string // $1 is now; a row is ($2…$9) shifted per row
-	read, end, visible                string
+	read, readCommit, end, visible    string
 	ensureGroup, group, ensureOffset  string
 	offset, commitOffset, replay      string
 	positionOf, positionAt            string
@@ -64,23 +87,25 @@ var templates = queries{
 	// PostgreSQL it skips the events visible in the snapshot $8 (a Broadcast start's);
 	// SQLite binds $3, $8 and $9 but has no use for them.
 	//
-	// Every row ends with a column held. When $9 asks, PostgreSQL adds a row of id 0 first
-	// whose held says whether committed events of the partition wait behind a transaction
-	// still running (at or above the frontier), so the reader looks again soon. The events
-	// and the answer come from one statement, so from one snapshot: a transaction that ends
-	// meanwhile is either read or held, never neither. Nothing is held back on SQLite.
-	read: `{pg SELECT * FROM ((}
-SELECT ` + columns + `, false AS held FROM twice_events
-WHERE service = $1 AND /*topics*/ AND {pg (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `}{sqlite id > $4 AND $3 = 0 AND $9 = $9}
-  AND ` + inPartition + `
-  AND {pg NOT pg_visible_in_snapshot(xid::text::xid8, $8::text::pg_snapshot)}{sqlite $8 = $8}
-ORDER BY {pg xid, }id LIMIT $7{pg )
-UNION ALL
-SELECT 0, '', '', ''::bytea, NULL, '', 0, 0, now(), EXISTS (
-	SELECT 1 FROM twice_events
-	WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + ` AND ` + inPartition + `)
-WHERE $9::bool
-) AS r ORDER BY xid, id}`,
+	// Every row ends with two columns, held and committed. When $9 asks, PostgreSQL adds a
+	// row of id 0 first whose held says whether committed events of the partition wait
+	// behind a transaction still running (at or above the frontier), so the reader looks
+	// again soon. The events and the answer come from one statement, so from one snapshot:
+	// a transaction that ends meanwhile is either read or held, never neither. Nothing is
+	// held back on SQLite.
+	read: readStatement(""),
+	// readCommit is read that first moves the partition's checkpoint ($12 the group) to
+	// ($10, $11) if its version is still $13, at $14 ({now}): the checkpoint of the events
+	// the reader handled since its last read, written by the read that follows them instead
+	// of a statement of its own. Its row of id 0, always there, says in committed whether
+	// the checkpoint moved. SQLite, whose statements cannot write in a CTE and whose
+	// commits are local, writes checkpoints alone.
+	readCommit: `{pg ` + readStatement(`
+WITH ck AS (
+	UPDATE twice_event_offsets SET xid = $10, id = $11, ver = ver + 1, updated_at = {now $14}
+	WHERE service = $1 AND grp = $12 AND part = $6 AND ver = $13
+	RETURNING ver
+)`) + `}`,
 	end: `{pg SELECT ` + pgFrontier + ` - 1, 9223372036854775807, pg_current_snapshot()::text}` +
 		`{sqlite SELECT 0, coalesce(max(id), 0), '' FROM twice_events}`,
 	visible: `SELECT id FROM twice_events WHERE id {in $1 bigint}`,

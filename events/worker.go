@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/twicehq/twice/internal/loop"
@@ -32,6 +33,9 @@ type worker struct {
 
 	pos position
 	ver int64
+	// owed is a checkpoint the worker reached and has not written (PostgreSQL): the next
+	// read writes it in the same statement, or a stop alone. pos is already there.
+	owed *position
 	// limit is how many events the next read asks for: BatchSize, or fewer when the
 	// events last read were so large that BatchSize of them would pass the byte budget.
 	limit int
@@ -121,6 +125,14 @@ func (w *worker) run() {
 		}
 		asked := looked || held > 0
 		evs, holding, heldBack, err := w.read(asked)
+		if errors.Is(err, errMoved) {
+			log.Info("events: checkpoint moved (replay or new owner); reloading")
+			if err := w.load(); err != nil {
+				w.sleep(backoff, nil)
+			}
+			looked = true
+			continue
+		}
 		if err != nil {
 			if !w.stopping() {
 				log.Warn("events: read failed", "err", err)
@@ -166,6 +178,7 @@ func (w *worker) run() {
 			}
 		}
 	}
+	w.flush(log)
 }
 
 // release gives the partition back once the worker has stopped, unless the consumer was
@@ -185,6 +198,7 @@ func (w *worker) load() error {
 	l, c := w.c.l, w.c
 	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
 	defer cancel()
+	w.owed = nil
 	return l.s.Reader().QueryRow(ctx, l.q.offset, l.d.Service, c.cfg.Name, w.part).Scan(&w.pos.xid, &w.pos.id, &w.ver)
 }
 
@@ -238,20 +252,38 @@ func (w *worker) fetch(budget int, askHeld bool) ([]Event, bool, error) {
 	if snap == "" {
 		snap = noSnapshot
 	}
-	rows, err := l.s.Reader().Query(ctx, c.read, l.d.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, w.limit, snap, askHeld)
+	stmt := c.read
+	args := []any{l.d.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, w.limit, snap, askHeld}
+	owed := w.owed
+	if owed != nil {
+		stmt = c.readCommit
+		args = append(args, owed.xid, owed.id, c.cfg.Name, w.ver, l.s.NowArg())
+	}
+	rows, err := l.s.Reader().Query(ctx, stmt, args...)
 	if err != nil {
 		return nil, false, err
 	}
-	var held bool
-	evs, cut, err := l.scanBudget(rows, budget, &held)
+	var ans answer
+	evs, cut, err := l.scanBudget(rows, budget, &ans)
 	if err != nil {
 		return nil, false, err
+	}
+	if owed != nil {
+		w.owed = nil
+		if !ans.committed {
+			return nil, false, errMoved
+		}
+		w.ver++
 	}
 	if cut || len(evs) == w.limit {
 		return evs, false, nil // more follow at once
 	}
-	return evs, held, nil
+	return evs, ans.held, nil
 }
+
+// answer is what a read's row of id 0 says: whether events are held back, and whether the
+// checkpoint it carried was written.
+type answer struct{ held, committed bool }
 
 // scanEvents reads every event of rows.
 func (l *Log) scanEvents(rows store.Rows) ([]Event, error) {
@@ -262,25 +294,25 @@ func (l *Log) scanEvents(rows store.Rows) ([]Event, error) {
 // scanBudget reads events until the rows end or, with a budget, until the next event
 // would take the payload and header bytes past it (always at least one event); cut says
 // it stopped there. Closing the rows discards the rest as it arrives, so memory holds the
-// budget and one event. With held, the rows are a read's: each ends with its held column,
-// and a row of id 0 is not an event but the answer, which goes to *held.
-func (l *Log) scanBudget(rows store.Rows, budget int, held *bool) (out []Event, cut bool, err error) {
+// budget and one event. With ans, the rows are a read's: each ends with its held and
+// committed columns, and a row of id 0 is not an event but the answer, which goes to *ans.
+func (l *Log) scanBudget(rows store.Rows, budget int, ans *answer) (out []Event, cut bool, err error) {
 	defer rows.Close()
 	used := 0
 	for rows.Next() {
 		var e Event
 		var headers []byte
 		var at store.Time
-		var isHeld bool
+		var a answer
 		dest := []any{&e.ID, &e.Topic, &e.Key, &e.Payload, &headers, &e.Stream, &e.Version, &e.pos.xid, &at}
-		if held != nil {
-			dest = append(dest, &isHeld)
+		if ans != nil {
+			dest = append(dest, &a.held, &a.committed)
 		}
 		if err := rows.Scan(dest...); err != nil {
 			return nil, false, err
 		}
 		if e.ID == 0 {
-			*held = isHeld
+			*ans = a
 			continue
 		}
 		e.size = len(e.Payload) + len(headers)
@@ -395,6 +427,11 @@ func (w *worker) commit(pos position) error {
 	if c.abandoned.Load() {
 		return errStopping // as a crash would, the progress is left for the next owner to redo
 	}
+	if c.readCommit != "" && !w.stopping() {
+		// The next read, which follows at once, writes it (see queries.readCommit).
+		w.owed, w.pos = &pos, pos
+		return nil
+	}
 	// A stop must not lose the progress made: commit even if the lease's context ended.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 10*time.Second)
 	defer cancel()
@@ -405,8 +442,18 @@ func (w *worker) commit(pos position) error {
 	if n == 0 {
 		return errMoved
 	}
-	w.pos, w.ver = pos, w.ver+1
+	w.pos, w.ver, w.owed = pos, w.ver+1, nil
 	return nil
+}
+
+// flush writes the checkpoint the worker owes, when it stops.
+func (w *worker) flush(log *slog.Logger) {
+	if w.owed == nil {
+		return
+	}
+	if err := w.commit(*w.owed); err != nil && !errors.Is(err, errStopping) {
+		log.Warn("events: checkpoint failed at stop; the next owner handles those events again", "err", err)
+	}
 }
 
 // inTx runs fn and moves the checkpoint to pos in one transaction; on success the worker

@@ -22,7 +22,56 @@ func exerciseEventsDelivery(t *testing.T, backend Backend) {
 		{"ExactlyOnceEffects", eventsExactlyOnceEffects},
 		{"RetriesThenDeadLetter", eventsRetriesThenDeadLetter},
 		{"ExactlyOnceDeadLetterCommitsWithCheckpoint", eventsExactlyOnceDeadLetterCommitsWithCheckpoint},
+		{"CloseWritesTheCheckpoint", eventsCloseWritesTheCheckpoint},
 	})
+}
+
+// A consumer that closes writes the checkpoint of every event it handled, also the last
+// batch's, which a reader on PostgreSQL otherwise writes with its next read: the group's
+// next consumer starts after them. The last event's handler is still running when Close
+// begins (it dawdles after saying it was handled), as in a deploy under load.
+func eventsCloseWritesTheCheckpoint(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	a := backend.node(t, db, "svc", testnode.Fast())
+	handled := make(chan string, 100)
+	cfg := events.GroupConfig{Name: "g", Topics: []string{"t"}, Partitions: 1,
+		Handle: func(ctx context.Context, e events.Event) error {
+			handled <- string(e.Payload)
+			if string(e.Payload) == "4" {
+				time.Sleep(200 * time.Millisecond)
+			}
+			return nil
+		}}
+	first, err := a.Events().Subscribe(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Events().Publish(ctx, msgs("t", 5, 1)...); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		select {
+		case <-handled:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the first consumer did not handle its 5 events")
+		}
+	}
+	if err := first.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	subscribe(t, a, cfg)
+	if _, err := a.Events().Publish(ctx, events.Message{Topic: "t", Key: "k0", Payload: []byte("after")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-handled:
+		if got != "after" {
+			t.Fatalf("the next consumer handled event %q again; want only the event published after the close", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the next consumer handled nothing")
+	}
 }
 
 func eventsExactlyOnceEffects(t *testing.T, backend Backend) {
