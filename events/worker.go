@@ -17,6 +17,12 @@ import (
 // The wait doubles while they stay held back, up to the poll interval.
 const heldBackPoll = 5 * time.Millisecond
 
+// checkpointLinger is how long a caught-up reader keeps the checkpoint of the events it
+// handled for its next read to write (see queries.readCommit) when no wake-up brings one
+// sooner: under a steady flow of events the next wake-up writes it with the read it
+// brings, and a crash hands at most this much more work to the next owner to do again.
+const checkpointLinger = 20 * time.Millisecond
+
 // errMoved means the checkpoint changed under a worker: a Replay, or another owner after
 // this one lost its lease. The worker reloads it.
 var errMoved = errors.New("events: checkpoint moved")
@@ -36,6 +42,9 @@ type worker struct {
 	// owed is a checkpoint the worker reached and has not written (PostgreSQL): the next
 	// read writes it in the same statement, or a stop alone. pos is already there.
 	owed *position
+	// caughtUp says the last read returned every event of the partition its snapshot
+	// showed: fewer than it asked for, and within its byte budget.
+	caughtUp bool
 	// limit is how many events the next read asks for: BatchSize, or fewer when the
 	// events last read were so large that BatchSize of them would pass the byte budget.
 	limit int
@@ -156,9 +165,19 @@ func (w *worker) run() {
 				}
 			}
 			looked = true
-			continue
+			if err != nil || !w.caughtUp || heldBack || !asked {
+				continue
+			}
+			// Caught up with what the read's snapshot showed: events committed since
+			// then announce themselves (the wake-up signal was taken before the read),
+			// so wait for one instead of reading at once. The read it brings writes the
+			// checkpoint owed; without one, a read does after checkpointLinger. (A read
+			// that did not ask whether events were held back reads again at once, asking.)
 		}
 		wait := c.l.d.Poll(c.l.cfg.Poll)
+		if w.owed != nil {
+			wait = min(wait, checkpointLinger)
+		}
 		if heldBack {
 			// Look again soon, then less often: a long transaction elsewhere on the server
 			// may hold the events back for a while.
@@ -171,7 +190,7 @@ func (w *worker) run() {
 		}
 		timedOut := w.sleep(wait, wake)
 		looked = !timedOut
-		if timedOut && w.durable() && !heldBack {
+		if timedOut && w.durable() && !heldBack && w.owed == nil {
 			// An idle poll also notices a Replay.
 			if err := w.load(); err != nil {
 				log.Debug("events: cannot reload checkpoint", "err", err)
@@ -275,7 +294,8 @@ func (w *worker) fetch(budget int, askHeld bool) ([]Event, bool, error) {
 		}
 		w.ver++
 	}
-	if cut || len(evs) == w.limit {
+	w.caughtUp = !cut && len(evs) < w.limit
+	if !w.caughtUp {
 		return evs, false, nil // more follow at once
 	}
 	return evs, ans.held, nil
