@@ -70,7 +70,8 @@ type heldBackLook struct {
 }
 
 func (h *heldBackLook) Statement(q string) {
-	if !strings.Contains(q, "AS held") || !strings.Contains(q, "twice_events") {
+	// A read that can ask: the one of a partition, or several partitions' at once.
+	if !strings.Contains(q, "xid >= ") || !strings.Contains(q, "twice_events") {
 		return
 	}
 	h.mu.Lock()

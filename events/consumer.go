@@ -195,17 +195,18 @@ func (c *GroupConfig) withDefaults() error {
 // Consumer is this instance's part of a consumer group. Close it to hand its partitions to
 // the group's other instances.
 type Consumer struct {
-	l          *Log
-	cfg        GroupConfig
-	topicArg   any
-	read       string
-	readCommit string       // read that writes a checkpoint first; "" where checkpoints are written alone
-	wake       signal       // Broadcast's reader, and every partition's at once with kickAll
-	parts      []signal     // each partition's reader (Shared and ExactlyOnce)
-	replays    atomic.Int64 // replay signals received: a worker that saw fewer reloads its checkpoint
-	died       atomic.Int64 // when the cluster last found an instance dead, in Unix nanoseconds
-	unreg      func()
-	mem        *byteBudget // the bytes this instance's reads of the group may hold
+	l         *Log
+	cfg       GroupConfig
+	topicArg  any
+	read      string
+	readBatch string       // the reads of several partitions in one statement; "" on SQLite
+	batch     *readBatcher // merges the partitions' reads and checkpoints; nil on SQLite and for Broadcast
+	wake      signal       // Broadcast's reader, and every partition's at once with kickAll
+	parts     []signal     // each partition's reader (Shared and ExactlyOnce)
+	replays   atomic.Int64 // replay signals received: a worker that saw fewer reloads its checkpoint
+	died      atomic.Int64 // when the cluster last found an instance dead, in Unix nanoseconds
+	unreg     func()
+	mem       *byteBudget // the bytes this instance's reads of the group may hold
 
 	hardCtx    context.Context // ends when Close gives up waiting, or at Abandon: cancels every handler
 	hardCancel context.CancelFunc
@@ -260,9 +261,9 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 		return nil, errors.New("events: a Shared or ExactlyOnce group needs Config.Leases")
 	}
 	c := &Consumer{l: l, cfg: cfg, workers: map[int]*worker{}, mem: newByteBudget(cfg.MaxBytes),
-		read:       withTopics(l.s, l.q.read, "topic", len(cfg.Topics)),
-		readCommit: withTopics(l.s, l.q.readCommit, "topic", len(cfg.Topics)),
-		topicArg:   topicArg(l.s, cfg.Topics),
+		read:      withTopics(l.s, l.q.read, "topic", len(cfg.Topics)),
+		readBatch: withTopics(l.s, l.q.readBatch, "topic", len(cfg.Topics)),
+		topicArg:  topicArg(l.s, cfg.Topics),
 	}
 	c.hardCtx, c.hardCancel = context.WithCancel(context.Background())
 	l.mu.Lock()
@@ -275,6 +276,9 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 	l.mu.Unlock()
 	if cfg.Mode != Broadcast {
 		c.parts = make([]signal, cfg.Partitions)
+		if c.readBatch != "" {
+			c.batch = &readBatcher{c: c}
+		}
 	}
 	c.unreg = l.wake.register(cfg.Topics, c.woken)
 

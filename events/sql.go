@@ -33,15 +33,9 @@ const columns = `id, topic, key, payload, headers, coalesce(stream, ''), coalesc
 // committed or aborted, so the rows below it are final.
 const pgFrontier = `pg_snapshot_xmin(pg_current_snapshot())::text::bigint`
 
-// readStatement is the read statement (see queries.read), after with, which, if set, is a
-// WITH clause on PostgreSQL whose CTE ck writes the checkpoint; its row of id 0 is then
-// always there and says whether ck wrote.
-func readStatement(with string) string {
-	committed, answer := "false", "$9::bool"
-	if with != "" {
-		committed, answer = "EXISTS (SELECT 1 FROM ck)", "true"
-	}
-	return `{pg ` + with + ` SELECT * FROM ((}
+// readStatement is the read statement (see queries.read).
+func readStatement() string {
+	return `{pg SELECT * FROM ((}
 SELECT ` + columns + `, false AS held, false AS committed FROM twice_events
 WHERE service = $1 AND /*topics*/ AND {pg (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `}{sqlite id > $4 AND $3 = 0 AND $9 = $9}
   AND ` + inPartition + `
@@ -51,8 +45,8 @@ UNION ALL
 SELECT 0, '', '', ''::bytea, NULL, '', 0, 0, now(), $9::bool AND EXISTS (
 	SELECT 1 FROM twice_events
 	WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + ` AND ` + inPartition + `),
-	` + committed + `
-WHERE ` + answer + `
+	false
+WHERE $9::bool
 ) AS r ORDER BY xid, id}`
 }
 
@@ -67,7 +61,7 @@ const noSnapshot = "1:1:"
 // in the form [topicArg] makes and "/*topics*/" is replaced by the condition.
 type queries struct {
 	insertHead, insertRow, insertTail string // $1 is now; a row is ($2…$9) shifted per row
-	read, readCommit, end, visible    string
+	read, readBatch, end, visible     string
 	ensureGroup, group, ensureOffset  string
 	offset, commitOffset, replay      string
 	positionOf, positionAt            string
@@ -87,25 +81,44 @@ var templates = queries{
 	// PostgreSQL it skips the events visible in the snapshot $8 (a Broadcast start's);
 	// SQLite binds $3, $8 and $9 but has no use for them.
 	//
-	// Every row ends with two columns, held and committed. When $9 asks, PostgreSQL adds a
-	// row of id 0 first whose held says whether committed events of the partition wait
-	// behind a transaction still running (at or above the frontier), so the reader looks
-	// again soon. The events and the answer come from one statement, so from one snapshot:
-	// a transaction that ends meanwhile is either read or held, never neither. Nothing is
-	// held back on SQLite.
-	read: readStatement(""),
-	// readCommit is read that first moves the partition's checkpoint ($12 the group) to
-	// ($10, $11) if its version is still $13, at $14 ({now}): the checkpoint of the events
-	// the reader handled since its last read, written by the read that follows them instead
-	// of a statement of its own. Its row of id 0, always there, says in committed whether
-	// the checkpoint moved. SQLite, whose statements cannot write in a CTE and whose
-	// commits are local, writes checkpoints alone.
-	readCommit: `{pg ` + readStatement(`
-WITH ck AS (
-	UPDATE twice_event_offsets SET xid = $10, id = $11, ver = ver + 1, updated_at = {now $14}
-	WHERE service = $1 AND grp = $12 AND part = $6 AND ver = $13
-	RETURNING ver
-)`) + `}`,
+	// Every row ends with two columns, held and committed (which only readBatch sets).
+	// When $9 asks, PostgreSQL adds a row of id 0 first whose held says whether committed
+	// events of the partition wait behind a transaction still running (at or above the
+	// frontier), so the reader looks again soon. The events and the answer come from one
+	// statement, so from one snapshot: a transaction that ends meanwhile is either read or
+	// held, never neither. Nothing is held back on SQLite.
+	read: readStatement(),
+	// readBatch is the reads of several partitions of one group on PostgreSQL, in one
+	// statement (see readBatcher): per partition ($3 to $11 are arrays, one element each)
+	// its position, its limit, whether to ask about held-back events, and the checkpoint it
+	// owes, which the CTE ck writes first if the version is still the one read, at $13
+	// ({now}). $12 is the group, $14 its partition count. Every row starts with its
+	// partition; each partition has a row of id 0 whose held and committed answer it. One
+	// statement, so one snapshot: the frontier, the events and the answers agree.
+	readBatch: `{pg
+WITH r AS (
+	SELECT * FROM unnest($3::int[], $4::bigint[], $5::bigint[], $6::int[], $7::bool[], $8::bool[], $9::bigint[],
+		$10::bigint[], $11::bigint[]) AS r(part, xid, id, lim, ask, owes, oxid, oid, ver)
+),
+ck AS (
+	UPDATE twice_event_offsets o SET xid = r.oxid, id = r.oid, ver = o.ver + 1, updated_at = {now $13}
+	FROM r WHERE r.owes AND o.service = $1 AND o.grp = $12 AND o.part = r.part AND o.ver = r.ver
+	RETURNING o.part
+)
+SELECT r.part, e.*, false, false FROM r CROSS JOIN LATERAL (
+	SELECT ` + columns + ` FROM twice_events
+	WHERE service = $1 AND /*topics*/ AND (xid, id) > (r.xid, r.id) AND xid < ` + pgFrontier + `
+	  AND hash % $14::int = r.part
+	ORDER BY xid, id LIMIT r.lim
+) e
+UNION ALL
+SELECT r.part, 0, '', '', ''::bytea, NULL, '', 0, 0, now(), r.ask AND EXISTS (
+	SELECT 1 FROM twice_events
+	WHERE service = $1 AND /*topics*/ AND (xid, id) > (r.xid, r.id) AND xid >= ` + pgFrontier + `
+	  AND hash % $14::int = r.part),
+	EXISTS (SELECT 1 FROM ck WHERE ck.part = r.part)
+FROM r
+ORDER BY 1, 9, 2}`,
 	end: `{pg SELECT ` + pgFrontier + ` - 1, 9223372036854775807, pg_current_snapshot()::text}` +
 		`{sqlite SELECT 0, coalesce(max(id), 0), '' FROM twice_events}`,
 	visible: `SELECT id FROM twice_events WHERE id {in $1 bigint}`,

@@ -18,7 +18,7 @@ import (
 const heldBackPoll = 5 * time.Millisecond
 
 // checkpointLinger is how long a caught-up reader keeps the checkpoint of the events it
-// handled for its next read to write (see queries.readCommit) when no wake-up brings one
+// handled for its next read to write (see readBatcher) when no wake-up brings one
 // sooner: under a steady flow of events the next wake-up writes it with the read it
 // brings, and a crash hands at most this much more work to the next owner to do again.
 const checkpointLinger = 20 * time.Millisecond
@@ -271,21 +271,24 @@ func (w *worker) fetch(budget int, askHeld bool) ([]Event, bool, error) {
 	if snap == "" {
 		snap = noSnapshot
 	}
-	stmt := c.read
-	args := []any{l.d.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, w.limit, snap, askHeld}
 	owed := w.owed
-	if owed != nil {
-		stmt = c.readCommit
-		args = append(args, owed.xid, owed.id, c.cfg.Name, w.ver, l.s.NowArg())
-	}
-	rows, err := l.s.Reader().Query(ctx, stmt, args...)
-	if err != nil {
-		return nil, false, err
-	}
+	var evs []Event
+	var cut bool
 	var ans answer
-	evs, cut, err := l.scanBudget(rows, budget, &ans)
-	if err != nil {
-		return nil, false, err
+	if c.batch != nil && w.durable() {
+		res := c.batch.do(&readReq{part: w.part, pos: w.pos, limit: w.limit, budget: budget, ask: askHeld, owed: owed, ver: w.ver})
+		if res.err != nil {
+			return nil, false, res.err
+		}
+		evs, cut, ans = res.evs, res.cut, res.ans
+	} else {
+		rows, err := l.s.Reader().Query(ctx, c.read, l.d.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, w.limit, snap, askHeld)
+		if err != nil {
+			return nil, false, err
+		}
+		if evs, cut, err = l.scanBudget(rows, budget, &ans); err != nil {
+			return nil, false, err
+		}
 	}
 	if owed != nil {
 		w.owed = nil
@@ -324,9 +327,9 @@ func (l *Log) scanBudget(rows store.Rows, budget int, ans *answer) (out []Event,
 		var headers []byte
 		var at store.Time
 		var a answer
-		dest := []any{&e.ID, &e.Topic, &e.Key, &e.Payload, &headers, &e.Stream, &e.Version, &e.pos.xid, &at}
-		if ans != nil {
-			dest = append(dest, &a.held, &a.committed)
+		dest := eventDest(&e, &headers, &at, &a)
+		if ans == nil {
+			dest = dest[:len(dest)-2]
 		}
 		if err := rows.Scan(dest...); err != nil {
 			return nil, false, err
@@ -335,20 +338,31 @@ func (l *Log) scanBudget(rows store.Rows, budget int, ans *answer) (out []Event,
 			*ans = a
 			continue
 		}
-		e.size = len(e.Payload) + len(headers)
-		if budget > 0 && used > 0 && used+e.size > budget {
+		size := len(e.Payload) + len(headers)
+		if budget > 0 && used > 0 && used+size > budget {
 			return out, true, nil // the rest waits for the next read
 		}
-		used += e.size
-		e.pos.id, e.At = e.ID, at.Time
-		h, err := decodeHeaders(headers)
-		if err != nil {
-			l.log.Warn("events: event has unreadable headers; delivering it without them", "id", e.ID, "err", err)
-		}
-		e.Headers = h
-		out = append(out, e)
+		used += size
+		out = append(out, l.finish(e, headers, at))
 	}
 	return out, false, rows.Err()
+}
+
+// eventDest is where a row of [columns] and a read's held and committed columns scan to.
+func eventDest(e *Event, headers *[]byte, at *store.Time, a *answer) []any {
+	return []any{&e.ID, &e.Topic, &e.Key, &e.Payload, headers, &e.Stream, &e.Version, &e.pos.xid, at, &a.held, &a.committed}
+}
+
+// finish completes an event scanned with eventDest.
+func (l *Log) finish(e Event, headers []byte, at store.Time) Event {
+	e.size = len(e.Payload) + len(headers)
+	e.pos.id, e.At = e.ID, at.Time
+	h, err := decodeHeaders(headers)
+	if err != nil {
+		l.log.Warn("events: event has unreadable headers; delivering it without them", "id", e.ID, "err", err)
+	}
+	e.Headers = h
+	return e
 }
 
 // process handles a batch in order and checkpoints. It returns errMoved if the checkpoint
@@ -447,8 +461,8 @@ func (w *worker) commit(pos position) error {
 	if c.abandoned.Load() {
 		return errStopping // as a crash would, the progress is left for the next owner to redo
 	}
-	if c.readCommit != "" && !w.stopping() {
-		// The next read, which follows at once, writes it (see queries.readCommit).
+	if c.batch != nil && !w.stopping() {
+		// The next read writes it (see readBatcher).
 		w.owed, w.pos = &pos, pos
 		return nil
 	}

@@ -1,0 +1,150 @@
+package events
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/twicehq/twice/internal/loop"
+	"github.com/twicehq/twice/store"
+)
+
+// A wake-up usually finds events in several partitions of a group at once, whose readers
+// on this instance then read at the same moment. On PostgreSQL, where each read is a
+// statement and a commit of its own, the readBatcher merges the reads that come together
+// into one statement (queries.readBatch), with the checkpoints they carry: a read waits
+// for the statement under way, if any, and goes with the next, which takes every read that
+// waited. The readers keep their own positions, limits, byte budgets and checkpoints, and
+// each gets its own events and answers, so nothing else about them changes.
+
+// readGather is how long the batcher, idle until a read came, waits for the reads woken
+// with it before it sends the statement.
+const readGather = 100 * time.Microsecond
+
+// readReq is one partition's read: from pos, at most limit events and budget bytes,
+// asking about held-back events if ask, writing the checkpoint owed first (if not nil) if
+// the partition's version is still ver.
+type readReq struct {
+	part          int
+	pos           position
+	limit, budget int
+	ask           bool
+	owed          *position
+	ver           int64
+	done          chan readRes
+}
+
+// readRes is what a read returns: its events, whether they stopped at the byte budget,
+// and its answers.
+type readRes struct {
+	evs []Event
+	cut bool
+	ans answer
+	err error
+}
+
+// readBatcher merges the reads of one consumer's partitions (see above).
+type readBatcher struct {
+	c       *Consumer
+	mu      sync.Mutex // protects pending, running
+	pending []*readReq
+	running bool
+}
+
+// do reads r with the next statement and returns its result. It waits for the statement
+// whatever happens to the reader, so a checkpoint it carried is never left unknown.
+func (b *readBatcher) do(r *readReq) readRes {
+	r.done = make(chan readRes, 1)
+	b.mu.Lock()
+	b.pending = append(b.pending, r)
+	if !b.running {
+		b.running = true
+		go b.run()
+	}
+	b.mu.Unlock()
+	return <-r.done
+}
+
+// run sends statements while reads wait, then ends.
+func (b *readBatcher) run() {
+	time.Sleep(readGather)
+	for {
+		b.mu.Lock()
+		batch := b.pending
+		b.pending = nil
+		if len(batch) == 0 {
+			b.running = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		res, err := b.read(batch)
+		for _, r := range batch {
+			if err != nil {
+				r.done <- readRes{err: err}
+			} else {
+				r.done <- res[r.part]
+			}
+		}
+	}
+}
+
+// read runs one statement for batch and returns each partition's result.
+func (b *readBatcher) read(batch []*readReq) (map[int]readRes, error) {
+	c, l := b.c, b.c.l
+	n := len(batch)
+	parts, lims := make([]int32, n), make([]int32, n)
+	xids, ids, oxids, oids, vers := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	asks, owes := make([]bool, n), make([]bool, n)
+	budget := map[int]int{}
+	for i, r := range batch {
+		parts[i], lims[i], xids[i], ids[i], asks[i], vers[i] = int32(r.part), int32(r.limit), r.pos.xid, r.pos.id, r.ask, r.ver
+		if r.owed != nil {
+			owes[i], oxids[i], oids[i] = true, r.owed.xid, r.owed.id
+		}
+		budget[r.part] = r.budget
+	}
+	// The statement writes checkpoints: it runs to its end even if its readers stop.
+	ctx, cancel := context.WithTimeout(context.Background(), loop.StatementTimeout)
+	defer cancel()
+	rows, err := l.s.Reader().Query(ctx, c.readBatch, l.d.Service, c.topicArg, parts, xids, ids, lims, asks, owes, oxids, oids,
+		vers, c.cfg.Name, l.s.NowArg(), c.cfg.Partitions)
+	if err != nil {
+		return nil, err
+	}
+	return l.scanBatch(rows, budget)
+}
+
+// scanBatch reads the rows of a readBatch statement: each partition's events, up to its
+// byte budget as scanBudget does, and its answer.
+func (l *Log) scanBatch(rows store.Rows, budget map[int]int) (map[int]readRes, error) {
+	defer rows.Close()
+	out := map[int]readRes{}
+	used := map[int]int{}
+	for rows.Next() {
+		var part int
+		var e Event
+		var a answer
+		var headers []byte
+		var at store.Time
+		if err := rows.Scan(append([]any{&part}, eventDest(&e, &headers, &at, &a)...)...); err != nil {
+			return nil, err
+		}
+		res := out[part]
+		switch {
+		case e.ID == 0:
+			res.ans = a
+		case res.cut:
+		default:
+			size := len(e.Payload) + len(headers)
+			if used[part] > 0 && used[part]+size > budget[part] {
+				res.cut = true // the rest waits for the partition's next read
+				break
+			}
+			used[part] += size
+			res.evs = append(res.evs, l.finish(e, headers, at))
+		}
+		out[part] = res
+	}
+	return out, rows.Err()
+}
