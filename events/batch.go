@@ -2,8 +2,8 @@ package events
 
 import (
 	"context"
+	"runtime"
 	"sync"
-	"time"
 
 	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/store"
@@ -16,10 +16,6 @@ import (
 // for the statement under way, if any, and goes with the next, which takes every read that
 // waited. The readers keep their own positions, limits, byte budgets and checkpoints, and
 // each gets its own events and answers, so nothing else about them changes.
-
-// readGather is how long the batcher, idle until a read came, waits for the reads woken
-// with it before it sends the statement.
-const readGather = 100 * time.Microsecond
 
 // readReq is one partition's read: from pos, at most limit events and budget bytes,
 // asking about held-back events if ask, writing the checkpoint owed first (if not nil) if
@@ -52,46 +48,85 @@ type readBatcher struct {
 }
 
 // do reads r with the next statement and returns its result. It waits for the statement
-// whatever happens to the reader, so a checkpoint it carried is never left unknown.
+// whatever happens to the reader, so a checkpoint it carried is never left unknown. A read
+// that finds no statement under way sends one itself, with the reads that joined it (it
+// yields once to let those woken with it join), and leaves any that came meanwhile to a
+// goroutine; a lone read thus costs no hand-over.
 func (b *readBatcher) do(r *readReq) readRes {
 	r.done = make(chan readRes, 1)
 	b.mu.Lock()
 	b.pending = append(b.pending, r)
-	if !b.running {
-		b.running = true
+	if b.running {
+		b.mu.Unlock()
+		return <-r.done
+	}
+	b.running = true
+	b.mu.Unlock()
+	runtime.Gosched()
+	b.send(b.take())
+	b.mu.Lock()
+	if len(b.pending) > 0 {
 		go b.run()
+	} else {
+		b.running = false
 	}
 	b.mu.Unlock()
 	return <-r.done
 }
 
+// take returns the reads waiting and empties the queue.
+func (b *readBatcher) take() []*readReq {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	batch := b.pending
+	b.pending = nil
+	return batch
+}
+
 // run sends statements while reads wait, then ends.
 func (b *readBatcher) run() {
-	time.Sleep(readGather)
 	for {
 		b.mu.Lock()
-		batch := b.pending
-		b.pending = nil
-		if len(batch) == 0 {
+		if len(b.pending) == 0 {
 			b.running = false
 			b.mu.Unlock()
 			return
 		}
 		b.mu.Unlock()
-		res, err := b.read(batch)
-		for _, r := range batch {
-			if err != nil {
-				r.done <- readRes{err: err}
-			} else {
-				r.done <- res[r.part]
-			}
+		b.send(b.take())
+	}
+}
+
+// send runs one statement for batch and hands each read its result.
+func (b *readBatcher) send(batch []*readReq) {
+	res, err := b.read(batch)
+	for _, r := range batch {
+		if err != nil {
+			r.done <- readRes{err: err}
+		} else {
+			r.done <- res[r.part]
 		}
 	}
 }
 
-// read runs one statement for batch and returns each partition's result.
+// read runs one statement for batch and returns each partition's result. A lone read that
+// owes no checkpoint runs the plain read, the cheaper statement: at a low rate of events,
+// the read that brings one.
 func (b *readBatcher) read(batch []*readReq) (map[int]readRes, error) {
 	c, l := b.c, b.c.l
+	// The statement writes checkpoints: it runs to its end even if its readers stop.
+	ctx, cancel := context.WithTimeout(context.Background(), loop.StatementTimeout)
+	defer cancel()
+	if r := batch[0]; len(batch) == 1 && r.owed == nil {
+		rows, err := l.s.Reader().Query(ctx, c.read, l.d.Service, c.topicArg, r.pos.xid, r.pos.id, c.cfg.Partitions, r.part, r.limit,
+			noSnapshot, r.ask)
+		if err != nil {
+			return nil, err
+		}
+		var res readRes
+		res.evs, res.cut, err = l.scanBudget(rows, r.budget, &res.ans)
+		return map[int]readRes{r.part: res}, err
+	}
 	n := len(batch)
 	parts, lims := make([]int32, n), make([]int32, n)
 	xids, ids, oxids, oids, vers := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
@@ -104,9 +139,6 @@ func (b *readBatcher) read(batch []*readReq) (map[int]readRes, error) {
 		}
 		budget[r.part] = r.budget
 	}
-	// The statement writes checkpoints: it runs to its end even if its readers stop.
-	ctx, cancel := context.WithTimeout(context.Background(), loop.StatementTimeout)
-	defer cancel()
 	rows, err := l.s.Reader().Query(ctx, c.readBatch, l.d.Service, c.topicArg, parts, xids, ids, lims, asks, owes, oxids, oids,
 		vers, c.cfg.Name, l.s.NowArg(), c.cfg.Partitions)
 	if err != nil {
