@@ -61,7 +61,7 @@ func TestIdleReadersDoNotAskForHeldBackEvents(t *testing.T) {
 }
 
 // heldBackLook runs release just before the reader's seventh read that asks whether events
-// are held back: some 300 ms into its waits for held-back events (5 ms, doubling), when
+// are held back: some 60 ms into its waits for held-back events (1 ms, doubling), when
 // the publish's own wake-ups have long arrived.
 type heldBackLook struct {
 	mu      sync.Mutex // protects release
@@ -120,7 +120,7 @@ func TestHeldBackEventsReadWhenTheHoldEnds(t *testing.T) {
 	select {
 	case <-handled:
 	case <-time.After(30 * time.Second):
-		t.Fatal("the event, held back for some 300 ms of the reader's looks, was not handled")
+		t.Fatal("the event, held back for some 60 ms of the reader's looks, was not handled")
 	}
 }
 

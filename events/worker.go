@@ -14,8 +14,10 @@ import (
 
 // heldBackPoll is how soon a reader first looks again when committed events wait behind a
 // transaction that is still running (PostgreSQL): that transaction's end sends no signal.
-// The wait doubles while they stay held back, up to the poll interval.
-const heldBackPoll = 5 * time.Millisecond
+// The wait doubles while they stay held back, up to the poll interval. Most holds are a
+// short transaction's, a heartbeat or another reader's checkpoint, which end within a
+// millisecond.
+const heldBackPoll = time.Millisecond
 
 // checkpointLinger is how long a caught-up reader keeps the checkpoint of the events it
 // handled for its next read to write (see readBatcher) when no wake-up brings one
