@@ -119,7 +119,7 @@ type limits struct {
 func (p *producer) readLimits(ctx context.Context, q store.Querier) (limits, error) {
 	var l limits
 	var periodMS int64
-	if err := q.QueryRow(ctx, p.c.q.limits, p.c.d.Service, p.queue).Scan(&l.global, &l.rate.Limit, &periodMS,
+	if err := q.QueryRow(ctx, p.c.q.limits, p.c.d.Service, p.queue, p.cfg.GlobalLimit).Scan(&l.global, &l.rate.Limit, &periodMS,
 		&l.rate.ByField, &l.running); err != nil {
 		return l, err
 	}

@@ -69,11 +69,11 @@ ON CONFLICT DO NOTHING
 RETURNING id`,
 	existing: `SELECT id FROM twice_jobs WHERE service = $1 AND unique_key = $2 AND (unique_states & state) <> 0`,
 	now:      `SELECT {now}`,
-	// limits reads a queue's cluster-wide limits and, if it has a global limit, its running
-	// jobs, under the queue's turn.
+	// limits reads a queue's cluster-wide limits and, if it has a global limit (stored, or
+	// $3, the fetching instance's own), its running jobs, under the queue's turn.
 	limits: `
 SELECT coalesce(q.global_limit, 0), coalesce(q.rate_limit, 0), coalesce(q.rate_period_ms, 0), coalesce(q.rate_field, ''),
-       CASE WHEN q.global_limit > 0
+       CASE WHEN q.global_limit > 0 OR $3::int > 0
             THEN (SELECT count(*) FROM twice_jobs WHERE service = $1 AND queue = $2 AND state = 2) ELSE 0 END
 FROM (SELECT 1 AS one) AS o LEFT JOIN twice_queues q ON q.service = $1 AND q.name = $2`,
 	limitedQ: `SELECT coalesce((SELECT ` + limitedCol + ` FROM twice_queues WHERE service = $1 AND name = $2), false)`,

@@ -25,6 +25,7 @@ func exerciseJobsFlow(t *testing.T, backend Backend) {
 		{"GlobalLimit", jobsGlobalLimit},
 		{"GlobalLimitHoldsForEveryInstance", jobsGlobalLimitHoldsForEveryInstance},
 		{"SetGlobalLimit", jobsSetGlobalLimit},
+		{"ConfiguredLimitHoldsWhileNoneIsStored", jobsConfiguredLimitWhileNoneStored},
 		{"PauseAndResume", jobsPauseAndResume},
 		{"PriorityOrder", jobsPriorityOrder},
 	})
@@ -162,6 +163,26 @@ func jobsSetGlobalLimit(t *testing.T, backend Backend) {
 	}
 	if got := storedQueue(t, nodes[0], "limited").GlobalLimit; got != 0 {
 		t.Fatalf("limit %d after removing it", got)
+	}
+}
+
+// An instance configured with a limit keeps it while the queue's row stores none (before
+// it has written its own, or after SetGlobalLimit removed it): it counts the running jobs
+// under the turn as it does for a stored limit.
+func jobsConfiguredLimitWhileNoneStored(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	nodes := queueNodes(t, backend, db, 2, func(_ int, q *jobs.QueueConfig) { q.Name, q.Concurrency, q.GlobalLimit = "limited", 5, 2 })
+	worst := runLimited(t, nodes, 30, func() {
+		testnode.Eventually(t, 10*time.Second, "the configured limit stored", func() bool {
+			return storedQueue(t, nodes[0], "limited").GlobalLimit == 2
+		})
+		if err := nodes[0].Jobs().SetGlobalLimit(ctx, "limited", 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if worst > 2 {
+		t.Errorf("%d jobs of a queue its instances limit to 2 ran at once, with no limit stored", worst)
 	}
 }
 
