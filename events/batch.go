@@ -118,14 +118,8 @@ func (b *readBatcher) read(batch []*readReq) (map[int]readRes, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), loop.StatementTimeout)
 	defer cancel()
 	if r := batch[0]; len(batch) == 1 && r.owed == nil {
-		rows, err := l.s.Reader().Query(ctx, c.read, l.d.Service, c.topicArg, r.pos.xid, r.pos.id, c.cfg.Partitions, r.part, r.limit,
-			noSnapshot, r.ask)
-		if err != nil {
-			return nil, err
-		}
-		var res readRes
-		res.evs, res.cut, err = l.scanBudget(rows, r.budget, &res.ans)
-		return map[int]readRes{r.part: res}, err
+		res := c.readAlone(ctx, r.pos, c.cfg.Partitions, r.part, r.limit, r.budget, noSnapshot, r.ask)
+		return map[int]readRes{r.part: res}, res.err
 	}
 	n := len(batch)
 	parts, lims := make([]int32, n), make([]int32, n)

@@ -33,23 +33,6 @@ const columns = `id, topic, key, payload, headers, coalesce(stream, ''), coalesc
 // committed or aborted, so the rows below it are final.
 const pgFrontier = `pg_snapshot_xmin(pg_current_snapshot())::text::bigint`
 
-// readStatement is the read statement (see queries.read).
-func readStatement() string {
-	return `{pg SELECT * FROM ((}
-SELECT ` + columns + `, false AS held, false AS committed FROM twice_events
-WHERE service = $1 AND /*topics*/ AND {pg (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `}{sqlite id > $4 AND $3 = 0 AND $9 = $9}
-  AND ` + inPartition + `
-  AND {pg NOT pg_visible_in_snapshot(xid::text::xid8, $8::text::pg_snapshot)}{sqlite $8 = $8}
-ORDER BY {pg xid, }id LIMIT $7{pg )
-UNION ALL
-SELECT 0, '', '', ''::bytea, NULL, '', 0, 0, now(), $9::bool AND EXISTS (
-	SELECT 1 FROM twice_events
-	WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + ` AND ` + inPartition + `),
-	false
-WHERE $9::bool
-) AS r ORDER BY xid, id}`
-}
-
 // inPartition says an event is in partition $6 of $5 (every event when $5 is 0).
 const inPartition = `($5::int = 0 OR hash % $5::int = $6::int)`
 
@@ -87,7 +70,19 @@ var templates = queries{
 	// frontier), so the reader looks again soon. The events and the answer come from one
 	// statement, so from one snapshot: a transaction that ends meanwhile is either read or
 	// held, never neither. Nothing is held back on SQLite.
-	read: readStatement(),
+	read: `{pg SELECT * FROM ((}
+SELECT ` + columns + `, false AS held, false AS committed FROM twice_events
+WHERE service = $1 AND /*topics*/ AND {pg (xid, id) > ($3, $4) AND xid < ` + pgFrontier + `}{sqlite id > $4 AND $3 = 0 AND $9 = $9}
+  AND ` + inPartition + `
+  AND {pg NOT pg_visible_in_snapshot(xid::text::xid8, $8::text::pg_snapshot)}{sqlite $8 = $8}
+ORDER BY {pg xid, }id LIMIT $7{pg )
+UNION ALL
+SELECT 0, '', '', ''::bytea, NULL, '', 0, 0, now(), $9::bool AND EXISTS (
+	SELECT 1 FROM twice_events
+	WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + ` AND ` + inPartition + `),
+	false
+WHERE $9::bool
+) AS r ORDER BY xid, id}`,
 	// readBatch is the reads of several partitions of one group on PostgreSQL, in one
 	// statement (see readBatcher): per partition ($3 to $11 are arrays, one element each)
 	// its position, its limit, whether to ask about held-back events, and the checkpoint it

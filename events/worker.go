@@ -262,36 +262,28 @@ var errStopping = errors.New("events: stopping")
 // transaction still running (PostgreSQL), so the caller should look again soon; the same
 // statement reads the events and answers it.
 func (w *worker) fetch(budget int, askHeld bool) ([]Event, bool, error) {
-	l, c := w.c.l, w.c
-	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
-	defer cancel()
-	parts, part := c.cfg.Partitions, w.part
-	if !w.durable() {
-		parts, part = 0, 0
-	}
-	snap := w.skipVisible
-	if snap == "" {
-		snap = noSnapshot
-	}
+	c := w.c
 	owed := w.owed
-	var evs []Event
-	var cut bool
-	var ans answer
+	var res readRes
 	if c.batch != nil && w.durable() {
-		res := c.batch.do(&readReq{part: w.part, pos: w.pos, limit: w.limit, budget: budget, ask: askHeld, owed: owed, ver: w.ver})
-		if res.err != nil {
-			return nil, false, res.err
-		}
-		evs, cut, ans = res.evs, res.cut, res.ans
+		res = c.batch.do(&readReq{part: w.part, pos: w.pos, limit: w.limit, budget: budget, ask: askHeld, owed: owed, ver: w.ver})
 	} else {
-		rows, err := l.s.Reader().Query(ctx, c.read, l.d.Service, c.topicArg, w.pos.xid, w.pos.id, parts, part, w.limit, snap, askHeld)
-		if err != nil {
-			return nil, false, err
+		ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
+		defer cancel()
+		parts, part := c.cfg.Partitions, w.part
+		if !w.durable() {
+			parts, part = 0, 0
 		}
-		if evs, cut, err = l.scanBudget(rows, budget, &ans); err != nil {
-			return nil, false, err
+		snap := w.skipVisible
+		if snap == "" {
+			snap = noSnapshot
 		}
+		res = c.readAlone(ctx, w.pos, parts, part, w.limit, budget, snap, askHeld)
 	}
+	if res.err != nil {
+		return nil, false, res.err
+	}
+	evs, cut, ans := res.evs, res.cut, res.ans
 	if owed != nil {
 		w.owed = nil
 		if !ans.committed {
@@ -304,6 +296,19 @@ func (w *worker) fetch(budget int, askHeld bool) ([]Event, bool, error) {
 		return evs, false, nil // more follow at once
 	}
 	return evs, ans.held, nil
+}
+
+// readAlone reads the events after pos of partition part of parts (every event when parts
+// is 0) with the plain read statement (see queries.read).
+func (c *Consumer) readAlone(ctx context.Context, pos position, parts, part, limit, budget int, snap string, ask bool) readRes {
+	l := c.l
+	rows, err := l.s.Reader().Query(ctx, c.read, l.d.Service, c.topicArg, pos.xid, pos.id, parts, part, limit, snap, ask)
+	if err != nil {
+		return readRes{err: err}
+	}
+	var res readRes
+	res.evs, res.cut, res.err = l.scanBudget(rows, budget, &res.ans)
+	return res
 }
 
 // answer is what a read's row of id 0 says: whether events are held back, and whether the
