@@ -15,6 +15,7 @@ import (
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/partition"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 )
@@ -31,6 +32,7 @@ type blocks struct {
 	settings slot[*settings.Settings]
 	sessions slot[*session.Sessions]
 	idem     slot[*idempotency.Keys]
+	parts    slot[*partition.Manager]
 
 	made    []block.Block // every block, in the order made
 	mu      sync.Mutex    // protects started, closed
@@ -49,6 +51,7 @@ func (n *Node) build() error {
 		n.blocks.settings.make(n, func() (*settings.Settings, error) { return settings.New(d, c.Settings) }),
 		n.blocks.sessions.make(n, func() (*session.Sessions, error) { return session.New(d, c.Sessions) }),
 		n.blocks.idem.make(n, func() (*idempotency.Keys, error) { return idempotency.New(d, c.idempotency()) }),
+		n.blocks.parts.make(n, func() (*partition.Manager, error) { return partition.New(d) }),
 	)
 }
 

@@ -42,6 +42,8 @@
 //     event-sourced streams ([Node.Events]); [github.com/twicehq/twice/events/natsrelay]
 //     relays topics to NATS JetStream.
 //   - [github.com/twicehq/twice/cache]: coherent in-process caches ([Node.Caches]).
+//   - [github.com/twicehq/twice/partition]: partition sets spread over the instances, one
+//     fenced owner per key, and where it is ([Node.Partitions]); event groups use them.
 //   - [github.com/twicehq/twice/settings]: cluster-wide configuration ([Node.Settings]).
 //   - [github.com/twicehq/twice/session]: shared HTTP sessions ([Node.Sessions]).
 //   - [github.com/twicehq/twice/idempotency]: Idempotency-Key middleware

@@ -15,6 +15,7 @@ import (
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/partition"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/store"
 	"github.com/twicehq/twice/twicetest"
@@ -66,6 +67,9 @@ func fillEveryTable(t *testing.T, db testdb.DB, s *store.Store, service string) 
 		t.Fatal(err)
 	}
 	if _, err := n.Settings().Set(ctx, "limit", 5, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Partitions().Join(ctx, partition.Config{Name: "rooms", Partitions: 4}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := n.Events().Subscribe(ctx, events.GroupConfig{Name: "refuser", Topics: []string{"orders"}, Mode: events.Shared,

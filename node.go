@@ -20,6 +20,7 @@ import (
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/lock"
+	"github.com/twicehq/twice/partition"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
@@ -28,7 +29,8 @@ import (
 // Components are the schemas of every building block, in the order they are migrated.
 func Components() []store.Component {
 	return []store.Component{lease.Component(), cluster.Component(), bus.Component(), events.Component(),
-		session.Component(), idempotency.Component(), settings.Component(), jobs.Component(), cron.Component()}
+		session.Component(), idempotency.Component(), settings.Component(), jobs.Component(), cron.Component(),
+		partition.Component()}
 }
 
 // LeaseChannel is the bus channel on which released lease names are announced. A message
