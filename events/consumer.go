@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,8 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twicehq/twice/internal/loop"
-	"github.com/twicehq/twice/lease"
+	"github.com/twicehq/twice/partition"
 	"github.com/twicehq/twice/store"
 )
 
@@ -204,20 +202,17 @@ type Consumer struct {
 	wake      signal       // Broadcast's reader, and every partition's at once with kickAll
 	parts     []signal     // each partition's reader (Shared and ExactlyOnce)
 	replays   atomic.Int64 // replay signals received: a worker that saw fewer reloads its checkpoint
-	died      atomic.Int64 // when the cluster last found an instance dead, in Unix nanoseconds
 	unreg     func()
 	mem       *byteBudget // the bytes this instance's reads of the group may hold
 
 	hardCtx    context.Context // ends when Close gives up waiting, or at Abandon: cancels every handler
 	hardCancel context.CancelFunc
 	abandoned  atomic.Bool    // Abandon stopped it: nothing more is committed, dead-lettered or released
-	wg         sync.WaitGroup // workers, and the balancer's lease watch
+	wg         sync.WaitGroup // workers
+	set        *partition.Set // this instance's share of the partitions; nil for Broadcast
 
-	mu       sync.Mutex // protects workers, member, balancer, closing
-	workers  map[int]*worker
-	member   *lease.Lease
-	balancer *loop.Loop // keeps this instance's share; nil for Broadcast and after Close
-	closing  bool       // Close has begun: no balancer starts
+	mu      sync.Mutex // protects workers
+	workers map[int]*worker
 
 	closeOnce sync.Once
 	closeErr  error
@@ -257,7 +252,7 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 	if err := cfg.withDefaults(); err != nil {
 		return nil, err
 	}
-	if cfg.Mode != Broadcast && l.d.Leases == nil {
+	if cfg.Mode != Broadcast && l.parts == nil {
 		return nil, errors.New("events: a Shared or ExactlyOnce group needs Config.Leases")
 	}
 	c := &Consumer{l: l, cfg: cfg, workers: map[int]*worker{}, mem: newByteBudget(cfg.MaxBytes),
@@ -288,7 +283,7 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 			c.abort()
 			return nil, err
 		}
-		w := c.newWorker(c.hardCtx, -1, nil)
+		w := c.newWorker(c.hardCtx, -1)
 		w.pos, w.skipVisible = start, snap
 		c.wg.Add(1)
 		go w.run()
@@ -299,29 +294,16 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 		c.abort()
 		return nil, err
 	}
-	var err error
-	c.member, err = l.d.Leases.TryAcquire(ctx, c.leaseName("m/"+l.d.Instance), nil)
+	// The group's partitions are a partition set: at most ceil(partitions/n) per member,
+	// handed over at once when one joins or leaves, and taken over when one dies.
+	set, err := l.parts.Join(ctx, partition.Config{Name: cfg.Name, Partitions: cfg.Partitions, Rebalance: cfg.Rebalance,
+		OnAssigned: c.assigned, OnRevoked: c.revoked})
 	if err != nil {
 		c.abort()
 		return nil, fmt.Errorf("events: join group %q: %w", cfg.Name, err)
 	}
-	c.balance()
-	c.announceJoin(ctx)
+	c.set = set
 	return c, nil
-}
-
-// announceJoin tells the group's members on every instance that this one joined, so that
-// they give up their extra partitions now rather than at their next look.
-func (c *Consumer) announceJoin(ctx context.Context) {
-	b := c.l.d.Bus
-	if b == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loop.SignalTimeout)
-	defer cancel()
-	if err := b.Publish(ctx, GroupChannel, []byte(c.cfg.Name)); err != nil {
-		c.l.log.Debug("events: announcing a join failed; the members rebalance at their next look", "group", c.cfg.Name, "err", err)
-	}
 }
 
 func (c *Consumer) abort() {
@@ -334,8 +316,6 @@ func (c *Consumer) abort() {
 
 // Name is the group's name.
 func (c *Consumer) Name() string { return c.cfg.Name }
-
-func (c *Consumer) leaseName(suffix string) string { return "events/" + c.cfg.Name + "/" + suffix }
 
 // ensureGroup records the group and its checkpoints on first use, and refuses a group
 // whose definition changed.
@@ -373,185 +353,44 @@ func (c *Consumer) ensureGroup(ctx context.Context) error {
 	})
 }
 
-// balance starts the loop that keeps this instance's share of the partitions: with n live
-// members each holds at most ceil(partitions/n), taking free partitions and releasing extra
-// ones. It rebalances at once; when a lease is released here or anywhere (announced); when
-// a member joins (announced on GroupChannel); when the cluster finds an instance dead; when
-// a worker ends on its own (its lease was lost); and every Rebalance (Backstop while the
-// bus vouches for its delivery), which finds what a lost signal hid.
-func (c *Consumer) balance() {
-	c.mu.Lock()
-	if c.closing { // the Log closed while Subscribe ran
-		c.mu.Unlock()
-		return
-	}
-	b := loop.StartAfter(loop.Forever, func(ctx context.Context) time.Duration {
-		expiry, err := c.rebalance(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				c.l.log.Warn("events: rebalancing failed", "group", c.cfg.Name, "err", err)
-			}
-			return c.cfg.Rebalance
-		}
-		wait := c.l.d.Poll(c.cfg.Rebalance)
-		if died := c.died.Load(); died != 0 && time.Since(time.Unix(0, died)) < c.l.d.Leases.TTL() && expiry > 0 {
-			// An instance died lately, and may have been found dead before its leases
-			// ran out (DeadAfter shorter than the lease TTL): look again when the next
-			// lease held by another runs out, until a TTL has passed.
-			wait = min(wait, expiry+time.Millisecond)
-		}
-		return wait
-	})
-	c.balancer = b
-	c.mu.Unlock()
-	// Each change is watched from before the round it starts: the next channel is taken
-	// before the kick, so a change during that round closes it and starts another. (Taken
-	// after the kick, a change between the two was missed, and with a Backstop the balancer
-	// then slept until the next signal: CI saw a partition left without a reader.)
-	changed := c.l.d.Leases.Changed()
-	b.Kick()
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		for {
-			select {
-			case <-b.Stopping():
-				return
-			case <-changed:
-				changed = c.l.d.Leases.Changed()
-				b.Kick()
-			}
-		}
-	}()
-}
-
-// kickBalancer makes the balancer rebalance now.
-func (c *Consumer) kickBalancer() {
-	c.mu.Lock()
-	b := c.balancer
-	c.mu.Unlock()
-	if b != nil {
-		b.Kick()
-	}
-}
-
-// rebalance takes or gives up partitions to keep this instance's share. It returns how long
-// until the first of the group's leases held by another instance runs out.
-func (c *Consumer) rebalance(ctx context.Context) (time.Duration, error) {
-	leases := c.l.d.Leases
-	c.mu.Lock()
-	for p, w := range c.workers {
-		if w.finished() {
-			delete(c.workers, p)
-		}
-	}
-	member := c.member
-	c.mu.Unlock()
-	if !member.Valid() {
-		m, err := leases.TryAcquire(ctx, c.leaseName("m/"+c.l.d.Instance), nil)
-		if err != nil {
-			return 0, fmt.Errorf("rejoin: %w", err)
-		}
-		c.mu.Lock()
-		c.member = m
-		c.mu.Unlock()
-		c.announceJoin(ctx)
-	}
-	members, err := leases.List(ctx, c.leaseName("m/"))
-	if err != nil {
-		return 0, err
-	}
-	held, err := leases.List(ctx, c.leaseName("p/"))
-	if err != nil {
-		return 0, err
-	}
-	var expiry time.Duration
-	for _, i := range slices.Concat(members, held) {
-		if i.Holder != leases.Holder() && (expiry == 0 || i.Remaining < expiry) {
-			expiry = i.Remaining
-		}
-	}
-	taken := map[int]bool{}
-	for _, h := range held {
-		if p, err := strconv.Atoi(h.Name[len(c.leaseName("p/")):]); err == nil {
-			taken[p] = true
-		}
-	}
-	P := c.cfg.Partitions
-	want := (P + max(1, len(members)) - 1) / max(1, len(members))
-
-	c.mu.Lock()
-	mine := make([]int, 0, len(c.workers))
-	for p := range c.workers {
-		mine = append(mine, p)
-	}
-	c.mu.Unlock()
-	slices.Sort(mine)
-	// Give back the extra partitions farthest from where this instance starts, so that
-	// instances prefer different partitions and the hand-over is stable.
-	first := c.firstPartition()
-	slices.SortFunc(mine, func(a, b int) int { return (a-first+P)%P - (b-first+P)%P })
-	for len(mine) > want {
-		p := mine[len(mine)-1]
-		mine = mine[:len(mine)-1]
-		c.stopWorker(p)
-	}
-	for i := 0; i < P && len(mine) < want; i++ {
-		p := (first + i) % P
-		if taken[p] || slices.Contains(mine, p) {
-			continue
-		}
-		l, err := leases.TryAcquire(ctx, c.leaseName("p/"+strconv.Itoa(p)), nil)
-		if errors.Is(err, lease.ErrHeld) {
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		c.startWorker(p, l)
-		mine = append(mine, p)
-	}
-	return expiry, nil
-}
-
-func (c *Consumer) firstPartition() int {
-	h := fnv.New32a()
-	h.Write([]byte(c.l.d.Instance))
-	return int(h.Sum32() % uint32(c.cfg.Partitions))
-}
-
-func (c *Consumer) startWorker(p int, l *lease.Lease) {
-	c.l.log.Debug("events: took a partition", "group", c.cfg.Name, "partition", p, "token", l.Token())
-	// The handlers' context ends with the partition's lease, or when the consumer stops
-	// waiting for them.
-	ctx, cancel := context.WithCancel(l.Context())
+// assigned starts the reader of a partition this instance took. Its handlers' context ends
+// with the assignment, or when the consumer stops waiting for them.
+func (c *Consumer) assigned(_ context.Context, a *partition.Assignment) {
+	p := a.Partition()
+	c.l.log.Debug("events: took a partition", "group", c.cfg.Name, "partition", p, "token", a.Token())
+	ctx, cancel := context.WithCancel(a.Context())
 	stop := context.AfterFunc(c.hardCtx, cancel)
-	w := c.newWorker(ctx, p, l)
+	w := c.newWorker(ctx, p)
+	w.cancel = cancel
 	c.mu.Lock()
 	c.workers[p] = w
 	c.mu.Unlock()
 	c.wg.Add(1)
-	go func() {
-		w.run()
-		stop()
-		cancel()
-		c.kickBalancer()
-	}()
+	if !a.Go(func(context.Context) { w.run(); stop(); cancel() }) {
+		c.wg.Done()
+		close(w.done)
+	}
 }
 
-// stopWorker lets partition p's worker finish its current event and commit, then releases
-// the partition so another instance takes it at once.
-func (c *Consumer) stopWorker(p int) {
+// revoked lets the reader of a partition that leaves this instance finish the event in hand
+// and commit; when ctx ends first (the lease lost, or Close out of time), its handlers are
+// cancelled. The partition set gives the partition back once the reader has stopped.
+func (c *Consumer) revoked(ctx context.Context, a *partition.Assignment) {
 	c.mu.Lock()
-	w := c.workers[p]
-	delete(c.workers, p)
+	w := c.workers[a.Partition()]
+	delete(c.workers, a.Partition())
 	c.mu.Unlock()
 	if w == nil {
 		return
 	}
-	c.l.log.Debug("events: handing a partition over", "group", c.cfg.Name, "partition", p)
-	close(w.quit)
-	<-w.done
+	c.l.log.Debug("events: handing a partition over", "group", c.cfg.Name, "partition", a.Partition())
+	w.stop()
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		w.cancel()
+		<-w.done
+	}
 }
 
 // Partitions lists the partitions this instance handles now; nil for Broadcast.
@@ -573,25 +412,22 @@ func (c *Consumer) Partitions() []int {
 // cancelled.
 func (c *Consumer) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
-		ws := c.halt()
-		done := c.stopped()
+		c.unreg()
+		var err error
+		if c.set != nil {
+			err = c.set.Close(ctx)
+		}
+		c.halt()
 		select {
-		case <-done:
+		case <-c.stopped():
 		case <-ctx.Done():
 			c.hardCancel()
-			for _, w := range ws {
-				if w.lease != nil {
-					_ = w.lease.Release(context.WithoutCancel(ctx)) // it expires anyway
-				}
-			}
-			<-done
-			c.closeErr = fmt.Errorf("events: group %q closed before its handlers finished: %w", c.cfg.Name, ctx.Err())
+			<-c.stopped()
+			err = ctx.Err()
 		}
 		c.hardCancel()
-		if c.member != nil {
-			if err := c.member.Release(context.WithoutCancel(ctx)); err != nil {
-				c.l.log.Debug("events: leaving the group; the membership expires by itself", "group", c.cfg.Name, "err", err)
-			}
+		if err != nil {
+			c.closeErr = fmt.Errorf("events: group %q closed before its handlers finished: %w", c.cfg.Name, err)
 		}
 		c.forget()
 	})
@@ -606,6 +442,10 @@ func (c *Consumer) abandon(ctx context.Context) {
 	c.closeOnce.Do(func() {
 		c.abandoned.Store(true)
 		c.hardCancel()
+		c.unreg()
+		if c.set != nil {
+			c.set.Abandon(ctx)
+		}
 		c.halt()
 		select {
 		case <-c.stopped():
@@ -615,17 +455,9 @@ func (c *Consumer) abandon(ctx context.Context) {
 	})
 }
 
-// halt stops the balancer, so that no worker starts from here on, and tells every worker
-// to stop after the event in hand. It returns the workers.
-func (c *Consumer) halt() []*worker {
-	c.unreg()
-	c.mu.Lock()
-	b := c.balancer
-	c.balancer, c.closing = nil, true
-	c.mu.Unlock()
-	if b != nil {
-		b.Stop()
-	}
+// halt tells every worker left (Broadcast's, or a partition's the set did not revoke) to
+// stop after the event in hand.
+func (c *Consumer) halt() {
 	c.mu.Lock()
 	ws := make([]*worker, 0, len(c.workers))
 	for _, w := range c.workers {
@@ -634,9 +466,8 @@ func (c *Consumer) halt() []*worker {
 	c.workers = map[int]*worker{}
 	c.mu.Unlock()
 	for _, w := range ws {
-		close(w.quit)
+		w.stop()
 	}
-	return ws
 }
 
 // stopped is closed once every worker has ended.

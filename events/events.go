@@ -44,6 +44,7 @@ import (
 
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/internal/block"
+	"github.com/twicehq/twice/partition"
 	"github.com/twicehq/twice/store"
 )
 
@@ -80,7 +81,8 @@ var (
 // WakeChannel is the bus channel on which publishers announce the topics of new events.
 const WakeChannel = "twice.events"
 
-// GroupChannel is the bus channel on which an instance names a consumer group it joined, so
+// GroupChannel is the bus channel on which an instance names a consumer group it joined or
+// took partitions of (its partition set announces it: see package partition), so
 // that the group's members rebalance at once; a hint, like every signal.
 const GroupChannel = "twice.events.group"
 
@@ -116,7 +118,8 @@ type Log struct {
 
 	watch *watcher
 	wake  waker
-	ann   *announcer // nil without a bus
+	ann   *announcer         // nil without a bus
+	parts *partition.Manager // the Shared and ExactlyOnce groups' partitions; nil without Deps.Leases
 
 	mu        sync.Mutex // protects consumers, closed, watch, ann, unsub
 	consumers map[*Consumer]struct{}
@@ -144,6 +147,15 @@ func New(d block.Deps, cfg Config) (*Log, error) {
 		cfg.Retention = DefaultRetention
 	}
 	l := &Log{d: d, s: d.Store, q: queriesFor(d.Store), cfg: cfg, log: d.Logger, consumers: map[*Consumer]struct{}{}}
+	if d.Leases != nil {
+		// The groups keep the lease names and join announcements they had before partition
+		// sets existed, so that instances of an older release share them in a rolling deploy.
+		parts, err := partition.NewNamed(d, "events/", GroupChannel)
+		if err != nil {
+			return nil, err
+		}
+		l.parts = parts
+	}
 	l.wake.init()
 	return l, nil
 }
@@ -152,7 +164,7 @@ func New(d block.Deps, cfg Config) (*Log, error) {
 // of PublishTx are watched until they commit, and readers are woken by both. Without
 // Start, readers find events only by polling. The node calls it when the application
 // first uses its events.
-func (l *Log) Start(context.Context) error {
+func (l *Log) Start(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -162,10 +174,10 @@ func (l *Log) Start(context.Context) error {
 		return nil
 	}
 	l.watch = newWatcher(l)
-	if m := l.d.Members; m != nil {
-		// An instance that went silent keeps its partition leases until they expire; by
-		// the time the cluster counts it dead they have, and the members take them over.
-		m.OnDeath(func() { l.rebalance("", true, true) })
+	if l.parts != nil {
+		if err := l.parts.Start(ctx); err != nil {
+			return err
+		}
 	}
 	if b := l.d.Bus; b != nil {
 		l.ann = newAnnouncer(b, l.log)
@@ -179,21 +191,9 @@ func (l *Log) Start(context.Context) error {
 			}
 		})
 		unreplay := b.Subscribe(ReplayChannel, func(m bus.Message) { l.replayed(string(m.Payload), m.Lost) })
-		unjoin := b.Subscribe(GroupChannel, func(m bus.Message) { l.rebalance(string(m.Payload), m.Lost, false) })
-		l.unsub = func() { unwake(); unreplay(); unjoin() }
+		l.unsub = func() { unwake(); unreplay() }
 	}
 	return nil
-}
-
-// rebalance makes the balancers of group's consumers (of all groups when all is set) look
-// at their share now; died says an instance was found dead.
-func (l *Log) rebalance(group string, all, died bool) {
-	for _, c := range l.consumersOf(group, all) {
-		if died {
-			c.died.Store(time.Now().UnixNano())
-		}
-		c.kickBalancer()
-	}
 }
 
 // replayed tells the consumers of group that its checkpoints may have moved (all of them
@@ -453,6 +453,9 @@ func (l *Log) shut(end func(*Consumer)) {
 	}
 	if l.unsub != nil {
 		l.unsub()
+	}
+	if l.parts != nil {
+		l.parts.Abandon(context.Background()) // every set is closed already: this only stops listening
 	}
 	if l.watch != nil {
 		l.watch.close()

@@ -6,10 +6,9 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/internal/safe"
-	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
+	"sync"
 )
 
 // heldBackPoll is how soon a reader first looks again when committed events wait behind a
@@ -32,12 +31,13 @@ var errMoved = errors.New("events: checkpoint moved")
 // worker reads and handles one partition (or, for Broadcast, the whole group on this
 // instance).
 type worker struct {
-	c     *Consumer
-	part  int          // -1 for Broadcast
-	lease *lease.Lease // nil for Broadcast
-	ctx   context.Context
-	quit  chan struct{} // closed to stop after the event in hand
-	done  chan struct{}
+	c        *Consumer
+	part     int // -1 for Broadcast
+	ctx      context.Context
+	cancel   context.CancelFunc // cancels ctx: the handlers stop at once; nil for Broadcast
+	quit     chan struct{}      // closed by stop: stop after the event in hand
+	quitOnce sync.Once
+	done     chan struct{}
 
 	pos position
 	ver int64
@@ -55,9 +55,12 @@ type worker struct {
 	skipVisible string
 }
 
-func (c *Consumer) newWorker(ctx context.Context, part int, l *lease.Lease) *worker {
-	return &worker{c: c, part: part, lease: l, ctx: ctx, quit: make(chan struct{}), done: make(chan struct{}), limit: c.cfg.BatchSize}
+func (c *Consumer) newWorker(ctx context.Context, part int) *worker {
+	return &worker{c: c, part: part, ctx: ctx, quit: make(chan struct{}), done: make(chan struct{}), limit: c.cfg.BatchSize}
 }
+
+// stop tells the worker to stop after the event in hand; it may be called more than once.
+func (w *worker) stop() { w.quitOnce.Do(func() { close(w.quit) }) }
 
 func (w *worker) durable() bool { return w.part >= 0 }
 
@@ -101,7 +104,6 @@ func (w *worker) sleep(d time.Duration, wake <-chan struct{}) bool {
 func (w *worker) run() {
 	defer w.c.wg.Done()
 	defer close(w.done)
-	defer w.release()
 	c := w.c
 	log := c.l.log.With("group", c.cfg.Name, "partition", w.part)
 	backoff := 50 * time.Millisecond
@@ -200,19 +202,6 @@ func (w *worker) run() {
 		}
 	}
 	w.flush(log)
-}
-
-// release gives the partition back once the worker has stopped, unless the consumer was
-// abandoned: then the lease is left to end by itself.
-func (w *worker) release() {
-	if w.lease == nil || w.c.abandoned.Load() {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), loop.ReleaseTimeout)
-	defer cancel()
-	if err := w.lease.Release(ctx); err != nil {
-		w.c.l.log.Debug("events: releasing a partition failed; it expires by itself", "group", w.c.cfg.Name, "partition", w.part, "err", err)
-	}
 }
 
 func (w *worker) load() error {

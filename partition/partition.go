@@ -22,6 +22,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,7 +100,9 @@ type Config struct {
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,100}$`)
 
-func (c *Config) withDefaults() error {
+// withDefaults fills in the defaults and checks c; a set of another block (NewNamed) is
+// named by that block's rules, and needs only a name without '/'.
+func (c *Config) withDefaults(ownNames bool) error {
 	if c.Partitions == 0 {
 		c.Partitions = DefaultPartitions
 	}
@@ -107,7 +110,7 @@ func (c *Config) withDefaults() error {
 		c.Rebalance = DefaultRebalance
 	}
 	var errs []error
-	if !validName.MatchString(c.Name) {
+	if ownNames && !validName.MatchString(c.Name) || c.Name == "" || strings.Contains(c.Name, "/") {
 		errs = append(errs, fmt.Errorf("Config.Name %q must be 1 to 100 letters, digits, '_', '-', '.' or ':'", c.Name))
 	}
 	if c.Partitions < 1 || c.Partitions > MaxPartitions {
@@ -223,7 +226,7 @@ func (m *Manager) kick(name string, all, died bool) {
 // A membership still held by this instance's previous process (same instance id) is
 // taken over once it runs out.
 func (m *Manager) Join(ctx context.Context, cfg Config) (*Set, error) {
-	if err := cfg.withDefaults(); err != nil {
+	if err := cfg.withDefaults(m.define); err != nil {
 		return nil, err
 	}
 	if m.define {
