@@ -1,7 +1,8 @@
 // Package clusterkey turns the cluster secret (twice.Config.ClusterSecret) into keys, one
 // per purpose, and computes and checks the HMAC-SHA256 tags made with them. Bus messages
-// are signed with one key; instance-to-instance HTTP will use another, derived from the
-// same secret, so a tag made for one purpose is never accepted for another.
+// are signed with one key; the requests one instance forwards to another (package forward)
+// with another, derived from the same secret, so a tag made for one purpose is never
+// accepted for another.
 package clusterkey
 
 import (
@@ -26,7 +27,7 @@ type Purpose string
 const (
 	// Bus signs the messages of the bus.
 	Bus Purpose = "twice/bus/v1"
-	// HTTP is reserved for requests between instances.
+	// HTTP signs the requests one instance forwards to another (package forward).
 	HTTP Purpose = "twice/http/v1"
 )
 
