@@ -82,14 +82,17 @@ type Config struct {
 	// Without it anyone who can NOTIFY on the database (any role) or publish on the NATS
 	// subjects can send signals, which are only hints but can make instances do work. At
 	// least 32 bytes; instances need clocks within a minute of each other. The same secret
-	// will authenticate requests between instances. Defaults to none: messages unsigned.
+	// authenticates the requests instances forward to each other ([Node.Forwarder], which
+	// needs it; their clocks must then agree within 10 s). Defaults to none: messages
+	// unsigned.
 	ClusterSecret []byte
 
 	// InstanceID names this instance; unique among live instances. Defaults to
 	// host-pid-random.
 	InstanceID string
-	// AdvertiseAddr is where other instances and operators can reach this instance; it is
-	// shown by `twice status`. Defaults to empty.
+	// AdvertiseAddr is where other instances and operators can reach this instance
+	// ("host:port", or an http(s) URL): the address [Node.Forwarder] sends other instances'
+	// requests to, shown by `twice status`. Defaults to empty.
 	AdvertiseAddr string
 	// Version is the build version shown by `twice status`. Defaults to the main module's
 	// version from the build info, or "devel".
