@@ -14,9 +14,10 @@
 // more than [Config.Validity] (10 s) from its own clock either way; and with 503 one
 // signed for another instance (an address now used by a new instance). The clocks of
 // the instances must agree within Validity, less the time a request takes to arrive (NTP
-// keeps them within milliseconds). A request captured on the network between instances
-// can be replayed to the same instance within that window: where that network is not
-// trusted, give the forwarder a Transport that speaks TLS to the instances.
+// keeps them within milliseconds). Headers are not signed, and a request captured on the
+// network between instances can be replayed to the same instance within that window:
+// where that network is not trusted, give the forwarder a Transport that speaks TLS to the
+// instances.
 //
 // A header from outside the cluster is refused, never trusted, never stripped and
 // forwarded: only an instance's own forward carries one.
