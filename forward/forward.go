@@ -106,8 +106,8 @@ type Config struct {
 	// RetryAfter is the wait a 503 asks the client for, in whole seconds (rounded up).
 	// Defaults to [DefaultRetryAfter] (1 s).
 	RetryAfter time.Duration
-	// Logger receives a warning when a request is refused (at most once a minute) or an
-	// owner cannot be reached. Defaults to slog.Default().
+	// Logger receives a warning, at most once a minute each, when requests are refused or
+	// owners cannot be found or reached. Defaults to slog.Default().
 	Logger *slog.Logger
 	// Now replaces the clock. For tests only; defaults to time.Now.
 	Now func() time.Time
@@ -188,7 +188,19 @@ type Forwarder struct {
 	log   *slog.Logger
 
 	forwarded, received, refused, notOwner, unavailable atomic.Uint64
-	lastWarn                                            atomic.Int64 // Unix seconds of the last refusal warning
+	refusedWarn, unavailableWarn                        warnLimit
+}
+
+// warnLimit lets a warning out at most once a minute: a flood of refused requests, or of
+// requests to an owner that just died, logs a line a minute with the counts, not a line a
+// request.
+type warnLimit struct {
+	last atomic.Int64 // Unix seconds of the last warning
+}
+
+func (l *warnLimit) allow(now time.Time) bool {
+	last, s := l.last.Load(), now.Unix()
+	return s-last >= 60 && l.last.CompareAndSwap(last, s)
 }
 
 // Stats counts what a [Forwarder] did.

@@ -50,8 +50,8 @@ func (f *Forwarder) Middleware(next http.Handler) http.Handler {
 		t, err := f.cfg.Locate(key)
 		if err != nil {
 			f.unavailable.Add(1)
-			if !errors.Is(err, ErrNoOwner) {
-				f.log.Warn("forward: cannot locate the owner of a key", "key", key, "err", err)
+			if !errors.Is(err, ErrNoOwner) && f.unavailableWarn.allow(f.cfg.Now()) {
+				f.log.Warn("forward: cannot locate the owner of a key", "key", key, "err", err, "unavailable", f.unavailable.Load())
 			}
 			f.unavailableProblem(w, "forward-no-owner", "no live instance owns this request's key")
 			return
@@ -80,8 +80,10 @@ func (f *Forwarder) forward(w http.ResponseWriter, r *http.Request, t Target) {
 	base, err := baseURL(t.Addr)
 	if err != nil || t.Instance == "" {
 		f.unavailable.Add(1)
-		f.log.Error("forward: the owner of a key cannot be reached: set its advertised address (twice.Config.AdvertiseAddr)",
-			"owner", t.Instance, "addr", t.Addr, "err", err)
+		if f.unavailableWarn.allow(f.cfg.Now()) {
+			f.log.Error("forward: the owner of a key cannot be reached: set its advertised address (twice.Config.AdvertiseAddr)",
+				"owner", t.Instance, "addr", t.Addr, "err", err)
+		}
 		httpx.WriteProblem(w, httpx.Problem{Type: "forward-owner-address", Status: http.StatusInternalServerError,
 			Detail: "the instance owning this request's key advertises no usable address"})
 		return
@@ -167,12 +169,18 @@ func (f *Forwarder) proxyError(w http.ResponseWriter, r *http.Request, err error
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
 		// The request never left: the owner may just have died, and its keys will move.
-		f.log.Warn("forward: cannot connect to the owner of a key", "owner", o.to, "addr", o.base.Host, "err", err)
+		if f.unavailableWarn.allow(f.cfg.Now()) {
+			f.log.Warn("forward: cannot connect to the owner of a key", "owner", o.to, "addr", o.base.Host, "err", err,
+				"unavailable", f.unavailable.Load())
+		}
 		f.unavailableProblem(w, "forward-owner-unreachable", "the instance owning this request's key cannot be reached")
 		return
 	}
 	// The owner may have run the request: a retry is the client's decision.
-	f.log.Warn("forward: the owner of a key failed to answer", "owner", o.to, "addr", o.base.Host, "err", err)
+	if f.unavailableWarn.allow(f.cfg.Now()) {
+		f.log.Warn("forward: the owner of a key failed to answer", "owner", o.to, "addr", o.base.Host, "err", err,
+			"unavailable", f.unavailable.Load())
+	}
 	httpx.WriteProblem(w, httpx.Problem{Type: "forward-owner-failed", Status: http.StatusBadGateway,
 		Detail: "the instance owning this request's key did not answer"})
 }
@@ -264,8 +272,7 @@ func setBody(r *http.Request, body []byte) {
 
 func (f *Forwarder) refuse(w http.ResponseWriter, r *http.Request, typ, detail string) {
 	f.refused.Add(1)
-	now := f.cfg.Now().Unix()
-	if last := f.lastWarn.Load(); now-last >= 60 && f.lastWarn.CompareAndSwap(last, now) {
+	if f.refusedWarn.allow(f.cfg.Now()) {
 		f.log.Warn("forward: refused a request not signed by an instance of this service", "why", typ, "detail", detail,
 			"remote", r.RemoteAddr, "refused", f.refused.Load())
 	}
