@@ -361,6 +361,14 @@ func TestBodyOverTheBoundIs413(t *testing.T) {
 	if c.inst["b"].served.Load() != 2 {
 		t.Fatalf("b served %d", c.inst["b"].served.Load())
 	}
+	// The receiver holds to its own bound: a signed request from an instance with a larger
+	// one is refused too.
+	big := capture(t, "a", "b", http.MethodPost, "/k/k1/echo", strings.Repeat("x", 2048), nil)
+	status, h, body := c.replay("b", big, nil)
+	problem(t, status, h, body, http.StatusRequestEntityTooLarge, "forward-body-too-large")
+	if c.inst["b"].served.Load() != 2 {
+		t.Fatal("b served a body over its bound")
+	}
 }
 
 func TestStripPrefixedRoutesForwardTheOriginalTarget(t *testing.T) {
