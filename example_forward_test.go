@@ -9,24 +9,25 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/forward"
+	"github.com/twicehq/twice/partition"
 )
 
-// Two instances of a chat service; a request about a room goes to the instance that owns
-// the room, whichever instance it reaches. Each instance advertises where it listens, and
-// the cluster secret signs what they forward to each other. The fixed owner here stands for
-// the service's partitions; Locate should answer from memory, not read the members on every
-// request as this example does.
+// Two instances of a chat service share its rooms through a partition set; a request about
+// a room goes to the instance that owns the room, whichever instance it reaches. Each
+// instance advertises where it listens, and the cluster secret signs what they forward to
+// each other.
 func ExampleNode_Forwarder() {
 	dsn, cleanup := scratch()
 	defer cleanup()
 	ctx := context.Background()
 	secret := []byte("an example secret of at least 32 bytes, from your config")
-	owner := map[string]string{"lobby": "chat-2"} // room → instance
 
 	var urls []string
+	var sets []*partition.Set
 	for _, id := range []string{"chat-1", "chat-2"} {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -38,31 +39,25 @@ func ExampleNode_Forwarder() {
 			log.Fatal(err)
 		}
 		defer node.Close(ctx)
+		rooms, err := node.Partitions().Join(ctx, partition.Config{Name: "rooms", Partitions: 8})
+		if err != nil {
+			log.Fatal(err)
+		}
+		sets = append(sets, rooms)
 		fwd, err := node.Forwarder(forward.Config{
 			Key: func(r *http.Request) (string, bool) { // /rooms/ROOM/…
 				rest, ok := strings.CutPrefix(r.URL.Path, "/rooms/")
 				room, _, _ := strings.Cut(rest, "/")
 				return room, ok && room != ""
 			},
-			Locate: func(room string) (forward.Target, error) {
-				members, err := node.Members(ctx)
-				if err != nil {
-					return forward.Target{}, err
-				}
-				for _, m := range members {
-					if m.ID == owner[room] && m.Alive {
-						return forward.Target{Instance: m.ID, Addr: m.Addr}, nil
-					}
-				}
-				return forward.Target{}, forward.ErrNoOwner
-			},
+			Locate: twice.LocateIn(rooms),
 		})
 		if err != nil {
 			log.Fatal(err)
 		}
 		defer fwd.Close()
 		srv := httptest.NewUnstartedServer(fwd.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "%s at %s", r.URL.Path, id)
+			fmt.Fprint(w, id)
 		})))
 		srv.Listener.Close()
 		srv.Listener = ln
@@ -70,18 +65,27 @@ func ExampleNode_Forwarder() {
 		defer srv.Close()
 		urls = append(urls, srv.URL)
 	}
-
-	for _, url := range []string{urls[0] + "/rooms/lobby", urls[1] + "/rooms/lobby", urls[0] + "/rooms/attic"} {
-		resp, err := http.Get(url)
+	// Wait until the instances settle on four partitions each, and agree on the lobby's owner.
+	var owner partition.Owner
+	for {
+		o0, err0 := sets[0].Owner("lobby")
+		o1, err1 := sets[1].Owner("lobby")
+		if len(sets[0].Mine()) == 4 && len(sets[1].Mine()) == 4 && err0 == nil && err1 == nil && o0.Instance == o1.Instance {
+			owner = o0
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, url := range urls {
+		resp, err := http.Get(url + "/rooms/lobby")
 		if err != nil {
 			log.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		fmt.Println(resp.StatusCode, resp.Header.Get("Retry-After"), strings.TrimSpace(string(body)))
+		fmt.Println(resp.StatusCode, "served by the lobby's owner:", string(body) == owner.Instance)
 	}
 	// Output:
-	// 200  /rooms/lobby at chat-2
-	// 200  /rooms/lobby at chat-2
-	// 503 1 {"type":"urn:twice:problem:forward-no-owner","title":"Service Unavailable","status":503,"detail":"no live instance owns this request's key"}
+	// 200 served by the lobby's owner: true
+	// 200 served by the lobby's owner: true
 }
