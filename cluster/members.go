@@ -315,7 +315,8 @@ func (m *Membership) Beat(ctx context.Context) error {
 func (m *Membership) beatAlone(ctx context.Context, succ *sql.NullInt64, death *store.Time) error {
 	var err error
 	for range 2 {
-		err = m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(succ, death)
+		var idle any
+		err = m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(succ, death, &idle)
 		if err == nil || errors.Is(err, store.ErrNoRows) || ctx.Err() != nil {
 			break
 		}
@@ -335,7 +336,8 @@ func (m *Membership) beatCarrying(ctx context.Context, carried []Carried, succ *
 			_ = tx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
-	if err := tx.QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(succ, death); err != nil {
+	var idle any
+	if err := tx.QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(succ, death, &idle); err != nil {
 		return nil, err
 	}
 	for _, fn := range carried {

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
 )
 
@@ -436,4 +438,57 @@ func TestBeatAfterTheServerEndedItsSession(t *testing.T) {
 	if !m.LastBeat().After(before) {
 		t.Fatalf("last beat %v, not after %v", m.LastBeat(), before)
 	}
+}
+
+// A process frozen inside its heartbeat's transaction, after the renewals it carries locked
+// their lease rows, keeps no one from taking those leases once they expire: PostgreSQL
+// aborts the transaction when it has sat idle for DeadAfter. (SQLite's frozen writer
+// holds the file's write lock instead, and everyone waits for it to resume.)
+func TestFrozenHeartbeatTransactionReleasesItsLocks(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		if db.Dialect != store.Postgres {
+			t.Skip("SQLite has no server to abort a frozen transaction")
+		}
+		ctx := context.Background()
+		s := open(t, db, nil)
+		a, err := lease.NewManager(s, lease.Config{Service: "svc", Holder: "a", TTL: 300 * time.Millisecond, Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.TryAcquire(ctx, "x", nil); err != nil {
+			t.Fatal(err)
+		}
+		m := member(t, s, "a", cluster.Config{DeadAfter: 400 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond})
+		if err := m.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+		frozen, thaw := make(chan struct{}), make(chan struct{})
+		defer close(thaw)
+		var once sync.Once
+		m.Carry(func(ctx context.Context, q store.Querier) (func(context.Context, time.Time), error) {
+			if _, err := q.Exec(ctx, "UPDATE "+s.SQL("twice_leases")+" SET ttl_ms = ttl_ms WHERE service = 'svc' AND name = 'x'"); err != nil {
+				return nil, err
+			}
+			once.Do(func() { close(frozen) })
+			<-thaw // frozen: the process does nothing, whatever its context says
+			return nil, nil
+		})
+		<-frozen    // the membership's next beat carries it
+		a.Abandon() // its lease runs out in the database while the row stays locked
+
+		b, err := lease.NewManager(s, lease.Config{Service: "svc", Holder: "b", Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close(ctx)
+		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		start := time.Now()
+		if _, err := b.Acquire(actx, "x", nil); err != nil {
+			t.Fatalf("the lease stayed locked by the frozen heartbeat: %v", err)
+		}
+		t.Logf("taken over %v after the heartbeat froze (DeadAfter 400ms, TTL 300ms)", time.Since(start))
+	})
 }

@@ -45,10 +45,15 @@ SET state = excluded.state, dead_after_ms = excluded.dead_after_ms, heartbeat_at
 RETURNING ` + latestDeath,
 	// A heartbeat also tells the instance whose liveness lock to watch (the ring follows
 	// the members at no extra statement) and the latest death, as registering does.
+	// The heartbeat's transaction may carry lease renewals, whose row locks would keep any
+	// other instance from taking those leases while this process is frozen (SIGSTOP, a
+	// stalled VM) between its statements: on PostgreSQL the beat makes the server abort
+	// the transaction once it sits idle for DeadAfter, as a fenced write's check does.
 	beat: `
 UPDATE twice_members SET heartbeat_at = {now}, state = $4
 WHERE service = $2 AND id = $3
-RETURNING ` + successorOf + `, ` + latestDeath,
+RETURNING ` + successorOf + `, ` + latestDeath + `,
+       {pg set_config('idle_in_transaction_session_timeout', dead_after_ms::text, true)}{sqlite NULL}`,
 	setKey:    `UPDATE twice_members SET live_key = $3 WHERE service = $1 AND id = $2`,
 	successor: `SELECT ` + successorOf,
 	// markDead records that the holder of liveness lock $3 is gone: its heartbeat is made
