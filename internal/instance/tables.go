@@ -33,6 +33,9 @@ const (
 	EffectsTable = "twice_event_effects"
 	// CrashTable is the one row (id 1) a [CacheWriter] bumps and invalidates.
 	CrashTable = "twice_cache_crash"
+	// PartitionTable holds the writes of [PartitionWrites], each with its partition and
+	// the owner's token.
+	PartitionTable = "twice_partition_writes"
 )
 
 //go:embed migrations
@@ -51,6 +54,7 @@ func Component() store.Component {
 		store.Table{Name: CheckPayTable, Service: "service"},
 		store.Table{Name: CheckJobRuns, Service: "service"},
 		store.Table{Name: CheckTickRuns, Service: "service"},
+		store.Table{Name: PartitionTable, Service: "service"},
 		store.Table{Name: EffectsTable},
 		store.Table{Name: CrashTable})
 }
