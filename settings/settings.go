@@ -25,6 +25,7 @@ import (
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/loop"
+	"github.com/twicehq/twice/internal/notify"
 	"github.com/twicehq/twice/store"
 )
 
@@ -155,11 +156,11 @@ type Settings struct {
 
 	refreshMu sync.Mutex // one refresh at a time, so changes apply in revision order
 
-	notes *notifier
+	notes *notify.Queue // calls the watchers, in the order changes were applied
 
 	unsubscribe func()
-	poller      *loop.Loop // set by Start
-	failing     bool       // the last poll failed; only the poller touches it
+	poller      *loop.Loop   // set by Start
+	failing     loop.Failing // the poller's turns; only the poller touches it
 	stopped     atomic.Bool
 	startOnce   sync.Once
 	closeOnce   sync.Once
@@ -183,7 +184,7 @@ func New(d block.Deps, cfg Config) (*Settings, error) {
 	}
 	return &Settings{d: d, st: d.Store, cfg: cfg, q: queriesFor(d.Store), log: d.Logger,
 		vals: map[string]Setting{}, watchers: map[int]*watcher{}, warned: map[string]int64{},
-		notes: newNotifier(d.Logger, d.Panics)}, nil
+		notes: notify.New(d.Logger, d.Panics, "settings: Watch callback")}, nil
 }
 
 // Start loads the service's settings and keeps them current: over the bus when it
@@ -222,14 +223,7 @@ func (s *Settings) poll(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loop.StatementTimeout)
 	err := s.refresh(ctx)
 	cancel()
-	switch {
-	case err != nil && !s.failing:
-		s.log.Warn("settings: cannot read changes; serving the last known values", "err", err)
-		s.failing = true
-	case err == nil && s.failing:
-		s.log.Info("settings: reading changes again")
-		s.failing = false
-	}
+	s.failing.Report(s.log, err, "settings: cannot read changes; serving the last known values", "settings: reading changes again")
 }
 
 // refresh applies every change committed after the last one applied.
@@ -274,14 +268,10 @@ func (s *Settings) apply(v Setting, advance bool) {
 		return
 	}
 	s.vals[v.Key] = v
-	var ws []*watcher
 	for _, w := range s.watchers {
 		if w.key == "" || w.key == v.Key {
-			ws = append(ws, w)
+			s.notes.Add(w.call(v))
 		}
-	}
-	if len(ws) > 0 {
-		s.notes.add(note{v: v, to: ws})
 	}
 }
 
@@ -415,7 +405,7 @@ func (s *Settings) Close(ctx context.Context) error {
 		if ran {
 			s.poller.Stop()
 		}
-		err = s.notes.close(ctx)
+		err = s.notes.Close(ctx)
 	})
 	return err
 }

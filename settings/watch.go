@@ -1,15 +1,9 @@
 package settings
 
 import (
-	"context"
-	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
-
-	"github.com/twicehq/twice/internal/safe"
 )
 
 type watcher struct {
@@ -18,90 +12,12 @@ type watcher struct {
 	cancelled atomic.Bool
 }
 
-// note is one change to hand to the watchers that were registered when it was applied.
-type note struct {
-	v  Setting
-	to []*watcher
-}
-
-// notifier calls watchers on a goroutine of its own, in the order changes were applied, so
-// a slow watcher never holds up the local copy and a watcher may itself call Set.
-// A watcher that panics is logged and counted (see [Config.Panics]); the others, and its
-// own later calls, go on.
-type notifier struct {
-	log    *slog.Logger
-	panics *atomic.Int64
-
-	mu      sync.Mutex // protects queue, closed, started
-	queue   []note
-	closed  bool
-	started bool // the goroutine runs: from the first change handed to a watcher
-	wake    chan struct{}
-	done    chan struct{}
-}
-
-func newNotifier(log *slog.Logger, panics *atomic.Int64) *notifier {
-	return &notifier{log: log, panics: panics, wake: make(chan struct{}, 1), done: make(chan struct{})}
-}
-
-func (n *notifier) add(x note) {
-	n.mu.Lock()
-	if !n.closed {
-		n.queue = append(n.queue, x)
-		if !n.started {
-			n.started = true
-			go n.loop()
+// call is the call of w for v, made unless w is cancelled by then.
+func (w *watcher) call(v Setting) func() {
+	return func() {
+		if !w.cancelled.Load() {
+			w.fn(v)
 		}
-	}
-	n.mu.Unlock()
-	select {
-	case n.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (n *notifier) loop() {
-	defer close(n.done)
-	for {
-		n.mu.Lock()
-		q, closed := n.queue, n.closed
-		n.queue = nil
-		n.mu.Unlock()
-		for _, x := range q {
-			for _, w := range x.to {
-				if !w.cancelled.Load() {
-					safe.Do(n.log, n.panics, "settings: Watch callback", func() { w.fn(x.v) })
-				}
-			}
-		}
-		if closed {
-			return
-		}
-		if len(q) == 0 {
-			<-n.wake
-		}
-	}
-}
-
-// close stops the notifier once the changes already queued have been handed out, or when
-// ctx ends: a watcher that never returns cannot hold Close forever.
-func (n *notifier) close(ctx context.Context) error {
-	n.mu.Lock()
-	n.closed = true
-	started := n.started
-	n.mu.Unlock()
-	if !started {
-		return nil
-	}
-	select {
-	case n.wake <- struct{}{}:
-	default:
-	}
-	select {
-	case <-n.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("settings: a Watch callback still running at close: %w", context.Cause(ctx))
 	}
 }
 
@@ -137,7 +53,7 @@ func (s *Settings) watch(key string, fn func(Setting)) func() {
 	}
 	sortByKey(cur)
 	for _, v := range cur {
-		s.notes.add(note{v: v, to: []*watcher{w}})
+		s.notes.Add(w.call(v))
 	}
 	s.mu.Unlock()
 	return func() {

@@ -34,10 +34,10 @@ var loopAllowed = map[[2]string]string{
 	// (a lease was taken or dropped) without renewing. It could run on loop.Loop the way
 	// events' watcher does, but lease renewal is safety-critical and was left as it is.
 	{"lease/lease.go", kickChannel}: "lease keeper: a kick that does not renew",
-	// The settings notifier is a queue drained on a goroutine started by the first change;
-	// on close it hands out what is queued and then ends, bounded by the caller's context.
-	// loop.Loop's Stop cancels instead of draining.
-	{"settings/watch.go", kickChannel}: "settings notifier: drains its queue before it ends",
+	// The watchers' queue (settings, presence) is drained on a goroutine started by the
+	// first change; on close it hands out what is queued and then ends, bounded by the
+	// caller's context. loop.Loop's Stop cancels instead of draining.
+	{"internal/notify/notify.go", kickChannel}: "watchers' queue: drains before it ends",
 }
 
 type loopFinding struct {

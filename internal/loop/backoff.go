@@ -1,6 +1,7 @@
 package loop
 
 import (
+	"log/slog"
 	"math/rand/v2"
 	"time"
 )
@@ -68,3 +69,23 @@ const (
 	// SignalTimeout bounds sending a bus signal that is only a hint.
 	SignalTimeout = time.Second
 )
+
+// Failing logs the turns of a task repeated in the background (a poll): a warning when it
+// starts failing, and a note when it works again, not a line per round. Only the loop
+// running the task touches it.
+type Failing struct {
+	failing bool
+}
+
+// Report records the outcome of a round: err, or nil when it worked. failMsg is logged,
+// with err, when the task starts failing, okMsg when it works again.
+func (f *Failing) Report(log *slog.Logger, err error, failMsg, okMsg string) {
+	switch {
+	case err != nil && !f.failing:
+		log.Warn(failMsg, "err", err)
+		f.failing = true
+	case err == nil && f.failing:
+		log.Info(okMsg)
+		f.failing = false
+	}
+}
