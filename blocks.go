@@ -16,6 +16,7 @@ import (
 	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/partition"
+	"github.com/twicehq/twice/presence"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 )
@@ -33,6 +34,7 @@ type blocks struct {
 	sessions slot[*session.Sessions]
 	idem     slot[*idempotency.Keys]
 	parts    slot[*partition.Manager]
+	presence slot[*presence.Presence]
 
 	made    []block.Block // every block, in the order made
 	mu      sync.Mutex    // protects started, closed
@@ -52,6 +54,7 @@ func (n *Node) build() error {
 		n.blocks.sessions.make(n, func() (*session.Sessions, error) { return session.New(d, c.Sessions) }),
 		n.blocks.idem.make(n, func() (*idempotency.Keys, error) { return idempotency.New(d, c.idempotency()) }),
 		n.blocks.parts.make(n, func() (*partition.Manager, error) { return partition.New(d) }),
+		n.blocks.presence.make(n, func() (*presence.Presence, error) { return presence.New(d, c.Presence) }),
 	)
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/lease"
+	"github.com/twicehq/twice/presence"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
@@ -161,6 +162,9 @@ type Config struct {
 	// Settings configures [Node.Settings]: the poll, the history kept. Defaults to the zero
 	// settings.Config's defaults.
 	Settings settings.Config
+	// Presence configures [Node.Presence]: the poll. Defaults to the zero presence.Config's
+	// defaults.
+	Presence presence.Config
 	// Sessions configures [Node.Sessions]: cookie, timeouts, trusted proxies. Defaults to
 	// the zero session.Config's defaults.
 	Sessions session.Config

@@ -45,6 +45,8 @@
 //   - [github.com/twicehq/twice/partition]: partition sets spread over the instances, one
 //     fenced owner per key, and where it is ([Node.Partitions]); event groups use them.
 //   - [github.com/twicehq/twice/settings]: cluster-wide configuration ([Node.Settings]).
+//   - [github.com/twicehq/twice/presence]: which user is connected where, in which rooms,
+//     with join and leave events on every instance ([Node.Presence]).
 //   - [github.com/twicehq/twice/session]: shared HTTP sessions ([Node.Sessions]).
 //   - [github.com/twicehq/twice/idempotency]: Idempotency-Key middleware
 //     ([Node.Idempotency]).

@@ -21,6 +21,7 @@ import (
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/lock"
 	"github.com/twicehq/twice/partition"
+	"github.com/twicehq/twice/presence"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
@@ -30,7 +31,7 @@ import (
 func Components() []store.Component {
 	return []store.Component{lease.Component(), cluster.Component(), bus.Component(), events.Component(),
 		session.Component(), idempotency.Component(), settings.Component(), jobs.Component(), cron.Component(),
-		partition.Component()}
+		partition.Component(), presence.Component()}
 }
 
 // LeaseChannel is the bus channel on which released lease names are announced. A message

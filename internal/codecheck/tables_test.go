@@ -25,6 +25,7 @@ var namedElsewhere = []struct{ pkg, name, why string }{
 	{"session", "twice_session", "the session cookie's default name, not a table"},
 	{"cmd/twice", "twice_check_", "the prefix of the scratch schema `twice check` makes on PostgreSQL, not a table"},
 	{"jobs", "twice_members", "jobs counts the workers of live members in one statement with its own table (queues.go), as cluster.Alive's joins do"},
+	{"presence", "twice_members", "presence reads live members' entries with their address in one statement, and finds dead members owning entries from the members' side (an index probe per member, not a scan of the entries), as cluster.Alive's joins do"},
 	{"internal/check", "twice_events", "the checker is the oracle: it counts the events the database holds, not what the API it judges reports"},
 	{"internal/check", "twice_jobs", "the checker is the oracle: it reads the jobs the database holds, not what the API it judges reports"},
 }

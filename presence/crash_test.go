@@ -1,0 +1,147 @@
+package presence_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/twicetest"
+)
+
+// entries counts the rows of the presence table whose instance is id, alive or not: what
+// the database still holds, not what the views show.
+func entries(t *testing.T, n *twice.Node, id string) int {
+	t.Helper()
+	var c int
+	s := n.Store()
+	if err := s.Reader().QueryRow(context.Background(), s.SQL("SELECT count(*) FROM twice_presence WHERE service = $1 AND instance = $2"),
+		n.Service(), id).Scan(&c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A crashed instance hands nothing over: the survivors find it dead, its users leave their
+// rooms on every survivor's view with one Left event each, its entries are deleted, and a
+// user it shared with a survivor stays online through the survivor's connection.
+func TestCrashedInstanceEntriesVanish(t *testing.T) {
+	t.Parallel()
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		t.Parallel()
+		ctx := context.Background()
+		nodes := twicetest.Open(t, 3, &twicetest.Options{Store: s})
+		doomed, a, b := nodes[0], nodes[1], nodes[2]
+		wa, wb := &events{}, &events{}
+		defer a.Presence().WatchAll(wa.add)()
+		defer b.Presence().WatchAll(wb.add)()
+		for _, u := range []string{"alice", "carol"} {
+			if _, err := doomed.Presence().Connect(ctx, u, "lobby"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := a.Presence().Connect(ctx, "carol", "lobby"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Presence().Connect(ctx, "bob", "lobby"); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []*twice.Node{a, b} {
+			testnode.Eventually(t, liveness, "everyone in the lobby", func() bool { return online(t, n.Presence(), "lobby") == "alice,bob,carol" })
+		}
+
+		twicetest.Crash(t, doomed)
+		for i, w := range []*events{wa, wb} {
+			testnode.Eventually(t, liveness, "alice leaves the lobby and the service", func() bool {
+				return w.has("left lobby alice") && w.has("left  alice")
+			})
+			n := []*twice.Node{a, b}[i]
+			if got := online(t, n.Presence(), "lobby"); got != "bob,carol" {
+				t.Fatalf("%s: lobby = %q after the crash", n.ID(), got)
+			}
+			es, err := n.Presence().Where(ctx, "carol")
+			if err != nil || len(es) != 1 || es[0].Instance != a.ID() {
+				t.Fatalf("%s: carol is at %+v, %v", n.ID(), es, err)
+			}
+			if c := w.count("left lobby carol"); c != 0 {
+				t.Fatalf("%s: carol left the lobby %d times, though a survivor holds her connection", n.ID(), c)
+			}
+			if c := w.count("left lobby alice"); c != 1 {
+				t.Fatalf("%s: alice left the lobby %d times", n.ID(), c)
+			}
+		}
+		testnode.Eventually(t, liveness, "the dead instance's entries deleted", func() bool { return entries(t, a, doomed.ID()) == 0 })
+	})
+}
+
+// An instance that restarts under the same id finds its previous process's entries alive
+// again (its member row is), and deletes them when its presence starts: the users that
+// process held leave, on every instance.
+func TestRestartClearsThePreviousIncarnation(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		cfg := testnode.Fast()
+		cfg.InstanceID = "web-1"
+		first := testnode.Open(t, db, "chat", cfg)
+		if _, err := first.Presence().Connect(ctx, "alice", "lobby"); err != nil {
+			t.Fatal(err)
+		}
+		// Crashed alone, nobody deletes its entries: its process is gone, its rows stay.
+		twicetest.Crash(t, first)
+
+		again := testnode.Open(t, db, "chat", cfg) // the same instance id, a new process
+		observer := testnode.Open(t, db, "chat", testnode.Fast())
+		w := &events{}
+		defer observer.Presence().Watch("lobby", w.add)()
+		// The member is alive again, so without the restart's clear alice would be online.
+		testnode.Eventually(t, liveness, "the old entry counted alive", func() bool { return w.has("joined lobby alice") })
+		if entries(t, observer, "web-1") == 0 {
+			t.Fatal("the previous process's entries are gone before the restart's presence started")
+		}
+
+		p := again.Presence()
+		if es, err := p.Where(ctx, "alice"); err != nil || len(es) != 0 {
+			t.Fatalf("after the restart's presence started, alice is at %+v, %v", es, err)
+		}
+		if n := entries(t, observer, "web-1"); n != 0 {
+			t.Fatalf("%d entries of the previous process left", n)
+		}
+		testnode.Eventually(t, liveness, "alice leaves on the observer", func() bool { return w.has("left lobby alice") })
+		// The new process's own connections are kept.
+		if _, err := p.Connect(ctx, "bob", "lobby"); err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, liveness, "bob joins", func() bool { return online(t, observer.Presence(), "lobby") == "bob" })
+	})
+}
+
+// Close removes the instance's entries before it leaves: a deploy leaves no zombie, and
+// nobody has to wait for a death to be found.
+func TestCloseRemovesEntries(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		leaving := testnode.Open(t, db, "chat", testnode.Calm())
+		staying := testnode.Open(t, db, "chat", testnode.Calm())
+		w := &events{}
+		defer staying.Presence().Watch("", w.add)()
+		if _, err := leaving.Presence().Connect(ctx, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, liveness, "alice online", func() bool { return w.has("joined  alice") })
+		if err := leaving.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := entries(t, staying, leaving.ID()); n != 0 {
+			t.Fatalf("%d entries left after Close", n)
+		}
+		testnode.Eventually(t, liveness, "alice offline", func() bool { return w.has("left  alice") })
+		if got := online(t, staying.Presence(), ""); got != "" {
+			t.Fatalf("online after the deploy: %q", got)
+		}
+	})
+}

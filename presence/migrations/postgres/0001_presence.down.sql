@@ -1,0 +1,2 @@
+DROP TABLE twice_presence_revs;
+DROP TABLE twice_presence;
