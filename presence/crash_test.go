@@ -7,6 +7,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/presence"
 	"github.com/twicehq/twice/twicetest"
 )
 
@@ -33,9 +34,9 @@ func TestCrashedInstanceEntriesVanish(t *testing.T) {
 		ctx := context.Background()
 		nodes := twicetest.Open(t, 3, &twicetest.Options{Store: s})
 		doomed, a, b := nodes[0], nodes[1], nodes[2]
-		wa, wb := &events{}, &events{}
-		defer a.Presence().WatchAll(wa.add)()
-		defer b.Presence().WatchAll(wb.add)()
+		wa, wb := &seen{}, &seen{}
+		defer a.Presence().WatchAll(wa.Add)()
+		defer b.Presence().WatchAll(wb.Add)()
 		for _, u := range []string{"alice", "carol"} {
 			if _, err := doomed.Presence().Connect(ctx, u, "lobby"); err != nil {
 				t.Fatal(err)
@@ -52,9 +53,9 @@ func TestCrashedInstanceEntriesVanish(t *testing.T) {
 		}
 
 		twicetest.Crash(t, doomed)
-		for i, w := range []*events{wa, wb} {
+		for i, w := range []*seen{wa, wb} {
 			testnode.Eventually(t, liveness, "alice leaves the lobby and the service", func() bool {
-				return w.has("left lobby alice") && w.has("left  alice")
+				return w.Has(ev(presence.Left, "lobby", "alice")) && w.Has(ev(presence.Left, "", "alice"))
 			})
 			n := []*twice.Node{a, b}[i]
 			if got := online(t, n.Presence(), "lobby"); got != "bob,carol" {
@@ -64,10 +65,10 @@ func TestCrashedInstanceEntriesVanish(t *testing.T) {
 			if err != nil || len(es) != 1 || es[0].Instance != a.ID() {
 				t.Fatalf("%s: carol is at %+v, %v", n.ID(), es, err)
 			}
-			if c := w.count("left lobby carol"); c != 0 {
+			if c := w.Count(ev(presence.Left, "lobby", "carol")); c != 0 {
 				t.Fatalf("%s: carol left the lobby %d times, though a survivor holds her connection", n.ID(), c)
 			}
-			if c := w.count("left lobby alice"); c != 1 {
+			if c := w.Count(ev(presence.Left, "lobby", "alice")); c != 1 {
 				t.Fatalf("%s: alice left the lobby %d times", n.ID(), c)
 			}
 		}
@@ -94,10 +95,10 @@ func TestRestartClearsThePreviousIncarnation(t *testing.T) {
 
 		again := testnode.Open(t, db, "chat", cfg) // the same instance id, a new process
 		observer := testnode.Open(t, db, "chat", testnode.Fast())
-		w := &events{}
-		defer observer.Presence().Watch("lobby", w.add)()
+		w := &seen{}
+		defer observer.Presence().Watch("lobby", w.Add)()
 		// The member is alive again, so without the restart's clear alice would be online.
-		testnode.Eventually(t, liveness, "the old entry counted alive", func() bool { return w.has("joined lobby alice") })
+		testnode.Eventually(t, liveness, "the old entry counted alive", func() bool { return w.Has(ev(presence.Joined, "lobby", "alice")) })
 		if entries(t, observer, "web-1") == 0 {
 			t.Fatal("the previous process's entries are gone before the restart's presence started")
 		}
@@ -109,7 +110,7 @@ func TestRestartClearsThePreviousIncarnation(t *testing.T) {
 		if n := entries(t, observer, "web-1"); n != 0 {
 			t.Fatalf("%d entries of the previous process left", n)
 		}
-		testnode.Eventually(t, liveness, "alice leaves on the observer", func() bool { return w.has("left lobby alice") })
+		testnode.Eventually(t, liveness, "alice leaves on the observer", func() bool { return w.Has(ev(presence.Left, "lobby", "alice")) })
 		// The new process's own connections are kept.
 		if _, err := p.Connect(ctx, "bob", "lobby"); err != nil {
 			t.Fatal(err)
@@ -127,19 +128,19 @@ func TestCloseRemovesEntries(t *testing.T) {
 		ctx := context.Background()
 		leaving := testnode.Open(t, db, "chat", testnode.Calm())
 		staying := testnode.Open(t, db, "chat", testnode.Calm())
-		w := &events{}
-		defer staying.Presence().Watch("", w.add)()
+		w := &seen{}
+		defer staying.Presence().Watch("", w.Add)()
 		if _, err := leaving.Presence().Connect(ctx, "alice"); err != nil {
 			t.Fatal(err)
 		}
-		testnode.Eventually(t, liveness, "alice online", func() bool { return w.has("joined  alice") })
+		testnode.Eventually(t, liveness, "alice online", func() bool { return w.Has(ev(presence.Joined, "", "alice")) })
 		if err := leaving.Close(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if n := entries(t, staying, leaving.ID()); n != 0 {
 			t.Fatalf("%d entries left after Close", n)
 		}
-		testnode.Eventually(t, liveness, "alice offline", func() bool { return w.has("left  alice") })
+		testnode.Eventually(t, liveness, "alice offline", func() bool { return w.Has(ev(presence.Left, "", "alice")) })
 		if got := online(t, staying.Presence(), ""); got != "" {
 			t.Fatalf("online after the deploy: %q", got)
 		}

@@ -3,10 +3,8 @@ package presence_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,35 +22,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // noisy; a correct implementation takes milliseconds.
 const liveness = 20 * time.Second
 
-// events records what a watcher was told.
-type events struct {
-	mu   sync.Mutex // protects seen
-	seen []string
+// ev is the event kind room user, as a watcher gets it.
+func ev(kind presence.Kind, room, user string) presence.Event {
+	return presence.Event{Kind: kind, Room: room, User: user}
 }
 
-func (e *events) add(ev presence.Event) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.seen = append(e.seen, fmt.Sprintf("%s %s %s", ev.Kind, ev.Room, ev.User))
-}
-
-func (e *events) list() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return slices.Clone(e.seen)
-}
-
-func (e *events) has(s string) bool { return slices.Contains(e.list(), s) }
-
-func (e *events) count(s string) int {
-	n := 0
-	for _, x := range e.list() {
-		if x == s {
-			n++
-		}
-	}
-	return n
-}
+// seen records a watcher's events.
+type seen = testnode.Seen[presence.Event]
 
 func online(t *testing.T, p *presence.Presence, room string) string {
 	t.Helper()
@@ -73,9 +49,9 @@ func TestThreeTabsOnTwoInstances(t *testing.T) {
 		ctx := context.Background()
 		a := testnode.Open(t, db, "chat", twice.Config{AdvertiseAddr: "10.0.0.1:8080"})
 		b := testnode.Open(t, db, "chat", twice.Config{AdvertiseAddr: "10.0.0.2:8080"})
-		wa, wb := &events{}, &events{}
-		defer a.Presence().Watch("lobby", wa.add)()
-		defer b.Presence().Watch("lobby", wb.add)()
+		wa, wb := &seen{}, &seen{}
+		defer a.Presence().Watch("lobby", wa.Add)()
+		defer b.Presence().Watch("lobby", wb.Add)()
 
 		tab1, err := a.Presence().Connect(ctx, "alice", "lobby")
 		if err != nil {
@@ -140,9 +116,9 @@ func TestThreeTabsOnTwoInstances(t *testing.T) {
 		if err := tab3.Leave(ctx, "lobby"); err != nil {
 			t.Fatal(err)
 		}
-		for i, w := range []*events{wa, wb} {
-			testnode.Eventually(t, liveness, "alice leaves the lobby", func() bool { return w.has("left lobby alice") })
-			if got := w.list(); !slices.Equal(got, []string{"joined lobby alice", "left lobby alice"}) {
+		for i, w := range []*seen{wa, wb} {
+			testnode.Eventually(t, liveness, "alice leaves the lobby", func() bool { return w.Has(ev(presence.Left, "lobby", "alice")) })
+			if got := w.List(); !slices.Equal(got, []presence.Event{ev(presence.Joined, "lobby", "alice"), ev(presence.Left, "lobby", "alice")}) {
 				t.Fatalf("watcher %d saw %v", i, got)
 			}
 			if got := online(t, []*twice.Node{a, b}[i].Presence(), "help"); got != "alice,bob" {

@@ -2,8 +2,8 @@
 // a service on SQLite or PostgreSQL, signalling each other over the store's own bus or over
 // NATS. It checks what the instances of one service see of each other through the database
 // and the bus: membership and readiness, leader election, locks across instances, events
-// and consumer groups, caches, settings, jobs and queues, cron, forged bus messages and
-// panics in the application's callbacks.
+// and consumer groups, caches, settings, presence, jobs and queues, cron, forged bus
+// messages and panics in the application's callbacks.
 //
 // [Exercise] runs one function per area (exerciseMembership, exerciseLeader, …), each in
 // its own file; a test that a backend cannot pass says why and skips. The building blocks'
@@ -48,6 +48,7 @@ func Exercise(t *testing.T, backend Backend) {
 		"EventsBudget":   exerciseEventsBudget,
 		"Cache":          exerciseCache,
 		"Settings":       exerciseSettings,
+		"Presence":       exercisePresence,
 		"Jobs":           exerciseJobs,
 		"JobsFlow":       exerciseJobsFlow,
 		"JobsRate":       exerciseJobsRate,
@@ -60,8 +61,8 @@ func Exercise(t *testing.T, backend Backend) {
 	})
 }
 
-// ExerciseBus runs the areas whose behaviour rests on the bus (events, caches, settings
-// and forged messages) on backend: enough to try another bus without the whole suite.
+// ExerciseBus runs the areas whose behaviour rests on the bus (events, caches, settings,
+// presence and forged messages) on backend: enough to try another bus without the whole suite.
 func ExerciseBus(t *testing.T, backend Backend) {
 	runAreas(t, backend, map[string]func(*testing.T, Backend){
 		"Events":         exerciseEvents,
@@ -70,6 +71,7 @@ func ExerciseBus(t *testing.T, backend Backend) {
 		"EventsStreams":  exerciseEventsStreams,
 		"Cache":          exerciseCache,
 		"Settings":       exerciseSettings,
+		"Presence":       exercisePresence,
 		"Forged":         exerciseForged,
 	})
 }

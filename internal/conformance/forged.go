@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/presence"
 	"github.com/twicehq/twice/settings"
 )
 
@@ -40,6 +42,7 @@ func exerciseForged(t *testing.T, backend Backend) {
 		{"Cache", forgedCache},
 		{"EventsWake", forgedEventsWake},
 		{"Settings", forgedSettings},
+		{"Presence", forgedPresence},
 		{"LeaseRelease", forgedLeaseRelease},
 	})
 }
@@ -245,6 +248,31 @@ func forgedSettings(t *testing.T, backend Backend) {
 		if v != 1 { // watchers are told of the current version first
 			t.Fatalf("watchers told of version %d of a setting nobody changed", v)
 		}
+	}
+}
+
+// A forged presence signal makes an instance compare its view's revision with the
+// database's, and nothing more: nobody joins or leaves.
+func forgedPresence(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	a, b := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
+	if _, err := a.Presence().Connect(ctx, "alice", "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	testnode.Eventually(t, 20*time.Second, "b sees alice", func() bool { return onlineIn(t, b, "lobby") == "alice" })
+	w := &seen{}
+	t.Cleanup(b.Presence().WatchAll(w.Add))
+	backend.forge(t, b, presence.Channel, []byte(`{"kind":"left","room":"lobby","user":"alice"}`))
+	for _, g := range garbage {
+		backend.forge(t, b, presence.Channel, g)
+	}
+	if _, err := a.Presence().Connect(ctx, "marker"); err != nil {
+		t.Fatal(err)
+	}
+	testnode.Eventually(t, 20*time.Second, "b sees the marker", func() bool { return w.Has(ev(presence.Joined, "", "marker")) })
+	if got := w.List(); !slices.Equal(got, []presence.Event{ev(presence.Joined, "", "alice"), ev(presence.Joined, "lobby", "alice"), ev(presence.Joined, "", "marker")}) {
+		t.Fatalf("after forged signals b's watcher saw %v", got)
 	}
 }
 
