@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -48,7 +49,7 @@ func (p *Presence) Connect(ctx context.Context, user string, rooms ...string) (*
 	p.used.Store(true)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := p.write(ctx, c.insert(ctx)); err != nil {
+	if err := p.add(ctx, c.insert(ctx)); err != nil {
 		return nil, fmt.Errorf("presence: connect: %w", err)
 	}
 	p.mu.Lock()
@@ -118,7 +119,7 @@ func (c *Conn) Join(ctx context.Context, rooms ...string) error {
 		return ErrClosed
 	}
 	p, gone := c.p, false
-	err := p.write(ctx, func(tx store.Tx) (int64, error) {
+	err := p.add(ctx, func(tx store.Tx) (int64, error) {
 		var n int64
 		for _, r := range rooms {
 			k, err := tx.Exec(ctx, p.q.join, p.st.NowArg(), p.d.Service, c.id, r)
@@ -206,23 +207,22 @@ func (c *Conn) Close(ctx context.Context) error {
 	return nil
 }
 
-// restore puts back the entries of the connections this instance holds, after a stall
-// during which the cluster may have counted it dead and deleted them.
-func (p *Presence) restore() {
-	p.mu.RLock()
-	conns := slices.Collect(maps.Values(p.conns))
-	p.mu.RUnlock()
+// restore puts back the entries of conns, unless they are closed or there already.
+func (p *Presence) restore(conns []*Conn) {
 	for _, c := range conns {
 		ctx, cancel := context.WithTimeout(context.Background(), loop.StatementTimeout)
 		c.mu.Lock()
 		var err error
-		if !c.closed && !p.closed() {
-			err = p.write(ctx, c.insert(ctx))
+		if !c.closed {
+			err = p.add(ctx, c.insert(ctx))
 		}
 		c.mu.Unlock()
 		cancel()
-		if err != nil {
-			p.log.Warn("presence: cannot put back a connection's entry after a stall", "conn", c.id, "err", err)
+		switch {
+		case errors.Is(err, ErrClosed):
+			return
+		case err != nil:
+			p.log.Warn("presence: cannot put back the entry of a connection this instance holds; the next look tries again", "conn", c.id, "err", err)
 		}
 	}
 }

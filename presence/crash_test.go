@@ -3,6 +3,7 @@ package presence_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
@@ -143,6 +144,72 @@ func TestCloseRemovesEntries(t *testing.T) {
 		testnode.Eventually(t, liveness, "alice offline", func() bool { return w.Has(ev(presence.Left, "", "alice")) })
 		if got := online(t, staying.Presence(), ""); got != "" {
 			t.Fatalf("online after the deploy: %q", got)
+		}
+	})
+}
+
+// An instance whose heartbeats stop long enough is counted dead: its users leave and its
+// entries are deleted. When its heartbeats resume it puts back the entries of the
+// connections it still holds, and its users are online again.
+func TestStalledInstancePutsItsConnectionsBack(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		stalled := testnode.Open(t, db, "chat", testnode.Fast())
+		other := testnode.Open(t, db, "chat", testnode.Fast())
+		w := &seen{}
+		defer other.Presence().Watch("lobby", w.Add)()
+		conn, err := stalled.Presence().Connect(ctx, "alice", "lobby")
+		if err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, liveness, "alice joins", func() bool { return w.Has(ev(presence.Joined, "lobby", "alice")) })
+
+		resume := twicetest.StopHeartbeats(t, stalled)
+		testnode.Eventually(t, liveness, "alice leaves with her silent instance", func() bool { return w.Has(ev(presence.Left, "lobby", "alice")) })
+		testnode.Eventually(t, liveness, "its entries deleted", func() bool { return entries(t, other, stalled.ID()) == 0 })
+		resume()
+		testnode.Eventually(t, liveness, "alice back once her instance beats again", func() bool { return w.Count(ev(presence.Joined, "lobby", "alice")) == 2 })
+		if got := conn.Rooms(); len(got) != 1 || got[0] != "lobby" {
+			t.Fatalf("the connection's rooms: %v", got)
+		}
+		if err := conn.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, liveness, "alice leaves when she closes", func() bool { return w.Count(ev(presence.Left, "lobby", "alice")) == 2 })
+	})
+}
+
+// The leader deletes the entries of instances that have no member row any more (reaped,
+// or gone without closing their presence), which no death notice names: nobody reads
+// them, and they do not stay.
+func TestLeaderDeletesOrphanedEntries(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		cfg := testnode.Fast()
+		cfg.Backstop, cfg.Presence = 100*time.Millisecond, presence.Config{Poll: 50 * time.Millisecond}
+		n := testnode.Open(t, db, "chat", cfg)
+		testnode.Eventually(t, liveness, "it leads", n.IsLeader)
+		if _, err := n.Presence().Connect(ctx, "alice", "lobby"); err != nil {
+			t.Fatal(err)
+		}
+		s := n.Store()
+		if _, err := s.Exec(ctx, s.SQL(`INSERT INTO twice_presence (service, conn, room, user_id, instance, incarnation, at)
+SELECT service, 'ghost-conn', '', 'ghost', 'gone-instance', 'x', at FROM twice_presence WHERE service = 'chat' AND room = ''`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Presence().Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if online(t, n.Presence(), "") != "alice" {
+			t.Fatal("an entry without a live instance is read")
+		}
+		testnode.Eventually(t, liveness, "the orphan deleted", func() bool { return entries(t, n, "gone-instance") == 0 })
+		if got := online(t, n.Presence(), "lobby"); got != "alice" {
+			t.Fatalf("lobby = %q: the leader deleted a live instance's entry", got)
 		}
 	})
 }

@@ -164,7 +164,10 @@ type Presence struct {
 	poller      *loop.Loop   // set by Start
 	failing     loop.Failing // the poller's turns; only the poller touches it
 	stopped     atomic.Bool
-	used        atomic.Bool // a connection was made: Close has entries to delete
+	used        atomic.Bool    // a connection was made: Close has entries to delete
+	restoring   atomic.Bool    // a restore runs
+	bg          sync.WaitGroup // the restores, which Close and Abandon wait for
+	entering    sync.RWMutex   // held shared by each write that adds entries, exclusively by Close to refuse them
 	startOnce   sync.Once
 	closeOnce   sync.Once
 }
@@ -218,11 +221,11 @@ func (p *Presence) Start(ctx context.Context) error {
 					p.poller.Kick()
 				}
 			})
-			// An instance counted dead during a stall lost its entries: it puts back those
-			// of the connections it still holds.
+			// An instance that the others counted dead during a stall may have lost its
+			// entries: the look puts back those of the connections it still holds.
 			m.OnStall(func(from, to time.Time) {
 				if !p.closed() {
-					go p.restore()
+					p.poller.Kick()
 				}
 			})
 		}
@@ -264,9 +267,11 @@ func (p *Presence) refresh(ctx context.Context) error {
 		p.purgeDead(ctx)
 	}
 	p.mu.RLock()
-	same := p.loaded && p.v.rev == rev && !dead
+	cur := p.v
+	same := p.loaded && cur.rev == rev && !dead
 	p.mu.RUnlock()
 	if same {
+		p.restoreMissing(cur)
 		return nil
 	}
 	// The view is read after the revision: it holds at least every change up to rev, so a
@@ -276,7 +281,32 @@ func (p *Presence) refresh(ctx context.Context) error {
 		return err
 	}
 	p.apply(nv)
+	p.restoreMissing(nv)
 	return nil
+}
+
+// restoreMissing puts back, on a goroutine of its own, the entries of the connections
+// this instance holds that the view nv lacks: deleted while the cluster counted this
+// instance dead (a stall longer than DeadAfter), while it is alive again. A connection made
+// or closed while nv was read may look missing too; putting it back then writes nothing.
+func (p *Presence) restoreMissing(nv *view) {
+	if p.closed() || (p.d.Members != nil && !p.d.Members.Registered()) {
+		return // counted dead now: what it puts back would be deleted again
+	}
+	p.mu.RLock()
+	var missing []*Conn
+	for id, c := range p.conns {
+		if nv.conns[id] == nil {
+			missing = append(missing, c)
+		}
+	}
+	p.mu.RUnlock()
+	if len(missing) > 0 && p.restoring.CompareAndSwap(false, true) {
+		p.bg.Go(func() {
+			defer p.restoring.Store(false)
+			p.restore(missing)
+		})
+	}
 }
 
 // load reads every live entry of the service.
@@ -497,6 +527,9 @@ func (p *Presence) Close(ctx context.Context) error {
 	p.closeOnce.Do(func() {
 		ran := true
 		p.startOnce.Do(func() { ran = false })
+		// No entry is added from here on (every write that adds one checks under entering),
+		// so the delete below leaves none behind.
+		p.halt()
 		// An unused presence (never started, no connection) has nothing to delete and runs
 		// no statement.
 		var werr error
@@ -520,19 +553,38 @@ func (p *Presence) Abandon(ctx context.Context) {
 	p.closeOnce.Do(func() {
 		ran := true
 		p.startOnce.Do(func() { ran = false })
+		p.halt()
 		p.stop(ran)
 		_ = p.notes.Close(ctx)
 	})
 }
 
+// halt refuses every write that adds entries from now on, and waits for those under way.
+func (p *Presence) halt() {
+	p.entering.Lock()
+	p.stopped.Store(true)
+	p.entering.Unlock()
+	p.bg.Wait()
+}
+
+// stop ends the background work.
 func (p *Presence) stop(ran bool) {
 	if p.unsubscribe != nil {
 		p.unsubscribe()
 	}
-	p.stopped.Store(true)
 	if ran {
 		p.poller.Stop()
 	}
+}
+
+// add runs write fn, which adds entries, unless the presence is closing.
+func (p *Presence) add(ctx context.Context, fn func(tx store.Tx) (int64, error)) error {
+	p.entering.RLock()
+	defer p.entering.RUnlock()
+	if p.closed() {
+		return ErrClosed
+	}
+	return p.write(ctx, fn)
 }
 
 func (p *Presence) closed() bool { return p.stopped.Load() }
