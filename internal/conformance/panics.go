@@ -16,6 +16,7 @@ import (
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/presence"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
 )
@@ -189,6 +190,16 @@ func panicsEveryCallbackIsGuarded(t *testing.T, backend Backend) {
 	testnode.Eventually(t, 20*time.Second, "every invalidation observed by the second observer", func() bool { return observed.Load() == 4 })
 	testnode.Eventually(t, 20*time.Second, "the observer's panics counted", func() bool { return a.Panics() == want+4 })
 	want += 4
+
+	var watched atomic.Int32
+	a.Presence().WatchAll(func(presence.Event) { panic("presence watcher") })
+	a.Presence().WatchAll(func(presence.Event) { watched.Add(1) })
+	if _, err := a.Presence().Connect(ctx, "alice", "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	testnode.Eventually(t, 20*time.Second, "alice's joins reach the second watcher", func() bool { return watched.Load() == 2 })
+	testnode.Eventually(t, 20*time.Second, "the presence watcher's panics counted", func() bool { return a.Panics() == want+2 })
+	want += 2
 
 	mustRegister(t, a, func(context.Context, *jobs.Job[noop]) error { panic("worker") })
 	r, err := a.Jobs().Enqueue(ctx, noop{}, &jobs.Opts{MaxAttempts: 1})
