@@ -301,12 +301,20 @@ func (p *Presence) restoreMissing(nv *view) {
 		}
 	}
 	p.mu.RUnlock()
-	if len(missing) > 0 && p.restoring.CompareAndSwap(false, true) {
-		p.bg.Go(func() {
-			defer p.restoring.Store(false)
-			p.restore(missing)
-		})
+	if len(missing) == 0 || !p.restoring.CompareAndSwap(false, true) {
+		return
 	}
+	// Under entering, so that Close's halt, which waits for bg, never misses one.
+	p.entering.RLock()
+	defer p.entering.RUnlock()
+	if p.closed() {
+		p.restoring.Store(false)
+		return
+	}
+	p.bg.Go(func() {
+		defer p.restoring.Store(false)
+		p.restore(missing)
+	})
 }
 
 // load reads every live entry of the service.
