@@ -37,6 +37,11 @@ func (p *Presence) Connect(ctx context.Context, user string, rooms ...string) (*
 	if err := checkRooms(rooms); err != nil {
 		return nil, err
 	}
+	if p.d.Members == nil {
+		// Entries are read only while their instance is a live member: one that is not
+		// would be written and never seen.
+		return nil, errors.New("presence: Connect needs Deps.Members: a connection counts only while the instance holding it is alive in the cluster")
+	}
 	if p.closed() {
 		return nil, ErrClosed
 	}

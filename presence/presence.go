@@ -100,8 +100,9 @@ func truncate(s string, n int) string {
 
 // Config configures [New]. What presence works on comes in its [block.Deps]: the store
 // and service, the instance that owns the connections made through it, its membership
-// (deaths, and the liveness entries are read by) and the bus (without one, changes reach
-// other instances at their next poll).
+// (required to connect: entries count only while their instance is a live member; the
+// deaths it finds) and the bus (without one, changes reach other instances at their next
+// poll).
 type Config struct {
 	// Poll is how often each instance compares its view with the database, in case a bus
 	// signal was lost, while the bus cannot vouch for its delivery (block.Deps.Backstop
