@@ -33,7 +33,11 @@ func TestCrashedInstanceEntriesVanish(t *testing.T) {
 	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
 		t.Parallel()
 		ctx := context.Background()
-		nodes := twicetest.Open(t, 3, &twicetest.Options{Store: s})
+		// Slower beats than twicetest's: a survivor that a loaded machine holds up for a
+		// second must not be counted dead, which would make its users leave too. The
+		// crash is found by the liveness lock, not by the beats.
+		nodes := twicetest.Open(t, 3, &twicetest.Options{Store: s, Config: twice.Config{
+			HeartbeatInterval: 250 * time.Millisecond, DeadAfter: 5 * time.Second}})
 		doomed, a, b := nodes[0], nodes[1], nodes[2]
 		wa, wb := &seen{}, &seen{}
 		defer a.Presence().WatchAll(wa.Add)()
@@ -85,7 +89,7 @@ func TestRestartClearsThePreviousIncarnation(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		cfg := testnode.Fast()
+		cfg := testnode.Calm()
 		cfg.InstanceID = "web-1"
 		first := testnode.Open(t, db, "chat", cfg)
 		if _, err := first.Presence().Connect(ctx, "alice", "lobby"); err != nil {
@@ -95,7 +99,7 @@ func TestRestartClearsThePreviousIncarnation(t *testing.T) {
 		twicetest.Crash(t, first)
 
 		again := testnode.Open(t, db, "chat", cfg) // the same instance id, a new process
-		observer := testnode.Open(t, db, "chat", testnode.Fast())
+		observer := testnode.Open(t, db, "chat", testnode.Calm())
 		w := &seen{}
 		defer observer.Presence().Watch("lobby", w.Add)()
 		// The member is alive again, so without the restart's clear alice would be online.
@@ -156,8 +160,9 @@ func TestStalledInstancePutsItsConnectionsBack(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		stalled := testnode.Open(t, db, "chat", testnode.Fast())
-		other := testnode.Open(t, db, "chat", testnode.Fast())
+		cfg := twice.Config{HeartbeatInterval: 100 * time.Millisecond, DeadAfter: time.Second, LeaseTTL: time.Second}
+		stalled := testnode.Open(t, db, "chat", cfg)
+		other := testnode.Open(t, db, "chat", cfg)
 		w := &seen{}
 		defer other.Presence().Watch("lobby", w.Add)()
 		conn, err := stalled.Presence().Connect(ctx, "alice", "lobby")
@@ -170,14 +175,16 @@ func TestStalledInstancePutsItsConnectionsBack(t *testing.T) {
 		testnode.Eventually(t, liveness, "alice leaves with her silent instance", func() bool { return w.Has(ev(presence.Left, "lobby", "alice")) })
 		testnode.Eventually(t, liveness, "its entries deleted", func() bool { return entries(t, other, stalled.ID()) == 0 })
 		resume()
-		testnode.Eventually(t, liveness, "alice back once her instance beats again", func() bool { return w.Count(ev(presence.Joined, "lobby", "alice")) == 2 })
+		testnode.Eventually(t, liveness, "alice back once her instance beats again", func() bool { return w.Count(ev(presence.Joined, "lobby", "alice")) >= 2 })
 		if got := conn.Rooms(); len(got) != 1 || got[0] != "lobby" {
 			t.Fatalf("the connection's rooms: %v", got)
 		}
 		if err := conn.Close(ctx); err != nil {
 			t.Fatal(err)
 		}
-		testnode.Eventually(t, liveness, "alice leaves when she closes", func() bool { return w.Count(ev(presence.Left, "lobby", "alice")) == 2 })
+		testnode.Eventually(t, liveness, "alice leaves when she closes", func() bool {
+			return w.Count(ev(presence.Left, "lobby", "alice")) >= 2 && online(t, other.Presence(), "lobby") == ""
+		})
 	})
 }
 

@@ -44,7 +44,7 @@ func killedInstancePresence(t *testing.T, db testdb.DB, noLock bool) {
 	// beats, however long DeadAfter is.
 	opts.HeartbeatInterval, opts.DeadAfter = 100*time.Millisecond, deadAfter
 	if noLock {
-		opts.NoLivenessLock, opts.DeadAfter = true, time.Second
+		opts.NoLivenessLock, opts.DeadAfter = true, 2*time.Second
 	}
 	opts.Workloads = []instance.Workload{instance.Presence{Users: []string{"alice"}, Rooms: []string{"lobby"}}}
 	observer := testnode.Open(t, db, opts.Service, twice.Config{HeartbeatInterval: opts.HeartbeatInterval, DeadAfter: opts.DeadAfter,
