@@ -260,8 +260,8 @@ func (p *Presence) refresh(ctx context.Context) error {
 	p.refreshMu.Lock()
 	defer p.refreshMu.Unlock()
 	var rev int64
-	var dead bool
-	if err := p.st.Reader().QueryRow(ctx, p.q.check, p.st.NowArg(), p.d.Service).Scan(&rev, &dead); err != nil {
+	var dead, alive bool
+	if err := p.st.Reader().QueryRow(ctx, p.q.check, p.st.NowArg(), p.d.Service, p.d.Instance).Scan(&rev, &dead, &alive); err != nil {
 		return fmt.Errorf("presence: check: %w", err)
 	}
 	if dead {
@@ -272,7 +272,7 @@ func (p *Presence) refresh(ctx context.Context) error {
 	same := p.loaded && cur.rev == rev && !dead
 	p.mu.RUnlock()
 	if same {
-		p.restoreMissing(cur)
+		p.restoreMissing(cur, alive)
 		return nil
 	}
 	// The view is read after the revision: it holds at least every change up to rev, so a
@@ -282,17 +282,18 @@ func (p *Presence) refresh(ctx context.Context) error {
 		return err
 	}
 	p.apply(nv)
-	p.restoreMissing(nv)
+	p.restoreMissing(nv, alive)
 	return nil
 }
 
 // restoreMissing puts back, on a goroutine of its own, the entries of the connections
 // this instance holds that the view nv lacks: deleted while the cluster counted this
-// instance dead (a stall longer than DeadAfter), while it is alive again. A connection made
-// or closed while nv was read may look missing too; putting it back then writes nothing.
-func (p *Presence) restoreMissing(nv *view) {
-	if p.closed() || (p.d.Members != nil && !p.d.Members.Registered()) {
-		return // counted dead now: what it puts back would be deleted again
+// instance dead (a stall longer than DeadAfter, a liveness lock lost), once the database
+// counts it alive again (alive, read with nv's revision). A connection made or closed while
+// nv was read may look missing too; putting it back then writes nothing.
+func (p *Presence) restoreMissing(nv *view, alive bool) {
+	if p.closed() || !alive {
+		return // counted dead now: what it put back would be deleted again
 	}
 	p.mu.RLock()
 	var missing []*Conn

@@ -68,8 +68,11 @@ WHERE service = $2 AND instance IN (SELECT d.id FROM twice_members d
 	purgeAll: `
 DELETE FROM twice_presence
 WHERE service = $2 AND NOT ` + cluster.Alive("twice_presence.service", "twice_presence.instance", "{now}"),
-	// check is a poll's look: the revision, and whether a dead member still owns entries.
-	check: `SELECT coalesce((SELECT rev FROM twice_presence_revs WHERE service = $2), 0), ` + deadOwner,
+	// check is a poll's look: the revision, whether a dead member still owns entries, and
+	// whether this instance ($3) is alive, so that it puts back its missing entries only
+	// when no one would delete them again.
+	check: `SELECT coalesce((SELECT rev FROM twice_presence_revs WHERE service = $2), 0), ` + deadOwner + `,
+  ` + cluster.Alive("$2", "$3", "{now}"),
 	// load reads the service's entries whose instance is alive, with its address.
 	load: `
 SELECT p.conn, p.room, p.user_id, p.instance, m.addr, p.at
