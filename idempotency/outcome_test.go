@@ -13,7 +13,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/idempotency"
-	"github.com/twicehq/twice/internal/check"
+	"github.com/twicehq/twice/internal/faultproxy"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
@@ -63,13 +63,13 @@ func newBlip(t *testing.T, db testdb.DB) *blip {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := check.NewProxy(u.Host)
+	p, err := faultproxy.New(u.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
 	u.Host = p.Addr()
-	b := &blip{db: db, start: func() { p.Set(check.Drop, 0) }, end: func() { p.Set(check.Pass, 0) }}
+	b := &blip{db: db, start: func() { p.Set(faultproxy.Drop, 0) }, end: func() { p.Set(faultproxy.Pass, 0) }}
 	b.db.DSN = u.String()
 	return b
 }

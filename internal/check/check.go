@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/twicehq/twice/internal/faultproxy"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/store"
 )
@@ -244,7 +245,7 @@ type run struct {
 	rng     *rand.Rand
 	report  *Report
 	g       *instance.Group
-	proxies []*Proxy
+	proxies []*faultproxy.Proxy
 	http    *httpLoad
 	log     []faultRec // every fault injected, for judging duplicate job runs
 	rec     *recorder  // every operation, for the report's charts
@@ -281,7 +282,7 @@ func (r *run) start(ctx context.Context) error {
 			return fmt.Errorf("check: %s: PostgreSQL needs the URL form of the DSN (postgres://HOST:PORT/…) to put fault proxies in front of it", store.Redact(r.p.DSN))
 		}
 		for range r.p.Instances {
-			px, err := NewProxy(u.Host)
+			px, err := faultproxy.New(u.Host)
 			if err != nil {
 				return err
 			}
@@ -360,17 +361,17 @@ func (r *run) fault(ctx context.Context, kind string, slot int) error {
 		sleep(ctx, ttl*3/2+time.Duration(r.rng.Int64N(int64(ttl))))
 		return r.g.Signal(slot, syscall.SIGCONT)
 	case FaultDrop:
-		r.proxies[slot].Set(Drop, 0)
+		r.proxies[slot].Set(faultproxy.Drop, 0)
 		sleep(ctx, ttl+time.Duration(r.rng.Int64N(int64(ttl))))
-		r.proxies[slot].Set(Pass, 0)
+		r.proxies[slot].Set(faultproxy.Pass, 0)
 	case FaultDelay:
-		r.proxies[slot].Set(Delay, ttl/10+time.Duration(r.rng.Int64N(int64(ttl/2))))
+		r.proxies[slot].Set(faultproxy.Delay, ttl/10+time.Duration(r.rng.Int64N(int64(ttl/2))))
 		sleep(ctx, 2*ttl)
-		r.proxies[slot].Set(Pass, 0)
+		r.proxies[slot].Set(faultproxy.Pass, 0)
 	case FaultBlackhole:
-		r.proxies[slot].Set(Blackhole, 0)
+		r.proxies[slot].Set(faultproxy.Blackhole, 0)
 		sleep(ctx, ttl*3/2+time.Duration(r.rng.Int64N(int64(ttl))))
-		r.proxies[slot].Set(Pass, 0)
+		r.proxies[slot].Set(faultproxy.Pass, 0)
 	case FaultRestart:
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
@@ -386,7 +387,7 @@ func (r *run) fault(ctx context.Context, kind string, slot int) error {
 // whether it did.
 func (r *run) heal(ctx context.Context) bool {
 	for _, px := range r.proxies {
-		px.Set(Pass, 0)
+		px.Set(faultproxy.Pass, 0)
 	}
 	for i := range r.p.Instances {
 		_ = r.g.Signal(i, syscall.SIGCONT)

@@ -9,19 +9,20 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/faultproxy"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
 )
 
 // proxied returns dsn with its host:port replaced by a new proxy's, and the proxy.
-func proxied(t *testing.T, dsn string) (string, *Proxy) {
+func proxied(t *testing.T, dsn string) (string, *faultproxy.Proxy) {
 	t.Helper()
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := NewProxy(u.Host)
+	p, err := faultproxy.New(u.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestDatabaseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var nodes []*twice.Node
-	var proxies []*Proxy
+	var proxies []*faultproxy.Proxy
 	for range 3 {
 		dsn, p := proxied(t, db.DSN)
 		n, err := twice.Open(ctx, twice.Config{DSN: dsn, Schema: db.Schema, Name: "svc", Logger: testdb.Logger(t),
@@ -102,7 +103,7 @@ func TestDatabaseOutage(t *testing.T) {
 	allReady := func(want bool) bool { return ready(want) && readyz(want) }
 	waitUntil(t, 20*time.Second, "ready with one leader", func() bool { return allReady(true) && leaders() == 1 })
 
-	for _, mode := range []Mode{Blackhole, Drop} {
+	for _, mode := range []faultproxy.Mode{faultproxy.Blackhole, faultproxy.Drop} {
 		for _, p := range proxies {
 			p.Set(mode, 0)
 		}
@@ -120,7 +121,7 @@ func TestDatabaseOutage(t *testing.T) {
 		}
 		t.Logf("%s: all nodes not ready and no leader %v after the database vanished", mode, took.Round(time.Millisecond))
 		for _, p := range proxies {
-			p.Set(Pass, 0)
+			p.Set(faultproxy.Pass, 0)
 		}
 		took = waitUntil(t, 30*time.Second, mode.String()+": recovered with one leader", func() bool {
 			return allReady(true) && leaders() == 1

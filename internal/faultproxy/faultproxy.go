@@ -1,4 +1,7 @@
-package check
+// Package faultproxy is a TCP proxy that injects network faults between a process and a
+// server (its database): drop, delay, blackhole. `twice check` puts one in front of
+// PostgreSQL per instance, and so does `twice run --chaos`.
+package faultproxy
 
 import (
 	"net"
@@ -41,8 +44,8 @@ type Proxy struct {
 	wg     sync.WaitGroup
 }
 
-// NewProxy listens on a free local port and forwards to target (host:port).
-func NewProxy(target string) (*Proxy, error) {
+// New listens on a free local port and forwards to target (host:port).
+func New(target string) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
