@@ -27,8 +27,9 @@ import (
 	"github.com/twicehq/twice/lease"
 )
 
-// EnvOptions carries the JSON-encoded [Options] to a child process.
-const EnvOptions = "TWICE_INSTANCE"
+// EnvOptions carries the JSON-encoded [Options] to a child process. Not TWICE_INSTANCE:
+// `twice run` gives every instance it starts that name, its slot.
+const EnvOptions = "TWICE_INSTANCE_OPTIONS"
 
 // Options configure a child instance: its node, and the workloads it runs.
 type Options struct {
@@ -100,8 +101,8 @@ func (e Event) Time() time.Time { return time.Unix(0, e.T) }
 // IsChild reports whether this process was started as an instance.
 func IsChild() bool { return os.Getenv(EnvOptions) != "" }
 
-// Main runs the instance described by $TWICE_INSTANCE until SIGTERM or SIGINT, then closes
-// the node gracefully. It returns the process exit code.
+// Main runs the instance described by $TWICE_INSTANCE_OPTIONS until SIGTERM or SIGINT, then
+// closes the node gracefully. It returns the process exit code.
 func Main() int {
 	var o Options
 	if err := json.Unmarshal([]byte(os.Getenv(EnvOptions)), &o); err != nil {
