@@ -17,6 +17,9 @@ func TestMain(m *testing.M) {
 	if instance.IsChild() {
 		os.Exit(instance.Main())
 	}
+	if os.Getenv(envRunChild) != "" {
+		os.Exit(runChild())
+	}
 	os.Exit(m.Run())
 }
 

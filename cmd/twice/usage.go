@@ -38,6 +38,9 @@ func init() {
 	commands = []command{
 		{name: "demo", run: noStderr(demoCmd), note: dbNote, lines: []usageLine{
 			{"", "[--dsn DSN]", "three local instances: failover, drain and fencing"}}},
+		{name: "run", run: runCmd, note: runNote, lines: []usageLine{
+			{"", "[-n 3] [--port 8080] [--health /readyz] [--interval 1s] [--fails 3] [--sticky]\n[--restart never|on-failure|always] [--chaos D] [--faults LIST] [--dsn DSN]\n[--grace 10s] -- CMD [ARGS…]",
+				"N instances of any command behind a health-checking\nproxy: merged logs, restarts, rolling restart, chaos"}}},
 		{name: "status", run: noStderr(statusCmd), note: serviceNote + "\n" + dbNote, lines: []usageLine{
 			{"", "[--dsn DSN] [--service NAME] [--json]", "members, leader and locks of each service"}}},
 		{name: "migrate", run: noStderr(migrateCmd), note: dbNote, lines: []usageLine{
