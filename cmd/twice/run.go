@@ -34,13 +34,13 @@ func runCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	out, _ := stdout.(*os.File)
 	tty := out != nil && runner.IsTerminal(out)
 	cfg.Out, cfg.Color, cfg.StatusLine = stdout, tty && os.Getenv("NO_COLOR") == "", tty
+	hup := make(chan os.Signal, 1) // before Start: once the proxy is announced, SIGHUP restarts
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	r, err := runner.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	if tty && runner.IsTerminal(os.Stdin) {
 		keys, stop := context.WithCancel(ctx)
 		restored := make(chan struct{})

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,6 +90,13 @@ func TestRunServes(t *testing.T) {
 			}
 		}
 		return seen["1"] && seen["2"]
+	})
+	// SIGHUP restarts them one at a time.
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testnode.Eventually(t, 90*time.Second, "a rolling restart on SIGHUP", func() bool {
+		return strings.Contains(out.String(), "rolling restart done")
 	})
 	cancel()
 	select {

@@ -172,6 +172,33 @@ func TestStickyCookie(t *testing.T) {
 	}
 }
 
+func TestConsole(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Instances: 2}, "serve")
+	get(t, client, b.url)
+	status := b.r.statusText()
+	for _, want := range []string{"1 ready", "2 ready", "| 1 requests, 0 failed"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status line %q lacks %q", status, want)
+		}
+	}
+	if out := b.out.String(); !strings.Contains(out, "1     | instance 1 listening on") || strings.Contains(out, "\x1b[") {
+		t.Errorf("plain output expected, each line prefixed with its instance:\n%s", out)
+	}
+
+	var colored, tty testnode.Buffer
+	newConsole(&colored, true, false, 12).line(2, "2", "hello")
+	if got, want := colored.String(), "\x1b[33m2     | \x1b[0mhello\n"; got != want {
+		t.Errorf("coloured line %q, want %q", got, want)
+	}
+	c := newConsole(&tty, false, true, 3)
+	c.setStatus("status")
+	c.line(1, "1", "log")
+	if got, want := tty.String(), "\r\x1b[Kstatus\r\x1b[K1     | log\nstatus"; got != want {
+		t.Errorf("a line under a status line: %q, want %q", got, want)
+	}
+}
+
 func TestParseSticky(t *testing.T) {
 	for v, want := range map[string]int{"1": 1, "3": 3, "0": 0, "4": 0, "01": 0, "-1": 0, "+1": 0, "": 0, "x": 0, "1000": 0} {
 		got, ok := parseSticky(v, 3)
