@@ -21,7 +21,8 @@ import (
 const runNote = `Each instance gets PORT (its own, chosen free), TWICE_INSTANCE (1 to N) and TWICE_DSN
 (--dsn, then $TWICE_DSN, then sqlite:.twice/twice.db here; twice.Config reads it). It must
 listen on PORT on 127.0.0.1 or every interface and answer --health with 2xx when ready.
-SIGHUP, or the key r on a terminal, restarts the instances one at a time; Ctrl-C stops all.
+SIGHUP, or the key r on a terminal, restarts the instances one at a time; Ctrl-C stops
+all (SIGTERM, SIGKILL after --grace or at a second Ctrl-C).
 Chaos faults: kill (SIGKILL), stop (SIGSTOP for D), and on a postgres:// DSN delay and drop
 (its database connections, through a proxy of its own).`
 
@@ -54,10 +55,20 @@ func runCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 			})
 		}()
 	}
+	// The first Ctrl-C (or SIGTERM) reaches main's context too and stops everything gently;
+	// the second leaves the instances no more grace.
+	stops := make(chan os.Signal, 2)
+	signal.Notify(stops, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(stops)
+	n := 0
 	for {
 		select {
 		case <-hup:
 			r.Roll()
+		case <-stops:
+			if n++; n == 2 {
+				r.Kill()
+			}
 		case <-r.Done():
 			return r.Wait()
 		}

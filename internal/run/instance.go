@@ -249,6 +249,8 @@ func (r *Runner) stopPID(in *instance, pid int, exited <-chan struct{}) {
 	case <-exited:
 	case <-time.After(r.cfg.Grace):
 		r.say("instance %d did not stop within %v of SIGTERM: SIGKILL", in.slot, r.cfg.Grace)
+	case <-r.hurry:
+		r.say("instance %d: SIGKILL, as asked", in.slot)
 	}
 	syscall.Kill(-pid, syscall.SIGKILL)
 	<-exited

@@ -185,11 +185,13 @@ type Runner struct {
 	rolling  bool       // a rolling restart is under way
 	stopping bool       // the runner is shutting down: no instance starts again
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine of the runner
-	done   chan struct{}  // closed once everything has stopped
-	err    error          // why the runner stopped early, set before done closes
+	ctx       context.Context
+	cancel    context.CancelFunc
+	hurry     chan struct{} // closed by Kill: instances stopping get SIGKILL without their grace
+	hurryOnce sync.Once
+	wg        sync.WaitGroup // every goroutine of the runner
+	done      chan struct{}  // closed once everything has stopped
+	err       error          // why the runner stopped early, set before done closes
 }
 
 // Start starts the instances and the proxy, and returns once the proxy listens. Everything
@@ -203,7 +205,7 @@ func Start(ctx context.Context, cfg Config) (*Runner, error) {
 	if err := cfg.resolve(); err != nil {
 		return nil, err
 	}
-	r := &Runner{cfg: cfg, done: make(chan struct{})}
+	r := &Runner{cfg: cfg, done: make(chan struct{}), hurry: make(chan struct{})}
 	if cfg.Chaos > 0 {
 		r.dbTarget = postgresTarget(cfg.DSN)
 	}
@@ -317,6 +319,13 @@ func (r *Runner) Addr() string { return r.ln.Addr().String() }
 func (r *Runner) Close() error {
 	r.cancel()
 	return r.Wait()
+}
+
+// Kill stops everything as Close does, except that the instances get SIGKILL at once rather
+// than after their grace period: the answer to a second Ctrl-C. It does not wait.
+func (r *Runner) Kill() {
+	r.hurryOnce.Do(func() { close(r.hurry) })
+	r.cancel()
 }
 
 // Wait waits until everything has stopped. It returns nil after a stop the runner was asked
