@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
 )
 
 // The test binary is also the instance the tests run: with envChild set, TestMain serves
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(envChild); mode != "" {
 		os.Exit(child(mode))
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m) // every goroutine of a runner ends with it
 }
 
 // child is the tiny test server:
