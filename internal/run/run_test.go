@@ -259,6 +259,50 @@ func TestRollingRestartFailsNoRequest(t *testing.T) {
 	}
 }
 
+// A rolling restart stops at an instance that does not come back ready, and leaves the
+// others as they were.
+func TestRollingRestartStopsAtAnInstanceNotReady(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Instances: 2, ReadyTimeout: 2 * time.Second}, "serve")
+	before := b.r.Instances()
+	if err := os.WriteFile(filepath.Join(b.dir, "sick-1"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := b.r.RollingRestart(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "instance 1 not ready within 2s") {
+		t.Fatalf("rolling restart with instance 1 sick: %v", err)
+	}
+	after := b.r.Instances()
+	if after[0].PID == before[0].PID || after[1].PID != before[1].PID {
+		t.Fatalf("pids %d %d → %d %d: want instance 1 restarted and 2 left alone", before[0].PID, before[1].PID, after[0].PID, after[1].PID)
+	}
+	if after[0].State != Starting || after[1].State != Ready {
+		t.Fatalf("states %s %s, want starting (never passed a check) and ready", after[0].State, after[1].State)
+	}
+}
+
+// With --restart never a crashed instance stays down, until a rolling restart starts it.
+func TestRestartNeverLeavesItDown(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Instances: 2, Restart: Never}, "serve")
+	if err := syscall.Kill(b.r.Instances()[0].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testnode.Eventually(t, soon, "instance 1 down", func() bool {
+		return b.state(1) == Down && strings.Contains(b.out.String(), "instance 1 stays down")
+	})
+	if got := get(t, client, b.url); got != "2" {
+		t.Fatalf("served by %s, which is down", got)
+	}
+	if err := b.r.RollingRestart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.waitReady(t)
+	if s := b.r.Instances()[0]; s.Restarts != 0 {
+		t.Errorf("instance 1 counts %d restarts; the rolling restart is not one", s.Restarts)
+	}
+}
+
 func TestChaosKillRestarts(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Config{Instances: 2, Chaos: time.Second, Faults: []Fault{Kill}, Restart: OnFailure}, "serve")
