@@ -305,7 +305,8 @@ func TestRestartNeverLeavesItDown(t *testing.T) {
 
 func TestChaosKillRestarts(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{Instances: 2, Chaos: time.Second, Faults: []Fault{Kill}, Restart: OnFailure}, "serve")
+	// Every 3 s: each instance has time to come back between the kills that hit it.
+	b := setup(t, Config{Instances: 2, Chaos: 3 * time.Second, Faults: []Fault{Kill}, Restart: OnFailure}, "serve")
 	testnode.Eventually(t, long, "an instance killed by chaos, restarted and ready", func() bool {
 		for _, s := range b.r.Instances() {
 			if s.Restarts > 0 && s.State == Ready {
