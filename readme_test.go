@@ -113,7 +113,7 @@ var readmeImports = []string{
 	"context", "database/sql", "embed", "errors", "fmt", "log/slog", "net/http", "strconv", "testing", "time",
 	"github.com/twicehq/twice", "github.com/twicehq/twice/cache", "github.com/twicehq/twice/cron",
 	"github.com/twicehq/twice/events", "github.com/twicehq/twice/forward", "github.com/twicehq/twice/idempotency", "github.com/twicehq/twice/jobs",
-	"github.com/twicehq/twice/lease", "github.com/twicehq/twice/occ", "github.com/twicehq/twice/session",
+	"github.com/twicehq/twice/lease", "github.com/twicehq/twice/occ", "github.com/twicehq/twice/partition", "github.com/twicehq/twice/session",
 	"github.com/twicehq/twice/presence", "github.com/twicehq/twice/settings", "github.com/twicehq/twice/store", "github.com/twicehq/twice/twicetest",
 }
 
@@ -138,8 +138,9 @@ var readmeStandIns = map[string]string{
 	"traceID":        "var traceID string",
 	"expected":       "var expected int64",
 	"docs":           "var docs http.Handler",
-	"rooms":          "var rooms http.Handler",
-	"ownerOf":        "func ownerOf(room string) (forward.Target, error) { panic(0) }",
+	"rooms":          "var rooms *partition.Set",
+	"roomPages":      "var roomPages http.Handler",
+	"a":              "var a *partition.Assignment",
 	"mailer":         "var mailer interface{ Send(ctx context.Context, userID int64) error }",
 	"Cart":           "type Cart struct{ Items []string }",
 	"User":           "type User struct{ ID int64; Name string }",
