@@ -21,6 +21,7 @@ const (
 	invConverge     = "config and cache: every instance converges to the last value"
 	invLeaderOrder  = "leader: fenced writes commit in token order"
 	invLockOrder    = "locks: fenced writes commit in token order"
+	invPartitions   = "partitions: each partition's fenced writes commit in token order"
 	invRefused      = "leader: writes refused by fencing left no trace"
 	invLinearizable = "leader: fenced register is linearizable (porcupine)"
 	invOneLeader    = "leader: two instances never both lead for longer than a lease" // + " (TTL)"
@@ -56,6 +57,7 @@ func (r *run) analyze(ctx context.Context, recovered bool) error {
 	at := writeTimes(events)
 	r.report.add(tokenOrder(invLeaderOrder, writes, "leader", at))
 	r.report.add(tokenOrder(invLockOrder, writes, "lock", at))
+	r.report.add(partitionOrder(writes))
 	r.report.add(refusedLeftNoTrace(events, writes))
 	r.report.add(linearizable(events, writes, finalOp))
 	r.report.add(oneBeliever(events, r.p.LeaseTTL))
@@ -176,6 +178,31 @@ func tokenOrder(name string, writes []logWrite, kind string, at func(logWrite) t
 			continue
 		}
 		last, lastBy = w.token, w.instance
+	}
+	return inv
+}
+
+// partitionOrder checks, for each partition of the checker's set, that in commit order no
+// write carries a token lower than an earlier one (the writes' value is their partition):
+// an owner that lost the partition never wrote after its successor did.
+func partitionOrder(writes []logWrite) Invariant {
+	inv := Invariant{Name: invPartitions}
+	type last struct {
+		token int64
+		by    string
+	}
+	seen := map[int64]last{}
+	for _, w := range writes {
+		if w.kind != "partition" {
+			continue
+		}
+		inv.Operations++
+		l := seen[w.value]
+		if w.token < l.token {
+			inv.violate(time.Time{}, "a write to partition %d by %s with token %d committed after %s's with token %d", w.value, w.instance, w.token, l.by, l.token)
+			continue
+		}
+		seen[w.value] = last{w.token, w.instance}
 	}
 	return inv
 }

@@ -39,6 +39,15 @@ func analyserCases() map[string]analyserCase {
 			}
 			return tokenOrder(invLockOrder, writes, "lock", nil)
 		},
+		invPartitions: func(t *testing.T, _ *store.Store, _ string, plant bool) Invariant {
+			// Each partition has its own tokens: partition 1's token 1 after partition 0's
+			// token 3 is in order, and so are the other kinds' writes.
+			writes := []logWrite{{"partition", 2, 0, "a"}, {"partition", 3, 0, "b"}, {"partition", 1, 1, "a"}, {"lock", 1, 9, "c"}, {"partition", 2, 1, "b"}}
+			if plant {
+				writes = append(writes, logWrite{"partition", 2, 0, "a"}) // partition 0's old owner after its successor
+			}
+			return partitionOrder(writes)
+		},
 		invRefused: func(t *testing.T, _ *store.Store, _ string, plant bool) Invariant {
 			refused := []instance.Event{op("op", 0, instance.Op{Kind: "write", Value: 11, Token: 1, Result: "fenced"})}
 			writes := []logWrite{{"leader", 1, 10, "a"}, {"leader", 2, 20, "b"}}

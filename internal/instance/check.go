@@ -12,6 +12,7 @@ import (
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/lease"
+	"github.com/twicehq/twice/partition"
 	"github.com/twicehq/twice/store"
 )
 
@@ -22,6 +23,9 @@ import (
 //     a worker that does not notice a pause would, until a write is refused. Every instance
 //     reads the register.
 //   - check-locks: take the lock "check" and log a fenced write under it.
+//   - check-partitions: join the partition set "check" and, for each partition assigned,
+//     log fenced writes under its token; the writer goes on after the revocation, as a
+//     worker that does not notice a pause would, until a write is refused.
 //   - check-events: publish events in transactions that commit late at random, and consume
 //     them in an exactly-once group and a shared group that record each handling.
 //   - check-jobs: enqueue jobs and work them, and declare a one-second schedule.
@@ -32,7 +36,7 @@ import (
 // The writers among them stop when the instance is asked to quiesce (SIGUSR1), so the
 // consumers and workers can catch up before the end.
 func CheckWorkloads() []Workload {
-	return []Workload{CheckRegister{}, CheckLocks{}, CheckEvents{}, CheckJobs{}, CheckConverge{}, CheckHTTP{}}
+	return []Workload{CheckRegister{}, CheckLocks{}, CheckPartitions{}, CheckEvents{}, CheckJobs{}, CheckConverge{}, CheckHTTP{}}
 }
 
 // CheckTopic is the topic the checker's instances publish, and CheckGroupEO and
@@ -183,6 +187,55 @@ func checkLocker(ctx context.Context, in *env) {
 		loop.Sleep(ctx, opPeriod/2)
 		_ = k.Release(context.WithoutCancel(ctx))
 		loop.Sleep(ctx, opPeriod/2)
+	}
+}
+
+// CheckPartitions is the workload "check-partitions" (see [CheckWorkloads]).
+type CheckPartitions struct{}
+
+// CheckPartitionSet is the partition set of [CheckPartitions], and CheckPartitionCount its
+// number of partitions.
+const (
+	CheckPartitionSet   = "check"
+	CheckPartitionCount = 4
+)
+
+// Name implements Workload.
+func (CheckPartitions) Name() string { return "check-partitions" }
+
+func (CheckPartitions) start(ctx context.Context, in *env) (func(), error) {
+	l := newLoops(ctx)
+	set, err := in.node.Partitions().Join(ctx, partition.Config{Name: CheckPartitionSet, Partitions: CheckPartitionCount,
+		OnAssigned: func(_ context.Context, a *partition.Assignment) {
+			in.emit(Event{Event: "assigned", Key: strconv.Itoa(a.Partition()), Token: a.Token()})
+			l.wg.Go(func() { checkPartitionWriter(in, a) })
+		}})
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		_ = set.Close(context.Background())
+		l.stop()
+	}, nil
+}
+
+// checkPartitionWriter logs fenced writes for a's partition, its value the partition, until
+// one is refused or the instance quiesces. It does not watch a's context on purpose.
+func checkPartitionWriter(in *env, a *partition.Assignment) {
+	node, ctx := in.node, in.writing
+	for ctx.Err() == nil {
+		err := node.Store().InTx(ctx, func(tx store.Tx) error {
+			if err := a.Check(ctx, tx); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO "+LogTable+" (service, kind, token, value, instance) VALUES ($1, 'partition', $2, $3, $4)",
+				node.Service(), a.Token(), a.Partition(), node.ID())
+			return err
+		})
+		if errors.Is(err, partition.ErrFenced) {
+			return
+		}
+		loop.Sleep(ctx, opPeriod)
 	}
 }
 
