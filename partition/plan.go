@@ -22,13 +22,14 @@ type view struct {
 // partitions it holds, and takes only free ones, through a lease that one holder at a
 // time can have. The plans agree when the readings do, and converge when they do not:
 //
-//   - With n members and P partitions, each should hold base = P/n, and extra = P%n of
-//     them base+1, so that no one holds more than ⌈P/n⌉.
-//   - An instance below base takes free partitions up to base. One at base takes one
-//     more only while fewer than extra members are above base and the free partitions
-//     outnumber what the members below base still need.
-//   - Members above base keep base+1 in the order (most held, then id); those beyond the
-//     first extra of that order give back down to base, and anyone above ⌈P/n⌉ down to it.
+//   - With n members and P partitions, each should hold base = P/n, and the first
+//     extra = P%n members by id base+1: its target, so that no one holds more than ⌈P/n⌉.
+//     The targets depend on the membership alone, so instances that plan at the same
+//     moment agree on them whatever each has moved meanwhile.
+//   - An instance above its target gives back down to it.
+//   - An instance below base takes free partitions up to base; one whose target is base+1
+//     takes one more only while the free partitions outnumber what the members below base
+//     still need.
 //
 // So a join moves only what the newcomer takes (the others give back no more than its
 // share), a leave or a crash moves only the leaver's partitions, and nothing moves while
@@ -38,6 +39,7 @@ func plan(v view) (release, take []int) {
 	if n == 0 || !slices.Contains(v.members, v.me) {
 		return nil, nil
 	}
+	v.members = slices.Sorted(slices.Values(v.members))
 	base, extra := v.partitions/n, v.partitions%n
 	load := make(map[string]int, n)
 	for _, m := range v.members {
@@ -56,41 +58,31 @@ func plan(v view) (release, take []int) {
 	// instances keep the partitions they prefer and hand-overs are stable.
 	slices.SortFunc(mine, func(a, b int) int { return cmp.Compare(v.dist(b), v.dist(a)) })
 
-	var over []string // the members above base, by (most held, id)
-	for _, m := range v.members {
-		if load[m] > base {
-			over = append(over, m)
-		}
+	// The first extra members by id may hold base+1: a choice every instance makes alike
+	// from the membership alone, so that no instance's choice depends on loads that change
+	// while the others move (a choice by load made two instances give a partition back
+	// and take one again, under a join of 10 instances to 900 partitions).
+	target := base
+	if slices.Index(v.members, v.me) < extra {
+		target = base + 1
 	}
-	slices.SortFunc(over, func(a, b string) int {
-		if c := cmp.Compare(load[b], load[a]); c != 0 {
-			return c
-		}
-		return cmp.Compare(a, b)
-	})
-	if i := slices.Index(over, v.me); i >= 0 {
-		keep := base
-		if i < extra {
-			keep = base + 1
-		}
-		release = mine[:len(mine)-keep]
-		return capMoves(release, v.maxMoves), nil
+	if len(mine) > target {
+		return capMoves(mine[:len(mine)-target], v.maxMoves), nil
 	}
-
 	free := v.partitions - len(v.holders)
-	if free <= 0 {
+	if free <= 0 || len(mine) == target {
 		return nil, nil
 	}
-	want := base - load[v.me]
-	if want <= 0 && extra > 0 && len(over) < extra {
+	want := min(target, base) - len(mine)
+	if len(mine)+max(want, 0) == base && target > base {
 		need := 0 // what the other members below base still need
 		for _, m := range v.members {
 			if m != v.me && load[m] < base {
 				need += base - load[m]
 			}
 		}
-		if free > need {
-			want = 1
+		if free-max(want, 0) > need {
+			want = max(want, 0) + 1
 		}
 	}
 	for i := 0; i < v.partitions && len(take) < min(want, free); i++ {
