@@ -73,6 +73,8 @@ func init() {
 				"what idle instances cost: statements, transactions, connections and CPU per instance"},
 			{"scale", "[--dsn DSN] [--bus nats://…] [--instances 100] [--idle 10s] [--kills K] [--jobs N]\n[--json] [--report FILE.html]",
 				"many instances: idle cost, time to see a new one, failover p50/p99, job throughput"},
+			{"partitions", "[--dsn DSN] [--instances 10] [--partitions 900] [--rounds 3]\n[--json] [--report FILE.html]",
+				"a partition set's time to settle after a join, a graceful leave and a SIGKILL"},
 			{"invalidation", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--burst N]\n[--json] [--report FILE.html]",
 				"time cache invalidations from commit to every instance"},
 			{"config", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N]\n[--json] [--report FILE.html]",

@@ -17,11 +17,15 @@ import (
 // milliseconds, each checked with the assignment's fence. The writer ignores the end of
 // its assignment, like a worker that does not notice it was paused or revoked, so that
 // fencing alone must refuse its stale writes; the refusal is reported as "fenced", with
-// the partition, its token and the writes it made. A revocation is reported as "revoked"
+// the partition, its token and the writes it made. It reports "joining" just before it
+// joins the set. A revocation is reported as "revoked"
 // (Err: why, when the lease was lost rather than handed over), and a heartbeat that lands
 // past dead-after as "stall".
 type PartitionWrites struct {
 	Partitions int `json:"partitions"`
+	// NoWrites reports assignments and revocations only, for a benchmark of the
+	// hand-overs themselves.
+	NoWrites bool `json:"no_writes,omitempty"`
 }
 
 // PartitionSet is the set [PartitionWrites] joins.
@@ -34,10 +38,13 @@ func (w PartitionWrites) start(ctx context.Context, in *env) (func(), error) {
 	in.node.OnHeartbeatStall(func(from, to time.Time) {
 		in.emit(Event{Event: "stall", From: from.UnixNano(), T: to.UnixNano()})
 	})
+	in.emit(Event{Event: "joining"})
 	set, err := in.node.Partitions().Join(ctx, partition.Config{Name: PartitionSet, Partitions: w.Partitions,
 		OnAssigned: func(_ context.Context, a *partition.Assignment) {
 			in.emit(Event{Event: "assigned", Key: strconv.Itoa(a.Partition()), Token: a.Token()})
-			go partitionWriter(in.node, a, in.em)
+			if !w.NoWrites {
+				go partitionWriter(in.node, a, in.em)
+			}
 		},
 		OnRevoked: func(ctx context.Context, a *partition.Assignment) {
 			ev := Event{Event: "revoked", Key: strconv.Itoa(a.Partition()), Token: a.Token()}
