@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/lease"
@@ -19,6 +21,75 @@ type ServiceStatus struct {
 	LeaderToken int64        `json:"leader_token,omitempty"`
 	Members     []Member     `json:"members"`
 	Locks       []lease.Info `json:"locks"`
+	// Partitions summarizes each partition set (and event group) by instance; their
+	// leases are not listed among Locks.
+	Partitions []PartitionSetStatus `json:"partitions,omitempty"`
+}
+
+// PartitionSetStatus is one partition set as its leases show it: its members, and how many
+// partitions each instance holds.
+type PartitionSetStatus struct {
+	// Set is the set's name, or "events/<group>" for an event consumer group.
+	Set     string         `json:"set"`
+	Members []string       `json:"members"`
+	Held    map[string]int `json:"held"` // instance → partitions held
+}
+
+// partitionSets takes the leases of partition sets and event groups out of held, and
+// summarizes them by set.
+func partitionSets(held []lease.Info) (locks []lease.Info, sets []PartitionSetStatus) {
+	bySet := map[string]*PartitionSetStatus{}
+	for _, i := range held {
+		set, kind, ok := partitionLease(i.Name)
+		if !ok {
+			locks = append(locks, i)
+			continue
+		}
+		st := bySet[set]
+		if st == nil {
+			st = &PartitionSetStatus{Set: set, Held: map[string]int{}}
+			bySet[set] = st
+		}
+		if kind == "m" {
+			st.Members = append(st.Members, i.Holder)
+		} else {
+			st.Held[i.Holder]++
+		}
+	}
+	for _, st := range bySet {
+		slices.Sort(st.Members)
+		sets = append(sets, *st)
+	}
+	slices.SortFunc(sets, func(a, b PartitionSetStatus) int { return strings.Compare(a.Set, b.Set) })
+	return locks, sets
+}
+
+// partitionLease parses the name of a partition set's lease: part/<set>/p/<n> and
+// part/<set>/m/<instance>, or the same under events/ for an event group.
+func partitionLease(name string) (set, kind string, ok bool) {
+	rest, user := strings.CutPrefix(name, "part/")
+	if !user {
+		if rest, ok = strings.CutPrefix(name, "events/"); !ok {
+			return "", "", false
+		}
+	}
+	set, rest, ok = strings.Cut(rest, "/")
+	if !ok || set == "" {
+		return "", "", false
+	}
+	kind, rest, ok = strings.Cut(rest, "/")
+	if !ok || rest == "" || (kind != "p" && kind != "m") {
+		return "", "", false
+	}
+	if kind == "p" {
+		if _, err := strconv.Atoi(rest); err != nil {
+			return "", "", false
+		}
+	}
+	if !user {
+		set = "events/" + set
+	}
+	return set, kind, true
 }
 
 // Status reads the status of service from s, or of every service when service is empty. It
@@ -55,7 +126,8 @@ func Status(ctx context.Context, s *store.Store, service string) ([]ServiceStatu
 		if err != nil {
 			return nil, err
 		}
-		st.Locks = slices.DeleteFunc(held, func(i lease.Info) bool { return i.Name == cluster.LeaderLease })
+		held = slices.DeleteFunc(held, func(i lease.Info) bool { return i.Name == cluster.LeaderLease })
+		st.Locks, st.Partitions = partitionSets(held)
 		out = append(out, st)
 	}
 	return out, nil

@@ -7,10 +7,13 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/partition"
 )
 
 func TestMain(m *testing.M) {
@@ -207,8 +210,14 @@ func TestMigrateAndStatus(t *testing.T) {
 		if _, err := n.Locks().Acquire(context.Background(), "nightly", nil); err != nil {
 			t.Fatal(err)
 		}
+		rooms, err := n.Partitions().Join(context.Background(), partition.Config{Name: "rooms", Partitions: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, 30*time.Second, "the instance holds the 4 partitions", func() bool { return len(rooms.Mine()) == 4 })
 		code, out, stderr = cli(t, env, with("status")...)
-		if code != 0 || !strings.Contains(out, "service shop: 1 instances") || !strings.Contains(out, n.ID()) || !strings.Contains(out, "lock:nightly") {
+		if code != 0 || !strings.Contains(out, "service shop: 1 instances") || !strings.Contains(out, n.ID()) || !strings.Contains(out, "lock:nightly") ||
+			!strings.Contains(out, "rooms  1        "+n.ID()+" 4") || strings.Contains(out, "part/rooms") {
 			t.Fatalf("status: %d %q %q", code, out, stderr)
 		}
 		code, out, _ = cli(t, env, with("status", "--json", "--service", "shop")...)

@@ -5,7 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -68,6 +71,20 @@ func printStatus(w io.Writer, dsn string, sts []twice.ServiceStatus) {
 			fmt.Fprintln(tw, "    \tNAME\tHOLDER\tTOKEN\tEXPIRES IN")
 			for _, l := range st.Locks {
 				fmt.Fprintf(tw, "    \t%s\t%s\t%d\t%s\n", l.Name, l.Holder, l.Token, round(l.Remaining))
+			}
+			_ = tw.Flush()
+		}
+		if len(st.Partitions) > 0 {
+			fmt.Fprintln(w, "  partition sets:")
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "    \tSET\tMEMBERS\tPARTITIONS HELD BY INSTANCE")
+			for _, p := range st.Partitions {
+				ids := slices.Sorted(maps.Keys(p.Held))
+				held := make([]string, 0, len(ids))
+				for _, id := range ids {
+					held = append(held, fmt.Sprintf("%s %d", id, p.Held[id]))
+				}
+				fmt.Fprintf(tw, "    \t%s\t%d\t%s\n", p.Set, len(p.Members), strings.Join(held, ", "))
 			}
 			_ = tw.Flush()
 		}

@@ -42,7 +42,7 @@ func init() {
 			{"", "[-n 3] [--port 8080] [--health /readyz] [--interval 1s] [--fails 3] [--sticky]\n[--restart never|on-failure|always] [--chaos D] [--faults LIST] [--dsn DSN]\n[--grace 10s] -- CMD [ARGS…]",
 				"N instances of any command behind a health-checking\nproxy: merged logs, restarts, rolling restart, chaos"}}},
 		{name: "status", run: noStderr(statusCmd), note: serviceNote + "\n" + dbNote, lines: []usageLine{
-			{"", "[--dsn DSN] [--service NAME] [--json]", "members, leader and locks of each service"}}},
+			{"", "[--dsn DSN] [--service NAME] [--json]", "members, leader, locks and partition sets of each service"}}},
 		{name: "migrate", run: noStderr(migrateCmd), note: dbNote, lines: []usageLine{
 			{"up", "[--dsn DSN]", "apply pending migrations"},
 			{"down", "[--dsn DSN] [--steps N | --all]", "undo the last N migrations (default 1)"},
