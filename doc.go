@@ -56,6 +56,9 @@
 //   - [github.com/twicehq/twice/twicetest]: tests of a service as several instances: nodes
 //     on a fresh database, what a transaction enqueued or published, queues worked empty.
 //
+// [github.com/twicehq/twice/examples/deploy/app] is an example service run as three
+// instances.
+//
 // The `twice` command (cmd/twice) works on the same database: demo (three local instances
 // through failover, fencing and drain), status, migrate (up, down, status, sql), config,
 // jobs, queues, cron, bench (failover, events, invalidation, config), check (the
