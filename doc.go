@@ -56,8 +56,9 @@
 //   - [github.com/twicehq/twice/twicetest]: tests of a service as several instances: nodes
 //     on a fresh database, what a transaction enqueued or published, queues worked empty.
 //
-// [github.com/twicehq/twice/examples/deploy/app] is an example service run as three
-// instances.
+// [github.com/twicehq/twice/examples/deploy] holds HAProxy, Kubernetes and docker compose
+// files for three instances, tested with HAProxy in front of real processes, and
+// [github.com/twicehq/twice/examples/deploy/app], the example service they run.
 //
 // The `twice` command (cmd/twice) works on the same database: demo (three local instances
 // through failover, fencing and drain), status, migrate (up, down, status, sql), config,
