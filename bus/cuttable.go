@@ -15,7 +15,8 @@ import (
 type Cuttable struct {
 	Bus
 	cut  atomic.Bool
-	subs Subscribers // every handler, to tell it Lost
+	lost atomic.Uint64 // Lost messages the bus delivered to a subscriber (LostSignals)
+	subs Subscribers   // every handler, to tell it Lost
 }
 
 // NewCuttable wraps b. logger and panics are as in [Subscribers].
@@ -29,6 +30,9 @@ func NewCuttable(b Bus, logger *slog.Logger, panics *atomic.Int64) *Cuttable {
 func (c *Cuttable) Subscribe(channel string, h Handler) func() {
 	stopInner := c.Bus.Subscribe(channel, func(m Message) {
 		if !c.cut.Load() {
+			if m.Lost {
+				c.lost.Add(1)
+			}
 			h(m)
 		}
 	})
@@ -38,6 +42,11 @@ func (c *Cuttable) Subscribe(channel string, h Handler) func() {
 		stopLost()
 	}
 }
+
+// LostSignals counts the messages with Lost set that the wrapped bus delivered to a
+// subscriber: each says that signals on its channel may have been missed, and makes its
+// subscriber look at the database. Those Cut sends are not counted.
+func (c *Cuttable) LostSignals() uint64 { return c.lost.Load() }
 
 // Delivering reports whether the bus vouches for its delivery: never while it is cut.
 func (c *Cuttable) Delivering() bool { return !c.cut.Load() && Delivering(c.Bus) }

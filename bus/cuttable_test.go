@@ -64,7 +64,14 @@ func TestCuttable(t *testing.T) {
 	restore()
 	restore()
 	publish("3")
-	want := []string{"a:1", "a:lost", "a:lost", "a:3"}
+	if n := c.LostSignals(); n != 0 {
+		t.Fatalf("LostSignals = %d: the cut's own Lost messages are counted", n)
+	}
+	c.Bus.(*loopback).subs.Lost() // the bus itself says signals may have been missed
+	if n := c.LostSignals(); n != 1 {
+		t.Fatalf("LostSignals = %d after the bus's Lost on one channel, want 1", n)
+	}
+	want := []string{"a:1", "a:lost", "a:lost", "a:3", "a:lost"}
 	mu.Lock()
 	defer mu.Unlock()
 	if !slices.Equal(got, want) {

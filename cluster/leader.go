@@ -69,6 +69,8 @@ type Leader struct {
 	strikes   int       // consecutive terms given up because a callback panicked
 	struck    bool      // the current term is being given up because a callback panicked
 
+	terms atomic.Uint64 // terms this instance won (Terms)
+
 	wg sync.WaitGroup // OnElected callbacks in flight
 	// campaigner campaigns, and waits out each term it wins. Stop cancels its statements'
 	// context, so a statement stuck on a busy database cannot hold Stop past its own.
@@ -215,6 +217,11 @@ func (l *Leader) notifyLocked(leading bool) {
 	}
 }
 
+// Terms is how many terms this instance has won since it started: each is a change of
+// leader (summed over the instances of a service, the leader changes). Package metrics
+// exports it.
+func (l *Leader) Terms() uint64 { return l.terms.Load() }
+
 // Current returns the leader lease as the database sees it; its Holder is the leading
 // instance's id, empty when nobody leads.
 func (l *Leader) Current(ctx context.Context) (lease.Info, error) {
@@ -347,6 +354,7 @@ func (l *Leader) follow(ctx context.Context) time.Duration {
 // lead runs while ls is held: it announces the election and waits for the lease to end,
 // or for ctx (the campaign's) to end at Stop.
 func (l *Leader) lead(ctx context.Context, ls *lease.Lease) {
+	l.terms.Add(1)
 	l.mu.Lock()
 	l.cur, l.struck = ls, false
 	for _, fn := range l.onElected {

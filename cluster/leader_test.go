@@ -132,6 +132,9 @@ func TestStopHandsOver(t *testing.T) {
 		if got := lb.Token(); got <= token {
 			t.Fatalf("b's token %d not above a's %d", got, token)
 		}
+		if a.l.Terms() != 1 || b.l.Terms() != 1 {
+			t.Fatalf("terms won: a %d, b %d; want 1 each", a.l.Terms(), b.l.Terms())
+		}
 	})
 }
 

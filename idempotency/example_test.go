@@ -76,6 +76,7 @@ func Example() {
 	fmt.Println(bob.Code, bob.Body.String())
 	fmt.Println(anon.Code, anon.Body.String(), "ignored:", anon.Header().Get(idempotency.IgnoredHeader))
 	fmt.Println("orders placed:", orders)
+	fmt.Printf("%+v\n", node.Idempotency().Stats()) // counted on this instance, for metrics
 	// Output:
 	// 201 order 1
 	// 201 order 1 replayed: true
@@ -83,6 +84,7 @@ func Example() {
 	// 201 order 2
 	// 201 order 3 ignored: no-scope
 	// orders placed: 3
+	// {Replays:1 Reused:1 InUse:0}
 }
 
 // For effects in the service's database, HandlerTx claims the key, runs the handler's writes

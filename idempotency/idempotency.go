@@ -183,6 +183,26 @@ type Keys struct {
 
 	warnedScope atomic.Bool // a request without a principal was logged
 	out         *outbox     // outcomes the database did not take yet
+
+	replays, reused, inUse atomic.Uint64 // see Stats
+}
+
+// Stats counts the requests [Keys.Middleware] and [Keys.HandlerTx] answered from a key
+// already claimed.
+type Stats struct {
+	// Replays counts responses replayed from a finished request (and those whose response
+	// was not stored, answered with its status only).
+	Replays uint64 `json:"replays"`
+	// Reused counts keys used again for a different request (HTTP 422).
+	Reused uint64 `json:"reused"`
+	// InUse counts duplicates of a request still running (HTTP 409).
+	InUse uint64 `json:"in_use"`
+}
+
+// Stats returns the counts of requests answered from a claimed key on this instance since
+// it started. Package metrics exports them.
+func (k *Keys) Stats() Stats {
+	return Stats{Replays: k.replays.Load(), Reused: k.reused.Load(), InUse: k.inUse.Load()}
 }
 
 // New returns the keys of d's service in d's store, whose schema must include
@@ -357,6 +377,14 @@ func (k *Keys) unavailable(w http.ResponseWriter, err error) {
 
 // answer responds to a request whose key was already claimed.
 func (k *Keys) answer(w http.ResponseWriter, rec *record) {
+	switch {
+	case rec.mismatch:
+		k.reused.Add(1)
+	case rec.state == stateRunning:
+		k.inUse.Add(1)
+	default:
+		k.replays.Add(1)
+	}
 	switch {
 	case rec.mismatch:
 		problem(w, http.StatusUnprocessableEntity, "idempotency-key-reused",

@@ -217,3 +217,33 @@ func ExampleRateLimit() {
 	// globex: third job a window after the first: true
 	// crm 2/200ms by customer_id
 }
+
+// Observe each attempt as it ends, for metrics: its queue, kind, outcome, time in the queue
+// and running time.
+func ExampleClient_Observe() {
+	ctx := context.Background()
+	node, done := openNode(ctx, twice.Config{Jobs: jobs.Config{Backoff: func(int) time.Duration { return time.Millisecond }}})
+	defer done()
+	ended := make(chan jobs.Attempt, 2)
+	node.Jobs().Observe(func(a jobs.Attempt) { ended <- a })
+	var calls atomic.Int32
+	err := jobs.Register(node.Jobs(), jobs.WorkFunc[SendEmail](func(ctx context.Context, job *jobs.Job[SendEmail]) error {
+		if calls.Add(1) == 1 {
+			return errors.New("mail server busy")
+		}
+		return nil
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := node.Jobs().Enqueue(ctx, SendEmail{UserID: 7}, &jobs.Opts{MaxAttempts: 2}); err != nil {
+		log.Fatal(err)
+	}
+	for range 2 {
+		a := <-ended
+		fmt.Println(a.Queue, a.Kind, a.State, a.Wait >= 0, a.Run > 0)
+	}
+	// Output:
+	// default send-email available true true
+	// default send-email completed true true
+}

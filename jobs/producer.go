@@ -409,13 +409,16 @@ func (c *Client) work(ctx context.Context, row *Row) result {
 		ctx, cancel = context.WithTimeoutCause(ctx, timeout, errTimeout)
 		defer cancel()
 	}
+	start := time.Now()
 	var err error
 	if wk == nil {
 		err = fmt.Errorf("%w: %q on instance %s", ErrNoWorker, row.Kind, c.d.Instance)
 	} else {
 		err = c.safeRun(ctx, wk.run, row)
 	}
-	return c.outcome(ctx, row, err)
+	res := c.outcome(ctx, row, err)
+	c.observe(row, res, start)
+	return res
 }
 
 // safeRun runs a worker, turning its panic into the attempt's error (logged and counted);

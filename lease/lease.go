@@ -99,6 +99,8 @@ type Manager struct {
 	done  chan struct{}
 	frees sync.WaitGroup // rows of lost leases being freed (freeLost)
 
+	renewFailures atomic.Uint64 // see RenewalFailures
+
 	afterGrab func() // tests only: runs between a TryAcquire's statement and its lease joining held
 }
 
@@ -405,6 +407,11 @@ func (m *Manager) Carried(period time.Duration) {
 	m.poke()
 }
 
+// RenewalFailures is how many statements renewing this manager's leases have failed since
+// it started, its own and those carried in another transaction ([Manager.RenewIn]). A
+// failure is retried; leases expire only at their deadlines. Package metrics exports it.
+func (m *Manager) RenewalFailures() uint64 { return m.renewFailures.Load() }
+
 // RenewIn renews every lease held inside q, a transaction of the caller's on this manager's
 // database (the node runs it in the heartbeat's). The leases are extended only by the
 // returned function, which the caller runs once q has committed, with the time from
@@ -417,6 +424,7 @@ func (m *Manager) RenewIn(ctx context.Context, q store.Querier) (committed func(
 	}
 	renewed, err := m.renewRows(ctx, q)
 	if err != nil {
+		m.renewFailures.Add(1)
 		return nil, err
 	}
 	return func(ctx context.Context, sent time.Time) { m.applyRenewal(ctx, snapshot, renewed, sent) }, nil
@@ -468,6 +476,7 @@ func (m *Manager) renew() {
 	sent := time.Now()
 	renewed, err := m.renewRows(ctx, m.s.Control())
 	if err != nil {
+		m.renewFailures.Add(1)
 		m.log.Warn("lease: renewal failed; leases expire at their deadlines unless a later renewal succeeds", "err", err)
 		// Try again at the next third of a TTL, not at once.
 		m.mu.Lock()

@@ -654,3 +654,37 @@ func TestLostLeaseIsFreedAndAnnounced(t *testing.T) {
 		}
 	})
 }
+
+// A renewal statement that fails is counted (RenewalFailures); the lease holds until its
+// deadline, and the next renewal keeps it.
+func TestRenewalFailuresCounted(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		s := open(t, db, nil)
+		m, err := lease.NewManager(s, lease.Config{Service: "svc", Holder: "a", Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close(ctx)
+		l, err := m.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := m.RenewalFailures(); n != 0 {
+			t.Fatalf("RenewalFailures = %d before any failed", n)
+		}
+		gone, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := m.RenewIn(gone, s.Control()); err == nil {
+			t.Fatal("a renewal on a cancelled context succeeded")
+		}
+		if n := m.RenewalFailures(); n != 1 {
+			t.Fatalf("RenewalFailures = %d after one failed renewal, want 1", n)
+		}
+		if !l.Valid() {
+			t.Fatal("one failed renewal ended the lease before its deadline")
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/session"
@@ -40,6 +41,8 @@ func Example() {
 		fmt.Fprintf(w, "%s has %v", session.UserID(r.Context()), cart)
 	})
 	app := node.Sessions().Middleware(mux)
+	var ops []string // the store's statements, as package metrics times them
+	node.Sessions().Observe(func(op string, d time.Duration) { ops = append(ops, op) })
 
 	w := httptest.NewRecorder()
 	app.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/login", nil))
@@ -51,6 +54,7 @@ func Example() {
 	w = httptest.NewRecorder()
 	app.ServeHTTP(w, r)
 	fmt.Println(w.Body.String())
+	fmt.Println("statements:", ops)
 
 	// Log out everywhere, for example after a password change.
 	n, _ := node.Sessions().DestroyUser(ctx, "ann")
@@ -58,5 +62,6 @@ func Example() {
 	// Output:
 	// cookie: twice_session HttpOnly: true SameSite=Lax: true
 	// ann has [apple]
+	// statements: [save load]
 	// sessions ended: 1
 }

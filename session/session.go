@@ -189,8 +189,9 @@ type Sessions struct {
 	q   queries
 	log *slog.Logger
 
-	warnedProxy atomic.Bool // the missing-TrustedProxies warning was logged
-	warnedOrder atomic.Bool // the middleware-order warning was logged
+	warnedProxy atomic.Bool                                      // the missing-TrustedProxies warning was logged
+	warnedOrder atomic.Bool                                      // the middleware-order warning was logged
+	observer    atomic.Pointer[func(op string, d time.Duration)] // see Observe; nil for none
 }
 
 // New returns the sessions of d's service in d's store, whose schema must include

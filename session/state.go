@@ -53,6 +53,7 @@ func From(ctx context.Context) *Session {
 // fetch loads the session with token hash; it reports whether there was a live one.
 func (s *Session) fetch(ctx context.Context, hash []byte) (bool, error) {
 	m := s.m
+	defer m.observe(OpLoad, time.Now())
 	rows, err := m.s.Reader().Query(ctx, m.q.load, m.s.NowArg(), m.d.Service, hash)
 	if err != nil {
 		return false, err
@@ -131,6 +132,7 @@ func (s *Session) saveLocked(ctx context.Context, canSend bool) error {
 	case s.id != "" && len(s.dirty) == 0 && !s.touch:
 		return nil
 	}
+	defer m.observe(OpSave, time.Now())
 	keys := slices.Sorted(func(yield func(string) bool) {
 		for k := range s.dirty {
 			if !yield(k) {
