@@ -53,6 +53,9 @@
 //   - [github.com/twicehq/twice/occ]: optimistic concurrency and ETags ([Node.Versions]).
 //   - [github.com/twicehq/twice/forward]: HTTP middleware sending a request to the
 //     instance that owns its key, signed with the cluster secret ([Node.Forwarder]).
+//   - [github.com/twicehq/twice/metrics]: Prometheus metrics of a node (jobs, leadership,
+//     bus, caches, sessions, idempotency, presence) and HTTP requests by route, for
+//     request-based availability.
 //   - [github.com/twicehq/twice/twicetest]: tests of a service as several instances: nodes
 //     on a fresh database, what a transaction enqueued or published, queues worked empty.
 //
