@@ -19,6 +19,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cache"
+	"github.com/twicehq/twice/internal/nodehook"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/metrics"
@@ -86,8 +87,8 @@ next:
 }
 
 // A short workload on three nodes (jobs enqueued and worked, a cache miss and hit, HTTP
-// requests through the middleware, a session saved, an idempotent replay, a leader
-// elected), then each node's /metrics: the expected series are there with non-zero values,
+// requests through the middleware, a session saved, an idempotent replay, a user
+// connected, a leader elected), then each node's /metrics: the expected series are there with non-zero values,
 // every series carries its instance's labels, and the cluster-level gauges come from
 // exactly one instance, the leader.
 func TestScrapeAfterWorkloadOnThreeNodes(t *testing.T) {
@@ -111,6 +112,13 @@ func TestScrapeAfterWorkloadOnThreeNodes(t *testing.T) {
 			if err := jobs.Register(n.Jobs(), jobs.WorkFunc[ping](func(context.Context, *jobs.Job[ping]) error { return nil })); err != nil {
 				t.Fatal(err)
 			}
+		}
+
+		for _, n := range nodes {
+			n.Presence() // every instance uses presence, so whichever leads exports the users online
+		}
+		if _, err := nodes[1].Presence().Connect(ctx, "ann", "lobby"); err != nil {
+			t.Fatal(err)
 		}
 
 		const enqueued = 6
@@ -219,8 +227,9 @@ func check(nodes []*twice.Node, scrapes []map[string]*dto.MetricFamily, enqueued
 	for i, f := range scrapes {
 		_, jobsOK := value(f, "twice_jobs")
 		_, workersOK := value(f, "twice_queue_workers")
-		if jobsOK != workersOK {
-			return fmt.Errorf("node %d: twice_jobs %v but twice_queue_workers %v", i, jobsOK, workersOK)
+		_, usersOK := value(f, "twice_presence_users")
+		if jobsOK != workersOK || jobsOK != usersOK {
+			return fmt.Errorf("node %d: twice_jobs %v, twice_queue_workers %v, twice_presence_users %v", i, jobsOK, workersOK, usersOK)
 		}
 		if !jobsOK {
 			continue
@@ -256,6 +265,7 @@ func check(nodes []*twice.Node, scrapes []map[string]*dto.MetricFamily, enqueued
 		{"twice_http_requests_total", 2, []string{"route", "POST /orders", "code", "2xx"}},
 		{"twice_http_request_duration_seconds", 6, nil},
 		{"twice_idempotency_replays_total", 1, nil},
+		{"twice_presence_users", 1, nil}, // from the leader alone
 	} {
 		if got := total(c.name, c.lbl...); got != c.want {
 			return fmt.Errorf("%s%v summed over the instances is %v, want %v", c.name, c.lbl, got, c.want)
@@ -361,5 +371,25 @@ func TestMiddlewareAroundTheMux(t *testing.T) {
 	}
 	if _, ok := value(f, "twice_up", "instance_id", nodes[0].ID()); ok {
 		t.Error("TargetLabels set, yet the series carry instance_id")
+	}
+}
+
+// Making the metrics and scraping them, on the leader too, starts no building block: a
+// service pays only for the blocks it uses.
+func TestScrapeStartsNoBlock(t *testing.T) {
+	nodes := twicetest.Open(t, 1, nil)
+	testnode.Eventually(t, 30*time.Second, "the node leads", nodes[0].IsLeader)
+	m, err := metrics.New(nodes[0], metrics.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	f := scrape(t, srv.URL)
+	if v, _ := value(f, "twice_leader"); v != 1 {
+		t.Errorf("twice_leader = %v on the only node", v)
+	}
+	if started, _ := nodehook.Blocks(nodes[0]); len(started) != 0 {
+		t.Fatalf("the scrape started %d blocks: %v", len(started), started)
 	}
 }
