@@ -19,8 +19,12 @@
 // statement for a scrape. A reading per interval rather than counters the blocks keep:
 // counting rows in the database would add a write to every enqueue and state change, on
 // rows every instance updates, while the reading costs one grouped scan per interval on one
-// instance, and is exact after crashes and rescues. The rest are counters each instance keeps in memory (atomic counters of the
-// blocks, read at scrape time) and histograms observed where the work ends.
+// instance, and is exact after crashes and rescues. Users online come from the leader's
+// in-memory view of presence, when it uses presence.
+//
+// The rest are per instance: counters the node and its blocks keep in memory (a few atomic
+// loads per scrape, no statement) and histograms observed where the work ends (a job's
+// attempt, a session statement, a request).
 package metrics
 
 import (
