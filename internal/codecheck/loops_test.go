@@ -19,9 +19,10 @@ const (
 
 // notLoopLibrary are the import path prefixes (after the module's) that are not library
 // code for this rule: commands, the consistency checker, the engine of `twice run` (a
-// supervisor of processes, whose timers are its subject), test helpers, and internal/loop
-// itself, which is where the plumbing lives.
-var notLoopLibrary = []string{"/cmd/", "/internal/loop", "/internal/check", "/internal/run", "/internal/conformance",
+// supervisor of processes, whose timers are its subject), test helpers, internal/loop
+// itself, which is where the plumbing lives, and the example applications, written as a
+// user of the library writes them (without internal packages).
+var notLoopLibrary = []string{"/cmd/", "/examples/", "/internal/loop", "/internal/check", "/internal/run", "/internal/conformance",
 	"/internal/testdb", "/internal/testnats", "/internal/testnode", "/bus/bustest"}
 
 // loopAllowed are the hand-written loops kept on purpose, by file and what it writes, with

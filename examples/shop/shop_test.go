@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/twicetest"
+)
+
+// client is a browser of the shop's pages: one cookie jar for both instances (they share
+// the host, so the session cookie goes to both), redirects not followed.
+type client struct {
+	t   *testing.T
+	c   *http.Client
+	srv [2]*httptest.Server
+}
+
+// answer is a page as the client got it.
+type answer struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (c *client) do(i int, method, path string, form url.Values) answer {
+	c.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, c.srv[i].URL+path, body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := c.c.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return answer{resp.StatusCode, resp.Header, string(b)}
+}
+
+func (c *client) get(i int, path string) answer { c.t.Helper(); return c.do(i, http.MethodGet, path, nil) }
+func (c *client) post(i int, path string, form url.Values) answer {
+	c.t.Helper()
+	return c.do(i, http.MethodPost, path, form)
+}
+
+func (a answer) want(t *testing.T, status int, contains ...string) answer {
+	t.Helper()
+	if a.status != status {
+		t.Fatalf("status %d, want %d: %s", a.status, status, a.body)
+	}
+	for _, s := range contains {
+		if !strings.Contains(a.body, s) {
+			t.Fatalf("the page lacks %q:\n%s", s, a.body)
+		}
+	}
+	return a
+}
+
+var (
+	keyField     = regexp.MustCompile(`name="product" value="1">\s*<input type="hidden" name="idempotency_key" value="([0-9a-f]+)">`)
+	versionInput = regexp.MustCompile(`action="/admin/products/1" class="inline">\s*<input type="hidden" name="version" value="(\d+)">`)
+)
+
+// Two instances of the shop on one database, a person going back and forth between them:
+// the session, the cached catalogue, the idempotent order, its confirmation job, the
+// versioned edit, the cron report and the chat all hold across them.
+func TestShopAcrossInstances(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, st twicetest.Store) {
+		t.Parallel()
+		ctx := context.Background()
+		nodes := twicetest.Open(t, 2, &twicetest.Options{Store: st, Service: "shop"})
+		jar, _ := cookiejar.New(nil)
+		c := &client{t: t, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+		for i, n := range nodes {
+			s, err := New(ctx, n, Options{Slot: string(rune('1' + i))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.srv[i] = httptest.NewServer(s)
+			t.Cleanup(c.srv[i].Close)
+		}
+
+		// Signed out: every page sends to the login; health needs no session.
+		if a := c.get(0, "/catalogue"); a.status != http.StatusSeeOther || a.header.Get("Location") != "/login" {
+			t.Fatalf("a signed-out catalogue: %d %v", a.status, a.header)
+		}
+		c.get(1, "/readyz").want(t, http.StatusOK)
+		c.post(0, "/login", url.Values{"name": {""}}).want(t, http.StatusBadRequest, "Give a name")
+		c.post(0, "/login", url.Values{"name": {"ann"}}).want(t, http.StatusSeeOther)
+
+		// The session reaches the other instance; the footer says which one served.
+		cat := c.get(1, "/catalogue").want(t, http.StatusOK, `id="user">ann<`, "Espresso beans", "€24.00", `instance 2</strong>`)
+		m := keyField.FindStringSubmatch(cat.body)
+		if m == nil {
+			t.Fatalf("no order form with a key:\n%s", cat.body)
+		}
+		order := url.Values{"product": {"1"}, "quantity": {"2"}, "idempotency_key": {m[1]}}
+
+		// The order, sent to one instance and again to the other: placed once.
+		first := c.post(0, "/orders", order).want(t, http.StatusSeeOther)
+		loc := first.header.Get("Location")
+		if !regexp.MustCompile(`^/orders/\d+$`).MatchString(loc) {
+			t.Fatalf("the order sent us to %q", loc)
+		}
+		again := c.post(1, "/orders", order).want(t, http.StatusSeeOther)
+		if got := again.header.Get("Location"); !strings.HasPrefix(got, loc+"?") || again.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("the same key again: %q %v, want a replay of %s", got, again.header, loc)
+		}
+		order.Set("quantity", "5")
+		c.post(1, "/orders", order).want(t, http.StatusUnprocessableEntity, "already used")
+		c.get(0, "/orders").want(t, http.StatusOK, `href="`+loc+`"`)
+		if n := strings.Count(c.get(0, "/orders").body, "<tr><td><a href="); n != 1 {
+			t.Fatalf("%d orders listed, want 1", n)
+		}
+
+		// Its confirmation job, enqueued with it, runs on either instance.
+		if _, err := twicetest.Work(ctx, nodes[0]); err != nil {
+			t.Fatal(err)
+		}
+		page := c.get(1, loc).want(t, http.StatusOK, `id="confirmation"`, "Confirmed at")
+		if page.header.Get("ETag") != `"1"` {
+			t.Fatalf("the order's ETag is %q, want \"1\"", page.header.Get("ETag"))
+		}
+
+		// Edited at its version on one instance; the same edit, now stale, refused on the other.
+		edit := url.Values{"version": {"1"}, "quantity": {"3"}, "note": {"blue"}}
+		c.post(0, loc, edit).want(t, http.StatusSeeOther)
+		c.post(1, loc, edit).want(t, http.StatusPreconditionFailed, "changed since you opened it")
+		c.post(1, loc, url.Values{"quantity": {"3"}}).want(t, http.StatusPreconditionRequired)
+		c.get(1, loc).want(t, http.StatusOK, `id="quantity">3<`, "blue", `id="version">2`)
+		c.get(1, "/orders/999999").want(t, http.StatusNotFound)
+
+		// A price edited on instance 1 reaches instance 2's cached catalogue.
+		admin := c.get(0, "/admin").want(t, http.StatusOK)
+		v := versionInput.FindStringSubmatch(admin.body)
+		if v == nil {
+			t.Fatalf("no price form:\n%s", admin.body)
+		}
+		c.post(0, "/admin/products/1", url.Values{"version": {v[1]}, "price": {"19.5"}}).want(t, http.StatusSeeOther)
+		c.post(0, "/admin/products/1", url.Values{"version": {v[1]}, "price": {"18"}}).want(t, http.StatusPreconditionFailed)
+		testnode.Eventually(t, 20*time.Second, "the new price on the other instance", func() bool {
+			return strings.Contains(c.get(1, "/catalogue").body, "€19.50")
+		})
+
+		// The cron report, triggered now instead of at the minute.
+		if _, err := nodes[1].Cron().Trigger(ctx, reportSchedule); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := twicetest.Work(ctx, nodes[1]); err != nil {
+			t.Fatal(err)
+		}
+		c.get(0, "/reports").want(t, http.StatusOK, `id="reports"`)
+
+		// A chat message posted on one instance is read on the other.
+		c.post(0, "/chat", url.Values{"body": {"  "}}).want(t, http.StatusBadRequest, "empty")
+		c.post(0, "/chat", url.Values{"body": {"where is my <kettle>?"}}).want(t, http.StatusSeeOther)
+		c.get(1, "/chat/messages").want(t, http.StatusOK, "where is my &lt;kettle&gt;?", "via instance 1")
+
+		c.post(1, "/logout", url.Values{}).want(t, http.StatusSeeOther)
+		if a := c.get(0, "/catalogue"); a.status != http.StatusSeeOther {
+			t.Fatalf("logged out, the catalogue answered %d", a.status)
+		}
+	})
+}
+
+// FuzzIfMatch: whatever a client sends as If-Match or as the form's version, the handler
+// gets a positive version or an error, never a panic.
+func FuzzIfMatch(f *testing.F) {
+	for _, s := range []string{`"1"`, `W/"2"`, `*`, `"a", "3"`, `"`, ``, `"-4"`} {
+		f.Add(s, "")
+		f.Add("", s)
+	}
+	f.Fuzz(func(t *testing.T, header, form string) {
+		r := httptest.NewRequest(http.MethodPost, "/orders/1", strings.NewReader(url.Values{"version": {form}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if header != "" {
+			r.Header.Set("If-Match", header)
+		}
+		v, err := ifMatch(r)
+		if err == nil && v < 1 {
+			t.Fatalf("If-Match %q, version %q: version %d without an error", header, form, v)
+		}
+	})
+}
