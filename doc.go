@@ -62,10 +62,13 @@
 // [github.com/twicehq/twice/examples/deploy] holds HAProxy, Kubernetes and docker compose
 // files for three instances, tested with HAProxy in front of real processes, and
 // [github.com/twicehq/twice/examples/deploy/app], the example service they run.
+// [github.com/twicehq/twice/examples/shop] is the demo shop.
 //
-// The `twice` command (cmd/twice) works on the same database: demo (three local instances
-// through failover, fencing and drain), status, migrate (up, down, status, sql), config,
-// jobs, queues, cron, bench (failover, events, invalidation, config), check (the
-// consistency checker: instances under faults, every invariant), version and help
-// (`twice help COMMAND` for one command's flags).
+// The `twice` command (cmd/twice) works on the same database: demo (the demo shop of
+// examples/shop, three instances behind `twice run`'s proxy; `--scenario leader`: failover,
+// fencing and drain), run (N instances of any command behind a health-checking proxy),
+// status, migrate (up, down, status, sql), config, jobs, queues, cron, bench (failover,
+// events, idle, scale, partitions, invalidation, config), check (the consistency checker:
+// instances under faults, every invariant), version and help (`twice help COMMAND` for one
+// command's flags).
 package twice

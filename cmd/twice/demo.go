@@ -14,17 +14,35 @@ import (
 	"github.com/twicehq/twice/store"
 )
 
-// demoCmd starts three real instance processes on one database and shows, in order: an
-// election, a crash of the leader, a leader paused past its lease whose stale write is
-// refused, and a graceful handover. It checks every accepted write at the end.
+// demoCmd is `twice demo`: the demo shop (demo_shop.go) by default, or with --scenario
+// leader the scripted tour of leader failover below.
 func demoCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	var db dbFlags
 	db.register(fs)
+	scenario := fs.String("scenario", "shop", "shop: the demo shop, three instances behind a proxy; leader: a scripted tour of leader failover")
+	var shop shopFlags
+	shop.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	s, dsn, cleanup, err := openScratch(ctx, &db, "demo")
+	switch *scenario {
+	case "shop":
+		return demoShop(ctx, &db, shop, stdout)
+	case "leader":
+		if shop.set(fs) {
+			return fmt.Errorf("%w: demo: --for, --port and --chaos are for the shop, not --scenario leader", errUsage)
+		}
+		return demoLeader(ctx, &db, stdout)
+	}
+	return fmt.Errorf("%w: demo: --scenario %q: want shop or leader", errUsage, *scenario)
+}
+
+// demoLeader starts three real instance processes on one database and shows, in order: an
+// election, a crash of the leader, a leader paused past its lease whose stale write is
+// refused, and a graceful handover. It checks every accepted write at the end.
+func demoLeader(ctx context.Context, db *dbFlags, stdout io.Writer) error {
+	s, dsn, cleanup, err := openScratch(ctx, db, "demo")
 	if err != nil {
 		return err
 	}

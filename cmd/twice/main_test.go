@@ -43,7 +43,7 @@ func TestUsage(t *testing.T) {
 		{}, {"frobnicate"}, {"status", "--frobnicate"}, {"migrate"}, {"migrate", "sideways"},
 		{"migrate", "down", "--steps", "0"}, {"migrate", "sql", "--dialect", "oracle"},
 		{"bench"}, {"bench", "failover", "--kills", "0"}, {"bench", "nothing"}, {"version", "extra"},
-		{"demo", "--nope"},
+		{"demo", "--nope"}, {"demo", "--scenario", "nope"}, {"demo", "--scenario", "leader", "--for", "1s"}, {"demo", "--for", "-1s"},
 		{"check", "--store", "oracle"}, {"check", "--faults", "meteor"}, {"check", "--instances", "1"},
 	} {
 		code, _, stderr := cli(t, nil, args...)
@@ -273,9 +273,9 @@ func TestBenchFailoverJSON(t *testing.T) {
 	}
 }
 
-func TestDemo(t *testing.T) {
+func TestDemoLeader(t *testing.T) {
 	t.Setenv("TWICE_DSN", "")
-	code, out, stderr := cli(t, nil, "demo")
+	code, out, stderr := cli(t, nil, "demo", "--scenario", "leader")
 	if code != 0 {
 		t.Fatalf("demo exit %d\n%s\n%s", code, out, stderr)
 	}

@@ -121,13 +121,6 @@ func needChromium(t *testing.T) {
 // .ci/out/shot for a person to look at.
 func inBrowser[T any](t *testing.T, path, ready, js, shot string) T {
 	t.Helper()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		t.Fatalf("the repository's root is not %s: %v", root, err)
-	}
 	ctx, watch := browser(t)
 	start := time.Now()
 	if err := chromedp.Do(ctx, chromedp.Navigate("file://"+path), chromedp.WaitVisible(ready)); err != nil {
@@ -144,15 +137,7 @@ func inBrowser[T any](t *testing.T, path, ready, js, shot string) T {
 	t.Logf("opened, checked and captured in %v: %+v", time.Since(start).Round(time.Millisecond), drawn)
 	watch.check(t)
 
-	out := filepath.Join(root, ".ci", "out")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(out, shot)
-	if err := os.WriteFile(file, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s (%d bytes)", file, len(png))
+	saveShot(t, shot, png)
 	return drawn
 }
 
@@ -215,16 +200,20 @@ func (w *pageWatch) see(ev any) {
 	}
 }
 
-// check fails the test for every request but for the page's own file, and every error.
-func (w *pageWatch) check(t *testing.T) {
+// check fails the test for every request but for the page's own file (or, when allowed
+// names some, for URLs starting with one of them), and every error.
+func (w *pageWatch) check(t *testing.T, allowed ...string) {
 	t.Helper()
+	if len(allowed) == 0 {
+		allowed = []string{"file://"}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.requests) == 0 {
 		t.Error("no request seen, not even the page's: the watch on the network is blind")
 	}
 	for _, u := range w.requests {
-		if !strings.HasPrefix(u, "file://") {
+		if !slices.ContainsFunc(allowed, func(p string) bool { return strings.HasPrefix(u, p) }) {
 			t.Errorf("the page asked the network for %s", u)
 		}
 	}

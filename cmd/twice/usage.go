@@ -28,7 +28,10 @@ type usageLine struct{ sub, args, desc string }
 const (
 	dbNote      = "--dsn defaults to $TWICE_DSN, then sqlite:./twice.db; --schema to $TWICE_SCHEMA."
 	serviceNote = "--service defaults to $TWICE_SERVICE."
-	adminNote   = "Each takes --dsn, --schema, --service and --json. --service defaults to $TWICE_SERVICE,\nor the only service in the database.\n" + dbNote
+	demoNote    = "The shop is built from examples/shop: run it in the repository (go run ./cmd/twice demo).\n" +
+		"Its database is a fresh SQLite file unless --dsn or $TWICE_DSN names one; --scenario leader\n" +
+		"runs on a scratch file too. --for, --port and --chaos are the shop's."
+	adminNote = "Each takes --dsn, --schema, --service and --json. --service defaults to $TWICE_SERVICE,\nor the only service in the database.\n" + dbNote
 )
 
 // commands is set in init: the help command reads the table it is part of.
@@ -36,8 +39,9 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{name: "demo", run: noStderr(demoCmd), note: dbNote, lines: []usageLine{
-			{"", "[--dsn DSN]", "three local instances: failover, drain and fencing"}}},
+		{name: "demo", run: noStderr(demoCmd), note: demoNote, lines: []usageLine{
+			{"", "[--for D] [--port 8080] [--chaos D] [--dsn DSN]\n[--scenario shop|leader]",
+				"the demo shop, three instances behind a proxy; --for D\nstops it and checks its pages; leader: the failover tour"}}},
 		{name: "run", run: runCmd, note: runNote, lines: []usageLine{
 			{"", "[-n 3] [--port 8080] [--health /readyz] [--interval 1s] [--fails 3] [--sticky]\n[--restart never|on-failure|always] [--chaos D] [--faults LIST] [--dsn DSN]\n[--grace 10s] -- CMD [ARGS…]",
 				"N instances of any command behind a health-checking\nproxy: merged logs, restarts, rolling restart, chaos"}}},

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/testnode"
+)
+
+// `twice demo --for 20s` builds the shop, runs it three times behind the proxy, and exits 0
+// only after its own check of the pages through the proxy passed: log in, catalogue, an
+// order placed once under a resent Idempotency-Key, its confirmation, an If-Match edit.
+func TestDemoShop(t *testing.T) {
+	t.Parallel()
+	args := []string{"demo", "--for", "20s", "--port", "0"}
+	if os.Getenv(twice.EnvDSN) != "" { // the demo would use it; the test wants its own file
+		args = append(args, "--dsn", "sqlite:"+filepath.Join(t.TempDir(), "shop.db"))
+	}
+	code, out, stderr := cli(t, nil, args...)
+	if code != 0 {
+		t.Fatalf("twice demo: exit %d\n%s\n%s", code, out, stderr)
+	}
+	for _, want := range []string{"the shop runs three times behind http://127.0.0.1:", "placed order", "the same order, placed once",
+		"Confirmed at", "is refused (412)", "every check passed; pages served by instances"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the demo's output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// The shop's check fails when a page does: a proxy with no shop behind it is no shop.
+func TestDemoShopCheckFails(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := checkShop(ctx, "http://127.0.0.1:1", &out); err == nil || !strings.Contains(err.Error(), "log in") {
+		t.Fatalf("a check against nothing: %v\n%s", err, out.String())
+	}
+}
+
+// The demo shop in headless Chromium, as a person uses it: log in, order from the
+// catalogue, and see the confirmation job's effect on the order's page, served by one of
+// the three instances behind the proxy. A screenshot of the confirmed order is kept in
+// .ci/out/shop-order.png.
+func TestShopInBrowser(t *testing.T) {
+	needChromium(t)
+	t.Parallel()
+	var logs testnode.Buffer
+	ctx := context.Background()
+	shop, err := startShop(ctx, shopOptions{dsn: "sqlite:" + filepath.Join(t.TempDir(), "shop.db"), out: &logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		shop.stop()
+		if t.Failed() {
+			t.Logf("the shop's output:\n%s", logs.String())
+		}
+	})
+	bctx, watch := browser(t)
+	err = chromedp.Do(bctx,
+		chromedp.Navigate(shop.url+"/"),
+		chromedp.WaitVisible("#name"),
+		chromedp.SendKeys("#name", "browser"),
+		chromedp.Click("#login"),
+		chromedp.WaitVisible("#product-2 button.order"),
+		chromedp.Click("#product-2 button.order"),
+		chromedp.WaitVisible("#version"),
+	)
+	if err != nil {
+		t.Fatalf("log in and order: %v\n%s", err, logs.String())
+	}
+	confirmed := false
+	for deadline := time.Now().Add(30 * time.Second); !confirmed && time.Now().Before(deadline); {
+		if confirmed, err = chromedp.Run(bctx, chromedp.Evaluate[bool](`document.querySelector("#confirmation") !== null`)); err != nil {
+			t.Fatal(err)
+		}
+		if !confirmed {
+			time.Sleep(200 * time.Millisecond)
+			if err := chromedp.Do(bctx, chromedp.Reload(), chromedp.WaitVisible("#version")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !confirmed {
+		t.Fatal("the order's page never showed its confirmation")
+	}
+	text, err := chromedp.Run(bctx, chromedp.Text("#confirmation"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	footer, err := chromedp.Run(bctx, chromedp.Text("#served-by"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "Confirmed at") || !strings.HasPrefix(footer, "instance ") {
+		t.Errorf("confirmation %q, footer %q", text, footer)
+	}
+	t.Logf("%s; page served by %s", text, footer)
+	watch.check(t, shop.url+"/", "data:")
+	saveShot(t, "shop-order.png", png)
+}
+
+// saveShot writes a screenshot to .ci/out/name, in the repository's root, for a person to
+// look at.
+func saveShot(t *testing.T, name string, png []byte) {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("the repository's root is not %s: %v", root, err)
+	}
+	dir := filepath.Join(root, ".ci", "out")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, name)
+	if err := os.WriteFile(file, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", file, len(png))
+}
