@@ -23,6 +23,8 @@ type shopCheck struct {
 	c         *http.Client
 	out       io.Writer
 	instances map[string]bool // slots named by X-Served-By
+	tries     int             // of the last step
+	last      error           // the last step's last failed try
 }
 
 // shopCheckResult is what the check saw.
@@ -158,19 +160,27 @@ var (
 	versionField = regexp.MustCompile(`name="version" value="(\d+)"`)
 )
 
+// say reports a step that passed, with how many tries it took when more than one.
 func (k *shopCheck) say(format string, args ...any) {
-	fmt.Fprintf(k.out, "  ✓ "+format+"\n", args...)
+	line := fmt.Sprintf("  ✓ "+format, args...)
+	if k.tries > 1 {
+		line += fmt.Sprintf(" (after %d tries: %v)", k.tries, k.last)
+	}
+	fmt.Fprintln(k.out, line)
 }
 
 // step runs fn until it succeeds, fails for good, or stepTime passes.
 func (k *shopCheck) step(ctx context.Context, what string, fn func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, stepTime)
 	defer cancel()
+	k.tries, k.last = 0, nil
 	for {
+		k.tries++
 		err := fn()
 		if err == nil {
 			return nil
 		}
+		k.last = err
 		if !errors.Is(err, errRetry) {
 			return fmt.Errorf("%s: %w", what, err)
 		}
@@ -250,6 +260,7 @@ func snippet(body string) string {
 	if m := errorPara.FindStringSubmatch(body); m != nil {
 		return m[1]
 	}
+	body = strings.TrimSpace(body)
 	if len(body) > 200 {
 		body = body[:200] + "…"
 	}

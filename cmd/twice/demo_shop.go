@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twicehq/twice"
@@ -65,7 +66,11 @@ func demoShop(ctx context.Context, db *dbFlags, f shopFlags, stdout io.Writer) e
 	if err := f.validate(); err != nil {
 		return err
 	}
-	shop, err := startShop(ctx, shopOptions{dsn: db.dsn, schema: db.schema, port: f.port, chaos: f.chaos, out: stdout})
+	f0, _ := stdout.(*os.File)
+	color := f0 != nil && runner.IsTerminal(f0) && os.Getenv("NO_COLOR") == ""
+	// The instances' lines and the demo's own share the output.
+	stdout = &lockedWriter{w: stdout}
+	shop, err := startShop(ctx, shopOptions{dsn: db.dsn, schema: db.schema, port: f.port, chaos: f.chaos, out: stdout, color: color})
 	if err != nil {
 		return err
 	}
@@ -112,6 +117,19 @@ type shopOptions struct {
 	port        int           // the proxy's, 0 for a free one
 	chaos       time.Duration // 0: none
 	out         io.Writer     // the instances' merged output and the runner's lines
+	color       bool          // each instance's lines in its colour (out is a terminal)
+}
+
+// lockedWriter serialises the writes of the runner's goroutines and the demo's own.
+type lockedWriter struct {
+	mu sync.Mutex // protects w
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // runningShop is the demo shop running: three instances behind the proxy.
@@ -124,7 +142,7 @@ type runningShop struct {
 }
 
 // startShop builds the shop and starts it three times under twice run, and returns once
-// every instance is ready.
+// every instance is ready (one, under chaos).
 func startShop(ctx context.Context, o shopOptions) (*runningShop, error) {
 	root, err := shopRoot()
 	if err != nil {
@@ -151,15 +169,16 @@ func startShop(ctx context.Context, o shopOptions) (*runningShop, error) {
 	if o.schema != "" {
 		env = append(env, twice.EnvSchema+"="+o.schema)
 	}
-	out, _ := o.out.(*os.File)
-	tty := out != nil && runner.IsTerminal(out)
 	r, err := runner.Start(ctx, runner.Config{
 		Command: []string{bin}, Instances: 3, Listen: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.port)),
 		DSN: dsn, Dir: dir, Env: env, Chaos: o.chaos, Grace: 5 * time.Second,
-		Out: o.out, Color: tty && os.Getenv("NO_COLOR") == "",
+		Out: o.out, Color: o.color,
 	})
 	if err != nil {
 		os.RemoveAll(dir)
+		if o.port != 0 && strings.Contains(err.Error(), "cannot listen") {
+			err = fmt.Errorf("%w (--port 0 picks a free port)", err)
+		}
 		return nil, err
 	}
 	s := &runningShop{r: r, url: "http://" + r.Addr(), db: dsnShown(dsn), dir: dir}
@@ -167,15 +186,20 @@ func startShop(ctx context.Context, o shopOptions) (*runningShop, error) {
 		r.Close()
 		os.RemoveAll(dir)
 	}
-	if err := s.waitReady(ctx, time.Minute); err != nil {
+	// Under chaos an instance may be down at any moment: one ready is enough to begin.
+	want := 3
+	if o.chaos > 0 {
+		want = 1
+	}
+	if err := s.waitReady(ctx, want, time.Minute); err != nil {
 		s.stop()
 		return nil, err
 	}
 	return s, nil
 }
 
-// waitReady waits until every instance passed a health check.
-func (s *runningShop) waitReady(ctx context.Context, limit time.Duration) error {
+// waitReady waits until want instances passed a health check.
+func (s *runningShop) waitReady(ctx context.Context, want int, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		ready := 0
@@ -184,7 +208,7 @@ func (s *runningShop) waitReady(ctx context.Context, limit time.Duration) error 
 				ready++
 			}
 		}
-		if ready == 3 {
+		if ready >= want {
 			return nil
 		}
 		if time.Now().After(deadline) {

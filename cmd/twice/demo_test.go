@@ -35,6 +35,23 @@ func TestDemoShop(t *testing.T) {
 	}
 }
 
+// Under chaos (an instance killed or paused every second), the shop's pages still pass the
+// demo's check: each step is tried again on another instance, the order under its key is
+// placed once, and its confirmation job is rescued from a killed instance.
+func TestDemoShopUnderChaos(t *testing.T) {
+	t.Parallel()
+	code, out, stderr := cli(t, nil, "demo", "--for", "8s", "--chaos", "1s", "--port", "0",
+		"--dsn", "sqlite:"+filepath.Join(t.TempDir(), "shop.db"))
+	if code != 0 {
+		t.Fatalf("twice demo --chaos: exit %d\n%s\n%s", code, out, stderr)
+	}
+	for _, want := range []string{"chaos: SIG", "the same order, placed once", "Confirmed at", "every check passed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the demo's output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // The shop's check fails when a page does: a proxy with no shop behind it is no shop.
 func TestDemoShopCheckFails(t *testing.T) {
 	t.Parallel()
