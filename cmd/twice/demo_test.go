@@ -65,8 +65,8 @@ func TestDemoShopCheckFails(t *testing.T) {
 
 // The demo shop in headless Chromium, as a person uses it: log in, order from the
 // catalogue, and see the confirmation job's effect on the order's page, served by one of
-// the three instances behind the proxy. A screenshot of the confirmed order is kept in
-// .ci/out/shop-order.png.
+// the three instances behind the proxy; then say hello in the support chat. Screenshots of
+// the confirmed order, the chat and the catalogue are kept in .ci/out/shop-*.png.
 func TestShopInBrowser(t *testing.T) {
 	needChromium(t)
 	t.Parallel()
@@ -126,8 +126,59 @@ func TestShopInBrowser(t *testing.T) {
 		t.Errorf("confirmation %q, footer %q", text, footer)
 	}
 	t.Logf("%s; page served by %s", text, footer)
-	watch.check(t, shop.url+"/", "data:")
 	saveShot(t, "shop-order.png", png)
+
+	// The support chat: a message sent from its form shows in the room's frame, which every
+	// instance reads.
+	err = chromedp.Do(bctx,
+		chromedp.Navigate(shop.url+"/chat"),
+		chromedp.WaitVisible("#body"),
+		chromedp.SendKeys("#body", "hello from the browser"),
+		chromedp.Click("#send"),
+	)
+	if err != nil {
+		t.Fatalf("the chat: %v", err)
+	}
+	// Sent: the form's page came back, its input empty.
+	inBrowserEventually(t, bctx, `document.readyState === "complete" && document.querySelector("#body")?.value === ""`)
+	err = chromedp.Do(bctx,
+		chromedp.Navigate(shop.url+"/chat/messages"),
+		chromedp.WaitVisible("p.msg"),
+	)
+	if err != nil {
+		t.Fatalf("the chat: %v", err)
+	}
+	msg, err := chromedp.Run(bctx, chromedp.Text("p.msg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(msg, "browser hello from the browser") {
+		t.Errorf("the chat shows %q", msg)
+	}
+	for _, p := range []struct{ path, ready, shot string }{
+		{"/chat", "iframe.chat", "shop-chat.png"}, {"/catalogue", "#product-1", "shop-catalogue.png"}} {
+		if err := chromedp.Do(bctx, chromedp.Navigate(shop.url+p.path), chromedp.WaitVisible(p.ready)); err != nil {
+			t.Fatalf("%s: %v", p.path, err)
+		}
+		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		saveShot(t, p.shot, png)
+	}
+	watch.check(t, shop.url+"/", "data:")
+}
+
+// inBrowserEventually waits until js is true in the page, through navigations (an
+// evaluation in a page being replaced fails, and is tried again).
+func inBrowserEventually(t *testing.T, ctx context.Context, js string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js)); err == nil && ok {
+			return
+		}
+	}
+	t.Fatalf("not within 30s in the page: %s", js)
 }
 
 // saveShot writes a screenshot to .ci/out/name, in the repository's root, for a person to

@@ -18,7 +18,8 @@ import (
 type Room interface {
 	// Post stores a message from user in room.
 	Post(ctx context.Context, room, user, body string) error
-	// Recent returns room's last n messages, oldest first.
+	// Recent returns room's last n messages, newest first (the frame shows the newest on
+	// top: it has no script to scroll to the bottom).
 	Recent(ctx context.Context, room string, n int) ([]Message, error)
 }
 
@@ -54,9 +55,7 @@ func checkMessage(body string) (string, error) {
 
 const (
 	sqlPostChat = `INSERT INTO shop_chat (room, user_id, body, posted_by) VALUES ($1, $2, $3, $4)`
-	sqlChat     = `SELECT id, user_id, body, posted_by, created_at FROM (
-		SELECT id, user_id, body, posted_by, created_at FROM shop_chat WHERE room = $1 ORDER BY id DESC LIMIT $2) last
-		ORDER BY id`
+	sqlChat     = `SELECT id, user_id, body, posted_by, created_at FROM shop_chat WHERE room = $1 ORDER BY id DESC LIMIT $2`
 )
 
 // TableRoom is a [Room] in the shop's table shop_chat.

@@ -56,7 +56,10 @@ func (c *client) do(i int, method, path string, form url.Values) answer {
 	return answer{resp.StatusCode, resp.Header, string(b)}
 }
 
-func (c *client) get(i int, path string) answer { c.t.Helper(); return c.do(i, http.MethodGet, path, nil) }
+func (c *client) get(i int, path string) answer {
+	c.t.Helper()
+	return c.do(i, http.MethodGet, path, nil)
+}
 func (c *client) post(i int, path string, form url.Values) answer {
 	c.t.Helper()
 	return c.do(i, http.MethodPost, path, form)
@@ -173,7 +176,11 @@ func TestShopAcrossInstances(t *testing.T) {
 		// A chat message posted on one instance is read on the other.
 		c.post(0, "/chat", url.Values{"body": {"  "}}).want(t, http.StatusBadRequest, "empty")
 		c.post(0, "/chat", url.Values{"body": {"where is my <kettle>?"}}).want(t, http.StatusSeeOther)
-		c.get(1, "/chat/messages").want(t, http.StatusOK, "where is my &lt;kettle&gt;?", "via instance 1")
+		c.post(1, "/chat", url.Values{"body": {"in the post"}}).want(t, http.StatusSeeOther)
+		msgs := c.get(1, "/chat/messages").want(t, http.StatusOK, "where is my &lt;kettle&gt;?", "via instance 1", "via instance 2").body
+		if strings.Index(msgs, "in the post") > strings.Index(msgs, "kettle") {
+			t.Errorf("the newest message is not on top:\n%s", msgs)
+		}
 
 		c.post(1, "/logout", url.Values{}).want(t, http.StatusSeeOther)
 		if a := c.get(0, "/catalogue"); a.status != http.StatusSeeOther {
