@@ -34,7 +34,7 @@ type shopFlags struct {
 }
 
 func (f *shopFlags) register(fs *flag.FlagSet) {
-	fs.DurationVar(&f.duration, "for", 0, "stop by itself after D, once the shop's pages pass their checks (0: run until Ctrl-C)")
+	fs.DurationVar(&f.duration, "for", 0, "stop by itself after D, first checking the shop's pages through the proxy: exit 1 if one fails (0: run until Ctrl-C)")
 	fs.IntVar(&f.port, "port", 8080, "the proxy's port on 127.0.0.1 (0: a free one, printed)")
 	fs.DurationVar(&f.chaos, "chaos", 0, "kill or pause a random instance every D, as twice run --chaos (0: never)")
 }
@@ -78,7 +78,7 @@ func demoShop(ctx context.Context, db *dbFlags, f shopFlags, stdout io.Writer) e
 	fmt.Fprintf(stdout, "\ntwice demo: the shop runs three times behind %s on %s\n", shop.url, shop.db)
 	fmt.Fprintf(stdout, "  open %s in a browser: log in, order, chat. The footer names the instance that served each page.\n", shop.url)
 	if f.chaos > 0 {
-		fmt.Fprintf(stdout, "  chaos: an instance is killed or paused every %v; every page keeps working.\n", f.chaos)
+		fmt.Fprintf(stdout, "  chaos: every %v an instance is killed or paused (on PostgreSQL, or its database slowed or cut); every page keeps working.\n", f.chaos)
 	}
 	if f.duration == 0 {
 		fmt.Fprintln(stdout, "  Ctrl-C stops it.")
