@@ -17,6 +17,7 @@ import (
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/partition"
 	"github.com/twicehq/twice/presence"
+	"github.com/twicehq/twice/realtime"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 )
@@ -35,6 +36,7 @@ type blocks struct {
 	idem     slot[*idempotency.Keys]
 	parts    slot[*partition.Manager]
 	presence slot[*presence.Presence]
+	realtime slot[*realtime.Hub]
 
 	made    []block.Block // every block, in the order made
 	mu      sync.Mutex    // protects started, closed
@@ -55,6 +57,7 @@ func (n *Node) build() error {
 		n.blocks.idem.make(n, func() (*idempotency.Keys, error) { return idempotency.New(d, c.idempotency()) }),
 		n.blocks.parts.make(n, func() (*partition.Manager, error) { return partition.New(d) }),
 		n.blocks.presence.make(n, func() (*presence.Presence, error) { return presence.New(d, c.Presence) }),
+		n.blocks.realtime.make(n, func() (*realtime.Hub, error) { return realtime.New(d, n.Presence, c.Realtime) }),
 	)
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/presence"
+	"github.com/twicehq/twice/realtime"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
@@ -165,6 +166,10 @@ type Config struct {
 	// Presence configures [Node.Presence]: the poll. Defaults to the zero presence.Config's
 	// defaults.
 	Presence presence.Config
+	// Realtime configures [Node.Realtime]: who connects (Authenticate, required to serve
+	// its endpoint), which rooms they may join, origins, history kept, send buffer.
+	// Defaults to the zero realtime.Config's defaults.
+	Realtime realtime.Config
 	// Sessions configures [Node.Sessions]: cookie, timeouts, trusted proxies. Defaults to
 	// the zero session.Config's defaults.
 	Sessions session.Config

@@ -47,6 +47,8 @@
 //   - [github.com/twicehq/twice/settings]: cluster-wide configuration ([Node.Settings]).
 //   - [github.com/twicehq/twice/presence]: which user is connected where, in which rooms,
 //     with join and leave events on every instance ([Node.Presence]).
+//   - [github.com/twicehq/twice/realtime]: a WebSocket hub whose messages reach a room or
+//     a user on every instance, with a history clients resume from ([Node.Realtime]).
 //   - [github.com/twicehq/twice/session]: shared HTTP sessions ([Node.Sessions]).
 //   - [github.com/twicehq/twice/idempotency]: Idempotency-Key middleware
 //     ([Node.Idempotency]).

@@ -75,6 +75,9 @@ func fillEveryTable(t *testing.T, db testdb.DB, s *store.Store, service string) 
 	if _, err := n.Presence().Connect(ctx, "alice", "lobby"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := n.Realtime().Publish(ctx, "lobby", "hello"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := n.Events().Subscribe(ctx, events.GroupConfig{Name: "refuser", Topics: []string{"orders"}, Mode: events.Shared,
 		MaxAttempts: 1, Handle: func(context.Context, events.Event) error { return errors.New("refused") }}); err != nil {
 		t.Fatal(err)

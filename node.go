@@ -22,6 +22,7 @@ import (
 	"github.com/twicehq/twice/lock"
 	"github.com/twicehq/twice/partition"
 	"github.com/twicehq/twice/presence"
+	"github.com/twicehq/twice/realtime"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
@@ -31,7 +32,7 @@ import (
 func Components() []store.Component {
 	return []store.Component{lease.Component(), cluster.Component(), bus.Component(), events.Component(),
 		session.Component(), idempotency.Component(), settings.Component(), jobs.Component(), cron.Component(),
-		partition.Component(), presence.Component()}
+		partition.Component(), presence.Component(), realtime.Component()}
 }
 
 // LeaseChannel is the bus channel on which released lease names are announced. A message

@@ -114,7 +114,7 @@ var readmeImports = []string{
 	"github.com/twicehq/twice", "github.com/twicehq/twice/cache", "github.com/twicehq/twice/cron",
 	"github.com/twicehq/twice/events", "github.com/twicehq/twice/forward", "github.com/twicehq/twice/idempotency", "github.com/twicehq/twice/jobs", "github.com/twicehq/twice/metrics",
 	"github.com/twicehq/twice/lease", "github.com/twicehq/twice/occ", "github.com/twicehq/twice/partition", "github.com/twicehq/twice/session",
-	"github.com/twicehq/twice/presence", "github.com/twicehq/twice/settings", "github.com/twicehq/twice/store", "github.com/twicehq/twice/twicetest",
+	"github.com/twicehq/twice/presence", "github.com/twicehq/twice/realtime", "github.com/twicehq/twice/settings", "github.com/twicehq/twice/store", "github.com/twicehq/twice/twicetest",
 }
 
 // readmeStandIns declare, for every snippet, what the snippets use and leave to the reader:
@@ -122,6 +122,9 @@ var readmeImports = []string{
 // snippet that declares a name itself does without the stand-in.
 var readmeStandIns = map[string]string{
 	"ctx":            "var ctx context.Context",
+	"cfg":            "var cfg twice.Config",
+	"msg":            "var msg any",
+	"userOf":         "func userOf(r *http.Request) (string, error) { panic(0) }",
 	"mux":            "var mux *http.ServeMux",
 	"node":           "var node *twice.Node",
 	"tx":             "var tx store.Tx",

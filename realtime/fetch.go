@@ -1,0 +1,138 @@
+package realtime
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/twicehq/twice/internal/loop"
+)
+
+// message is one message read from a stream's history.
+type message struct {
+	off  int64
+	data string
+}
+
+// fetch is the fetcher's round: it reads every stream marked since the last, and waits
+// for the next mark.
+func (h *Hub) fetch(ctx context.Context) time.Duration {
+	h.mu.Lock()
+	keys := slices.Collect(maps.Keys(h.dirty))
+	clear(h.dirty)
+	h.mu.Unlock()
+	for _, k := range keys {
+		if ctx.Err() != nil {
+			return loop.Forever
+		}
+		if err := h.fetchStream(ctx, k); err != nil {
+			h.log.Warn("realtime: reading a stream failed; the next poll tries again", "err", err)
+		}
+	}
+	return loop.Forever
+}
+
+// fetchStream reads stream key after the lowest position a connection here holds on it,
+// and gives each connection what follows its own position.
+func (h *Hub) fetchStream(ctx context.Context, key string) error {
+	h.mu.Lock()
+	s := h.streams[key]
+	if s == nil {
+		h.mu.Unlock()
+		return nil
+	}
+	from := int64(-1)
+	for _, sb := range s.subs {
+		if from < 0 || sb.last < from {
+			from = sb.last
+		}
+	}
+	h.mu.Unlock()
+	if from < 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, loop.StatementTimeout)
+	defer cancel()
+	rows, err := h.st.Reader().Query(ctx, h.q.fetch, h.d.Service, key, from, fetchBatch)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var epoch string
+	var top int64
+	var msgs []message
+	found := false
+	for rows.Next() {
+		var off *int64
+		var data *string
+		if err := rows.Scan(&epoch, &top, &off, &data); err != nil {
+			return err
+		}
+		found = true
+		if off != nil && data != nil {
+			msgs = append(msgs, message{*off, *data})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if !found {
+		return nil // no row: the stream was never published to, or was reset since
+	}
+	h.deliver(key, from, epoch, top, msgs)
+	if len(msgs) == fetchBatch {
+		h.mark(key) // more to read
+	}
+	return nil
+}
+
+// deliver gives each connection following stream key the messages msgs (read after
+// offset from, in a stream at epoch whose last offset is top) that follow its position.
+func (h *Hub) deliver(key string, from int64, epoch string, top int64, msgs []message) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.streams[key]
+	if s == nil {
+		return
+	}
+	for c, sb := range s.subs {
+		if sb.epoch != epoch {
+			if sb.epoch != "" || sb.last != 0 {
+				// The stream was reset: what the connection holds is gone.
+				sb.epoch, sb.last = epoch, top
+				c.lost(sb, "epoch")
+				continue
+			}
+			sb.epoch = epoch // subscribed before the stream's first message
+		}
+		if sb.last < from {
+			continue // subscribed after this read began: the next read is its
+		}
+		// The first message after the connection's position: the first read, or what
+		// follows the last one read (top+1 if none).
+		next := top + 1
+		for _, m := range msgs {
+			if m.off > sb.last {
+				next = m.off
+				break
+			}
+		}
+		if next == top+1 && len(msgs) == fetchBatch {
+			continue // the batch ends before this connection's position: the next read
+		}
+		if next > sb.last+1 && top > sb.last {
+			// Pruned before this connection read it.
+			sb.last = next - 1
+			c.lost(sb, "pruned")
+		}
+		for _, m := range msgs {
+			if m.off != sb.last+1 {
+				continue
+			}
+			sb.last = m.off
+			c.send(outFrame{Type: "message", Room: sb.name, Epoch: epoch, Offset: ptr(m.off), Data: json.RawMessage(m.data)})
+		}
+	}
+}

@@ -1,0 +1,2 @@
+DROP TABLE twice_realtime_messages;
+DROP TABLE twice_realtime_rooms;
