@@ -2,7 +2,7 @@
 // a service on SQLite or PostgreSQL, signalling each other over the store's own bus or over
 // NATS. It checks what the instances of one service see of each other through the database
 // and the bus: membership and readiness, leader election, locks across instances, events
-// and consumer groups, caches, settings, presence, jobs and queues, cron, forged bus
+// and consumer groups, caches, settings, presence, the real-time hub, jobs and queues, cron, forged bus
 // messages and panics in the application's callbacks.
 //
 // [Exercise] runs one function per area (exerciseMembership, exerciseLeader, …), each in
@@ -49,6 +49,7 @@ func Exercise(t *testing.T, backend Backend) {
 		"Cache":          exerciseCache,
 		"Settings":       exerciseSettings,
 		"Presence":       exercisePresence,
+		"Realtime":       exerciseRealtime,
 		"Jobs":           exerciseJobs,
 		"JobsFlow":       exerciseJobsFlow,
 		"JobsRate":       exerciseJobsRate,
@@ -62,7 +63,7 @@ func Exercise(t *testing.T, backend Backend) {
 }
 
 // ExerciseBus runs the areas whose behaviour rests on the bus (events, caches, settings,
-// presence and forged messages) on backend: enough to try another bus without the whole suite.
+// presence, the real-time hub and forged messages) on backend: enough to try another bus without the whole suite.
 func ExerciseBus(t *testing.T, backend Backend) {
 	runAreas(t, backend, map[string]func(*testing.T, Backend){
 		"Events":         exerciseEvents,
@@ -72,6 +73,7 @@ func ExerciseBus(t *testing.T, backend Backend) {
 		"Cache":          exerciseCache,
 		"Settings":       exerciseSettings,
 		"Presence":       exercisePresence,
+		"Realtime":       exerciseRealtime,
 		"Forged":         exerciseForged,
 	})
 }
