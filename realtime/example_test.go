@@ -75,3 +75,45 @@ func Example() {
 	// subscribed lobby 0
 	// message lobby 1 map[text:hello]
 }
+
+// An order is saved and announced in one transaction: the message is stored, and sent,
+// only if the order commits. Each message of a room gets the room's next offset.
+func ExampleHub_PublishTx() {
+	dir, err := os.MkdirTemp("", "twice-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	node, err := twice.Open(ctx, twice.Config{DSN: "sqlite:" + filepath.Join(dir, "twice.db"), Name: "shop",
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close(ctx)
+	hub := node.Realtime()
+
+	tx, err := node.Store().Begin(ctx) // or the application's own *sql.Tx / pgx.Tx
+	if err != nil {
+		log.Fatal(err)
+	}
+	// … the business write in tx …
+	if _, err := hub.PublishTx(ctx, tx, "orders", map[string]int{"order": 1}); err != nil {
+		log.Fatal(err)
+	}
+	_ = tx.Rollback(ctx) // the order is not saved: nothing is sent, the offset is not used
+
+	pos, err := hub.Publish(ctx, "orders", map[string]int{"order": 2})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("offset", pos.Offset)
+	pos, err = hub.SendToUser(ctx, "alice", "your order shipped") // every tab of alice's
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("alice's offset", pos.Offset)
+	// Output:
+	// offset 1
+	// alice's offset 1
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/realtime"
+	"github.com/twicehq/twice/twicetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -470,5 +471,28 @@ func TestLostHintFoundByPoll(t *testing.T) {
 			t.Fatal(err)
 		}
 		receives(t, c, "lobby", "quiet")
+	})
+}
+
+// A bus that lost signals says so (Lost): the hub then reads every stream its connections
+// follow again, so a message whose hint went missing arrives then, not at the poll (an
+// hour here).
+func TestLostBusResyncs(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		cfg := twice.Config{Backstop: time.Hour, Realtime: realtime.Config{Poll: time.Hour}}
+		a, b := openNode(t, db, "chat", cfg), openNode(t, db, "chat", cfg)
+		c := connect(t, b, "alice", "lobby")
+		publish(t, a.hub(), "lobby", "heard")
+		receives(t, c, "lobby", "heard")
+		// Stored without a hint while b's bus is cut: only b's resync on Lost (when the cut
+		// ends) finds it before the poll.
+		restore := twicetest.CutBus(t, b.node)
+		if _, err := realtime.PublishQuiet(context.Background(), a.hub(), "lobby", "unheard"); err != nil {
+			t.Fatal(err)
+		}
+		restore()
+		receives(t, c, "lobby", "heard", "unheard")
 	})
 }
