@@ -121,6 +121,9 @@ func (c *client) leave() {
 	}
 	h.mu.Unlock()
 	c.shut(false)
+	if h.crashed.Load() {
+		return // as after a crash: the others delete the entry once they count this instance dead
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
 	defer cancel()
 	if err := c.pc.Close(ctx); err != nil && !errors.Is(err, presence.ErrClosed) {

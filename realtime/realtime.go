@@ -228,6 +228,7 @@ type Hub struct {
 	unsubscribe     func()
 	conns           sync.WaitGroup // the connections served
 	stopped         atomic.Bool
+	crashed         atomic.Bool // abandoned: the connections' presence entries stay, as after a crash
 	startOnce       sync.Once
 	closeOnce       sync.Once
 }
@@ -516,6 +517,7 @@ func (h *Hub) end(ctx context.Context, crash bool) error {
 	h.closeOnce.Do(func() {
 		ran := true
 		h.startOnce.Do(func() { ran = false })
+		h.crashed.Store(crash)
 		h.stopped.Store(true)
 		if h.unsubscribe != nil {
 			h.unsubscribe()

@@ -496,3 +496,35 @@ func TestLostBusResyncs(t *testing.T) {
 		receives(t, c, "lobby", "heard", "unheard")
 	})
 }
+
+// An instance that crashes drops its connections; its clients reconnect to another and
+// resume with what they missed, and their presence on the crashed one vanishes once the
+// cluster counts it dead.
+func TestCrashedInstanceClientsResume(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		a, b := open(t, db, "chat", realtime.Config{}), open(t, db, "chat", realtime.Config{})
+		c := connect(t, a, "alice", "lobby")
+		publish(t, b.hub(), "lobby", "1")
+		receives(t, c, "lobby", "1")
+		twicetest.Crash(t, a.node)
+		testnode.Eventually(t, liveness, "the connection dropped", func() bool { return !c.Connected() })
+		publish(t, b.hub(), "lobby", "2", "3")
+		if err := c.Connect(ctx, b.url+"alice", nil); err != nil {
+			t.Fatal(err)
+		}
+		receives(t, c, "lobby", "1", "2", "3")
+		testnode.EventuallyNil(t, liveness, func() error {
+			if err := b.node.Presence().Refresh(ctx); err != nil {
+				return err
+			}
+			where, err := b.node.Presence().Where(ctx, "alice")
+			if err == nil && (len(where) != 1 || where[0].Instance != b.node.ID()) {
+				err = fmt.Errorf("alice is at %+v", where)
+			}
+			return err
+		})
+	})
+}
