@@ -3,6 +3,8 @@ package instance_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/rtclient"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnats"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/realtime"
 )
@@ -26,15 +29,35 @@ func TestRealtimeSurvivesKill(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		realtimeSurvivesKill(t, db)
+		realtimeSurvivesKill(t, db, "", false)
+	})
+	// The history is pruned while the killed instance's clients are away: they are told
+	// their recovery is impossible, and continue from the last message.
+	t.Run("pruned", func(t *testing.T) {
+		t.Parallel()
+		testdb.Each(t, func(t *testing.T, db testdb.DB) {
+			t.Parallel()
+			realtimeSurvivesKill(t, db, "", true)
+		})
+	})
+	// Hints over NATS: delivery never waits for the database's bus.
+	t.Run("nats", func(t *testing.T) {
+		t.Parallel()
+		url := testnats.URL(t)
+		testdb.Each(t, func(t *testing.T, db testdb.DB) {
+			t.Parallel()
+			realtimeSurvivesKill(t, db, url, false)
+		})
 	})
 }
 
-func realtimeSurvivesKill(t *testing.T, db testdb.DB) {
+func realtimeSurvivesKill(t *testing.T, db testdb.DB, busURL string, prune bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const procs, perProc, sends = 3, 3, 30
 	opts := crashOptions(db)
+	// NATS subjects are shared by every test.
+	opts.Service, opts.Bus = "svc-"+strconv.FormatUint(rand.Uint64(), 36), busURL
 	opts.Workloads = []instance.Workload{instance.Realtime{}}
 	g := instance.NewGroup(spawner(t), opts, t.Output())
 	defer g.Stop(10 * time.Second)
@@ -53,7 +76,13 @@ func realtimeSurvivesKill(t *testing.T, db testdb.DB) {
 	if _, _, err := g.WaitFor(ctx, from, func(e instance.Event) bool { return e.Event == "ready" && e.Proc == procs-1 }); err != nil {
 		t.Fatal(err)
 	}
-	server := testnode.Open(t, db, opts.Service, twice.Config{})
+	server := testnode.Open(t, db, opts.Service, twice.Config{Bus: busURL, Realtime: realtime.Config{HistorySize: 5}})
+	// resume lets the killed instance's clients reconnect: at once, or once the history
+	// was pruned.
+	resume := make(chan struct{})
+	if !prune {
+		close(resume)
+	}
 	url := func(slot int, user string) string { return "ws://" + addrs[slot] + "/realtime?user=" + user }
 
 	var mu sync.Mutex // protects killed
@@ -95,6 +124,11 @@ func realtimeSurvivesKill(t *testing.T, db testdb.DB) {
 		if tb.c.Connected() {
 			return
 		}
+		select {
+		case <-resume:
+		case <-ctx.Done():
+			return
+		}
 		if err := tb.c.Connect(ctx, url(live(tb.home), tb.user), nil); err != nil {
 			t.Logf("%s: reconnect: %v", tb.user, err)
 		}
@@ -125,6 +159,12 @@ func realtimeSurvivesKill(t *testing.T, db testdb.DB) {
 					t.Error(err)
 				}
 			}
+		}
+		if prune {
+			if _, err := server.Realtime().Prune(ctx); err != nil { // keeps 5 messages a stream
+				t.Error(err)
+			}
+			close(resume)
 		}
 	})
 	wg.Wait()
@@ -169,6 +209,9 @@ func realtimeSurvivesKill(t *testing.T, db testdb.DB) {
 	}
 	if recovered == 0 && lost == 0 {
 		t.Error("no client of the killed instance resumed, and none was told recovery was impossible")
+	}
+	if prune && lost < perProc {
+		t.Errorf("%d recoveries impossible after pruning, want one at least per client of the killed instance", lost)
 	}
 	t.Logf("%d messages in the room; %d clients of the killed instance resumed; %d recoveries impossible", end.Offset, recovered, lost)
 }
