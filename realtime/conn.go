@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 	"github.com/twicehq/twice/presence"
@@ -28,6 +29,9 @@ type client struct {
 
 	// subs are its subscriptions by wire name; guarded by h.mu.
 	subs map[string]*sub
+	// behind is set when a subscription stopped for want of room in out: the writer then
+	// asks for more once out is half empty (see Hub.resume).
+	behind atomic.Bool
 
 	shutOnce sync.Once
 }
@@ -39,6 +43,9 @@ type sub struct {
 	key   string // the stream
 	epoch string
 	last  int64
+	// behind: the connection's buffer filled before it got every message; the fetcher
+	// skips it until the writer has drained half the buffer.
+	behind bool
 }
 
 // Handler serves the hub's WebSocket endpoint: it authenticates the upgrade request with
@@ -155,6 +162,27 @@ func (c *client) shut(crash bool) {
 	})
 }
 
+// resume makes the fetcher read again the streams c fell behind on, now that its buffer
+// has room.
+func (h *Hub) resume(c *client) {
+	h.mu.Lock()
+	c.behind.Store(false)
+	for _, sb := range c.subs {
+		if sb.behind {
+			sb.behind = false
+			h.dirty[sb.key] = true
+		}
+	}
+	h.mu.Unlock()
+	if h.fetcher != nil {
+		h.fetcher.Kick()
+	}
+}
+
+// room is how many messages c's buffer can take now, keeping a reserve for the frames
+// that answer the client (subscribed, published, errors).
+func (c *client) room() int { return cap(c.out) - len(c.out) - (cap(c.out)/8 + 1) }
+
 // send queues frame f, or closes the connection if its buffer is full: a slow client is
 // dropped rather than slowing the others. It never blocks.
 func (c *client) send(f outFrame) {
@@ -190,8 +218,12 @@ func (c *client) write(ctx context.Context) {
 			err := c.ws.Write(wctx, websocket.MessageText, b)
 			cancel()
 			if err != nil {
+				// A client that took no frame for WriteTimeout is slow: it goes.
 				c.cancel()
 				return
+			}
+			if c.behind.Load() && len(c.out) <= cap(c.out)/2 {
+				c.h.resume(c)
 			}
 		}
 	}

@@ -98,6 +98,9 @@ func (h *Hub) deliver(key string, from int64, epoch string, top int64, msgs []me
 		return
 	}
 	for c, sb := range s.subs {
+		if sb.behind {
+			continue // resumed by its writer, once its buffer has room
+		}
 		if sb.epoch != epoch {
 			if sb.epoch != "" || sb.last != 0 {
 				// The stream was reset: what the connection holds is gone.
@@ -131,8 +134,24 @@ func (h *Hub) deliver(key string, from int64, epoch string, top int64, msgs []me
 			if m.off != sb.last+1 {
 				continue
 			}
+			if c.room() <= 0 && c.fallBehind(sb) {
+				break
+			}
 			sb.last = m.off
 			c.send(outFrame{Type: "message", Room: sb.name, Epoch: epoch, Offset: ptr(m.off), Data: json.RawMessage(m.data)})
 		}
 	}
+}
+
+// fallBehind marks sb behind, as c's buffer has no room for its next message, and
+// reports whether it still has none: the writer, which has at least half the buffer to
+// write, then resumes it. If the writer made room meanwhile, sb is not behind. h.mu is
+// held.
+func (c *client) fallBehind(sb *sub) bool {
+	c.behind.Store(true) // before the second look, so the writer cannot miss it
+	if c.room() > 0 {
+		return false
+	}
+	sb.behind = true
+	return true
 }

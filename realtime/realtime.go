@@ -25,8 +25,10 @@
 // Lost message from the bus makes every stream with a connection be read again. A gap can
 // come only from pruning; it is then announced ("lost") before the message that follows it.
 //
-// A connection whose send buffer (Config.SendBuffer frames) is full is closed, with status
-// 1008 and reason "slow client", rather than slowing the others; it reconnects and resumes.
+// Each connection has a bounded send buffer (Config.SendBuffer frames). One that falls
+// behind (a long recovery, a burst) is fed from the history as its buffer drains, never by
+// holding up the others; one that takes no frame for Config.WriteTimeout, or whose buffer
+// has no room for an answer to it, is closed as a slow client. It reconnects and resumes.
 //
 // Each connection is a presence connection (package presence): connected on open, in the
 // rooms it subscribes to, closed with it, so Where and Online see the hub's users.
@@ -111,6 +113,8 @@ const (
 	MaxFrame = MaxMessage + 1024
 	// MaxSubscriptions is the most rooms one connection may be subscribed to.
 	MaxSubscriptions = 256
+	// MinSendBuffer is the smallest Config.SendBuffer.
+	MinSendBuffer = 4
 	// fetchBatch is how many messages one read of a stream returns.
 	fetchBatch = 500
 )
@@ -155,11 +159,12 @@ type Config struct {
 	// HistoryAge is how long a message is kept for recovery. Defaults to
 	// [DefaultHistoryAge] (10 minutes).
 	HistoryAge time.Duration
-	// SendBuffer is how many frames may wait for a slow connection before it is closed.
-	// Defaults to [DefaultSendBuffer] (256).
+	// SendBuffer is how many frames may wait for a connection: its memory bound. A
+	// connection that falls behind gets the rest from the history as it drains. At least
+	// [MinSendBuffer]. Defaults to [DefaultSendBuffer] (256).
 	SendBuffer int
-	// WriteTimeout bounds writing one frame to a connection. Defaults to
-	// [DefaultWriteTimeout] (10 seconds).
+	// WriteTimeout bounds writing one frame to a connection: one that takes none for
+	// that long is closed as a slow client. Defaults to [DefaultWriteTimeout] (10 seconds).
 	WriteTimeout time.Duration
 	// Poll is how often each instance reads the streams its connections follow in case a
 	// hint was lost, while the bus cannot vouch for its delivery (block.Deps.Backstop
@@ -193,8 +198,8 @@ func (c Config) validate() error {
 		return errors.New("realtime: Config.HistorySize cannot be negative")
 	case c.HistoryAge < 0:
 		return errors.New("realtime: Config.HistoryAge cannot be negative")
-	case c.SendBuffer < 0:
-		return errors.New("realtime: Config.SendBuffer cannot be negative")
+	case c.SendBuffer < 0 || c.SendBuffer > 0 && c.SendBuffer < MinSendBuffer:
+		return fmt.Errorf("realtime: Config.SendBuffer must be at least %d frames", MinSendBuffer)
 	case c.WriteTimeout < 0:
 		return errors.New("realtime: Config.WriteTimeout cannot be negative")
 	case c.Poll < 0:

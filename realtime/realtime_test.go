@@ -310,14 +310,15 @@ func TestRecoveryImpossible(t *testing.T) {
 	})
 }
 
-// A client that stops reading is disconnected once its send buffer is full, and the
-// others in its room get every message.
+// A client that stops reading is disconnected once it has taken no frame for
+// WriteTimeout, while another client of the same instance, with the same small buffer,
+// gets every one of 200 large messages, fed from the history as its buffer drains.
 func TestSlowClientDisconnected(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		a := open(t, db, "chat", realtime.Config{SendBuffer: 4})
+		a := open(t, db, "chat", realtime.Config{SendBuffer: 4, WriteTimeout: 500 * time.Millisecond})
 		good := connect(t, a, "alice", "lobby")
 		slow, _, err := websocket.Dial(ctx, a.url+"bob", nil)
 		if err != nil {
@@ -342,14 +343,7 @@ func TestSlowClientDisconnected(t *testing.T) {
 			want = append(want, fmt.Sprintf("%d %s", i, big))
 		}
 		receives(t, good, "lobby", want...)
-		// The slow client reads what its socket holds, then finds the connection closed.
-		for {
-			_, _, err := slow.Read(ctx)
-			if err != nil {
-				t.Logf("slow client: %v", err)
-				break
-			}
-		}
+		// Dropped while it was not reading.
 		testnode.EventuallyNil(t, liveness, func() error {
 			us, err := a.node.Presence().Online(ctx, "lobby")
 			if err == nil && len(us) != 1 {
@@ -357,6 +351,15 @@ func TestSlowClientDisconnected(t *testing.T) {
 			}
 			return err
 		})
+		// It reads what its socket holds, then finds the connection closed.
+		slow.SetReadLimit(1 << 20)
+		for {
+			_, _, err := slow.Read(ctx)
+			if err != nil {
+				t.Logf("slow client: %v", err)
+				break
+			}
+		}
 	})
 }
 
@@ -526,5 +529,30 @@ func TestCrashedInstanceClientsResume(t *testing.T) {
 			}
 			return err
 		})
+	})
+}
+
+// A client that missed more messages than its send buffer holds recovers them all, in
+// order: the hub feeds it from the history as it drains.
+func TestRecoveryLongerThanTheBuffer(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		a := open(t, db, "chat", realtime.Config{SendBuffer: realtime.MinSendBuffer})
+		b := open(t, db, "chat", realtime.Config{SendBuffer: realtime.MinSendBuffer})
+		c := connect(t, a, "alice", "lobby")
+		publish(t, a.hub(), "lobby", "0")
+		receives(t, c, "lobby", "0")
+		c.Drop()
+		want := []string{"0"}
+		for i := 1; i <= 600; i++ { // more than a read of the history (500) too
+			want = append(want, fmt.Sprint(i))
+		}
+		publish(t, a.hub(), "lobby", want[1:]...)
+		if err := c.Connect(ctx, b.url+"alice", nil); err != nil {
+			t.Fatal(err)
+		}
+		receives(t, c, "lobby", want...)
 	})
 }
