@@ -43,11 +43,17 @@ func (h *Hub) fetchStream(ctx context.Context, key string) error {
 		h.mu.Unlock()
 		return nil
 	}
-	from := int64(-1)
-	for _, sb := range s.subs {
+	// From the lowest position of the subscriptions not behind, as many messages as the
+	// roomiest of their buffers takes.
+	from, limit := int64(-1), 1
+	for c, sb := range s.subs {
+		if sb.behind {
+			continue
+		}
 		if from < 0 || sb.last < from {
 			from = sb.last
 		}
+		limit = max(limit, min(c.room(), fetchBatch))
 	}
 	h.mu.Unlock()
 	if from < 0 {
@@ -55,7 +61,7 @@ func (h *Hub) fetchStream(ctx context.Context, key string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, loop.StatementTimeout)
 	defer cancel()
-	rows, err := h.st.Reader().Query(ctx, h.q.fetch, h.d.Service, key, from, fetchBatch)
+	rows, err := h.st.Reader().Query(ctx, h.q.fetch, h.d.Service, key, from, limit)
 	if err != nil {
 		return err
 	}
@@ -81,16 +87,17 @@ func (h *Hub) fetchStream(ctx context.Context, key string) error {
 	if !found {
 		return nil // no row: the stream was never published to, or was reset since
 	}
-	h.deliver(key, from, epoch, top, msgs)
-	if len(msgs) == fetchBatch {
+	h.deliver(key, from, epoch, top, msgs, len(msgs) == limit)
+	if len(msgs) == limit {
 		h.mark(key) // more to read
 	}
 	return nil
 }
 
 // deliver gives each connection following stream key the messages msgs (read after
-// offset from, in a stream at epoch whose last offset is top) that follow its position.
-func (h *Hub) deliver(key string, from int64, epoch string, top int64, msgs []message) {
+// offset from, in a stream at epoch whose last offset is top; full if the read stopped at
+// its limit) that follow its position.
+func (h *Hub) deliver(key string, from int64, epoch string, top int64, msgs []message, full bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.streams[key]
@@ -122,7 +129,7 @@ func (h *Hub) deliver(key string, from int64, epoch string, top int64, msgs []me
 				break
 			}
 		}
-		if next == top+1 && len(msgs) == fetchBatch {
+		if next == top+1 && full {
 			continue // the batch ends before this connection's position: the next read
 		}
 		if next > sb.last+1 && top > sb.last {
