@@ -79,6 +79,8 @@ func init() {
 				"many instances: idle cost, time to see a new one, failover p50/p99, job throughput"},
 			{"partitions", "[--dsn DSN] [--instances 10] [--partitions 900] [--rounds 3]\n[--json] [--report FILE.html]",
 				"a partition set's time to settle after a join, a graceful leave and a SIGKILL"},
+			{"realtime", "[--dsn DSN] [--bus nats://…] [--instances 3] [--clients 50] [--messages N] [--rate R]\n[--burst N] [--connections N] [--partitions 900] [--json] [--report FILE.html]",
+				"hub delivery between instances p50/p99, deliveries/s, memory per\nconnection, and a partition set's rebalance times"},
 			{"invalidation", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--burst N]\n[--json] [--report FILE.html]",
 				"time cache invalidations from commit to every instance"},
 			{"config", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N]\n[--json] [--report FILE.html]",
