@@ -20,6 +20,7 @@ import (
 	"github.com/twicehq/twice/realtime"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
+	"github.com/twicehq/twice/workflow"
 )
 
 // blocks are the node's building blocks. Each is made at Open, which checks its Config and
@@ -37,6 +38,7 @@ type blocks struct {
 	parts    slot[*partition.Manager]
 	presence slot[*presence.Presence]
 	realtime slot[*realtime.Hub]
+	flows    slot[*workflow.Engine]
 
 	made    []block.Block // every block, in the order made
 	mu      sync.Mutex    // protects started, closed
@@ -58,6 +60,7 @@ func (n *Node) build() error {
 		n.blocks.parts.make(n, func() (*partition.Manager, error) { return partition.New(d) }),
 		n.blocks.presence.make(n, func() (*presence.Presence, error) { return presence.New(d, c.Presence) }),
 		n.blocks.realtime.make(n, func() (*realtime.Hub, error) { return realtime.New(d, n.Presence, c.Realtime) }),
+		n.blocks.flows.make(n, func() (*workflow.Engine, error) { return workflow.New(d, n.blocks.jobs.b, c.Workflows) }),
 	)
 }
 

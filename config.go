@@ -27,6 +27,7 @@ import (
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/workflow"
 )
 
 // MigrateMode says what [Open] does about the database schema.
@@ -154,6 +155,9 @@ type Config struct {
 	Jobs jobs.Config
 	// Cron configures [Node.Cron]. Defaults to the zero cron.Config's defaults.
 	Cron cron.Config
+	// Workflows configures [Node.Workflows]: the default retries of steps and
+	// compensations. Defaults to the zero workflow.Config's defaults.
+	Workflows workflow.Config
 	// Events configures [Node.Events]: retention (7 days; stream events are kept
 	// forever), the readers' poll, the largest payload. Defaults to the zero events.Config's
 	// defaults.

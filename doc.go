@@ -38,6 +38,8 @@
 //   - [github.com/twicehq/twice/jobs]: a transactional job queue, rescued by liveness
 //     ([Node.Jobs]).
 //   - [github.com/twicehq/twice/cron]: schedules firing exactly once per tick ([Node.Cron]).
+//   - [github.com/twicehq/twice/workflow]: durable workflows of checkpointed steps with
+//     compensations (sagas), resumed on a live instance after a crash ([Node.Workflows]).
 //   - [github.com/twicehq/twice/events]: a durable event log with consumer groups and
 //     event-sourced streams ([Node.Events]); [github.com/twicehq/twice/events/natsrelay]
 //     relays topics to NATS JetStream.

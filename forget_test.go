@@ -19,6 +19,7 @@ import (
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/store"
 	"github.com/twicehq/twice/twicetest"
+	"github.com/twicehq/twice/workflow"
 )
 
 // TestDeleteServiceEmptiesEveryTable fills every block's tables with the rows of two
@@ -123,6 +124,16 @@ func fillEveryTable(t *testing.T, db testdb.DB, s *store.Store, service string) 
 		t.Fatal(err)
 	}
 	if _, err := n.Jobs().Enqueue(ctx, heldJob{}, &jobs.Opts{Key: "one-at-a-time"}); err != nil {
+		t.Fatal(err)
+	}
+	flow, err := workflow.Register(n.Workflows(), workflow.Def[int]{Name: "flow", Run: func(wc *workflow.Context, in int) error {
+		_, err := workflow.Do(wc, workflow.Step[int]{Name: "double", Do: func(context.Context, string) (int, error) { return 2 * in, nil }})
+		return err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := flow.Start(ctx, "flow-1", 21); err != nil {
 		t.Fatal(err)
 	}
 	// Some rows are written in the background (the dead letter, the running job's key):

@@ -26,13 +26,14 @@ import (
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/workflow"
 )
 
 // Components are the schemas of every building block, in the order they are migrated.
 func Components() []store.Component {
 	return []store.Component{lease.Component(), cluster.Component(), bus.Component(), events.Component(),
 		session.Component(), idempotency.Component(), settings.Component(), jobs.Component(), cron.Component(),
-		partition.Component(), presence.Component(), realtime.Component()}
+		partition.Component(), presence.Component(), realtime.Component(), workflow.Component()}
 }
 
 // LeaseChannel is the bus channel on which released lease names are announced. A message

@@ -115,6 +115,7 @@ var readmeImports = []string{
 	"github.com/twicehq/twice/events", "github.com/twicehq/twice/forward", "github.com/twicehq/twice/idempotency", "github.com/twicehq/twice/jobs", "github.com/twicehq/twice/metrics",
 	"github.com/twicehq/twice/lease", "github.com/twicehq/twice/occ", "github.com/twicehq/twice/partition", "github.com/twicehq/twice/session",
 	"github.com/twicehq/twice/presence", "github.com/twicehq/twice/realtime", "github.com/twicehq/twice/settings", "github.com/twicehq/twice/store", "github.com/twicehq/twice/twicetest",
+	"github.com/twicehq/twice/workflow",
 }
 
 // readmeStandIns declare, for every snippet, what the snippets use and leave to the reader:

@@ -1,0 +1,92 @@
+package workflow_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/workflow"
+)
+
+type Order struct {
+	ID    string `json:"id"`
+	Total int    `json:"total"`
+}
+
+// An order saga: reserve stock in the service's own database (effect and checkpoint in one
+// transaction), then charge; the charge fails for good, so the reservation is undone.
+func Example() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "twice-workflow-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	node, err := twice.Open(ctx, twice.Config{DSN: "sqlite:" + filepath.Join(dir, "twice.db"), Name: "shop",
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close(ctx)
+	if _, err := node.Store().Exec(ctx, `CREATE TABLE holds (order_id TEXT PRIMARY KEY)`); err != nil {
+		log.Fatal(err)
+	}
+
+	orders, err := workflow.Register(node.Workflows(), workflow.Def[Order]{Name: "order", Version: 1,
+		Run: func(wc *workflow.Context, o Order) error {
+			_, err := workflow.DoTx(wc, workflow.StepTx[string]{Name: "reserve",
+				Do: func(ctx context.Context, tx store.Tx, key string) (string, error) {
+					_, err := tx.Exec(ctx, `INSERT INTO holds (order_id) VALUES ($1)`, o.ID)
+					return o.ID, err
+				},
+				Compensate: func(ctx context.Context, key string, held string) error {
+					_, err := node.Store().Exec(ctx, `DELETE FROM holds WHERE order_id = $1`, held)
+					return err
+				}})
+			if err != nil {
+				return err
+			}
+			_, err = workflow.Do(wc, workflow.Step[string]{Name: "charge",
+				Do: func(ctx context.Context, key string) (string, error) {
+					fmt.Println("charging with idempotency key", key)
+					return "", workflow.Permanent(errors.New("card declined"))
+				}})
+			return err
+		}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := orders.Start(ctx, "order-42", Order{ID: "42", Total: 1999}); err != nil {
+		log.Fatal(err)
+	}
+
+	var st *workflow.Status
+	for st == nil || !st.State.Finished() {
+		time.Sleep(10 * time.Millisecond)
+		if st, err = node.Workflows().Get(ctx, "order-42"); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Println(st.State, "-", st.Error)
+	for _, s := range st.Steps {
+		fmt.Printf("step %d %s: %s, compensation %q\n", s.Seq, s.Name, s.State, s.Compensation)
+	}
+	var holds int
+	if err := node.Store().QueryRow(ctx, `SELECT count(*) FROM holds`).Scan(&holds); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("holds left:", holds)
+	// Output:
+	// charging with idempotency key order-42/charge
+	// compensated - workflow: step "charge" failed after 1 attempts: card declined
+	// step 1 reserve: completed, compensation "done"
+	// step 2 charge: failed, compensation ""
+	// holds left: 0
+}

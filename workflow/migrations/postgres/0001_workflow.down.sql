@@ -1,0 +1,2 @@
+DROP TABLE twice_workflow_steps;
+DROP TABLE twice_workflows;

@@ -1,0 +1,89 @@
+package workflow
+
+import (
+	"embed"
+
+	"github.com/twicehq/twice/store"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Component is the workflow tables' schema, for [store.Migrator].
+func Component() store.Component {
+	return store.MustLoadComponent("workflow", migrations,
+		store.Table{Name: "twice_workflows", Service: "service"},
+		store.Table{Name: "twice_workflow_steps", Service: "service"})
+}
+
+// queries are the workflow statements.
+type queries struct {
+	insert, nameOf, get, steps, cancelRequested, requestCancel, stepDone, stepFailed, compDone, compFailed,
+	compensating, finish string
+}
+
+// workflowCols are the columns [scanWorkflow] reads, in order.
+const workflowCols = `id, name, version, input, state, cancel_requested, error, created_at, updated_at, finished_at`
+
+// stepCols are the columns [scanStep] reads, in order.
+const stepCols = `seq, name, state, attempts, result, error, comp_state, comp_attempts, comp_error, updated_at`
+
+// templates are the statements as written, once for both dialects (see [store.Store.SQL]).
+// Reads take the service as $1; writes take "now" as $1 and the service as $2.
+var templates = queries{
+	// Starting a workflow whose id exists returns no row: starting twice is a no-op.
+	insert: `
+INSERT INTO twice_workflows (service, id, name, version, input, state, created_at, updated_at)
+VALUES ($2, $3, $4, $5, $6, 'running', {now}, {now})
+ON CONFLICT (service, id) DO NOTHING
+RETURNING id`,
+	nameOf:          `SELECT name FROM twice_workflows WHERE service = $1 AND id = $2`,
+	get:             `SELECT ` + workflowCols + ` FROM twice_workflows WHERE service = $1 AND id = $2`,
+	steps:           `SELECT ` + stepCols + ` FROM twice_workflow_steps WHERE service = $1 AND workflow_id = $2 ORDER BY seq`,
+	cancelRequested: `SELECT cancel_requested FROM twice_workflows WHERE service = $1 AND id = $2`,
+	// Only a workflow still running or compensating can be cancelled; the state returned
+	// tells a finished one from a missing one.
+	requestCancel: `
+UPDATE twice_workflows SET cancel_requested = (state IN ('running', 'compensating')), updated_at = {now}
+WHERE service = $2 AND id = $3
+RETURNING state`,
+	// A step's completion. It never overwrites a completed step (one completed by a run
+	// that overlapped this one): no row comes back then, and the caller reads the stored
+	// result instead (a StepTx rolls its effect back).
+	stepDone: `
+INSERT INTO twice_workflow_steps (service, workflow_id, seq, name, state, attempts, result, updated_at)
+VALUES ($2, $3, $4, $5, 'completed', $6, $7, {now})
+ON CONFLICT (service, workflow_id, seq) DO UPDATE
+SET state = 'completed', attempts = excluded.attempts, result = excluded.result, error = '', updated_at = excluded.updated_at
+WHERE twice_workflow_steps.state <> 'completed' AND twice_workflow_steps.name = excluded.name
+RETURNING seq`,
+	// A failed attempt of a step: $6 is 'retrying' or 'failed' (for good).
+	stepFailed: `
+INSERT INTO twice_workflow_steps (service, workflow_id, seq, name, state, attempts, error, updated_at)
+VALUES ($2, $3, $4, $5, $6, $7, $8, {now})
+ON CONFLICT (service, workflow_id, seq) DO UPDATE
+SET state = excluded.state, attempts = excluded.attempts, error = excluded.error, updated_at = excluded.updated_at
+WHERE twice_workflow_steps.state <> 'completed' AND twice_workflow_steps.name = excluded.name`,
+	compDone: `
+UPDATE twice_workflow_steps SET comp_state = 'done', comp_attempts = $5, comp_error = '', updated_at = {now}
+WHERE service = $2 AND workflow_id = $3 AND seq = $4 AND comp_state <> 'done'`,
+	// $5: 'retrying' or 'failed' (for good: a person must look).
+	compFailed: `
+UPDATE twice_workflow_steps SET comp_state = $5, comp_attempts = $6, comp_error = $7, updated_at = {now}
+WHERE service = $2 AND workflow_id = $3 AND seq = $4 AND comp_state <> 'done'`,
+	compensating: `
+UPDATE twice_workflows SET state = 'compensating', error = $4, updated_at = {now}
+WHERE service = $2 AND id = $3 AND state = 'running'`,
+	finish: `
+UPDATE twice_workflows SET state = $4, error = CASE WHEN $5::text = '' THEN error ELSE $5::text END,
+	updated_at = {now}, finished_at = {now}
+WHERE service = $2 AND id = $3 AND state IN ('running', 'compensating')`,
+}
+
+// queriesFor returns the statements as s runs them: for its dialect, its schema's tables
+// named in full (see [store.Store.SQL]). Build them once per store.
+func queriesFor(s *store.Store) queries {
+	q := templates
+	s.SQLAll(&q)
+	return q
+}
