@@ -451,3 +451,45 @@ func TestMismatchFailsClearly(t *testing.T) {
 		}
 	})
 }
+
+func TestCrashWhileCompensatingResumesTheRest(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		nodes := twicetest.Open(t, 2, &twicetest.Options{Store: s})
+		l := newLedger(t, nodes[1]) // the node that lives on
+		var first atomic.Bool
+		first.Store(true)
+		def := workflow.Def[order]{Name: "undo", Run: func(wc *workflow.Context, in order) error {
+			for i, name := range []string{"one", "two", "three"} {
+				st := step(l, name, i == 2)
+				if name == "one" {
+					undo := st.Compensate
+					st.Compensate = func(ctx context.Context, key, result string) error {
+						err := undo(ctx, key, result)
+						if first.CompareAndSwap(true, false) {
+							<-ctx.Done() // the node crashes here
+							return ctx.Err()
+						}
+						return err
+					}
+				}
+				if _, err := workflow.Do(wc, st); err != nil {
+					return err
+				}
+			}
+			return nil
+		}}
+		if _, err := register(t, nodes[0].Workflows(), def).Start(context.Background(), "u-1", order{}); err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, liveness, "the first compensation runs", func() bool { return len(l.ran(t, "u-1")) == 6 })
+		twicetest.Crash(t, nodes[0])
+		register(t, nodes[1].Workflows(), def)
+		st := await(t, nodes[1].Workflows(), "u-1")
+		if st.State != workflow.Compensated {
+			t.Fatalf("status: %s %q", st.State, st.Error)
+		}
+		// Step two's compensation completed before the crash: it does not run again.
+		equal(t, "executions", l.ran(t, "u-1"),
+			[]string{"one", "two", "three", "three", "undo two-done", "undo one-done", "undo one-done"})
+	})
+}
