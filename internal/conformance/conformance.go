@@ -2,8 +2,8 @@
 // a service on SQLite or PostgreSQL, signalling each other over the store's own bus or over
 // NATS. It checks what the instances of one service see of each other through the database
 // and the bus: membership and readiness, leader election, locks across instances, events
-// and consumer groups, caches, settings, presence, the real-time hub, jobs and queues, cron, forged bus
-// messages and panics in the application's callbacks.
+// and consumer groups, caches, settings, presence, the real-time hub, jobs and queues, cron,
+// workflows, forged bus messages and panics in the application's callbacks.
 //
 // [Exercise] runs one function per area (exerciseMembership, exerciseLeader, …), each in
 // its own file; a test that a backend cannot pass says why and skips. The building blocks'
@@ -57,6 +57,7 @@ func Exercise(t *testing.T, backend Backend) {
 		"Queues":         exerciseQueues,
 		"Cron":           exerciseCron,
 		"CronTicks":      exerciseCronTicks,
+		"Workflows":      exerciseWorkflows,
 		"Forged":         exerciseForged,
 		"Panics":         exercisePanics,
 	})
