@@ -44,7 +44,9 @@ RETURNING id`,
 	// Only a workflow still running or compensating can be cancelled; the state returned
 	// tells a finished one from a missing one.
 	requestCancel: `
-UPDATE twice_workflows SET cancel_requested = (state IN ('running', 'compensating')), updated_at = {now}
+UPDATE twice_workflows
+SET cancel_requested = (cancel_requested OR state IN ('running', 'compensating')),
+	updated_at = CASE WHEN state IN ('running', 'compensating') THEN {now} ELSE updated_at END
 WHERE service = $2 AND id = $3
 RETURNING state`,
 	// A step's completion. It never overwrites a completed step (one completed by a run

@@ -357,6 +357,9 @@ func TestCancelCompensates(t *testing.T) {
 		if err := e.Cancel(ctx, "c-1"); !errors.Is(err, workflow.ErrFinished) {
 			t.Fatalf("cancelling a finished workflow: %v", err)
 		}
+		if again, err := e.Get(ctx, "c-1"); err != nil || !again.CancelRequested || !again.UpdatedAt.Equal(st.UpdatedAt) {
+			t.Fatalf("a refused cancellation changed the workflow: %+v, %v", again, err)
+		}
 		if err := e.Cancel(ctx, "nope"); !errors.Is(err, workflow.ErrNotFound) {
 			t.Fatalf("cancelling an unknown workflow: %v", err)
 		}
@@ -491,5 +494,34 @@ func TestCrashWhileCompensatingResumesTheRest(t *testing.T) {
 		// Step two's compensation completed before the crash: it does not run again.
 		equal(t, "executions", l.ran(t, "u-1"),
 			[]string{"one", "two", "three", "three", "undo two-done", "undo one-done", "undo one-done"})
+	})
+}
+
+func TestBadDefinitions(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		_, l, e := open1(t, s)
+		run := func(*workflow.Context, order) error { return nil }
+		for _, d := range []workflow.Def[order]{{Name: "", Run: run}, {Name: "x", Version: -1, Run: run}, {Name: "x"}, {Name: "a\nb", Run: run}} {
+			if _, err := workflow.Register(e, d); !errors.Is(err, workflow.ErrInvalid) {
+				t.Fatalf("Register(%+v): %v", d, err)
+			}
+		}
+		// A step name used twice would give two steps one idempotency key: the workflow
+		// fails, saying so, after the first has run.
+		wf := register(t, e, workflow.Def[order]{Name: "twice", Run: func(wc *workflow.Context, in order) error {
+			if _, err := workflow.Do(wc, step(l, "a", false)); err != nil {
+				return err
+			}
+			_, err := workflow.Do(wc, step(l, "a", false))
+			return err
+		}})
+		if _, err := wf.Start(context.Background(), "d-1", order{}); err != nil {
+			t.Fatal(err)
+		}
+		st := await(t, e, "d-1")
+		if st.State != workflow.Failed || !strings.Contains(st.Error, `calls step "a" twice (steps 1 and 2)`) {
+			t.Fatalf("status: %s %q", st.State, st.Error)
+		}
+		equal(t, "executions", l.ran(t, "d-1"), []string{"a"})
 	})
 }
