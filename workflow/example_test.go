@@ -85,7 +85,7 @@ func Example() {
 	fmt.Println("holds left:", holds)
 	// Output:
 	// charging with idempotency key order-42/charge
-	// compensated - workflow: step "charge" failed after 1 attempts: card declined
+	// compensated - workflow: step "charge" failed after 1 attempt: card declined
 	// step 1 reserve: completed, compensation "done"
 	// step 2 charge: failed, compensation ""
 	// holds left: 0

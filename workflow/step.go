@@ -104,7 +104,11 @@ type StepError struct {
 }
 
 func (e *StepError) Error() string {
-	return fmt.Sprintf("workflow: step %q failed after %d attempts: %s", e.Step, e.Attempts, e.Err)
+	attempts := "attempts"
+	if e.Attempts == 1 {
+		attempts = "attempt"
+	}
+	return fmt.Sprintf("workflow: step %q failed after %d %s: %s", e.Step, e.Attempts, attempts, e.Err)
 }
 
 // Unwrap returns the last attempt's error when this run saw it (not after a resume).
