@@ -221,17 +221,19 @@ func step[T any](wc *Context, name string, retry, compRetry Retry, comp func(con
 		attempts++
 		var v T
 		var encoded []byte
+		actx, stop := context.WithCancelCause(wc)
+		forget := e.track(wc.id, stop)
 		err := safe.Call(e.log, e.d.Panics, "workflow step "+name, func() error {
 			if doTx == nil {
 				var err error
-				if v, err = do(wc, key); err != nil {
+				if v, err = do(actx, key); err != nil {
 					return err
 				}
 				encoded, v, err = roundTrip(v)
 				return err
 			}
-			return e.s.InTx(wc, func(tx store.Tx) error {
-				r, err := doTx(wc, tx, key)
+			return e.s.InTx(actx, func(tx store.Tx) error {
+				r, err := doTx(actx, tx, key)
 				if err != nil {
 					return err
 				}
@@ -241,6 +243,8 @@ func step[T any](wc *Context, name string, retry, compRetry Retry, comp func(con
 				return e.done(wc, tx, seq, name, attempts, encoded)
 			})
 		})
+		interrupted := errors.Is(context.Cause(actx), ErrCancelled)
+		forget()
 		if err == nil && doTx == nil {
 			err = e.done(wc, e.s, seq, name, attempts, encoded)
 		}
@@ -257,6 +261,10 @@ func step[T any](wc *Context, name string, retry, compRetry Retry, comp func(con
 		}
 		if wc.Err() != nil {
 			return zero, context.Cause(wc) // the run ends here; the step runs again on resume
+		}
+		if interrupted {
+			wc.cancelled = true // Cancel interrupted the attempt: not a failure of the step
+			return zero, ErrCancelled
 		}
 		var perm *permanentError
 		final := attempts >= maxAttempts || errors.As(err, &perm)

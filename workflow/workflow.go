@@ -47,7 +47,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/internal/block"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 )
@@ -164,11 +166,20 @@ type Engine struct {
 	cfg  Config
 	log  *slog.Logger
 
-	mu      sync.Mutex              // protects defs, working, closed
-	defs    map[string]map[int]*def // by name, then version
-	working bool                    // the job worker is registered
-	closed  bool
+	mu      sync.Mutex                         // protects defs, working, closed, running, unsub
+	defs    map[string]map[int]*def            // by name, then version
+	working bool                               // the job worker is registered
+	closed  bool                               //
+	running map[string]context.CancelCauseFunc // workflow id → its running step attempt's cancel
+	unsub   func()                             // the subscription to CancelChannel
+	checks  sync.WaitGroup                     // the looks at cancellations that signals started
 }
+
+// CancelChannel is the bus channel on which [Engine.Cancel] names the workflow it asked
+// to stop, so that the instance running one of its steps interrupts it at once rather
+// than at its next step. A hint: the instance re-reads the workflow's cancellation before
+// it interrupts anything.
+const CancelChannel = "twice.workflows.cancel"
 
 // New returns an engine working on d that runs its workflows as jobs of jc. It starts
 // nothing and runs no statement.
@@ -181,19 +192,34 @@ func New(d block.Deps, jc *jobs.Client, cfg Config) (*Engine, error) {
 		return nil, errors.New("workflow: a jobs client is required")
 	}
 	return &Engine{d: d, s: d.Store, q: queriesFor(d.Store), jobs: jc, cfg: cfg.withDefaults(), log: d.Logger,
-		defs: map[string]map[int]*def{}}, nil
+		defs: map[string]map[int]*def{}, running: map[string]context.CancelCauseFunc{}}, nil
 }
 
-// Start does nothing: the engine works through the job queue, whose worker for workflows
-// is registered with the first definition.
-func (e *Engine) Start(context.Context) error { return nil }
+// Start listens for cancellations of the steps running here. Workflows run through the
+// job queue, whose worker for them is registered with the first definition.
+func (e *Engine) Start(context.Context) error {
+	if b := e.d.Bus; b != nil {
+		unsub := b.Subscribe(CancelChannel, e.onCancel)
+		e.mu.Lock()
+		e.unsub = unsub
+		e.mu.Unlock()
+	}
+	return nil
+}
 
-// Close stops registering definitions. Running workflows are drained by the job queue,
-// which hands back those that do not finish in time; they resume elsewhere.
+// Close stops registering definitions and listening for cancellations. Running workflows
+// are drained by the job queue, which hands back those that do not finish in time; they
+// resume elsewhere.
 func (e *Engine) Close(context.Context) error {
 	e.mu.Lock()
 	e.closed = true
+	unsub := e.unsub
+	e.unsub = nil
 	e.mu.Unlock()
+	if unsub != nil {
+		unsub()
+	}
+	e.checks.Wait()
 	return nil
 }
 
@@ -359,10 +385,13 @@ func (w *Workflow[In]) start(ctx context.Context, q store.Querier, id string, in
 	return true, nil
 }
 
-// Cancel asks the workflow id to stop: the next step it reaches returns [ErrCancelled]
-// without running, and once its function returns, the compensations of its completed steps
-// run and it ends [Cancelled] (or [Failed] if a compensation fails for good). A step that
-// is running when Cancel is called finishes first. It returns [ErrNotFound] for an unknown
+// Cancel asks the workflow id to stop: a step of it running now has its context cancelled
+// (the instance running it hears of it over the bus; without a bus, or if the signal is
+// lost, the step finishes first), the next step it reaches returns [ErrCancelled] without
+// running, and once its function returns, the compensations of its completed steps run
+// and it ends [Cancelled] (or [Failed] if a compensation fails for good). An interrupted
+// step did not complete, so it has no compensation: give outside systems its idempotency
+// key, so that they can tell what it did. It returns [ErrNotFound] for an unknown
 // id and [ErrFinished] for a workflow that has ended.
 func (e *Engine) Cancel(ctx context.Context, id string) error {
 	var state State
@@ -375,7 +404,60 @@ func (e *Engine) Cancel(ctx context.Context, id string) error {
 	case state.Finished():
 		return fmt.Errorf("%w: %q is %s", ErrFinished, id, state)
 	}
+	if b := e.d.Bus; b != nil {
+		if err := b.Publish(ctx, CancelChannel, []byte(id)); err != nil {
+			e.log.Debug("workflow: cancellation signal not sent; the workflow stops at its next step", "workflow", id, "err", err)
+		}
+	}
 	return nil
+}
+
+// onCancel takes a cancellation signal as a hint: when it names a workflow whose step runs
+// here (or signals were lost), it re-reads those workflows' cancellation and interrupts
+// the steps of those cancelled. A signal naming anything else costs no query.
+func (e *Engine) onCancel(m bus.Message) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var ids []string
+	if m.Lost {
+		ids = slices.Collect(maps.Keys(e.running))
+	} else if _, ok := e.running[string(m.Payload)]; ok {
+		ids = []string{string(m.Payload)}
+	}
+	if len(ids) == 0 || e.closed {
+		return
+	}
+	e.checks.Add(1)
+	go func() {
+		defer e.checks.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), loop.StatementTimeout)
+		defer cancel()
+		for _, id := range ids {
+			var requested bool
+			if err := e.s.QueryRow(ctx, e.q.cancelRequested, e.d.Service, id).Scan(&requested); err != nil || !requested {
+				continue
+			}
+			e.mu.Lock()
+			if stop := e.running[id]; stop != nil {
+				stop(ErrCancelled)
+			}
+			e.mu.Unlock()
+		}
+	}()
+}
+
+// track records the cancel of the step attempt of workflow id running here; the returned
+// function forgets it.
+func (e *Engine) track(id string, stop context.CancelCauseFunc) func() {
+	e.mu.Lock()
+	e.running[id] = stop
+	e.mu.Unlock()
+	return func() {
+		e.mu.Lock()
+		delete(e.running, id)
+		e.mu.Unlock()
+		stop(nil)
+	}
 }
 
 // Status is a workflow as stored, with the history of its steps.

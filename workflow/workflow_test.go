@@ -333,7 +333,7 @@ func TestCancelCompensates(t *testing.T) {
 			two.Do = func(ctx context.Context, key string) (string, error) {
 				close(inTwo)
 				<-release
-				return do(ctx, key)
+				return do(context.WithoutCancel(ctx), key) // completes in spite of the cancellation
 			}
 			if _, err := workflow.Do(wc, two); err != nil {
 				return err
@@ -523,5 +523,42 @@ func TestBadDefinitions(t *testing.T) {
 			t.Fatalf("status: %s %q", st.State, st.Error)
 		}
 		equal(t, "executions", l.ran(t, "d-1"), []string{"a"})
+	})
+}
+
+func TestCancelInterruptsARunningStep(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		nodes := twicetest.Open(t, 2, &twicetest.Options{Store: s})
+		l := newLedger(t, nodes[0])
+		wf := register(t, nodes[0].Workflows(), workflow.Def[order]{Name: "long", Run: func(wc *workflow.Context, in order) error {
+			if _, err := workflow.Do(wc, step(l, "one", false)); err != nil {
+				return err
+			}
+			two := step(l, "two", false)
+			do := two.Do
+			two.Do = func(ctx context.Context, key string) (string, error) {
+				if _, err := do(ctx, key); err != nil {
+					return "", err
+				}
+				<-ctx.Done() // a step that would run for ever but for the cancellation
+				return "", ctx.Err()
+			}
+			_, err := workflow.Do(wc, two)
+			return err
+		}})
+		if _, err := wf.Start(ctx, "l-1", order{}); err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, liveness, "step two runs", func() bool { return len(l.ran(t, "l-1")) == 2 })
+		if err := nodes[1].Workflows().Cancel(ctx, "l-1"); err != nil { // from another instance
+			t.Fatal(err)
+		}
+		st := await(t, nodes[0].Workflows(), "l-1")
+		if st.State != workflow.Cancelled || len(st.Steps) != 1 {
+			t.Fatalf("status: %+v", st)
+		}
+		// Step two was interrupted, not completed: only step one is compensated.
+		equal(t, "executions", l.ran(t, "l-1"), []string{"one", "two", "undo one-done"})
 	})
 }
