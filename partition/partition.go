@@ -288,18 +288,8 @@ func (m *Manager) Sets() []*Set {
 	for _, s := range m.sets {
 		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b *Set) int { return cmpString(a.cfg.Name, b.cfg.Name) })
+	slices.SortFunc(out, func(a, b *Set) int { return strings.Compare(a.cfg.Name, b.cfg.Name) })
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Close hands every set's partitions over (see [Set.Close]).
