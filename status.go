@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/twicehq/twice/cluster"
+	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/lease"
+	"github.com/twicehq/twice/partition"
 	"github.com/twicehq/twice/store"
 )
 
@@ -64,32 +65,16 @@ func partitionSets(held []lease.Info) (locks []lease.Info, sets []PartitionSetSt
 	return locks, sets
 }
 
-// partitionLease parses the name of a partition set's lease: part/<set>/p/<n> and
-// part/<set>/m/<instance>, or the same under events/ for an event group.
+// partitionLease parses the name of a partition set's lease, or an event group's (its set
+// named "events/<group>").
 func partitionLease(name string) (set, kind string, ok bool) {
-	rest, user := strings.CutPrefix(name, "part/")
-	if !user {
-		if rest, ok = strings.CutPrefix(name, "events/"); !ok {
-			return "", "", false
-		}
+	if set, kind, ok = partition.ParseLease(partition.Prefix, name); ok {
+		return set, kind, true
 	}
-	set, rest, ok = strings.Cut(rest, "/")
-	if !ok || set == "" {
-		return "", "", false
+	if set, kind, ok = partition.ParseLease(events.LeasePrefix, name); ok {
+		return events.LeasePrefix + set, kind, true
 	}
-	kind, rest, ok = strings.Cut(rest, "/")
-	if !ok || rest == "" || (kind != "p" && kind != "m") {
-		return "", "", false
-	}
-	if kind == "p" {
-		if _, err := strconv.Atoi(rest); err != nil {
-			return "", "", false
-		}
-	}
-	if !user {
-		set = "events/" + set
-	}
-	return set, kind, true
+	return "", "", false
 }
 
 // Status reads the status of service from s, or of every service when service is empty. It

@@ -183,7 +183,7 @@ func (l *Log) Lag(ctx context.Context, group string) (Lag, error) {
 		return out, err
 	}
 	if l.d.Leases != nil {
-		held, err := l.d.Leases.List(ctx, "events/"+group+"/p/")
+		held, err := l.d.Leases.List(ctx, LeasePrefix+group+"/p/")
 		if err != nil {
 			return out, err
 		}

@@ -81,6 +81,10 @@ var (
 // WakeChannel is the bus channel on which publishers announce the topics of new events.
 const WakeChannel = "twice.events"
 
+// LeasePrefix starts the names of the consumer groups' leases: LeasePrefix<group>/p/<n> for
+// partitions, LeasePrefix<group>/m/<instance> for members (see [partition.ParseLease]).
+const LeasePrefix = "events/"
+
 // GroupChannel is the bus channel on which an instance names a consumer group it joined or
 // took partitions of (its partition set announces it: see package partition), so
 // that the group's members rebalance at once; a hint, like every signal.
@@ -150,7 +154,7 @@ func New(d block.Deps, cfg Config) (*Log, error) {
 	if d.Leases != nil {
 		// The groups keep the lease names and join announcements they had before partition
 		// sets existed, so that instances of an older release share them in a rolling deploy.
-		parts, err := partition.NewNamed(d, "events/", GroupChannel)
+		parts, err := partition.NewNamed(d, LeasePrefix, GroupChannel)
 		if err != nil {
 			return nil, err
 		}

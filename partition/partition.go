@@ -46,6 +46,8 @@ const (
 	// partitions of, so that the others look at the assignment at once. A message on it
 	// is a hint to read the lease table; it assigns nothing.
 	Channel = "twice.partitions"
+	// Prefix starts the names of the leases of the sets a [Manager] from [New] holds.
+	Prefix = "part/"
 )
 
 var (
@@ -149,7 +151,7 @@ type Manager struct {
 // New returns the manager of an instance's partition sets. Its leases are named
 // "part/<set>/p/<n>" (partitions) and "part/<set>/m/<instance>" (members).
 func New(d block.Deps) (*Manager, error) {
-	m, err := NewNamed(d, "part/", Channel)
+	m, err := NewNamed(d, Prefix, Channel)
 	if m != nil {
 		m.define = true
 	}
@@ -445,6 +447,28 @@ func (s *Set) Assignment(p int) *Assignment {
 }
 
 func (s *Set) memberName() string { return s.name + "/m/" + s.m.d.Instance }
+
+// ParseLease reads the name of a lease of a set named under prefix ([Prefix], or another
+// block's, given to [NewNamed]): the set's name, and kind "p" for a partition
+// (prefix<set>/p/<n>) or "m" for a membership (prefix<set>/m/<instance>).
+func ParseLease(prefix, name string) (set, kind string, ok bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok {
+		return "", "", false
+	}
+	set, rest, ok = strings.Cut(rest, "/")
+	if !ok || set == "" {
+		return "", "", false
+	}
+	kind, rest, ok = strings.Cut(rest, "/")
+	if !ok || rest == "" || (kind != "p" && kind != "m") {
+		return "", "", false
+	}
+	if _, err := strconv.Atoi(rest); kind == "p" && err != nil {
+		return "", "", false
+	}
+	return set, kind, true
+}
 
 func (s *Set) partName(p int) string { return s.name + "/p/" + strconv.Itoa(p) }
 
