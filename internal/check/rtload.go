@@ -134,21 +134,35 @@ func (l *rtLoad) verify(ctx context.Context) Invariant {
 	}) {
 		return inv
 	}
+	audits := make([]*rtclient.Audit, len(l.clients))
 	for i, c := range l.clients {
 		if wait(fmt.Sprintf("client %d did not receive the last message", i), func() bool { return c.Position(rtRoom).Offset >= int64(last) }) {
-			judgeRealtime(&inv, i, c.Audit(rtRoom))
+			a := c.Audit(rtRoom)
+			audits[i] = &a
+		}
+	}
+	judged := judgeRealtime(audits)
+	for _, f := range inv.Found { // the clients that did not catch up
+		judged.violate(f.At, "%s", f.Detail)
+	}
+	return judged
+}
+
+// judgeRealtime judges what each client received (nil: it did not catch up, already a
+// violation): no message after a silent gap, none twice.
+func judgeRealtime(audits []*rtclient.Audit) Invariant {
+	inv := Invariant{Name: invRealtime}
+	for i, a := range audits {
+		if a == nil {
+			continue
+		}
+		inv.Operations += a.Messages
+		if a.Gaps > 0 {
+			inv.violate(time.Time{}, "client %d: %d messages came after a silent gap (%d messages, %d explicit losses)", i, a.Gaps, a.Messages, a.Lost)
+		}
+		if a.Duplicates > 0 {
+			inv.violate(time.Time{}, "client %d received %d messages twice", i, a.Duplicates)
 		}
 	}
 	return inv
-}
-
-// judgeRealtime judges what client i received: no message after a silent gap, none twice.
-func judgeRealtime(inv *Invariant, i int, a rtclient.Audit) {
-	inv.Operations += a.Messages
-	if a.Gaps > 0 {
-		inv.violate(time.Time{}, "client %d: %d messages came after a silent gap (%d messages, %d explicit losses)", i, a.Gaps, a.Messages, a.Lost)
-	}
-	if a.Duplicates > 0 {
-		inv.violate(time.Time{}, "client %d received %d messages twice", i, a.Duplicates)
-	}
 }
