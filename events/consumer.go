@@ -261,6 +261,14 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 		topicArg:  topicArg(l.s, cfg.Topics),
 	}
 	c.hardCtx, c.hardCancel = context.WithCancel(context.Background())
+	// Made before the consumer is registered: a replay signal reaches every registered
+	// consumer's readers from the bus's goroutine.
+	if cfg.Mode != Broadcast {
+		c.parts = make([]signal, cfg.Partitions)
+		if c.readBatch != "" {
+			c.batch = &readBatcher{c: c}
+		}
+	}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -269,12 +277,6 @@ func (l *Log) Subscribe(ctx context.Context, cfg GroupConfig) (*Consumer, error)
 	}
 	l.consumers[c] = struct{}{}
 	l.mu.Unlock()
-	if cfg.Mode != Broadcast {
-		c.parts = make([]signal, cfg.Partitions)
-		if c.readBatch != "" {
-			c.batch = &readBatcher{c: c}
-		}
-	}
 	c.unreg = l.wake.register(cfg.Topics, c.woken)
 
 	if cfg.Mode == Broadcast {
