@@ -4,75 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/idempotency"
-	"github.com/twicehq/twice/internal/faultproxy"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
-	"github.com/twicehq/twice/store"
 )
-
-// blip cuts one node off its database for a while: on PostgreSQL a proxy in front of the
-// server drops every connection, on SQLite another connection holds the file's write lock
-// (the node waits only 100 ms for it).
-type blip struct {
-	db         testdb.DB // db with the DSN the node connects with
-	start, end func()
-}
-
-func newBlip(t *testing.T, db testdb.DB) *blip {
-	t.Helper()
-	if db.Dialect == store.SQLite {
-		b := &blip{db: db}
-		b.db.DSN += "?busy_timeout=100"
-		var held, release chan struct{}
-		var wg sync.WaitGroup
-		t.Cleanup(wg.Wait)
-		b.start = func() {
-			held, release = make(chan struct{}), make(chan struct{})
-			wg.Go(func() {
-				s, err := store.Open(context.Background(), db.DSN, nil)
-				if err != nil {
-					t.Error(err)
-					close(held)
-					return
-				}
-				defer s.Close()
-				_ = s.InTx(context.Background(), func(store.Tx) error {
-					close(held) // BEGIN IMMEDIATE took the write lock
-					<-release
-					return nil
-				})
-			})
-			<-held
-		}
-		b.end = func() {
-			close(release)
-			wg.Wait()
-		}
-		return b
-	}
-	u, err := url.Parse(db.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := faultproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	u.Host = p.Addr()
-	b := &blip{db: db, start: func() { p.Set(faultproxy.Drop, 0) }, end: func() { p.Set(faultproxy.Pass, 0) }}
-	b.db.DSN = u.String()
-	return b
-}
 
 // poll sends c to h until want says the answer is the expected one; the deadline only
 // catches "never".
@@ -94,12 +35,12 @@ func poll(t *testing.T, h http.Handler, c call, what string, want func(*http.Res
 func TestOutcomeWrittenAfterABlip(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		b := newBlip(t, db)
-		n := node(t, b.db, twice.Config{})
+		b := testdb.NewBlip(t, db)
+		n := node(t, b.DB, twice.Config{})
 		var runs atomic.Int32
 		h := n.Idempotency().Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if runs.Add(1) == 1 {
-				b.start() // between the claim and the outcome
+				b.Start() // between the claim and the outcome
 			}
 			w.WriteHeader(http.StatusCreated)
 			_, _ = w.Write([]byte("order 1"))
@@ -111,7 +52,7 @@ func TestOutcomeWrittenAfterABlip(t *testing.T) {
 		if res := do(h, call{key: "k-blip"}); res.StatusCode != 409 && res.StatusCode != 503 {
 			t.Errorf("during the blip: %d", res.StatusCode)
 		}
-		b.end()
+		b.End()
 		res := poll(t, h, call{key: "k-blip"}, "the outcome never landed after the database came back", func(res *http.Response) bool {
 			return res.StatusCode == 201
 		})
@@ -128,13 +69,13 @@ func TestOutcomeWrittenAfterABlip(t *testing.T) {
 func TestCloseDropsUnwrittenOutcomes(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		b := newBlip(t, db)
+		b := testdb.NewBlip(t, db)
 		grace := twice.Config{Idempotency: idempotency.Config{DeadOwnerGrace: 100 * time.Millisecond}}
-		a, other := node(t, b.db, grace), node(t, db, grace)
+		a, other := node(t, b.DB, grace), node(t, db, grace)
 		var runs atomic.Int32
 		handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if runs.Add(1) == 1 {
-				b.start()
+				b.Start()
 			}
 			w.WriteHeader(http.StatusCreated)
 		})
@@ -146,7 +87,7 @@ func TestCloseDropsUnwrittenOutcomes(t *testing.T) {
 		if err := a.Close(ctx); err == nil || !strings.Contains(err.Error(), "1 request outcomes could not be recorded") {
 			t.Errorf("Close = %v", err)
 		}
-		b.end()
+		b.End()
 		poll(t, other.Idempotency().Middleware(handler), call{key: "k-close"}, "the closed owner's claim was never freed", func(res *http.Response) bool {
 			return res.StatusCode == 201
 		})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"testing"
 	"time"
 
@@ -14,22 +13,6 @@ import (
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/store"
 )
-
-// proxied returns dsn with its host:port replaced by a new proxy's, and the proxy.
-func proxied(t *testing.T, dsn string) (string, *faultproxy.Proxy) {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := faultproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	u.Host = p.Addr()
-	return u.String(), p
-}
 
 // waitUntil waits until cond holds, and says how long that took.
 func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
@@ -52,7 +35,7 @@ func TestDatabaseOutage(t *testing.T) {
 	var nodes []*twice.Node
 	var proxies []*faultproxy.Proxy
 	for range 3 {
-		dsn, p := proxied(t, db.DSN)
+		dsn, p := testdb.Proxied(t, db.DSN)
 		n, err := twice.Open(ctx, twice.Config{DSN: dsn, Schema: db.Schema, Name: "svc", Logger: testdb.Logger(t),
 			HeartbeatInterval: 200 * time.Millisecond, LeaseTTL: time.Second, LeaderPoll: 50 * time.Millisecond})
 		if err != nil {
