@@ -19,3 +19,6 @@ func PublishQuiet(ctx context.Context, h *Hub, room string, msg any) (Position, 
 	})
 	return pos, err
 }
+
+// FailedReads is how many reads of the history h's fetcher saw fail.
+func FailedReads(h *Hub) int64 { return h.failedReads.Load() }

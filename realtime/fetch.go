@@ -17,20 +17,35 @@ type message struct {
 }
 
 // fetch is the fetcher's round: it reads every stream marked since the last, and waits
-// for the next mark.
+// for the next mark. A stream whose read failed stays marked and is read again after a
+// backoff, not at the next poll (a backstop of 30 seconds while the bus vouches for its
+// delivery): a blip of the database delays its connections' messages by as much as the
+// blip, no more.
 func (h *Hub) fetch(ctx context.Context) time.Duration {
 	h.mu.Lock()
 	keys := slices.Collect(maps.Keys(h.dirty))
 	clear(h.dirty)
 	h.mu.Unlock()
+	var failed error
 	for _, k := range keys {
 		if ctx.Err() != nil {
 			return loop.Forever
 		}
 		if err := h.fetchStream(ctx, k); err != nil {
-			h.log.Warn("realtime: reading a stream failed; the next poll tries again", "err", err)
+			failed = err
+			h.failedReads.Add(1)
+			h.mu.Lock()
+			if h.streams[k] != nil {
+				h.dirty[k] = true // read again after the backoff: no kick
+			}
+			h.mu.Unlock()
 		}
 	}
+	h.failing.Report(h.log, failed, "realtime: reading the history failed; retrying", "realtime: reading the history works again")
+	if failed != nil {
+		return h.retry.Next()
+	}
+	h.retry.Reset()
 	return loop.Forever
 }
 

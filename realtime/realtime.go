@@ -230,12 +230,16 @@ type Hub struct {
 	dirty   map[string]bool
 
 	fetcher, poller *loop.Loop // set by Start
-	unsubscribe     func()
-	conns           sync.WaitGroup // the connections served
-	stopped         atomic.Bool
-	crashed         atomic.Bool // abandoned: the connections' presence entries stay, as after a crash
-	startOnce       sync.Once
-	closeOnce       sync.Once
+	// The fetcher's: its retries after a failed read, and their logging.
+	retry       loop.Backoff
+	failing     loop.Failing
+	failedReads atomic.Int64
+	unsubscribe func()
+	conns       sync.WaitGroup // the connections served
+	stopped     atomic.Bool
+	crashed     atomic.Bool // abandoned: the connections' presence entries stay, as after a crash
+	startOnce   sync.Once
+	closeOnce   sync.Once
 }
 
 // stream is a stream some connections of this instance follow.
@@ -257,7 +261,7 @@ func New(d block.Deps, presence func() *presence.Presence, cfg Config) (*Hub, er
 		return nil, errors.New("realtime: a presence is required")
 	}
 	return &Hub{d: d, st: d.Store, cfg: cfg.WithDefaults(), q: queriesFor(d.Store), log: d.Logger, presence: presence,
-		streams: map[string]*stream{}, clients: map[*client]struct{}{}, dirty: map[string]bool{}}, nil
+		streams: map[string]*stream{}, clients: map[*client]struct{}{}, dirty: map[string]bool{}, retry: loop.Retry}, nil
 }
 
 // Start begins delivering: on every hint from the bus, every Lost message, and every

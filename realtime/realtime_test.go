@@ -556,3 +556,34 @@ func TestRecoveryLongerThanTheBuffer(t *testing.T) {
 		receives(t, c, "lobby", want...)
 	})
 }
+
+// A read of the history that fails is tried again after a short backoff, not at the next
+// poll (an hour here, and no bus reconnection to resync on): the hint arrives while the
+// messages' table is out of the way.
+func TestFailedReadRetried(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		cfg := twice.Config{Backstop: time.Hour, Realtime: realtime.Config{Poll: time.Hour}}
+		a, b := openNode(t, db, "chat", cfg), openNode(t, db, "chat", cfg)
+		c := connect(t, a, "alice", "lobby")
+		publish(t, b.hub(), "lobby", "1")
+		receives(t, c, "lobby", "1")
+		if _, err := realtime.PublishQuiet(ctx, b.hub(), "lobby", "2"); err != nil {
+			t.Fatal(err)
+		}
+		st := b.node.Store()
+		if _, err := st.Exec(ctx, `ALTER TABLE twice_realtime_messages RENAME TO twice_realtime_away`); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.node.Bus().Publish(ctx, realtime.Channel, []byte("r:lobby")); err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, liveness, "a's read failed", func() bool { return realtime.FailedReads(a.hub()) > 0 })
+		if _, err := st.Exec(ctx, `ALTER TABLE twice_realtime_away RENAME TO twice_realtime_messages`); err != nil {
+			t.Fatal(err)
+		}
+		receives(t, c, "lobby", "1", "2")
+	})
+}
