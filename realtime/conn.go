@@ -11,11 +11,18 @@ import (
 	"sync/atomic"
 
 	"github.com/coder/websocket"
+	"github.com/twicehq/twice/internal/loop"
 	"github.com/twicehq/twice/presence"
 	"github.com/twicehq/twice/store"
 )
 
 func isNoRows(err error) bool { return errors.Is(err, store.ErrNoRows) }
+
+// errUnavailable marks a subscription that failed because the database did not answer
+// (or the connection's presence entry is gone), not because of the client's request: its
+// connection is closed with status 1013 (try again later), so that no client believes it
+// follows a room it does not.
+var errUnavailable = errors.New("realtime: the database is unavailable")
 
 // client is one WebSocket connection held by this instance.
 type client struct {
@@ -152,12 +159,21 @@ func (h *Hub) unfollow(c *client, sb *sub) {
 // shut ends the connection: with status 1001 (going away) so the client reconnects
 // elsewhere, or, as a crash, without a closing handshake.
 func (c *client) shut(crash bool) {
-	c.shutOnce.Do(func() {
-		if crash {
+	if crash {
+		c.shutOnce.Do(func() {
 			_ = c.ws.CloseNow()
-		} else {
-			go func() { _ = c.ws.Close(websocket.StatusGoingAway, "instance closing") }()
-		}
+			c.cancel()
+		})
+		return
+	}
+	c.end(websocket.StatusGoingAway, "instance closing")
+}
+
+// end closes the connection with status and reason, once, without waiting for the
+// client's answer, and stops its reader and writer.
+func (c *client) end(status websocket.StatusCode, reason string) {
+	c.shutOnce.Do(func() {
+		go func() { _ = c.ws.Close(status, reason) }()
 		c.cancel()
 	})
 }
@@ -194,10 +210,7 @@ func (c *client) send(f outFrame) {
 	select {
 	case c.out <- b:
 	default:
-		c.shutOnce.Do(func() {
-			go func() { _ = c.ws.Close(websocket.StatusPolicyViolation, "slow client") }()
-			c.cancel()
-		})
+		c.end(websocket.StatusPolicyViolation, "slow client")
 	}
 }
 
@@ -257,6 +270,14 @@ func (c *client) read(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			if errors.Is(err, errUnavailable) {
+				// Answered with an error, the client would go on believing it follows the
+				// room, and receive nothing: the connection ends instead, and the client
+				// connects again (to any instance) and subscribes anew from its position.
+				c.h.log.Debug("realtime: a subscription failed; closing its connection so its client comes back", "err", err)
+				c.end(websocket.StatusTryAgainLater, "cannot subscribe now; connect again")
+				return
+			}
 			c.send(outFrame{Type: "error", Room: f.Room, ID: f.ID, Error: err.Error()})
 		}
 	}
@@ -285,10 +306,14 @@ func (c *client) subscribe(ctx context.Context, f inFrame) error {
 	if n >= MaxSubscriptions {
 		return fmt.Errorf("realtime: at most %d subscriptions per connection", MaxSubscriptions)
 	}
+	// The statements are bounded: a database that does not answer ends the connection
+	// (errUnavailable), rather than leave its reader waiting.
+	sctx, cancel := context.WithTimeout(ctx, loop.StatementTimeout)
+	defer cancel()
 	var epoch string
 	var top, first int64
-	if err := h.st.Reader().QueryRow(ctx, h.q.head, h.d.Service, key).Scan(&epoch, &top, &first); err != nil && !isNoRows(err) {
-		return fmt.Errorf("realtime: subscribe to %q: %w", f.Room, err)
+	if err := h.st.Reader().QueryRow(sctx, h.q.head, h.d.Service, key).Scan(&epoch, &top, &first); err != nil && !isNoRows(err) {
+		return fmt.Errorf("%w: subscribe to %q: %w", errUnavailable, f.Room, err)
 	}
 	sb := &sub{name: f.Room, key: key, epoch: epoch, last: top}
 	var recovered *bool
@@ -300,8 +325,8 @@ func (c *client) subscribe(ctx context.Context, f inFrame) error {
 		}
 	}
 	if f.Room != UserRoom {
-		if err := c.pc.Join(ctx, f.Room); err != nil {
-			return fmt.Errorf("realtime: subscribe to %q: %w", f.Room, err)
+		if err := c.pc.Join(sctx, f.Room); err != nil {
+			return fmt.Errorf("%w: subscribe to %q: %w", errUnavailable, f.Room, err)
 		}
 	}
 	h.mu.Lock()

@@ -557,6 +557,42 @@ func TestRecoveryLongerThanTheBuffer(t *testing.T) {
 	})
 }
 
+// A subscription that fails because the database does not answer ends the connection
+// (1013, try again later) instead of answering an error the client could overlook: no
+// client stays connected believing it follows a room it does not. Connected again, it
+// subscribes anew.
+func TestSubscribeFailureEndsTheConnection(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		blip := testdb.NewBlip(t, db)
+		a, b := open(t, blip.DB, "chat", realtime.Config{}), open(t, db, "chat", realtime.Config{})
+		c := connect(t, a, "alice")
+		testnode.Eventually(t, liveness, "welcomed", func() bool { return count(c, "welcome", "") == 1 })
+		blip.Start()
+		if err := c.Subscribe(ctx, "lobby"); err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, liveness, "the connection ended", func() bool { return !c.Connected() })
+		blip.End()
+		if n := count(c, "subscribed", "lobby"); n != 0 {
+			t.Fatalf("subscribed %d times while the database was away", n)
+		}
+		// As every client does, it connects again whenever its connection ends: a may
+		// still refuse a subscription or two (b may count it dead for a moment, and delete
+		// its presence entries).
+		testnode.Eventually(t, liveness, "subscribed again", func() bool {
+			if !c.Connected() {
+				_ = c.Connect(ctx, a.url+"alice", nil)
+			}
+			return count(c, "subscribed", "lobby") > 0
+		})
+		publish(t, b.hub(), "lobby", "after")
+		receives(t, c, "lobby", "after")
+	})
+}
+
 // A read of the history that fails is tried again after a short backoff, not at the next
 // poll (an hour here, and no bus reconnection to resync on): the hint arrives while the
 // messages' table is out of the way.

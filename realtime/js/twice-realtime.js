@@ -46,7 +46,9 @@
     var ws = new WebSocket(self.url);
     self.ws = ws;
     ws.onopen = function () {
-      self.attempt = 0;
+      // The backoff starts again only once the hub has welcomed the connection or taken a
+      // subscription (see _frame): an instance that closes at once (1013, "try again
+      // later", while its database is away) is retried ever more slowly.
       self.onStatus("open");
       Object.keys(self.rooms).forEach(function (room) { self._subscribe(room); });
     };
@@ -70,7 +72,11 @@
   TwiceRealtime.prototype._frame = function (f) {
     var pos = this.rooms[f.room];
     switch (f.type) {
+      case "welcome":
+        if (Object.keys(this.rooms).length === 0) this.attempt = 0;
+        break;
       case "subscribed":
+        this.attempt = 0;
         if (f.recovered === false) this.onLost(f.room, "unrecoverable");
         if (f.room in this.rooms) this.rooms[f.room] = {offset: f.offset, epoch: f.epoch || ""};
         break;
