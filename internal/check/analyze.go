@@ -22,6 +22,7 @@ const (
 	invLeaderOrder  = "leader: fenced writes commit in token order"
 	invLockOrder    = "locks: fenced writes commit in token order"
 	invPartitions   = "partitions: each partition's fenced writes commit in token order"
+	invRealtime     = "realtime: clients moved by faults get every message once, or are told they cannot"
 	invRefused      = "leader: writes refused by fencing left no trace"
 	invLinearizable = "leader: fenced register is linearizable (porcupine)"
 	invOneLeader    = "leader: two instances never both lead for longer than a lease" // + " (TTL)"

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/instance"
+	"github.com/twicehq/twice/internal/rtclient"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
@@ -47,6 +48,18 @@ func analyserCases() map[string]analyserCase {
 				writes = append(writes, logWrite{"partition", 2, 0, "a"}) // partition 0's old owner after its successor
 			}
 			return partitionOrder(writes)
+		},
+		invRealtime: func(t *testing.T, _ *store.Store, _ string, plant bool) Invariant {
+			// Explicit losses are no violation.
+			audits := []rtclient.Audit{{Messages: 10, Lost: 1}, {Messages: 12}}
+			if plant {
+				audits[1].Gaps = 1
+			}
+			inv := Invariant{Name: invRealtime}
+			for i, a := range audits {
+				judgeRealtime(&inv, i, a)
+			}
+			return inv
 		},
 		invRefused: func(t *testing.T, _ *store.Store, _ string, plant bool) Invariant {
 			refused := []instance.Event{op("op", 0, instance.Op{Kind: "write", Value: 11, Token: 1, Result: "fenced"})}

@@ -174,12 +174,15 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	r.phase("faults")
 	r.http = newHTTPLoad(r.g, r.rec)
 	r.http.start(ctx)
+	r.rt = newRTLoad(r.http)
+	r.rt.start(ctx)
 	if err := r.inject(ctx); err != nil {
 		return nil, err
 	}
 	r.phase("heal")
 	recovered := r.heal(ctx)
 	r.http.stop()
+	r.rt.stop()
 	r.phase("drain")
 	caughtUp := r.drain(ctx)
 	r.phase("verify")
@@ -194,6 +197,7 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 		return nil, err
 	}
 	r.report.add(converged)
+	r.report.add(r.rt.verify(ctx))
 	r.g.Stop(20 * time.Second)
 	r.report.DurationS = time.Since(start).Seconds()
 	if err := r.analyze(ctx, recovered && caughtUp); err != nil {
@@ -247,6 +251,7 @@ type run struct {
 	g       *instance.Group
 	proxies []*faultproxy.Proxy
 	http    *httpLoad
+	rt      *rtLoad
 	log     []faultRec // every fault injected, for judging duplicate job runs
 	rec     *recorder  // every operation, for the report's charts
 	phases  []Phase    // the stages so far; the last one's End is set when the next begins

@@ -32,11 +32,12 @@ import (
 //   - check-converge: set a setting and change a cached row in one transaction now and
 //     then, keeping the cache warm.
 //   - check-http: serve HTTP for the checker's session and idempotency client.
+//   - realtime: serve the real-time hub for the checker's clients.
 //
 // The writers among them stop when the instance is asked to quiesce (SIGUSR1), so the
 // consumers and workers can catch up before the end.
 func CheckWorkloads() []Workload {
-	return []Workload{CheckRegister{}, CheckLocks{}, CheckPartitions{}, CheckEvents{}, CheckJobs{}, CheckConverge{}, CheckHTTP{}}
+	return []Workload{CheckRegister{}, CheckLocks{}, CheckPartitions{}, CheckEvents{}, CheckJobs{}, CheckConverge{}, CheckHTTP{}, Realtime{}}
 }
 
 // CheckTopic is the topic the checker's instances publish, and CheckGroupEO and
