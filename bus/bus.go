@@ -20,7 +20,10 @@
 // A [Signer] (from the cluster secret) makes every backend sign what it sends and drop,
 // and count, what does not verify: unsigned, signed with another secret, altered, or
 // replayed after its time window. The rule still holds with one: a secret can leak, and a
-// replay within the window is delivered again.
+// replay within the window is delivered again. One subscriber goes further on a signed bus,
+// and only for what no stored state depends on: the realtime hub's messages travel on it,
+// to be shown to clients, each at its offset in a history the database keeps (see package
+// realtime); a forged one could show a client something, never change a row.
 //
 // The default backend lives in the store ([NewStore]): LISTEN/NOTIFY on PostgreSQL, with
 // NOTIFY batched to at most one per service every few milliseconds and never one per row;

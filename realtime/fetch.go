@@ -49,6 +49,41 @@ func (h *Hub) fetch(ctx context.Context) time.Duration {
 	return loop.Forever
 }
 
+// offer gives the message data, at offset off of stream key in epoch, to each connection
+// here whose position on the stream is the offset before it, as the history would; for
+// any other (a gap, an epoch it does not know, a full buffer) it marks the stream for the
+// fetcher, which reads the history. The message must come from this instance or from a
+// signed bus.
+func (h *Hub) offer(key, epoch string, off int64, data json.RawMessage) {
+	h.mu.Lock()
+	s := h.streams[key]
+	if s == nil {
+		h.mu.Unlock()
+		return
+	}
+	read := false
+	for c, sb := range s.subs {
+		switch {
+		case sb.behind:
+			// resumed by its writer, from the history
+		case sb.epoch == epoch && off <= sb.last:
+			// has it
+		case sb.epoch == epoch && off == sb.last+1 && c.room() > 0:
+			sb.last = off
+			c.send(outFrame{Type: "message", Room: sb.name, Epoch: epoch, Offset: ptr(off), Data: data})
+		default:
+			read = true
+		}
+	}
+	if read {
+		h.dirty[key] = true
+	}
+	h.mu.Unlock()
+	if read && h.fetcher != nil {
+		h.fetcher.Kick()
+	}
+}
+
 // fetchStream reads stream key after the lowest position a connection here holds on it,
 // and gives each connection what follows its own position.
 func (h *Hub) fetchStream(ctx context.Context, key string) error {
@@ -76,6 +111,7 @@ func (h *Hub) fetchStream(ctx context.Context, key string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, loop.StatementTimeout)
 	defer cancel()
+	h.reads.Add(1)
 	rows, err := h.st.Reader().Query(ctx, h.q.fetch, h.d.Service, key, from, limit)
 	if err != nil {
 		return err

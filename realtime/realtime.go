@@ -15,13 +15,19 @@
 // leader prunes the rest. This is Centrifugo's model of a stream position, an (offset,
 // epoch) pair, with the database as the store.
 //
-// Delivery: after a commit, the bus carries a hint naming the stream to every instance (a
-// hint only: whoever can reach the bus could send one, so the content never travels on
-// it). Each instance then reads the stream's messages after the lowest position its
-// connections hold on that stream, in one statement, and gives each connection the ones
-// after its own position, in offset order. So a connection sees a stream's offsets without
-// a hole; a lost hint delays delivery until the next poll (Config.Poll, or
-// block.Deps.Backstop while the bus vouches for its delivery) but loses nothing, and a
+// Delivery: after a commit, the bus carries the message to every instance. With a cluster
+// secret (twice.Config.ClusterSecret) the bus signs what it sends and drops what does not
+// verify, and it carries the message itself (if it fits in bus.MaxPayload): an instance
+// gives it at once to each of its connections whose position is the offset before it, and
+// reads nothing. Without a secret whoever can reach the bus could send one, so it carries
+// only the stream's name, a hint. Whenever a connection is not at the offset before (a hint,
+// a message that overtook another, a new epoch, a full buffer), its instance reads the
+// stream's messages after the lowest position its connections hold on that stream, in one
+// statement, and gives each connection the ones after its own position, in offset order.
+// So a connection sees a stream's offsets without a hole, and the history, not the bus,
+// decides what the messages are whenever they are in doubt. A lost message delays delivery
+// until the next poll (Config.Poll, or block.Deps.Backstop while the bus vouches for its
+// delivery) but loses nothing; a failed read is tried again after a short backoff; and a
 // Lost message from the bus makes every stream with a connection be read again. A gap can
 // come only from pruning; it is then announced ("lost") before the message that follows it.
 //
@@ -234,6 +240,7 @@ type Hub struct {
 	retry       loop.Backoff
 	failing     loop.Failing
 	failedReads atomic.Int64
+	reads       atomic.Int64 // of the history, by the fetcher
 	unsubscribe func()
 	conns       sync.WaitGroup // the connections served
 	stopped     atomic.Bool
@@ -283,15 +290,51 @@ func (h *Hub) Start(ctx context.Context) error {
 	return nil
 }
 
-// hint handles a bus message: the stream it names is read again if a connection here
-// follows it; Lost reads every such stream again. A forged hint costs one read.
+// hint handles a bus message: a stream's name, or a message (a [note]); the stream is read
+// again if a connection here follows it, unless the note is signed and its message is
+// the next each connection expects. Lost reads every followed stream again. A forged hint
+// costs one read; an unsigned note is only a hint.
 func (h *Hub) hint(m bus.Message) {
 	if m.Lost {
 		h.markAll()
 		h.poller.Kick() // the next wait is the shorter poll
 		return
 	}
-	h.mark(string(m.Payload))
+	if len(m.Payload) == 0 || m.Payload[0] != '{' {
+		h.mark(string(m.Payload))
+		return
+	}
+	var n note
+	if json.Unmarshal(m.Payload, &n) != nil || n.Off < 1 || len(n.Data) == 0 {
+		return // not one of ours
+	}
+	if !h.d.Signed {
+		h.mark(n.Key) // anyone could have sent it: the history says what the message is
+		return
+	}
+	h.offer(n.Key, n.Epoch, n.Off, n.Data)
+}
+
+// note is what the bus carries for a message when it signs its messages (block.Deps.Signed)
+// and the message fits in [bus.MaxPayload]: the message itself, which the instances whose
+// connections are at the offset before it deliver without reading the history. Otherwise
+// it carries the stream's name.
+type note struct {
+	Key   string          `json:"k"`
+	Epoch string          `json:"e"`
+	Off   int64           `json:"o"`
+	Data  json.RawMessage `json:"d"`
+}
+
+// payload is what the bus carries for the message data stored at pos in stream key.
+func (h *Hub) payload(key string, pos Position, data string) []byte {
+	if h.d.Signed && len(data) < bus.MaxPayload {
+		b, err := json.Marshal(note{Key: key, Epoch: pos.Epoch, Off: pos.Offset, Data: json.RawMessage(data)})
+		if err == nil && len(b) <= bus.MaxPayload {
+			return b
+		}
+	}
+	return []byte(key)
 }
 
 // mark makes the fetcher read stream key, if a connection here follows it.
@@ -401,7 +444,7 @@ func (h *Hub) send(ctx context.Context, key string, msg any) (Position, error) {
 	}
 	// After the commit: a NOTIFY in the transaction would serialise commits on PostgreSQL.
 	// A hint lost with this process is made up for by the others' poll.
-	h.announce(ctx, key)
+	h.announce(ctx, key, pos, data)
 	return pos, nil
 }
 
@@ -419,7 +462,7 @@ func (h *Hub) sendTx(ctx context.Context, tx any, key string, msg any) (Position
 		return Position{}, err
 	}
 	if b := h.d.Bus; b != nil {
-		if err := b.PublishTx(ctx, tx, Channel, []byte(key)); err != nil {
+		if err := b.PublishTx(ctx, tx, Channel, h.payload(key, pos, data)); err != nil {
 			return Position{}, fmt.Errorf("realtime: hint: %w", err)
 		}
 	}
@@ -441,13 +484,14 @@ func (h *Hub) store(ctx context.Context, q store.Querier, key, data string) (Pos
 	return pos, nil
 }
 
-// announce tells every instance, this one at once, to read stream key.
-func (h *Hub) announce(ctx context.Context, key string) {
-	h.mark(key)
+// announce gives every instance, this one at once, the message data stored at pos in
+// stream key, or tells it to read the stream.
+func (h *Hub) announce(ctx context.Context, key string, pos Position, data string) {
+	h.offer(key, pos.Epoch, pos.Offset, json.RawMessage(data))
 	if b := h.d.Bus; b != nil {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loop.SignalTimeout)
 		defer cancel()
-		if err := b.Publish(ctx, Channel, []byte(key)); err != nil {
+		if err := b.Publish(ctx, Channel, h.payload(key, pos, data)); err != nil {
 			h.log.Debug("realtime: hint failed; the others find the message at their next poll", "err", err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/bus/bustest"
 	"github.com/twicehq/twice/internal/rtclient"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
@@ -621,5 +622,42 @@ func TestFailedReadRetried(t *testing.T) {
 			t.Fatal(err)
 		}
 		receives(t, c, "lobby", "1", "2")
+	})
+}
+
+// With a cluster secret the bus carries each message itself, signed: an instance whose
+// clients are at the offset before it delivers it without reading the history. Without
+// one, each message costs each instance a read.
+func TestSignedBusCarriesMessages(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		for _, signed := range []bool{true, false} {
+			t.Run(fmt.Sprint("signed=", signed), func(t *testing.T) {
+				cfg := twice.Config{Backstop: time.Hour, Realtime: realtime.Config{Poll: time.Hour}}
+				if signed {
+					cfg.ClusterSecret = bustest.Secret()
+				}
+				svc := fmt.Sprint("chat-", signed)
+				a, b := openNode(t, db, svc, cfg), openNode(t, db, svc, cfg)
+				c := connect(t, b, "alice", "lobby")
+				publish(t, a.hub(), "lobby", "0")
+				receives(t, c, "lobby", "0")
+				before := realtime.Reads(b.hub())
+				want := []string{"0"}
+				for i := 1; i <= 20; i++ {
+					want = append(want, fmt.Sprint(i))
+					publish(t, a.hub(), "lobby", want[i])
+				}
+				receives(t, c, "lobby", want...)
+				reads := realtime.Reads(b.hub()) - before
+				if signed && reads != 0 {
+					t.Errorf("the signed bus carried the messages, yet b read the history %d times", reads)
+				}
+				if !signed && reads == 0 {
+					t.Error("without a secret b delivered messages it never read")
+				}
+			})
+		}
 	})
 }

@@ -50,6 +50,11 @@ type Deps struct {
 	// Panics counts the panics recovered from the users' code a block runs (handlers,
 	// callbacks, loaders); each is also logged with its stack. Nil counts nothing.
 	Panics *atomic.Int64
+	// Signed says that Bus signs every message with the cluster secret and drops those that
+	// do not verify (see bus.Signer). A block may then send on it what only the instances
+	// may say, and that no stored state depends on: the realtime hub's messages for its
+	// clients. Everything else stays a hint, signed or not.
+	Signed bool
 }
 
 // WithDefaults returns d with a logger; blocks call it in their constructor.

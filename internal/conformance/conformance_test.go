@@ -39,11 +39,14 @@ func TestNATS(t *testing.T) {
 	})
 }
 
-// The forged-message tests again, with a cluster secret: the bus drops the forgeries.
+// The forged-message tests again, with a cluster secret: the bus drops the forgeries. And
+// the real-time hub, whose messages then travel on the bus themselves.
 func TestClusterSecret(t *testing.T) {
 	t.Parallel()
 	eachDialect(t, func(t *testing.T, d store.Dialect) {
-		exerciseForged(t, Backend{Dialect: d, ClusterSecret: bustest.Secret()})
+		b := Backend{Dialect: d, ClusterSecret: bustest.Secret()}
+		exerciseForged(t, b)
+		exerciseRealtime(t, b)
 	})
 }
 

@@ -43,6 +43,7 @@ func exerciseForged(t *testing.T, backend Backend) {
 		{"EventsWake", forgedEventsWake},
 		{"Settings", forgedSettings},
 		{"Presence", forgedPresence},
+		{"Realtime", realtimeForgedHints},
 		{"LeaseRelease", forgedLeaseRelease},
 	})
 }

@@ -20,12 +20,11 @@ import (
 
 // exerciseRealtime checks the real-time hub over the backend's bus: messages published on
 // any instance, by the server, a client or in a committed transaction, reach every client
-// subscribed on every instance, in offset order; a message to a user reaches each of their
-// tabs; and forged hints deliver nothing that was not published.
+// subscribed on every instance, in offset order; and a message to a user reaches each of
+// their tabs. (Forged hints and messages: exerciseForged.)
 func exerciseRealtime(t *testing.T, backend Backend) {
 	runAll(t, backend, []test{
 		{"ReachesEveryInstance", realtimeReachesEveryInstance},
-		{"ForgedHints", realtimeForgedHints},
 	})
 }
 
@@ -135,16 +134,24 @@ func realtimeReachesEveryInstance(t *testing.T, backend Backend) {
 	}
 }
 
-// A forged hint makes an instance read a stream again, which delivers nothing new.
+// A forged hint makes an instance read a stream again, which delivers nothing new; a
+// forged message, at the very offset the clients expect next, is dropped by a signed bus
+// and only a hint on an unsigned one: the clients get the one published there.
 func realtimeForgedHints(t *testing.T, backend Backend) {
 	ctx := context.Background()
 	_, nodes, urls := hubs(t, backend, 2)
 	c := rtConnect(t, urls[1], "alice", "lobby", realtime.UserRoom)
-	if _, err := nodes[0].Realtime().Publish(ctx, "lobby", "real"); err != nil {
+	pos, err := nodes[0].Realtime().Publish(ctx, "lobby", "real")
+	if err != nil {
 		t.Fatal(err)
 	}
 	rtReceived(t, c, "lobby", `"real"`)
-	for _, p := range []string{"r:lobby", "u:alice", "r:other", "", strings.Repeat("x", 300), "\x00\xff"} {
+	forged := []string{"r:lobby", "u:alice", "r:other", "", strings.Repeat("x", 300), "\x00\xff", "{", `{"k":"r:lobby"}`}
+	for _, k := range []string{"r:lobby", "u:alice"} {
+		forged = append(forged, fmt.Sprintf(`{"k":%q,"e":%q,"o":%d,"d":"forged"}`, k, pos.Epoch, pos.Offset+1),
+			fmt.Sprintf(`{"k":%q,"e":"","o":1,"d":"forged"}`, k))
+	}
+	for _, p := range forged {
 		backend.forge(t, nodes[1], realtime.Channel, []byte(p))
 	}
 	if _, err := nodes[0].Realtime().Publish(ctx, "lobby", "marker"); err != nil {
