@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -28,6 +29,7 @@ func benchRealtime(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var db dbFlags
 	db.register(fs)
 	busURL := fs.String("bus", "", "signal over NATS (nats://host:port) instead of the store-native bus")
+	signed := fs.Bool("signed", true, "give the instances a random cluster secret, so that messages travel on the signed bus (false: the bus carries hints, and each instance reads the history)")
 	instances := fs.Int("instances", 3, "instances serving the hub")
 	clients := fs.Int("clients", 50, "clients per instance, all in the one room")
 	messages := fs.Int("messages", 1000, "messages for the latency run, at --rate")
@@ -62,16 +64,23 @@ func benchRealtime(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	defer e.close()
+	over := busName(*busURL)
+	var secret []byte
+	if *signed {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+		over += " (signed)"
+	}
 	fmt.Fprintf(e.progress, "bench realtime: %d instances of %s on %s over %s, %d clients each\n",
-		*instances, e.service, e.store, busName(*busURL), *clients)
-	opts := instance.Options{DSN: e.dsn, Schema: db.schema, Service: e.service, Bus: *busURL,
+		*instances, e.service, e.store, over, *clients)
+	opts := instance.Options{DSN: e.dsn, Schema: db.schema, Service: e.service, Bus: *busURL, ClusterSecret: secret,
 		Workloads: []instance.Workload{instance.Realtime{}}}
 	res, err := measureRealtime(ctx, e.spawn, opts, realtimeParams{Instances: *instances, Clients: *clients,
 		Messages: *messages, Rate: *rate, Burst: *burst, Connections: *conns, Progress: e.progress})
 	if err != nil {
 		return err
 	}
-	res.Store, res.Bus = string(e.store.Dialect()), busName(*busURL)
+	res.Store, res.Bus = string(e.store.Dialect()), over
 	if *parts > 0 {
 		fmt.Fprintf(e.progress, "rebalance: %d instances sharing %d partitions\n", *partInstances, *parts)
 		popts := instance.Options{DSN: e.dsn, Schema: db.schema, Service: e.service + "-p", Bus: *busURL,
