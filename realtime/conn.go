@@ -207,6 +207,15 @@ func (c *client) send(f outFrame) {
 		c.h.log.Error("realtime: cannot encode a frame", "err", err)
 		return
 	}
+	c.queue(b)
+}
+
+// queue is send for an encoded frame b, which the writer only reads (so connections may
+// share it).
+func (c *client) queue(b []byte) {
+	if b == nil {
+		return
+	}
 	select {
 	case c.out <- b:
 	default:

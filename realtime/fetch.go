@@ -62,6 +62,7 @@ func (h *Hub) offer(key, epoch string, off int64, data json.RawMessage) {
 		return
 	}
 	read := false
+	frames := messageFrames{}
 	for c, sb := range s.subs {
 		switch {
 		case sb.behind:
@@ -70,7 +71,7 @@ func (h *Hub) offer(key, epoch string, off int64, data json.RawMessage) {
 			// has it
 		case sb.epoch == epoch && off == sb.last+1 && c.room() > 0:
 			sb.last = off
-			c.send(outFrame{Type: "message", Room: sb.name, Epoch: epoch, Offset: ptr(off), Data: data})
+			c.queue(frames.get(h, sb.name, epoch, off, data))
 		default:
 			read = true
 		}
@@ -155,6 +156,7 @@ func (h *Hub) deliver(key string, from int64, epoch string, top int64, msgs []me
 	if s == nil {
 		return
 	}
+	frames := messageFrames{}
 	for c, sb := range s.subs {
 		if sb.behind {
 			continue // resumed by its writer, once its buffer has room
@@ -196,7 +198,7 @@ func (h *Hub) deliver(key string, from int64, epoch string, top int64, msgs []me
 				break
 			}
 			sb.last = m.off
-			c.send(outFrame{Type: "message", Room: sb.name, Epoch: epoch, Offset: ptr(m.off), Data: json.RawMessage(m.data)})
+			c.queue(frames.get(h, sb.name, epoch, m.off, json.RawMessage(m.data)))
 		}
 	}
 }
@@ -212,4 +214,28 @@ func (c *client) fallBehind(sb *sub) bool {
 	}
 	sb.behind = true
 	return true
+}
+
+// messageFrames are the message frames of one delivery, each encoded once for every
+// connection that gets it: a room's message goes to all its connections as the same bytes.
+type messageFrames map[frameKey][]byte
+
+type frameKey struct {
+	name string // on the wire
+	off  int64
+}
+
+// get returns the frame of the message data at offset off of epoch, for subscriptions named
+// name; nil, logged, if it cannot be encoded.
+func (f messageFrames) get(h *Hub, name, epoch string, off int64, data json.RawMessage) []byte {
+	k := frameKey{name, off}
+	if b, ok := f[k]; ok {
+		return b
+	}
+	b, err := json.Marshal(outFrame{Type: "message", Room: name, Epoch: epoch, Offset: ptr(off), Data: data})
+	if err != nil {
+		h.log.Error("realtime: cannot encode a message", "err", err)
+	}
+	f[k] = b
+	return b
 }
