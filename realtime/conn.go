@@ -170,12 +170,14 @@ func (c *client) shut(crash bool) {
 }
 
 // end closes the connection with status and reason, once, without waiting for the
-// client's answer, and stops its reader and writer.
-func (c *client) end(status websocket.StatusCode, reason string) {
+// client's answer, and stops its reader and writer. It reports whether this call did.
+func (c *client) end(status websocket.StatusCode, reason string) (ended bool) {
 	c.shutOnce.Do(func() {
 		go func() { _ = c.ws.Close(status, reason) }()
 		c.cancel()
+		ended = true
 	})
+	return ended
 }
 
 // resume makes the fetcher read again the streams c fell behind on, now that its buffer
@@ -219,7 +221,9 @@ func (c *client) queue(b []byte) {
 	select {
 	case c.out <- b:
 	default:
-		c.end(websocket.StatusPolicyViolation, "slow client")
+		if c.end(websocket.StatusPolicyViolation, "slow client") {
+			c.h.slow.Add(1)
+		}
 	}
 }
 
@@ -238,9 +242,13 @@ func (c *client) write(ctx context.Context) {
 		case b := <-c.out:
 			wctx, cancel := context.WithTimeout(ctx, c.h.cfg.WriteTimeout)
 			err := c.ws.Write(wctx, websocket.MessageText, b)
+			timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded)
 			cancel()
 			if err != nil {
 				// A client that took no frame for WriteTimeout is slow: it goes.
+				if timedOut && c.end(websocket.StatusPolicyViolation, "slow client") {
+					c.h.slow.Add(1)
+				}
 				c.cancel()
 				return
 			}

@@ -19,9 +19,3 @@ func PublishQuiet(ctx context.Context, h *Hub, room string, msg any) (Position, 
 	})
 	return pos, err
 }
-
-// FailedReads is how many reads of the history h's fetcher saw fail.
-func FailedReads(h *Hub) int64 { return h.failedReads.Load() }
-
-// Reads is how many reads of the history h's fetcher made.
-func Reads(h *Hub) int64 { return h.reads.Load() }

@@ -72,6 +72,7 @@ func (h *Hub) offer(key, epoch string, off int64, data json.RawMessage) {
 		case sb.epoch == epoch && off == sb.last+1 && c.room() > 0:
 			sb.last = off
 			c.queue(frames.get(h, sb.name, epoch, off, data))
+			h.fromBus.Add(1)
 		default:
 			read = true
 		}
@@ -199,6 +200,7 @@ func (h *Hub) deliver(key string, from int64, epoch string, top int64, msgs []me
 			}
 			sb.last = m.off
 			c.queue(frames.get(h, sb.name, epoch, m.off, json.RawMessage(m.data)))
+			h.fromHistory.Add(1)
 		}
 	}
 }

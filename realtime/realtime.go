@@ -214,6 +214,36 @@ func (c Config) validate() error {
 	return nil
 }
 
+// Stats are what an instance's hub has done since it started: counters, and its
+// connections now. Reading them runs no statement.
+type Stats struct {
+	// Connections is how many connections this instance holds now.
+	Connections int `json:"connections"`
+	// Streams is how many streams (rooms, users' own) they follow.
+	Streams int `json:"streams"`
+	// Direct counts the messages given to a connection as they arrived on the bus (or were
+	// published here), with no read: the signed bus's path.
+	Direct int64 `json:"direct"`
+	// FromHistory counts those given from a read of the history: hints, recoveries, gaps.
+	FromHistory int64 `json:"from_history"`
+	// Reads counts the reads of the history, and FailedReads those that failed (each is
+	// tried again).
+	Reads       int64 `json:"reads"`
+	FailedReads int64 `json:"failed_reads"`
+	// SlowClosed counts the connections closed because their client took no frame in time
+	// or let its buffer fill.
+	SlowClosed int64 `json:"slow_closed"`
+}
+
+// Stats returns the hub's counters on this instance.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	conns, streams := len(h.clients), len(h.streams)
+	h.mu.Unlock()
+	return Stats{Connections: conns, Streams: streams, Direct: h.fromBus.Load(), FromHistory: h.fromHistory.Load(),
+		Reads: h.reads.Load(), FailedReads: h.failedReads.Load(), SlowClosed: h.slow.Load()}
+}
+
 // Position is a place in a stream: the offset of a message and the stream's epoch.
 type Position struct {
 	Offset int64  `json:"offset"`
@@ -241,6 +271,10 @@ type Hub struct {
 	failing     loop.Failing
 	failedReads atomic.Int64
 	reads       atomic.Int64 // of the history, by the fetcher
+	// Messages given to connections, straight from the bus or this instance's publish, or
+	// from a read of the history; connections closed as slow.
+	fromBus, fromHistory, slow atomic.Int64
+
 	unsubscribe func()
 	conns       sync.WaitGroup // the connections served
 	stopped     atomic.Bool

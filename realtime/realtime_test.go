@@ -352,6 +352,9 @@ func TestSlowClientDisconnected(t *testing.T) {
 			}
 			return err
 		})
+		if st := a.hub().Stats(); st.SlowClosed != 1 || st.Connections != 1 {
+			t.Errorf("stats after the slow client went: %+v", st)
+		}
 		// It reads what its socket holds, then finds the connection closed.
 		slow.SetReadLimit(1 << 20)
 		for {
@@ -617,7 +620,7 @@ func TestFailedReadRetried(t *testing.T) {
 		if err := b.node.Bus().Publish(ctx, realtime.Channel, []byte("r:lobby")); err != nil {
 			t.Fatal(err)
 		}
-		testnode.Eventually(t, liveness, "a's read failed", func() bool { return realtime.FailedReads(a.hub()) > 0 })
+		testnode.Eventually(t, liveness, "a's read failed", func() bool { return a.hub().Stats().FailedReads > 0 })
 		if _, err := st.Exec(ctx, `ALTER TABLE twice_realtime_away RENAME TO twice_realtime_messages`); err != nil {
 			t.Fatal(err)
 		}
@@ -643,19 +646,20 @@ func TestSignedBusCarriesMessages(t *testing.T) {
 				c := connect(t, b, "alice", "lobby")
 				publish(t, a.hub(), "lobby", "0")
 				receives(t, c, "lobby", "0")
-				before := realtime.Reads(b.hub())
+				before := b.hub().Stats().Reads
 				want := []string{"0"}
 				for i := 1; i <= 20; i++ {
 					want = append(want, fmt.Sprint(i))
 					publish(t, a.hub(), "lobby", want[i])
 				}
 				receives(t, c, "lobby", want...)
-				reads := realtime.Reads(b.hub()) - before
-				if signed && reads != 0 {
-					t.Errorf("the signed bus carried the messages, yet b read the history %d times", reads)
+				reads := b.hub().Stats().Reads - before
+				st := b.hub().Stats()
+				if signed && (reads != 0 || st.Direct != 20) {
+					t.Errorf("the signed bus carried the messages, yet b read the history %d times: %+v", reads, st)
 				}
-				if !signed && reads == 0 {
-					t.Error("without a secret b delivered messages it never read")
+				if !signed && (reads == 0 || st.Direct != 0 || st.FromHistory != 21) {
+					t.Errorf("without a secret b read the history %d times: %+v", reads, st)
 				}
 			})
 		}
