@@ -7,6 +7,7 @@ import (
 	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/internal/nodehook"
+	"github.com/twicehq/twice/realtime"
 )
 
 // The series of one instance, read from the counters the node and its blocks keep.
@@ -37,6 +38,14 @@ var (
 		"Entries this instance's cache holds, by cache.", []string{"cache"}, nil)
 	idemReplaysDesc = prometheus.NewDesc(fqName("idempotency_replays_total"),
 		"Requests answered by replaying the response stored under their Idempotency-Key.", nil, nil)
+	rtConnsDesc = prometheus.NewDesc(fqName("realtime_connections"),
+		"Real-time hub connections this instance holds.", nil, nil)
+	rtDeliveredDesc = prometheus.NewDesc(fqName("realtime_messages_delivered_total"),
+		"Messages the hub gave to its connections, by path: direct (as they arrived on the signed bus, no read) or history (from a read of the database).", []string{"path"}, nil)
+	rtReadsDesc = prometheus.NewDesc(fqName("realtime_history_reads_total"),
+		"Reads of the real-time history, by result: ok or failed (each failed one is tried again).", []string{"result"}, nil)
+	rtSlowDesc = prometheus.NewDesc(fqName("realtime_slow_clients_total"),
+		"Hub connections closed because their client took no frame in time or let its buffer fill.", nil, nil)
 	idemConflictsDesc = prometheus.NewDesc(fqName("idempotency_conflicts_total"),
 		"Requests refused because their Idempotency-Key was reused for another request (reason reused, 422) or is still running (reason in_use, 409).", []string{"reason"}, nil)
 )
@@ -49,7 +58,8 @@ type instanceCollector struct {
 
 func (c *instanceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{upDesc, panicsDesc, leaderDesc, termsDesc, renewFailDesc, lostDesc, busCheckedDesc,
-		cacheHitsDesc, cacheMissesDesc, cacheFlushesDesc, cacheInvalDesc, cacheEntriesDesc, idemReplaysDesc, idemConflictsDesc} {
+		cacheHitsDesc, cacheMissesDesc, cacheFlushesDesc, cacheInvalDesc, cacheEntriesDesc, idemReplaysDesc, idemConflictsDesc,
+		rtConnsDesc, rtDeliveredDesc, rtReadsDesc, rtSlowDesc} {
 		ch <- d
 	}
 }
@@ -90,6 +100,14 @@ func (c *instanceCollector) Collect(ch chan<- prometheus.Metric) {
 				counter(cacheInvalDesc, st.Invalidations, name)
 				gauge(cacheEntriesDesc, float64(st.Entries), name)
 			}
+		case *realtime.Hub:
+			st := b.Stats()
+			gauge(rtConnsDesc, float64(st.Connections))
+			counter(rtDeliveredDesc, uint64(st.Direct), "direct")
+			counter(rtDeliveredDesc, uint64(st.FromHistory), "history")
+			counter(rtReadsDesc, uint64(st.Reads-st.FailedReads), "ok")
+			counter(rtReadsDesc, uint64(st.FailedReads), "failed")
+			counter(rtSlowDesc, uint64(st.SlowClosed))
 		case *idempotency.Keys:
 			st := b.Stats()
 			counter(idemReplaysDesc, st.Replays)

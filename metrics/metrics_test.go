@@ -20,6 +20,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/internal/nodehook"
+	"github.com/twicehq/twice/internal/rtclient"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/metrics"
@@ -88,13 +89,14 @@ next:
 
 // A short workload on three nodes (jobs enqueued and worked, a cache miss and hit, HTTP
 // requests through the middleware, a session saved, an idempotent replay, a user
-// connected, a leader elected), then each node's /metrics: the expected series are there with non-zero values,
+// connected, a hub message delivered, a leader elected), then each node's /metrics: the expected series are there with non-zero values,
 // every series carries its instance's labels, and the cluster-level gauges come from
 // exactly one instance, the leader.
 func TestScrapeAfterWorkloadOnThreeNodes(t *testing.T) {
 	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
 		cfg := twice.Config{}
 		cfg.Idempotency.Scope = func(*http.Request) string { return "tests" }
+		cfg.Realtime.Authenticate = func(*http.Request) (string, error) { return "ann", nil }
 		nodes := twicetest.Open(t, 3, &twicetest.Options{Store: s, Service: "shop", Config: cfg})
 		ctx := context.Background()
 
@@ -120,6 +122,23 @@ func TestScrapeAfterWorkloadOnThreeNodes(t *testing.T) {
 		if _, err := nodes[1].Presence().Connect(ctx, "ann", "lobby"); err != nil {
 			t.Fatal(err)
 		}
+
+		// A hub client on the third instance gets a message published on the first.
+		hub := httptest.NewServer(nodes[2].Realtime().Handler())
+		t.Cleanup(hub.Close)
+		rc := rtclient.New()
+		if err := rc.Connect(ctx, "ws"+strings.TrimPrefix(hub.URL, "http"), nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(rc.Drop)
+		if err := rc.Subscribe(ctx, "lobby"); err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, 30*time.Second, "subscribed", func() bool { return rc.Position("lobby").Known })
+		if _, err := nodes[0].Realtime().Publish(ctx, "lobby", "hello"); err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, 30*time.Second, "the message delivered", func() bool { return len(rc.Messages("lobby")) == 1 })
 
 		const enqueued = 6
 		for i := range enqueued {
@@ -266,6 +285,8 @@ func check(nodes []*twice.Node, scrapes []map[string]*dto.MetricFamily, enqueued
 		{"twice_http_request_duration_seconds", 6, nil},
 		{"twice_idempotency_replays_total", 1, nil},
 		{"twice_presence_users", 1, nil}, // from the leader alone
+		{"twice_realtime_connections", 1, nil},
+		{"twice_realtime_messages_delivered_total", 1, nil},
 	} {
 		if got := total(c.name, c.lbl...); got != c.want {
 			return fmt.Errorf("%s%v summed over the instances is %v, want %v", c.name, c.lbl, got, c.want)
