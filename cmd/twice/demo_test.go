@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,8 +67,10 @@ func TestDemoShopCheckFails(t *testing.T) {
 
 // The demo shop in headless Chromium, as a person uses it: log in, order from the
 // catalogue, and see the confirmation job's effect on the order's page, served by one of
-// the three instances behind the proxy; then say hello in the support chat. Screenshots of
-// the confirmed order, the chat and the catalogue are kept in .ci/out/shop-*.png.
+// the three instances behind the proxy; then talk in the support chat with a second
+// person, in another browser context, whose page is connected to another instance.
+// Screenshots of the confirmed order, both chats and the catalogue are kept in
+// .ci/out/shop-*.png.
 func TestShopInBrowser(t *testing.T) {
 	needChromium(t)
 	t.Parallel()
@@ -128,45 +132,70 @@ func TestShopInBrowser(t *testing.T) {
 	t.Logf("%s; page served by %s", text, footer)
 	saveShot(t, "shop-order.png", png)
 
-	// The support chat: a message sent from its form shows in the room's frame, which every
-	// instance reads.
-	err = chromedp.Do(bctx,
-		chromedp.Navigate(shop.url+"/chat"),
-		chromedp.WaitVisible("#body"),
-		chromedp.SendKeys("#body", "hello from the browser"),
-		chromedp.Click("#send"),
-	)
-	if err != nil {
-		t.Fatalf("the chat: %v", err)
+	// The support chat, between two people in two browser contexts (two cookie jars), the
+	// page of one connected to instance 1 and the other's to instance 2: what one sends
+	// reaches the other live, through the realtime hub, and each sees the other online.
+	var direct [2]string
+	for i, in := range shop.r.Instances()[:2] {
+		direct[i] = fmt.Sprintf("http://127.0.0.1:%d", in.Port)
 	}
-	// Sent: the form's page came back, its input empty.
-	inBrowserEventually(t, bctx, `document.readyState === "complete" && document.querySelector("#body")?.value === ""`)
-	err = chromedp.Do(bctx,
-		chromedp.Navigate(shop.url+"/chat/messages"),
-		chromedp.WaitVisible("p.msg"),
-	)
-	if err != nil {
-		t.Fatalf("the chat: %v", err)
-	}
-	msg, err := chromedp.Run(bctx, chromedp.Text("p.msg"))
-	if err != nil {
+	other, cancel := chromedp.NewContext(bctx, chromedp.WithNewBrowserContext())
+	defer cancel()
+	if err := chromedp.Listen(other, watch.see); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(msg, "browser hello from the browser") {
-		t.Errorf("the chat shows %q", msg)
+	err = chromedp.Do(other,
+		chromedp.Navigate(direct[1]+"/login"),
+		chromedp.WaitVisible("#name"),
+		chromedp.SendKeys("#name", "support"),
+		chromedp.Click("#login"),
+		chromedp.WaitVisible("#product-1"),
+		chromedp.Navigate(direct[1]+"/chat"),
+		chromedp.WaitVisible("#body"),
+	)
+	if err != nil {
+		t.Fatalf("the second person's chat: %v\n%s", err, logs.String())
 	}
-	for _, p := range []struct{ path, ready, shot string }{
-		{"/chat", "iframe.chat", "shop-chat.png"}, {"/catalogue", "#product-1", "shop-catalogue.png"}} {
-		if err := chromedp.Do(bctx, chromedp.Navigate(shop.url+p.path), chromedp.WaitVisible(p.ready)); err != nil {
-			t.Fatalf("%s: %v", p.path, err)
+	if err := chromedp.Do(bctx, chromedp.Navigate(direct[0]+"/chat"), chromedp.WaitVisible("#body")); err != nil {
+		t.Fatalf("the chat: %v", err)
+	}
+	for _, c := range []context.Context{bctx, other} {
+		inBrowserEventually(t, c, `document.querySelector("#live").dataset.status === "open"`)
+	}
+	say := func(c context.Context, text string) {
+		t.Helper()
+		if err := chromedp.Do(c, chromedp.SendKeys("#body", text), chromedp.Click("#send")); err != nil {
+			t.Fatalf("sending %q: %v", text, err)
 		}
-		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	}
+	shows := func(text string) string {
+		return `[...document.querySelectorAll("#messages p.msg")].some(p => p.textContent.includes(` + strconv.Quote(text) + `))`
+	}
+	say(bctx, "where is my kettle?")
+	inBrowserEventually(t, other, shows("browser where is my kettle?"))
+	say(other, "on its way: TW123")
+	inBrowserEventually(t, bctx, shows("support on its way: TW123"))
+	inBrowserEventually(t, bctx, `document.querySelector("#online").textContent === "browser, support"`)
+	inBrowserEventually(t, other, `document.querySelector("#online").textContent === "browser, support"`)
+	for _, p := range []struct {
+		ctx  context.Context
+		shot string
+	}{{bctx, "shop-chat.png"}, {other, "shop-chat-2.png"}} {
+		png, err := chromedp.Run(p.ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatal(err)
 		}
 		saveShot(t, p.shot, png)
 	}
-	watch.check(t, shop.url+"/", "data:")
+	if err := chromedp.Do(bctx, chromedp.Navigate(shop.url+"/catalogue"), chromedp.WaitVisible("#product-1")); err != nil {
+		t.Fatalf("the catalogue: %v", err)
+	}
+	png, err = chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	saveShot(t, "shop-catalogue.png", png)
+	watch.check(t, shop.url+"/", direct[0]+"/", direct[1]+"/", "data:")
 }
 
 // inBrowserEventually waits until js is true in the page, through navigations (an

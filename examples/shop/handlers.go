@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -332,33 +333,93 @@ func (s *Shop) reportsPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "reports", "Reports", reports)
 }
 
-// chatLines is how many of the room's last messages the chat shows.
+// chatLines is how many of the room's last messages the chat shows when it opens.
 const chatLines = 50
 
-func (s *Shop) chatPage(w http.ResponseWriter, r *http.Request) {
-	s.render(w, r, http.StatusOK, "chat", "Support chat", nil)
+// chatView is the chat page's data: the room's last messages, who is in the room now, and
+// the position of the newest message in the hub's room, which the page's script resumes
+// from (0 and no epoch: the room's beginning).
+type chatView struct {
+	Room     string
+	Messages []Message
+	Online   []string
+	Offset   int64
+	Epoch    string
+	Error    string
 }
 
-// chatMessages is the chat's frame, which reloads itself every two seconds: messages
-// posted on any instance appear on every other.
-func (s *Shop) chatMessages(w http.ResponseWriter, r *http.Request) {
-	msgs, err := s.room.Recent(r.Context(), supportRoom, chatLines)
+func (s *Shop) chatPage(w http.ResponseWriter, r *http.Request) {
+	s.renderChat(w, r, http.StatusOK, "")
+}
+
+// renderChat renders the chat page, with problem above its form if there is one.
+func (s *Shop) renderChat(w http.ResponseWriter, r *http.Request, status int, problem string) {
+	ctx := r.Context()
+	msgs, err := s.room.Recent(ctx, supportRoom, chatLines)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, "messages", "Messages", msgs)
+	online, err := s.node.Presence().Online(ctx, supportRoom)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	v := chatView{Room: supportRoom, Messages: msgs, Online: online, Error: problem}
+	if n := len(msgs); n > 0 {
+		v.Offset, v.Epoch = msgs[n-1].Pos.Offset, msgs[n-1].Pos.Epoch
+	}
+	s.render(w, r, status, "chat", "Support chat", v)
 }
 
+// chatOnline lists the users whose chat page is connected to the hub, on any instance:
+// each of the hub's connections is a presence connection in the rooms it follows.
+func (s *Shop) chatOnline(w http.ResponseWriter, r *http.Request) {
+	online, err := s.node.Presence().Online(r.Context(), supportRoom)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	if online == nil {
+		online = []string{} // a list, not null, for the page's script
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"online": online})
+}
+
+// postChat stores and sends a message. The page's script posts with fetch and asks for
+// JSON (the message comes back to it through the hub, as to everyone); a browser without
+// script posts the form and is sent back to the page, which shows it.
 func (s *Shop) postChat(w http.ResponseWriter, r *http.Request) {
+	script := r.Header.Get("Accept") == "application/json"
 	body, err := checkMessage(r.PostFormValue("body"))
 	if err != nil {
-		s.render(w, r, http.StatusBadRequest, "chat", "Support chat", err.Error())
+		if script {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		} else {
+			s.renderChat(w, r, http.StatusBadRequest, err.Error())
+		}
 		return
 	}
-	if err := s.room.Post(r.Context(), supportRoom, session.UserID(r.Context()), body); err != nil {
-		s.failErr(w, r, err)
+	m, err := s.room.Post(r.Context(), supportRoom, session.UserID(r.Context()), body)
+	if err != nil {
+		s.log.Error("shop: posting to the chat", "err", err)
+		if script {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "the message was not sent; try again"})
+		} else {
+			s.failErr(w, r, err)
+		}
+		return
+	}
+	if script {
+		writeJSON(w, http.StatusOK, m)
 		return
 	}
 	http.Redirect(w, r, "/chat", http.StatusSeeOther)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }

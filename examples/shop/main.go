@@ -1,8 +1,9 @@
 // Command shop is the demo that `twice demo` runs three times behind `twice run`: a small
 // shop with a support chat that a person clicks through in a browser, each page on a real
 // building block of twice (sessions, a coherent cache, idempotency keys, optimistic
-// concurrency, a job enqueued in the order's transaction, a cron report, a chat room stored
-// in the database), with a footer naming the instance that served the page.
+// concurrency, a job enqueued in the order's transaction, a cron report, a support chat on
+// the realtime hub with who is online), with a footer naming the instance that served the
+// page.
 //
 // It reads PORT and TWICE_DSN as `twice run` gives them (and TWICE_INSTANCE, the slot it
 // shows), listens on 127.0.0.1:PORT and serves /livez and /readyz from the node:
@@ -56,6 +57,7 @@ func run(ctx context.Context) error {
 	slot := os.Getenv(envInstance)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg := twice.Config{AdvertiseAddr: addr, Logger: log}
+	Configure(&cfg)
 	if os.Getenv(twice.EnvService) == "" {
 		cfg.Name = serviceName
 	}

@@ -23,7 +23,7 @@ import (
 //go:embed migrations
 var migrations embed.FS
 
-//go:embed templates/*.html static/style.css
+//go:embed templates/*.html static/style.css static/chat.js
 var assets embed.FS
 
 // Component is the shop's schema: its own tables, migrated by twice's migrator under its
@@ -32,6 +32,16 @@ func Component() (store.Component, error) {
 	return store.LoadComponent("shop", migrations,
 		store.Table{Name: "shop_products"}, store.Table{Name: "shop_orders"},
 		store.Table{Name: "shop_reports"}, store.Table{Name: "shop_chat"})
+}
+
+// Configure sets, in the node's configuration before [twice.Open], what the shop needs of
+// it: the realtime hub's connections are the session's user's (the hub's endpoint sits
+// behind the session middleware), may follow only the support room, and keep a day of
+// the room's history, so a chat page opened within a day resumes from its newest message.
+func Configure(cfg *twice.Config) {
+	cfg.Realtime.Authenticate = authenticate
+	cfg.Realtime.Authorize = authorize
+	cfg.Realtime.HistoryAge = 24 * time.Hour
 }
 
 // Names the shop gives twice's building blocks.
@@ -49,7 +59,7 @@ type Options struct {
 	// Defaults to "-".
 	Slot string
 	// ChatRoom is where the support chat's messages go. Defaults to a room stored in the
-	// shop's table shop_chat, which every instance reads ([NewTableRoom]).
+	// shop's table shop_chat and delivered by the node's realtime hub ([NewHubRoom]).
 	ChatRoom Room
 }
 
@@ -65,7 +75,7 @@ type Shop struct {
 }
 
 // New migrates the shop's tables, registers its job workers and cron schedule on node, and
-// returns its handler.
+// returns its handler. Open node with a configuration [Configure] has set.
 func New(ctx context.Context, node *twice.Node, opts Options) (*Shop, error) {
 	comp, err := Component()
 	if err != nil {
@@ -79,7 +89,7 @@ func New(ctx context.Context, node *twice.Node, opts Options) (*Shop, error) {
 		s.slot = "-"
 	}
 	if s.room == nil {
-		s.room = NewTableRoom(node.Store(), s.slot+" "+node.ID())
+		s.room = NewHubRoom(node.Store(), node.Realtime(), s.slot+" "+node.ID())
 	}
 	if s.pages, err = parsePages(); err != nil {
 		return nil, err
@@ -119,14 +129,18 @@ func (s *Shop) routes() http.Handler {
 	pages.HandleFunc("POST /admin/products/{id}", s.signedIn(s.editPrice))
 	pages.HandleFunc("GET /reports", s.signedIn(s.reportsPage))
 	pages.HandleFunc("GET /chat", s.signedIn(s.chatPage))
-	pages.HandleFunc("GET /chat/messages", s.signedIn(s.chatMessages))
+	pages.HandleFunc("GET /chat/online", s.signedIn(s.chatOnline))
 	pages.HandleFunc("POST /chat", s.signedIn(s.postChat))
+	// The hub's WebSocket endpoint, behind the session middleware: Configure's
+	// Authenticate reads the user from the session its cookie names.
+	pages.Handle("GET /realtime", s.node.Realtime().Handler())
 
 	mux := http.NewServeMux()
 	health := s.node.Health()
 	mux.Handle("GET /livez", health)
 	mux.Handle("GET /readyz", health)
 	mux.Handle("GET /healthz", health)
+	mux.Handle("GET /realtime.js", s.node.Realtime().Script())
 	static, _ := fs.Sub(assets, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.Handle("/", s.node.Sessions().Middleware(pages))
@@ -222,10 +236,5 @@ func parsePages() (map[string]*template.Template, error) {
 		}
 		out[n] = t
 	}
-	t, err := template.New("messages").Funcs(funcs).ParseFS(assets, "templates/messages.html")
-	if err != nil {
-		return nil, fmt.Errorf("shop: page messages: %w", err)
-	}
-	out["messages"] = t
 	return out, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -12,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
+	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/twicetest"
 )
@@ -21,6 +25,7 @@ import (
 type client struct {
 	t   *testing.T
 	c   *http.Client
+	jar http.CookieJar
 	srv [2]*httptest.Server
 }
 
@@ -31,7 +36,7 @@ type answer struct {
 	body   string
 }
 
-func (c *client) do(i int, method, path string, form url.Values) answer {
+func (c *client) do(i int, method, path string, form url.Values, accept ...string) answer {
 	c.t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -43,6 +48,9 @@ func (c *client) do(i int, method, path string, form url.Values) answer {
 	}
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for _, a := range accept {
+		req.Header.Set("Accept", a)
 	}
 	resp, err := c.c.Do(req)
 	if err != nil {
@@ -83,24 +91,34 @@ var (
 	versionInput = regexp.MustCompile(`action="/admin/products/1" class="inline">\s*<input type="hidden" name="version" value="(\d+)">`)
 )
 
+// openShops opens two instances of the shop on one database, and a client of both.
+func openShops(t *testing.T, st twicetest.Store) ([]*twice.Node, *client) {
+	ctx := context.Background()
+	var cfg twice.Config
+	Configure(&cfg)
+	nodes := twicetest.Open(t, 2, &twicetest.Options{Store: st, Service: "shop", Config: cfg})
+	jar, _ := cookiejar.New(nil)
+	c := &client{t: t, jar: jar, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	for i, n := range nodes {
+		s, err := New(ctx, n, Options{Slot: string(rune('1' + i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.srv[i] = httptest.NewServer(s)
+		t.Cleanup(c.srv[i].CloseClientConnections) // the hub's connections, before Close waits for them
+		t.Cleanup(c.srv[i].Close)
+	}
+	return nodes, c
+}
+
 // Two instances of the shop on one database, a person going back and forth between them:
 // the session, the cached catalogue, the idempotent order, its confirmation job, the
-// versioned edit, the cron report and the chat all hold across them.
+// versioned edit and the cron report all hold across them.
 func TestShopAcrossInstances(t *testing.T) {
 	twicetest.Each(t, func(t *testing.T, st twicetest.Store) {
 		t.Parallel()
 		ctx := context.Background()
-		nodes := twicetest.Open(t, 2, &twicetest.Options{Store: st, Service: "shop"})
-		jar, _ := cookiejar.New(nil)
-		c := &client{t: t, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
-		for i, n := range nodes {
-			s, err := New(ctx, n, Options{Slot: string(rune('1' + i))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.srv[i] = httptest.NewServer(s)
-			t.Cleanup(c.srv[i].Close)
-		}
+		nodes, c := openShops(t, st)
 
 		// Signed out: every page sends to the login; health needs no session.
 		if a := c.get(0, "/catalogue"); a.status != http.StatusSeeOther || a.header.Get("Location") != "/login" {
@@ -173,19 +191,116 @@ func TestShopAcrossInstances(t *testing.T) {
 		}
 		c.get(0, "/reports").want(t, http.StatusOK, `id="reports"`)
 
-		// A chat message posted on one instance is read on the other.
-		c.post(0, "/chat", url.Values{"body": {"  "}}).want(t, http.StatusBadRequest, "empty")
-		c.post(0, "/chat", url.Values{"body": {"where is my <kettle>?"}}).want(t, http.StatusSeeOther)
-		c.post(1, "/chat", url.Values{"body": {"in the post"}}).want(t, http.StatusSeeOther)
-		msgs := c.get(1, "/chat/messages").want(t, http.StatusOK, "where is my &lt;kettle&gt;?", "via instance 1", "via instance 2").body
-		if strings.Index(msgs, "in the post") > strings.Index(msgs, "kettle") {
-			t.Errorf("the newest message is not on top:\n%s", msgs)
-		}
-
 		c.post(1, "/logout", url.Values{}).want(t, http.StatusSeeOther)
 		if a := c.get(0, "/catalogue"); a.status != http.StatusSeeOther {
 			t.Fatalf("logged out, the catalogue answered %d", a.status)
 		}
+	})
+}
+
+var chatPosition = regexp.MustCompile(`data-room="support" data-offset="(\d+)" data-epoch="([^"]*)"`)
+
+// dial connects to instance i's realtime hub with the client's session cookie, as the chat
+// page's script does, and follows the support room after the position the page gave.
+func (c *client) dial(ctx context.Context, i int, page string) *websocket.Conn {
+	c.t.Helper()
+	pos := chatPosition.FindStringSubmatch(page)
+	if pos == nil {
+		c.t.Fatalf("the chat page gives no position:\n%s", page)
+	}
+	u, _ := url.Parse(c.srv[i].URL)
+	h := http.Header{}
+	for _, k := range c.jar.Cookies(u) {
+		h.Add("Cookie", k.String())
+	}
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(c.srv[i].URL, "http")+"/realtime", &websocket.DialOptions{HTTPHeader: h})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { ws.CloseNow() })
+	sub := `{"type":"subscribe","room":"support","offset":` + pos[1] + `,"epoch":"` + pos[2] + `"}`
+	if err := ws.Write(ctx, websocket.MessageText, []byte(sub)); err != nil {
+		c.t.Fatal(err)
+	}
+	return ws
+}
+
+// frame is a frame the hub sends, with a chat message as its data.
+type frame struct {
+	Type      string  `json:"type"`
+	Room      string  `json:"room"`
+	Recovered *bool   `json:"recovered"`
+	Data      Message `json:"data"`
+}
+
+// next reads ws's next frame.
+func next(ctx context.Context, t *testing.T, ws *websocket.Conn) frame {
+	t.Helper()
+	_, b, err := ws.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f frame
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	return f
+}
+
+// The support chat across two instances: a message posted on one reaches, through the
+// realtime hub, a page connected to the other, which resumes from the position it was
+// rendered with (so a message posted before it connected is not missed); its user shows
+// online on both; a page without script posts the form and reads the room when it loads.
+func TestShopChatAcrossInstances(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, st twicetest.Store) {
+		t.Parallel()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, c := openShops(t, st)
+		if a := c.get(0, "/realtime"); a.status != http.StatusUnauthorized {
+			t.Fatalf("the hub without a session answered %d", a.status)
+		}
+		c.post(0, "/login", url.Values{"name": {"ann"}}).want(t, http.StatusSeeOther)
+
+		c.post(0, "/chat", url.Values{"body": {"  "}}).want(t, http.StatusBadRequest, "empty")
+		c.post(0, "/chat", url.Values{"body": {"where is my <kettle>?"}}).want(t, http.StatusSeeOther)
+		page := c.get(1, "/chat").want(t, http.StatusOK, "where is my &lt;kettle&gt;?", "via instance 1", `data-offset="1"`).body
+
+		// Posted after the page was rendered and before its connection subscribes.
+		c.post(0, "/chat", url.Values{"body": {"anyone?"}}).want(t, http.StatusSeeOther)
+		ws := c.dial(ctx, 1, page)
+		if f := next(ctx, t, ws); f.Type != "welcome" {
+			t.Fatalf("first frame %+v", f)
+		}
+		if f := next(ctx, t, ws); f.Type != "subscribed" || f.Recovered == nil || !*f.Recovered {
+			t.Fatalf("subscribing from the page's position: %+v", f)
+		}
+		if f := next(ctx, t, ws); f.Type != "message" || f.Data.Body != "anyone?" || f.Data.User != "ann" {
+			t.Fatalf("the message posted before the connection: %+v", f)
+		}
+
+		// Posted on instance 1 by the page's script: delivered live to the page on instance 2.
+		a := c.do(0, http.MethodPost, "/chat", url.Values{"body": {"in the post"}}, "application/json").want(t, http.StatusOK)
+		var posted Message
+		if err := json.Unmarshal([]byte(a.body), &posted); err != nil || posted.Body != "in the post" || posted.PostedBy == "" {
+			t.Fatalf("the script's post answered %s (%v)", a.body, err)
+		}
+		if f := next(ctx, t, ws); f.Type != "message" || f.Data.ID != posted.ID || !strings.HasPrefix(f.Data.PostedBy, "1 ") {
+			t.Fatalf("the live message: %+v, want %+v", f, posted)
+		}
+		c.do(0, http.MethodPost, "/chat", url.Values{"body": {""}}, "application/json").want(t, http.StatusBadRequest, `"error":"the message is empty"`)
+
+		// The page's connection makes its user online in the room, seen from both instances.
+		for i := range 2 {
+			testnode.Eventually(t, 20*time.Second, "ann online", func() bool {
+				return strings.Contains(c.get(i, "/chat/online").body, `{"online":["ann"]}`)
+			})
+		}
+		ws.Close(websocket.StatusNormalClosure, "")
+		testnode.Eventually(t, 20*time.Second, "ann gone", func() bool {
+			return strings.Contains(c.get(0, "/chat/online").body, `{"online":[]}`)
+		})
+		c.get(0, "/chat").want(t, http.StatusOK, "anyone?", "in the post", `data-offset="3"`)
 	})
 }
 

@@ -1,0 +1,2 @@
+ALTER TABLE shop_chat DROP COLUMN room_epoch;
+ALTER TABLE shop_chat DROP COLUMN room_offset;
