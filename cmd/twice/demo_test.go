@@ -69,8 +69,8 @@ func TestDemoShopCheckFails(t *testing.T) {
 // catalogue, and see the confirmation job's effect on the order's page, served by one of
 // the three instances behind the proxy; then talk in the support chat with a second
 // person, in another browser context, whose page is connected to another instance.
-// Screenshots of the confirmed order, both chats and the catalogue are kept in
-// .ci/out/shop-*.png.
+// Screenshots of the confirmed order, both chats and the catalogue (with its best seller)
+// are kept in .ci/out/shop-*.png.
 func TestShopInBrowser(t *testing.T) {
 	needChromium(t)
 	t.Parallel()
@@ -187,7 +187,7 @@ func TestShopInBrowser(t *testing.T) {
 		}
 		saveShot(t, p.shot, png)
 	}
-	if err := chromedp.Do(bctx, chromedp.Navigate(shop.url+"/catalogue"), chromedp.WaitVisible("#product-1")); err != nil {
+	if err := chromedp.Do(bctx, chromedp.Navigate(shop.url+"/catalogue"), chromedp.WaitVisible("#best-seller")); err != nil {
 		t.Fatalf("the catalogue: %v", err)
 	}
 	png, err = chromedp.Run(bctx, chromedp.FullScreenshot(100))

@@ -13,7 +13,8 @@ import (
 // The shop's statements: the same text on both stores (placeholders, RETURNING and
 // ON CONFLICT are portable; times are bound with TimeArg and scanned into store.Time).
 const (
-	sqlProducts   = `SELECT id, name, price_cents, version FROM shop_products ORDER BY id`
+	sqlProducts = `SELECT p.id, p.name, p.price_cents, p.version, p.stock, coalesce(s.sold, 0)
+		FROM shop_products p LEFT JOIN shop_sales s ON s.product_id = p.id ORDER BY p.id`
 	sqlPrice      = `SELECT price_cents FROM shop_products WHERE id = $1`
 	sqlPlaceOrder = `INSERT INTO shop_orders (user_id, product_id, quantity, price_cents, note, placed_by)
 		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`
@@ -34,14 +35,17 @@ type product struct {
 	Name    string
 	Price   int64 // cents
 	Version int64
+	Stock   int64 // units left, after the reservations of orders being fulfilled
+	Sold    int64 // units ordered, counted from the order.placed events
 }
 
 // catalogue is the cached list of products, with who loaded it when: the page shows
 // whether it came from this instance's cache.
 type catalogue struct {
-	Products []product
-	LoadedBy string
-	LoadedAt time.Time
+	Products   []product
+	BestSeller int64 // the id of the product sold most, 0 before any sale
+	LoadedBy   string
+	LoadedAt   time.Time
 }
 
 // loadCatalogue is the cache's loader: it runs on a miss, after an invalidation.
@@ -52,10 +56,14 @@ func (s *Shop) loadCatalogue(ctx context.Context, _ string) (catalogue, error) {
 	}
 	defer rows.Close()
 	c := catalogue{LoadedBy: s.slot + " " + s.node.ID(), LoadedAt: time.Now()}
+	var most int64
 	for rows.Next() {
 		var p product
-		if err := rows.Scan(&p.ID, &p.Name, &p.Price, &p.Version); err != nil {
+		if err := rows.Scan(&p.ID, &p.Name, &p.Price, &p.Version, &p.Stock, &p.Sold); err != nil {
 			return catalogue{}, err
+		}
+		if p.Sold > most {
+			c.BestSeller, most = p.ID, p.Sold
 		}
 		c.Products = append(c.Products, p)
 	}

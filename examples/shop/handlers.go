@@ -16,6 +16,7 @@ import (
 	"github.com/twicehq/twice/occ"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/workflow"
 )
 
 func (s *Shop) home(w http.ResponseWriter, r *http.Request) {
@@ -150,8 +151,9 @@ func (s *Shop) placeOrder(w http.ResponseWriter, r *http.Request) {
 
 var errNoProduct = errors.New("shop: no such product")
 
-// insertOrder writes the order at the product's current price and enqueues its
-// confirmation in the same transaction.
+// insertOrder writes the order at the product's current price and, in the same
+// transaction, enqueues its confirmation, publishes its order.placed event and starts its
+// fulfilment workflow: each exists if and only if the order does.
 func (s *Shop) insertOrder(ctx context.Context, tx store.Tx, user string, productID, qty int64, note string) (int64, error) {
 	var price int64
 	if err := tx.QueryRow(ctx, sqlPrice, productID).Scan(&price); errors.Is(err, store.ErrNoRows) {
@@ -165,6 +167,13 @@ func (s *Shop) insertOrder(ctx context.Context, tx store.Tx, user string, produc
 		return 0, err
 	}
 	if _, err := s.node.Jobs().EnqueueTx(ctx, tx, confirmOrder{OrderID: id}, nil); err != nil {
+		return 0, err
+	}
+	if err := s.publishOrderPlaced(ctx, tx, orderPlaced{OrderID: id, ProductID: productID, Quantity: qty}); err != nil {
+		return 0, err
+	}
+	f := fulfilment{OrderID: id, ProductID: productID, Quantity: qty, Cents: price, Note: note}
+	if _, err := s.fulfil.StartTx(ctx, tx, fulfilmentID(id), f); err != nil {
 		return 0, err
 	}
 	return id, nil
@@ -185,8 +194,15 @@ func pathID(r *http.Request) (int64, bool) {
 	return id, err == nil && id > 0
 }
 
-// orderPage shows an order, whether its confirmation job ran and where, and a form that
-// edits it with the version it shows as If-Match. Its ETag is the order's version.
+// orderView is the order page's data: the order and its fulfilment workflow's state.
+type orderView struct {
+	order
+	Fulfilment *workflow.Status
+}
+
+// orderPage shows an order, whether its confirmation job ran and where, where its
+// fulfilment workflow is, and a form that edits it with the version it shows as If-Match.
+// Its ETag is the order's version.
 func (s *Shop) orderPage(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(r)
 	if !ok {
@@ -202,8 +218,16 @@ func (s *Shop) orderPage(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, err)
 		return
 	}
+	flow, err := s.node.Workflows().Get(r.Context(), fulfilmentID(o.ID))
+	if errors.Is(err, workflow.ErrNotFound) {
+		flow, err = nil, nil // placed before the shop had fulfilment
+	}
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
 	occ.SetETag(w, o.Version)
-	s.render(w, r, http.StatusOK, "order", fmt.Sprintf("Order %d", o.ID), o)
+	s.render(w, r, http.StatusOK, "order", fmt.Sprintf("Order %d", o.ID), orderView{o, flow})
 }
 
 // ifMatch is the version the client says it is changing: the If-Match header of an API

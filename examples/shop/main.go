@@ -1,9 +1,11 @@
 // Command shop is the demo that `twice demo` runs three times behind `twice run`: a small
 // shop with a support chat that a person clicks through in a browser, each page on a real
-// building block of twice (sessions, a coherent cache, idempotency keys, optimistic
-// concurrency, a job enqueued in the order's transaction, a cron report, a support chat on
-// the realtime hub with who is online), with a footer naming the instance that served the
-// page.
+// building block of twice, with a footer naming the instance that served the page:
+// sessions, a coherent cache (the catalogue), idempotency keys and an event published in
+// the order's transaction (its sales counted exactly once by a consumer group), a
+// fulfilment workflow started with it (reserve, charge, ship; compensated when the card is
+// declined), a confirmation job, optimistic concurrency (If-Match), a cron report, and a
+// support chat on the realtime hub with who is online (presence).
 //
 // It reads PORT and TWICE_DSN as `twice run` gives them (and TWICE_INSTANCE, the slot it
 // shows), listens on 127.0.0.1:PORT and serves /livez and /readyz from the node:

@@ -18,6 +18,7 @@ import (
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/workflow"
 )
 
 //go:embed migrations
@@ -31,7 +32,8 @@ var assets embed.FS
 func Component() (store.Component, error) {
 	return store.LoadComponent("shop", migrations,
 		store.Table{Name: "shop_products"}, store.Table{Name: "shop_orders"},
-		store.Table{Name: "shop_reports"}, store.Table{Name: "shop_chat"})
+		store.Table{Name: "shop_reports"}, store.Table{Name: "shop_chat"}, store.Table{Name: "shop_sales"},
+		store.Table{Name: "shop_payments"})
 }
 
 // Configure sets, in the node's configuration before [twice.Open], what the shop needs of
@@ -70,12 +72,14 @@ type Shop struct {
 	log       *slog.Logger
 	catalogue *cache.Cache[string, catalogue]
 	room      Room
+	fulfil    *workflow.Workflow[fulfilment]
 	pages     map[string]*template.Template
 	handler   http.Handler
 }
 
-// New migrates the shop's tables, registers its job workers and cron schedule on node, and
-// returns its handler. Open node with a configuration [Configure] has set.
+// New migrates the shop's tables, registers its job workers, cron schedule, fulfilment
+// workflow and sales consumer on node, and returns its handler. Open node with a
+// configuration [Configure] has set.
 func New(ctx context.Context, node *twice.Node, opts Options) (*Shop, error) {
 	comp, err := Component()
 	if err != nil {
@@ -105,6 +109,12 @@ func New(ctx context.Context, node *twice.Node, opts Options) (*Shop, error) {
 		return nil, err
 	}
 	if err := node.Cron().Add(reportSchedule, reportEvery, report{}, &cron.Opts{CatchUp: cron.CatchUpSkip}); err != nil {
+		return nil, err
+	}
+	if err := s.registerFulfilment(); err != nil {
+		return nil, err
+	}
+	if err := s.countSales(ctx); err != nil {
 		return nil, err
 	}
 	s.handler = s.routes()

@@ -112,8 +112,9 @@ func openShops(t *testing.T, st twicetest.Store) ([]*twice.Node, *client) {
 }
 
 // Two instances of the shop on one database, a person going back and forth between them:
-// the session, the cached catalogue, the idempotent order, its confirmation job, the
-// versioned edit and the cron report all hold across them.
+// the session, the cached catalogue, the idempotent order, its confirmation job, its
+// fulfilment workflow, its sale counted from its event, the versioned edit and the cron
+// report all hold across them.
 func TestShopAcrossInstances(t *testing.T) {
 	twicetest.Each(t, func(t *testing.T, st twicetest.Store) {
 		t.Parallel()
@@ -157,10 +158,33 @@ func TestShopAcrossInstances(t *testing.T) {
 		if _, err := twicetest.Work(ctx, nodes[0]); err != nil {
 			t.Fatal(err)
 		}
-		page := c.get(1, loc).want(t, http.StatusOK, `id="confirmation"`, "Confirmed at")
+		page := c.get(1, loc).want(t, http.StatusOK, `id="confirmation"`, "Confirmed at",
+			`<span id="fulfilment" class="ok">completed</span>`, "reserve stock: completed (2)", "charge: completed", "ship: completed (&#34;TW")
 		if page.header.Get("ETag") != `"1"` {
 			t.Fatalf("the order's ETag is %q, want \"1\"", page.header.Get("ETag"))
 		}
+
+		// Its event is counted once, by one instance of the consumer group, and the
+		// reservation shows in every instance's catalogue.
+		testnode.Eventually(t, 20*time.Second, "the sale in the other instance's catalogue", func() bool {
+			b := c.get(0, "/catalogue").body
+			return strings.Contains(b, `id="sold-1">2 sold<`) && strings.Contains(b, "18 in stock") && strings.Contains(b, `id="best-seller"`)
+		})
+
+		// An order whose card is declined: its workflow gives the reserved stock back.
+		cat = c.get(0, "/catalogue").want(t, http.StatusOK)
+		m = keyField.FindStringSubmatch(cat.body)
+		declined := c.post(0, "/orders", url.Values{"product": {"1"}, "quantity": {"5"}, "note": {"please decline"}, "idempotency_key": {m[1]}}).
+			want(t, http.StatusSeeOther).header.Get("Location")
+		testnode.Eventually(t, 20*time.Second, "the declined order compensated", func() bool {
+			b := c.get(1, declined).body
+			return strings.Contains(b, `class="error">compensated</span>`) && strings.Contains(b, "card declined") &&
+				strings.Contains(b, "reserve stock: completed (5), undone: done")
+		})
+		testnode.Eventually(t, 20*time.Second, "the stock given back", func() bool {
+			b := c.get(1, "/catalogue").body
+			return strings.Contains(b, `id="sold-1">7 sold<`) && strings.Contains(b, "18 in stock")
+		})
 
 		// Edited at its version on one instance; the same edit, now stale, refused on the other.
 		edit := url.Values{"version": {"1"}, "quantity": {"3"}, "note": {"blue"}}

@@ -1,0 +1,20 @@
+-- Stock, which an order's fulfilment workflow reserves and a restock tops up.
+ALTER TABLE shop_products ADD COLUMN stock INTEGER NOT NULL DEFAULT 20;
+
+-- Units sold per product, kept by the exactly-once consumer of order.placed events.
+CREATE TABLE shop_sales (
+	product_id INTEGER PRIMARY KEY REFERENCES shop_products (id),
+	sold       INTEGER NOT NULL
+);
+
+-- The payments the fulfilment workflow makes, by the charge step's idempotency key: the
+-- stand-in for a payment provider that charges once per key.
+CREATE TABLE shop_payments (
+	key        TEXT PRIMARY KEY,
+	order_id   INTEGER NOT NULL,
+	cents      INTEGER NOT NULL,
+	state      TEXT    NOT NULL DEFAULT 'charged',
+	made_by    TEXT    NOT NULL,
+	created_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec')*1000000 AS INTEGER))
+);
+
