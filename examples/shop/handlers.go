@@ -316,7 +316,7 @@ func (s *Shop) adminPage(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, "admin", "Prices", c)
+	s.render(w, r, http.StatusOK, "admin", "Admin", c)
 }
 
 // editPrice changes a product's price (if it is still at the version the form showed) and

@@ -4,8 +4,9 @@
 // sessions, a coherent cache (the catalogue), idempotency keys and an event published in
 // the order's transaction (its sales counted exactly once by a consumer group), a
 // fulfilment workflow started with it (reserve, charge, ship; compensated when the card is
-// declined), a confirmation job, optimistic concurrency (If-Match), a cron report, and a
-// support chat on the realtime hub with who is online (presence).
+// declined), a confirmation job, optimistic concurrency (If-Match), a cron report, a
+// banner in the cluster-wide settings, a restock under a cluster-wide lock, a support chat
+// on the realtime hub with who is online (presence), and Prometheus metrics at /metrics.
 //
 // It reads PORT and TWICE_DSN as `twice run` gives them (and TWICE_INSTANCE, the slot it
 // shows), listens on 127.0.0.1:PORT and serves /livez and /readyz from the node:

@@ -16,6 +16,7 @@ import (
 	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/cron"
 	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/metrics"
 	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/store"
 	"github.com/twicehq/twice/workflow"
@@ -33,7 +34,7 @@ func Component() (store.Component, error) {
 	return store.LoadComponent("shop", migrations,
 		store.Table{Name: "shop_products"}, store.Table{Name: "shop_orders"},
 		store.Table{Name: "shop_reports"}, store.Table{Name: "shop_chat"}, store.Table{Name: "shop_sales"},
-		store.Table{Name: "shop_payments"})
+		store.Table{Name: "shop_payments"}, store.Table{Name: "shop_restocks"})
 }
 
 // Configure sets, in the node's configuration before [twice.Open], what the shop needs of
@@ -73,6 +74,7 @@ type Shop struct {
 	catalogue *cache.Cache[string, catalogue]
 	room      Room
 	fulfil    *workflow.Workflow[fulfilment]
+	metrics   *metrics.Metrics
 	pages     map[string]*template.Template
 	handler   http.Handler
 }
@@ -117,6 +119,9 @@ func New(ctx context.Context, node *twice.Node, opts Options) (*Shop, error) {
 	if err := s.countSales(ctx); err != nil {
 		return nil, err
 	}
+	if s.metrics, err = metrics.New(node, metrics.Config{}); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -137,6 +142,8 @@ func (s *Shop) routes() http.Handler {
 	pages.Handle("POST /orders/{id}", s.signedIn(s.editOrder))
 	pages.HandleFunc("GET /admin", s.signedIn(s.adminPage))
 	pages.HandleFunc("POST /admin/products/{id}", s.signedIn(s.editPrice))
+	pages.HandleFunc("POST /admin/banner", s.signedIn(s.setBanner))
+	pages.HandleFunc("POST /admin/restock", s.signedIn(s.restockPage))
 	pages.HandleFunc("GET /reports", s.signedIn(s.reportsPage))
 	pages.HandleFunc("GET /chat", s.signedIn(s.chatPage))
 	pages.HandleFunc("GET /chat/online", s.signedIn(s.chatOnline))
@@ -150,10 +157,12 @@ func (s *Shop) routes() http.Handler {
 	mux.Handle("GET /livez", health)
 	mux.Handle("GET /readyz", health)
 	mux.Handle("GET /healthz", health)
+	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.Handle("GET /realtime.js", s.node.Realtime().Script())
 	static, _ := fs.Sub(assets, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
-	mux.Handle("/", s.node.Sessions().Middleware(pages))
+	// The pages are counted by the pattern they matched (twice_http_requests_total).
+	mux.Handle("/", s.node.Sessions().Middleware(s.metrics.Middleware(pages)))
 	return s.served(mux)
 }
 
@@ -192,6 +201,7 @@ type page struct {
 	Leader   bool
 	Served   string
 	Flash    string
+	Banner   string // the setting shop.banner
 	Data     any
 }
 
@@ -203,7 +213,8 @@ func (s *Shop) render(w http.ResponseWriter, r *http.Request, status int, name, 
 		return
 	}
 	p := page{Title: title, User: session.UserID(r.Context()), Slot: s.slot, Instance: s.node.ID(),
-		Leader: s.node.IsLeader(), Served: time.Now().UTC().Format("15:04:05.000"), Flash: r.URL.Query().Get("flash"), Data: data}
+		Leader: s.node.IsLeader(), Served: time.Now().UTC().Format("15:04:05.000"), Flash: r.URL.Query().Get("flash"),
+		Banner: s.node.Settings().String(bannerKey, ""), Data: data}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

@@ -113,8 +113,8 @@ func openShops(t *testing.T, st twicetest.Store) ([]*twice.Node, *client) {
 
 // Two instances of the shop on one database, a person going back and forth between them:
 // the session, the cached catalogue, the idempotent order, its confirmation job, its
-// fulfilment workflow, its sale counted from its event, the versioned edit and the cron
-// report all hold across them.
+// fulfilment workflow, its sale counted from its event, the versioned edit, the banner,
+// the restock, the cron report and the metrics all hold across them.
 func TestShopAcrossInstances(t *testing.T) {
 	twicetest.Each(t, func(t *testing.T, st twicetest.Store) {
 		t.Parallel()
@@ -206,6 +206,25 @@ func TestShopAcrossInstances(t *testing.T) {
 			return strings.Contains(c.get(1, "/catalogue").body, "€19.50")
 		})
 
+		// The banner, a setting saved on one instance, shows on the other's pages.
+		c.post(0, "/admin/banner", url.Values{"banner": {"Free <b>shipping</b>"}}).want(t, http.StatusSeeOther)
+		testnode.Eventually(t, 20*time.Second, "the banner on the other instance", func() bool {
+			return strings.Contains(c.get(1, "/orders").body, `id="banner">Free &lt;b&gt;shipping&lt;/b&gt;<`)
+		})
+		c.post(1, "/admin/banner", url.Values{"banner": {""}}).want(t, http.StatusSeeOther)
+		testnode.Eventually(t, 20*time.Second, "the banner gone from the other instance", func() bool {
+			return !strings.Contains(c.get(0, "/orders").body, `id="banner"`)
+		})
+
+		// The restock tops product 1 up again, under the lock.
+		restock := c.post(1, "/admin/restock", url.Values{}).want(t, http.StatusSeeOther).header.Get("Location")
+		if !strings.Contains(restock, "Restocked+2+units") {
+			t.Fatalf("the restock sent us to %q", restock)
+		}
+		testnode.Eventually(t, 20*time.Second, "the restocked catalogue", func() bool {
+			return strings.Count(c.get(0, "/catalogue").body, "20 in stock") == 4
+		})
+
 		// The cron report, triggered now instead of at the minute.
 		if _, err := nodes[1].Cron().Trigger(ctx, reportSchedule); err != nil {
 			t.Fatal(err)
@@ -214,6 +233,9 @@ func TestShopAcrossInstances(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.get(0, "/reports").want(t, http.StatusOK, `id="reports"`)
+
+		// The node's metrics, with the shop's requests counted by route.
+		c.get(0, "/metrics").want(t, http.StatusOK, "twice_", `route="GET /catalogue"`)
 
 		c.post(1, "/logout", url.Values{}).want(t, http.StatusSeeOther)
 		if a := c.get(0, "/catalogue"); a.status != http.StatusSeeOther {
