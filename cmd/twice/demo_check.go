@@ -16,11 +16,13 @@ import (
 // shopCheck walks through the demo shop's pages as a person would, through the proxy: log
 // in, read the catalogue, order with the form's Idempotency-Key (twice: one order), see the
 // confirmation job's effect, change the order with its version and be refused with an old
-// one. Each step is tried again while the shop answers 5xx or the connection fails (an
-// instance killed by chaos), with the same key for the order.
+// one; then the blocks the other pages use (see checkBlocks). Each step is tried again
+// while the shop answers 5xx or the connection fails (an instance killed by chaos), with
+// the same key for the order.
 type shopCheck struct {
 	base      string
 	c         *http.Client
+	jar       http.CookieJar
 	out       io.Writer
 	instances map[string]bool // slots named by X-Served-By
 	tries     int             // of the last step
@@ -42,7 +44,7 @@ var errRetry = errors.New("try again")
 // checkShop runs the check against the shop at base.
 func checkShop(ctx context.Context, base string, out io.Writer) (shopCheckResult, error) {
 	jar, _ := cookiejar.New(nil)
-	k := &shopCheck{base: base, c: httpClient(jar), out: out, instances: map[string]bool{}}
+	k := &shopCheck{base: base, c: httpClient(jar), jar: jar, out: out, instances: map[string]bool{}}
 	res := shopCheckResult{instances: k.instances}
 	user := "demo-" + randHex(3)
 
@@ -59,6 +61,7 @@ func checkShop(ctx context.Context, base string, out io.Writer) (shopCheckResult
 	k.say("logged in as %s", user)
 
 	var product, key string
+	var sold int
 	err = k.step(ctx, "the catalogue", func() error {
 		body, err := k.get(ctx, "/catalogue")
 		if err != nil {
@@ -72,7 +75,8 @@ func checkShop(ctx context.Context, base string, out io.Writer) (shopCheckResult
 			return errors.New("the catalogue has no order form with an idempotency key")
 		}
 		product, key = m[1], m[2]
-		return nil
+		sold, err = soldOf(body, product)
+		return err
 	})
 	if err != nil {
 		return res, err
@@ -150,7 +154,7 @@ func checkShop(ctx context.Context, base string, out io.Writer) (shopCheckResult
 		return res, err
 	}
 	k.say("changed it at version %s; the same change sent again, at that old version, is refused (412)", version)
-	return res, nil
+	return res, k.checkBlocks(ctx, res.order, product, sold+2, user)
 }
 
 var (
@@ -222,7 +226,22 @@ func (k *shopCheck) post(ctx context.Context, path string, form url.Values, want
 	return h.Get("Location"), h, nil
 }
 
+// served notes the instance that answered, named by X-Served-By, and returns its slot.
+func (k *shopCheck) served(h http.Header) string {
+	by := strings.Fields(h.Get("X-Served-By"))
+	if len(by) == 0 {
+		return "?"
+	}
+	k.instances[by[0]] = true
+	return by[0]
+}
+
 func (k *shopCheck) do(ctx context.Context, method, path string, form url.Values, want int) (http.Header, string, error) {
+	return k.doAccept(ctx, method, path, form, want, "")
+}
+
+// doAccept is do with an Accept header, unless accept is "".
+func (k *shopCheck) doAccept(ctx context.Context, method, path string, form url.Values, want int, accept string) (http.Header, string, error) {
 	var body io.Reader
 	if form != nil {
 		body = strings.NewReader(form.Encode())
@@ -233,6 +252,9 @@ func (k *shopCheck) do(ctx context.Context, method, path string, form url.Values
 	}
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
 	}
 	resp, err := k.c.Do(req)
 	if err != nil {
@@ -246,9 +268,7 @@ func (k *shopCheck) do(ctx context.Context, method, path string, form url.Values
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %s %s: %v", errRetry, method, path, err)
 	}
-	if by := resp.Header.Get("X-Served-By"); by != "" {
-		k.instances[strings.Fields(by)[0]] = true
-	}
+	k.served(resp.Header)
 	if resp.StatusCode != want {
 		return nil, "", statusError{method: method, path: path, got: resp.StatusCode, want: want, body: snippet(string(b))}
 	}

@@ -60,8 +60,8 @@ func (f *shopFlags) validate() error {
 
 // demoShop builds the demo shop from the repository, runs it three times behind twice run's
 // proxy, and prints where to open it. It runs until ctx ends or, with --for, until the time
-// is up; then it checks the shop's pages through the proxy (log in, catalogue, an order and
-// its confirmation) and fails if any check does.
+// is up; then it checks the shop's pages through the proxy (see checkShop) and fails if
+// any check does.
 func demoShop(ctx context.Context, db *dbFlags, f shopFlags, stdout io.Writer) error {
 	if err := f.validate(); err != nil {
 		return err

@@ -18,7 +18,9 @@ import (
 
 // `twice demo --for 20s` builds the shop, runs it three times behind the proxy, and exits 0
 // only after its own check of the pages through the proxy passed: log in, catalogue, an
-// order placed once under a resent Idempotency-Key, its confirmation, an If-Match edit.
+// order placed once under a resent Idempotency-Key, its confirmation, an If-Match edit, its
+// fulfilment workflow, its sale counted once, a chat message delivered live over the hub,
+// a banner on two instances, a restock, the metrics.
 func TestDemoShop(t *testing.T) {
 	t.Parallel()
 	args := []string{"demo", "--for", "20s", "--port", "0"}
@@ -30,7 +32,9 @@ func TestDemoShop(t *testing.T) {
 		t.Fatalf("twice demo: exit %d\n%s\n%s", code, out, stderr)
 	}
 	for _, want := range []string{"the shop runs three times behind http://127.0.0.1:", "placed order", "the same order, placed once",
-		"Confirmed at", "is refused (412)", "every check passed; pages served by instances"} {
+		"Confirmed at", "is refused (412)", "fulfilment workflow completed", "counts its sale once", "reached, live, a page connected to instance",
+		"a banner saved as a setting shows on the pages of instances", "restocked under", "/metrics serves",
+		"every check passed; pages served by instances"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, out)
 		}
@@ -39,7 +43,9 @@ func TestDemoShop(t *testing.T) {
 
 // Under chaos (an instance killed or paused every second), the shop's pages still pass the
 // demo's check: each step is tried again on another instance, the order under its key is
-// placed once, and its confirmation job is rescued from a killed instance.
+// placed once, its confirmation job and fulfilment workflow are rescued from a killed
+// instance, its sale is counted once, and the chat delivers over a connection to whichever
+// instance is up.
 func TestDemoShopUnderChaos(t *testing.T) {
 	t.Parallel()
 	code, out, stderr := cli(t, nil, "demo", "--for", "8s", "--chaos", "1s", "--port", "0",
@@ -47,7 +53,8 @@ func TestDemoShopUnderChaos(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("twice demo --chaos: exit %d\n%s\n%s", code, out, stderr)
 	}
-	for _, want := range []string{"chaos: SIG", "the same order, placed once", "Confirmed at", "every check passed"} {
+	for _, want := range []string{"chaos: SIG", "the same order, placed once", "Confirmed at", "fulfilment workflow completed",
+		"counts its sale once", "reached, live", "shows on the pages of instances", "every check passed"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, out)
 		}
