@@ -10,6 +10,7 @@
 //     onStatus(status) { ... },                    // "connecting", "open", "closed"
 //   });
 //   rt.subscribe("lobby");
+//   rt.subscribe("news", {offset: 41, epoch: "e1"}); // after a position the page shows
 //   rt.subscribe("@user");                         // messages sent to this user
 //   rt.publish("lobby", {text: "hi"});             // if the hub's CanPublish allows it
 //   rt.close();
@@ -110,11 +111,13 @@
     this._send(f);
   };
 
-  // subscribe follows room (or "@user", the user's own messages) from now on, and from
-  // where it left off after every reconnection.
-  TwiceRealtime.prototype.subscribe = function (room) {
+  // subscribe follows room (or "@user", the user's own messages) from now on, or from
+  // position from = {offset, epoch} when given (a page rendered with the room's history up
+  // to there: the messages after it follow, or onLost if they cannot), and from where it
+  // left off after every reconnection.
+  TwiceRealtime.prototype.subscribe = function (room, from) {
     if (room in this.rooms) return;
-    this.rooms[room] = null;
+    this.rooms[room] = from ? {offset: Number(from.offset), epoch: String(from.epoch || "")} : null;
     this._subscribe(room);
   };
 

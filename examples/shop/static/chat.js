@@ -48,9 +48,8 @@
     },
   });
   // Follow the room after the newest message the page shows, not from the moment the
-  // socket opens, so that a message posted in between is not missed: the client
-  // subscribes to each room of its rooms map, from its position, when it connects.
-  rt.rooms[room] = {offset: Number(list.dataset.offset), epoch: list.dataset.epoch};
+  // socket opens, so that a message posted in between is not missed.
+  rt.subscribe(room, {offset: list.dataset.offset, epoch: list.dataset.epoch});
   setInterval(whoIsOnline, 5000);
   list.scrollTop = list.scrollHeight;
 
