@@ -82,6 +82,23 @@ func client(s *store.Store, service string) (*jobs.Client, error) {
 	return jobs.New(block.Deps{Store: s, Service: service, Instance: "twice-cli@" + host}, jobs.Config{})
 }
 
+// parseList parses the comma-separated values of a flag (none if empty) with parse; an
+// error is a usage error.
+func parseList[T any](list string, parse func(string) (T, error)) ([]T, error) {
+	if list == "" {
+		return nil, nil
+	}
+	var out []T
+	for _, v := range strings.Split(list, ",") {
+		t, err := parse(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -109,14 +126,9 @@ func jobsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		if *limit < 1 || *limit > 10000 {
 			return fmt.Errorf("%w: --limit %d is not between 1 and 10000", errUsage, *limit)
 		}
-		if *states != "" {
-			for _, st := range strings.Split(*states, ",") {
-				s, err := jobs.ParseState(strings.TrimSpace(st))
-				if err != nil {
-					return fmt.Errorf("%w: %v", errUsage, err)
-				}
-				p.States = append(p.States, s)
-			}
+		var err error
+		if p.States, err = parseList(*states, jobs.ParseState); err != nil {
+			return err
 		}
 		return withClient(ctx, &a, func(c *jobs.Client, _ *store.Store, _ string) error {
 			rows, err := c.List(ctx, p)

@@ -18,16 +18,27 @@ type dailyReport struct{ Day string }
 
 func (dailyReport) Kind() string { return "report" }
 
+// adminCLI returns a runner of twice's admin commands against db (its DSN and schema): it
+// fails the test unless the command exits with want, and returns what it printed.
+func adminCLI(t *testing.T, db testdb.DB) func(want int, args ...string) string {
+	env := []string{"TWICE_DSN=" + db.DSN, "TWICE_SERVICE="}
+	return func(want int, args ...string) string {
+		t.Helper()
+		if db.Schema != "" {
+			args = append(args, "--schema", db.Schema)
+		}
+		code, out, stderr := cli(t, env, args...)
+		if code != want {
+			t.Fatalf("twice %v: exit %d, want %d\n%s%s", args, code, want, out, stderr)
+		}
+		return out + stderr
+	}
+}
+
 func TestJobsQueuesCronCommands(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		ctx := context.Background()
-		env := []string{"TWICE_DSN=" + db.DSN, "TWICE_SERVICE="}
-		with := func(args ...string) []string {
-			if db.Schema != "" {
-				args = append(args, "--schema", db.Schema)
-			}
-			return args
-		}
+		run := adminCLI(t, db)
 		n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "shop", Logger: testdb.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
@@ -45,15 +56,6 @@ func TestJobsQueuesCronCommands(t *testing.T) {
 		if err := n.Cron().Add("nightly-report", "0 3 * * *", dailyReport{Day: "nightly"}, nil); err != nil {
 			t.Fatal(err)
 		}
-		run := func(want int, args ...string) string {
-			t.Helper()
-			code, out, stderr := cli(t, env, with(args...)...)
-			if code != want {
-				t.Fatalf("twice %v: exit %d, want %d\n%s%s", args, code, want, out, stderr)
-			}
-			return out + stderr
-		}
-
 		out := run(0, "jobs", "list")
 		if !strings.Contains(out, "report") || !strings.Contains(out, "slow") || !strings.Contains(out, "available") {
 			t.Errorf("jobs list:\n%s", out)

@@ -69,6 +69,10 @@ func init() {
 		{name: "cron", run: noStderr(cronCmd), note: adminNote, lines: []usageLine{
 			{"list", "", "schedules with their last and next tick"},
 			{"trigger", "NAME", "run a schedule's job now"}}},
+		{name: "workflows", run: noStderr(workflowsCmd), note: adminNote, lines: []usageLine{
+			{"list", "[--state S,S] [--name N] [--limit N]", "workflows, newest first"},
+			{"show", "ID", "one workflow with the history of its steps"},
+			{"cancel", "ID", "stop a workflow at its next step; its compensations run"}}},
 		{name: "bench", run: benchCmd, note: dbNote + "\n--report FILE.html writes an HTML page of the run: charts over time and the figures.", lines: []usageLine{
 			{"failover", "[--dsn DSN] --kills N [--graceful] [--json] [--report FILE.html]", "kill the leader N times; print failover p50/p99"},
 			{"events", "[--dsn DSN] [--bus nats://…] [--events N] [--publishers P]\n[--latency-events N] [--rate R] [--json] [--report FILE.html]",
@@ -79,7 +83,7 @@ func init() {
 				"many instances: idle cost, time to see a new one, failover p50/p99, job throughput"},
 			{"partitions", "[--dsn DSN] [--instances 10] [--partitions 900] [--rounds 3]\n[--json] [--report FILE.html]",
 				"a partition set's time to settle after a join, a graceful leave and a SIGKILL"},
-			{"realtime", "[--dsn DSN] [--bus nats://…] [--instances 3] [--clients 50] [--messages N] [--rate R]\n[--burst N] [--connections N] [--partitions 900] [--json] [--report FILE.html]",
+			{"realtime", "[--dsn DSN] [--bus nats://…] [--signed=false] [--instances 3] [--clients 50] [--messages N]\n[--rate R] [--burst N] [--connections N] [--partitions 900] [--json] [--report FILE.html]",
 				"hub delivery between instances p50/p99, deliveries/s, memory per\nconnection, and a partition set's rebalance times"},
 			{"invalidation", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--burst N]\n[--json] [--report FILE.html]",
 				"time cache invalidations from commit to every instance"},

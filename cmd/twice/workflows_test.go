@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/workflow"
+)
+
+// twice workflows list, show and cancel, from outside the instance running them: the
+// cancellation interrupts the step running there, and the compensation runs.
+func TestWorkflowsCommands(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		ctx := context.Background()
+		run := adminCLI(t, db)
+		n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "shop", Logger: testdb.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close(ctx)
+		waiting := make(chan struct{}, 1)
+		wf, err := workflow.Register(n.Workflows(), workflow.Def[string]{Name: "order", Run: func(wc *workflow.Context, in string) error {
+			if _, err := workflow.Do(wc, workflow.Step[string]{Name: "reserve",
+				Do:         func(context.Context, string) (string, error) { return "reserved " + in, nil },
+				Compensate: func(context.Context, string, string) error { return nil },
+			}); err != nil {
+				return err
+			}
+			_, err := workflow.Do(wc, workflow.Step[string]{Name: "wait", Do: func(ctx context.Context, _ string) (string, error) {
+				if in != "slow" {
+					return "done", nil
+				}
+				waiting <- struct{}{}
+				<-ctx.Done() // until cancelled
+				return "", ctx.Err()
+			}})
+			return err
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"fast", "slow"} {
+			if _, err := wf.Start(ctx, id, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		<-waiting
+		testnode.EventuallyNil(t, time.Minute, func() error {
+			st, err := n.Workflows().Get(ctx, "fast")
+			if err == nil && st.State != workflow.Completed {
+				err = errors.New(string(st.State))
+			}
+			return err
+		})
+
+		out := run(0, "workflows", "list")
+		if !strings.Contains(out, "fast") || !strings.Contains(out, "completed") || !strings.Contains(out, "running") {
+			t.Errorf("workflows list:\n%s", out)
+		}
+		var ws []workflow.Summary
+		if err := json.Unmarshal([]byte(run(0, "workflows", "list", "--state", "running", "--json")), &ws); err != nil || len(ws) != 1 || ws[0].ID != "slow" {
+			t.Errorf("workflows list --state running --json: %+v %v", ws, err)
+		}
+		if out := run(0, "workflows", "show", "fast"); !strings.Contains(out, "reserved fast") || !strings.Contains(out, "wait") {
+			t.Errorf("workflows show:\n%s", out)
+		}
+		if out := run(0, "workflows", "cancel", "slow"); !strings.Contains(out, "cancellation requested") {
+			t.Errorf("workflows cancel: %s", out)
+		}
+		testnode.EventuallyNil(t, time.Minute, func() error {
+			var st workflow.Status
+			if err := json.Unmarshal([]byte(run(0, "workflows", "show", "slow", "--json")), &st); err != nil {
+				return err
+			}
+			if st.State != workflow.Cancelled || len(st.Steps) == 0 || st.Steps[0].Compensation != "done" {
+				return errors.New("not cancelled and compensated yet: " + string(st.State))
+			}
+			return nil
+		})
+		if out := run(1, "workflows", "cancel", "slow"); !strings.Contains(out, "finished") {
+			t.Errorf("second cancel: %s", out)
+		}
+		if out := run(1, "workflows", "show", "nope"); !strings.Contains(out, "not found") {
+			t.Errorf("show of a missing workflow: %s", out)
+		}
+		for _, bad := range [][]string{{"workflows"}, {"workflows", "show"}, {"workflows", "list", "--state", "asleep"},
+			{"workflows", "list", "--limit", "0"}, {"workflows", "frob"}, {"workflows", "cancel", "a", "b"}} {
+			if out := run(2, bad...); !strings.Contains(out, "Usage:") {
+				t.Errorf("twice %v: no usage", bad)
+			}
+		}
+	})
+}
