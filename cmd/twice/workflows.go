@@ -173,4 +173,3 @@ func printWorkflow(w io.Writer, st *workflow.Status) {
 	}
 	_ = tw.Flush()
 }
-
