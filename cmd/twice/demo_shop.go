@@ -26,6 +26,9 @@ import (
 // shopSource is where the demo shop's source sits in the repository.
 const shopSource = "examples/shop"
 
+// shopSecretEnv is the environment variable the demo shop reads its cluster secret from.
+const shopSecretEnv = "SHOP_CLUSTER_SECRET"
+
 // shopFlags are the flags of `twice demo` that only the shop takes.
 type shopFlags struct {
 	duration time.Duration
@@ -165,7 +168,10 @@ func startShop(ctx context.Context, o shopOptions) (*runningShop, error) {
 	if dsn == "" {
 		dsn = "sqlite:" + filepath.Join(dir, "shop.db")
 	}
-	env := []string{twice.EnvService + "=shop"}
+	// The instances share a cluster secret, as production's must: it signs the cart
+	// requests they forward to each other. A fresh random one per demo, never written down,
+	// so nobody copies it into production.
+	env := []string{twice.EnvService + "=shop", shopSecretEnv + "=" + randHex(32)}
 	if o.schema != "" {
 		env = append(env, twice.EnvSchema+"="+o.schema)
 	}

@@ -76,8 +76,8 @@ func TestDemoShopCheckFails(t *testing.T) {
 // catalogue, and see the confirmation job's effect on the order's page, served by one of
 // the three instances behind the proxy; then talk in the support chat with a second
 // person, in another browser context, whose page is connected to another instance.
-// Screenshots of the confirmed order, both chats and the catalogue (with its best seller)
-// are kept in .ci/out/shop-*.png.
+// Screenshots of the confirmed order, both chats, the catalogue (with its best seller) and
+// the cart (naming its owner) are kept in .ci/out/shop-*.png.
 func TestShopInBrowser(t *testing.T) {
 	needChromium(t)
 	t.Parallel()
@@ -202,6 +202,23 @@ func TestShopInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	saveShot(t, "shop-catalogue.png", png)
+
+	// The cart, which one instance owns and the others forward to.
+	if err := chromedp.Do(bctx, chromedp.Click("#product-1 button.add"), chromedp.WaitVisible("#cart-owner")); err != nil {
+		t.Fatalf("adding to the cart: %v\n%s", err, logs.String())
+	}
+	owner, err := chromedp.Run(bctx, chromedp.Text("#cart-owner"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(owner, "instance ") {
+		t.Errorf("the cart's owner: %q", owner)
+	}
+	png, err = chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	saveShot(t, "shop-cart.png", png)
 	watch.check(t, shop.url+"/", direct[0]+"/", direct[1]+"/", "data:")
 }
 

@@ -58,10 +58,11 @@ func (s *Shop) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 // catalogueView is the catalogue page's data: each product with a fresh Idempotency-Key
-// for its order form.
+// for its order form, and another for its add-to-cart form.
 type catalogueView struct {
 	Catalogue catalogue
 	Keys      map[int64]string
+	CartKeys  map[int64]string
 }
 
 func (s *Shop) cataloguePage(w http.ResponseWriter, r *http.Request) {
@@ -70,9 +71,9 @@ func (s *Shop) cataloguePage(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, err)
 		return
 	}
-	v := catalogueView{Catalogue: c, Keys: map[int64]string{}}
+	v := catalogueView{Catalogue: c, Keys: map[int64]string{}, CartKeys: map[int64]string{}}
 	for _, p := range c.Products {
-		v.Keys[p.ID] = newKey()
+		v.Keys[p.ID], v.CartKeys[p.ID] = newKey(), newKey()
 	}
 	s.render(w, r, http.StatusOK, "catalogue", "Catalogue", v)
 }
@@ -90,6 +91,17 @@ func requestKey(r *http.Request) (string, error) {
 	return k, nil
 }
 
+// keyed reads the user of a form's request and its Idempotency-Key; without a key it
+// answers the request itself.
+func (s *Shop) keyed(w http.ResponseWriter, r *http.Request) (user, key string, ok bool) {
+	key, err := requestKey(r)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return "", "", false
+	}
+	return session.UserID(r.Context()), key, true
+}
+
 // formInt reads a positive integer field of at most max.
 func formInt(r *http.Request, field string, max int64) (int64, bool) {
 	n, err := strconv.ParseInt(r.PostFormValue(field), 10, 64)
@@ -102,10 +114,8 @@ func formInt(r *http.Request, field string, max int64) (int64, bool) {
 // placed and is sent to it.
 func (s *Shop) placeOrder(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	user := session.UserID(ctx)
-	key, err := requestKey(r)
-	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error())
+	user, key, ok := s.keyed(w, r)
+	if !ok {
 		return
 	}
 	productID, ok1 := formInt(r, "product", 1<<31)

@@ -6,10 +6,13 @@
 // fulfilment workflow started with it (reserve, charge, ship; compensated when the card is
 // declined), a confirmation job, optimistic concurrency (If-Match), a cron report, a
 // banner in the cluster-wide settings, a restock under a cluster-wide lock, a support chat
-// on the realtime hub with who is online (presence), and Prometheus metrics at /metrics.
+// on the realtime hub with who is online (presence), Prometheus metrics at /metrics, and a
+// shopping cart owned by one instance (partitions), to which the other instances forward
+// the cart's requests (forwarding).
 //
 // It reads PORT and TWICE_DSN as `twice run` gives them (and TWICE_INSTANCE, the slot it
-// shows), listens on 127.0.0.1:PORT and serves /livez and /readyz from the node:
+// shows, and SHOP_CLUSTER_SECRET, see clusterSecret), listens on 127.0.0.1:PORT, which it
+// advertises to the other instances, and serves /livez and /readyz from the node:
 //
 //	twice run -n 3 -- go run ./examples/shop
 //
@@ -18,6 +21,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,10 +35,12 @@ import (
 	"github.com/twicehq/twice"
 )
 
-// Environment the shop reads; `twice run` sets all three.
+// Environment the shop reads; `twice run` sets PORT, TWICE_INSTANCE and TWICE_DSN, and
+// `twice demo` SHOP_CLUSTER_SECRET too.
 const (
 	envPort     = "PORT"
 	envInstance = "TWICE_INSTANCE"
+	envSecret   = "SHOP_CLUSTER_SECRET"
 	portDefault = "8080"
 	serviceName = "shop" // unless $TWICE_SERVICE says otherwise
 )
@@ -59,7 +65,8 @@ func run(ctx context.Context) error {
 	addr := net.JoinHostPort("127.0.0.1", port)
 	slot := os.Getenv(envInstance)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	cfg := twice.Config{AdvertiseAddr: addr, Logger: log}
+	// The other instances forward cart requests to addr, signed with the cluster secret.
+	cfg := twice.Config{AdvertiseAddr: addr, ClusterSecret: clusterSecret(log), Logger: log}
 	Configure(&cfg)
 	if os.Getenv(twice.EnvService) == "" {
 		cfg.Name = serviceName
@@ -96,9 +103,27 @@ func run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	srv.Shutdown(sctx)
 	cancel()
+	s.Close()
 	closeNode()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	return err
+}
+
+// clusterSecret returns the secret every instance shares, which signs the cart requests
+// they forward to each other and their bus messages: $SHOP_CLUSTER_SECRET, which `twice
+// demo` sets to a random secret it gives all three instances. Without it (a bare `twice run
+// -- go run ./examples/shop`), the shop derives one from the DSN, which every instance is
+// given, and warns: then anyone who knows the DSN can sign requests as an instance. Never
+// copy that into production: give every instance the same random secret from your secret
+// store (openssl rand -base64 32).
+func clusterSecret(log *slog.Logger) []byte {
+	if s := os.Getenv(envSecret); s != "" {
+		return []byte(s)
+	}
+	log.Warn("shop: " + envSecret + " is not set: the cluster secret is derived from the DSN, which is fine for a demo " +
+		"on one machine and never for production: set it to the same random secret on every instance (openssl rand -base64 32)")
+	sum := sha256.Sum256([]byte("twice demo shop: a cluster secret anyone with the DSN can derive\n" + os.Getenv(twice.EnvDSN)))
+	return sum[:]
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/cron"
+	"github.com/twicehq/twice/forward"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/metrics"
 	"github.com/twicehq/twice/session"
@@ -34,7 +35,7 @@ func Component() (store.Component, error) {
 	return store.LoadComponent("shop", migrations,
 		store.Table{Name: "shop_products"}, store.Table{Name: "shop_orders"},
 		store.Table{Name: "shop_reports"}, store.Table{Name: "shop_chat"}, store.Table{Name: "shop_sales"},
-		store.Table{Name: "shop_payments"}, store.Table{Name: "shop_restocks"})
+		store.Table{Name: "shop_payments"}, store.Table{Name: "shop_restocks"}, store.Table{Name: "shop_carts"})
 }
 
 // Configure sets, in the node's configuration before [twice.Open], what the shop needs of
@@ -75,13 +76,17 @@ type Shop struct {
 	room      Room
 	fulfil    *workflow.Workflow[fulfilment]
 	metrics   *metrics.Metrics
+	carts     *carts
+	cartFwd   *forward.Forwarder // sends cart requests to the cart's owner
 	pages     map[string]*template.Template
 	handler   http.Handler
 }
 
 // New migrates the shop's tables, registers its job workers, cron schedule, fulfilment
-// workflow and sales consumer on node, and returns its handler. Open node with a
-// configuration [Configure] has set.
+// workflow and sales consumer on node, joins the carts' partition set, and returns its
+// handler. Open node with a configuration [Configure] has set, a ClusterSecret and an
+// AdvertiseAddr (the cart's requests are forwarded between instances). Close the shop
+// before the node.
 func New(ctx context.Context, node *twice.Node, opts Options) (*Shop, error) {
 	comp, err := Component()
 	if err != nil {
@@ -122,12 +127,22 @@ func New(ctx context.Context, node *twice.Node, opts Options) (*Shop, error) {
 	if s.metrics, err = metrics.New(node, metrics.Config{}); err != nil {
 		return nil, err
 	}
+	if s.carts, err = joinCarts(ctx, node); err != nil {
+		return nil, err
+	}
+	if s.cartFwd, err = s.cartForwarder(); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes()
 	return s, nil
 }
 
 // ServeHTTP serves the shop.
 func (s *Shop) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Close closes the idle connections the shop forwards cart requests over. Closing the node
+// hands the carts' partitions over.
+func (s *Shop) Close() { s.cartFwd.Close() }
 
 func (s *Shop) routes() http.Handler {
 	pages := http.NewServeMux()
@@ -148,6 +163,11 @@ func (s *Shop) routes() http.Handler {
 	pages.HandleFunc("GET /chat", s.signedIn(s.chatPage))
 	pages.HandleFunc("GET /chat/online", s.signedIn(s.chatOnline))
 	pages.HandleFunc("POST /chat", s.signedIn(s.postChat))
+	// The cart's pages are served by the instance owning the cart (cart.go).
+	pages.HandleFunc("GET /cart", s.signedIn(s.atOwner(s.cartPage)))
+	pages.HandleFunc("POST /cart/items", s.signedIn(s.atOwner(s.addToCart)))
+	pages.HandleFunc("POST /cart/remove", s.signedIn(s.atOwner(s.removeFromCart)))
+	pages.HandleFunc("POST /cart/checkout", s.signedIn(s.atOwner(s.checkout)))
 	// The hub's WebSocket endpoint, behind the session middleware: Configure's
 	// Authenticate reads the user from the session its cookie names.
 	pages.Handle("GET /realtime", s.node.Realtime().Handler())
@@ -248,7 +268,7 @@ var funcs = template.FuncMap{
 
 // parsePages parses each page with the layout.
 func parsePages() (map[string]*template.Template, error) {
-	names := []string{"login", "catalogue", "orders", "order", "admin", "reports", "chat", "error"}
+	names := []string{"login", "catalogue", "cart", "orders", "order", "admin", "reports", "chat", "error"}
 	out := map[string]*template.Template{}
 	for _, n := range names {
 		t, err := template.New(n).Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/"+n+".html")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -16,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/twicetest"
 )
@@ -91,35 +94,58 @@ var (
 	versionInput = regexp.MustCompile(`action="/admin/products/1" class="inline">\s*<input type="hidden" name="version" value="(\d+)">`)
 )
 
-// openShops opens two instances of the shop on one database, and a client of both.
-func openShops(t *testing.T, st twicetest.Store) ([]*twice.Node, *client) {
+// openShops opens two instances of the shop on one database, and a client of both. They
+// share a cluster secret, and each advertises the address it listens on, to which the
+// other forwards the requests for the carts it owns.
+func openShops(t *testing.T, db testdb.DB) ([]*twice.Node, []*Shop, *client) {
 	ctx := context.Background()
-	var cfg twice.Config
-	Configure(&cfg)
-	nodes := twicetest.Open(t, 2, &twicetest.Options{Store: st, Service: "shop", Config: cfg})
 	jar, _ := cookiejar.New(nil)
 	c := &client{t: t, jar: jar, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
-	for i, n := range nodes {
+	var nodes []*twice.Node
+	var shops []*Shop
+	for i := range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "shop", ClusterSecret: []byte(testSecret),
+			AdvertiseAddr: ln.Addr().String(), HeartbeatInterval: twicetest.HeartbeatInterval,
+			DeadAfter: twicetest.DeadAfter, LeaseTTL: twicetest.LeaseTTL,
+			Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))}
+		Configure(&cfg)
+		n, err := twice.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close(context.Background()) })
 		s, err := New(ctx, n, Options{Slot: string(rune('1' + i))})
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.srv[i] = httptest.NewServer(s)
+		t.Cleanup(s.Close)
+		c.srv[i] = httptest.NewUnstartedServer(s)
+		c.srv[i].Listener.Close()
+		c.srv[i].Listener = ln
+		c.srv[i].Start()
 		t.Cleanup(c.srv[i].CloseClientConnections) // the hub's connections, before Close waits for them
 		t.Cleanup(c.srv[i].Close)
+		nodes, shops = append(nodes, n), append(shops, s)
 	}
-	return nodes, c
+	return nodes, shops, c
 }
+
+// testSecret is the tests' cluster secret; a service's comes from its secret store.
+const testSecret = "the shop tests' cluster secret, 32 bytes or more"
 
 // Two instances of the shop on one database, a person going back and forth between them:
 // the session, the cached catalogue, the idempotent order, its confirmation job, its
 // fulfilment workflow, its sale counted from its event, the versioned edit, the banner,
 // the restock, the cron report and the metrics all hold across them.
 func TestShopAcrossInstances(t *testing.T) {
-	twicetest.Each(t, func(t *testing.T, st twicetest.Store) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx := context.Background()
-		nodes, c := openShops(t, st)
+		nodes, _, c := openShops(t, db)
 
 		// Signed out: every page sends to the login; health needs no session.
 		if a := c.get(0, "/catalogue"); a.status != http.StatusSeeOther || a.header.Get("Location") != "/login" {
@@ -298,11 +324,11 @@ func next(ctx context.Context, t *testing.T, ws *websocket.Conn) frame {
 // rendered with (so a message posted before it connected is not missed); its user shows
 // online on both; a page without script posts the form and reads the room when it loads.
 func TestShopChatAcrossInstances(t *testing.T) {
-	twicetest.Each(t, func(t *testing.T, st twicetest.Store) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_, c := openShops(t, st)
+		_, _, c := openShops(t, db)
 		if a := c.get(0, "/realtime"); a.status != http.StatusUnauthorized {
 			t.Fatalf("the hub without a session answered %d", a.status)
 		}
