@@ -16,7 +16,7 @@ import (
 // shopCheck walks through the demo shop's pages as a person would, through the proxy: log
 // in, read the catalogue, order with the form's Idempotency-Key (twice: one order), see the
 // confirmation job's effect, change the order with its version and be refused with an old
-// one; then the blocks the other pages use (see checkBlocks). Each step is tried again
+// one; then the blocks the other pages use (see checkBlocks), and the cart (checkCart). Each step is tried again
 // while the shop answers 5xx or the connection fails (an instance killed by chaos), with
 // the same key for the order.
 type shopCheck struct {
@@ -33,6 +33,7 @@ type shopCheck struct {
 type shopCheckResult struct {
 	instances map[string]bool // the slots of the instances that served the pages
 	order     string          // the order's path
+	forwarded int             // cart requests that reached an instance not owning the cart
 }
 
 // stepTime bounds one step, retries included.
@@ -154,7 +155,11 @@ func checkShop(ctx context.Context, base string, out io.Writer) (shopCheckResult
 		return res, err
 	}
 	k.say("changed it at version %s; the same change sent again, at that old version, is refused (412)", version)
-	return res, k.checkBlocks(ctx, res.order, product, sold+2, user)
+	if err := k.checkBlocks(ctx, res.order, product, sold+2, user); err != nil {
+		return res, err
+	}
+	res.forwarded, err = k.checkCart(ctx)
+	return res, err
 }
 
 var (

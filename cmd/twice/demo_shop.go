@@ -110,6 +110,9 @@ func demoShop(ctx context.Context, db *dbFlags, f shopFlags, stdout io.Writer) e
 	if f.chaos == 0 && len(res.instances) < 2 {
 		return fmt.Errorf("demo: the shop failed its check: every page came from one instance (%v); the proxy spreads requests over three", keys(res.instances))
 	}
+	if f.chaos == 0 && res.forwarded == 0 {
+		return errors.New("demo: the shop failed its check: no cart request was forwarded, though the proxy spreads them over three instances and one owns the cart")
+	}
 	fmt.Fprintf(stdout, "twice demo: every check passed; pages served by instances %s\n", strings.Join(keys(res.instances), ", "))
 	return nil
 }

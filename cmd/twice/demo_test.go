@@ -20,7 +20,8 @@ import (
 // only after its own check of the pages through the proxy passed: log in, catalogue, an
 // order placed once under a resent Idempotency-Key, its confirmation, an If-Match edit, its
 // fulfilment workflow, its sale counted once, a chat message delivered live over the hub,
-// a banner on two instances, a restock, the metrics.
+// a banner on two instances, a restock, the metrics, and a cart owned by one instance, to
+// which the others forward its requests, checked out into orders.
 func TestDemoShop(t *testing.T) {
 	t.Parallel()
 	args := []string{"demo", "--for", "20s", "--port", "0"}
@@ -34,6 +35,7 @@ func TestDemoShop(t *testing.T) {
 	for _, want := range []string{"the shop runs three times behind http://127.0.0.1:", "placed order", "the same order, placed once",
 		"Confirmed at", "is refused (412)", "fulfilment workflow completed", "counts its sale once", "reached, live, a page connected to instance",
 		"a banner saved as a setting shows on the pages of instances", "restocked under", "/metrics serves",
+		"forwarded it to the cart's owner", "the cart holds 2 + 1 units", "checked out: the cart became 2 orders, once",
 		"every check passed; pages served by instances"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, out)
@@ -44,8 +46,9 @@ func TestDemoShop(t *testing.T) {
 // Under chaos (an instance killed or paused every second), the shop's pages still pass the
 // demo's check: each step is tried again on another instance, the order under its key is
 // placed once, its confirmation job and fulfilment workflow are rescued from a killed
-// instance, its sale is counted once, and the chat delivers over a connection to whichever
-// instance is up.
+// instance, its sale is counted once, the chat delivers over a connection to whichever
+// instance is up, and the cart keeps what was added as its partition moves from a killed
+// owner to another instance.
 func TestDemoShopUnderChaos(t *testing.T) {
 	t.Parallel()
 	code, out, stderr := cli(t, nil, "demo", "--for", "8s", "--chaos", "1s", "--port", "0",
@@ -54,7 +57,8 @@ func TestDemoShopUnderChaos(t *testing.T) {
 		t.Fatalf("twice demo --chaos: exit %d\n%s\n%s", code, out, stderr)
 	}
 	for _, want := range []string{"chaos: SIG", "the same order, placed once", "Confirmed at", "fulfilment workflow completed",
-		"counts its sale once", "reached, live", "shows on the pages of instances", "every check passed"} {
+		"counts its sale once", "reached, live", "shows on the pages of instances", "the cart holds 2 + 1 units",
+		"checked out: the cart became 2 orders, once", "every check passed"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, out)
 		}
