@@ -251,7 +251,11 @@ func (s *Shop) fail(w http.ResponseWriter, r *http.Request, status int, msg stri
 // failErr logs err and renders a 500 page, or 503 when the request's context ended.
 func (s *Shop) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.Error("shop: request failed", "path", r.URL.Path, "err", err)
-	s.fail(w, r, http.StatusInternalServerError, "Something went wrong on this instance; try again.")
+	status := http.StatusInternalServerError
+	if r.Context().Err() != nil {
+		status = http.StatusServiceUnavailable
+	}
+	s.fail(w, r, status, "Something went wrong on this instance; try again.")
 }
 
 var funcs = template.FuncMap{
