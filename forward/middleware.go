@@ -35,7 +35,11 @@ import (
 // owner's request.
 //
 // Put it outermost, before middleware that does work for the request (sessions,
-// idempotency): the owner runs that work.
+// idempotency): the owner runs that work. When the key is something a middleware gives
+// (the session's user), put it inside that one middleware instead, and let the owner run
+// it again: the receiving instance only reads the session to find the key, the owner reads
+// it again and does the request's work (the demo shop's cart does this). A middleware that
+// writes for the request (idempotency) stays inside, at the owner.
 func (f *Forwarder) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if vals := r.Header.Values(HopHeader); len(vals) > 0 {
