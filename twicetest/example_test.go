@@ -301,3 +301,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("%s: not within 20s", what)
 }
+
+// Options.Each gives each node what differs between instances: here the address each
+// advertises (for forwarding), which the others see in the member list.
+func TestExampleEachNode(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		nodes := twicetest.Open(t, 2, &twicetest.Options{Store: s, Each: func(i int, cfg *twice.Config) {
+			cfg.AdvertiseAddr = fmt.Sprintf("127.0.0.1:%d", 7001+i)
+		}})
+		ms, err := nodes[0].Members(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, m := range ms {
+			got[m.ID] = m.Addr
+		}
+		for i, n := range nodes {
+			if want := fmt.Sprintf("127.0.0.1:%d", 7001+i); got[n.ID()] != want {
+				t.Errorf("node %d advertises %q, want %q", i, got[n.ID()], want)
+			}
+		}
+	})
+}

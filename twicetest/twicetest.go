@@ -66,6 +66,10 @@ type Options struct {
 	// HeartbeatInterval, DeadAfter or LeaseTTL takes this package's, and a nil Logger
 	// writes into the test's output (shown when it fails, or with -v) from level Info.
 	Config twice.Config
+	// Each, if set, changes node i's configuration (from 0) before it opens: what differs
+	// between the instances of a deployment, such as the address each advertises for
+	// forwarding (Config.AdvertiseAddr) and the server behind it.
+	Each func(i int, cfg *twice.Config)
 }
 
 // Open opens n nodes of one service on a fresh database and closes them when t ends. The
@@ -84,6 +88,10 @@ func Open(t testing.TB, n int, opts *Options) []*twice.Node {
 	cfg := withDefaults(t, o, db)
 	nodes := make([]*twice.Node, 0, n)
 	for i := range n {
+		cfg := cfg
+		if o.Each != nil {
+			o.Each(i, &cfg)
+		}
 		node, err := twice.Open(context.Background(), cfg)
 		if err != nil {
 			t.Fatalf("twicetest: opening node %d of %d: %v", i+1, n, err)
