@@ -129,6 +129,11 @@ type Config struct {
 	// name, or a version newer than its own, registered only on instances deployed since)
 	// before it may fetch it again. Defaults to 5 seconds.
 	UnknownRetry time.Duration
+	// Retention is how long a workflow that ended completed, compensated or cancelled is
+	// kept, with the history of its steps, after it ended; the leader then deletes it
+	// ([Engine.Prune]). A [Failed] workflow waits for a person and is never deleted.
+	// Negative keeps every workflow. Defaults to [DefaultRetention] (7 days).
+	Retention time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -143,6 +148,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.UnknownRetry <= 0 {
 		c.UnknownRetry = DefaultUnknownRetry
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
 	}
 	return c
 }
