@@ -108,7 +108,7 @@ func (c configRun) open(ctx context.Context, announce bool) (*settings.Settings,
 	var b bus.Bus
 	if announce {
 		var err error
-		if b, err = bus.NewStore(ctx, c.s, bus.Config{Service: c.service, Instance: instance}); err != nil {
+		if b, err = toolBus(ctx, c.s, c.service, instance); err != nil {
 			return nil, nil, err
 		}
 	}

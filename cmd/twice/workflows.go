@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/workflow"
 )
@@ -82,9 +81,9 @@ func workflowsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // withEngine opens the store and a workflow engine of the service; with announce, also the
-// service's store-native bus, so that a cancellation reaches a step running now (an
-// instance that checks a cluster secret drops the tool's unsigned signal: its step then
-// finishes first).
+// service's store-native bus, so that a cancellation reaches a step running now (signed
+// with $TWICE_CLUSTER_SECRET: instances that have a secret drop unsigned signals, and the
+// step then finishes first).
 func withEngine(ctx context.Context, a *adminFlags, announce bool, fn func(e *workflow.Engine) error) error {
 	s, service, err := a.open(ctx)
 	if err != nil {
@@ -94,7 +93,7 @@ func withEngine(ctx context.Context, a *adminFlags, announce bool, fn func(e *wo
 	host, _ := os.Hostname()
 	d := block.Deps{Store: s, Service: service, Instance: "twice-cli@" + host}
 	if announce {
-		b, err := bus.NewStore(ctx, s, bus.Config{Service: service, Instance: d.Instance})
+		b, err := toolBus(ctx, s, service, d.Instance)
 		if err != nil {
 			return err
 		}

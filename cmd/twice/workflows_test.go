@@ -15,12 +15,16 @@ import (
 )
 
 // twice workflows list, show and cancel, from outside the instance running them: the
-// cancellation interrupts the step running there, and the compensation runs.
+// cancellation, signed with $TWICE_CLUSTER_SECRET as the instance checks, interrupts the
+// step running there (which would otherwise wait forever), and the compensation runs.
 func TestWorkflowsCommands(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		ctx := context.Background()
 		run := adminCLI(t, db)
-		n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "shop", Logger: testdb.Logger(t)})
+		secret := "a cluster secret of 32 bytes or more, for the test"
+		t.Setenv(envSecret, secret)
+		n, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "shop", Logger: testdb.Logger(t),
+			ClusterSecret: []byte(secret)})
 		if err != nil {
 			t.Fatal(err)
 		}
