@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/twicehq/twice"
@@ -89,4 +90,64 @@ func Example() {
 	// step 1 reserve: completed, compensation "done"
 	// step 2 charge: failed, compensation ""
 	// holds left: 0
+}
+
+// exampleNode opens a node on a fresh SQLite database; close returns it.
+func exampleNode(ctx context.Context) (node *twice.Node, close func()) {
+	dir, err := os.MkdirTemp("", "twice-workflow-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	node, err = twice.Open(ctx, twice.Config{DSN: "sqlite:" + filepath.Join(dir, "twice.db"), Name: "shop",
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return node, func() { node.Close(ctx); os.RemoveAll(dir) }
+}
+
+// awaitExample polls the workflow id until it has ended.
+func awaitExample(ctx context.Context, e *workflow.Engine, id string) *workflow.Status {
+	for {
+		st, err := e.Get(ctx, id)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if st.State.Finished() {
+			return st
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A reminder sent a while after the order: the workflow sleeps durably in between, holding
+// no worker, and an instance that dies meanwhile does not restart the sleep.
+func ExampleSleep() {
+	ctx := context.Background()
+	node, close := exampleNode(ctx)
+	defer close()
+	reminders, err := workflow.Register(node.Workflows(), workflow.Def[Order]{Name: "reminder",
+		Run: func(wc *workflow.Context, o Order) error {
+			if err := workflow.Sleep(wc, "a while", 50*time.Millisecond); err != nil {
+				return err // the run ends here, and resumes once the sleep is over
+			}
+			_, err := workflow.Do(wc, workflow.Step[string]{Name: "remind",
+				Do: func(ctx context.Context, key string) (string, error) { return "sent for " + o.ID, nil }})
+			return err
+		}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := reminders.Start(ctx, "remind-42", Order{ID: "42"}); err != nil {
+		log.Fatal(err)
+	}
+	st := awaitExample(ctx, node.Workflows(), "remind-42")
+	fmt.Println(st.State)
+	for _, s := range st.Steps {
+		fmt.Printf("%d %s %q: %s\n", s.Seq, s.Kind, s.Name, strings.TrimSpace(s.State+" "+string(s.Result)))
+	}
+	// Output:
+	// completed
+	// 1 sleep "a while": completed
+	// 2 step "remind": completed "sent for 42"
 }

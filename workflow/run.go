@@ -38,7 +38,13 @@ func (e *Engine) work(ctx context.Context, job *jobs.Job[runArgs]) error {
 		return e.finish(ctx, id, Failed, fmt.Sprintf("%v: workflow %q %s was started with version %d, which is no longer registered (versions registered: %v)",
 			ErrMismatch, st.Name, id, st.Version, vs))
 	}
-	wc := &Context{Context: ctx, e: e, id: id, name: st.Name, version: st.Version, history: st.Steps,
+	if st.jobID != 0 && st.jobID != job.ID {
+		// A signal or a cancellation found this job running and enqueued another to carry
+		// the workflow on once this one had ended (or another run took it back since): this
+		// one is spare.
+		return nil
+	}
+	wc := &Context{Context: ctx, e: e, id: id, name: st.Name, version: st.Version, history: st.Steps, job: job.ID,
 		replay: st.State == Compensating, cancelled: st.CancelRequested && st.State == Compensating, names: map[string]int{}}
 	runErr := safe.Call(e.log, e.d.Panics, "workflow "+st.Name, func() error { return d.run(wc, []byte(st.Input)) })
 	if ctx.Err() != nil {
@@ -52,6 +58,11 @@ func (e *Engine) work(ctx context.Context, job *jobs.Job[runArgs]) error {
 	}
 	if errors.Is(runErr, ErrMismatch) {
 		return e.finish(ctx, id, Failed, runErr.Error())
+	}
+	if wc.asleep > 0 {
+		// Waiting: the job comes back when the wait ends (or a signal or a cancellation
+		// wakes it), holding no worker meanwhile.
+		return jobs.Snooze(wc.asleep)
 	}
 	if st.State == Running {
 		if runErr == nil {

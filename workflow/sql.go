@@ -19,14 +19,16 @@ func Component() store.Component {
 // queries are the workflow statements.
 type queries struct {
 	insert, nameOf, get, steps, cancelRequested, requestCancel, stepDone, stepFailed, compDone, compFailed,
-	compensating, finish string
+	compensating, finish, claim, setJob, waitAt, waitGet, waitDone string
 }
 
 // workflowCols are the columns [scanWorkflow] reads, in order.
-const workflowCols = `id, name, version, input, state, cancel_requested, error, created_at, updated_at, finished_at`
+const workflowCols = `id, name, version, input, state, cancel_requested, error, created_at, updated_at, finished_at,
+	coalesce(job_id, 0)`
 
 // stepCols are the columns [scanStep] reads, in order.
-const stepCols = `seq, name, state, attempts, result, error, comp_state, comp_attempts, comp_error, updated_at`
+const stepCols = `seq, name, kind, state, attempts, result, error, comp_state, comp_attempts, comp_error, updated_at,
+	wake_at`
 
 // templates are the statements as written, once for both dialects (see [store.Store.SQL]).
 // Reads take the service as $1; writes take "now" as $1 and the service as $2.
@@ -48,7 +50,7 @@ UPDATE twice_workflows
 SET cancel_requested = (cancel_requested OR state IN ('running', 'compensating')),
 	updated_at = CASE WHEN state IN ('running', 'compensating') THEN {now} ELSE updated_at END
 WHERE service = $2 AND id = $3
-RETURNING state`,
+RETURNING state, coalesce(job_id, 0)`,
 	// A step's completion. It never overwrites a completed step (one completed by a run
 	// that overlapped this one): no row comes back then, and the caller reads the stored
 	// result instead (a StepTx rolls its effect back).
@@ -80,6 +82,29 @@ WHERE service = $2 AND id = $3 AND state = 'running'`,
 UPDATE twice_workflows SET state = $4, error = CASE WHEN $5::text = '' THEN error ELSE $5::text END,
 	updated_at = {now}, finished_at = {now}
 WHERE service = $2 AND id = $3 AND state IN ('running', 'compensating')`,
+	// A run about to wait records its job ($3) as the one to wake; the row lock orders the
+	// wait against a signal or a cancellation, which lock the row too. No row: the workflow
+	// has ended. (Service as $1: no time here.)
+	claim: `
+UPDATE twice_workflows SET job_id = $3
+WHERE service = $1 AND id = $2 AND state IN ('running', 'compensating')
+RETURNING cancel_requested`,
+	// The job enqueued to wake a workflow whose job was running (service as $1).
+	setJob: `UPDATE twice_workflows SET job_id = $3 WHERE service = $1 AND id = $2`,
+	// A wait reached for the first time is stored waiting, to wake $7 milliseconds from
+	// now; reaching it again (a resumed run) keeps the time stored first.
+	waitAt: `
+INSERT INTO twice_workflow_steps (service, workflow_id, seq, name, kind, state, attempts, wake_at, updated_at)
+VALUES ($2, $3, $4, $5, $6, 'waiting', 0, {now} + {ms $7::bigint}, {now})
+ON CONFLICT (service, workflow_id, seq) DO NOTHING`,
+	// A wait as stored, and the microseconds left until it wakes (negative once past).
+	waitGet: `
+SELECT name, kind, state, result, {age wake_at, {now}} FROM twice_workflow_steps
+WHERE service = $2 AND workflow_id = $3 AND seq = $4`,
+	// A wait ends: $5 is 'completed' (woken; $6 the signal's payload) or 'timedout'.
+	waitDone: `
+UPDATE twice_workflow_steps SET state = $5, result = $6, updated_at = {now}
+WHERE service = $2 AND workflow_id = $3 AND seq = $4 AND state = 'waiting'`,
 }
 
 // queriesFor returns the statements as s runs them: for its dialect, its schema's tables

@@ -29,6 +29,8 @@ type Context struct {
 	cancelled bool           // a step found the cancellation requested
 	fatal     error          // a mismatch: the workflow fails whatever its function does with it
 	infra     error          // the database failed: the run is tried again, whatever the function returned
+	job       int64          // the job running the workflow: the one a signal wakes while it waits
+	asleep    time.Duration  // > 0: a wait suspended the run, to go on this much later
 }
 
 // broken records that the run cannot go on for a reason outside the workflow (the
@@ -161,6 +163,9 @@ func step[T any](wc *Context, name string, retry, compRetry Retry, comp func(con
 	if wc.fatal != nil {
 		return zero, wc.fatal
 	}
+	if wc.asleep > 0 {
+		return zero, errAsleep
+	}
 	if prev, dup := wc.names[name]; dup {
 		wc.fatal = fmt.Errorf("%w: workflow %q %s version %d calls step %q twice (steps %d and %d): step names must be unique",
 			ErrMismatch, wc.name, wc.id, wc.version, name, prev, seq)
@@ -181,10 +186,8 @@ func step[T any](wc *Context, name string, retry, compRetry Retry, comp func(con
 	attempts := 0
 	if seq <= len(wc.history) {
 		h := wc.history[seq-1]
-		if h.Name != name {
-			wc.fatal = fmt.Errorf("%w: workflow %q %s was started with version %d, whose step %d is %q; the code of version %d calls %q there",
-				ErrMismatch, wc.name, wc.id, wc.version, seq, h.Name, wc.version, name)
-			return zero, wc.fatal
+		if err := wc.matches(h, kindStep, name); err != nil {
+			return zero, err
 		}
 		switch h.State {
 		case stepCompleted:

@@ -19,6 +19,11 @@
 // resume, to pass to outside systems. A step that writes to the same database ([DoTx])
 // commits its effect and its checkpoint in one transaction: exactly once.
 //
+// A workflow can wait without holding a worker: [Sleep] sleeps durably, its wake-up time
+// stored when first reached, so that a crash neither restarts nor skips it. A waiting
+// workflow's run ends, its job is put back in the queue until the wait is over, and the
+// next run replays the function to the wait from the stored results.
+//
 // When the workflow's function returns an error (a step failed for good, or it was
 // cancelled), the compensations of its completed steps run in reverse order, each retried
 // until it succeeds or its attempts run out, when it is marked for a person. A workflow
@@ -397,13 +402,23 @@ func (w *Workflow[In]) start(ctx context.Context, q store.Querier, id string, in
 // (the instance running it hears of it over the bus; without a bus, or if the signal is
 // lost, the step finishes first), the next step it reaches returns [ErrCancelled] without
 // running, and once its function returns, the compensations of its completed steps run
-// and it ends [Cancelled] (or [Failed] if a compensation fails for good). An interrupted
+// and it ends [Cancelled] (or [Failed] if a compensation fails for good); a workflow that
+// waits ([Sleep]) is woken to do so at once. An interrupted
 // step did not complete, so it has no compensation: give outside systems its idempotency
 // key, so that they can tell what it did. It returns [ErrNotFound] for an unknown
 // id and [ErrFinished] for a workflow that has ended.
 func (e *Engine) Cancel(ctx context.Context, id string) error {
 	var state State
-	err := e.s.QueryRow(ctx, e.q.requestCancel, e.s.NowArg(), e.d.Service, id).Scan(&state)
+	err := e.s.InTx(ctx, func(tx store.Tx) error {
+		var job int64
+		if err := tx.QueryRow(ctx, e.q.requestCancel, e.s.NowArg(), e.d.Service, id).Scan(&state, &job); err != nil {
+			return err
+		}
+		if state.Finished() {
+			return nil
+		}
+		return e.wake(ctx, tx, id, job) // a waiting workflow compensates now, not when its wait ends
+	})
 	switch {
 	case errors.Is(err, store.ErrNoRows):
 		return fmt.Errorf("%w: %q", ErrNotFound, id)
@@ -482,14 +497,19 @@ type Status struct {
 	UpdatedAt  time.Time    `json:"updated_at"`
 	FinishedAt time.Time    `json:"finished_at,omitzero"`
 	Steps      []StepRecord `json:"steps"`
+
+	jobID int64 // the job to wake while the workflow waits; 0 before it first waited
 }
 
-// StepRecord is the stored history of one step.
+// StepRecord is the stored history of one step, or of one wait ([Sleep]).
 type StepRecord struct {
 	// Seq is the step's place in the workflow, from 1.
 	Seq  int    `json:"seq"`
 	Name string `json:"name"`
-	// State is "completed", "retrying" (failed, attempts left) or "failed" (for good).
+	// Kind is "step" ([Do], [DoTx]) or "sleep" ([Sleep]).
+	Kind string `json:"kind"`
+	// State is "completed", "retrying" (failed, attempts left) or "failed" (for good) for
+	// a step; "waiting" or "completed" for a wait.
 	State    string          `json:"state"`
 	Attempts int             `json:"attempts"`
 	Result   json.RawMessage `json:"result,omitempty"`
@@ -499,6 +519,8 @@ type StepRecord struct {
 	CompensationAttempts int       `json:"compensation_attempts,omitempty"`
 	CompensationError    string    `json:"compensation_error,omitempty"`
 	UpdatedAt            time.Time `json:"updated_at"`
+	// WakeAt is when a wait wakes (or woke), in database time.
+	WakeAt time.Time `json:"wake_at,omitzero"`
 }
 
 // Get returns the workflow id with the history of its steps, or [ErrNotFound].
@@ -516,7 +538,7 @@ func (e *Engine) load(ctx context.Context, q store.Querier, id string) (*Status,
 	var created, updated store.Time
 	var finished store.Time
 	err := q.QueryRow(ctx, e.q.get, e.d.Service, id).Scan(&st.ID, &st.Name, &st.Version, &input, &st.State,
-		&st.CancelRequested, &st.Error, &created, &updated, &finished)
+		&st.CancelRequested, &st.Error, &created, &updated, &finished, &st.jobID)
 	if errors.Is(err, store.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -535,11 +557,12 @@ func (e *Engine) load(ctx context.Context, q store.Querier, id string) (*Status,
 	for rows.Next() {
 		var r StepRecord
 		var result string
-		var at store.Time
-		if err := rows.Scan(&r.Seq, &r.Name, &r.State, &r.Attempts, &result, &r.Error, &r.Compensation,
-			&r.CompensationAttempts, &r.CompensationError, &at); err != nil {
+		var at, wake store.Time
+		if err := rows.Scan(&r.Seq, &r.Name, &r.Kind, &r.State, &r.Attempts, &result, &r.Error, &r.Compensation,
+			&r.CompensationAttempts, &r.CompensationError, &at, &wake); err != nil {
 			return nil, err
 		}
+		r.WakeAt = wake.Time
 		if result != "" {
 			r.Result = json.RawMessage(result)
 		}

@@ -164,11 +164,17 @@ func printWorkflow(w io.Writer, st *workflow.Status) {
 		if r.CompensationError != "" {
 			comp += ": " + oneLine(r.CompensationError, 40)
 		}
-		out := string(r.Result)
+		out, name := string(r.Result), r.Name
 		if r.Error != "" {
 			out = r.Error
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", r.Seq, r.Name, r.State, r.Attempts, comp, oneLine(out, 60))
+		if r.Kind != "" && r.Kind != "step" {
+			name = r.Kind + " " + name // a wait
+			if r.State == "waiting" {
+				out = "until " + r.WakeAt.UTC().Format(time.RFC3339Nano)
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", r.Seq, name, r.State, r.Attempts, comp, oneLine(out, 60))
 	}
 	_ = tw.Flush()
 }

@@ -1,0 +1,138 @@
+package workflow_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/twicetest"
+	"github.com/twicehq/twice/workflow"
+)
+
+// sleeper is a run of step one, a sleep of d named "nap", and step two.
+func sleeper(l *ledger, d time.Duration) func(*workflow.Context, order) error {
+	return func(wc *workflow.Context, in order) error {
+		if _, err := workflow.Do(wc, step(l, "one", false)); err != nil {
+			return err
+		}
+		if err := workflow.Sleep(wc, "nap", d); err != nil {
+			return err
+		}
+		_, err := workflow.Do(wc, step(l, "two", false))
+		return err
+	}
+}
+
+// waiting waits until workflow id waits at its step seq, and returns that step.
+func waiting(t *testing.T, e *workflow.Engine, id string, seq int) workflow.StepRecord {
+	t.Helper()
+	var h workflow.StepRecord
+	testnode.EventuallyNil(t, liveness, func() error {
+		st, err := e.Get(context.Background(), id)
+		if err != nil {
+			return err
+		}
+		if len(st.Steps) < seq || st.Steps[seq-1].State != "waiting" {
+			return fmt.Errorf("workflow %s does not wait at step %d: %+v", id, seq, st.Steps)
+		}
+		h = st.Steps[seq-1]
+		return nil
+	})
+	return h
+}
+
+// workflowJob returns the job of the workflow queue that is not finished.
+func workflowJob(t *testing.T, jc *jobs.Client) *jobs.Row {
+	t.Helper()
+	rows, err := jc.List(context.Background(), jobs.ListParams{Queue: workflow.Queue, States: []jobs.State{jobs.Available, jobs.Running}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 {
+		t.Fatalf("%d unfinished workflow jobs, want 1: %+v", len(rows), rows)
+	}
+	return rows[0]
+}
+
+func TestSleepSurvivesACrashWhereItWas(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		nodes := twicetest.Open(t, 2, &twicetest.Options{Store: s})
+		l := newLedger(t, nodes[1]) // the node that lives on
+		def := workflow.Def[order]{Name: "nap", Run: sleeper(l, 2*time.Second)}
+		if _, err := register(t, nodes[0].Workflows(), def).Start(context.Background(), "n-1", order{}); err != nil {
+			t.Fatal(err)
+		}
+		nap := waiting(t, nodes[0].Workflows(), "n-1", 2)
+		if nap.Kind != "sleep" || nap.WakeAt.IsZero() {
+			t.Fatalf("the sleep as stored: %+v", nap)
+		}
+		// Asleep, the workflow holds no worker: its job waits in the queue for the wake-up.
+		testnode.EventuallyNil(t, liveness, func() error {
+			if j := workflowJob(t, nodes[0].Jobs()); j.State != jobs.Available || j.ScheduledAt.Before(nap.WakeAt) {
+				return fmt.Errorf("the sleeping workflow's job is %s, scheduled at %v; want available at %v", j.State, j.ScheduledAt, nap.WakeAt)
+			}
+			return nil
+		})
+		twicetest.Crash(t, nodes[0])
+		register(t, nodes[1].Workflows(), def)
+		st := await(t, nodes[1].Workflows(), "n-1")
+		if st.State != workflow.Completed || len(st.Steps) != 3 {
+			t.Fatalf("status: %+v", st)
+		}
+		// The sleep was not started again on the other instance, nor cut short.
+		if got := st.Steps[1]; got.State != "completed" || !got.WakeAt.Equal(nap.WakeAt) {
+			t.Fatalf("the sleep after the crash: %+v; first stored waking at %v", got, nap.WakeAt)
+		}
+		if two := st.Steps[2]; two.UpdatedAt.Before(nap.WakeAt) {
+			t.Fatalf("step two completed at %v, before the sleep's end %v", two.UpdatedAt, nap.WakeAt)
+		}
+		equal(t, "executions", l.ran(t, "n-1"), []string{"one", "two"})
+	})
+}
+
+func TestCancelWakesASleepingWorkflow(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		_, l, e := open1(t, s)
+		wf := register(t, e, workflow.Def[order]{Name: "long-nap", Run: sleeper(l, 24*time.Hour)})
+		if _, err := wf.Start(ctx, "n-2", order{}); err != nil {
+			t.Fatal(err)
+		}
+		waiting(t, e, "n-2", 2)
+		if err := e.Cancel(ctx, "n-2"); err != nil {
+			t.Fatal(err)
+		}
+		// Without the wake the workflow would compensate in a day: await would time out.
+		st := await(t, e, "n-2")
+		if st.State != workflow.Cancelled || st.Steps[1].State != "waiting" {
+			t.Fatalf("status: %+v", st)
+		}
+		equal(t, "executions", l.ran(t, "n-2"), []string{"one", "undo one-done"})
+	})
+}
+
+func TestSleepOfNothingGoesOn(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		_, l, e := open1(t, s)
+		wf := register(t, e, workflow.Def[order]{Name: "no-nap", Run: func(wc *workflow.Context, in order) error {
+			for i := range 3 { // a sleep's name may repeat
+				if err := workflow.Sleep(wc, "tick", time.Duration(i)*time.Millisecond); err != nil {
+					return err
+				}
+			}
+			_, err := workflow.Do(wc, step(l, "one", false))
+			return err
+		}})
+		if _, err := wf.Start(context.Background(), "n-3", order{}); err != nil {
+			t.Fatal(err)
+		}
+		st := await(t, e, "n-3")
+		if st.State != workflow.Completed || len(st.Steps) != 4 || st.Steps[2].Kind != "sleep" || st.Steps[3].Kind != "step" {
+			t.Fatalf("status: %+v", st)
+		}
+		equal(t, "executions", l.ran(t, "n-3"), []string{"one"})
+	})
+}
