@@ -133,7 +133,13 @@ func fillEveryTable(t *testing.T, db testdb.DB, s *store.Store, service string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := flow.Start(ctx, "flow-1", 21); err != nil {
+	err = n.Store().InTx(ctx, func(tx store.Tx) error {
+		if _, err := flow.StartTx(ctx, tx, "flow-1", 21); err != nil {
+			return err
+		}
+		return n.Workflows().SignalTx(ctx, tx, "flow-1", "never-waited-for", true) // kept
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	// Some rows are written in the background (the dead letter, the running job's key):

@@ -151,3 +151,40 @@ func ExampleSleep() {
 	// 1 sleep "a while": completed
 	// 2 step "remind": completed "sent for 42"
 }
+
+// A refund over a limit waits for a person's approval, for a day at most; the approval is
+// a signal that may be sent from any instance, before or while the workflow waits.
+func ExampleWaitSignal() {
+	ctx := context.Background()
+	node, close := exampleNode(ctx)
+	defer close()
+	refunds, err := workflow.Register(node.Workflows(), workflow.Def[Order]{Name: "refund",
+		Run: func(wc *workflow.Context, o Order) error {
+			approved, err := workflow.WaitSignal[bool](wc, "approval", 24*time.Hour)
+			if errors.Is(err, workflow.ErrTimeout) {
+				approved = false // nobody answered in a day: refuse
+			} else if err != nil {
+				return err // waiting: the run ends, and resumes when the signal commits
+			}
+			_, err = workflow.Do(wc, workflow.Step[string]{Name: "answer",
+				Do: func(ctx context.Context, key string) (string, error) {
+					fmt.Println("refund of order", o.ID, "approved:", approved)
+					return "", nil
+				}})
+			return err
+		}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := refunds.Start(ctx, "refund-42", Order{ID: "42", Total: 5000}); err != nil {
+		log.Fatal(err)
+	}
+	// Later, in the handler of the person's click:
+	if err := node.Workflows().Signal(ctx, "refund-42", "approval", true); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(awaitExample(ctx, node.Workflows(), "refund-42").State)
+	// Output:
+	// refund of order 42 approved: true
+	// completed
+}

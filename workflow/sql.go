@@ -13,13 +13,14 @@ var migrations embed.FS
 func Component() store.Component {
 	return store.MustLoadComponent("workflow", migrations,
 		store.Table{Name: "twice_workflows", Service: "service"},
-		store.Table{Name: "twice_workflow_steps", Service: "service"})
+		store.Table{Name: "twice_workflow_steps", Service: "service"},
+		store.Table{Name: "twice_workflow_signals", Service: "service"})
 }
 
 // queries are the workflow statements.
 type queries struct {
 	insert, nameOf, get, steps, cancelRequested, requestCancel, stepDone, stepFailed, compDone, compFailed,
-	compensating, finish, claim, setJob, waitAt, waitGet, waitDone string
+	compensating, finish, claim, setJob, waitAt, waitGet, waitDone, lockFor, signal, consume string
 }
 
 // workflowCols are the columns [scanWorkflow] reads, in order.
@@ -101,6 +102,20 @@ ON CONFLICT (service, workflow_id, seq) DO NOTHING`,
 	waitGet: `
 SELECT name, kind, state, result, {age wake_at, {now}} FROM twice_workflow_steps
 WHERE service = $2 AND workflow_id = $3 AND seq = $4`,
+	// A signal locks the workflow's row, which orders it against a wait (see claim), and
+	// reads its state and the job to wake. (Service as $1: no time here.)
+	lockFor: `
+UPDATE twice_workflows SET job_id = job_id WHERE service = $1 AND id = $2
+RETURNING state, coalesce(job_id, 0)`,
+	signal: `
+INSERT INTO twice_workflow_signals (service, workflow_id, name, payload, sent_at) VALUES ($2, $3, $4, $5, {now})`,
+	// A wait for signal $3 at place $4 takes the oldest signal of that name not taken.
+	// (Service as $1: no time here.)
+	consume: `
+UPDATE twice_workflow_signals SET consumed_seq = $4
+WHERE consumed_seq IS NULL AND id = (SELECT min(id) FROM twice_workflow_signals
+	WHERE service = $1 AND workflow_id = $2 AND name = $3 AND consumed_seq IS NULL)
+RETURNING payload`,
 	// A wait ends: $5 is 'completed' (woken; $6 the signal's payload) or 'timedout'.
 	waitDone: `
 UPDATE twice_workflow_steps SET state = $5, result = $6, updated_at = {now}

@@ -39,7 +39,7 @@ func (c *Context) matches(h StepRecord, kind, name string) error {
 	return c.fatal
 }
 
-// nextWait advances c to its next place for a wait of kind named name. It returns the
+// nextWait advances c to its next place for a wait ([Sleep], [WaitSignal]) of kind named name. It returns the
 // place, and the stored row when the wait is over already (nil when it is to be waited).
 func (c *Context) nextWait(kind, name string) (int, *StepRecord, error) {
 	c.seq++

@@ -2,6 +2,7 @@ package workflow_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -134,5 +135,97 @@ func TestSleepOfNothingGoesOn(t *testing.T) {
 			t.Fatalf("status: %+v", st)
 		}
 		equal(t, "executions", l.ran(t, "n-3"), []string{"one"})
+	})
+}
+
+func TestSignalsBeforeAndDuringTheWait(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		node, l, e := open1(t, s)
+		inOne, release := make(chan struct{}), make(chan struct{})
+		wf := register(t, e, workflow.Def[order]{Name: "approve", Run: func(wc *workflow.Context, in order) error {
+			one := step(l, "one", false)
+			do := one.Do
+			one.Do = func(ctx context.Context, key string) (string, error) {
+				close(inOne)
+				<-release
+				return do(ctx, key)
+			}
+			if _, err := workflow.Do(wc, one); err != nil {
+				return err
+			}
+			for range 2 {
+				got, err := workflow.WaitSignal[order](wc, "approval", 24*time.Hour)
+				if err != nil {
+					return err
+				}
+				if _, err := workflow.Do(wc, step(l, "got "+got.ID, false)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
+		if _, err := wf.Start(ctx, "a-1", order{}); err != nil {
+			t.Fatal(err)
+		}
+		<-inOne
+		// A signal rolled back was never sent.
+		tx, err := node.Store().Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.SignalTx(ctx, tx, "a-1", "approval", order{ID: "rolled back"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Sent before the workflow reaches its wait: kept for it.
+		if err := e.Signal(ctx, "a-1", "approval", order{ID: "early"}); err != nil {
+			t.Fatal(err)
+		}
+		close(release)
+		// Sent while it waits, holding no worker: it wakes (not in a day).
+		waiting(t, e, "a-1", 4)
+		if err := e.Signal(ctx, "a-1", "approval", order{ID: "late"}); err != nil {
+			t.Fatal(err)
+		}
+		st := await(t, e, "a-1")
+		if st.State != workflow.Completed || st.Steps[1].Kind != "signal" || string(st.Steps[1].Result) != `{"id":"early","amount":0}` {
+			t.Fatalf("status: %+v", st)
+		}
+		equal(t, "executions", l.ran(t, "a-1"), []string{"one", "got early", "got late"})
+		if err := e.Signal(ctx, "a-1", "approval", order{}); !errors.Is(err, workflow.ErrFinished) {
+			t.Fatalf("signalling a finished workflow: %v", err)
+		}
+		if err := e.Signal(ctx, "nope", "approval", order{}); !errors.Is(err, workflow.ErrNotFound) {
+			t.Fatalf("signalling an unknown workflow: %v", err)
+		}
+		if err := e.Signal(ctx, "a-1", "", order{}); !errors.Is(err, workflow.ErrInvalid) {
+			t.Fatalf("a signal without a name: %v", err)
+		}
+	})
+}
+
+func TestWaitSignalTimesOut(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		_, l, e := open1(t, s)
+		wf := register(t, e, workflow.Def[order]{Name: "unanswered", Run: func(wc *workflow.Context, in order) error {
+			_, err := workflow.WaitSignal[bool](wc, "approval", 100*time.Millisecond)
+			if !errors.Is(err, workflow.ErrTimeout) {
+				return fmt.Errorf("want a timeout, got %v", err)
+			}
+			_, err = workflow.Do(wc, step(l, "refuse", false))
+			return err
+		}})
+		if _, err := wf.Start(ctx, "t-1", order{}); err != nil {
+			t.Fatal(err)
+		}
+		st := await(t, e, "t-1")
+		if st.State != workflow.Completed || st.Steps[0].State != "timedout" || st.Steps[0].WakeAt.After(st.Steps[0].UpdatedAt) {
+			t.Fatalf("status: %+v", st)
+		}
+		equal(t, "executions", l.ran(t, "t-1"), []string{"refuse"})
 	})
 }

@@ -20,7 +20,9 @@
 // commits its effect and its checkpoint in one transaction: exactly once.
 //
 // A workflow can wait without holding a worker: [Sleep] sleeps durably, its wake-up time
-// stored when first reached, so that a crash neither restarts nor skips it. A waiting
+// stored when first reached, so that a crash neither restarts nor skips it; [WaitSignal]
+// waits, with a timeout, for a signal sent from any instance ([Engine.Signal]), which is
+// kept until the workflow takes it and wakes it when it commits. A waiting
 // workflow's run ends, its job is put back in the queue until the wait is over, and the
 // next run replays the function to the wait from the stored results.
 //
@@ -403,7 +405,7 @@ func (w *Workflow[In]) start(ctx context.Context, q store.Querier, id string, in
 // lost, the step finishes first), the next step it reaches returns [ErrCancelled] without
 // running, and once its function returns, the compensations of its completed steps run
 // and it ends [Cancelled] (or [Failed] if a compensation fails for good); a workflow that
-// waits ([Sleep]) is woken to do so at once. An interrupted
+// waits ([Sleep], [WaitSignal]) is woken to do so at once. An interrupted
 // step did not complete, so it has no compensation: give outside systems its idempotency
 // key, so that they can tell what it did. It returns [ErrNotFound] for an unknown
 // id and [ErrFinished] for a workflow that has ended.
@@ -501,15 +503,16 @@ type Status struct {
 	jobID int64 // the job to wake while the workflow waits; 0 before it first waited
 }
 
-// StepRecord is the stored history of one step, or of one wait ([Sleep]).
+// StepRecord is the stored history of one step, or of one wait ([Sleep], [WaitSignal]).
 type StepRecord struct {
 	// Seq is the step's place in the workflow, from 1.
 	Seq  int    `json:"seq"`
 	Name string `json:"name"`
-	// Kind is "step" ([Do], [DoTx]) or "sleep" ([Sleep]).
+	// Kind is "step" ([Do], [DoTx]), "sleep" ([Sleep]) or "signal" ([WaitSignal]).
 	Kind string `json:"kind"`
 	// State is "completed", "retrying" (failed, attempts left) or "failed" (for good) for
-	// a step; "waiting" or "completed" for a wait.
+	// a step; "waiting", "completed" or "timedout" (no signal came) for a wait. A
+	// completed wait for a signal has the signal's payload as its Result.
 	State    string          `json:"state"`
 	Attempts int             `json:"attempts"`
 	Result   json.RawMessage `json:"result,omitempty"`

@@ -1,0 +1,1 @@
+DROP TABLE twice_workflow_signals;
