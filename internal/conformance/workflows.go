@@ -10,16 +10,21 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/twicetest"
 	"github.com/twicehq/twice/workflow"
 )
 
 // exerciseWorkflows checks durable workflows across instances: workflows started on one
-// instance run on any that has their definition, each step once, and a cancellation asked
-// on one instance stops a workflow running on another, with its compensations.
+// instance run on any that has their definition, each step once, a cancellation asked
+// on one instance stops a workflow running on another, with its compensations, a signal
+// sent on one instance wakes a workflow waiting on another, and a sleep survives the crash
+// of the instance that started it, neither restarted nor skipped.
 func exerciseWorkflows(t *testing.T, backend Backend) {
 	runAll(t, backend, []test{
 		{"RunAnywhereEachStepOnce", workflowsRunAnywhereEachStepOnce},
 		{"CancelFromAnotherInstance", workflowsCancelFromAnotherInstance},
+		{"SignalFromAnotherInstance", workflowsSignalFromAnotherInstance},
+		{"SleepSurvivesACrash", workflowsSleepSurvivesACrash},
 	})
 }
 
@@ -153,6 +158,106 @@ func workflowsCancelFromAnotherInstance(t *testing.T, backend Backend) {
 	for what, want := range map[string]int{"held-1/one": 1, "held-1/two": 1, "held-1/three": 0, "undo held-1/two": 1, "undo held-1/one": 1} {
 		if n := r.count(what); n != want {
 			t.Fatalf("%s ran %d times, want %d", what, n, want)
+		}
+	}
+}
+
+// waitsAt waits until workflow id, read on n, waits at its step seq, and returns that step.
+func waitsAt(t *testing.T, n *twice.Node, id string, seq int) workflow.StepRecord {
+	t.Helper()
+	var h workflow.StepRecord
+	testnode.EventuallyNil(t, time.Minute, func() error {
+		st, err := n.Workflows().Get(context.Background(), id)
+		if err != nil {
+			return err
+		}
+		if len(st.Steps) < seq || st.Steps[seq-1].State != "waiting" {
+			return fmt.Errorf("workflow %s does not wait at step %d: %+v", id, seq, st.Steps)
+		}
+		h = st.Steps[seq-1]
+		return nil
+	})
+	return h
+}
+
+// Only the waiting workflow's instance has its definition; the signal, sent on another,
+// wakes it when it commits (its wait would otherwise last a day), and is taken once.
+func workflowsSignalFromAnotherInstance(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	r := &ran{n: map[string]int{}}
+	runner, other := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
+	wf, err := workflow.Register(runner.Workflows(), workflow.Def[int]{Name: "approve", Run: func(wc *workflow.Context, in int) error {
+		if _, err := workflow.Do(wc, counted(r, "before", nil)); err != nil {
+			return err
+		}
+		who, err := workflow.WaitSignal[string](wc, "approval", 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		_, err = workflow.Do(wc, counted(r, "approved by "+who, nil))
+		return err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wf.Start(ctx, "ap-1", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitsAt(t, other, "ap-1", 2)
+	if err := other.Workflows().Signal(ctx, "ap-1", "approval", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	st := awaitWorkflow(t, other, "ap-1")
+	if st.State != workflow.Completed || len(st.Steps) != 3 || string(st.Steps[1].Result) != `"alice"` {
+		t.Fatalf("status: %+v", st)
+	}
+	for _, what := range []string{"ap-1/before", "ap-1/approved by alice"} {
+		if n := r.count(what); n != 1 {
+			t.Fatalf("%s ran %d times, want 1", what, n)
+		}
+	}
+}
+
+// The instance that started a workflow crashes while the workflow sleeps: a survivor
+// runs the rest once the sleep's stored wake-up time has come, not a full sleep later.
+func workflowsSleepSurvivesACrash(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	r := &ran{n: map[string]int{}}
+	doomed, survivor := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
+	def := workflow.Def[int]{Name: "nap", Run: func(wc *workflow.Context, in int) error {
+		if _, err := workflow.Do(wc, counted(r, "before", nil)); err != nil {
+			return err
+		}
+		if err := workflow.Sleep(wc, "nap", 2*time.Second); err != nil {
+			return err
+		}
+		_, err := workflow.Do(wc, counted(r, "after", nil))
+		return err
+	}}
+	wf, err := workflow.Register(doomed.Workflows(), def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wf.Start(ctx, "nap-1", 0); err != nil {
+		t.Fatal(err)
+	}
+	nap := waitsAt(t, survivor, "nap-1", 2)
+	twicetest.Crash(t, doomed)
+	if _, err := workflow.Register(survivor.Workflows(), def); err != nil {
+		t.Fatal(err)
+	}
+	st := awaitWorkflow(t, survivor, "nap-1")
+	if st.State != workflow.Completed || len(st.Steps) != 3 {
+		t.Fatalf("status: %+v", st)
+	}
+	if got := st.Steps[1]; got.State != "completed" || !got.WakeAt.Equal(nap.WakeAt) || st.Steps[2].UpdatedAt.Before(nap.WakeAt) {
+		t.Fatalf("the sleep, first stored waking at %v, ended as %+v; the step after it completed at %v", nap.WakeAt, got, st.Steps[2].UpdatedAt)
+	}
+	for _, what := range []string{"nap-1/before", "nap-1/after"} {
+		if n := r.count(what); n != 1 {
+			t.Fatalf("%s ran %d times, want 1", what, n)
 		}
 	}
 }
