@@ -229,3 +229,74 @@ func TestWaitSignalTimesOut(t *testing.T) {
 		equal(t, "executions", l.ran(t, "t-1"), []string{"refuse"})
 	})
 }
+
+// A signal sent while the workflow's job runs (after it first waited) enqueues a successor
+// job to wake it; the run going on takes the workflow's job back when it waits again, and
+// the spare successor ends without running anything: no job is left behind.
+func TestSignalWhileRunningLeavesNoSpareJob(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		node, l, e := open1(t, s)
+		inHold, release := make(chan struct{}), make(chan struct{})
+		wf := register(t, e, workflow.Def[order]{Name: "relay", Run: func(wc *workflow.Context, in order) error {
+			for i, name := range []string{"a", "b", "c"} {
+				if _, err := workflow.WaitSignal[int](wc, name, 24*time.Hour); err != nil {
+					return err
+				}
+				st := step(l, "after "+name, false)
+				if i == 0 {
+					do := st.Do
+					st.Do = func(ctx context.Context, key string) (string, error) {
+						close(inHold)
+						<-release
+						return do(ctx, key)
+					}
+				}
+				if _, err := workflow.Do(wc, st); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
+		if _, err := wf.Start(ctx, "r-1", order{}); err != nil {
+			t.Fatal(err)
+		}
+		waiting(t, e, "r-1", 1)
+		if err := e.Signal(ctx, "r-1", "a", 1); err != nil {
+			t.Fatal(err)
+		}
+		<-inHold
+		if err := e.Signal(ctx, "r-1", "b", 2); err != nil { // the job runs: a successor
+			t.Fatal(err)
+		}
+		close(release)
+		waiting(t, e, "r-1", 5)
+		testnode.EventuallyNil(t, liveness, func() error {
+			rows, err := node.Jobs().List(ctx, jobs.ListParams{Queue: workflow.Queue})
+			if err != nil {
+				return err
+			}
+			unfinished := 0
+			for _, r := range rows {
+				if !r.State.Finished() {
+					unfinished++
+				}
+			}
+			if len(rows) != 2 || unfinished != 1 {
+				return fmt.Errorf("%d workflow jobs, %d unfinished; want the successor finished and one left", len(rows), unfinished)
+			}
+			return nil
+		})
+		if err := e.Signal(ctx, "r-1", "c", 3); err != nil {
+			t.Fatal(err)
+		}
+		if st := await(t, e, "r-1"); st.State != workflow.Completed {
+			t.Fatalf("status: %+v", st)
+		}
+		equal(t, "executions", l.ran(t, "r-1"), []string{"after a", "after b", "after c"})
+		rows, err := node.Jobs().List(ctx, jobs.ListParams{Queue: workflow.Queue, States: []jobs.State{jobs.Available, jobs.Running}})
+		if err != nil || len(rows) != 0 {
+			t.Fatalf("workflow jobs left: %+v, %v", rows, err)
+		}
+	})
+}
