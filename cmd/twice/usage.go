@@ -72,7 +72,8 @@ func init() {
 		{name: "workflows", run: noStderr(workflowsCmd), note: adminNote, lines: []usageLine{
 			{"list", "[--state S,S] [--name N] [--limit N]", "workflows, newest first"},
 			{"show", "ID", "one workflow with the history of its steps"},
-			{"cancel", "ID", "stop a workflow at its next step; its compensations run"}}},
+			{"cancel", "ID", "stop a workflow at its next step; its compensations run"},
+			{"signal", "ID NAME JSON", "send a workflow a signal (workflow.WaitSignal) with a JSON payload"}}},
 		{name: "bench", run: benchCmd, note: dbNote + "\n--report FILE.html writes an HTML page of the run: charts over time and the figures.", lines: []usageLine{
 			{"failover", "[--dsn DSN] --kills N [--graceful] [--json] [--report FILE.html]", "kill the leader N times; print failover p50/p99"},
 			{"events", "[--dsn DSN] [--bus nats://…] [--events N] [--publishers P]\n[--latency-events N] [--rate R] [--json] [--report FILE.html]",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -14,11 +15,11 @@ import (
 	"github.com/twicehq/twice/workflow"
 )
 
-// workflowsCmd runs `twice workflows list|show|cancel`: the service's workflows, from a
+// workflowsCmd runs `twice workflows list|show|cancel|signal`: the service's workflows, from a
 // machine that runs no instance.
 func workflowsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: workflows needs list, show or cancel", errUsage)
+		return fmt.Errorf("%w: workflows needs list, show, cancel or signal", errUsage)
 	}
 	var a adminFlags
 	fs := flag.NewFlagSet("workflows "+args[0], flag.ContinueOnError)
@@ -48,6 +49,21 @@ func workflowsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 				return printJSON(stdout, ws)
 			}
 			printWorkflows(stdout, ws)
+			return nil
+		})
+	case "signal":
+		pos, err := parseN(fs, args[1:], 3, "a workflow id, a signal name and its payload as JSON")
+		if err != nil {
+			return err
+		}
+		if !json.Valid([]byte(pos[2])) {
+			return fmt.Errorf("%w: the payload %q is not JSON (quote a string: '\"yes\"')", errUsage, pos[2])
+		}
+		return withEngine(ctx, &a, false, func(e *workflow.Engine) error {
+			if err := e.Signal(ctx, pos[0], pos[1], json.RawMessage(pos[2])); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "workflow %s: signal %q sent; a wait for it takes it\n", pos[0], pos[1])
 			return nil
 		})
 	case "show", "cancel":

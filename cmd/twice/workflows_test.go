@@ -102,3 +102,53 @@ func TestWorkflowsCommands(t *testing.T) {
 		}
 	})
 }
+
+// twice workflows signal wakes a workflow that waits for the signal on an instance.
+func TestWorkflowsSignalCommand(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		ctx := context.Background()
+		run, n := adminCLI(t, db), shopNode(t, db)
+		wf, err := workflow.Register(n.Workflows(), workflow.Def[string]{Name: "refund", Run: func(wc *workflow.Context, in string) error {
+			who, err := workflow.WaitSignal[string](wc, "approval", 24*time.Hour)
+			if err != nil {
+				return err
+			}
+			_, err = workflow.Do(wc, workflow.Step[string]{Name: "answer",
+				Do: func(context.Context, string) (string, error) { return "approved by " + who, nil }})
+			return err
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := wf.Start(ctx, "r-1", ""); err != nil {
+			t.Fatal(err)
+		}
+		if out := run(2, "workflows", "signal", "r-1", "approval", "alice"); !strings.Contains(out, "not JSON") {
+			t.Errorf("a payload that is not JSON: %s", out)
+		}
+		if out := run(0, "workflows", "signal", "r-1", "approval", `"alice"`); !strings.Contains(out, "sent") {
+			t.Errorf("workflows signal: %s", out)
+		}
+		testnode.EventuallyNil(t, time.Minute, func() error {
+			st, err := n.Workflows().Get(ctx, "r-1")
+			if err == nil && (st.State != workflow.Completed || string(st.Steps[1].Result) != `"approved by alice"`) {
+				err = errors.New(string(st.State))
+			}
+			return err
+		})
+		if out := run(1, "workflows", "signal", "r-1", "approval", `"bob"`); !strings.Contains(out, "finished") {
+			t.Errorf("signalling a finished workflow: %s", out)
+		}
+	})
+}
+
+// shopNode opens an instance of the service "shop" on db, closed when t ends.
+func shopNode(t *testing.T, db testdb.DB) *twice.Node {
+	t.Helper()
+	n, err := twice.Open(context.Background(), twice.Config{DSN: db.DSN, Schema: db.Schema, Name: "shop", Logger: testdb.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close(context.Background()) })
+	return n
+}
