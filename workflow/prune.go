@@ -18,7 +18,8 @@ const PruneInterval = 10 * time.Minute
 // pruneBatch is how many workflows one transaction of [Engine.Prune] deletes.
 const pruneBatch = 1000
 
-// pruneSteps and pruneWorkflows delete the steps, then the rows, of the oldest $4
+// pruneSteps, pruneSignals and pruneWorkflows delete the steps, the signals (taken or
+// not), then the rows, of the oldest $4
 // workflows that ended completed, compensated or cancelled more than $3 ms ago; both
 // choose the same ones in one transaction (a workflow that ends meanwhile ends now, not
 // before the cut).
@@ -27,25 +28,28 @@ const (
   WHERE service = $2 AND state IN ('completed', 'compensated', 'cancelled') AND finished_at < {now} - {ms $3}
   ORDER BY finished_at, id LIMIT $4`
 	pruneSteps     = `DELETE FROM twice_workflow_steps WHERE service = $2 AND workflow_id IN (` + pruneEnded + `)`
+	pruneSignals   = `DELETE FROM twice_workflow_signals WHERE service = $2 AND workflow_id IN (` + pruneEnded + `)`
 	pruneWorkflows = `DELETE FROM twice_workflows WHERE service = $2 AND id IN (` + pruneEnded + `)`
 )
 
 // Prune deletes the workflows that ended completed, compensated or cancelled longer ago
-// than [Config.Retention], with their steps, a thousand per transaction, and returns how
+// than [Config.Retention], with their steps and signals, a thousand per transaction, and returns how
 // many it deleted. [Failed] workflows, which need a person, stay. The leader runs it every
 // [PruneInterval].
 func (e *Engine) Prune(ctx context.Context) (int64, error) {
 	if e.cfg.Retention < 0 {
 		return 0, nil
 	}
-	steps, rows := e.s.SQL(pruneSteps), e.s.SQL(pruneWorkflows)
+	steps, signals, rows := e.s.SQL(pruneSteps), e.s.SQL(pruneSignals), e.s.SQL(pruneWorkflows)
 	age := e.cfg.Retention.Milliseconds()
 	var total int64
 	for {
 		var n int64
 		err := e.s.InTx(ctx, func(tx store.Tx) error {
-			if _, err := tx.Exec(ctx, steps, e.s.NowArg(), e.d.Service, age, pruneBatch); err != nil {
-				return err
+			for _, q := range []string{steps, signals} {
+				if _, err := tx.Exec(ctx, q, e.s.NowArg(), e.d.Service, age, pruneBatch); err != nil {
+					return err
+				}
 			}
 			var err error
 			n, err = tx.Exec(ctx, rows, e.s.NowArg(), e.d.Service, age, pruneBatch)

@@ -8,11 +8,12 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/store"
 	"github.com/twicehq/twice/twicetest"
 	"github.com/twicehq/twice/workflow"
 )
 
-// Prune deletes, with their steps, the workflows that ended completed, compensated or
+// Prune deletes, with their steps and signals, the workflows that ended completed, compensated or
 // cancelled longer ago than the retention; one that failed (a person must look) and one
 // still running stay.
 func TestPrune(t *testing.T) {
@@ -49,7 +50,13 @@ func TestPrune(t *testing.T) {
 			return nil
 		}})
 		for _, id := range []string{"completed", "compensated", "failed", "running"} {
-			if _, err := wf.Start(ctx, id, order{ID: id}); err != nil {
+			err := n.Store().InTx(ctx, func(tx store.Tx) error {
+				if _, err := wf.StartTx(ctx, tx, id, order{ID: id}); err != nil {
+					return err
+				}
+				return e.SignalTx(ctx, tx, id, "never-waited-for", id) // kept until the workflow goes
+			})
+			if err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -77,6 +84,12 @@ func TestPrune(t *testing.T) {
 		var left int
 		if err := n.Store().QueryRow(ctx, `SELECT count(*) FROM twice_workflow_steps WHERE workflow_id IN ('completed', 'compensated')`).Scan(&left); err != nil || left != 0 {
 			t.Errorf("steps of pruned workflows left: %d (%v)", left, err)
+		}
+		if err := n.Store().QueryRow(ctx, `SELECT count(*) FROM twice_workflow_signals WHERE workflow_id IN ('completed', 'compensated')`).Scan(&left); err != nil || left != 0 {
+			t.Errorf("signals of pruned workflows left: %d (%v)", left, err)
+		}
+		if err := n.Store().QueryRow(ctx, `SELECT count(*) FROM twice_workflow_signals WHERE workflow_id IN ('failed', 'running')`).Scan(&left); err != nil || left != 2 {
+			t.Errorf("signals of kept workflows: %d (%v), want 2", left, err)
 		}
 	})
 }

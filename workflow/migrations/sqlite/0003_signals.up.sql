@@ -11,5 +11,6 @@ CREATE TABLE twice_workflow_signals (
 	sent_at      INTEGER NOT NULL,
 	consumed_seq INTEGER
 );
-CREATE INDEX twice_workflow_signals_waiting ON twice_workflow_signals (service, workflow_id, name, id)
-	WHERE consumed_seq IS NULL;
+-- Serves the waits (a workflow's signals of a name, oldest first) and the pruning of
+-- ended workflows (all their signals).
+CREATE INDEX twice_workflow_signals_workflow ON twice_workflow_signals (service, workflow_id, name, id);
