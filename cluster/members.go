@@ -253,7 +253,7 @@ func (m *Membership) Suspend() (resume func()) {
 
 // Carried is a statement that rides in the heartbeat's transaction (see
 // [Membership.Carry]): it runs in q and returns what to do once q has committed, given the
-// time from before q's first statement was sent.
+// time from before q's first statement was sent; nil if nothing.
 type Carried func(ctx context.Context, q store.Querier) (committed func(ctx context.Context, sent time.Time), err error)
 
 // Carry makes fn run in every heartbeat's transaction from the next beat on, so that what
@@ -345,7 +345,9 @@ func (m *Membership) beatCarrying(ctx context.Context, carried []Carried, succ *
 		if err != nil {
 			return nil, err
 		}
-		after = append(after, a)
+		if a != nil {
+			after = append(after, a)
+		}
 	}
 	return after, tx.Commit(ctx)
 }

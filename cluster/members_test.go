@@ -357,7 +357,8 @@ func join(t *testing.T, ms ...*cluster.Membership) {
 
 // What a heartbeat carries runs in its transaction, and what it asks to run after the commit
 // runs with the beat's start time; a carried statement that fails costs the heartbeat
-// nothing: it is sent again alone, and nothing runs after.
+// nothing: it is sent again alone, and nothing runs after. One may have nothing to run
+// after (nil).
 func TestBeatCarries(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
@@ -381,6 +382,8 @@ func TestBeatCarries(t *testing.T) {
 			}
 			return func(_ context.Context, sent time.Time) { after.Add(1); sentAt.Store(sent.UnixNano()) }, nil
 		})
+		// One with nothing to run after the commit.
+		m.Carry(func(context.Context, store.Querier) (func(context.Context, time.Time), error) { return nil, nil })
 		before := time.Now()
 		if err := m.Beat(ctx); err != nil {
 			t.Fatal(err)
