@@ -2,19 +2,17 @@ package bustest
 
 import (
 	"context"
-	"crypto/rand"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/internal/clusterkey"
 )
 
 // Secret returns a fresh random cluster secret.
 func Secret() []byte {
-	s := make([]byte, bus.MinSecret)
-	_, _ = rand.Read(s)
-	return s
+	return clusterkey.Random()
 }
 
 // NewSigner returns a signer of service for secret, nil if secret is nil. now, if set,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/clusterkey"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/store"
 )
@@ -76,6 +77,15 @@ func newBenchEnv(ctx context.Context, db *dbFlags, name string, asJSON bool, std
 
 // busName names the bus a benchmark runs over, for its progress line: url's NATS, or the
 // store's own.
+// benchBus names a benchmark's bus, and gives its instances a random cluster secret when
+// signed, so that they sign every message.
+func benchBus(url string, signed bool) (secret []byte, name string) {
+	if !signed {
+		return nil, busName(url)
+	}
+	return clusterkey.Random(), busName(url) + " (signed)"
+}
+
 func busName(url string) string {
 	if url == "" {
 		return "the store-native bus"

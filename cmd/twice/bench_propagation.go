@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"flag"
 	"fmt"
 	"io"
@@ -60,13 +59,7 @@ func benchPropagation(ctx context.Context, kind string, args []string, stdout, s
 	}
 	defer e.close()
 	s, dsn, service, spawn, progress := e.store, e.dsn, e.service, e.spawn, e.progress
-	over := busName(*busURL)
-	var secret []byte
-	if *signed {
-		secret = make([]byte, 32)
-		_, _ = rand.Read(secret)
-		over += ", signed"
-	}
+	secret, over := benchBus(*busURL, *signed)
 	fmt.Fprintf(progress, "bench %s: %d instances of %s on %s over %s, %d changes\n", kind, *instances, service, s, over, *count)
 	res, err := measurePropagation(ctx, spawn, instance.Options{DSN: dsn, Schema: db.schema, Service: service, Bus: *busURL, ClusterSecret: secret},
 		propagationParams{Kind: kind, Instances: *instances, Count: *count, Interval: *interval, Burst: burst, Progress: progress})

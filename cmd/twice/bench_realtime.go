@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -64,13 +63,7 @@ func benchRealtime(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	defer e.close()
-	over := busName(*busURL)
-	var secret []byte
-	if *signed {
-		secret = make([]byte, 32)
-		_, _ = rand.Read(secret)
-		over += " (signed)"
-	}
+	secret, over := benchBus(*busURL, *signed)
 	fmt.Fprintf(e.progress, "bench realtime: %d instances of %s on %s over %s, %d clients each\n",
 		*instances, e.service, e.store, over, *clients)
 	opts := instance.Options{DSN: e.dsn, Schema: db.schema, Service: e.service, Bus: *busURL, ClusterSecret: secret,

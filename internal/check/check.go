@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twicehq/twice/bus"
+	"github.com/twicehq/twice/internal/clusterkey"
 	"github.com/twicehq/twice/internal/faultproxy"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/store"
@@ -279,10 +279,8 @@ func (r *run) phase(name string) {
 func (r *run) start(ctx context.Context) error {
 	// A cluster secret, as production should have: every bus message is signed, and the
 	// realtime hub's messages travel on the bus (its direct path is under the faults too).
-	secret := make([]byte, bus.MinSecret)
-	crand.Read(secret)
 	opts := instance.Options{DSN: r.p.DSN, Schema: r.p.Schema, Service: r.service, Workloads: instance.CheckWorkloads(),
-		ClusterSecret: secret, LeaseTTL: r.p.LeaseTTL, LeaderPoll: 50 * time.Millisecond,
+		ClusterSecret: clusterkey.Random(), LeaseTTL: r.p.LeaseTTL, LeaderPoll: 50 * time.Millisecond,
 		HeartbeatInterval: r.p.LeaseTTL / 4, DeadAfter: r.p.LeaseTTL, DeadOwnerGrace: r.p.LeaseTTL}
 	r.g = instance.NewGroup(r.p.Spawn, opts, r.p.InstanceLog)
 	if r.s.Dialect() == store.Postgres {

@@ -8,6 +8,7 @@ package clusterkey
 import (
 	"crypto/hkdf"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -78,4 +79,12 @@ func (k *Key) Sum(dst []byte, fields ...[]byte) []byte {
 func (k *Key) Verify(tag []byte, fields ...[]byte) bool {
 	var buf [Size]byte
 	return hmac.Equal(tag, k.Sum(buf[:0], fields...))
+}
+
+// Random returns a new random secret of [MinLen] bytes: for tools and tests that start
+// instances sharing one (a benchmark, the checker), never a secret to keep.
+func Random() []byte {
+	s := make([]byte, MinLen)
+	_, _ = rand.Read(s) // crypto/rand.Read never fails
+	return s
 }

@@ -82,3 +82,13 @@ func TestFieldsAreDelimited(t *testing.T) {
 		t.Fatal("an altered or truncated tag verifies")
 	}
 }
+
+func TestRandomIsAnAcceptedSecret(t *testing.T) {
+	a, b := Random(), Random()
+	if err := Check(a); err != nil || len(a) != MinLen {
+		t.Fatalf("%d bytes: %v", len(a), err)
+	}
+	if bytes.Equal(a, b) {
+		t.Fatal("two random secrets are equal")
+	}
+}
