@@ -51,10 +51,6 @@ func ParseState(s string) (State, error) {
 func (e *Engine) List(ctx context.Context, p ListParams) ([]Summary, error) {
 	where := []string{"service = $1"}
 	args := []any{e.d.Service}
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, strings.ReplaceAll(cond, "$?", fmt.Sprintf("$%d", len(args))))
-	}
 	if len(p.States) > 0 {
 		var in []string
 		for _, s := range p.States {
@@ -67,7 +63,8 @@ func (e *Engine) List(ctx context.Context, p ListParams) ([]Summary, error) {
 		where = append(where, "state IN ("+strings.Join(in, ", ")+")")
 	}
 	if p.Name != "" {
-		add("name = $?", p.Name)
+		args = append(args, p.Name)
+		where = append(where, fmt.Sprintf("name = $%d", len(args)))
 	}
 	switch {
 	case p.Limit < 0 || p.Limit > MaxList:
