@@ -99,7 +99,10 @@ const deadAfter = 3 * time.Second
 // kill is one SIGKILL the test sent.
 type kill struct {
 	pid int
-	at  time.Time
+	at  time.Time // just before the signal
+	// dead is once the process was gone: a start it stamped before then may have come in
+	// the moment between at and the signal landing.
+	dead time.Time
 }
 
 // killer SIGKILLs a random slot every period and restarts it, until stop closes.
@@ -123,6 +126,7 @@ func killer(t *testing.T, g *instance.Group, slots int, every time.Duration, sto
 		if err := g.Kill(slot); err != nil {
 			t.Error(err)
 		}
+		k.dead = time.Now()
 		kills <- k
 		if _, err := g.Start(ctx, slot); err != nil {
 			t.Error(err)
@@ -239,9 +243,9 @@ func TestJobsSurviveKills(t *testing.T) {
 		if st, err := jc.Stats(ctx); err != nil || len(st) != 1 || st[0].Completed != total {
 			t.Fatalf("stats at the end: %+v %v", st, err)
 		}
-		killedAt := map[int]time.Time{}
+		killedAt := map[int]kill{}
 		for k := range kills {
-			killedAt[k.pid] = k.at
+			killedAt[k.pid] = k
 		}
 		g.Stop(10 * time.Second)
 
@@ -263,14 +267,14 @@ func TestJobsSurviveKills(t *testing.T) {
 // checkReruns fails t unless every job that started more than once had each earlier start
 // on an instance killed after it, and started again within bound of that kill (a bound per
 // rescue, when a claim in between died unreported).
-func checkReruns(t *testing.T, starts map[int64][]instance.Event, killedAt map[int]time.Time, bound time.Duration) {
+func checkReruns(t *testing.T, starts map[int64][]instance.Event, killedAt map[int]kill, bound time.Duration) {
 	t.Helper()
 	reruns, worst := 0, time.Duration(0)
 	for id, evs := range starts {
 		slices.SortFunc(evs, func(a, b instance.Event) int { return a.Attempt - b.Attempt })
 		for i, ev := range evs[:len(evs)-1] {
-			at, killed := killedAt[ev.PID]
-			if !killed || at.Before(ev.Time()) {
+			k, killed := killedAt[ev.PID]
+			if !killed || k.dead.Before(ev.Time()) {
 				t.Errorf("job %d ran again (attempt %d) though its run on pid %d (attempt %d) was not killed", id, evs[i+1].Attempt, ev.PID, ev.Attempt)
 				continue
 			}
@@ -279,7 +283,7 @@ func checkReruns(t *testing.T, starts map[int64][]instance.Event, killedAt map[i
 			// the start: each claim in between had its own rescue to wait for.
 			next := evs[i+1]
 			limit := bound * time.Duration(next.Attempt-ev.Attempt)
-			rescue := next.Time().Sub(at)
+			rescue := next.Time().Sub(k.at)
 			worst = max(worst, rescue/time.Duration(next.Attempt-ev.Attempt))
 			if rescue > limit {
 				t.Errorf("job %d: attempt %d ran %v after attempt %d's instance was killed, beyond %v", id, next.Attempt, rescue, ev.Attempt, limit)
@@ -318,17 +322,19 @@ func TestCronUnderKills(t *testing.T) {
 		go killer(t, g, 3, every, stop, kills)
 		time.Sleep(length / 2)
 		close(stop)
-		killedAt := map[int]time.Time{}
+		killedAt := map[int]kill{}
 		for k := range kills {
-			killedAt[k.pid] = k.at
+			killedAt[k.pid] = k
 		}
 		// Everyone down for five seconds, then back, and the kills go on.
 		for i := range 3 {
 			if p := g.Proc(i); p != nil && !p.Exited() {
-				killedAt[p.PID()] = time.Now()
+				k := kill{pid: p.PID(), at: time.Now()}
 				if err := g.Kill(i); err != nil {
 					t.Fatal(err)
 				}
+				k.dead = time.Now()
+				killedAt[k.pid] = k
 			}
 		}
 		time.Sleep(5 * time.Second)
@@ -343,7 +349,7 @@ func TestCronUnderKills(t *testing.T) {
 		time.Sleep(length/2 - 5*time.Second)
 		close(stop)
 		for k := range kills {
-			killedAt[k.pid] = k.at
+			killedAt[k.pid] = k
 		}
 		ended := time.Now()
 		time.Sleep(3 * time.Second) // calm: the last ticks' jobs run
