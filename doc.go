@@ -57,6 +57,9 @@
 //   - [github.com/twicehq/twice/occ]: optimistic concurrency and ETags ([Node.Versions]).
 //   - [github.com/twicehq/twice/forward]: HTTP middleware sending a request to the
 //     instance that owns its key, signed with the cluster secret ([Node.Forwarder]).
+//   - [github.com/twicehq/twice/dashboard]: a web page of the cluster (instances, jobs,
+//     workflows, events, cron, settings, locks) with live updates and operator actions,
+//     costing the database the same for one viewer or fifty.
 //   - [github.com/twicehq/twice/metrics]: Prometheus metrics of a node (jobs, leadership,
 //     bus, caches, sessions, idempotency, presence) and HTTP requests by route, for
 //     request-based availability.

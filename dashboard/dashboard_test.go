@@ -1,0 +1,409 @@
+package dashboard
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/twicetest"
+	"github.com/twicehq/twice/workflow"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type mailArgs struct{ To string }
+
+func (mailArgs) Kind() string { return "mail" }
+func (mailArgs) Opts() jobs.Opts {
+	return jobs.Opts{Queue: "mail"} // a queue nobody works: its jobs stay available
+}
+
+type failArgs struct{}
+
+func (failArgs) Kind() string { return "fail" }
+
+// fixture is a service with something on every page: jobs available and discarded, a
+// finished workflow, a setting.
+type fixture struct {
+	nodes     []*twice.Node
+	discarded int64 // a discarded job's id
+}
+
+func seed(t *testing.T, s twicetest.Store) fixture {
+	t.Helper()
+	ctx := context.Background()
+	nodes := twicetest.Open(t, 2, &twicetest.Options{Store: s, Service: "shop"})
+	n := nodes[0]
+	err := jobs.Register(n.Jobs(), jobs.WorkFunc[failArgs](func(context.Context, *jobs.Job[failArgs]) error {
+		return errors.New("the mail server said no")
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := n.Jobs().Enqueue(ctx, mailArgs{To: fmt.Sprintf("user%d@example.com", i)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := n.Jobs().Enqueue(ctx, failArgs{}, &jobs.Opts{MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flow, err := workflow.Register(n.Workflows(), workflow.Def[string]{Name: "order", Version: 1,
+		Run: func(wc *workflow.Context, id string) error {
+			_, err := workflow.Do(wc, workflow.Step[string]{Name: "reserve",
+				Do: func(context.Context, string) (string, error) { return "held " + id, nil }})
+			return err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := flow.Start(ctx, "order-42", "42"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Settings().Set(ctx, "checkout.enabled", true, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the failing job to be discarded and the workflow to complete", func() bool {
+		row, err := n.Jobs().Get(ctx, res.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := n.Workflows().Get(ctx, "order-42")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return row.State == jobs.Discarded && st.State == workflow.Completed
+	})
+	return fixture{nodes: nodes, discarded: res.ID}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// serve mounts d under /admin/ as an application would.
+func serve(t *testing.T, d *Dashboard) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle("/admin/", http.StripPrefix("/admin", d))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	t.Cleanup(d.Close) // first: ends the live streams the server's Close would wait for
+	return srv.URL + "/admin/"
+}
+
+// get fetches a page, failing the test unless the status is want.
+func get(t *testing.T, c *http.Client, u string, want int, header ...string) string {
+	t.Helper()
+	req, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	return do(t, c, req, want)
+}
+
+func do(t *testing.T, c *http.Client, req *http.Request, want int) string {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: status %d, want %d\n%s", req.Method, req.URL, resp.StatusCode, want, b)
+	}
+	return string(b)
+}
+
+func post(t *testing.T, c *http.Client, u string, form url.Values, want int, header ...string) string {
+	t.Helper()
+	req, err := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	return do(t, c, req, want)
+}
+
+func mustContain(t *testing.T, page, what string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(page, w) {
+			t.Errorf("the %s page does not show %q", what, w)
+		}
+	}
+}
+
+// Every page shows what the store holds, and the actions change it.
+func TestPages(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		f := seed(t, s)
+		n := f.nodes[0]
+		d, err := Handler(n, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := serve(t, d)
+		c := &http.Client{}
+
+		page := get(t, c, base, 200)
+		mustContain(t, page, "cluster", f.nodes[0].ID(), f.nodes[1].ID(), "2 instances", `id="health"`)
+		waitFor(t, "a leader", func() bool { return n.IsLeader() || f.nodes[1].IsLeader() })
+		leader := n.ID()
+		if f.nodes[1].IsLeader() {
+			leader = f.nodes[1].ID()
+		}
+		d.hub.mu.Lock()
+		d.hub.snap = nil // read again: the leader may have been elected since
+		d.hub.mu.Unlock()
+		mustContain(t, get(t, c, base, 200), "cluster", `<b id="leader">`+leader+`</b>`)
+
+		page = get(t, c, base+"jobs", 200)
+		mustContain(t, page, "jobs", `data-queue="mail"`, `<td class="n available">3</td>`, `<td class="n discarded"><a href="jobs?queue=default&amp;state=discarded">1</a>`,
+			fmt.Sprintf(`id="job-%d" data-state="discarded"`, f.discarded), "the mail server said no")
+		page = get(t, c, base+"jobs?kind=mail", 200)
+		if strings.Count(page, `class="job"`) != 3 || strings.Contains(page, `data-state="discarded"`) {
+			t.Errorf("the kind filter shows other jobs:\n%s", page)
+		}
+		page = get(t, c, base+"jobs?state=nonsense", 200)
+		mustContain(t, page, "jobs", `unknown state`)
+
+		page = get(t, c, base+"workflows", 200)
+		mustContain(t, page, "workflows", `data-id="order-42" data-state="completed"`)
+		page = get(t, c, base+"workflows?id=order-42", 200)
+		mustContain(t, page, "workflow", "reserve", "held 42")
+
+		mustContain(t, get(t, c, base+"config", 200), "config", `data-key="checkout.enabled"`, "<code>true</code>")
+		mustContain(t, get(t, c, base+"locks", 200), "locks", `id="locks"`)
+		mustContain(t, get(t, c, base+"cron", 200), "cron", `id="schedules"`)
+		mustContain(t, get(t, c, base+"events", 200), "events", `id="groups"`)
+
+		// Retry the discarded job: it is available again.
+		noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		post(t, noRedirect, base+"action", url.Values{"op": {"job-retry"}, "id": {fmt.Sprint(f.discarded)}, "back": {"jobs?state=discarded"}}, http.StatusSeeOther)
+		row, err := n.Jobs().Get(context.Background(), f.discarded)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if row.State == jobs.Discarded && row.Attempt <= 1 {
+			t.Errorf("the retried job is %s after %d attempts", row.State, row.Attempt)
+		}
+		// Pause a queue.
+		post(t, noRedirect, base+"action", url.Values{"op": {"queue-pause"}, "queue": {"mail"}}, http.StatusSeeOther)
+		stats, err := n.Jobs().Stats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range stats {
+			if q.Queue == "mail" && !q.Paused {
+				t.Error("the mail queue is not paused")
+			}
+		}
+		// A setting is changed only once confirmed, at the version shown.
+		page = post(t, c, base+"action", url.Values{"op": {"config-set"}, "key": {"checkout.enabled"}, "value": {"false"}}, 200)
+		mustContain(t, page, "confirmation", `id="confirm"`, `<code>true</code> (version 1)`, `name="version" value="1"`)
+		if v := n.Settings().Bool("checkout.enabled", true); !v {
+			t.Fatal("the setting changed before its confirmation")
+		}
+		set := url.Values{"op": {"config-set"}, "confirm": {"yes"}, "key": {"checkout.enabled"}, "value": {"false"}, "type": {"bool"}, "version": {"1"}}
+		post(t, noRedirect, base+"action", set, http.StatusSeeOther)
+		if err := n.Settings().Refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if n.Settings().Bool("checkout.enabled", true) {
+			t.Error("the confirmed setting did not change")
+		}
+		post(t, c, base+"action", set, http.StatusConflict) // confirmed at a version that has gone
+		post(t, c, base+"action", url.Values{"op": {"job-retry"}, "id": {"x"}}, http.StatusBadRequest)
+		post(t, c, base+"action", url.Values{"op": {"job-retry"}, "id": {"999999"}}, http.StatusNotFound)
+		post(t, c, base+"action", url.Values{"op": {"nothing"}}, http.StatusBadRequest)
+		// Another site's form is refused.
+		post(t, c, base+"action", url.Values{"op": {"queue-resume"}, "queue": {"mail"}}, http.StatusForbidden,
+			"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example")
+	})
+}
+
+// With a token, nothing is served without it; the read-only token sees pages without
+// actions and cannot act.
+func TestAccess(t *testing.T) {
+	nodes := twicetest.Open(t, 1, nil)
+	d, err := Handler(nodes[0], Config{Token: "s3cret", ReadOnlyToken: "look"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := serve(t, d)
+	c := &http.Client{}
+	get(t, c, base, http.StatusUnauthorized)
+	get(t, c, base+"jobs", http.StatusUnauthorized, "Authorization", "Bearer wrong")
+	get(t, c, base+"live?page=jobs", http.StatusUnauthorized)
+	post(t, c, base+"action", url.Values{"op": {"queue-pause"}, "queue": {"q"}}, http.StatusUnauthorized)
+
+	u, _ := url.Parse(base)
+	u.User = url.UserPassword("alice", "s3cret")
+	page := get(t, c, u.String()+"config", 200)
+	mustContain(t, page, "config", `id="set"`, "alice")
+	get(t, c, base+"config", 200, "Authorization", "Bearer s3cret")
+
+	page = get(t, c, base+"config", 200, "Authorization", "Bearer look")
+	mustContain(t, page, "config", "read-only")
+	if strings.Contains(page, `id="set"`) {
+		t.Error("the read-only role is shown the form that sets a setting")
+	}
+	post(t, c, base+"action", url.Values{"op": {"queue-pause"}, "queue": {"q"}}, http.StatusForbidden, "Authorization", "Bearer look")
+
+	ro, err := Handler(nodes[0], Config{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post(t, c, serve(t, ro)+"action", url.Values{"op": {"queue-pause"}, "queue": {"q"}}, http.StatusForbidden)
+
+	if _, err := Handler(nodes[0], Config{Token: "a", ReadOnlyToken: "a"}); err == nil {
+		t.Error("the same token for both roles is accepted")
+	}
+}
+
+// counter counts the statements a store runs.
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) Statement(string) { c.n.Add(1) }
+
+// The database's cost does not grow with the viewers: the statements per refresh are the
+// same with 1 and 20 live viewers, the viewers see no snapshot the one refresher did not
+// read, and nothing is read once they have gone.
+func TestViewersShareOneRefresher(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		f := seed(t, s)
+		cfg := f.nodes[0].Config()
+		obs := &counter{}
+		st, err := store.Open(context.Background(), cfg.DSN, &store.Options{Schema: cfg.Schema, Observer: obs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		d, err := New(Target{Store: st, Service: "shop"}, Config{Interval: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := serve(t, d)
+		perRefresh, perInterval := map[int]float64{}, map[int]float64{}
+		for _, viewers := range []int{1, 20} {
+			waitFor(t, "the refresher to stop", d.hub.idle)
+			n0, r0 := obs.n.Load(), d.refreshes()
+			window, spanned := watch(t, base, obs, viewers, 10)
+			waitFor(t, "the refresher to stop after the viewers left", d.hub.idle)
+			n, r := obs.n.Load()-n0, d.refreshes()-r0
+			if spanned < 10 {
+				t.Fatalf("%d viewers: 10 snapshots spanned %d refreshes", viewers, spanned)
+			}
+			perRefresh[viewers] = float64(n) / float64(r)
+			perInterval[viewers] = float64(window) / float64(spanned)
+			t.Logf("%d viewers: %d statements in %d refreshes; %d in the %d intervals every viewer watched",
+				viewers, n, r, window, spanned)
+		}
+		if perRefresh[1] == 0 || perRefresh[20] != perRefresh[1] {
+			t.Errorf("statements per refresh: %v with 1 viewer, %v with 20", perRefresh[1], perRefresh[20])
+		}
+		// The windows may each count part of one more refresh: a tenth of a refresh per interval.
+		if perInterval[20] > 1.5*perInterval[1] {
+			t.Errorf("statements per interval: %.1f with 1 viewer, %.1f with 20", perInterval[1], perInterval[20])
+		}
+		n0 := obs.n.Load()
+		time.Sleep(200 * time.Millisecond) // four intervals with no viewer
+		if n := obs.n.Load() - n0; n != 0 {
+			t.Errorf("%d statements with nobody watching", n)
+		}
+	})
+}
+
+// watch connects viewers to the live stream of the jobs page and, once every one has had
+// a snapshot, counts the statements while the first sees the next window snapshots (a
+// statement of the refresh after them may be counted too). It returns the count, and the
+// refreshes the window spanned by the snapshots' sequence numbers.
+func watch(t *testing.T, base string, obs *counter, viewers, window int) (statements, refreshes int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg, ready sync.WaitGroup
+	ready.Add(viewers)
+	errs := make(chan error, viewers)
+	for i := range viewers {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, "GET", base+"live?page=jobs", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				ready.Done()
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(nil, 1<<20)
+			got, seq := 0, int64(0)
+			var n0, seq0 int64
+			for sc.Scan() {
+				if id, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
+					seq, _ = strconv.ParseInt(id, 10, 64)
+				}
+				if !strings.HasPrefix(sc.Text(), "data: ") || !strings.Contains(sc.Text(), `data-queue="mail"`) {
+					continue
+				}
+				switch got++; {
+				case got == 1:
+					ready.Done()
+					if i > 0 {
+						<-ctx.Done() // until the first viewer has counted
+						return
+					}
+					ready.Wait()
+				case got == 2:
+					n0, seq0 = obs.n.Load(), seq
+				case got == 2+window:
+					statements, refreshes = obs.n.Load()-n0, seq-seq0
+					cancel()
+					return
+				}
+			}
+			if ctx.Err() == nil {
+				errs <- fmt.Errorf("viewer %d: the stream ended after %d snapshots: %v", i, got, sc.Err())
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	return statements, refreshes
+}

@@ -1,0 +1,72 @@
+package dashboard
+
+import (
+	"embed"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"time"
+
+	"github.com/twicehq/twice"
+)
+
+// The pages are server-rendered from these templates, built into the binary: no build
+// step, no file to deploy beside it.
+//
+//go:embed templates/*.html
+var files embed.FS
+
+var tmpl = template.Must(template.New("").Funcs(template.FuncMap{
+	"stamp": stamp,
+	"ago":   func(t time.Time) string { return since(time.Since(t)) },
+	"dur":   since,
+	"short": short,
+	"json":  func(b json.RawMessage) string { return short(string(b), 120) },
+	"held":  held,
+	"list":  func(s ...string) []string { return s },
+}).ParseFS(files, "templates/*.html"))
+
+// stamp is a time as the tables show it, in UTC.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05")
+}
+
+// since shortens d for a table.
+func since(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "in " + since(-d)
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	default:
+		return d.Round(time.Second).String()
+	}
+}
+
+func short(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "…"
+}
+
+// held is how many partitions instance holds across the partition sets and event groups.
+func held(st twice.ServiceStatus, instance string) string {
+	n, sets := 0, 0
+	for _, p := range st.Partitions {
+		if h := p.Held[instance]; h > 0 {
+			n += h
+			sets++
+		}
+	}
+	if n == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%d in %d sets", n, sets)
+}
