@@ -24,7 +24,7 @@ func (e *Engine) work(ctx context.Context, job *jobs.Job[runArgs]) error {
 		return err
 	}
 	if st.State.Finished() {
-		return nil
+		return e.retire(ctx, job) // every job of an ended workflow is spare
 	}
 	d := e.def(st.Name, st.Version)
 	if d == nil {
@@ -43,6 +43,9 @@ func (e *Engine) work(ctx context.Context, job *jobs.Job[runArgs]) error {
 		// the workflow on once this one had ended (or another run took it back since): this
 		// one is spare.
 		return nil
+	}
+	if err := e.retire(ctx, job); err != nil {
+		return err
 	}
 	wc := &Context{Context: ctx, e: e, id: id, name: st.Name, version: st.Version, history: st.Steps, job: job.ID,
 		replay: st.State == Compensating, cancelled: st.CancelRequested && st.State == Compensating, names: map[string]int{}}
@@ -78,6 +81,22 @@ func (e *Engine) work(ctx context.Context, job *jobs.Job[runArgs]) error {
 		}
 	}
 	return e.compensate(wc)
+}
+
+// retire cancels the job that job succeeds, if any (see runArgs.After). That one is not
+// running (jobs of one key run one at a time), and it did not take the workflow back
+// (this job is the workflow's): it is spare. Its run may have been suspended until a
+// wait ended (a wait reached just before the wake that enqueued this job), so, left
+// alone, it would stay in the queue until then, only to end doing nothing.
+func (e *Engine) retire(ctx context.Context, job *jobs.Job[runArgs]) error {
+	if job.Args.After == 0 {
+		return nil
+	}
+	err := e.jobs.Cancel(ctx, job.Args.After)
+	if err == nil || errors.Is(err, jobs.ErrFinished) || errors.Is(err, jobs.ErrNotFound) {
+		return nil
+	}
+	return fmt.Errorf("workflow: retiring spare job %d: %w", job.Args.After, err)
 }
 
 // compensate runs the compensations of the completed steps, newest first, each until it

@@ -173,7 +173,7 @@ func (e *Engine) wake(ctx context.Context, q store.Querier, id string, job int64
 	if err == nil || !(errors.Is(err, jobs.ErrRunning) || errors.Is(err, jobs.ErrNotFound)) {
 		return err
 	}
-	r, err := e.jobs.EnqueueTx(ctx, q, runArgs{ID: id}, &jobs.Opts{Key: id, MaxAttempts: runAttempts})
+	r, err := e.jobs.EnqueueTx(ctx, q, runArgs{ID: id, After: job}, &jobs.Opts{Key: id, MaxAttempts: runAttempts})
 	if err != nil {
 		return err
 	}

@@ -232,7 +232,9 @@ func TestWaitSignalTimesOut(t *testing.T) {
 
 // A signal sent while the workflow's job runs (after it first waited) enqueues a successor
 // job to wake it; the run going on takes the workflow's job back when it waits again, and
-// the spare successor ends without running anything: no job is left behind.
+// the spare successor ends without running anything: no job is left behind. (The first
+// signal may find the job still recorded running, its suspension not yet committed: that
+// successor then carries the workflow on and cancels the suspended job, which is spare.)
 func TestSignalWhileRunningLeavesNoSpareJob(t *testing.T) {
 	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
 		ctx := context.Background()
@@ -282,8 +284,8 @@ func TestSignalWhileRunningLeavesNoSpareJob(t *testing.T) {
 					unfinished++
 				}
 			}
-			if len(rows) != 2 || unfinished != 1 {
-				return fmt.Errorf("%d workflow jobs, %d unfinished; want the successor finished and one left", len(rows), unfinished)
+			if len(rows) < 2 || unfinished != 1 {
+				return fmt.Errorf("%d workflow jobs, %d unfinished; want the successors finished and one left", len(rows), unfinished)
 			}
 			return nil
 		})
@@ -294,9 +296,17 @@ func TestSignalWhileRunningLeavesNoSpareJob(t *testing.T) {
 			t.Fatalf("status: %+v", st)
 		}
 		equal(t, "executions", l.ran(t, "r-1"), []string{"after a", "after b", "after c"})
-		rows, err := node.Jobs().List(ctx, jobs.ListParams{Queue: workflow.Queue, States: []jobs.State{jobs.Available, jobs.Running}})
-		if err != nil || len(rows) != 0 {
-			t.Fatalf("workflow jobs left: %+v, %v", rows, err)
-		}
+		// The job that completed the workflow is recorded completed after the workflow is,
+		// and a successor a signal enqueued meanwhile ends once it runs.
+		testnode.EventuallyNil(t, liveness, func() error {
+			rows, err := node.Jobs().List(ctx, jobs.ListParams{Queue: workflow.Queue, States: []jobs.State{jobs.Available, jobs.Running}})
+			if err != nil {
+				return err
+			}
+			for _, r := range rows {
+				return fmt.Errorf("workflow job %d left %s", r.ID, r.State)
+			}
+			return nil
+		})
 	})
 }

@@ -330,6 +330,10 @@ func (e *Engine) def(name string, version int) *def {
 // runArgs are the arguments of the job that runs a workflow.
 type runArgs struct {
 	ID string `json:"id"`
+	// After is the job this one succeeds: a wake found that one running and enqueued this
+	// one to carry the workflow on once it ended ([Engine.wake]). If this one is still the
+	// workflow's job when it runs, that one did not take the workflow back, and is spare.
+	After int64 `json:"after,omitempty"`
 }
 
 func (runArgs) Kind() string    { return "twice.workflow" }
