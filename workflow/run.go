@@ -47,7 +47,11 @@ func (e *Engine) work(ctx context.Context, job *jobs.Job[runArgs]) error {
 	if err := e.retire(ctx, job); err != nil {
 		return err
 	}
-	wc := &Context{Context: ctx, e: e, id: id, name: st.Name, version: st.Version, history: st.Steps, job: job.ID,
+	history := make(map[int]StepRecord, len(st.Steps))
+	for _, h := range st.Steps {
+		history[h.Seq] = h
+	}
+	wc := &Context{Context: ctx, e: e, id: id, name: st.Name, version: st.Version, history: history, job: job.ID,
 		replay: st.State == Compensating, cancelled: st.CancelRequested && st.State == Compensating, names: map[string]int{}}
 	runErr := safe.Call(e.log, e.d.Panics, "workflow "+st.Name, func() error { return d.run(wc, []byte(st.Input)) })
 	if ctx.Err() != nil {
@@ -69,8 +73,8 @@ func (e *Engine) work(ctx context.Context, job *jobs.Job[runArgs]) error {
 	}
 	if st.State == Running {
 		if runErr == nil {
-			if wc.seq < len(st.Steps) {
-				h := st.Steps[wc.seq]
+			if i := slices.IndexFunc(st.Steps, func(h StepRecord) bool { return h.Seq > wc.seq }); i >= 0 {
+				h := st.Steps[i]
 				return e.finish(ctx, id, Failed, fmt.Sprintf("%v: workflow %q %s version %d returned after step %d, but the stored history has step %d %q",
 					ErrMismatch, st.Name, id, st.Version, wc.seq, h.Seq, h.Name))
 			}
@@ -99,16 +103,14 @@ func (e *Engine) retire(ctx context.Context, job *jobs.Job[runArgs]) error {
 	return fmt.Errorf("workflow: retiring spare job %d: %w", job.Args.After, err)
 }
 
-// compensate runs the compensations of the completed steps, newest first, each until it
-// succeeds or its attempts run out, and ends the workflow.
+// compensate runs the compensations of the completed steps, the last place first (the
+// steps of a [DoAll] too, one at a time), each until it succeeds or its attempts run out,
+// and ends the workflow.
 func (e *Engine) compensate(wc *Context) error {
-	done := map[int]string{}
-	for _, h := range wc.history {
-		done[h.Seq] = h.Compensation
-	}
+	slices.SortFunc(wc.comps, func(a, b compensation) int { return a.seq - b.seq })
 	var failed []string
 	for _, c := range slices.Backward(wc.comps) {
-		switch done[c.seq] {
+		switch wc.history[c.seq].Compensation {
 		case "done":
 			continue
 		case stepFailed:
@@ -143,12 +145,7 @@ func (e *Engine) compensate(wc *Context) error {
 // compensateOne runs c until it succeeds (true) or runs out of attempts (false). An error
 // means the run must stop here (the database failed, or the instance is going away).
 func (e *Engine) compensateOne(wc *Context, c compensation) (bool, error) {
-	attempts := 0
-	for _, h := range wc.history {
-		if h.Seq == c.seq {
-			attempts = h.CompensationAttempts
-		}
-	}
+	attempts := wc.history[c.seq].CompensationAttempts
 	maxAttempts, backoff := e.retry(c.retry, e.cfg.CompensationAttempts)
 	for {
 		attempts++

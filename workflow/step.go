@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/twicehq/twice/internal/safe"
@@ -21,23 +23,67 @@ type Context struct {
 	name    string
 	version int
 
-	history   []StepRecord // as loaded when the run began
-	replay    bool         // compensating: steps beyond the history do not run
-	seq       int          // the last step called
-	names     map[string]int
-	comps     []compensation // of the completed steps, in order
+	history map[int]StepRecord // by seq, as loaded when the run began; parallel steps leave gaps
+	replay  bool               // compensating: steps beyond the history do not run
+	seq     int                // the place of the last step called
+	names   map[string]int
+	job     int64         // the job running the workflow: the one a signal wakes while it waits
+	asleep  time.Duration // > 0: a wait suspended the run, to go on this much later
+
+	// The steps of a [DoAll] run their attempts at once: what they record of the run is
+	// written under mu. The workflow's function reads it only between steps, when none run.
+	mu        sync.Mutex
+	comps     []compensation // of the completed steps, in the order they completed
 	cancelled bool           // a step found the cancellation requested
 	fatal     error          // a mismatch: the workflow fails whatever its function does with it
 	infra     error          // the database failed: the run is tried again, whatever the function returned
-	job       int64          // the job running the workflow: the one a signal wakes while it waits
-	asleep    time.Duration  // > 0: a wait suspended the run, to go on this much later
 }
 
 // broken records that the run cannot go on for a reason outside the workflow (the
 // database), so that it is tried again instead of compensated.
 func (c *Context) broken(err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.infra = err
 	return err
+}
+
+// fail records that the history does not match the code: the workflow fails, whatever
+// its function does with the error. The first mismatch found is the one reported.
+func (c *Context) fail(err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fatal == nil {
+		c.fatal = err
+	}
+	return c.fatal
+}
+
+// failed returns the mismatch recorded, if any.
+func (c *Context) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fatal
+}
+
+// cancel records that the workflow's cancellation was found requested.
+func (c *Context) cancel() {
+	c.mu.Lock()
+	c.cancelled = true
+	c.mu.Unlock()
+}
+
+// bind records the compensation of a completed step.
+func (c *Context) bind(comp compensation) {
+	c.mu.Lock()
+	c.comps = append(c.comps, comp)
+	c.mu.Unlock()
+}
+
+// at returns the stored history row of place seq, if there is one.
+func (c *Context) at(seq int) (StepRecord, bool) {
+	h, ok := c.history[seq]
+	return h, ok
 }
 
 // ID is the workflow's id.
@@ -129,13 +175,18 @@ type compensation struct {
 // good, [ErrCancelled] without running once the workflow is cancelled, and an error
 // wrapping [ErrMismatch] when the stored history holds another step at this place.
 func Do[T any](ctx *Context, s Step[T]) (T, error) {
-	return step(ctx, s.Name, s.Retry, s.CompensateRetry, s.Compensate, func(c context.Context, key string) (T, error) {
-		if s.Do == nil {
+	return step(ctx, s.Name, s.Retry, s.CompensateRetry, s.Compensate, doOf(s), nil)
+}
+
+// doOf returns s.Do, or for a step without one a function that fails it for good.
+func doOf[T any](s Step[T]) func(context.Context, string) (T, error) {
+	if s.Do == nil {
+		return func(context.Context, string) (T, error) {
 			var zero T
 			return zero, Permanent(fmt.Errorf("%w: step %q has no Do", ErrInvalid, s.Name))
 		}
-		return s.Do(c, key)
-	}, nil)
+	}
+	return s.Do
 }
 
 // DoTx is [Do] for a step that writes to the service's own database: s.Do runs in a
@@ -156,76 +207,104 @@ var errDone = errors.New("workflow: step completed by another run")
 
 func step[T any](wc *Context, name string, retry, compRetry Retry, comp func(context.Context, string, T) error,
 	do func(context.Context, string) (T, error), doTx func(context.Context, store.Tx, string) (T, error)) (T, error) {
+	p, v, err := begin(wc, name, retry, compRetry, comp)
+	if p == nil {
+		return v, err
+	}
+	return p.run(do, doTx)
+}
+
+// pending is a step called that has to run: its place, key and the attempts made before.
+type pending[T any] struct {
+	wc       *Context
+	seq      int
+	name     string
+	key      string
+	attempts int
+	retry    Retry
+	bind     func(T)
+}
+
+// begin is the part of a step that follows the workflow's order: it gives the step its
+// place, checks it against the stored history, and returns the step's outcome when it is
+// known without running it (stored, failed for good, or not to run), or else the pending
+// step to [pending.run].
+func begin[T any](wc *Context, name string, retry, compRetry Retry, comp func(context.Context, string, T) error) (*pending[T], T, error) {
 	var zero T
-	e := wc.e
 	wc.seq++
 	seq := wc.seq
-	if wc.fatal != nil {
-		return zero, wc.fatal
+	if err := wc.failed(); err != nil {
+		return nil, zero, err
 	}
 	if wc.asleep > 0 {
-		return zero, errAsleep
+		return nil, zero, errAsleep
 	}
 	if prev, dup := wc.names[name]; dup {
-		wc.fatal = fmt.Errorf("%w: workflow %q %s version %d calls step %q twice (steps %d and %d): step names must be unique",
-			ErrMismatch, wc.name, wc.id, wc.version, name, prev, seq)
-		return zero, wc.fatal
+		return nil, zero, wc.fail(fmt.Errorf("%w: workflow %q %s version %d calls step %q twice (steps %d and %d): step names must be unique",
+			ErrMismatch, wc.name, wc.id, wc.version, name, prev, seq))
 	}
 	if err := checkName("step name", name, MaxNameLen); err != nil {
-		wc.fatal = fmt.Errorf("%w: workflow %q step %d: %v", ErrMismatch, wc.name, seq, err)
-		return zero, wc.fatal
+		return nil, zero, wc.fail(fmt.Errorf("%w: workflow %q step %d: %v", ErrMismatch, wc.name, seq, err))
 	}
 	wc.names[name] = seq
 	key := wc.id + "/" + name
-	bind := func(v T) {
+	p := &pending[T]{wc: wc, seq: seq, name: name, key: key, retry: retry, bind: func(v T) {
 		if comp != nil {
-			wc.comps = append(wc.comps, compensation{seq: seq, name: name, retry: compRetry,
+			wc.bind(compensation{seq: seq, name: name, retry: compRetry,
 				run: func(ctx context.Context) error { return comp(ctx, key, v) }})
 		}
-	}
-	attempts := 0
-	if seq <= len(wc.history) {
-		h := wc.history[seq-1]
+	}}
+	if h, ok := wc.at(seq); ok {
 		if err := wc.matches(h, kindStep, name); err != nil {
-			return zero, err
+			return nil, zero, err
 		}
 		switch h.State {
 		case stepCompleted:
 			v, err := decode[T](h.Result)
 			if err != nil {
-				wc.fatal = fmt.Errorf("%w: workflow %q %s step %d %q: stored result: %v", ErrMismatch, wc.name, wc.id, seq, name, err)
-				return zero, wc.fatal
+				return nil, zero, wc.fail(fmt.Errorf("%w: workflow %q %s step %d %q: stored result: %v", ErrMismatch, wc.name, wc.id, seq, name, err))
 			}
-			bind(v)
-			return v, nil
+			p.bind(v)
+			return nil, v, nil
 		case stepFailed:
-			return zero, &StepError{Step: name, Attempts: h.Attempts, Err: h.Error}
+			return nil, zero, &StepError{Step: name, Attempts: h.Attempts, Err: h.Error}
 		}
-		attempts = h.Attempts
+		p.attempts = h.Attempts
 	}
 	if wc.replay {
 		// Compensating: the function is replayed only to bind the completed steps'
 		// compensations; nothing new runs.
-		return zero, errCompensating
+		return nil, zero, errCompensating
 	}
 	if wc.cancelled {
-		return zero, ErrCancelled
+		return nil, zero, ErrCancelled
 	}
-	maxAttempts, backoff := e.retry(retry, e.cfg.StepAttempts)
+	return p, zero, nil
+}
+
+// run runs the pending step's attempts until one completes or the step fails for good. The
+// steps of a [DoAll] run at once, each in its own goroutine: run writes to the workflow's
+// Context only through its locked methods.
+func (p *pending[T]) run(do func(context.Context, string) (T, error), doTx func(context.Context, store.Tx, string) (T, error)) (T, error) {
+	var zero T
+	wc, seq, name, key := p.wc, p.seq, p.name, p.key
+	e := wc.e
+	maxAttempts, backoff := e.retry(p.retry, e.cfg.StepAttempts)
 	for {
 		var cancel bool
 		if err := e.s.QueryRow(wc, e.q.cancelRequested, e.d.Service, wc.id).Scan(&cancel); err != nil {
 			return zero, wc.broken(fmt.Errorf("workflow: step %q: %w", name, err))
 		}
 		if cancel {
-			wc.cancelled = true
+			wc.cancel()
 			return zero, ErrCancelled
 		}
-		attempts++
+		p.attempts++
+		attempts := p.attempts
 		var v T
 		var encoded []byte
 		actx, stop := context.WithCancelCause(wc)
-		forget := e.track(wc.id, stop)
+		forget := e.track(wc.id, seq, stop)
 		err := safe.Call(e.log, e.d.Panics, "workflow step "+name, func() error {
 			if doTx == nil {
 				var err error
@@ -252,21 +331,21 @@ func step[T any](wc *Context, name string, retry, compRetry Retry, comp func(con
 			err = e.done(wc, e.s, seq, name, attempts, encoded)
 		}
 		if errors.Is(err, errDone) {
-			v, err := stored(wc, seq, name, bind)
-			if err != nil && wc.fatal == nil {
+			v, err := stored(wc, seq, name, p.bind)
+			if err != nil && wc.failed() == nil {
 				return v, wc.broken(err)
 			}
 			return v, err
 		}
 		if err == nil {
-			bind(v)
+			p.bind(v)
 			return v, nil
 		}
 		if wc.Err() != nil {
 			return zero, context.Cause(wc) // the run ends here; the step runs again on resume
 		}
 		if interrupted {
-			wc.cancelled = true // Cancel interrupted the attempt: not a failure of the step
+			wc.cancel() // Cancel interrupted the attempt: not a failure of the step
 			return zero, ErrCancelled
 		}
 		var perm *permanentError
@@ -316,11 +395,11 @@ func stored[T any](c *Context, seq int, name string, bind func(T)) (T, error) {
 	if err != nil {
 		return zero, err
 	}
-	if seq > len(st.Steps) || st.Steps[seq-1].Name != name || st.Steps[seq-1].State != stepCompleted {
-		c.fatal = fmt.Errorf("%w: workflow %q %s step %d: another run stored another step than %q", ErrMismatch, c.name, c.id, seq, name)
-		return zero, c.fatal
+	i := slices.IndexFunc(st.Steps, func(h StepRecord) bool { return h.Seq == seq })
+	if i < 0 || st.Steps[i].Name != name || st.Steps[i].State != stepCompleted {
+		return zero, c.fail(fmt.Errorf("%w: workflow %q %s step %d: another run stored another step than %q", ErrMismatch, c.name, c.id, seq, name))
 	}
-	v, err := decode[T](st.Steps[seq-1].Result)
+	v, err := decode[T](st.Steps[i].Result)
 	if err != nil {
 		return zero, err
 	}

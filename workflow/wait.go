@@ -34,9 +34,8 @@ func (c *Context) matches(h StepRecord, kind, name string) error {
 	if h.Kind != kind {
 		was, is = h.Kind+" "+was, kind+" "+is
 	}
-	c.fatal = fmt.Errorf("%w: workflow %q %s was started with version %d, whose step %d is %s; the code of version %d calls %s there",
-		ErrMismatch, c.name, c.id, c.version, h.Seq, was, c.version, is)
-	return c.fatal
+	return c.fail(fmt.Errorf("%w: workflow %q %s was started with version %d, whose step %d is %s; the code of version %d calls %s there",
+		ErrMismatch, c.name, c.id, c.version, h.Seq, was, c.version, is))
 }
 
 // nextWait advances c to its next place for a wait ([Sleep], [WaitSignal]) of kind named name. It returns the
@@ -44,18 +43,16 @@ func (c *Context) matches(h StepRecord, kind, name string) error {
 func (c *Context) nextWait(kind, name string) (int, *StepRecord, error) {
 	c.seq++
 	seq := c.seq
-	switch {
-	case c.fatal != nil:
-		return seq, nil, c.fatal
-	case c.asleep > 0:
+	if err := c.failed(); err != nil {
+		return seq, nil, err
+	}
+	if c.asleep > 0 {
 		return seq, nil, errAsleep
 	}
 	if err := checkName(kind+" name", name, MaxNameLen); err != nil {
-		c.fatal = fmt.Errorf("%w: workflow %q step %d: %v", ErrMismatch, c.name, seq, err)
-		return seq, nil, c.fatal
+		return seq, nil, c.fail(fmt.Errorf("%w: workflow %q step %d: %v", ErrMismatch, c.name, seq, err))
 	}
-	if seq <= len(c.history) {
-		h := c.history[seq-1]
+	if h, ok := c.at(seq); ok {
 		if err := c.matches(h, kind, name); err != nil {
 			return seq, nil, err
 		}
@@ -112,7 +109,7 @@ func (c *Context) wait(seq int, kind, name string, d time.Duration, check func(t
 			return err
 		}
 		if cancel {
-			c.cancelled = true
+			c.cancel()
 			return ErrCancelled
 		}
 		if _, err := tx.Exec(c, e.q.waitAt, e.s.NowArg(), e.d.Service, c.id, seq, name, kind, max(d, 0).Milliseconds()); err != nil {
@@ -144,10 +141,7 @@ func (c *Context) wait(seq int, kind, name string, d time.Duration, check func(t
 	case errors.Is(err, ErrCancelled):
 		return err
 	case errors.Is(err, ErrMismatch):
-		if c.fatal == nil {
-			c.fatal = err
-		}
-		return c.fatal
+		return c.fail(err)
 	case errors.Is(err, store.ErrNoRows):
 		return c.broken(fmt.Errorf("workflow: %s %q: the workflow %s has ended meanwhile", kind, name, c.id))
 	case err != nil:

@@ -181,13 +181,13 @@ type Engine struct {
 	cfg  Config
 	log  *slog.Logger
 
-	mu      sync.Mutex                         // protects defs, working, closed, running, unsub
-	defs    map[string]map[int]*def            // by name, then version
-	working bool                               // the job worker is registered
-	closed  bool                               //
-	running map[string]context.CancelCauseFunc // workflow id → its running step attempt's cancel
-	unsub   func()                             // the subscription to CancelChannel
-	checks  sync.WaitGroup                     // the looks at cancellations that signals started
+	mu      sync.Mutex                                 // protects defs, working, closed, running, unsub
+	defs    map[string]map[int]*def                    // by name, then version
+	working bool                                       // the job worker is registered
+	closed  bool                                       //
+	running map[string]map[int]context.CancelCauseFunc // workflow id → step place → its running attempt's cancel
+	unsub   func()                                     // the subscription to CancelChannel
+	checks  sync.WaitGroup                             // the looks at cancellations that signals started
 }
 
 // CancelChannel is the bus channel on which [Engine.Cancel] names the workflow it asked
@@ -207,7 +207,7 @@ func New(d block.Deps, jc *jobs.Client, cfg Config) (*Engine, error) {
 		return nil, errors.New("workflow: a jobs client is required")
 	}
 	return &Engine{d: d, s: d.Store, q: queriesFor(d.Store), jobs: jc, cfg: cfg.withDefaults(), log: d.Logger,
-		defs: map[string]map[int]*def{}, running: map[string]context.CancelCauseFunc{}}, nil
+		defs: map[string]map[int]*def{}, running: map[string]map[int]context.CancelCauseFunc{}}, nil
 }
 
 // Start listens for cancellations of the steps running here. Workflows run through the
@@ -467,7 +467,7 @@ func (e *Engine) onCancel(m bus.Message) {
 				continue
 			}
 			e.mu.Lock()
-			if stop := e.running[id]; stop != nil {
+			for _, stop := range e.running[id] {
 				stop(ErrCancelled)
 			}
 			e.mu.Unlock()
@@ -475,15 +475,21 @@ func (e *Engine) onCancel(m bus.Message) {
 	}()
 }
 
-// track records the cancel of the step attempt of workflow id running here; the returned
-// function forgets it.
-func (e *Engine) track(id string, stop context.CancelCauseFunc) func() {
+// track records the cancel of the attempt of step seq of workflow id running here (the
+// steps of a [DoAll] run at once); the returned function forgets it.
+func (e *Engine) track(id string, seq int, stop context.CancelCauseFunc) func() {
 	e.mu.Lock()
-	e.running[id] = stop
+	if e.running[id] == nil {
+		e.running[id] = map[int]context.CancelCauseFunc{}
+	}
+	e.running[id][seq] = stop
 	e.mu.Unlock()
 	return func() {
 		e.mu.Lock()
-		delete(e.running, id)
+		delete(e.running[id], seq)
+		if len(e.running[id]) == 0 {
+			delete(e.running, id)
+		}
 		e.mu.Unlock()
 		stop(nil)
 	}
