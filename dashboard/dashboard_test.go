@@ -3,7 +3,6 @@ package dashboard
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,89 +17,18 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/internal/dashseed"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 	"github.com/twicehq/twice/twicetest"
-	"github.com/twicehq/twice/workflow"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type mailArgs struct{ To string }
-
-func (mailArgs) Kind() string { return "mail" }
-func (mailArgs) Opts() jobs.Opts {
-	return jobs.Opts{Queue: "mail"} // a queue nobody works: its jobs stay available
-}
-
-type failArgs struct{}
-
-func (failArgs) Kind() string { return "fail" }
-
-// fixture is a service with something on every page: jobs available and discarded, a
-// finished workflow, a setting.
-type fixture struct {
-	nodes     []*twice.Node
-	discarded int64 // a discarded job's id
-}
-
-func seed(t *testing.T, s twicetest.Store) fixture {
-	t.Helper()
-	ctx := context.Background()
-	nodes := twicetest.Open(t, 2, &twicetest.Options{Store: s, Service: "shop"})
-	n := nodes[0]
-	err := jobs.Register(n.Jobs(), jobs.WorkFunc[failArgs](func(context.Context, *jobs.Job[failArgs]) error {
-		return errors.New("the mail server said no")
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		if _, err := n.Jobs().Enqueue(ctx, mailArgs{To: fmt.Sprintf("user%d@example.com", i)}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	res, err := n.Jobs().Enqueue(ctx, failArgs{}, &jobs.Opts{MaxAttempts: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	flow, err := workflow.Register(n.Workflows(), workflow.Def[string]{Name: "order", Version: 1,
-		Run: func(wc *workflow.Context, id string) error {
-			_, err := workflow.Do(wc, workflow.Step[string]{Name: "reserve",
-				Do: func(context.Context, string) (string, error) { return "held " + id, nil }})
-			return err
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := flow.Start(ctx, "order-42", "42"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Settings().Set(ctx, "checkout.enabled", true, nil); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the failing job to be discarded and the workflow to complete", func() bool {
-		row, err := n.Jobs().Get(ctx, res.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := n.Workflows().Get(ctx, "order-42")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return row.State == jobs.Discarded && st.State == workflow.Completed
-	})
-	return fixture{nodes: nodes, discarded: res.ID}
-}
-
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	testnode.Eventually(t, 30*time.Second, what, ok)
 }
 
 // serve mounts d under /admin/ as an application would.
@@ -169,8 +97,8 @@ func mustContain(t *testing.T, page, what string, wants ...string) {
 // Every page shows what the store holds, and the actions change it.
 func TestPages(t *testing.T) {
 	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
-		f := seed(t, s)
-		n := f.nodes[0]
+		f := dashseed.Open(t, s, 2)
+		n := f.Nodes[0]
 		d, err := Handler(n, Config{})
 		if err != nil {
 			t.Fatal(err)
@@ -179,11 +107,11 @@ func TestPages(t *testing.T) {
 		c := &http.Client{}
 
 		page := get(t, c, base, 200)
-		mustContain(t, page, "cluster", f.nodes[0].ID(), f.nodes[1].ID(), "2 instances", `id="health"`)
-		waitFor(t, "a leader", func() bool { return n.IsLeader() || f.nodes[1].IsLeader() })
+		mustContain(t, page, "cluster", f.Nodes[0].ID(), f.Nodes[1].ID(), "2 instances", `id="health"`)
+		waitFor(t, "a leader", func() bool { return n.IsLeader() || f.Nodes[1].IsLeader() })
 		leader := n.ID()
-		if f.nodes[1].IsLeader() {
-			leader = f.nodes[1].ID()
+		if f.Nodes[1].IsLeader() {
+			leader = f.Nodes[1].ID()
 		}
 		d.hub.mu.Lock()
 		d.hub.snap = nil // read again: the leader may have been elected since
@@ -192,7 +120,7 @@ func TestPages(t *testing.T) {
 
 		page = get(t, c, base+"jobs", 200)
 		mustContain(t, page, "jobs", `data-queue="mail"`, `<td class="n available">3</td>`, `<td class="n discarded"><a href="jobs?queue=default&amp;state=discarded">1</a>`,
-			fmt.Sprintf(`id="job-%d" data-state="discarded"`, f.discarded), "the mail server said no")
+			fmt.Sprintf(`id="job-%d" data-state="discarded"`, f.Discarded), "the mail server said no")
 		page = get(t, c, base+"jobs?kind=mail", 200)
 		if strings.Count(page, `class="job"`) != 3 || strings.Contains(page, `data-state="discarded"`) {
 			t.Errorf("the kind filter shows other jobs:\n%s", page)
@@ -212,8 +140,8 @@ func TestPages(t *testing.T) {
 
 		// Retry the discarded job: it is available again.
 		noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		post(t, noRedirect, base+"action", url.Values{"op": {"job-retry"}, "id": {fmt.Sprint(f.discarded)}, "back": {"jobs?state=discarded"}}, http.StatusSeeOther)
-		row, err := n.Jobs().Get(context.Background(), f.discarded)
+		post(t, noRedirect, base+"action", url.Values{"op": {"job-retry"}, "id": {fmt.Sprint(f.Discarded)}, "back": {"jobs?state=discarded"}}, http.StatusSeeOther)
+		row, err := n.Jobs().Get(context.Background(), f.Discarded)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,8 +232,8 @@ func (c *counter) Statement(string) { c.n.Add(1) }
 // read, and nothing is read once they have gone.
 func TestViewersShareOneRefresher(t *testing.T) {
 	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
-		f := seed(t, s)
-		cfg := f.nodes[0].Config()
+		f := dashseed.Open(t, s, 1)
+		cfg := f.Nodes[0].Config()
 		obs := &counter{}
 		st, err := store.Open(context.Background(), cfg.DSN, &store.Options{Schema: cfg.Schema, Observer: obs})
 		if err != nil {

@@ -74,6 +74,9 @@ func init() {
 			{"show", "ID", "one workflow with the history of its steps"},
 			{"cancel", "ID", "stop a workflow at its next step; its compensations run"},
 			{"signal", "ID NAME JSON", "send a workflow a signal (workflow.WaitSignal) with a JSON payload"}}},
+		{name: "dashboard", run: dashboardCmd, note: dashboardNote, lines: []usageLine{
+			{"", "[--dsn DSN] [--service NAME] [--addr 127.0.0.1:8081] [--token T]\n[--read-only-token T] [--read-only] [--interval 2s]",
+				"the web dashboard of a service, live: instances,\njobs, workflows, events, cron, settings, locks"}}},
 		{name: "bench", run: benchCmd, note: dbNote + "\n--report FILE.html writes an HTML page of the run: charts over time and the figures.", lines: []usageLine{
 			{"failover", "[--dsn DSN] --kills N [--graceful] [--json] [--report FILE.html]", "kill the leader N times; print failover p50/p99"},
 			{"events", "[--dsn DSN] [--bus nats://…] [--events N] [--publishers P]\n[--latency-events N] [--rate R] [--json] [--report FILE.html]",
