@@ -188,3 +188,46 @@ func ExampleWaitSignal() {
 	// refund of order 42 approved: true
 	// completed
 }
+
+// A fan-out: the price of each line of an order is asked of an outside service at once,
+// each a step with its own stored result, and the results are added up (a map-reduce).
+// After a crash only the lines not yet priced are asked again.
+func ExampleDoAll() {
+	ctx := context.Background()
+	node, closeNode := exampleNode(ctx)
+	defer closeNode()
+	prices := map[string]int{"tea": 450, "mug": 1200, "spoon": 300}
+	quotes, err := workflow.Register(node.Workflows(), workflow.Def[[]string]{Name: "quote",
+		Run: func(wc *workflow.Context, skus []string) error {
+			var lines []workflow.Step[int]
+			for _, sku := range skus {
+				lines = append(lines, workflow.Step[int]{Name: "price/" + sku,
+					Do: func(ctx context.Context, key string) (int, error) { return prices[sku], nil }})
+			}
+			each, err := workflow.DoAll(wc, lines...)
+			if err != nil {
+				return err
+			}
+			total, err := workflow.Do(wc, workflow.Step[int]{Name: "total",
+				Do: func(context.Context, string) (int, error) {
+					sum := 0
+					for _, p := range each {
+						sum += p
+					}
+					return sum, nil
+				}})
+			fmt.Println("prices", each, "total", total)
+			return err
+		}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := quotes.Start(ctx, "quote-7", []string{"tea", "mug", "spoon"}); err != nil {
+		log.Fatal(err)
+	}
+	st := awaitExample(ctx, node.Workflows(), "quote-7")
+	fmt.Println(st.State, len(st.Steps), "steps")
+	// Output:
+	// prices [450 1200 300] total 1950
+	// completed 4 steps
+}

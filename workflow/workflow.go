@@ -17,7 +17,10 @@
 // A step ([Do]) runs at least once per workflow until it completes, with its own retry
 // policy, and gets an idempotency key that is the same on every attempt and after every
 // resume, to pass to outside systems. A step that writes to the same database ([DoTx])
-// commits its effect and its checkpoint in one transaction: exactly once.
+// commits its effect and its checkpoint in one transaction: exactly once. [DoAll] runs
+// several steps at once and waits for all of them (a fan-out, whose results come back in
+// order for the function to aggregate); each keeps its own place, result and compensation,
+// so a resumed run runs only those that had not completed.
 //
 // A workflow can wait without holding a worker: [Sleep] sleeps durably, its wake-up time
 // stored when first reached, so that a crash neither restarts nor skips it; [WaitSignal]
@@ -98,6 +101,7 @@ const (
 const (
 	DefaultStepAttempts         = 3
 	DefaultCompensationAttempts = 10
+	DefaultStepConcurrency      = 16
 	DefaultUnknownRetry         = 5 * time.Second
 )
 
@@ -132,6 +136,8 @@ type Config struct {
 	// CompensationAttempts is how many times a compensation runs before the workflow is
 	// marked [Failed] for a person, when the step's Retry says nothing. Defaults to 10.
 	CompensationAttempts int
+	// StepConcurrency is how many steps of one [DoAll] run at a time. Defaults to 16.
+	StepConcurrency int
 	// UnknownRetry is how long an instance leaves a workflow it has no definition for (a
 	// name, or a version newer than its own, registered only on instances deployed since)
 	// before it may fetch it again. Defaults to 5 seconds.
@@ -152,6 +158,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CompensationAttempts <= 0 {
 		c.CompensationAttempts = DefaultCompensationAttempts
+	}
+	if c.StepConcurrency <= 0 {
+		c.StepConcurrency = DefaultStepConcurrency
 	}
 	if c.UnknownRetry <= 0 {
 		c.UnknownRetry = DefaultUnknownRetry
