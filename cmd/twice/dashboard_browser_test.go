@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/twicehq/twice/internal/dashseed"
+	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/twicetest"
+)
+
+// The pages of `twice dashboard` in headless Chromium: each shows what the store holds, a
+// new job appears on the jobs page without a reload (server-sent events), pausing a queue
+// and retrying a discarded job by clicking change them, and a screenshot of each page is
+// kept in .ci/out/dashboard-PAGE.png.
+func TestDashboardInBrowser(t *testing.T) {
+	needChromium(t)
+	svc := dashseed.Open(t, twicetest.SQLite, 1)
+	node := svc.Nodes[0]
+	base, log := startDashboard(t, node, "--interval", "200ms")
+	ctx, watch := browser(t)
+
+	// open loads a page, waits for its live part, and returns what js evaluates to.
+	open := func(path, js string) string {
+		t.Helper()
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+path), chromedp.WaitVisible("#live")); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		return got
+	}
+	shot := func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		saveShot(t, "dashboard-"+name+".png", png)
+	}
+	// eventually evaluates js until it returns want, without reloading the page.
+	eventually := func(what, js, want string) {
+		t.Helper()
+		var got string
+		testnode.Eventually(t, 30*time.Second, what, func() bool {
+			var err error
+			if got, err = chromedp.Run(ctx, chromedp.Evaluate[string](js)); err != nil {
+				t.Fatal(err)
+			}
+			return got == want
+		})
+	}
+
+	text := func(sel string) string {
+		return fmt.Sprintf(`(document.querySelector(%q) || {textContent: "missing"}).textContent.trim()`, sel)
+	}
+	if got := open("", `Array.from(document.querySelectorAll("tr.member"), r => r.dataset.id).join(",")`); got != node.ID() {
+		t.Errorf("the cluster page lists instances %q, want %s", got, node.ID())
+	}
+	eventually("the leader on the cluster page", text("#leader"), node.ID())
+	shot("cluster")
+
+	if got := open("jobs", text(`tr.queue[data-queue="mail"] td.available`)); got != fmt.Sprint(dashseed.MailJobs) {
+		t.Errorf("the jobs page shows %s mail jobs available, want %d", got, dashseed.MailJobs)
+	}
+	// A job enqueued now appears without a reload, from the shared snapshot.
+	if _, err := node.Jobs().Enqueue(context.Background(), dashseed.Mail{To: "late@example.com"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually("the new job counted live", text(`tr.queue[data-queue="mail"] td.available`), fmt.Sprint(dashseed.MailJobs+1))
+	shot("jobs")
+
+	// Pause the default queue, so that the retried job waits there to be seen.
+	if err := chromedp.Do(ctx, chromedp.Click(`tr.queue[data-queue="default"] button`), chromedp.WaitVisible("#done")); err != nil {
+		t.Fatal(err)
+	}
+	eventually("the default queue paused", text(`tr.queue[data-queue="default"] td .state`), "paused")
+
+	row := fmt.Sprintf("#job-%d", svc.Discarded)
+	if got := open("jobs?kind=fail", `document.querySelector("`+row+`").dataset.state`); got != "discarded" {
+		t.Fatalf("the failed job is %s on the page, want discarded", got)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(row+" button.retry"), chromedp.WaitVisible("#done")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("`+row+`").dataset.state`)); err != nil || got != "available" {
+		t.Errorf("after the retry the page shows the job %s (%v), want available", got, err)
+	}
+	shot("jobs-retried")
+	if j, err := node.Jobs().Get(context.Background(), svc.Discarded); err != nil || j.State != jobs.Available {
+		t.Errorf("the retried job: %+v, %v", j, err)
+	}
+	if !strings.Contains(log.String(), "action=job-retry") || !strings.Contains(log.String(), "action=queue-pause") {
+		t.Errorf("the actions are not logged:\n%s", log)
+	}
+
+	if got := open("workflows", `document.querySelector('tr.workflow[data-id="`+dashseed.Workflow+`"]').dataset.state`); got != "completed" {
+		t.Errorf("the workflows page shows %s %q, want completed", dashseed.Workflow, got)
+	}
+	shot("workflows")
+	if got := open("workflows?id="+dashseed.Workflow, text("#steps td:nth-child(2)")); got != "reserve" {
+		t.Errorf("the workflow's page shows the step %q, want reserve", got)
+	}
+	if got := open("events", text("#groups th")); got != "Consumer group" {
+		t.Errorf("the events page: %q", got)
+	}
+	shot("events")
+	if got := open("cron", text("#schedules th")); got != "Name" {
+		t.Errorf("the cron page: %q", got)
+	}
+	shot("cron")
+	if got := open("config", text(`tr.setting[data-key="`+dashseed.Setting+`"] code`)); got != "true" {
+		t.Errorf("the config page shows %s = %q, want true", dashseed.Setting, got)
+	}
+	shot("config")
+	if got := open("locks", text("#locks tr.lock td:nth-child(2)")); got != node.ID() {
+		t.Errorf("the locks page shows the leader %q, want %s", got, node.ID())
+	}
+	shot("locks")
+	watch.check(t, base)
+}
