@@ -111,7 +111,7 @@ func (s snippet) source(imports []string) string {
 // readmeImports are the packages a snippet may use without importing them.
 var readmeImports = []string{
 	"context", "database/sql", "embed", "errors", "fmt", "log/slog", "net/http", "strconv", "testing", "time",
-	"github.com/twicehq/twice", "github.com/twicehq/twice/cache", "github.com/twicehq/twice/cron",
+	"github.com/twicehq/twice", "github.com/twicehq/twice/cache", "github.com/twicehq/twice/cron", "github.com/twicehq/twice/dashboard",
 	"github.com/twicehq/twice/events", "github.com/twicehq/twice/forward", "github.com/twicehq/twice/idempotency", "github.com/twicehq/twice/jobs", "github.com/twicehq/twice/metrics",
 	"github.com/twicehq/twice/lease", "github.com/twicehq/twice/occ", "github.com/twicehq/twice/partition", "github.com/twicehq/twice/session",
 	"github.com/twicehq/twice/presence", "github.com/twicehq/twice/realtime", "github.com/twicehq/twice/settings", "github.com/twicehq/twice/store", "github.com/twicehq/twice/twicetest",
