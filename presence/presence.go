@@ -447,6 +447,35 @@ func (p *Presence) Online(ctx context.Context, room string) ([]string, error) {
 	return out, nil
 }
 
+// Counts are how many users and connections are online in a service, from one instance's
+// view.
+type Counts struct {
+	// Users counts the distinct users with at least one connection.
+	Users int `json:"users"`
+	// Connections counts the connections, on every live instance.
+	Connections int `json:"connections"`
+	// Rooms counts the distinct users in each room that has any.
+	Rooms map[string]int `json:"rooms"`
+}
+
+// Count counts the users and connections online, from this instance's view, as [Online]
+// reads it: no statement once the view is loaded (call [Presence.Refresh] first on a
+// presence that was not started, such as a dashboard's).
+func (p *Presence) Count(ctx context.Context) (Counts, error) {
+	if err := p.ensureLoaded(ctx); err != nil {
+		return Counts{}, err
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	c := Counts{Users: len(p.v.rooms[""]), Connections: len(p.v.conns), Rooms: map[string]int{}}
+	for room, users := range p.v.rooms {
+		if room != "" && len(users) > 0 {
+			c.Rooms[room] = len(users)
+		}
+	}
+	return c, nil
+}
+
 // IsOnline reports whether user has a connection in room ("" for anywhere in the service).
 func (p *Presence) IsOnline(ctx context.Context, room, user string) (bool, error) {
 	if err := p.ensureLoaded(ctx); err != nil {

@@ -3,6 +3,7 @@ package presence_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -94,6 +95,11 @@ func TestThreeTabsOnTwoInstances(t *testing.T) {
 			}
 			if where[a.ID()+"@10.0.0.1:8080"] != 2 || where[b.ID()+"@10.0.0.2:8080"] != 1 {
 				t.Fatalf("%s: alice is at %v", n.ID(), where)
+			}
+			c, err := n.Presence().Count(ctx)
+			want := presence.Counts{Users: 2, Connections: 4, Rooms: map[string]int{"lobby": 1, "help": 2}}
+			if err != nil || c.Users != want.Users || c.Connections != want.Connections || !maps.Equal(c.Rooms, want.Rooms) {
+				t.Fatalf("%s: Count = %+v, %v; want %+v", n.ID(), c, err, want)
 			}
 		}
 		if got := tab3.Rooms(); !slices.Equal(got, []string{"help", "lobby"}) {

@@ -376,6 +376,25 @@ func (m *Sessions) List(ctx context.Context, user string) ([]Info, error) {
 	return out, rows.Err()
 }
 
+// Counts are the live sessions of a service.
+type Counts struct {
+	// Sessions counts the live sessions, signed in or not.
+	Sessions int64 `json:"sessions"`
+	// Users counts the distinct users signed in to at least one.
+	Users int64 `json:"users"`
+}
+
+// Count counts the service's live sessions and the users signed in to them, by the index
+// on the sessions' deadlines: a reading for a dashboard taken now and then, not one per
+// request. The sessions of [Sessions.SCSStore] are not counted.
+func (m *Sessions) Count(ctx context.Context) (Counts, error) {
+	var c Counts
+	if err := m.s.Reader().QueryRow(ctx, m.q.count, m.s.NowArg(), m.d.Service).Scan(&c.Sessions, &c.Users); err != nil {
+		return Counts{}, fmt.Errorf("session: count: %w", err)
+	}
+	return c, nil
+}
+
 // DestroyUser ends every session of user at once, on every instance ("log out
 // everywhere"), and returns how many there were. Call it when a password changes, in the
 // same transaction with [Sessions.DestroyUserTx].

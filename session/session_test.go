@@ -493,6 +493,30 @@ func TestSessions(t *testing.T) {
 			}
 		})
 
+		t.Run("Count", func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, testdb.New(t, db.Dialect), session.Config{IdleTimeout: time.Hour})
+			ctx := context.Background()
+			count := func(want session.Counts) {
+				t.Helper()
+				if c, err := b.m.Count(ctx); err != nil || c != want {
+					t.Errorf("Count = %+v, %v; want %+v", c, err, want)
+				}
+			}
+			count(session.Counts{})
+			for _, user := range []string{"ann", "ann", "bob"} {
+				b.serve(t, nil, func(w http.ResponseWriter, r *http.Request) {
+					if err := session.SetUser(r.Context(), user); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			b.serve(t, nil, put(t, "cart", "apple")) // signed in to nobody
+			count(session.Counts{Sessions: 4, Users: 2})
+			b.clock.Advance(2 * time.Hour) // past the idle timeout
+			count(session.Counts{})
+		})
+
 		// A caller's own SQLite connection may lack foreign_keys, so the foreign key's
 		// cascade cannot be relied on to delete a destroyed session's values there.
 		t.Run("DestroyUserTxLeavesNoValues", func(t *testing.T) {

@@ -21,7 +21,7 @@ func Component() store.Component {
 // (NULL for database time) and is read once, as n.
 type queries struct {
 	create, load, touch, renew, put, remove, pop string
-	clearValues, destroy, user, id, list         string
+	clearValues, destroy, user, id, list, count  string
 	prune, pruneSCS                              string
 	scsFind, scsCommit, scsDelete                string
 	// The values of the sessions that destroy, user, id and prune delete, deleted first
@@ -80,6 +80,11 @@ SELECT s.id, s.user_agent, s.created_at, s.seen_at, s.expires_at, s.deadline
 FROM (SELECT {now} AS n) t
 JOIN twice_sessions s ON s.service = $2 AND s.user_id = $3 AND s.deadline > t.n
 ORDER BY s.seen_at DESC, s.id`,
+	// count counts the live sessions, by the index on the deadline.
+	count: `
+SELECT count(*), count(DISTINCT s.user_id)
+FROM (SELECT {now} AS n) t
+JOIN twice_sessions s ON s.service = $2 AND s.deadline > t.n`,
 	prune: `
 DELETE FROM twice_sessions WHERE id IN (
 	SELECT id FROM twice_sessions WHERE service = $2 AND deadline <= {now} LIMIT $3)`,
