@@ -16,6 +16,8 @@ import (
 	"github.com/twicehq/twice/health"
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/presence"
+	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
 	"github.com/twicehq/twice/workflow"
@@ -90,6 +92,8 @@ type Dashboard struct {
 	flows  *workflow.Engine
 	events *events.Log
 	sets   *settings.Settings
+	pres   *presence.Presence
+	sess   *session.Sessions
 	mux    http.Handler
 	hub    *hub
 	live   liveCache
@@ -133,6 +137,12 @@ func New(t Target, cfg Config) (*Dashboard, error) {
 		return nil, err
 	}
 	if db.sets, err = settings.New(d, settings.Config{}); err != nil {
+		return nil, err
+	}
+	if db.pres, err = presence.New(d, presence.Config{}); err != nil {
+		return nil, err
+	}
+	if db.sess, err = session.New(d, session.Config{}); err != nil {
 		return nil, err
 	}
 	db.hub = newHub(cfg.Interval, db.read)

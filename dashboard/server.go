@@ -25,6 +25,7 @@ var pages = []struct{ path, name, title string }{
 	{"cron", "cron", "Cron"},
 	{"config", "config", "Config"},
 	{"locks", "locks", "Locks"},
+	{"presence", "presence", "Sessions"},
 }
 
 // view is what a page's template is given.

@@ -11,6 +11,8 @@ import (
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/health"
 	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/presence"
+	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/workflow"
 )
@@ -24,16 +26,18 @@ const (
 // snapshot is what every viewer sees: the service read at one moment, a fixed number of
 // statements whatever the number of viewers.
 type snapshot struct {
-	Seq     int64
-	At      time.Time
-	Service string
-	Status  twice.ServiceStatus
-	Health  *health.Report // of the local instance; nil without one
-	Queues  []jobs.QueueStats
-	Flows   []workflow.Summary
-	Groups  []groupView
-	Cron    []cron.Entry
-	Config  []settings.Setting
+	Seq      int64
+	At       time.Time
+	Service  string
+	Status   twice.ServiceStatus
+	Health   *health.Report // of the local instance; nil without one
+	Queues   []jobs.QueueStats
+	Flows    []workflow.Summary
+	Groups   []groupView
+	Cron     []cron.Entry
+	Config   []settings.Setting
+	Online   presence.Counts
+	Sessions session.Counts
 	// Errs are what could not be read, by part; the rest is shown.
 	Errs []string
 }
@@ -87,7 +91,20 @@ func (db *Dashboard) read(ctx context.Context, seq int64) *snapshot {
 	fail("cron", err)
 	s.Config, err = db.settingsList(ctx)
 	fail("config", err)
+	s.Online, err = db.online(ctx)
+	fail("presence", err)
+	s.Sessions, err = db.sess.Count(ctx)
+	fail("sessions", err)
 	return s
+}
+
+// online counts who is online: the presence's view is read again only when its revision
+// moved since the last snapshot.
+func (db *Dashboard) online(ctx context.Context) (presence.Counts, error) {
+	if err := db.pres.Refresh(ctx); err != nil {
+		return presence.Counts{}, err
+	}
+	return db.pres.Count(ctx)
 }
 
 // settingsList reads the changes to the settings since the last read (the first read

@@ -125,5 +125,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("the locks page shows the leader %q, want %s", got, node.ID())
 	}
 	shot("locks")
+	if got := open("presence", text("#online")+` + "/" + `+text("#sessions")); got != "1/1" {
+		t.Errorf("the sessions page shows %s users online / live sessions, want 1/1", got)
+	}
+	shot("presence")
 	watch.check(t, base)
 }

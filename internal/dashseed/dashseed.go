@@ -6,12 +6,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/session"
 	"github.com/twicehq/twice/twicetest"
 	"github.com/twicehq/twice/workflow"
 )
@@ -47,10 +50,13 @@ const (
 	Workflow = "order-42"
 	Setting  = "checkout.enabled" // set to true
 	FailText = "the mail server said no"
+	User     = "alice" // signed in to one session, and online in Room through one connection
+	Room     = "lobby"
 )
 
 // Open opens n instances of the service "shop" on s and seeds it: MailJobs mail jobs
-// available, a Fail job discarded, the completed workflow Workflow and the setting Setting.
+// available, a Fail job discarded, the completed workflow Workflow, the setting Setting,
+// and User signed in and online in Room.
 func Open(t *testing.T, s twicetest.Store, n int) Service {
 	t.Helper()
 	ctx := context.Background()
@@ -86,6 +92,15 @@ func Open(t *testing.T, s twicetest.Store, n int) Service {
 	if _, err := node.Settings().Set(ctx, Setting, true, nil); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := node.Presence().Connect(ctx, User, Room); err != nil {
+		t.Fatal(err)
+	}
+	signIn := node.Sessions().Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := session.SetUser(r.Context(), User); err != nil {
+			t.Error(err)
+		}
+	}))
+	signIn.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/", nil))
 	testnode.Eventually(t, 30*time.Second, "the Fail job discarded and the workflow completed", func() bool {
 		row, err := node.Jobs().Get(ctx, res.ID)
 		if err != nil {
