@@ -30,14 +30,17 @@ const IntervalDefault = 2 * time.Second
 type Config struct {
 	// Token, if set, is required of every request: as the password of HTTP basic auth (the
 	// user name is recorded as who acted) or as "Authorization: Bearer TOKEN". Defaults to
-	// empty: no authentication, for a dashboard bound to loopback or mounted behind the
-	// application's own authentication.
+	// empty: without a token (nor ReadOnlyToken) only requests from loopback addresses are
+	// served, unless NoAuth.
 	Token string
 	// ReadOnlyToken, if set, is a second token that may look but not act. Defaults to
 	// empty: none.
 	ReadOnlyToken string
 	// ReadOnly hides and refuses every action, whatever the token. Defaults to false.
 	ReadOnly bool
+	// NoAuth serves requests from any address without a token, for a dashboard mounted
+	// behind the application's own authentication. Defaults to false.
+	NoAuth bool
 	// Interval is how often the shared snapshot is read from the database while at least
 	// one viewer is connected; nothing is read while nobody watches. Defaults to
 	// [IntervalDefault].
@@ -60,6 +63,9 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	if c.Interval < 0 {
 		return fmt.Errorf("dashboard: Interval %v is negative", c.Interval)
+	}
+	if c.NoAuth && (c.Token != "" || c.ReadOnlyToken != "") {
+		return errors.New("dashboard: NoAuth with a token: choose one")
 	}
 	if c.ReadOnlyToken != "" && c.ReadOnlyToken == c.Token {
 		return errors.New("dashboard: ReadOnlyToken is the same as Token")

@@ -222,6 +222,32 @@ func TestAccess(t *testing.T) {
 	if _, err := Handler(nodes[0], Config{Token: "a", ReadOnlyToken: "a"}); err == nil {
 		t.Error("the same token for both roles is accepted")
 	}
+	if _, err := Handler(nodes[0], Config{Token: "a", NoAuth: true}); err == nil {
+		t.Error("NoAuth with a token is accepted")
+	}
+
+	// Without a token, only this machine is served, unless NoAuth says the application
+	// authenticates the route itself.
+	for _, cfg := range []Config{{}, {NoAuth: true}} {
+		d, err := Handler(nodes[0], cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		want := map[string]int{"127.0.0.1:1234": 200, "[::1]:1234": 200, "192.0.2.1:1234": http.StatusForbidden}
+		if cfg.NoAuth {
+			want["192.0.2.1:1234"] = 200
+		}
+		for addr, code := range want {
+			r := httptest.NewRequest("GET", "/jobs", nil)
+			r.RemoteAddr = addr
+			w := httptest.NewRecorder()
+			d.ServeHTTP(w, r)
+			if w.Code != code {
+				t.Errorf("%+v: a request from %s: %d, want %d", cfg, addr, w.Code, code)
+			}
+		}
+	}
 }
 
 // counter counts the statements a store runs.

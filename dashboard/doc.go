@@ -20,7 +20,8 @@
 // the viewer's request, once per page load.
 //
 // Actions are POSTs refused from other origins ([http.CrossOriginProtection]) and logged
-// with who took them. With [Config.Token] set, every request needs the token (as the
+// with who took them. Without a token only requests from loopback are served, unless
+// [Config.NoAuth]. With [Config.Token] set, every request needs the token (as the
 // basic-auth password, the user name being who acts, or as a bearer token);
 // [Config.ReadOnlyToken] and [Config.ReadOnly] give a role that sees the pages without
 // their actions.
