@@ -67,7 +67,7 @@ func (n *Node) build() error {
 // deps are what every block of this node is given.
 func (n *Node) deps() block.Deps {
 	return block.Deps{Store: n.store, Bus: n.bus, Leases: n.leases, Members: n.members, Service: n.cfg.Name,
-		Instance: n.cfg.InstanceID, Logger: n.log, Panics: &n.panics, Backstop: n.cfg.Backstop, Signed: n.signer != nil && n.bus != nil}
+		Instance: n.cfg.InstanceID, Logger: n.log, Panics: &n.panics, Backstop: n.cfg.Backstop, Signed: n.signer != nil && n.bus != nil, Tracer: n.tracer}
 }
 
 // slot holds one block and starts it on first use.

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/twicehq/twice/cache"
 	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/cron"
@@ -143,6 +145,15 @@ type Config struct {
 	// by time alone (a scheduled job) does not wait for it. Set it no longer than those
 	// Polls to always poll at them. Defaults to 30 seconds.
 	Backstop time.Duration
+	// Tracing, when set, traces the messages of jobs, events and workflows with
+	// OpenTelemetry, following its messaging conventions: "send <queue>" where a job is
+	// enqueued (or an event published, "send <topic>"), its context carried in the job's
+	// Meta (the event's Headers) as W3C traceparent and tracestate, and "process <queue>"
+	// around each attempt (each handling), linked to the span that sent it and parent of
+	// what the handler traces; a workflow's steps are "step <name>" spans inside the
+	// process span of its run. Give it the TracerProvider of your OpenTelemetry SDK (whose
+	// resource names the service). Nil, the default, traces nothing and costs nothing.
+	Tracing trace.TracerProvider
 
 	// Each building block's own configuration. A block starts when the application first
 	// uses it (its accessor on the Node); what it works on (store, bus, service, instance,

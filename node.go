@@ -17,6 +17,7 @@ import (
 	"github.com/twicehq/twice/health"
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/internal/loop"
+	"github.com/twicehq/twice/internal/otelx"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/lock"
@@ -52,6 +53,7 @@ type Node struct {
 	bus      bus.Bus
 	cuttable *bus.Cuttable // bus, which twicetest can cut (see internal/nodehook)
 	signer   *bus.Signer   // of Config.ClusterSecret; nil without one
+	tracer   *otelx.Tracer // of Config.Tracing; nil without one
 	members  *cluster.Membership
 	leases   *lease.Manager
 	leader   *cluster.Leader
@@ -81,7 +83,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, store: s}
+	n := &Node{cfg: cfg, log: log, store: s, tracer: otelx.New(cfg.Tracing)}
 	if err := n.start(ctx); err != nil {
 		n.abort()
 		return nil, err

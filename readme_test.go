@@ -115,7 +115,7 @@ var readmeImports = []string{
 	"github.com/twicehq/twice/events", "github.com/twicehq/twice/forward", "github.com/twicehq/twice/idempotency", "github.com/twicehq/twice/jobs", "github.com/twicehq/twice/metrics",
 	"github.com/twicehq/twice/lease", "github.com/twicehq/twice/occ", "github.com/twicehq/twice/partition", "github.com/twicehq/twice/session",
 	"github.com/twicehq/twice/presence", "github.com/twicehq/twice/realtime", "github.com/twicehq/twice/settings", "github.com/twicehq/twice/store", "github.com/twicehq/twice/twicetest",
-	"github.com/twicehq/twice/workflow",
+	"github.com/twicehq/twice/workflow", "go.opentelemetry.io/otel/trace",
 }
 
 // readmeStandIns declare, for every snippet, what the snippets use and leave to the reader:
@@ -123,6 +123,7 @@ var readmeImports = []string{
 // snippet that declares a name itself does without the stand-in.
 var readmeStandIns = map[string]string{
 	"ctx":            "var ctx context.Context",
+	"tp":             "var tp trace.TracerProvider",
 	"cfg":            "var cfg twice.Config",
 	"msg":            "var msg any",
 	"userOf":         "func userOf(r *http.Request) (string, error) { panic(0) }",

@@ -44,6 +44,7 @@ import (
 
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/internal/block"
+	"github.com/twicehq/twice/internal/otelx"
 	"github.com/twicehq/twice/partition"
 	"github.com/twicehq/twice/store"
 )
@@ -355,6 +356,11 @@ func (l *Log) insert(ctx context.Context, q store.Querier, stream string, versio
 	if l.isClosed() {
 		return nil, nil, ErrClosed
 	}
+	if t := l.d.Tracer; t != nil {
+		var span otelx.Span
+		ctx, span = t.Send(ctx, topicOf(msgs), len(msgs))
+		defer func() { span.End(err) }()
+	}
 	var sb strings.Builder
 	sb.WriteString(l.q.insertHead)
 	args := make([]any, 0, 1+8*len(msgs))
@@ -378,7 +384,9 @@ func (l *Log) insert(ctx context.Context, q store.Querier, stream string, versio
 			payload = []byte{}
 		}
 		hashes[i] = hashKey(m.Key)
-		args = append(args, l.d.Service, m.Topic, m.Key, hashes[i], payload, encodeHeaders(m.Headers), st, ver)
+		// With tracing on, the headers stored carry the send span's context besides the
+		// caller's (which are not changed).
+		args = append(args, l.d.Service, m.Topic, m.Key, hashes[i], payload, encodeHeaders(l.d.Tracer.Inject(ctx, m.Headers)), st, ver)
 	}
 	if stream != "" {
 		sb.WriteString(" ON CONFLICT (service, stream, version) WHERE stream IS NOT NULL DO NOTHING")
@@ -401,6 +409,16 @@ func (l *Log) insert(ctx context.Context, q store.Querier, stream string, versio
 		return nil, nil, fmt.Errorf("events: publish: %w", err)
 	}
 	return ids, hashes, nil
+}
+
+// topicOf is the topic of msgs, or "" when they have several.
+func topicOf(msgs []Message) string {
+	for _, m := range msgs[1:] {
+		if m.Topic != msgs[0].Topic {
+			return ""
+		}
+	}
+	return msgs[0].Topic
 }
 
 // announce wakes the readers of h's partitions on every instance: this one at once, the

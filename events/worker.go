@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/twicehq/twice/internal/otelx"
 	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 	"sync"
@@ -369,7 +370,7 @@ func (w *worker) process(evs []Event) error {
 	case c.cfg.Mode == ExactlyOnce:
 		return w.processTx(evs)
 	case c.cfg.HandleBatch != nil:
-		done, err := w.attempt(evs[0].ID, func() error { return c.cfg.HandleBatch(w.ctx, evs) }, func(n int, err error) error {
+		done, err := w.attempt(evs[0].ID, func() error { return w.handleBatch(evs) }, func(n int, err error) error {
 			for _, e := range evs {
 				w.deadLetter(e, n, err)
 			}
@@ -386,7 +387,7 @@ func (w *worker) process(evs []Event) error {
 			// Lost the partition (or asked to stop): the next owner resumes after last.
 			break
 		}
-		done, _ := w.attempt(e.ID, func() error { return c.cfg.Handle(w.ctx, e) }, func(n int, err error) error {
+		done, _ := w.attempt(e.ID, func() error { return w.handle(e) }, func(n int, err error) error {
 			w.deadLetter(e, n, err)
 			return nil
 		})
@@ -509,6 +510,46 @@ func (w *worker) inTx(pos position, fn func(ctx context.Context, tx store.Tx) er
 	return err
 }
 
+// handle, handleBatch and handleTx call the group's handler, in a "process <topic>" span
+// linked to the spans that published the events when tracing is on (see package otelx).
+func (w *worker) handle(e Event) error {
+	t := w.c.l.d.Tracer
+	if t == nil {
+		return w.c.cfg.Handle(w.ctx, e)
+	}
+	ctx, span := t.Process(w.ctx, e.Topic, e.ID, []map[string]string{e.Headers}, otelx.Group(w.c.cfg.Name))
+	err := w.c.cfg.Handle(ctx, e)
+	span.End(err)
+	return err
+}
+
+func (w *worker) handleBatch(evs []Event) error {
+	t := w.c.l.d.Tracer
+	if t == nil {
+		return w.c.cfg.HandleBatch(w.ctx, evs)
+	}
+	metas := make([]map[string]string, len(evs))
+	msgs := make([]Message, len(evs))
+	for i, e := range evs {
+		metas[i], msgs[i] = e.Headers, Message{Topic: e.Topic}
+	}
+	ctx, span := t.Process(w.ctx, topicOf(msgs), 0, metas, otelx.Group(w.c.cfg.Name))
+	err := w.c.cfg.HandleBatch(ctx, evs)
+	span.End(err)
+	return err
+}
+
+func (w *worker) handleTx(ctx context.Context, tx store.Tx, e Event) error {
+	t := w.c.l.d.Tracer
+	if t == nil {
+		return w.c.cfg.HandleTx(ctx, tx, e)
+	}
+	ctx, span := t.Process(ctx, e.Topic, e.ID, []map[string]string{e.Headers}, otelx.Group(w.c.cfg.Name))
+	err := w.c.cfg.HandleTx(ctx, tx, e)
+	span.End(err)
+	return err
+}
+
 // processTx handles a batch in one transaction with the checkpoint. If a handler fails, the
 // batch is rolled back and its events are handled one transaction each, so the failing one
 // is retried and, in the end, dead-lettered alone, with the checkpoint moving past it in
@@ -517,7 +558,7 @@ func (w *worker) processTx(evs []Event) error {
 	c, l := w.c, w.c.l
 	err := w.inTx(evs[len(evs)-1].pos, func(ctx context.Context, tx store.Tx) error {
 		for _, e := range evs {
-			if err := w.protect(func() error { return c.cfg.HandleTx(ctx, tx, e) }); err != nil {
+			if err := w.protect(func() error { return w.handleTx(ctx, tx, e) }); err != nil {
 				return err
 			}
 		}
@@ -530,7 +571,7 @@ func (w *worker) processTx(evs []Event) error {
 		var moved error
 		done, err := w.attempt(e.ID, func() error {
 			err := w.inTx(e.pos, func(ctx context.Context, tx store.Tx) error {
-				return w.protect(func() error { return c.cfg.HandleTx(ctx, tx, e) })
+				return w.protect(func() error { return w.handleTx(ctx, tx, e) })
 			})
 			if errors.Is(err, errMoved) {
 				moved = err

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/twicehq/twice/internal/otelx"
 	"github.com/twicehq/twice/store"
 )
 
@@ -114,8 +115,10 @@ func (c *Client) EnqueueBatchTx(ctx context.Context, tx any, jobs []Params, call
 	return res, nil
 }
 
-func (c *Client) enqueueBatch(ctx context.Context, q store.Querier, jobs []Params, callback Params) (BatchResult, error) {
-	cb, err := c.prepare(callback)
+func (c *Client) enqueueBatch(ctx context.Context, q store.Querier, jobs []Params, callback Params) (res BatchResult, err error) {
+	ctx, span := c.traceSend(ctx, jobs, callback)
+	defer func() { span.End(err) }()
+	cb, err := c.prepare(ctx, callback)
 	if err != nil {
 		return BatchResult{}, fmt.Errorf("jobs: batch callback: %w", err)
 	}
@@ -126,7 +129,7 @@ func (c *Client) enqueueBatch(ctx context.Context, q store.Querier, jobs []Param
 	if err != nil {
 		return BatchResult{}, err
 	}
-	ps, err := c.prepareAll(jobs)
+	ps, err := c.prepareAll(ctx, jobs)
 	if err != nil {
 		return BatchResult{}, err
 	}
@@ -138,6 +141,21 @@ func (c *Client) enqueueBatch(ctx context.Context, q store.Querier, jobs []Param
 		return BatchResult{}, err
 	}
 	return BatchResult{ID: cbRes.ID, Jobs: rs}, nil
+}
+
+// traceSend starts the span of enqueuing jobs (see package otelx): "send <queue>", or
+// "send" for jobs of several queues. Without a tracer it does nothing.
+func (c *Client) traceSend(ctx context.Context, jobs []Params, more ...Params) (context.Context, otelx.Span) {
+	if c.d.Tracer == nil {
+		return ctx, otelx.Span{}
+	}
+	var dest string
+	if qs := queuesOf(jobs, more...); len(qs) == 1 {
+		for q := range qs {
+			dest = q
+		}
+	}
+	return c.d.Tracer.Send(ctx, dest, len(jobs)+len(more))
 }
 
 // queuesOf is the set of queues of jobs and of more: taking more apart, never appending it
@@ -166,12 +184,13 @@ func queueOf(p Params) string {
 // enqueueAuto inserts with the client's own connection, and wakes the jobs' queues once
 // they are committed. Several unique jobs go in one transaction: each is a statement of
 // its own.
-func (c *Client) enqueueAuto(ctx context.Context, jobs []Params) ([]Result, error) {
-	ps, err := c.prepareAll(jobs)
+func (c *Client) enqueueAuto(ctx context.Context, jobs []Params) (rs []Result, err error) {
+	ctx, span := c.traceSend(ctx, jobs)
+	defer func() { span.End(err) }()
+	ps, err := c.prepareAll(ctx, jobs)
 	if err != nil {
 		return nil, err
 	}
-	var rs []Result
 	err = c.e.write(ctx, queuesOf(jobs), len(ps) > 1 && hasUnique(ps), func(q store.Querier, cp copier) error {
 		rs, err = c.insert(ctx, q, ps, cp)
 		return err
@@ -198,17 +217,19 @@ func (c *Client) publishTx(ctx context.Context, tx any, queues map[string]bool) 
 	}
 }
 
-func (c *Client) enqueueTx(ctx context.Context, tx any, jobs []Params) ([]Result, error) {
+func (c *Client) enqueueTx(ctx context.Context, tx any, jobs []Params) (rs []Result, err error) {
+	ctx, span := c.traceSend(ctx, jobs)
+	defer func() { span.End(err) }()
 	q, err := c.s.Wrap(tx)
 	if err != nil {
 		return nil, err
 	}
-	ps, err := c.prepareAll(jobs)
+	ps, err := c.prepareAll(ctx, jobs)
 	if err != nil {
 		return nil, err
 	}
 	cp, _ := tx.(copier) // a pgx.Tx can COPY
-	rs, err := c.insert(ctx, q, ps, cp)
+	rs, err = c.insert(ctx, q, ps, cp)
 	if err != nil {
 		return nil, err
 	}
@@ -240,10 +261,10 @@ func (c *Client) notifyInTx(ctx context.Context, tx any, queues map[string]bool)
 	c.e.signalInTx(ctx, tx, queues)
 }
 
-func (c *Client) prepareAll(jobs []Params) ([]prepared, error) {
+func (c *Client) prepareAll(ctx context.Context, jobs []Params) ([]prepared, error) {
 	ps := make([]prepared, len(jobs))
 	for i, j := range jobs {
-		p, err := c.prepare(j)
+		p, err := c.prepare(ctx, j)
 		if err != nil {
 			if len(jobs) > 1 {
 				return nil, fmt.Errorf("job %d: %w", i, err)
@@ -256,8 +277,9 @@ func (c *Client) prepareAll(jobs []Params) ([]prepared, error) {
 }
 
 // prepare validates a job and fills its defaults: the call's options, then the kind's,
-// then the client's.
-func (c *Client) prepare(j Params) (prepared, error) {
+// then the client's. With tracing on, its Meta carries the trace context of ctx's span
+// (the send span).
+func (c *Client) prepare(ctx context.Context, j Params) (prepared, error) {
 	if j.Args == nil {
 		return prepared{}, fmt.Errorf("%w: nil Args", ErrInvalid)
 	}
@@ -343,6 +365,7 @@ func (c *Client) prepare(j Params) (prepared, error) {
 		s := string(b)
 		p.tags = &s
 	}
+	o.Meta = c.d.Tracer.Inject(ctx, o.Meta)
 	if len(o.Meta) > 0 {
 		b, err := json.Marshal(o.Meta)
 		if err != nil {

@@ -8,7 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/twicehq/twice/internal/loop"
+	"github.com/twicehq/twice/internal/otelx"
 	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 )
@@ -410,15 +413,28 @@ func (c *Client) work(ctx context.Context, row *Row) result {
 		defer cancel()
 	}
 	start := time.Now()
+	ctx, span := c.traceProcess(ctx, row)
 	var err error
 	if wk == nil {
 		err = fmt.Errorf("%w: %q on instance %s", ErrNoWorker, row.Kind, c.d.Instance)
 	} else {
 		err = c.safeRun(ctx, wk.run, row)
 	}
+	span.End(err)
 	res := c.outcome(ctx, row, err)
 	c.observe(row, res, start)
 	return res
+}
+
+// traceProcess starts the span of an attempt (see package otelx): "process <queue>",
+// linked to the span that enqueued the job, whose context its Meta carries. Without a
+// tracer it does nothing.
+func (c *Client) traceProcess(ctx context.Context, row *Row) (context.Context, otelx.Span) {
+	if c.d.Tracer == nil {
+		return ctx, otelx.Span{}
+	}
+	return c.d.Tracer.Process(ctx, row.Queue, row.ID, []map[string]string{row.Meta},
+		attribute.String("twice.job.kind", row.Kind), attribute.Int("twice.job.attempt", row.Attempt))
 }
 
 // safeRun runs a worker, turning its panic into the attempt's error (logged and counted);

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/twicehq/twice/internal/otelx"
 	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/store"
 )
@@ -305,6 +308,7 @@ func (p *pending[T]) run(do func(context.Context, string) (T, error), doTx func(
 		var encoded []byte
 		actx, stop := context.WithCancelCause(wc)
 		forget := e.track(wc.id, seq, stop)
+		actx, span := wc.traceStep(actx, name, attempts)
 		err := safe.Call(e.log, e.d.Panics, "workflow step "+name, func() error {
 			if doTx == nil {
 				var err error
@@ -325,6 +329,7 @@ func (p *pending[T]) run(do func(context.Context, string) (T, error), doTx func(
 				return e.done(wc, tx, seq, name, attempts, encoded)
 			})
 		})
+		span.End(err)
 		interrupted := errors.Is(context.Cause(actx), ErrCancelled)
 		forget()
 		if err == nil && doTx == nil {
@@ -364,6 +369,18 @@ func (p *pending[T]) run(do func(context.Context, string) (T, error), doTx func(
 			return zero, err
 		}
 	}
+}
+
+// traceStep starts the span of an attempt of step name (see package otelx): "step
+// <name>", inside the span of the job that runs the workflow. Without a tracer it does
+// nothing.
+func (c *Context) traceStep(ctx context.Context, name string, attempt int) (context.Context, otelx.Span) {
+	t := c.e.d.Tracer
+	if t == nil {
+		return ctx, otelx.Span{}
+	}
+	return t.Internal(ctx, "step "+name, attribute.String("twice.workflow.id", c.id),
+		attribute.String("twice.workflow.name", c.name), attribute.Int("twice.workflow.step.attempt", attempt))
 }
 
 // errCompensating is what a step beyond the history returns while the workflow's

@@ -20,6 +20,7 @@ import (
 
 	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/cluster"
+	"github.com/twicehq/twice/internal/otelx"
 	"github.com/twicehq/twice/lease"
 	"github.com/twicehq/twice/store"
 )
@@ -55,6 +56,9 @@ type Deps struct {
 	// may say, and that no stored state depends on: the realtime hub's messages for its
 	// clients. Everything else stays a hint, signed or not.
 	Signed bool
+	// Tracer traces the block's messages (see package otelx). Nil, tracing off, is the
+	// default.
+	Tracer *otelx.Tracer
 }
 
 // WithDefaults returns d with a logger; blocks call it in their constructor.
