@@ -220,6 +220,10 @@ type QueueStats struct {
 	// worker is a queue nobody runs: see [Config].Queues.
 	Workers   int `json:"workers"`
 	Available int `json:"available"`
+	// Lag is how long the oldest available job whose time has come has waited for a
+	// worker (since its scheduled time, in database time): 0 when none waits. The figure to
+	// alert on: a queue whose workers keep up has a lag of milliseconds.
+	Lag time.Duration `json:"lag,omitempty"`
 	// Scheduled counts available jobs whose time has not come (retries included).
 	Scheduled int `json:"scheduled"`
 	Running   int `json:"running"`
@@ -249,7 +253,8 @@ func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
 		var queue string
 		var state, n int
 		var later bool
-		if err := rows.Scan(&queue, &state, &later, &n); err != nil {
+		var oldest store.Micros
+		if err := rows.Scan(&queue, &state, &later, &n, &oldest); err != nil {
 			return nil, err
 		}
 		s := get(queue)
@@ -259,6 +264,7 @@ func (c *Client) Stats(ctx context.Context) ([]QueueStats, error) {
 				s.Scheduled += n
 			} else {
 				s.Available += n
+				s.Lag = max(oldest.Duration, 0)
 			}
 		case bitRunning:
 			s.Running += n

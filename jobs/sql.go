@@ -177,8 +177,10 @@ RETURNING queue`,
 	pause: `
 INSERT INTO twice_queues (service, name, paused, updated_at) VALUES ($2, $3, $4, {now})
 ON CONFLICT (service, name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at`,
+	// The last column is how long the group's oldest job has been due: the queue's lag,
+	// for the group of available jobs whose time has come.
 	stats: `
-SELECT queue, state, state = 1 AND run_at > {now}, count(*)::bigint FROM twice_jobs WHERE service = $2
+SELECT queue, state, state = 1 AND run_at > {now}, count(*)::bigint, max({age {now}, run_at}) FROM twice_jobs WHERE service = $2
 GROUP BY 1, 2, 3`,
 	// A condition of [Client.List]; $? becomes its parameter. Tags are a jsonb array on
 	// PostgreSQL, whose ? operator the index can serve, and JSON text on SQLite.

@@ -21,6 +21,9 @@ var (
 		[]string{"queue", "state"}, nil)
 	queueWorkersDesc = prometheus.NewDesc(fqName("queue_workers"),
 		"Live instances working each queue. Exported by the leader only.", []string{"queue"}, nil)
+	queueLagDesc = prometheus.NewDesc(fqName("queue_lag_seconds"),
+		"How long the oldest available job whose time has come has waited for a worker, by queue: 0 when none waits. The figure to alert on. Exported by the leader only, read at most once per interval.",
+		[]string{"queue"}, nil)
 	queuePausedDesc = prometheus.NewDesc(fqName("queue_paused"),
 		"1 for a paused queue, else 0. Exported by the leader only.", []string{"queue"}, nil)
 	presenceDesc = prometheus.NewDesc(fqName("presence_users"),
@@ -46,6 +49,7 @@ func newClusterCollector(node *twice.Node, interval time.Duration) *clusterColle
 func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- jobsDesc
 	ch <- queueWorkersDesc
+	ch <- queueLagDesc
 	ch <- queuePausedDesc
 	ch <- presenceDesc
 }
@@ -99,6 +103,7 @@ func (c *clusterCollector) collectJobs(ch chan<- prometheus.Metric, j *jobs.Clie
 			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(s.n), q.Queue, s.state)
 		}
 		ch <- prometheus.MustNewConstMetric(queueWorkersDesc, prometheus.GaugeValue, float64(q.Workers), q.Queue)
+		ch <- prometheus.MustNewConstMetric(queueLagDesc, prometheus.GaugeValue, q.Lag.Seconds(), q.Queue)
 		paused := 0.0
 		if q.Paused {
 			paused = 1

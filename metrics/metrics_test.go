@@ -247,8 +247,10 @@ func check(nodes []*twice.Node, scrapes []map[string]*dto.MetricFamily, enqueued
 		_, jobsOK := value(f, "twice_jobs")
 		_, workersOK := value(f, "twice_queue_workers")
 		_, usersOK := value(f, "twice_presence_users")
-		if jobsOK != workersOK || jobsOK != usersOK {
-			return fmt.Errorf("node %d: twice_jobs %v, twice_queue_workers %v, twice_presence_users %v", i, jobsOK, workersOK, usersOK)
+		_, lagOK := value(f, "twice_queue_lag_seconds")
+		if jobsOK != workersOK || jobsOK != usersOK || jobsOK != lagOK {
+			return fmt.Errorf("node %d: twice_jobs %v, twice_queue_workers %v, twice_presence_users %v, twice_queue_lag_seconds %v",
+				i, jobsOK, workersOK, usersOK, lagOK)
 		}
 		if !jobsOK {
 			continue

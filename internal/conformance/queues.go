@@ -39,6 +39,7 @@ func exerciseQueues(t *testing.T, backend Backend) {
 		{"EnqueueToAnUnworkedQueueIsLogged", queuesEnqueueToAnUnworkedQueueIsLogged},
 		{"InvalidQueueConfig", queuesInvalidQueueConfig},
 		{"StatsShowQueuesNobodyWorks", queuesStatsShowQueuesNobodyWorks},
+		{"StatsShowTheLag", queuesStatsShowTheLag},
 	})
 }
 
@@ -163,6 +164,29 @@ func queuesStatsShowQueuesNobodyWorks(t *testing.T, backend Backend) {
 	}
 	if st := queueStats(t, a, jobs.DefaultQueue); st.Workers != 1 {
 		t.Fatalf("an instance that stopped still counts: %+v", st)
+	}
+}
+
+// A queue's lag is how long its oldest due job has waited: a job due an hour ago in a
+// queue nobody works shows it; jobs not due yet, and those of a worked queue, show none.
+func queuesStatsShowTheLag(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	n := backend.node(t, db, "svc", jobsFast())
+	for _, at := range []time.Duration{-time.Hour, -time.Minute} {
+		if _, err := n.Jobs().Enqueue(ctx, noop{}, &jobs.Opts{Queue: "stuck", RunAt: time.Now().Add(at)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.Jobs().Enqueue(ctx, noop{}, &jobs.Opts{Queue: "later", Delay: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	// The database's clock and this one's may differ a little: the bounds are loose.
+	if st := queueStats(t, n, "stuck"); st.Available != 2 || st.Lag < 59*time.Minute || st.Lag > 2*time.Hour {
+		t.Fatalf("a queue whose oldest job is due since an hour: %+v", st)
+	}
+	if st := queueStats(t, n, "later"); st.Scheduled != 1 || st.Lag != 0 {
+		t.Fatalf("a queue whose only job is not due: %+v", st)
 	}
 }
 
