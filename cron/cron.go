@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gocron "github.com/netresearch/go-cron"
@@ -140,6 +141,27 @@ type Cron struct {
 	every     *loop.Loop     // runs the every-instance schedules, from Start to Close
 	leading   *loop.Loop     // fires the once-per-tick schedules while this instance leads
 	wg        sync.WaitGroup // every-instance ticks running
+
+	fired, late, skipped atomic.Uint64 // see Stats
+}
+
+// Stats counts this instance's ticks since it started.
+type Stats struct {
+	// Fired counts the ticks this instance fired: once-per-tick ticks whose job it
+	// enqueued while it led, and every-instance ticks it ran.
+	Fired uint64 `json:"fired"`
+	// Late counts the fired ticks that fired after their grace period (caught up after a
+	// failover or a cluster that was down, by CatchUpOnce or CatchUpAll).
+	Late uint64 `json:"late"`
+	// Skipped counts the due ticks it passed without firing them: missed beyond the grace
+	// period and not caught up (CatchUpSkip, or more than CatchUpLimit), or skipped because
+	// the previous tick's job still ran (OverlapSkip, or the older of several due).
+	Skipped uint64 `json:"skipped"`
+}
+
+// Stats returns this instance's tick counts. It runs no statement.
+func (c *Cron) Stats() Stats {
+	return Stats{Fired: c.fired.Load(), Late: c.late.Load(), Skipped: c.skipped.Load()}
 }
 
 type schedule struct {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/twicehq/twice/internal/loop"
@@ -91,7 +92,9 @@ func (c *Cron) Fire(ctx context.Context) (fired int, wait time.Duration, err err
 
 func (c *Cron) fireOne(ctx context.Context, sc *schedule) (fired int, until time.Duration, err error) {
 	q := c.q
+	var late, skipped int // of the ticks this look passed: fired after their grace, and not fired
 	err = c.s.InTx(ctx, func(tx store.Tx) error {
+		fired, late, skipped = 0, 0, 0 // a retried transaction counts again
 		var last, updated, now store.Time
 		var lastJob *int64
 		err := tx.QueryRow(ctx, q.lock, c.s.NowArg(), c.d.Service, sc.name).Scan(&last, &lastJob, &updated, &now)
@@ -139,9 +142,12 @@ func (c *Cron) fireOne(ctx context.Context, sc *schedule) (fired int, until time
 			if err != nil {
 				return err
 			}
-			for _, r := range rs {
+			for i, r := range rs {
 				if !r.Duplicate {
 					fired++
+					if slices.Contains(plan.missed, fire[i]) {
+						late++
+					}
 				}
 			}
 			newest = rs[len(rs)-1].ID
@@ -150,10 +156,18 @@ func (c *Cron) fireOne(ctx context.Context, sc *schedule) (fired int, until time
 			c.log.Warn("cron: ticks missed beyond the grace period", "schedule", sc.name, "missed", plan.missedCount,
 				"policy", sc.opts.CatchUp, "fired_for_them", len(plan.missed))
 		}
+		// Every tick due, on time or missed, that this look passes without firing.
+		skipped = plan.missedCount + len(plan.fire) - len(plan.missed) - len(fire)
 		_, err = tx.Exec(ctx, q.advance, c.d.Service, sc.name, c.s.TimeArg(plan.advance), newest)
 		return err
 	})
-	return fired, until, err
+	if err != nil {
+		return 0, until, err
+	}
+	c.fired.Add(uint64(fired))
+	c.late.Add(uint64(late))
+	c.skipped.Add(uint64(skipped))
+	return fired, until, nil
 }
 
 // tickPlan is what one look decides for a schedule.
@@ -295,6 +309,7 @@ func (c *Cron) runHere(ctx context.Context, sc *schedule, tick time.Time) {
 	go func() {
 		defer c.wg.Done()
 		meta := tickMeta(sc.name, tick.UTC().Format(time.RFC3339Nano), nil)
+		c.fired.Add(1)
 		if err := c.jobs.RunHere(ctx, sc.args, meta); err != nil {
 			c.log.Warn("cron: every-instance tick failed", "schedule", sc.name, "tick", tick, "err", err)
 		}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cache"
+	"github.com/twicehq/twice/cron"
 	"github.com/twicehq/twice/idempotency"
 	"github.com/twicehq/twice/internal/nodehook"
 	"github.com/twicehq/twice/realtime"
@@ -46,6 +47,8 @@ var (
 		"Reads of the real-time history, by result: ok or failed (each failed one is tried again).", []string{"result"}, nil)
 	rtSlowDesc = prometheus.NewDesc(fqName("realtime_slow_clients_total"),
 		"Hub connections closed because their client took no frame in time or let its buffer fill.", nil, nil)
+	cronTicksDesc = prometheus.NewDesc(fqName("cron_ticks_total"),
+		"Cron ticks this instance passed, by outcome: fired (on time or late), late (fired after their grace period, caught up), skipped (due but not fired: missed beyond the grace and not caught up, or overlapping a run).", []string{"outcome"}, nil)
 	idemConflictsDesc = prometheus.NewDesc(fqName("idempotency_conflicts_total"),
 		"Requests refused because their Idempotency-Key was reused for another request (reason reused, 422) or is still running (reason in_use, 409).", []string{"reason"}, nil)
 )
@@ -59,7 +62,7 @@ type instanceCollector struct {
 func (c *instanceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{upDesc, panicsDesc, leaderDesc, termsDesc, renewFailDesc, lostDesc, busCheckedDesc,
 		cacheHitsDesc, cacheMissesDesc, cacheFlushesDesc, cacheInvalDesc, cacheEntriesDesc, idemReplaysDesc, idemConflictsDesc,
-		rtConnsDesc, rtDeliveredDesc, rtReadsDesc, rtSlowDesc} {
+		rtConnsDesc, rtDeliveredDesc, rtReadsDesc, rtSlowDesc, cronTicksDesc} {
 		ch <- d
 	}
 }
@@ -108,6 +111,11 @@ func (c *instanceCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(rtReadsDesc, uint64(st.Reads-st.FailedReads), "ok")
 			counter(rtReadsDesc, uint64(st.FailedReads), "failed")
 			counter(rtSlowDesc, uint64(st.SlowClosed))
+		case *cron.Cron:
+			st := b.Stats()
+			counter(cronTicksDesc, st.Fired, "fired")
+			counter(cronTicksDesc, st.Late, "late")
+			counter(cronTicksDesc, st.Skipped, "skipped")
 		case *idempotency.Keys:
 			st := b.Stats()
 			counter(idemReplaysDesc, st.Replays)

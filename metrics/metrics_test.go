@@ -19,6 +19,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/cache"
+	"github.com/twicehq/twice/cron"
 	"github.com/twicehq/twice/internal/nodehook"
 	"github.com/twicehq/twice/internal/rtclient"
 	"github.com/twicehq/twice/internal/testnode"
@@ -118,6 +119,10 @@ func TestScrapeAfterWorkloadOnThreeNodes(t *testing.T) {
 
 		for _, n := range nodes {
 			n.Presence() // every instance uses presence, so whichever leads exports the users online
+		}
+		// A tick a second on the first instance, run in-process (no job row, no histogram).
+		if err := nodes[0].Cron().Add("pulse", "@every 1s", ping{}, &cron.Opts{Mode: cron.EveryInstance}); err != nil {
+			t.Fatal(err)
 		}
 		if _, err := nodes[1].Presence().Connect(ctx, "ann", "lobby"); err != nil {
 			t.Fatal(err)
@@ -299,6 +304,7 @@ func check(nodes []*twice.Node, scrapes []map[string]*dto.MetricFamily, enqueued
 		lbl  []string
 	}{
 		{"twice_leader_terms_total", nil},
+		{"twice_cron_ticks_total", []string{"outcome", "fired"}},
 		{"twice_session_store_seconds", []string{"op", "save"}},
 		{"twice_session_store_seconds", []string{"op", "load"}},
 	} {

@@ -172,6 +172,12 @@ func cronCatchUpPolicies(t *testing.T, backend Backend) {
 			t.Errorf("catch-up %s: %d ticks fired, want %d", name, len(got), want)
 		}
 	}
+	// Counted once whichever look fired them (this one or the leader's own): skip fired 1
+	// on time and passed 9, once fired 1 late and 1 on time and passed 8, all fired 9 late
+	// and 1 on time.
+	if st, want := n.Cron().Stats(), (cron.Stats{Fired: 13, Late: 10, Skipped: 17}); st != want {
+		t.Errorf("stats %+v, want %+v", st, want)
+	}
 }
 
 func cronOverlapSkipAndWait(t *testing.T, backend Backend) {
