@@ -109,6 +109,7 @@ type Metrics struct {
 	reqDuration *prometheus.HistogramVec // route, method
 	instance    *instanceCollector
 	cluster     *clusterCollector
+	probe       *busProbe
 
 	handlerOnce sync.Once
 	handler     http.Handler
@@ -158,6 +159,7 @@ func New(node *twice.Node, cfg Config) (*Metrics, error) {
 	}, []string{"route", "method"})
 	m.instance = &instanceCollector{node: node}
 	m.cluster = newClusterCollector(node, cfg.Interval)
+	m.probe = newBusProbe(node, cfg.Interval)
 
 	started, unused := nodehook.Blocks(node)
 	for _, b := range append(started, unused...) {
@@ -182,7 +184,7 @@ func (m *Metrics) observeSession(op string, d time.Duration) {
 
 // collectors are every collector of m.
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.jobDuration, m.jobWait, m.sessionOps, m.requests, m.reqDuration, m.instance, m.cluster}
+	return []prometheus.Collector{m.jobDuration, m.jobWait, m.sessionOps, m.requests, m.reqDuration, m.instance, m.cluster, m.probe}
 }
 
 // Register adds the node's collectors to r, with the constant labels service and

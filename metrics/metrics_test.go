@@ -305,6 +305,7 @@ func check(nodes []*twice.Node, scrapes []map[string]*dto.MetricFamily, enqueued
 	}{
 		{"twice_leader_terms_total", nil},
 		{"twice_cron_ticks_total", []string{"outcome", "fired"}},
+		{"twice_bus_round_trip_seconds", nil},
 		{"twice_session_store_seconds", []string{"op", "save"}},
 		{"twice_session_store_seconds", []string{"op", "load"}},
 	} {
