@@ -285,14 +285,18 @@ func printStats(w io.Writer, service string, st []jobs.QueueStats) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "QUEUE\tWORKERS\tPAUSED\tLIMIT\tRATE\tAVAILABLE\tSCHEDULED\tRUNNING\tCOMPLETED\tCANCELLED\tDISCARDED\tWAITING")
+	fmt.Fprintln(tw, "QUEUE\tWORKERS\tPAUSED\tLIMIT\tRATE\tAVAILABLE\tLAG\tSCHEDULED\tRUNNING\tCOMPLETED\tCANCELLED\tDISCARDED\tWAITING")
 	for _, q := range st {
 		limit := "-"
 		if q.GlobalLimit > 0 {
 			limit = strconv.Itoa(q.GlobalLimit)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", q.Queue, q.Workers, q.Paused, limit, q.RateLimit, q.Available, q.Scheduled,
-			q.Running, q.Completed, q.Cancelled, q.Discarded, q.Waiting)
+		lag := "-"
+		if q.Lag > 0 {
+			lag = round(q.Lag).String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", q.Queue, q.Workers, q.Paused, limit, q.RateLimit, q.Available, lag,
+			q.Scheduled, q.Running, q.Completed, q.Cancelled, q.Discarded, q.Waiting)
 	}
 	_ = tw.Flush()
 	for _, q := range st {

@@ -47,6 +47,9 @@ func init() {
 				"N instances of any command behind a health-checking\nproxy: merged logs, restarts, rolling restart, chaos"}}},
 		{name: "status", run: noStderr(statusCmd), note: serviceNote + "\n" + dbNote, lines: []usageLine{
 			{"", "[--dsn DSN] [--service NAME] [--json]", "members, leader, locks and partition sets of each service"}}},
+		{name: "top", run: noStderr(topCmd), note: serviceNote + "\n" + dbNote, lines: []usageLine{
+			{"", "[--dsn DSN] [--service NAME] [--every 2s] [--count N] [--json]",
+				"the cluster in the terminal, read again every 2s:\ninstances, leader, locks, partitions, queues and lag"}}},
 		{name: "migrate", run: noStderr(migrateCmd), note: dbNote, lines: []usageLine{
 			{"up", "[--dsn DSN]", "apply pending migrations"},
 			{"down", "[--dsn DSN] [--steps N | --all]", "undo the last N migrations (default 1)"},
