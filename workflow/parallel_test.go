@@ -233,3 +233,54 @@ func TestDoAllCrashRunsOnlyTheUnfinished(t *testing.T) {
 		equal(t, "after the crash", ran[3:], []string{"b", "after a-done b-done c-done"})
 	})
 }
+
+// Cancelling a workflow in the middle of a fan-out interrupts every step of it still
+// running, wherever the cancellation is asked; the steps that completed are compensated.
+func TestDoAllCancelInterruptsEveryRunningStep(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		nodes := twicetest.Open(t, 2, &twicetest.Options{Store: s})
+		l := newLedger(t, nodes[0])
+		forever := func(name string) workflow.Step[string] {
+			st := step(l, name, false)
+			do := st.Do
+			st.Do = func(ctx context.Context, key string) (string, error) {
+				if _, err := do(ctx, key); err != nil {
+					return "", err
+				}
+				<-ctx.Done() // would run for ever but for the cancellation
+				return "", ctx.Err()
+			}
+			return st
+		}
+		wf := register(t, nodes[0].Workflows(), workflow.Def[order]{Name: "fan-cancel", Run: func(wc *workflow.Context, in order) error {
+			_, err := workflow.DoAll(wc, forever("a"), step(l, "b", false), forever("c"))
+			return err
+		}})
+		if _, err := wf.Start(ctx, "fx-1", order{}); err != nil {
+			t.Fatal(err)
+		}
+		testnode.EventuallyNil(t, liveness, func() error {
+			st, err := nodes[0].Workflows().Get(ctx, "fx-1")
+			if err != nil {
+				return err
+			}
+			if n := len(l.ran(t, "fx-1")); n != 3 || len(st.Steps) != 1 {
+				return fmt.Errorf("%d executions, %d steps stored; want a and c running and b completed", n, len(st.Steps))
+			}
+			return nil
+		})
+		if err := nodes[1].Workflows().Cancel(ctx, "fx-1"); err != nil {
+			t.Fatal(err)
+		}
+		st := await(t, nodes[0].Workflows(), "fx-1")
+		if st.State != workflow.Cancelled || len(st.Steps) != 1 || st.Steps[0].Name != "b" {
+			t.Fatalf("status: %+v", st)
+		}
+		ran := l.ran(t, "fx-1")
+		head := slices.Clone(ran[:3])
+		slices.Sort(head)
+		equal(t, "fan-out", head, []string{"a", "b", "c"})
+		equal(t, "compensations", ran[3:], []string{"undo b-done"})
+	})
+}
