@@ -489,7 +489,7 @@ func measureJobThroughput(ctx context.Context, s *store.Store, opts instance.Opt
 	}
 	res.EnqueueS = time.Since(t).Seconds()
 	fmt.Fprintf(progress, "bench scale: %d jobs enqueued in %.1f s; resuming their queue\n", n, res.EnqueueS)
-	before, err := queueStats(ctx, jc)
+	before, err := queueStats(ctx, jc, jobs.DefaultQueue)
 	if err != nil {
 		return res, err
 	}
@@ -505,7 +505,7 @@ func measureJobThroughput(ctx context.Context, s *store.Store, opts instance.Opt
 		if !loop.Sleep(ctx, 100*time.Millisecond) {
 			return res, ctx.Err()
 		}
-		st, err := queueStats(ctx, jc)
+		st, err := queueStats(ctx, jc, jobs.DefaultQueue)
 		if err != nil {
 			return res, err
 		}
@@ -530,18 +530,18 @@ func measureJobThroughput(ctx context.Context, s *store.Store, opts instance.Opt
 	return res, nil
 }
 
-// queueStats are the counts of the default queue.
-func queueStats(ctx context.Context, jc *jobs.Client) (jobs.QueueStats, error) {
+// queueStats are the counts of queue.
+func queueStats(ctx context.Context, jc *jobs.Client, queue string) (jobs.QueueStats, error) {
 	all, err := jc.Stats(ctx)
 	if err != nil {
 		return jobs.QueueStats{}, err
 	}
 	for _, q := range all {
-		if q.Queue == jobs.DefaultQueue {
+		if q.Queue == queue {
 			return q, nil
 		}
 	}
-	return jobs.QueueStats{Queue: jobs.DefaultQueue}, nil
+	return jobs.QueueStats{Queue: queue}, nil
 }
 
 // openBus opens the bus of a service's instances for this process, which runs none: the
