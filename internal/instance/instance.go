@@ -60,7 +60,7 @@ type Options struct {
 
 // Event is one line a child prints.
 type Event struct {
-	Event string `json:"event"` // ready, elected, demoted, fenced, assigned, revoked, locked, write_error, http, handling, invalidated, setting, lost, stalling, stall, idle, members, connected, presence, quiesced, closed, error
+	Event string `json:"event"` // ready, elected, demoted, fenced, assigned, revoked, locked, write_error, http, handling, invalidated, setting, lost, stalling, stall, idle, members, connected, presence, quiesced, step, closed, error
 	ID    string `json:"id,omitempty"`
 	PID   int    `json:"pid,omitempty"`
 	Token int64  `json:"token,omitempty"`
@@ -79,7 +79,7 @@ type Event struct {
 	Op *Op `json:"op,omitempty"`
 	// Key is the cache key or setting applied, on "invalidated" and "setting"; the join
 	// or leave seen, on "presence"; the partition, on "assigned", "revoked" and "fenced"
-	// of partition-writes.
+	// of partition-writes; the step's idempotency key, on "step".
 	Key string `json:"key,omitempty"`
 	// Job, Attempt and Tick describe a job start ("job", "tick" events).
 	Job     int64  `json:"job,omitempty"`

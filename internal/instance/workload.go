@@ -31,6 +31,7 @@ type configurer interface {
 var workloads = register(
 	FencedWriter{}, PartitionWrites{}, Lock{}, Consume{}, Jobs{}, IdempotencyHTTP{}, CacheWriter{}, Propagation{}, Idle{}, Members{}, Presence{}, Realtime{},
 	CheckRegister{}, CheckLocks{}, CheckPartitions{}, CheckEvents{}, CheckJobs{}, CheckConverge{}, CheckHTTP{},
+	WorkflowBench{},
 )
 
 func register(ws ...Workload) map[string]reflect.Type {
