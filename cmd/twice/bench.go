@@ -18,7 +18,7 @@ import (
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: bench needs a benchmark: failover, events, idle, scale, partitions, realtime, invalidation or config", errUsage)
+		return fmt.Errorf("%w: bench needs a benchmark: failover, events, idle, scale, partitions, realtime, invalidation, config or workflows", errUsage)
 	}
 	switch args[0] {
 	case "failover":
@@ -33,6 +33,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return benchPartitions(ctx, args[1:], stdout, stderr)
 	case "realtime":
 		return benchRealtime(ctx, args[1:], stdout, stderr)
+	case "workflows":
+		return benchWorkflows(ctx, args[1:], stdout, stderr)
 	case kindInvalidation, kindConfig:
 		return benchPropagation(ctx, args[0], args[1:], stdout, stderr)
 	default:

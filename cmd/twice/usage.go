@@ -95,7 +95,12 @@ func init() {
 			{"invalidation", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N] [--burst N]\n[--json] [--report FILE.html]",
 				"time cache invalidations from commit to every instance"},
 			{"config", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N]\n[--json] [--report FILE.html]",
-				"time setting changes from commit to every watcher"}}},
+				"time setting changes from commit to every watcher"},
+			{"workflows", "[--dsn DSN] [--workflows N] [--instances K] [--kills K] [--hold 2s]\n[--latency N] [--rate R] [--json] [--report FILE.html]",
+				"workflows of three steps completed per second (Do, then DoTx\n" +
+					"steps); start-to-completed p50/p99 at --rate (stored created_at\n" +
+					"to finished_at); after SIGKILL to the instance running a step,\n" +
+					"the time to that step's start on another instance, by its report"}}},
 		{name: "check", run: checkCmd, note: dbNote, lines: []usageLine{
 			{"", "[--store sqlite|postgres] [--dsn DSN] [--duration 60s] [--short] [--faults LIST]\n[--pg-restart-cmd CMD] [--json] [--report FILE.html]",
 				"run instances under faults; check every invariant;\nexit 1 on a violation, 3 if the check could not run;\n--report writes an HTML page: timeline, latency, invariants"}}},
