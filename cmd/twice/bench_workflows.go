@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/loop"
@@ -33,7 +34,8 @@ func benchWorkflows(ctx context.Context, args []string, stdout, stderr io.Writer
 		"once with Do steps, once with DoTx steps")
 	instances := fs.Int("instances", 3, "instances to run, each a process of its own")
 	kills := fs.Int("kills", 10, "how many times to SIGKILL the instance running a workflow's step; each resumption is timed from the signal\n"+
-		"to the step's start on another instance, by that instance's own report, both on this machine's clock (0: none)")
+		"to the step's start on another instance, by that instance's own report, both on this machine's clock; no instance is\n"+
+		"killed within "+settle.String()+" of its start, before its liveness is watched (0: none)")
 	hold := fs.Duration("hold", 2*time.Second, "how long the step that a kill interrupts runs (it sleeps)")
 	latency := fs.Int("latency", 200, "workflows started one at a time at --rate while their queue runs; the latency is each one's stored\n"+
 		"created_at to finished_at, database time (0: none)")
@@ -155,6 +157,11 @@ type resumption struct {
 // startBatch is how many workflows one transaction starts for a throughput run.
 const startBatch = 500
 
+// settle is how long after an instance is ready `twice bench workflows` may kill it (see
+// killRunning): its neighbour in the ring of liveness locks watches it from its next
+// heartbeat on.
+const settle = cluster.DefaultHeartbeatInterval * 3 / 2
+
 func (r workflowsResult) summary() string {
 	s := fmt.Sprintf("%d instances on %s completed %d workflows of %d steps at %.0f workflows/s with Do steps (%.1f s) and %.0f/s with DoTx steps (%.1f s); this process started them at %.0f/s.",
 		r.Instances, r.Store, r.Workflows, r.Steps, r.WorkflowsPerSec, r.DurationS, r.WorkflowsPerSecDoTx, r.DurationDoTxS, r.StartsPerSec)
@@ -241,6 +248,7 @@ func measureWorkflows(ctx context.Context, spawn instance.Spawner, s *store.Stor
 	if err := startAll(ctx, g, p.Instances); err != nil {
 		return res, fmt.Errorf("bench workflows: %w", err)
 	}
+	ready := time.Now()
 	b, err := newWorkflowStarter(ctx, s, opts.Service)
 	if err != nil {
 		return res, fmt.Errorf("bench workflows: %w", err)
@@ -265,7 +273,7 @@ func measureWorkflows(ctx context.Context, spawn instance.Spawner, s *store.Stor
 	res.WorkflowsPerSec, res.DurationS, res.Rate = float64(p.Workflows)/do.durationS, do.durationS, do.rate
 	res.WorkflowsPerSecDoTx, res.DurationDoTxS, res.RateDoTx = float64(p.Workflows)/tx.durationS, tx.durationS, tx.rate
 	if p.Kills > 0 {
-		if res.Resumes, err = b.killRunning(ctx, g, p.Kills, p.Hold, start, p.Progress); err != nil {
+		if res.Resumes, err = b.killRunning(ctx, g, p.Kills, p.Hold, start, ready, p.Progress); err != nil {
 			return res, fmt.Errorf("bench workflows: %w", err)
 		}
 		for _, r := range res.Resumes {
@@ -472,10 +480,17 @@ func (w *workflowStarter) latency(ctx context.Context, n int, rate float64, prog
 // from the signal to that instance's own report of the step's start, both on this
 // machine's clock. That covers noticing the death, rescuing the workflow's job, fetching
 // it, and replaying the step that completed before. The killed instance is restarted each
-// time, so every kill finds a full cluster. At the end every such workflow must have
-// completed, its step "before" run once: a completed step never runs again.
-func (w *workflowStarter) killRunning(ctx context.Context, g *instance.Group, kills int, hold time.Duration, start time.Time, progress io.Writer) ([]resumption, error) {
+// time, so every kill finds a full cluster, and no kill comes sooner than settle after an
+// instance was ready: the instances watch each other's liveness locks in a ring,
+// and a newcomer's neighbour only watches it from its next heartbeat on (a newcomer killed
+// sooner is noticed then, up to a heartbeat interval later, which is not what this
+// measures). At the end every such workflow must have completed, its step "before" run
+// once: a completed step never runs again.
+func (w *workflowStarter) killRunning(ctx context.Context, g *instance.Group, kills int, hold time.Duration, start, ready time.Time, progress io.Writer) ([]resumption, error) {
 	var out []resumption
+	if !loop.Sleep(ctx, time.Until(ready.Add(settle))) {
+		return out, ctx.Err()
+	}
 	// Every wait is bounded: a workflow never resumed is a failure, not a hang.
 	limit := 30*time.Second + 5*hold
 	step := func(id string, not int, from int) (instance.Event, error) {
@@ -524,6 +539,9 @@ func (w *workflowStarter) killRunning(ctx context.Context, g *instance.Group, ki
 		}
 		if _, err := g.Start(ctx, slot); err != nil {
 			return out, err
+		}
+		if !loop.Sleep(ctx, settle) {
+			return out, ctx.Err()
 		}
 	}
 	return out, w.checkHeld(ctx, g, kills, limit)
