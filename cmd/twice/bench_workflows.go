@@ -36,6 +36,8 @@ func benchWorkflows(ctx context.Context, args []string, stdout, stderr io.Writer
 	kills := fs.Int("kills", 10, "how many times to SIGKILL the instance running a workflow's step; each resumption is timed from the signal\n"+
 		"to the step's start on another instance, by that instance's own report, both on this machine's clock; no instance is\n"+
 		"killed within "+settle.String()+" of its start, before its liveness is watched (0: none)")
+	concurrency := fs.Int("concurrency", 0, "workflows each instance runs at once, and fetches at most at a time (default: the jobs default, "+
+		strconv.Itoa(jobs.DefaultConcurrency)+")")
 	hold := fs.Duration("hold", 2*time.Second, "how long the step that a kill interrupts runs (it sleeps)")
 	latency := fs.Int("latency", 200, "workflows started one at a time at --rate while their queue runs; the latency is each one's stored\n"+
 		"created_at to finished_at, database time (0: none)")
@@ -50,6 +52,8 @@ func benchWorkflows(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("%w: bench workflows: --workflows must be 1 to 1000000", errUsage)
 	case *instances < 2 || *instances > 50:
 		return fmt.Errorf("%w: bench workflows: --instances must be 2 to 50 (a workflow resumes on another instance)", errUsage)
+	case *concurrency < 0 || *concurrency > 100000:
+		return fmt.Errorf("%w: bench workflows: --concurrency must be 1 to 100000 (0: the jobs default)", errUsage)
 	case *kills < 0 || *kills > 1000:
 		return fmt.Errorf("%w: bench workflows: --kills must be 0 to 1000", errUsage)
 	case *hold < 200*time.Millisecond || *hold > time.Minute:
@@ -70,7 +74,7 @@ func benchWorkflows(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer e.close()
 	fmt.Fprintf(e.progress, "bench workflows: %d instances of %s on %s\n", *instances, e.service, e.store)
 	res, err := measureWorkflows(ctx, e.spawn, e.store, instance.Options{DSN: e.dsn, Schema: db.schema, Service: e.service},
-		workflowsParams{Instances: *instances, Workflows: *n, Latency: *latency, Rate: *rate, Kills: *kills, Hold: *hold, Progress: e.progress})
+		workflowsParams{Instances: *instances, Concurrency: *concurrency, Workflows: *n, Latency: *latency, Rate: *rate, Kills: *kills, Hold: *hold, Progress: e.progress})
 	if err != nil {
 		return err
 	}
@@ -79,8 +83,9 @@ func benchWorkflows(ctx context.Context, args []string, stdout, stderr io.Writer
 
 // workflowsParams configure [measureWorkflows].
 type workflowsParams struct {
-	// Instances is how many instances run, each a process.
-	Instances int
+	// Instances is how many instances run, each a process; Concurrency is the workflows'
+	// queue's concurrency on each (0: the jobs default).
+	Instances, Concurrency int
 	// Workflows is how many workflows each throughput run completes.
 	Workflows int
 	// Latency is how many workflows are started one at a time, Rate per second, for the
@@ -99,6 +104,8 @@ type workflowsParams struct {
 type workflowsResult struct {
 	Store     string `json:"store"`
 	Instances int    `json:"instances"`
+	// Concurrency is how many workflows each instance runs at once.
+	Concurrency int `json:"concurrency"`
 	// Steps is how many steps each workflow of the throughput and latency runs has.
 	Steps int `json:"steps"`
 	// Workflows is how many each throughput run completed. StartsPerSec is how fast this
@@ -181,7 +188,8 @@ func (r workflowsResult) summary() string {
 func (r workflowsResult) page() *report.Page {
 	span := max(r.DurationS, r.DurationDoTxS)
 	p := &report.Page{Title: fmt.Sprintf("twice bench workflows: %s, %d instances", r.Store, r.Instances), Summary: r.summary(),
-		Facts: []report.Fact{{Name: "store", Value: r.Store}, {Name: "instances", Value: strconv.Itoa(r.Instances)},
+		Facts: []report.Fact{{Name: "store", Value: r.Store},
+			{Name: "instances", Value: fmt.Sprintf("%d, each running up to %d workflows at once", r.Instances, r.Concurrency)},
 			{Name: "throughput", Value: fmt.Sprintf("%s workflows of %d steps, twice", report.Format(float64(r.Workflows), 0), r.Steps)},
 			{Name: "kills", Value: fmt.Sprintf("%d, during a step of %s", r.Kills, msText(r.HoldMS, 0))}}}
 	p.Sections = append(p.Sections, report.Section{ID: "throughput", Heading: "Throughput",
@@ -239,9 +247,12 @@ func measureWorkflows(ctx context.Context, spawn instance.Spawner, s *store.Stor
 	if p.Progress == nil {
 		p.Progress = io.Discard
 	}
-	res := workflowsResult{Store: string(s.Dialect()), Instances: p.Instances, Steps: 3, Workflows: p.Workflows,
+	res := workflowsResult{Store: string(s.Dialect()), Instances: p.Instances, Concurrency: p.Concurrency, Steps: 3, Workflows: p.Workflows,
 		Kills: p.Kills, HoldMS: ms(p.Hold)}
-	opts.Workloads = []instance.Workload{instance.WorkflowBench{Hold: p.Hold}}
+	if res.Concurrency == 0 {
+		res.Concurrency = jobs.DefaultConcurrency
+	}
+	opts.Workloads = []instance.Workload{instance.WorkflowBench{Hold: p.Hold, Concurrency: p.Concurrency}}
 	g := instance.NewGroup(spawn, opts, instanceLogTo())
 	defer g.Stop(30 * time.Second)
 	start := time.Now()

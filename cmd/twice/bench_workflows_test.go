@@ -18,7 +18,7 @@ func TestBenchWorkflows(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
 		page := filepath.Join(t.TempDir(), "wf.html")
-		code, out, stderr := cli(t, nil, "bench", "workflows", "--dsn", db.DSN, "--schema", db.Schema, "--instances", "2",
+		code, out, stderr := cli(t, nil, "bench", "workflows", "--dsn", db.DSN, "--schema", db.Schema, "--instances", "2", "--concurrency", "50",
 			"--workflows", "40", "--latency", "10", "--rate", "100", "--kills", "2", "--hold", "1s", "--json", "--report", page)
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr)
@@ -37,8 +37,8 @@ func TestBenchWorkflows(t *testing.T) {
 				t.Errorf("%s = %v, want a positive number", k, res[k])
 			}
 		}
-		if res["store"] != string(db.Dialect) || res["workflows"] != 40.0 || res["kills"] != 2.0 {
-			t.Errorf("store %v, workflows %v, kills %v", res["store"], res["workflows"], res["kills"])
+		if res["store"] != string(db.Dialect) || res["workflows"] != 40.0 || res["kills"] != 2.0 || res["concurrency"] != 50.0 {
+			t.Errorf("store %v, workflows %v, kills %v, concurrency %v", res["store"], res["workflows"], res["kills"], res["concurrency"])
 		}
 		if p50, p99 := res["resume_ms_p50"].(float64), res["resume_ms_p99"].(float64); p99 < p50 {
 			t.Errorf("resume p99 %v below p50 %v", p99, p50)
@@ -63,7 +63,7 @@ func TestBenchWorkflows(t *testing.T) {
 func TestBenchWorkflowsUsage(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
-		{"--instances", "1"}, {"--workflows", "0"}, {"--kills", "-1"}, {"--hold", "10ms"}, {"--latency", "-1"},
+		{"--instances", "1"}, {"--workflows", "0"}, {"--concurrency", "-1"}, {"--kills", "-1"}, {"--hold", "10ms"}, {"--latency", "-1"},
 		{"--rate", "0"}, {"--rate", "NaN"}, {"extra"},
 	} {
 		code, _, stderr := cli(t, nil, append([]string{"bench", "workflows"}, args...)...)

@@ -96,7 +96,7 @@ func init() {
 				"time cache invalidations from commit to every instance"},
 			{"config", "[--dsn DSN] [--bus nats://…] [--signed] [--count N] [--instances N]\n[--json] [--report FILE.html]",
 				"time setting changes from commit to every watcher"},
-			{"workflows", "[--dsn DSN] [--workflows N] [--instances K] [--kills K] [--hold 2s]\n[--latency N] [--rate R] [--json] [--report FILE.html]",
+			{"workflows", "[--dsn DSN] [--workflows N] [--instances K] [--concurrency C] [--kills K]\n[--hold 2s] [--latency N] [--rate R] [--json] [--report FILE.html]",
 				"workflows of three steps completed per second (Do, then DoTx\n" +
 					"steps); start-to-completed p50/p99 at --rate (stored created_at\n" +
 					"to finished_at); after SIGKILL to the instance running a step,\n" +

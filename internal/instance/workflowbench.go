@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 	"github.com/twicehq/twice/workflow"
 )
@@ -15,10 +17,20 @@ import (
 type WorkflowBench struct {
 	// Hold is how long the step "hold" of BenchFlows.Hold sleeps.
 	Hold time.Duration `json:"hold,omitempty"`
+	// Concurrency is the workflows' queue's concurrency on the instance: how many
+	// workflows it runs at once, and fetches at most in one statement. Defaults to the
+	// jobs default.
+	Concurrency int `json:"concurrency,omitempty"`
 }
 
 // Name implements Workload.
 func (WorkflowBench) Name() string { return "workflow-bench" }
+
+func (w WorkflowBench) configure(cfg *twice.Config) {
+	if w.Concurrency > 0 {
+		cfg.Jobs.Queues = append(cfg.Jobs.Queues, jobs.QueueConfig{Name: workflow.Queue, Concurrency: w.Concurrency})
+	}
+}
 
 func (w WorkflowBench) start(_ context.Context, in *env) (func(), error) {
 	_, err := RegisterBenchFlows(in.node.Workflows(), w.Hold, func(key string) {
