@@ -47,7 +47,11 @@ func (db *Dashboard) serveAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log.Info("dashboard: action", "form", redact(f), "done", done)
-	http.Redirect(w, r, withDone(back, done), http.StatusSeeOther)
+	// Location as is, relative: the browser resolves it against the URL it asked for, which
+	// holds the prefix the dashboard is mounted under (http.Redirect would resolve it
+	// against the path left after StripPrefix).
+	w.Header().Set("Location", withDone(back, done))
+	w.WriteHeader(http.StatusSeeOther)
 }
 
 // redact is the form as logged: what was asked, without the page to go back to.
@@ -73,6 +77,8 @@ func (db *Dashboard) act(ctx context.Context, caller who, op string, f url.Value
 			return fmt.Sprintf("job %d retried", id), db.jobs.Retry(ctx, id)
 		}
 		return fmt.Sprintf("job %d cancelled", id), db.jobs.Cancel(ctx, id)
+	case "jobs-retry-matching", "jobs-cancel-matching":
+		return db.actMatching(ctx, op == "jobs-retry-matching", f)
 	case "queue-pause", "queue-resume":
 		q := f.Get("queue")
 		if q == "" {
@@ -112,6 +118,52 @@ func (db *Dashboard) act(ctx context.Context, caller who, op string, f url.Value
 		return fmt.Sprintf("%s set to %s (version %d)", s.Key, s.Text, s.Version), nil
 	}
 	return "", fmt.Errorf("%w: unknown action %q", errBadInput, op)
+}
+
+// maxMatching is the most jobs one retry or cancel of a filter's jobs acts on.
+const maxMatching = 1000
+
+// actMatching retries (or cancels) the jobs the filter in f matches, newest first, at most
+// maxMatching: one statement per job, the jobs package having no statement for many; the
+// jobs that cannot be (running ones for a retry, finished ones for a cancel) are skipped.
+func (db *Dashboard) actMatching(ctx context.Context, retry bool, f url.Values) (string, error) {
+	v := &view{}
+	p, err := jobParams(f, v)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errBadInput, err)
+	}
+	if !v.Filter.Any() {
+		return "", fmt.Errorf("%w: acting on every job needs a filter", errBadInput)
+	}
+	p.Limit = maxMatching
+	rows, err := db.jobs.List(ctx, p)
+	if err != nil {
+		return "", err
+	}
+	done := 0
+	for _, r := range rows {
+		switch {
+		case retry && r.State != jobs.Running && r.State != jobs.Waiting:
+			err = db.jobs.Retry(ctx, r.ID)
+		case !retry && !r.State.Finished():
+			err = db.jobs.Cancel(ctx, r.ID)
+		default:
+			continue
+		}
+		if err != nil {
+			return fmt.Sprintf("%d jobs done", done), fmt.Errorf("after %d of %d jobs: %w", done, len(rows), err)
+		}
+		done++
+	}
+	verb := "cancelled"
+	if retry {
+		verb = "retried"
+	}
+	msg := fmt.Sprintf("%d of the %d jobs matching %s %s", done, len(rows), v.Filter.Query(), verb)
+	if len(rows) == maxMatching {
+		msg += fmt.Sprintf(" (at most %d at a time: there may be more)", maxMatching)
+	}
+	return msg, nil
 }
 
 // parseSet reads a setting's change from its form: the key, the new value's text, its
@@ -176,14 +228,9 @@ func (db *Dashboard) confirmSet(w http.ResponseWriter, r *http.Request, f url.Va
 // readJobs reads the jobs page's list, filtered by its query: one statement per page load,
 // at the viewer's request, never on a timer.
 func (db *Dashboard) readJobs(ctx context.Context, q url.Values, v *view) error {
-	v.Filter = jobFilter{Queue: q.Get("queue"), Kind: q.Get("kind"), State: q.Get("state"), Tag: q.Get("tag")}
-	p := jobs.ListParams{Queue: v.Filter.Queue, Kind: v.Filter.Kind, Tag: v.Filter.Tag, Limit: 100}
-	if v.Filter.State != "" {
-		st, err := jobs.ParseState(v.Filter.State)
-		if err != nil {
-			return err
-		}
-		p.States = []jobs.State{st}
+	p, err := jobParams(q, v)
+	if err != nil {
+		return err
 	}
 	if b := q.Get("before"); b != "" {
 		id, err := strconv.ParseInt(b, 10, 64)
@@ -192,7 +239,21 @@ func (db *Dashboard) readJobs(ctx context.Context, q url.Values, v *view) error 
 		}
 		p.BeforeID, v.Filter.Before = id, id
 	}
-	var err error
 	v.Jobs, err = db.jobs.List(ctx, p)
 	return err
+}
+
+// jobParams reads the jobs page's filter from q into v, and returns it as the jobs
+// package's, 100 jobs a page.
+func jobParams(q url.Values, v *view) (jobs.ListParams, error) {
+	v.Filter = jobFilter{Queue: q.Get("queue"), Kind: q.Get("kind"), State: q.Get("state"), Tag: q.Get("tag")}
+	p := jobs.ListParams{Queue: v.Filter.Queue, Kind: v.Filter.Kind, Tag: v.Filter.Tag, Limit: 100}
+	if v.Filter.State != "" {
+		st, err := jobs.ParseState(v.Filter.State)
+		if err != nil {
+			return p, err
+		}
+		p.States = []jobs.State{st}
+	}
+	return p, nil
 }

@@ -150,6 +150,19 @@ func TestPages(t *testing.T) {
 		if row.State == jobs.Discarded && row.Attempt <= 1 {
 			t.Errorf("the retried job is %s after %d attempts", row.State, row.Attempt)
 		}
+		// Cancel, then retry, every job a filter matches.
+		mustContain(t, get(t, c, base+"jobs?kind=mail", 200), "jobs", `id="retry-matching"`)
+		if strings.Contains(get(t, c, base+"jobs", 200), `id="retry-matching"`) {
+			t.Error("the jobs page offers to act on every job without a filter")
+		}
+		post(t, c, base+"action", url.Values{"op": {"jobs-cancel-matching"}}, http.StatusBadRequest)
+		page = post(t, c, base+"action", url.Values{"op": {"jobs-cancel-matching"}, "kind": {"mail"}, "back": {"jobs?kind=mail"}}, 200)
+		mustContain(t, page, "jobs", "3 of the 3 jobs matching kind=mail cancelled", `data-state="cancelled"`)
+		page = post(t, c, base+"action", url.Values{"op": {"jobs-retry-matching"}, "kind": {"mail"}, "state": {"cancelled"}, "back": {"jobs?kind=mail"}}, 200)
+		mustContain(t, page, "jobs", "3 of the 3 jobs matching kind=mail&amp;state=cancelled retried")
+		if strings.Count(page, `data-state="available"`) != 3 {
+			t.Errorf("after the retry of every cancelled mail job:\n%s", page)
+		}
 		// Pause a queue.
 		post(t, noRedirect, base+"action", url.Values{"op": {"queue-pause"}, "queue": {"mail"}}, http.StatusSeeOther)
 		stats, err := n.Jobs().Stats(context.Background())

@@ -1,8 +1,9 @@
 // Package dashboard serves a web page of one service's cluster: its instances, leader and
 // health, its job queues and jobs, workflows, event consumer groups and dead letters, cron
 // schedules, settings with their history, the locks and leases held, and the sessions and
-// users online; with the actions an operator needs (retry or cancel a job, pause a queue,
-// cancel a workflow, replay a group, change a setting after a confirmation).
+// users online; with the actions an operator needs (retry or cancel a job or every job a
+// filter matches, pause a queue, cancel a workflow, replay a group, change a setting after
+// a confirmation).
 //
 // The pages are rendered on the server from templates built into the binary and mounted in
 // the application's own mux under any prefix:

@@ -58,6 +58,9 @@ type jobFilter struct {
 	Before                  int64
 }
 
+// Any reports whether the filter filters.
+func (f jobFilter) Any() bool { return f.Queue != "" || f.Kind != "" || f.State != "" || f.Tag != "" }
+
 // Query is the filter as a URL query, without the page's start.
 func (f jobFilter) Query() string {
 	q := url.Values{}
