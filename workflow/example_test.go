@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/twicehq/twice"
@@ -230,4 +231,53 @@ func ExampleDoAll() {
 	// Output:
 	// prices [450 1200 300] total 1950
 	// completed 4 steps
+}
+
+// A refund that fails on every attempt leaves the order's workflow to a person. Once the
+// payment provider is back, a retry runs that refund again, and only it.
+func ExampleEngine_Retry() {
+	ctx := context.Background()
+	node, closeNode := exampleNode(ctx)
+	defer closeNode()
+	var providerUp atomic.Bool
+	orders, err := workflow.Register(node.Workflows(), workflow.Def[Order]{Name: "order",
+		Run: func(wc *workflow.Context, o Order) error {
+			_, err := workflow.Do(wc, workflow.Step[string]{Name: "charge",
+				Do: func(ctx context.Context, key string) (string, error) { return "payment " + o.ID, nil },
+				Compensate: func(ctx context.Context, key, payment string) error {
+					if !providerUp.Load() {
+						return errors.New("payment provider unavailable")
+					}
+					fmt.Println("refunded", payment)
+					return nil
+				},
+				CompensateRetry: workflow.Retry{Attempts: 2, Backoff: func(int) time.Duration { return time.Millisecond }}})
+			if err != nil {
+				return err
+			}
+			_, err = workflow.Do(wc, workflow.Step[string]{Name: "ship",
+				Do: func(ctx context.Context, key string) (string, error) {
+					return "", workflow.Permanent(errors.New("no such address"))
+				}})
+			return err
+		}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := orders.Start(ctx, "order-7", Order{ID: "7"}); err != nil {
+		log.Fatal(err)
+	}
+	st := awaitExample(ctx, node.Workflows(), "order-7")
+	fmt.Println(st.State, "-", st.Error)
+
+	providerUp.Store(true) // the person saw the provider is back
+	if err := node.Workflows().Retry(ctx, "order-7"); err != nil {
+		log.Fatal(err)
+	}
+	st = awaitExample(ctx, node.Workflows(), "order-7")
+	fmt.Println(st.State, "-", st.Error)
+	// Output:
+	// failed - compensation of step(s) ["charge"] failed on every attempt: a person must look
+	// refunded payment 7
+	// compensated - retried after: compensation of step(s) ["charge"] failed on every attempt: a person must look
 }
