@@ -76,6 +76,7 @@ func init() {
 			{"list", "[--state S,S] [--name N] [--limit N]", "workflows, newest first"},
 			{"show", "ID", "one workflow with the history of its steps"},
 			{"cancel", "ID", "stop a workflow at its next step; its compensations run"},
+			{"retry", "ID", "run a failed workflow again once its cause is fixed: its failed\ncompensations, or its steps from the first unfinished one"},
 			{"signal", "ID NAME JSON", "send a workflow a signal (workflow.WaitSignal) with a JSON payload"}}},
 		{name: "dashboard", run: dashboardCmd, note: dashboardNote, lines: []usageLine{
 			{"", "[--dsn DSN] [--service NAME] [--addr 127.0.0.1:8081] [--token T]\n[--read-only-token T] [--read-only] [--interval 2s]",

@@ -11,15 +11,17 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/twicehq/twice/bus"
 	"github.com/twicehq/twice/internal/block"
+	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/workflow"
 )
 
-// workflowsCmd runs `twice workflows list|show|cancel|signal`: the service's workflows, from a
-// machine that runs no instance.
+// workflowsCmd runs `twice workflows list|show|cancel|retry|signal`: the service's workflows,
+// from a machine that runs no instance.
 func workflowsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: workflows needs list, show, cancel or signal", errUsage)
+		return fmt.Errorf("%w: workflows needs list, show, cancel, retry or signal", errUsage)
 	}
 	var a adminFlags
 	fs := flag.NewFlagSet("workflows "+args[0], flag.ContinueOnError)
@@ -40,7 +42,7 @@ func workflowsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		if p.States, err = parseList(*states, workflow.ParseState); err != nil {
 			return err
 		}
-		return withEngine(ctx, &a, false, func(e *workflow.Engine) error {
+		return withEngine(ctx, &a, false, func(e *workflow.Engine, _ bus.Bus) error {
 			ws, err := e.List(ctx, p)
 			if err != nil {
 				return err
@@ -59,24 +61,33 @@ func workflowsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		if !json.Valid([]byte(pos[2])) {
 			return fmt.Errorf("%w: the payload %q is not JSON (quote a string: '\"yes\"')", errUsage, pos[2])
 		}
-		return withEngine(ctx, &a, false, func(e *workflow.Engine) error {
+		return withEngine(ctx, &a, false, func(e *workflow.Engine, _ bus.Bus) error {
 			if err := e.Signal(ctx, pos[0], pos[1], json.RawMessage(pos[2])); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "workflow %s: signal %q sent; a wait for it takes it\n", pos[0], pos[1])
 			return nil
 		})
-	case "show", "cancel":
+	case "show", "cancel", "retry":
 		pos, err := parseN(fs, args[1:], 1, "one workflow id")
 		if err != nil {
 			return err
 		}
-		id := pos[0]
-		return withEngine(ctx, &a, args[0] == "cancel", func(e *workflow.Engine) error {
-			if args[0] == "cancel" {
+		id, cmd := pos[0], args[0]
+		return withEngine(ctx, &a, cmd != "show", func(e *workflow.Engine, b bus.Bus) error {
+			switch cmd {
+			case "cancel":
 				if err := e.Cancel(ctx, id); err != nil {
 					return err
 				}
+			case "retry":
+				if err := e.Retry(ctx, id); err != nil {
+					return err
+				}
+				// The workflow's new job is committed: a hint to the instances to look for it
+				// now (they read the queue; the message itself changes nothing). Lost, the
+				// job waits for their next poll.
+				_ = b.Publish(ctx, jobs.WakeChannel, []byte(workflow.Queue))
 			}
 			st, err := e.Get(ctx, id)
 			if err != nil {
@@ -85,8 +96,10 @@ func workflowsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			switch {
 			case a.asJSON:
 				return printJSON(stdout, st)
-			case args[0] == "cancel":
+			case cmd == "cancel":
 				fmt.Fprintf(stdout, "workflow %s: cancellation requested; it stops at its next step, then compensates (now %s)\n", id, st.State)
+			case cmd == "retry":
+				fmt.Fprintf(stdout, "workflow %s: retried; it runs again on a live instance (now %s)\n", id, st.State)
 			default:
 				printWorkflow(stdout, st)
 			}
@@ -97,10 +110,11 @@ func workflowsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // withEngine opens the store and a workflow engine of the service; with announce, also the
-// service's store-native bus, so that a cancellation reaches a step running now (signed
-// with $TWICE_CLUSTER_SECRET: instances that have a secret drop unsigned signals, and the
-// step then finishes first).
-func withEngine(ctx context.Context, a *adminFlags, announce bool, fn func(e *workflow.Engine) error) error {
+// service's store-native bus, given to fn and to the engine, so that a cancellation reaches
+// a step running now and a retried workflow is taken at once (signed with
+// $TWICE_CLUSTER_SECRET: instances that have a secret drop unsigned signals, and the step
+// then finishes first, the retried workflow waits for a poll).
+func withEngine(ctx context.Context, a *adminFlags, announce bool, fn func(e *workflow.Engine, b bus.Bus) error) error {
 	s, service, err := a.open(ctx)
 	if err != nil {
 		return err
@@ -125,7 +139,7 @@ func withEngine(ctx context.Context, a *adminFlags, announce bool, fn func(e *wo
 	if err != nil {
 		return err
 	}
-	return fn(e)
+	return fn(e, d.Bus)
 }
 
 func printWorkflows(w io.Writer, ws []workflow.Summary) {

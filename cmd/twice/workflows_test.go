@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,6 +139,75 @@ func TestWorkflowsSignalCommand(t *testing.T) {
 		})
 		if out := run(1, "workflows", "signal", "r-1", "approval", `"bob"`); !strings.Contains(out, "finished") {
 			t.Errorf("signalling a finished workflow: %s", out)
+		}
+	})
+}
+
+// twice workflows retry runs a failed workflow again once its cause is fixed: its
+// compensation that had failed on every attempt runs again, and it ends compensated.
+func TestWorkflowsRetryCommand(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		ctx := context.Background()
+		run, n := adminCLI(t, db), shopNode(t, db)
+		var fixed atomic.Bool
+		wf, err := workflow.Register(n.Workflows(), workflow.Def[string]{Name: "order", Run: func(wc *workflow.Context, in string) error {
+			if _, err := workflow.Do(wc, workflow.Step[string]{Name: "charge",
+				Do: func(context.Context, string) (string, error) { return "charged " + in, nil },
+				Compensate: func(context.Context, string, string) error {
+					if !fixed.Load() {
+						return errors.New("the refund API is down")
+					}
+					return nil
+				},
+				CompensateRetry: workflow.Retry{Attempts: 1}}); err != nil {
+				return err
+			}
+			_, err := workflow.Do(wc, workflow.Step[string]{Name: "ship",
+				Do: func(context.Context, string) (string, error) {
+					return "", workflow.Permanent(errors.New("no such address"))
+				}})
+			return err
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := wf.Start(ctx, "o-1", "o-1"); err != nil {
+			t.Fatal(err)
+		}
+		state := func() workflow.State {
+			var st workflow.Status
+			if err := json.Unmarshal([]byte(run(0, "workflows", "show", "o-1", "--json")), &st); err != nil {
+				t.Fatal(err)
+			}
+			return st.State
+		}
+		testnode.EventuallyNil(t, time.Minute, func() error {
+			if s := state(); s != workflow.Failed {
+				return errors.New("not failed yet: " + string(s))
+			}
+			return nil
+		})
+
+		fixed.Store(true)
+		var st workflow.Status
+		if err := json.Unmarshal([]byte(run(0, "workflows", "retry", "o-1", "--json")), &st); err != nil ||
+			st.ID != "o-1" || !strings.HasPrefix(st.Error, "retried after: ") {
+			t.Fatalf("workflows retry --json: %+v %v", st, err)
+		}
+		testnode.EventuallyNil(t, time.Minute, func() error {
+			if s := state(); s != workflow.Compensated {
+				return errors.New("not compensated yet: " + string(s))
+			}
+			return nil
+		})
+		if out := run(1, "workflows", "retry", "o-1"); !strings.Contains(out, "not failed") || !strings.Contains(out, "compensated") {
+			t.Errorf("retrying a compensated workflow: %s", out)
+		}
+		if out := run(1, "workflows", "retry", "nope"); !strings.Contains(out, "not found") {
+			t.Errorf("retrying a missing workflow: %s", out)
+		}
+		if out := run(2, "workflows", "retry"); !strings.Contains(out, "Usage:") {
+			t.Errorf("retry without an id: %s", out)
 		}
 	})
 }
