@@ -1,0 +1,2 @@
+DROP TABLE ordersaga_moves;
+DROP TABLE ordersaga_stock;
