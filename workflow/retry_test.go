@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/twicetest"
 	"github.com/twicehq/twice/workflow"
 )
@@ -150,5 +151,71 @@ func TestRetryAfterTheVersionIsDeployed(t *testing.T) {
 		if err := e.Retry(ctx, "w-1"); !errors.Is(err, workflow.ErrNotFailed) || !strings.Contains(err.Error(), "running") {
 			t.Fatalf("retrying a running workflow: %v", err)
 		}
+	})
+}
+
+// holder is a job that holds a key until its test lets it go.
+type holder struct{}
+
+func (holder) Kind() string { return "test.holder" }
+
+// A retried workflow's new job is keyed by the workflow's id, like the job that ran it
+// before: while a job of that key still runs (as the one before does between the failure
+// and its completion), the new one waits for it, then runs the workflow; it is neither
+// run beside it nor lost.
+func TestRetryWaitsForAJobHoldingTheKey(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		node, l, e := open1(t, s)
+		var fixed atomic.Bool
+		wf := register(t, e, workflow.Def[order]{Name: "held", Run: func(wc *workflow.Context, in order) error {
+			one := step(l, "one", false)
+			undo := one.Compensate
+			one.CompensateRetry.Attempts = 1
+			one.Compensate = func(ctx context.Context, key, result string) error {
+				if !fixed.Load() {
+					return errors.New("not yet")
+				}
+				return undo(ctx, key, result)
+			}
+			if _, err := workflow.Do(wc, one); err != nil {
+				return err
+			}
+			_, err := workflow.Do(wc, step(l, "two", true))
+			return err
+		}})
+		if _, err := wf.Start(ctx, "k-1", order{}); err != nil {
+			t.Fatal(err)
+		}
+		if st := await(t, e, "k-1"); st.State != workflow.Failed {
+			t.Fatalf("status: %s %q", st.State, st.Error)
+		}
+
+		holding, release := make(chan struct{}), make(chan struct{})
+		err := jobs.Register(node.Jobs(), jobs.WorkFunc[holder](func(ctx context.Context, _ *jobs.Job[holder]) error {
+			close(holding)
+			<-release
+			return nil
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := node.Jobs().Enqueue(ctx, holder{}, &jobs.Opts{Key: "k-1"}); err != nil {
+			t.Fatal(err)
+		}
+		<-holding
+		fixed.Store(true)
+		if err := e.Retry(ctx, "k-1"); err != nil {
+			t.Fatal(err)
+		}
+		st, err := e.Get(ctx, "k-1")
+		if err != nil || st.State != workflow.Compensating {
+			t.Fatalf("while the key is held: %+v, %v", st, err)
+		}
+		close(release)
+		if st := await(t, e, "k-1"); st.State != workflow.Compensated {
+			t.Fatalf("status after the retry: %s %q", st.State, st.Error)
+		}
+		equal(t, "executions", l.ran(t, "k-1"), []string{"one", "two", "two", "undo one-done"})
 	})
 }
