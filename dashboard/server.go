@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -94,11 +95,12 @@ func (db *Dashboard) routes() http.Handler {
 	return db.guard(mux)
 }
 
-// newView is the view of a page from the shared snapshot.
+// newView is the view of a page from the shared snapshot. A read it starts is not cut short
+// when this viewer goes away: other viewers may be waiting for the same snapshot.
 func (db *Dashboard) newView(r *http.Request, name, title string) *view {
 	caller := whoOf(r.Context())
 	v := &view{Page: name, Title: title, CanAct: caller.role == operator, Who: caller.name,
-		Snap: db.hub.current(r.Context()), Done: r.URL.Query().Get("done")}
+		Snap: db.hub.current(context.WithoutCancel(r.Context())), Done: r.URL.Query().Get("done")}
 	for _, p := range pages {
 		href := p.path
 		if href == "" {
