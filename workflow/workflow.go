@@ -512,7 +512,8 @@ type Status struct {
 	Input           json.RawMessage `json:"input"`
 	State           State           `json:"state"`
 	CancelRequested bool            `json:"cancel_requested,omitempty"`
-	// Error says why the workflow compensated or failed.
+	// Error says why the workflow compensated or failed; after [Engine.Retry], prefixed
+	// "retried after: " until it ends again.
 	Error      string       `json:"error,omitempty"`
 	CreatedAt  time.Time    `json:"created_at"`
 	UpdatedAt  time.Time    `json:"updated_at"`
