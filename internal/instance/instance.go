@@ -60,7 +60,7 @@ type Options struct {
 
 // Event is one line a child prints.
 type Event struct {
-	Event string `json:"event"` // ready, elected, demoted, fenced, assigned, revoked, locked, write_error, http, handling, invalidated, setting, lost, stalling, stall, idle, members, connected, presence, quiesced, step, closed, error
+	Event string `json:"event"` // ready, elected, demoted, fenced, assigned, revoked, locked, write_error, http, handling, invalidated, setting, lost, stalling, stall, idle, members, connected, presence, quiesced, step, compensation, closed, error
 	ID    string `json:"id,omitempty"`
 	PID   int    `json:"pid,omitempty"`
 	Token int64  `json:"token,omitempty"`

@@ -96,6 +96,30 @@ func crashOptions(db testdb.DB) instance.Options {
 // deadAfter is the node's default dead-after period, which crashOptions keep.
 const deadAfter = 3 * time.Second
 
+// killUntil waits until left reports nothing left, then closes stop, which ends the killer.
+// If that takes more than ten minutes (a bound on liveness only), it closes stop and fails t
+// with what was awaited and what was left.
+func killUntil(t *testing.T, stop chan<- struct{}, what string, left func() (string, error)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		l, err := left()
+		if err != nil {
+			close(stop)
+			t.Fatal(err)
+		}
+		if l == "" {
+			close(stop)
+			return
+		}
+		if time.Now().After(deadline) {
+			close(stop)
+			t.Fatalf("not %s within 10 minutes: %s", what, l)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
 // kill is one SIGKILL the test sent.
 type kill struct {
 	pid int
@@ -219,26 +243,17 @@ func TestJobsSurviveKills(t *testing.T) {
 		stop := make(chan struct{})
 		kills := make(chan kill, 1000)
 		go killer(t, g, 3, every, stop, kills)
-		deadline := time.Now().Add(10 * time.Minute) // liveness bound only
-		for {
-			// Only the pending jobs are counted, through their partial indexes: cheap as
-			// the queue drains.
+		// Only the pending jobs are counted, through their partial indexes: cheap as the
+		// queue drains.
+		killUntil(t, stop, "every job completed", func() (string, error) {
 			var pending, running int
 			err := s.Reader().QueryRow(ctx, "SELECT (SELECT count(*) FROM twice_jobs WHERE service = 'svc' AND state = 1), "+
 				"(SELECT count(*) FROM twice_jobs WHERE service = 'svc' AND state = 2)").Scan(&pending, &running)
-			if err != nil {
-				t.Fatal(err)
+			if err != nil || pending+running == 0 {
+				return "", err
 			}
-			if pending+running == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				close(stop)
-				t.Fatalf("not every job completed within 10 minutes: %d available, %d running", pending, running)
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
-		close(stop)
+			return fmt.Sprintf("%d available, %d running", pending, running), nil
+		})
 		t.Logf("every job completed at %v", time.Since(began).Round(time.Millisecond))
 		if st, err := jc.Stats(ctx); err != nil || len(st) != 1 || st[0].Completed != total {
 			t.Fatalf("stats at the end: %+v %v", st, err)
@@ -273,8 +288,8 @@ func checkReruns(t *testing.T, starts map[int64][]instance.Event, killedAt map[i
 	for id, evs := range starts {
 		slices.SortFunc(evs, func(a, b instance.Event) int { return a.Attempt - b.Attempt })
 		for i, ev := range evs[:len(evs)-1] {
-			k, killed := killedAt[ev.PID]
-			if !killed || k.dead.Before(ev.Time()) {
+			k, killed := killedAfter(ev, killedAt)
+			if !killed {
 				t.Errorf("job %d ran again (attempt %d) though its run on pid %d (attempt %d) was not killed", id, evs[i+1].Attempt, ev.PID, ev.Attempt)
 				continue
 			}
@@ -291,6 +306,13 @@ func checkReruns(t *testing.T, starts map[int64][]instance.Event, killedAt map[i
 		}
 	}
 	t.Logf("%d re-runs after kills; slowest rescue %v (bound %v)", reruns, worst.Round(time.Millisecond), bound)
+}
+
+// killedAfter returns the kill of the process that reported ev, if that process was gone
+// only after ev: what ev reports may have been cut short by the kill, and done again.
+func killedAfter(ev instance.Event, killedAt map[int]kill) (kill, bool) {
+	k, killed := killedAt[ev.PID]
+	return k, killed && !k.dead.Before(ev.Time())
 }
 
 // TestCronUnderKills: a one-second schedule on three instances for 60 s while one is

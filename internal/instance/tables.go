@@ -36,6 +36,13 @@ const (
 	// PartitionTable holds the writes of [PartitionWrites], each with its partition and
 	// the owner's token.
 	PartitionTable = "twice_partition_writes"
+	// FlowStartsTable records every step flow started ([StepFlow]), in the transaction
+	// that starts it; FlowStepsTable every completed run of a step, in the step's
+	// transaction; FlowCompensationsTable each compensation once, in the order they first
+	// ran.
+	FlowStartsTable        = "twice_flow_starts"
+	FlowStepsTable         = "twice_flow_steps"
+	FlowCompensationsTable = "twice_flow_compensations"
 )
 
 //go:embed migrations
@@ -55,6 +62,9 @@ func Component() store.Component {
 		store.Table{Name: CheckJobRuns, Service: "service"},
 		store.Table{Name: CheckTickRuns, Service: "service"},
 		store.Table{Name: PartitionTable, Service: "service"},
+		store.Table{Name: FlowStartsTable, Service: "service"},
+		store.Table{Name: FlowStepsTable, Service: "service"},
+		store.Table{Name: FlowCompensationsTable, Service: "service"},
 		store.Table{Name: EffectsTable},
 		store.Table{Name: CrashTable})
 }

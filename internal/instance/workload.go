@@ -29,7 +29,7 @@ type configurer interface {
 
 // workloads are every workload an instance can run, by name.
 var workloads = register(
-	FencedWriter{}, PartitionWrites{}, Lock{}, Consume{}, Jobs{}, IdempotencyHTTP{}, CacheWriter{}, Propagation{}, Idle{}, Members{}, Presence{}, Realtime{},
+	FencedWriter{}, PartitionWrites{}, Lock{}, Consume{}, Jobs{}, IdempotencyHTTP{}, CacheWriter{}, Propagation{}, Idle{}, Members{}, Presence{}, Realtime{}, Workflows{},
 	CheckRegister{}, CheckLocks{}, CheckPartitions{}, CheckEvents{}, CheckJobs{}, CheckConverge{}, CheckHTTP{},
 	WorkflowBench{},
 )
