@@ -9,8 +9,11 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/instance"
+	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/workflow"
 )
 
 // The invariants a run judges. Each has an analyser, and analyze_test.go plants exactly
@@ -31,6 +34,7 @@ const (
 	invJobsLost     = "jobs: every enqueued job completes (none lost)"
 	invJobsTwice    = "jobs: a job runs twice only if it was in flight on a faulted instance"
 	invCron         = "cron: every tick fires once, and runs twice only if in flight on a faulted instance"
+	invWorkflows    = "workflows: every started workflow ends, and no completed step runs twice"
 	invRecovery     = "cluster: recovers after the faults (a leader writes, work catches up)"
 )
 
@@ -80,16 +84,21 @@ func (r *run) analyze(ctx context.Context, recovered bool) error {
 		return err
 	}
 	r.report.add(ticks)
+	flows, err := workflowInvariant(ctx, r.s, r.flows, r.service)
+	if err != nil {
+		return err
+	}
+	r.report.add(flows)
 	r.report.add(recovery(recovered))
 	return r.timeline(ctx, events, faults)
 }
 
 // recovery judges whether, once every fault was healed, a leader wrote and the consumer
-// groups, the jobs and the schedule caught up (see run.heal and run.drain).
+// groups, the jobs, the schedule and the workflows caught up (see run.heal and run.drain).
 func recovery(recovered bool) Invariant {
 	inv := Invariant{Name: invRecovery, Operations: 1}
 	if !recovered {
-		inv.violate(time.Time{}, "after every fault was healed, no leader wrote, or the consumer groups, the jobs or the schedule did not catch up within a minute")
+		inv.violate(time.Time{}, "after every fault was healed, no leader wrote, or the consumer groups, the jobs, the schedule or the workflows did not catch up within a minute")
 	}
 	return inv
 }
@@ -591,6 +600,41 @@ func tickInvariant(ctx context.Context, s *store.Store, service string, faults [
 		for _, rs := range jobs {
 			judgeRuns(&inv, name, rs, faults)
 		}
+	}
+	return inv, nil
+}
+
+// flowEngine returns an engine of service's workflows on s for reading them: its job client
+// never starts, so it runs none. done closes it.
+func flowEngine(s *store.Store, service string) (e *workflow.Engine, done func(), err error) {
+	d := block.Deps{Store: s, Service: service, Instance: "checker"}
+	jc, err := jobs.New(d, jobs.Config{})
+	if err != nil {
+		return nil, nil, err
+	}
+	done = func() { _ = jc.Close(context.Background()) }
+	if e, err = workflow.New(d, jc, workflow.Config{}); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return e, done, nil
+}
+
+// workflowInvariant judges the step flows the instances started (see
+// [instance.CheckStepFlows]): each ended, completed or, when it was to fail, compensated
+// (its steps 3, 2, 1 undone in that order, each recorded once); every step that completed
+// ran once, its effect committed with its checkpoint. The steps write to the database
+// (DoTx), so no fault excuses a second run: a run rescued from an instance that only seemed
+// dead, and still runs, cannot commit the step again.
+func workflowInvariant(ctx context.Context, s *store.Store, e *workflow.Engine, service string) (Invariant, error) {
+	inv := Invariant{Name: invWorkflows}
+	n, problems, err := instance.CheckStepFlows(ctx, s, e, service)
+	if err != nil {
+		return inv, err
+	}
+	inv.Operations = n
+	for _, p := range problems {
+		inv.violate(time.Time{}, "%s", p)
 	}
 	return inv, nil
 }

@@ -2,17 +2,21 @@ package check
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/internal/rtclient"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/workflow"
 )
 
 // analyserCase runs one analyser on a planted history: with plant, one with exactly one
@@ -180,6 +184,17 @@ func analyserCases() map[string]analyserCase {
 			}
 			return inv
 		},
+		invWorkflows: func(t *testing.T, s *store.Store, service string, plant bool) Invariant {
+			e := runFlows(t, s, service)
+			if plant {
+				ranAgain(t, s, service, "flow-0", 2)
+			}
+			inv, err := workflowInvariant(context.Background(), s, e, service)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return inv
+		},
 		invRecovery: func(t *testing.T, _ *store.Store, _ string, plant bool) Invariant {
 			return recovery(!plant)
 		},
@@ -222,11 +237,7 @@ func TestAnalysersCatchTheirViolation(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		t.Parallel()
-		ctx := context.Background()
-		s := db.Open(t, nil)
-		if _, err := store.NewMigrator(s, instance.Components()...).Up(ctx); err != nil {
-			t.Fatal(err)
-		}
+		s := migrated(t, db)
 		n := 0
 		for name, check := range analyserCases() {
 			t.Run(name, func(t *testing.T) {
@@ -248,6 +259,111 @@ func TestAnalysersCatchTheirViolation(t *testing.T) {
 			})
 		}
 	})
+}
+
+// The workflow invariant reports a step flow that did not end, and a completed step that
+// ran twice, each as one violation naming it; the flows that ran soundly beside them pass.
+func TestWorkflowInvariant(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		s := migrated(t, db)
+		for _, c := range []struct {
+			name, want string
+			plant      func(t *testing.T, service string, e *workflow.Engine)
+		}{
+			{"did not end", "workflow stuck did not end: it is running", func(t *testing.T, service string, e *workflow.Engine) {
+				// Started on an engine whose jobs never run: it stays running.
+				flow, err := instance.StepFlow(e, s, service, "nobody", 0, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.InTx(ctx, func(tx store.Tx) error {
+					return instance.StartStepFlow(ctx, tx, flow, service, "stuck", instance.StepFlowInput{})
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}},
+			{"step ran twice", "workflow flow-1: step 3 ran 2 times", func(t *testing.T, service string, _ *workflow.Engine) {
+				ranAgain(t, s, service, "flow-1", 3)
+			}},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				service := "svc-flows-" + strings.ReplaceAll(c.name, " ", "-")
+				e := runFlows(t, s, service)
+				c.plant(t, service, e)
+				inv, err := workflowInvariant(ctx, s, e, service)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if inv.Violations != 1 || len(inv.Details) != 1 || !strings.HasPrefix(inv.Details[0], c.want) {
+					t.Errorf("%+v; want one violation: %s", inv, c.want)
+				}
+			})
+		}
+	})
+}
+
+// runFlows runs the step flows flow-0 (to complete) and flow-1 (to fail at its fourth step
+// and compensate) of service on a node in this process until both have ended, and returns
+// an engine that reads them as the checker does.
+func runFlows(t *testing.T, s *store.Store, service string) *workflow.Engine {
+	t.Helper()
+	ctx := context.Background()
+	node, err := twice.Open(ctx, twice.Config{DSN: s.DSN().Raw, Schema: s.Schema(), Name: service, Logger: testdb.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close(ctx)
+	flow, err := instance.StepFlow(node.Workflows(), node.Store(), service, node.ID(), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.InTx(ctx, func(tx store.Tx) error {
+		for i, fail := range []bool{false, true} {
+			if err := instance.StartStepFlow(ctx, tx, flow, service, "flow-"+strconv.Itoa(i), instance.StepFlowInput{Fail: fail}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, done, err := flowEngine(s, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(done)
+	testnode.EventuallyNil(t, time.Minute, func() error {
+		left, err := e.List(ctx, workflow.ListParams{States: []workflow.State{workflow.Running, workflow.Compensating}})
+		if err == nil && len(left) > 0 {
+			err = fmt.Errorf("%d flows have not ended", len(left))
+		}
+		return err
+	})
+	return e
+}
+
+// ranAgain records one more run of step of the step flow id, as a second run of a completed
+// step would.
+func ranAgain(t *testing.T, s *store.Store, service, id string, step int) {
+	t.Helper()
+	if _, err := s.Exec(context.Background(), "INSERT INTO "+instance.FlowStepsTable+" (service, workflow_id, step, instance, at) VALUES ($1, $2, $3, 'b', 0)",
+		service, id, step); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// migrated opens db with the checker's tables.
+func migrated(t *testing.T, db testdb.DB) *store.Store {
+	t.Helper()
+	s := db.Open(t, nil)
+	if _, err := store.NewMigrator(s, instance.Components()...).Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // coveredByAnalyserTest reports whether an invariant of a run has a case above.

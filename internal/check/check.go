@@ -23,6 +23,7 @@ import (
 	"github.com/twicehq/twice/internal/faultproxy"
 	"github.com/twicehq/twice/internal/instance"
 	"github.com/twicehq/twice/store"
+	"github.com/twicehq/twice/workflow"
 )
 
 // Fault kinds.
@@ -162,8 +163,13 @@ func Run(ctx context.Context, p Params) (*Report, error) {
 	b := make([]byte, 3)
 	_, _ = crand.Read(b)
 	service := "check-" + hex.EncodeToString(b)
+	flows, closeFlows, err := flowEngine(s, service)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFlows()
 
-	r := &run{p: p, s: s, service: service, faults: faults, rng: rand.New(rand.NewPCG(p.Seed, p.Seed>>1)),
+	r := &run{p: p, s: s, service: service, flows: flows, faults: faults, rng: rand.New(rand.NewPCG(p.Seed, p.Seed>>1)),
 		report: &Report{Store: string(s.Dialect()), Instances: p.Instances, Seed: p.Seed, Faults: map[string]int{}},
 		rec:    &recorder{}}
 	defer r.cleanup()
@@ -246,6 +252,7 @@ type run struct {
 	p       Params
 	s       *store.Store
 	service string
+	flows   *workflow.Engine // reads the workflows the instances run
 	faults  []string
 	rng     *rand.Rand
 	report  *Report
@@ -416,9 +423,9 @@ func (r *run) heal(ctx context.Context) bool {
 	return true
 }
 
-// drain stops the publishers and enqueuers and waits until both consumer groups have
-// handled every committed event, every job has finished, and the schedule has fired up to
-// now; it reports whether all of that happened within the limit.
+// drain stops the publishers, enqueuers and workflow starters and waits until both
+// consumer groups have handled every committed event, every job and every workflow has
+// finished, and the schedule has fired up to now; it reports whether all of that happened within the limit.
 func (r *run) drain(ctx context.Context) bool {
 	for i := range r.p.Instances {
 		_ = r.g.Signal(i, syscall.SIGUSR1)
@@ -437,7 +444,10 @@ func (r *run) drain(ctx context.Context) bool {
 			r.service, instance.CheckTopic, instance.CheckGroupEO, instance.CheckGroupShared).Scan(&published, &eo, &shared, &unfinished, &lastTick)
 		tick, _ := time.Parse(time.RFC3339Nano, lastTick)
 		if err == nil && eo >= published && shared >= published && unfinished == 0 && !tick.Before(since.Add(-2*time.Second)) {
-			return true
+			flows, err := r.flows.List(ctx, workflow.ListParams{States: []workflow.State{workflow.Running, workflow.Compensating}, Limit: 1})
+			if err == nil && len(flows) == 0 {
+				return true
+			}
 		}
 		sleep(ctx, 100*time.Millisecond)
 	}

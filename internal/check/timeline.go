@@ -20,11 +20,12 @@ const (
 	BlockEvents       = "events: published"
 	BlockJobs         = "jobs: runs started"
 	BlockCron         = "cron: ticks run"
+	BlockWorkflows    = "workflows: steps completed"
 	BlockSessions     = "sessions (HTTP)"
 	BlockIdempotency  = "idempotency (HTTP)"
 )
 
-var blockOrder = []string{BlockFencedWrites, BlockReads, BlockLocks, BlockEvents, BlockJobs, BlockCron, BlockSessions, BlockIdempotency}
+var blockOrder = []string{BlockFencedWrites, BlockReads, BlockLocks, BlockEvents, BlockJobs, BlockCron, BlockWorkflows, BlockSessions, BlockIdempotency}
 
 // Timeline is what happened during a run, for the HTML report: when it ran, the operations
 // of each building block over time, every fault with the instances it hit, and the
@@ -175,6 +176,7 @@ func (r *run) timeline(ctx context.Context, events []instance.Event, faults []fa
 		{BlockEvents, "SELECT " + at + " FROM twice_events WHERE service = $1 AND topic = '" + instance.CheckTopic + "'", time.Microsecond},
 		{BlockJobs, "SELECT started FROM " + instance.CheckJobRuns + " WHERE service = $1", time.Nanosecond},
 		{BlockCron, "SELECT started FROM " + instance.CheckTickRuns + " WHERE service = $1", time.Nanosecond},
+		{BlockWorkflows, "SELECT at FROM " + instance.FlowStepsTable + " WHERE service = $1", time.Nanosecond},
 	} {
 		stamps, err := ints(ctx, r.s, q.sql, r.service)
 		if err != nil {

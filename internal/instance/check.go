@@ -29,6 +29,8 @@ import (
 //   - check-events: publish events in transactions that commit late at random, and consume
 //     them in an exactly-once group and a shared group that record each handling.
 //   - check-jobs: enqueue jobs and work them, and declare a one-second schedule.
+//   - check-workflows: start step flows (five steps that write to the database, one flow
+//     in five failing at its fourth) and run them.
 //   - check-converge: set a setting and change a cached row in one transaction now and
 //     then, keeping the cache warm.
 //   - check-http: serve HTTP for the checker's session and idempotency client.
@@ -37,7 +39,7 @@ import (
 // The writers among them stop when the instance is asked to quiesce (SIGUSR1), so the
 // consumers and workers can catch up before the end.
 func CheckWorkloads() []Workload {
-	return []Workload{CheckRegister{}, CheckLocks{}, CheckPartitions{}, CheckEvents{}, CheckJobs{}, CheckConverge{}, CheckHTTP{}, Realtime{}}
+	return []Workload{CheckRegister{}, CheckLocks{}, CheckPartitions{}, CheckEvents{}, CheckJobs{}, CheckWorkflows{}, CheckConverge{}, CheckHTTP{}, Realtime{}}
 }
 
 // CheckTopic is the topic the checker's instances publish, and CheckGroupEO and

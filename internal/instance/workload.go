@@ -30,7 +30,7 @@ type configurer interface {
 // workloads are every workload an instance can run, by name.
 var workloads = register(
 	FencedWriter{}, PartitionWrites{}, Lock{}, Consume{}, Jobs{}, IdempotencyHTTP{}, CacheWriter{}, Propagation{}, Idle{}, Members{}, Presence{}, Realtime{}, Workflows{},
-	CheckRegister{}, CheckLocks{}, CheckPartitions{}, CheckEvents{}, CheckJobs{}, CheckConverge{}, CheckHTTP{},
+	CheckRegister{}, CheckLocks{}, CheckPartitions{}, CheckEvents{}, CheckJobs{}, CheckWorkflows{}, CheckConverge{}, CheckHTTP{},
 	WorkflowBench{},
 )
 
