@@ -406,3 +406,39 @@ func Trigger(ctx context.Context, jc *jobs.Client, s *store.Store, service, name
 func (c *Cron) Trigger(ctx context.Context, name string) (jobs.Result, error) {
 	return Trigger(ctx, c.jobs, c.s, c.d.Service, name)
 }
+
+// Tick is a tick a schedule fired, as its job tells: the time it was for, and how its job
+// went.
+type Tick struct {
+	Tick    time.Time  `json:"tick"`
+	JobID   int64      `json:"job_id"`
+	State   jobs.State `json:"state"`
+	Attempt int        `json:"attempt"`
+	Error   string     `json:"error,omitempty"`
+}
+
+// recentScan is how many of a kind's newest jobs [Recent] looks through.
+const recentScan = 200
+
+// Recent returns the latest ticks the schedule name, whose jobs are of kind, fired, newest
+// first, at most n: those among the kind's 200 newest jobs still kept (see the jobs
+// Config's retention), with their jobs' states. Every-instance ticks leave no job, and
+// are not listed. One statement.
+func Recent(ctx context.Context, jc *jobs.Client, name, kind string, n int) ([]Tick, error) {
+	rows, err := jc.List(ctx, jobs.ListParams{Kind: kind, Limit: recentScan})
+	if err != nil {
+		return nil, err
+	}
+	var out []Tick
+	for _, r := range rows {
+		t, ok := TickTime(r)
+		if !ok || r.Meta[metaSchedule] != name {
+			continue
+		}
+		out = append(out, Tick{Tick: t, JobID: r.ID, State: r.State, Attempt: r.Attempt, Error: r.LastError})
+		if len(out) == n {
+			break
+		}
+	}
+	return out, nil
+}

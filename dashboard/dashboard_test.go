@@ -135,7 +135,7 @@ func TestPages(t *testing.T) {
 
 		mustContain(t, get(t, c, base+"config", 200), "config", `data-key="checkout.enabled"`, "<code>true</code>")
 		mustContain(t, get(t, c, base+"locks", 200), "locks", `id="locks"`)
-		mustContain(t, get(t, c, base+"cron", 200), "cron", `id="schedules"`)
+		mustContain(t, get(t, c, base+"cron", 200), "cron", `id="schedules"`, `data-name="digest"`, `class="tick state-available"`)
 		mustContain(t, get(t, c, base+"events", 200), "events", `id="groups"`)
 		mustContain(t, get(t, c, base+"presence", 200), "presence", `<td class="n" id="sessions">1</td>`,
 			`<td class="n" id="signed-in">1</td>`, `<td class="n" id="online">1</td>`, `data-room="lobby"`)

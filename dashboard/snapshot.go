@@ -21,20 +21,23 @@ import (
 const (
 	recentWorkflows = 50
 	deadLetters     = 20
+	recentTicks     = 5
 )
 
 // snapshot is what every viewer sees: the service read at one moment, a fixed number of
 // statements whatever the number of viewers.
 type snapshot struct {
-	Seq      int64
-	At       time.Time
-	Service  string
-	Status   twice.ServiceStatus
-	Health   *health.Report // of the local instance; nil without one
-	Queues   []jobs.QueueStats
-	Flows    []workflow.Summary
-	Groups   []groupView
-	Cron     []cron.Entry
+	Seq     int64
+	At      time.Time
+	Service string
+	Status  twice.ServiceStatus
+	Health  *health.Report // of the local instance; nil without one
+	Queues  []jobs.QueueStats
+	Flows   []workflow.Summary
+	Groups  []groupView
+	Cron    []cron.Entry
+	// Ticks are each schedule's latest ticks with their jobs' states, by schedule.
+	Ticks    map[string][]cron.Tick
 	Config   []settings.Setting
 	Online   presence.Counts
 	Sessions session.Counts
@@ -89,6 +92,11 @@ func (db *Dashboard) read(ctx context.Context, seq int64) *snapshot {
 	}
 	s.Cron, err = cron.List(ctx, db.t.Store, db.t.Service)
 	fail("cron", err)
+	s.Ticks = map[string][]cron.Tick{}
+	for _, e := range s.Cron {
+		s.Ticks[e.Name], err = cron.Recent(ctx, db.jobs, e.Name, e.Kind, recentTicks)
+		fail("cron "+e.Name, err)
+	}
 	s.Config, err = db.settingsList(ctx)
 	fail("config", err)
 	s.Online, err = db.online(ctx)

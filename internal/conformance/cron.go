@@ -178,6 +178,19 @@ func cronCatchUpPolicies(t *testing.T, backend Backend) {
 	if st, want := n.Cron().Stats(), (cron.Stats{Fired: 13, Late: 10, Skipped: 17}); st != want {
 		t.Errorf("stats %+v, want %+v", st, want)
 	}
+	// The latest ticks with their jobs, newest first.
+	recent, err := cron.Recent(ctx, n.Jobs(), "all", tick{}.Kind(), 3)
+	if err != nil || len(recent) != 3 {
+		t.Fatalf("recent ticks of all: %+v, %v", recent, err)
+	}
+	for i, r := range recent {
+		if r.State != jobs.Available || r.JobID == 0 || (i > 0 && !r.Tick.Before(recent[i-1].Tick)) {
+			t.Errorf("recent tick %d of %+v", i, recent)
+		}
+	}
+	if once, err := cron.Recent(ctx, n.Jobs(), "once", tick{}.Kind(), 5); err != nil || len(once) != 2 {
+		t.Errorf("recent ticks of once: %+v, %v; want its 2", once, err)
+	}
 }
 
 func cronOverlapSkipAndWait(t *testing.T, backend Backend) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/cron"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/session"
@@ -37,6 +38,16 @@ func (Fail) Kind() string { return "fail" }
 // Opts gives it one attempt.
 func (Fail) Opts() jobs.Opts { return jobs.Opts{MaxAttempts: 1} }
 
+// Digest is the job of the schedule Schedule, in the queue "reports", which nobody works:
+// its ticks' jobs stay available.
+type Digest struct{}
+
+// Kind is "digest".
+func (Digest) Kind() string { return "digest" }
+
+// Opts puts it in the queue "reports".
+func (Digest) Opts() jobs.Opts { return jobs.Opts{Queue: "reports"} }
+
 // Service is the seeded service, "shop".
 type Service struct {
 	Nodes []*twice.Node
@@ -52,11 +63,12 @@ const (
 	FailText = "the mail server said no"
 	User     = "alice" // signed in to one session, and online in Room through one connection
 	Room     = "lobby"
+	Schedule = "digest" // every second, once per tick; Open waits for its first tick
 )
 
 // Open opens n instances of the service "shop" on s and seeds it: MailJobs mail jobs
 // available, a Fail job discarded, the completed workflow Workflow, the setting Setting,
-// and User signed in and online in Room.
+// User signed in and online in Room, and the schedule Schedule with a tick fired.
 func Open(t *testing.T, s twicetest.Store, n int) Service {
 	t.Helper()
 	ctx := context.Background()
@@ -101,7 +113,17 @@ func Open(t *testing.T, s twicetest.Store, n int) Service {
 		}
 	}))
 	signIn.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/", nil))
-	testnode.Eventually(t, 30*time.Second, "the Fail job discarded and the workflow completed", func() bool {
+	if err := node.Cron().Add(Schedule, "@every 1s", Digest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	testnode.Eventually(t, 30*time.Second, "the Fail job discarded, the workflow completed and a digest tick fired", func() bool {
+		ticks, err := cron.Recent(ctx, node.Jobs(), Schedule, Digest{}.Kind(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ticks) == 0 {
+			return false
+		}
 		row, err := node.Jobs().Get(ctx, res.ID)
 		if err != nil {
 			t.Fatal(err)
