@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -246,8 +247,11 @@ func (db *Dashboard) readJobs(ctx context.Context, q url.Values, v *view) error 
 // jobParams reads the jobs page's filter from q into v, and returns it as the jobs
 // package's, 100 jobs a page.
 func jobParams(q url.Values, v *view) (jobs.ListParams, error) {
-	v.Filter = jobFilter{Queue: q.Get("queue"), Kind: q.Get("kind"), State: q.Get("state"), Tag: q.Get("tag")}
+	v.Filter = jobFilter{Queue: q.Get("queue"), Kind: q.Get("kind"), State: q.Get("state"), Tag: q.Get("tag"), Args: q.Get("args")}
 	p := jobs.ListParams{Queue: v.Filter.Queue, Kind: v.Filter.Kind, Tag: v.Filter.Tag, Limit: 100}
+	if v.Filter.Args != "" {
+		p.Args = json.RawMessage(v.Filter.Args)
+	}
 	if v.Filter.State != "" {
 		st, err := jobs.ParseState(v.Filter.State)
 		if err != nil {

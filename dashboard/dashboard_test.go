@@ -125,6 +125,10 @@ func TestPages(t *testing.T) {
 		if strings.Count(page, `class="job"`) != 3 || strings.Contains(page, `data-state="discarded"`) {
 			t.Errorf("the kind filter shows other jobs:\n%s", page)
 		}
+		page = get(t, c, base+"jobs?"+url.Values{"args": {`{"To": "user1@example.com"}`}}.Encode(), 200)
+		if strings.Count(page, `class="job"`) != 1 || !strings.Contains(page, "user1@example.com") {
+			t.Errorf("the arguments filter shows %d jobs:\n%s", strings.Count(page, `class="job"`), page)
+		}
 		page = get(t, c, base+"jobs?state=nonsense", 200)
 		mustContain(t, page, "jobs", `unknown state`)
 

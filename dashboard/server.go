@@ -56,16 +56,19 @@ type menuItem struct{ Href, Name, Title string }
 // jobFilter is the jobs page's filter, from its query.
 type jobFilter struct {
 	Queue, Kind, State, Tag string
+	Args                    string // a JSON object of top-level argument values (see jobs.ListParams)
 	Before                  int64
 }
 
 // Any reports whether the filter filters.
-func (f jobFilter) Any() bool { return f.Queue != "" || f.Kind != "" || f.State != "" || f.Tag != "" }
+func (f jobFilter) Any() bool {
+	return f.Queue != "" || f.Kind != "" || f.State != "" || f.Tag != "" || f.Args != ""
+}
 
 // Query is the filter as a URL query, without the page's start.
 func (f jobFilter) Query() string {
 	q := url.Values{}
-	for k, v := range map[string]string{"queue": f.Queue, "kind": f.Kind, "state": f.State, "tag": f.Tag} {
+	for k, v := range map[string]string{"queue": f.Queue, "kind": f.Kind, "state": f.State, "tag": f.Tag, "args": f.Args} {
 		if v != "" {
 			q.Set(k, v)
 		}

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -31,6 +32,11 @@ type ListParams struct {
 	Queue  string
 	Kind   string
 	Tag    string
+	// Args, a JSON object of strings, numbers, booleans and nulls, lists the jobs whose
+	// arguments have each of its keys, at the top level, with the same value and type:
+	// {"user": "ann", "rush": true}. Not indexed: combine it with Kind or Queue on a large
+	// table.
+	Args json.RawMessage
 	// BeforeID lists jobs with smaller ids only, to page backwards from the newest.
 	BeforeID int64
 	// Limit is the most jobs returned. Defaults to 100; at most 10000.
@@ -80,6 +86,13 @@ func (c *Client) list(ctx context.Context, q store.Querier, p ListParams) ([]*Ro
 	if p.Tag != "" {
 		add(c.q.tagFilter, p.Tag)
 	}
+	if len(p.Args) > 0 {
+		filter, err := argsFilter(p.Args)
+		if err != nil {
+			return nil, err
+		}
+		add(c.q.argsFilter, filter)
+	}
 	if p.BeforeID > 0 {
 		add("id < $?", p.BeforeID)
 	}
@@ -91,6 +104,25 @@ func (c *Client) list(ctx context.Context, q store.Querier, p ListParams) ([]*Ro
 	args = append(args, limit)
 	query := fmt.Sprintf("SELECT %s FROM twice_jobs WHERE %s ORDER BY id DESC LIMIT $%d", rowCols, strings.Join(where, " AND "), len(args))
 	return c.queryRows(ctx, q, c.s.SQL(query), args...)
+}
+
+// argsFilter checks ListParams.Args and returns it compact. Values are scalars: objects
+// and arrays would compare as text on SQLite, where key order and spacing count.
+func argsFilter(raw json.RawMessage) (string, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return "", fmt.Errorf("%w: the arguments filter %q is not a JSON object", ErrInvalid, raw)
+	}
+	for k, v := range obj {
+		if t := bytes.TrimSpace(v); len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+			return "", fmt.Errorf("%w: the arguments filter's %q is an object or an array; give strings, numbers, booleans or null", ErrInvalid, k)
+		}
+	}
+	compact, err := json.Marshal(obj)
+	if err != nil {
+		return "", fmt.Errorf("%w: the arguments filter: %v", ErrInvalid, err)
+	}
+	return string(compact), nil
 }
 
 // Cancel cancels a job: one that has not run yet is cancelled at once; a running one has

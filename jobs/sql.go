@@ -49,7 +49,7 @@ type queries struct {
 	// upkeep
 	prune, releaseBatches, batchBackstop string
 	// administration
-	cancel, retry, get, pause, stats, tagFilter string
+	cancel, retry, get, pause, stats, tagFilter, argsFilter string
 	// twice_queue_workers (see queues.go)
 	announce, withdraw, workers, pruneWorkers string
 
@@ -185,6 +185,11 @@ GROUP BY 1, 2, 3`,
 	// A condition of [Client.List]; $? becomes its parameter. Tags are a jsonb array on
 	// PostgreSQL, whose ? operator the index can serve, and JSON text on SQLite.
 	tagFilter: `{pg tags ? $?}{sqlite EXISTS (SELECT 1 FROM json_each(tags) WHERE value = $?)}`,
+	// A condition of [Client.List]: no key of the JSON object $? (of scalars) is missing
+	// from the job's arguments or has another value or type there.
+	argsFilter: `NOT EXISTS (SELECT 1 FROM {pg jsonb_each($?::jsonb) AS f WHERE args -> f.key IS DISTINCT FROM f.value}` +
+		`{sqlite json_each($?) AS f WHERE json_type(args, '$.' || json_quote(f.key)) IS NOT f.type` +
+		` OR json_extract(args, '$.' || json_quote(f.key)) IS NOT f.value})`,
 	// $4 is a list of queue names (bind it with [store.Store.List]), read as a table: an
 	// array unnested on PostgreSQL, a JSON array on SQLite. "WHERE true" lets SQLite's
 	// parser tell the upsert's ON CONFLICT from a join's ON.

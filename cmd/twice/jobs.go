@@ -118,11 +118,15 @@ func jobsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		queue := fs.String("queue", "", "only this queue")
 		kind := fs.String("kind", "", "only this kind")
 		tag := fs.String("tag", "", "only jobs with this tag")
+		argsFilter := fs.String("args", "", `only jobs whose arguments have these top-level values, a JSON object: '{"user":"ann"}'`)
 		limit := fs.Int("limit", 50, "at most this many jobs, newest first (max 10000)")
 		if _, err := parseN(fs, args[1:], 0, "no arguments"); err != nil {
 			return err
 		}
 		p := jobs.ListParams{Queue: *queue, Kind: *kind, Tag: *tag, Limit: *limit}
+		if *argsFilter != "" {
+			p.Args = json.RawMessage(*argsFilter)
+		}
 		if *limit < 1 || *limit > 10000 {
 			return fmt.Errorf("%w: --limit %d is not between 1 and 10000", errUsage, *limit)
 		}

@@ -63,7 +63,7 @@ func init() {
 			{"list", "[PREFIX] --service NAME [--json]", "every setting, or those under PREFIX"},
 			{"history", "[KEY] --service NAME [--limit N] [--json]", "who changed what, when"}}},
 		{name: "jobs", run: noStderr(jobsCmd), note: adminNote, lines: []usageLine{
-			{"list", "[--state S,S] [--queue Q] [--kind K] [--tag T] [--limit N]", "jobs, newest first"},
+			{"list", "[--state S,S] [--queue Q] [--kind K] [--tag T] [--args JSON] [--limit N]", "jobs, newest first"},
 			{"show|retry|cancel", "ID", "one job; retry a finished one; cancel one"},
 			{"stats", "", "jobs per queue and state"}}},
 		{name: "queues", run: noStderr(queuesCmd), note: adminNote, lines: []usageLine{

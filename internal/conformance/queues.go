@@ -2,7 +2,10 @@ package conformance
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -40,6 +43,7 @@ func exerciseQueues(t *testing.T, backend Backend) {
 		{"InvalidQueueConfig", queuesInvalidQueueConfig},
 		{"StatsShowQueuesNobodyWorks", queuesStatsShowQueuesNobodyWorks},
 		{"StatsShowTheLag", queuesStatsShowTheLag},
+		{"ListFiltersByArguments", queuesListFiltersByArguments},
 	})
 }
 
@@ -187,6 +191,64 @@ func queuesStatsShowTheLag(t *testing.T, backend Backend) {
 	}
 	if st := queueStats(t, n, "later"); st.Scheduled != 1 || st.Lag != 0 {
 		t.Fatalf("a queue whose only job is not due: %+v", st)
+	}
+}
+
+// filed is a job whose arguments the list filters on.
+type filed struct {
+	User  string         `json:"user"`
+	Order map[string]int `json:"order,omitempty"`
+	Rush  bool           `json:"rush,omitempty"`
+}
+
+func (filed) Kind() string { return "filed" }
+
+// The list's arguments filter matches the jobs whose arguments have each of its keys with
+// the same value and type, the same on both stores; a filter that is not a JSON object of
+// scalars is refused.
+func queuesListFiltersByArguments(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	n := backend.node(t, db, "svc", jobsFast())
+	for _, a := range []filed{{User: "ann", Rush: true}, {User: "ann", Order: map[string]int{"id": 7}}, {User: "bob", Order: map[string]int{"id": 7, "n": 2}},
+		{User: "o'neil \"q\""}} {
+		if _, err := n.Jobs().Enqueue(ctx, a, &jobs.Opts{Queue: "filed"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	users := func(filter string) []string {
+		t.Helper()
+		rows, err := n.Jobs().List(ctx, jobs.ListParams{Kind: "filed", Args: json.RawMessage(filter)})
+		if err != nil {
+			t.Fatalf("filter %s: %v", filter, err)
+		}
+		var out []string
+		for _, r := range slices.Backward(rows) {
+			var a filed
+			if err := json.Unmarshal(r.Args, &a); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, a.User)
+		}
+		return out
+	}
+	for filter, want := range map[string][]string{
+		`{"user": "ann"}`:               {"ann", "ann"},
+		`{"user": "ann", "rush": true}`: {"ann"},
+		`{"rush": 1}`:                   nil, // true is not 1
+		`{"user": "o'neil \"q\""}`:      {`o'neil "q"`},
+		`{"user": "carl"}`:              nil,
+		`{}`:                            {"ann", "ann", "bob", `o'neil "q"`},
+		`{"rush": null}`:                nil, // a key left out is not a null
+	} {
+		if got := users(filter); !slices.Equal(got, want) {
+			t.Errorf("filter %s: %q, want %q", filter, got, want)
+		}
+	}
+	for _, bad := range []string{`[1]`, `"ann"`, `{`, `null`, `{"order": {"id": 7}}`, `{"user": ["ann"]}`} {
+		if _, err := n.Jobs().List(ctx, jobs.ListParams{Args: json.RawMessage(bad)}); !errors.Is(err, jobs.ErrInvalid) {
+			t.Errorf("filter %s: %v, want ErrInvalid", bad, err)
+		}
 	}
 }
 
