@@ -95,6 +95,12 @@ func (db *Dashboard) act(ctx context.Context, caller who, op string, f url.Value
 			return "", fmt.Errorf("%w: no workflow id", errBadInput)
 		}
 		return "workflow " + id + ": cancellation requested", db.flows.Cancel(ctx, id)
+	case "workflow-retry":
+		id := f.Get("id")
+		if id == "" {
+			return "", fmt.Errorf("%w: no workflow id", errBadInput)
+		}
+		return "workflow " + id + ": retried", db.flows.Retry(ctx, id)
 	case "events-replay":
 		group := f.Get("group")
 		from, err := strconv.ParseInt(f.Get("from"), 10, 64)

@@ -160,8 +160,16 @@ func New(t Target, cfg Config) (*Dashboard, error) {
 func (db *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) { db.mux.ServeHTTP(w, r) }
 
 // Close ends the live streams of every viewer and stops the refresher; call it before the
-// server's Shutdown, which waits for streams to end.
-func (db *Dashboard) Close() { db.hub.close() }
+// server's Shutdown, which waits for streams to end. It also stops what an action started
+// in the dashboard's own jobs client (the wake-ups of a job a retried workflow enqueued).
+func (db *Dashboard) Close() {
+	db.hub.close()
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	if err := db.jobs.Close(ctx); err != nil {
+		db.cfg.Logger.Warn("dashboard: closing its jobs client", "err", err)
+	}
+}
 
 // refreshes is how many times the shared snapshot has been read: for tests.
 func (db *Dashboard) refreshes() int64 { return db.hub.refreshes.Load() }

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 	"github.com/twicehq/twice/twicetest"
+	"github.com/twicehq/twice/workflow"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -382,4 +384,73 @@ func watch(t *testing.T, base string, obs *counter, viewers, window int) (statem
 		t.Fatal(err)
 	}
 	return statements, refreshes
+}
+
+// A failed workflow is found by the workflows filter and retried from its page once its
+// cause is fixed; a workflow that has not failed offers no retry.
+func TestWorkflowFilterAndRetry(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		f := dashseed.Open(t, s, 1)
+		n := f.Nodes[0]
+		var fixed atomic.Bool
+		wf, err := workflow.Register(n.Workflows(), workflow.Def[string]{Name: "refund", Run: func(wc *workflow.Context, in string) error {
+			_, err := workflow.Do(wc, workflow.Step[string]{Name: "hold", Do: func(context.Context, string) (string, error) { return "held", nil },
+				Compensate: func(context.Context, string, string) error {
+					if !fixed.Load() {
+						return errors.New("the bank is down")
+					}
+					return nil
+				}, CompensateRetry: workflow.Retry{Attempts: 1}})
+			if err != nil {
+				return err
+			}
+			return workflow.Permanent(errors.New("refused"))
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := wf.Start(ctx, "refund-1", "x"); err != nil {
+			t.Fatal(err)
+		}
+		testnode.EventuallyNil(t, 30*time.Second, func() error {
+			st, err := n.Workflows().Get(ctx, "refund-1")
+			if err != nil || st.State != workflow.Failed {
+				return fmt.Errorf("refund-1: %+v, %v", st, err)
+			}
+			return nil
+		})
+		d, err := Handler(n, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := serve(t, d)
+		c := &http.Client{}
+		page := get(t, c, base+"workflows?state=failed", 200)
+		mustContain(t, page, "failed workflows", `data-id="refund-1" data-state="failed"`, `class="retry-flow"`)
+		if strings.Contains(page, `data-id="order-42"`) {
+			t.Errorf("the failed filter shows a completed workflow:\n%s", page)
+		}
+		mustContain(t, get(t, c, base+"workflows?name=order", 200), "workflows named order", `data-id="order-42"`)
+		// The workflow's own page offers a retry once it failed, and not before.
+		retryOf := func(id string) string {
+			return fmt.Sprintf(`<input type="hidden" name="id" value="%s"><input type="hidden" name="back" value="workflows?id=%s"><button name="op" value="workflow-retry"`, id, id)
+		}
+		mustContain(t, get(t, c, base+"workflows?id=refund-1", 200), "a failed workflow's page", retryOf("refund-1"))
+		if page := get(t, c, base+"workflows?id=order-42", 200); strings.Contains(page, retryOf("order-42")) || !strings.Contains(page, `id="flow"`) {
+			t.Errorf("a completed workflow's page:\n%s", page)
+		}
+		get(t, c, base+"workflows?state=nonsense", 200)
+		fixed.Store(true)
+		noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		post(t, noRedirect, base+"action", url.Values{"op": {"workflow-retry"}, "id": {"refund-1"}, "back": {"workflows?id=refund-1"}}, http.StatusSeeOther)
+		testnode.EventuallyNil(t, 30*time.Second, func() error {
+			st, err := n.Workflows().Get(ctx, "refund-1")
+			if err != nil || st.State != workflow.Compensated {
+				return fmt.Errorf("after the retry, refund-1: %+v, %v", st, err)
+			}
+			return nil
+		})
+		post(t, c, base+"action", url.Values{"op": {"workflow-retry"}, "id": {"refund-1"}}, http.StatusConflict)
+	})
 }

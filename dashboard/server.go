@@ -45,6 +45,10 @@ type view struct {
 	Filter jobFilter
 	// The workflows page's one workflow, with its steps (?id=).
 	Flow *workflow.Status
+	// The workflows page's list filtered by state and name (?state=, ?name=), read on
+	// request; FlowFilter is nil without a filter, when the page shows the live list.
+	Flows      []workflow.Summary
+	FlowFilter *flowFilter
 	// The config page's history of one key (?key=), and a change to confirm.
 	Key     string
 	History []settings.Setting
@@ -52,6 +56,25 @@ type view struct {
 }
 
 type menuItem struct{ Href, Name, Title string }
+
+// flowFilter is the workflows page's filter, from its query.
+type flowFilter struct{ State, Name string }
+
+// readFlows reads the workflows of state and name (either may be empty), newest first.
+func (db *Dashboard) readFlows(ctx context.Context, state, name string, v *view) error {
+	v.FlowFilter = &flowFilter{State: state, Name: name}
+	p := workflow.ListParams{Name: name, Limit: 100}
+	if state != "" {
+		st, err := workflow.ParseState(state)
+		if err != nil {
+			return err
+		}
+		p.States = []workflow.State{st}
+	}
+	var err error
+	v.Flows, err = db.flows.List(ctx, p)
+	return err
+}
 
 // jobFilter is the jobs page's filter, from its query.
 type jobFilter struct {
@@ -127,6 +150,8 @@ func (db *Dashboard) servePage(name, title string) http.Handler {
 		case "workflows":
 			if id := q.Get("id"); id != "" {
 				v.Flow, err = db.flows.Get(ctx, id)
+			} else if st, name := q.Get("state"), q.Get("name"); st != "" || name != "" {
+				err = db.readFlows(ctx, st, name, v)
 			}
 		case "config":
 			if v.Key = q.Get("key"); v.Key != "" {

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"net/url"
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/workflow"
 )
 
 // The pages are server-rendered from these templates, built into the binary: no build
@@ -24,7 +26,43 @@ var tmpl = template.Must(template.New("").Funcs(template.FuncMap{
 	"json":  func(b json.RawMessage) string { return short(string(b), 120) },
 	"held":  held,
 	"list":  func(s ...string) []string { return s },
+	"query": query,
+	"flowRows": func(flows []workflow.Summary, canAct bool, back string) flowRows {
+		return flowRows{Flows: flows, CanAct: canAct, Back: back}
+	},
+	"flowAction": func(id string, st workflow.State, back string) flowAction {
+		return flowAction{ID: id, State: st, Back: back}
+	},
 }).ParseFS(files, "templates/*.html"))
+
+// flowRows is a table of workflows, with their actions for a role that may act; Back is
+// the page an action returns to.
+type flowRows struct {
+	Flows  []workflow.Summary
+	CanAct bool
+	Back   string
+}
+
+// flowAction is the actions of one workflow: cancel while it runs, retry once it failed.
+type flowAction struct {
+	ID    string
+	State workflow.State
+	Back  string
+}
+
+// query is page with the query of kv (key, value, key, value…), empty values left out.
+func query(page string, kv ...string) string {
+	q := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			q.Set(kv[i], kv[i+1])
+		}
+	}
+	if len(q) == 0 {
+		return page
+	}
+	return page + "?" + q.Encode()
+}
 
 // stamp is a time as the tables show it, in UTC.
 func stamp(t time.Time) string {
