@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/store"
 )
 
@@ -49,24 +48,17 @@ func (e *Engine) Retry(ctx context.Context, id string) error {
 		if state != Failed {
 			return nil
 		}
-		if err := tx.QueryRow(ctx, e.s.SQL(retryWorkflow), e.s.NowArg(), e.d.Service, id).Scan(&state); err != nil {
+		if err := tx.QueryRow(ctx, e.q.retry, e.s.NowArg(), e.d.Service, id).Scan(&state); err != nil {
 			return err
 		}
 		retried = true
-		if _, err := tx.Exec(ctx, e.s.SQL(retryCompensations), e.s.NowArg(), e.d.Service, id); err != nil {
+		if _, err := tx.Exec(ctx, e.q.retryComps, e.s.NowArg(), e.d.Service, id); err != nil {
 			return err
 		}
-		// A new job, which becomes the workflow's: its job of before has ended, or is about
-		// to (it ran the workflow to Failed), and holds the key until then, which makes the
-		// new one wait for it rather than run beside it. Recorded as the workflow's job, the
-		// new one is the one that runs it; the old, should it run again (rescued), finds it is
-		// not the workflow's job any more and does nothing.
-		r, err := e.jobs.EnqueueTx(ctx, tx, runArgs{ID: id}, &jobs.Opts{Key: id, MaxAttempts: runAttempts})
-		if err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, e.q.setJob, e.d.Service, id, r.ID)
-		return err
+		// A successor job, which becomes the workflow's: its job of before has ended, or is
+		// about to (it ran the workflow to Failed), and holds the key until then, which makes
+		// the new one wait for it rather than run beside it.
+		return e.succeed(ctx, tx, id, job)
 	})
 	switch {
 	case errors.Is(err, store.ErrNoRows):

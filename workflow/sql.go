@@ -20,7 +20,7 @@ func Component() store.Component {
 // queries are the workflow statements.
 type queries struct {
 	insert, nameOf, get, steps, cancelRequested, requestCancel, stepDone, stepFailed, compDone, compFailed,
-	compensating, finish, claim, setJob, waitAt, waitGet, waitDone, lockFor, signal, consume string
+	compensating, finish, claim, setJob, waitAt, waitGet, waitDone, lockFor, signal, consume, retry, retryComps string
 }
 
 // workflowCols are the columns [scanWorkflow] reads, in order.
@@ -116,6 +116,22 @@ UPDATE twice_workflow_signals SET consumed_seq = $4
 WHERE consumed_seq IS NULL AND id = (SELECT min(id) FROM twice_workflow_signals
 	WHERE service = $1 AND workflow_id = $2 AND name = $3 AND consumed_seq IS NULL)
 RETURNING payload`,
+	// [Engine.Retry]: a failed workflow runs again, compensating if any of its
+	// compensations had run (or been tried), else running. Its error is kept, marked as the
+	// past's. No row: it is not failed (any more). The caller holds the row lock (see
+	// lockFor).
+	retry: `
+UPDATE twice_workflows
+SET state = CASE WHEN EXISTS (SELECT 1 FROM twice_workflow_steps s
+		WHERE s.service = $2 AND s.workflow_id = $3 AND s.comp_state <> '') THEN 'compensating' ELSE 'running' END,
+	error = 'retried after: ' || error, updated_at = {now}, finished_at = NULL
+WHERE service = $2 AND id = $3 AND state = 'failed'
+RETURNING state`,
+	// The compensations that failed for good get a fresh set of attempts; their last error
+	// stays until one succeeds.
+	retryComps: `
+UPDATE twice_workflow_steps SET comp_state = 'retrying', comp_attempts = 0, updated_at = {now}
+WHERE service = $2 AND workflow_id = $3 AND comp_state = 'failed'`,
 	// A wait ends: $5 is 'completed' (woken; $6 the signal's payload) or 'timedout'.
 	waitDone: `
 UPDATE twice_workflow_steps SET state = $5, result = $6, updated_at = {now}
@@ -129,23 +145,3 @@ func queriesFor(s *store.Store) queries {
 	s.SQLAll(&q)
 	return q
 }
-
-// The statements of [Engine.Retry], rewritten for the store when it runs (see
-// [store.Store.SQL]): a person's command, rare enough not to be kept built.
-const (
-	// A failed workflow runs again: compensating if any of its compensations had run (or
-	// been tried), else running. Its error is kept, marked as the past's. No row: it is
-	// not failed (any more). The caller holds the row lock (see lockFor).
-	retryWorkflow = `
-UPDATE twice_workflows
-SET state = CASE WHEN EXISTS (SELECT 1 FROM twice_workflow_steps s
-		WHERE s.service = $2 AND s.workflow_id = $3 AND s.comp_state <> '') THEN 'compensating' ELSE 'running' END,
-	error = 'retried after: ' || error, updated_at = {now}, finished_at = NULL
-WHERE service = $2 AND id = $3 AND state = 'failed'
-RETURNING state`
-	// The compensations that failed for good get a fresh set of attempts; their last error
-	// stays until one succeeds.
-	retryCompensations = `
-UPDATE twice_workflow_steps SET comp_state = 'retrying', comp_attempts = 0, updated_at = {now}
-WHERE service = $2 AND workflow_id = $3 AND comp_state = 'failed'`
-)

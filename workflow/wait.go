@@ -167,6 +167,15 @@ func (e *Engine) wake(ctx context.Context, q store.Querier, id string, job int64
 	if err == nil || !(errors.Is(err, jobs.ErrRunning) || errors.Is(err, jobs.ErrNotFound)) {
 		return err
 	}
+	return e.succeed(ctx, q, id, job)
+}
+
+// succeed enqueues, in q, a job that carries workflow id on after its job (0 for none),
+// keyed like it so that it runs only once that one has ended, and records it as the
+// workflow's job. A job that is not the workflow's when it runs ends at once; the
+// successor, once it runs, cancels the one it succeeds should it still wait in the queue
+// (see Engine.retire).
+func (e *Engine) succeed(ctx context.Context, q store.Querier, id string, job int64) error {
 	r, err := e.jobs.EnqueueTx(ctx, q, runArgs{ID: id, After: job}, &jobs.Opts{Key: id, MaxAttempts: runAttempts})
 	if err != nil {
 		return err
