@@ -462,8 +462,7 @@ const enqueueBatch = 1000
 // wakes them at once rather than at their next poll.
 func measureJobThroughput(ctx context.Context, s *store.Store, opts instance.Options, n int, progress io.Writer) (scaleJobs, error) {
 	res := scaleJobs{Jobs: n}
-	host, _ := os.Hostname()
-	self := "twice-bench@" + host
+	self := toolInstance("twice-bench")
 	b, err := openBus(ctx, s, opts.Bus, opts.Service, self)
 	if err != nil {
 		return res, err

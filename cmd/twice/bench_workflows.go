@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -308,8 +307,7 @@ type workflowStarter struct {
 }
 
 func newWorkflowStarter(ctx context.Context, s *store.Store, service string) (*workflowStarter, error) {
-	host, _ := os.Hostname()
-	self := "twice-bench@" + host
+	self := toolInstance("twice-bench")
 	b, err := openBus(ctx, s, "", service, self)
 	if err != nil {
 		return nil, err

@@ -103,8 +103,7 @@ type configRun struct {
 // open loads the service's settings; with announce, changes are also signalled on the
 // service's bus so running instances apply them at once rather than at their next poll.
 func (c configRun) open(ctx context.Context, announce bool) (*settings.Settings, func(), error) {
-	host, _ := os.Hostname()
-	instance := "twice-cli@" + host
+	instance := toolInstance("twice-cli")
 	var b bus.Bus
 	if announce {
 		var err error

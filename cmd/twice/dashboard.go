@@ -55,7 +55,7 @@ func dashboardCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer s.Close()
-	instance := "twice-dashboard@" + hostname()
+	instance := toolInstance("twice-dashboard")
 	b, err := toolBus(ctx, s, svc, instance)
 	if err != nil {
 		return err
@@ -105,9 +105,4 @@ func loopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-func hostname() string {
-	h, _ := os.Hostname()
-	return h
 }

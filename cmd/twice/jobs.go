@@ -78,8 +78,7 @@ func onlyService(ctx context.Context, s *store.Store) (string, error) {
 }
 
 func client(s *store.Store, service string) (*jobs.Client, error) {
-	host, _ := os.Hostname()
-	return jobs.New(block.Deps{Store: s, Service: service, Instance: "twice-cli@" + host}, jobs.Config{})
+	return jobs.New(block.Deps{Store: s, Service: service, Instance: toolInstance("twice-cli")}, jobs.Config{})
 }
 
 // parseList parses the comma-separated values of a flag (none if empty) with parse; an

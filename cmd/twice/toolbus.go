@@ -27,3 +27,11 @@ func toolBus(ctx context.Context, s *store.Store, service, instance string) (bus
 	}
 	return bus.NewStore(ctx, s, bus.Config{Service: service, Instance: instance, Signer: signer})
 }
+
+// toolInstance is the instance id under which the tool (twice-cli, twice-dashboard,
+// twice-bench) of this machine acts on a service: what its jobs, settings and signals are
+// recorded under.
+func toolInstance(tool string) string {
+	host, _ := os.Hostname()
+	return tool + "@" + host
+}

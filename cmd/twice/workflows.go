@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -120,8 +119,7 @@ func withEngine(ctx context.Context, a *adminFlags, announce bool, fn func(e *wo
 		return err
 	}
 	defer s.Close()
-	host, _ := os.Hostname()
-	d := block.Deps{Store: s, Service: service, Instance: "twice-cli@" + host}
+	d := block.Deps{Store: s, Service: service, Instance: toolInstance("twice-cli")}
 	if announce {
 		b, err := toolBus(ctx, s, service, d.Instance)
 		if err != nil {
