@@ -49,13 +49,13 @@ type Span struct{ s trace.Span }
 // Send starts the span of sending count messages (jobs, events) to destination (a queue, a
 // topic; "" for messages to several), child of ctx's span. Put its context in each message's metadata with [Tracer.Inject]
 // on the returned context, and end it with [Span.End] once they are stored (or not).
-func (t *Tracer) Send(ctx context.Context, destination string, count int, extra ...attribute.KeyValue) (context.Context, Span) {
+func (t *Tracer) Send(ctx context.Context, destination string, count int) (context.Context, Span) {
 	if t == nil {
 		return ctx, Span{}
 	}
-	attrs := append(append(t.attrs[:len(t.attrs):len(t.attrs)],
+	attrs := append(t.attrs[:len(t.attrs):len(t.attrs)],
 		semconv.MessagingOperationTypeSend,
-		semconv.MessagingOperationName("send")), extra...)
+		semconv.MessagingOperationName("send"))
 	if destination != "" {
 		attrs = append(attrs, semconv.MessagingDestinationName(destination))
 	}
@@ -126,13 +126,6 @@ func (t *Tracer) Internal(ctx context.Context, name string, attrs ...attribute.K
 	ctx, s := t.t.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(append(t.attrs[:len(t.attrs):len(t.attrs)], attrs...)...))
 	return ctx, Span{s}
-}
-
-// SetAttributes adds attributes to the span.
-func (s Span) SetAttributes(attrs ...attribute.KeyValue) {
-	if s.s != nil {
-		s.s.SetAttributes(attrs...)
-	}
 }
 
 // End ends the span, recording err as its error when it is not nil.
