@@ -1,8 +1,10 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -144,6 +146,7 @@ func (e pgEngine) fetch(ctx context.Context, p *producer, n int) ([]*Row, error)
 // general finish statement; both release keys themselves.
 func (e pgEngine) finish(ctx context.Context, batch []result) ([]finished, error) {
 	c := e.c
+	sortByID(batch, func(r result) int64 { return r.id })
 	var okIDs []int64
 	var okAttempts []int32
 	var other []result
@@ -197,6 +200,8 @@ func (e pgEngine) finish(ctx context.Context, batch []result) ([]finished, error
 
 func (e pgEngine) handBack(ctx context.Context, stuck []*Row) error {
 	c := e.c
+	stuck = slices.Clone(stuck)
+	sortByID(stuck, func(r *Row) int64 { return r.ID })
 	ids, attempts := make([]int64, len(stuck)), make([]int32, len(stuck))
 	for i, r := range stuck {
 		ids[i], attempts[i] = r.ID, int32(r.Attempt)
@@ -243,4 +248,11 @@ func (pgEngine) scanFetched(rows store.Row, r *Row) error {
 	}
 	s.fill(r)
 	return nil
+}
+
+// sortByID sorts a batch by job id, in place, before its ids and values go to a statement
+// as arrays: each row finds its values at its id's place, which width_bucket finds by binary
+// search only in a sorted array (see pgQueries.complete).
+func sortByID[T any](batch []T, id func(T) int64) {
+	slices.SortFunc(batch, func(a, b T) int { return cmp.Compare(id(a), id(b)) })
 }

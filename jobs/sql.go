@@ -247,13 +247,16 @@ SELECT coalesce($1::timestamptz, clock_timestamp()) FROM turn`,
 	// complete records a batch of successful attempts: the hot path. It joins nothing: a
 	// join with the unnested batch is planned as a nested loop over both whenever the owner
 	// filter makes the planner expect one row, which costs n² row comparisons for a batch of
-	// n (a third of a second for 1000). Each row finds its values with array_position.
+	// n (a third of a second for 1000). Each row finds its values by its place in the batch,
+	// which comes sorted by id (see sortByID): width_bucket finds that place by binary
+	// search. array_position would search linearly, n² comparisons again: 30 ms for a batch
+	// of 2000, more than the rest of the statement.
 	complete: `
 WITH done AS (
 	UPDATE twice_jobs
 	SET state = 4, owner = NULL, finished_at = {now}, cancel_requested = false
 	WHERE id = ANY($4::bigint[]) AND owner = $3 AND service = $2
-	  AND attempt = ($5::integer[])[array_position($4::bigint[], id)]
+	  AND attempt = ($5::integer[])[width_bucket(id, $4::bigint[])]
 	RETURNING id, key, batch_id, state, queue
 ),
 keys AS (
@@ -266,7 +269,7 @@ SELECT id, key, batch_id, state, queue FROM done`,
 UPDATE twice_jobs
 SET state = 4, owner = NULL, finished_at = {now}, cancel_requested = false
 WHERE id = ANY($4::bigint[]) AND owner = $3 AND service = $2
-  AND attempt = ($5::integer[])[array_position($4::bigint[], id)]
+  AND attempt = ($5::integer[])[width_bucket(id, $4::bigint[])]
 RETURNING id`,
 	// finish records a batch of attempts whatever their outcome, in one statement, the same
 	// way (SQLite runs one statement per attempt: see sqliteQueries.finish). Both only touch
@@ -283,20 +286,20 @@ RETURNING id`,
 	finish: `
 WITH done AS (
 	UPDATE twice_jobs j
-	SET state = CASE WHEN j.cancel_requested AND ($6::smallint[])[array_position($4::bigint[], j.id)] = 1 THEN 8
-	                 ELSE ($6::smallint[])[array_position($4::bigint[], j.id)] END,
+	SET state = CASE WHEN j.cancel_requested AND ($6::smallint[])[width_bucket(j.id, $4::bigint[])] = 1 THEN 8
+	                 ELSE ($6::smallint[])[width_bucket(j.id, $4::bigint[])] END,
 	    owner = NULL,
-	    attempt = j.attempt - CASE WHEN j.cancel_requested AND ($6::smallint[])[array_position($4::bigint[], j.id)] = 1 THEN 0
-	                               ELSE ($9::integer[])[array_position($4::bigint[], j.id)] END,
-	    run_at = CASE WHEN ($6::smallint[])[array_position($4::bigint[], j.id)] = 1
-	                  THEN {now} + ($7::bigint[])[array_position($4::bigint[], j.id)] * interval '1 millisecond'
+	    attempt = j.attempt - CASE WHEN j.cancel_requested AND ($6::smallint[])[width_bucket(j.id, $4::bigint[])] = 1 THEN 0
+	                               ELSE ($9::integer[])[width_bucket(j.id, $4::bigint[])] END,
+	    run_at = CASE WHEN ($6::smallint[])[width_bucket(j.id, $4::bigint[])] = 1
+	                  THEN {now} + ($7::bigint[])[width_bucket(j.id, $4::bigint[])] * interval '1 millisecond'
 	                  ELSE j.run_at END,
-	    last_error = coalesce(($8::text[])[array_position($4::bigint[], j.id)], j.last_error),
-	    finished_at = CASE WHEN ($6::smallint[])[array_position($4::bigint[], j.id)] = 1 AND NOT j.cancel_requested
+	    last_error = coalesce(($8::text[])[width_bucket(j.id, $4::bigint[])], j.last_error),
+	    finished_at = CASE WHEN ($6::smallint[])[width_bucket(j.id, $4::bigint[])] = 1 AND NOT j.cancel_requested
 	                       THEN NULL ELSE {now} END,
 	    cancel_requested = false
 	WHERE j.id = ANY($4::bigint[]) AND j.owner = $3 AND j.service = $2
-	  AND j.attempt = ($5::integer[])[array_position($4::bigint[], j.id)]
+	  AND j.attempt = ($5::integer[])[width_bucket(j.id, $4::bigint[])]
 	RETURNING j.id, j.key, j.batch_id, j.state, j.queue
 ),
 keys AS (
@@ -304,13 +307,13 @@ keys AS (
 	WHERE done.key IS NOT NULL AND k.service = $2 AND k.key = done.key AND k.job_id = done.id
 )
 SELECT id, key, batch_id, state, queue FROM done`,
-	// handBack returns a batch of attempts in one statement, by arrays; SQLite runs one
-	// statement per attempt.
+	// handBack returns a batch of attempts in one statement, by arrays sorted by id, as
+	// complete does; SQLite runs one statement per attempt.
 	handBack: `
-UPDATE twice_jobs j SET state = 1, owner = NULL, attempt = j.attempt - 1
-FROM unnest($4::bigint[], $5::integer[]) AS c(id, attempt)
-WHERE j.id = ANY($4::bigint[]) AND j.id = c.id AND j.attempt = c.attempt AND j.owner = $3 AND j.service = $2
-RETURNING j.id`,
+UPDATE twice_jobs SET state = 1, owner = NULL, attempt = attempt - 1
+WHERE id = ANY($4::bigint[]) AND owner = $3 AND service = $2
+  AND attempt = ($5::integer[])[width_bucket(id, $4::bigint[])]
+RETURNING id`,
 	// rescue locks the jobs of dead instances, skipping those another rescuer holds, and
 	// releases their keys in the same statement. SQLite's single writer needs no lock, and
 	// its keys are released in Go (see sqliteQueries.rescue).

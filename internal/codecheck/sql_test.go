@@ -171,3 +171,38 @@ func allow(allowed map[token.Pos]bool) func(ast.Node) bool {
 		return true
 	}
 }
+
+// TestNoLinearSearchPerRow: a statement over a batch passed as arrays finds each row's
+// values by its place in the batch. array_position finds it by a linear search, once per
+// row: n² comparisons for a batch of n, which made recording a batch of 2000 completed
+// jobs spend 30 ms on searching alone. The batch goes sorted by id and width_bucket finds
+// the place by binary search instead (see jobs' sortByID).
+func TestNoLinearSearchPerRow(t *testing.T) {
+	src := parseModule(t)
+	checked := 0
+	for _, files := range src.files {
+		for _, f := range files {
+			ast.Inspect(f, func(n ast.Node) bool {
+				lit, ok := n.(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					return true
+				}
+				checked++
+				if searchesLinearly(lit.Value) {
+					t.Errorf("%s: a statement uses array_position; sort the batch and use width_bucket", src.fset.Position(lit.Pos()))
+				}
+				return true
+			})
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no string was checked: the test reads nothing")
+	}
+	if !searchesLinearly("attempt = ($5::integer[])[array_position($4::bigint[], id)]") {
+		t.Error("a planted array_position is not found")
+	}
+}
+
+func searchesLinearly(sql string) bool {
+	return strings.Contains(strings.ToLower(sql), "array_position(")
+}
