@@ -204,6 +204,9 @@ type DeadLetter struct {
 	Attempts int       `json:"attempts"`
 	Error    string    `json:"error"`
 	At       time.Time `json:"at"`
+	// Replaying says its replay was asked ([Log.ReplayDeadLetter]) and the group has not
+	// handled it yet.
+	Replaying bool `json:"replaying,omitempty"`
 }
 
 // DeadLetters lists the events group gave up on, by event id, after the id afterID, at most
@@ -224,13 +227,61 @@ func (l *Log) DeadLetters(ctx context.Context, group string, afterID int64, limi
 	for rows.Next() {
 		var d DeadLetter
 		var at store.Time
-		if err := rows.Scan(&d.EventID, &d.Attempts, &d.Error, &at); err != nil {
+		if err := rows.Scan(&d.EventID, &d.Attempts, &d.Error, &at, &d.Replaying); err != nil {
 			return nil, err
 		}
 		d.At = at.Time
 		out = append(out, d)
 	}
 	return out, rows.Err()
+}
+
+// ErrNoDeadLetter is returned by [Log.ReplayDeadLetter] for an event the group has not
+// given up on.
+var ErrNoDeadLetter = errors.New("events: no such dead letter")
+
+// ReplayDeadLetter hands one event the Shared or ExactlyOnce group gave up on (see
+// [Log.DeadLetters]) to the group again, and nothing else: its other dead letters stay
+// dead and its checkpoints stay where they are. The reader of the event's partition
+// handles it (with the group's retries) before that partition's next events, and then
+// removes it from the dead letters (for ExactlyOnce, in the handler's transaction); if it
+// fails for good again it stays a dead letter, with its attempts added and its new error.
+// Running instances are told on the bus once the transaction commits ([ReplayChannel]);
+// without the signal the partition's reader notices at its next idle poll, and a group
+// with no reader running handles it when one starts. An event retention has pruned cannot
+// be replayed.
+func (l *Log) ReplayDeadLetter(ctx context.Context, group string, eventID int64) error {
+	return l.s.InTx(ctx, func(tx store.Tx) error { return l.replayDead(ctx, tx, tx, group, eventID) })
+}
+
+// ReplayDeadLetterTx is [Log.ReplayDeadLetter] inside the caller's transaction tx.
+func (l *Log) ReplayDeadLetterTx(ctx context.Context, tx any, group string, eventID int64) error {
+	q, err := l.s.Wrap(tx)
+	if err != nil {
+		return err
+	}
+	return l.replayDead(ctx, q, tx, group, eventID)
+}
+
+// replayDead marks the dead letter in q, which is tx as the store runs it.
+func (l *Log) replayDead(ctx context.Context, q store.Querier, tx any, group string, eventID int64) error {
+	var part *int64
+	err := q.QueryRow(ctx, l.q.markDead, l.d.Service, group, eventID).Scan(&part)
+	if errors.Is(err, store.ErrNoRows) {
+		return fmt.Errorf("%w: event %d of group %q", ErrNoDeadLetter, eventID, group)
+	}
+	if err != nil {
+		return fmt.Errorf("events: replay dead letter %d of %q: %w", eventID, group, err)
+	}
+	if part == nil {
+		return fmt.Errorf("events: replay dead letter %d of %q: the event has left the log (pruned)", eventID, group)
+	}
+	if b := l.d.Bus; b != nil {
+		if err := b.PublishTx(ctx, tx, ReplayChannel, []byte(group)); err != nil {
+			return fmt.Errorf("events: replay dead letter %d of %q: %w", eventID, group, err)
+		}
+	}
+	return nil
 }
 
 // pruneBatch is how many events one prune statement deletes, so that pruning never holds

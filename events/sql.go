@@ -49,6 +49,8 @@ type queries struct {
 	offset, commitOffset, replay      string
 	positionOf, positionAt            string
 	dead, listDead, countDead, lag    string
+	markDead, listRedo, unmarkGone    string
+	redone, redead                    string
 	prune, version, load, get, undo   string
 	recent, recentAll                 string
 }
@@ -124,7 +126,12 @@ VALUES ($2, $3, $4, $5, $6, {now}) ON CONFLICT DO NOTHING`,
 	ensureOffset: `
 INSERT INTO twice_event_offsets (service, grp, part, xid, id, updated_at)
 VALUES ($2, $3, $4, $5, $6, {now}) ON CONFLICT DO NOTHING`,
-	offset: `SELECT xid, id, ver FROM twice_event_offsets WHERE service = $1 AND grp = $2 AND part = $3`,
+	// offset is a partition's checkpoint, and whether dead letters of the partition wait
+	// for their replay (ReplayDeadLetter): the reader handles those first. The partial
+	// index twice_event_dead_replay makes the look free while none wait.
+	offset: `
+SELECT xid, id, ver, EXISTS (SELECT 1 FROM twice_event_dead WHERE service = $1 AND grp = $2 AND replay_part = $3)
+FROM twice_event_offsets WHERE service = $1 AND grp = $2 AND part = $3`,
 	commitOffset: `
 UPDATE twice_event_offsets SET xid = $5, id = $6, ver = ver + 1, updated_at = {now}
 WHERE service = $2 AND grp = $3 AND part = $4 AND ver = $7`,
@@ -137,9 +144,35 @@ WHERE service = $2 AND grp = $3`,
 INSERT INTO twice_event_dead (service, grp, event_id, attempts, error, at)
 VALUES ($2, $3, $4, $5, $6, {now}) ON CONFLICT DO NOTHING`,
 	listDead: `
-SELECT d.event_id, d.attempts, d.error, d.at FROM twice_event_dead d
+SELECT d.event_id, d.attempts, d.error, d.at, d.replay_part IS NOT NULL FROM twice_event_dead d
 WHERE d.service = $1 AND d.grp = $2 AND d.event_id > $3 ORDER BY d.event_id LIMIT $4`,
 	countDead: `SELECT count(*) FROM twice_event_dead WHERE service = $1 AND grp = $2`,
+	// markDead asks for the replay of one dead letter: it records the partition of the
+	// group its event is in (NULL when the event has left the log), and returns it.
+	markDead: `
+UPDATE twice_event_dead SET replay_part = (
+	SELECT e.hash % g.partitions FROM twice_events e, twice_event_groups g
+	WHERE e.service = $1 AND e.id = $3 AND g.service = $1 AND g.grp = $2)
+WHERE service = $1 AND grp = $2 AND event_id = $3
+RETURNING replay_part`,
+	// listRedo is the events of the dead letters of partition $3 waiting for their
+	// replay, in log order, at most $4.
+	listRedo: `
+SELECT ` + columns + ` FROM twice_events
+WHERE service = $1 AND id IN (SELECT event_id FROM twice_event_dead WHERE service = $1 AND grp = $2 AND replay_part = $3)
+ORDER BY {pg xid, }id LIMIT $4`,
+	// unmarkGone withdraws the replays of partition $3's dead letters whose event has left
+	// the log (pruned), which no reader could handle.
+	unmarkGone: `
+UPDATE twice_event_dead SET replay_part = NULL
+WHERE service = $1 AND grp = $2 AND replay_part = $3 AND NOT EXISTS (SELECT 1 FROM twice_events e WHERE e.id = event_id)`,
+	// redone removes a replayed dead letter the group has now handled.
+	redone: `DELETE FROM twice_event_dead WHERE service = $1 AND grp = $2 AND event_id = $3 AND replay_part IS NOT NULL`,
+	// redead keeps a replayed dead letter that failed again, with its attempts added and
+	// its new error.
+	redead: `
+UPDATE twice_event_dead SET attempts = attempts + $5, error = $6, at = {now}, replay_part = NULL
+WHERE service = $2 AND grp = $3 AND event_id = $4`,
 	lag: `
 SELECT o.part, o.updated_at, count(e.id), min(e.at)
 FROM twice_event_offsets o

@@ -51,6 +51,9 @@ type worker struct {
 	// limit is how many events the next read asks for: BatchSize, or fewer when the
 	// events last read were so large that BatchSize of them would pass the byte budget.
 	limit int
+	// redo says the checkpoint's last load found dead letters of the partition waiting for
+	// their replay (ReplayDeadLetter): they are handled before the next read.
+	redo bool
 	// skipVisible is the snapshot of a Broadcast start (PostgreSQL): events visible in it
 	// were committed before the group started, and are not this instance's to handle.
 	skipVisible string
@@ -137,6 +140,9 @@ func (w *worker) run() {
 				replays = r
 			}
 		}
+		if w.redo && w.owed == nil {
+			w.redoDead(log)
+		}
 		asked := looked || held > 0
 		evs, holding, heldBack, err := w.read(asked)
 		if errors.Is(err, errMoved) {
@@ -210,7 +216,7 @@ func (w *worker) load() error {
 	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
 	defer cancel()
 	w.owed = nil
-	return l.s.Reader().QueryRow(ctx, l.q.offset, l.d.Service, c.cfg.Name, w.part).Scan(&w.pos.xid, &w.pos.id, &w.ver)
+	return l.s.Reader().QueryRow(ctx, l.q.offset, l.d.Service, c.cfg.Name, w.part).Scan(&w.pos.xid, &w.pos.id, &w.ver, &w.redo)
 }
 
 // read takes a read's share of the group's byte budget (waiting while the group's other
