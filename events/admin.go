@@ -284,6 +284,50 @@ func (l *Log) replayDead(ctx context.Context, q store.Querier, tx any, group str
 	return nil
 }
 
+// TopicCountLimit is how far [Log.Topics] counts a topic's events.
+const TopicCountLimit = 1000
+
+// TopicStats is one topic of the log.
+type TopicStats struct {
+	Topic string `json:"topic"`
+	// Events is how many of the topic's events the log holds (retention prunes the older
+	// ones), counted up to [TopicCountLimit]; More says it holds more.
+	Events int64 `json:"events"`
+	More   bool  `json:"more,omitempty"`
+	// LatestID is the topic's latest event in log order, LatestAt when its transaction
+	// began.
+	LatestID int64     `json:"latest_id"`
+	LatestAt time.Time `json:"latest_at"`
+}
+
+// Topics lists the topics that have events in the log, by name, with their latest event
+// and how many events they hold. It is one statement of index probes, for a dashboard to
+// read every few seconds: it steps through the log's index from one topic to the next,
+// so its cost follows the number of topics and not of events, and it counts a topic's
+// events only up to [TopicCountLimit] (an index range of at most that many entries),
+// since an exact count of a large log is a scan of it.
+func (l *Log) Topics(ctx context.Context) ([]TopicStats, error) {
+	rows, err := l.s.Reader().Query(ctx, l.q.topics, l.d.Service, TopicCountLimit+1)
+	if err != nil {
+		return nil, fmt.Errorf("events: topics: %w", err)
+	}
+	defer rows.Close()
+	var out []TopicStats
+	for rows.Next() {
+		var t TopicStats
+		var at store.Time
+		if err := rows.Scan(&t.Topic, &t.Events, &t.LatestID, &at); err != nil {
+			return nil, err
+		}
+		if t.Events > TopicCountLimit {
+			t.Events, t.More = TopicCountLimit, true
+		}
+		t.LatestAt = at.Time
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
 // pruneBatch is how many events one prune statement deletes, so that pruning never holds
 // a long transaction (or SQLite's write lock) open.
 const pruneBatch = 5000

@@ -51,6 +51,7 @@ type queries struct {
 	dead, listDead, countDead, lag    string
 	markDead, listRedo, unmarkGone    string
 	redone, redead                    string
+	topics                            string
 	prune, version, load, get, undo   string
 	recent, recentAll                 string
 }
@@ -173,6 +174,22 @@ WHERE service = $1 AND grp = $2 AND replay_part = $3 AND NOT EXISTS (SELECT 1 FR
 	redead: `
 UPDATE twice_event_dead SET attempts = attempts + $5, error = $6, at = {now}, replay_part = NULL
 WHERE service = $2 AND grp = $3 AND event_id = $4`,
+	// topics walks the index twice_events_read from one topic to the next (each step is an
+	// index probe, so the cost follows the number of topics, not of events), and for each
+	// reads its latest event's id and time in log order (probes from the index's end) and
+	// counts its events up to $2 (an index range of at most $2 entries).
+	topics: `
+WITH RECURSIVE t(topic) AS (
+	SELECT (SELECT topic FROM twice_events WHERE service = $1 ORDER BY topic LIMIT 1)
+	UNION ALL
+	SELECT (SELECT e.topic FROM twice_events e WHERE e.service = $1 AND e.topic > t.topic ORDER BY e.topic LIMIT 1)
+	FROM t WHERE t.topic IS NOT NULL
+)
+SELECT t.topic,
+	(SELECT count(*) FROM (SELECT 1 FROM twice_events c WHERE c.service = $1 AND c.topic = t.topic LIMIT $2) n),
+	(SELECT l.id FROM twice_events l WHERE l.service = $1 AND l.topic = t.topic ORDER BY {pg l.xid DESC, }l.id DESC LIMIT 1),
+	(SELECT l.at FROM twice_events l WHERE l.service = $1 AND l.topic = t.topic ORDER BY {pg l.xid DESC, }l.id DESC LIMIT 1)
+FROM t WHERE t.topic IS NOT NULL ORDER BY t.topic`,
 	lag: `
 SELECT o.part, o.updated_at, count(e.id), min(e.at)
 FROM twice_event_offsets o

@@ -15,13 +15,63 @@ import (
 	"github.com/twicehq/twice/store"
 )
 
-// exerciseEventsAdmin checks what an operator does: the replay of one dead letter, which leaves the group's other dead letters and its
+// exerciseEventsAdmin checks what an operator reads and does: the log's topics, and the
+// replay of one dead letter, which leaves the group's other dead letters and its
 // checkpoints alone, whether a reader runs or not.
 func exerciseEventsAdmin(t *testing.T, backend Backend) {
 	runAll(t, backend, []test{
+		{"Topics", eventsTopics},
 		{"ReplayOneDeadLetter", eventsReplayOneDeadLetter},
 		{"ReplayDeadLetterExactlyOnce", eventsReplayDeadLetterExactlyOnce},
 	})
+}
+
+func eventsTopics(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	a := backend.node(t, db, "svc", testnode.Calm())
+	other := backend.node(t, db, "other", testnode.Calm())
+	if ts, err := a.Events().Topics(ctx); err != nil || len(ts) != 0 {
+		t.Fatalf("Topics of an empty log = %+v, %v", ts, err)
+	}
+	idsA, err := a.Events().Publish(ctx, msgs("a", 3, 3)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idsB, err := a.Events().Publish(ctx, msgs("b", 2, 1)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Events().Publish(ctx, msgs("a", 4, 1)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Events().Publish(ctx, msgs("z", 1, 1)...); err != nil {
+		t.Fatal(err)
+	}
+	// Past the count's limit: counted up to it, with More.
+	for range 2 {
+		if _, err := a.Events().Publish(ctx, msgs("c", events.TopicCountLimit/2+1, 7)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts, err := a.Events().Topics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]string, len(ts))
+	for i, s := range ts {
+		got[i] = fmt.Sprintf("%s %d %v", s.Topic, s.Events, s.More)
+		if s.LatestAt.IsZero() || time.Since(s.LatestAt) > time.Hour {
+			t.Errorf("topic %s: latest at %v", s.Topic, s.LatestAt)
+		}
+	}
+	want := []string{"a 3 false", "b 2 false", fmt.Sprintf("c %d true", events.TopicCountLimit)}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("Topics = %v, want %v", got, want)
+	}
+	if ts[0].LatestID != idsA[2] || ts[1].LatestID != idsB[1] {
+		t.Errorf("latest ids %d, %d; want %d, %d", ts[0].LatestID, ts[1].LatestID, idsA[2], idsB[1])
+	}
 }
 
 // poisonGroup is a handler that fails on the events whose payload starts with "poison"
