@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/twicehq/twice/cluster"
@@ -34,6 +35,9 @@ type PartitionSetStatus struct {
 	Set     string         `json:"set"`
 	Members []string       `json:"members"`
 	Held    map[string]int `json:"held"` // instance → partitions held
+	// Owners is who holds each partition: partition number → instance. A partition nobody
+	// holds is absent.
+	Owners map[int]string `json:"owners,omitempty"`
 }
 
 // partitionSets takes the leases of partition sets and event groups out of held, and
@@ -48,13 +52,16 @@ func partitionSets(held []lease.Info) (locks []lease.Info, sets []PartitionSetSt
 		}
 		st := bySet[set]
 		if st == nil {
-			st = &PartitionSetStatus{Set: set, Held: map[string]int{}}
+			st = &PartitionSetStatus{Set: set, Held: map[string]int{}, Owners: map[int]string{}}
 			bySet[set] = st
 		}
 		if kind == "m" {
 			st.Members = append(st.Members, i.Holder)
 		} else {
 			st.Held[i.Holder]++
+			// partitionLease checked that the name ends in the partition's number.
+			n, _ := strconv.Atoi(i.Name[strings.LastIndexByte(i.Name, '/')+1:])
+			st.Owners[n] = i.Holder
 		}
 	}
 	for _, st := range bySet {

@@ -1,6 +1,11 @@
 package twice
 
-import "testing"
+import (
+	"reflect"
+	"testing"
+
+	"github.com/twicehq/twice/lease"
+)
 
 // Only the leases of partition sets and event groups are summarized; every other lease
 // stays a lock, whatever it looks like.
@@ -25,5 +30,27 @@ func TestPartitionLease(t *testing.T) {
 		if got != want {
 			t.Errorf("partitionLease(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// Each set's partitions are summarized by instance and named with their owner; the other
+// leases stay locks.
+func TestPartitionSets(t *testing.T) {
+	held := []lease.Info{
+		{Name: "events/emails/p/0", Holder: "a"}, {Name: "events/emails/p/3", Holder: "b"},
+		{Name: "events/emails/p/1", Holder: "a"}, {Name: "events/emails/m/a", Holder: "a"},
+		{Name: "events/emails/m/b", Holder: "b"}, {Name: "part/rooms/p/12", Holder: "c"},
+		{Name: "lock:nightly", Holder: "c"},
+	}
+	locks, sets := partitionSets(held)
+	if len(locks) != 1 || locks[0].Name != "lock:nightly" {
+		t.Errorf("locks %+v", locks)
+	}
+	want := []PartitionSetStatus{
+		{Set: "events/emails", Members: []string{"a", "b"}, Held: map[string]int{"a": 2, "b": 1}, Owners: map[int]string{0: "a", 1: "a", 3: "b"}},
+		{Set: "rooms", Held: map[string]int{"c": 1}, Owners: map[int]string{12: "c"}},
+	}
+	if !reflect.DeepEqual(sets, want) {
+		t.Errorf("partitionSets = %+v, want %+v", sets, want)
 	}
 }

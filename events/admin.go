@@ -142,7 +142,9 @@ type PartitionLag struct {
 	Partition int       `json:"partition"`
 	Pending   int64     `json:"pending"`
 	Oldest    time.Time `json:"oldest,omitzero"`
-	// Owner is the instance handling the partition now; empty when nobody is.
+	// Owner is the instance handling the partition now; empty when nobody is, and when the
+	// Log has no lease manager (a tool's or a dashboard's Log: twice.Status reads the
+	// owners from the leases, in PartitionSetStatus.Owners).
 	Owner string `json:"owner"`
 	// CheckpointAt is when the partition's checkpoint last moved, in database time.
 	CheckpointAt time.Time `json:"checkpoint_at"`
