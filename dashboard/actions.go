@@ -109,6 +109,13 @@ func (db *Dashboard) act(ctx context.Context, caller who, op string, f url.Value
 		}
 		return fmt.Sprintf("group %s replays from event %d", group, from),
 			db.events.Replay(ctx, group, &events.ReplayOpts{FromID: from})
+	case "events-replay-dead":
+		group := f.Get("group")
+		id, err := strconv.ParseInt(f.Get("id"), 10, 64)
+		if group == "" || err != nil || id < 1 {
+			return "", fmt.Errorf("%w: a dead letter's replay needs a group and an event id", errBadInput)
+		}
+		return fmt.Sprintf("group %s handles event %d again", group, id), db.events.ReplayDeadLetter(ctx, group, id)
 	case "config-set":
 		c, err := db.parseSet(f)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -142,7 +143,17 @@ func TestPages(t *testing.T) {
 		mustContain(t, get(t, c, base+"config", 200), "config", `data-key="checkout.enabled"`, "<code>true</code>")
 		mustContain(t, get(t, c, base+"locks", 200), "locks", `id="locks"`)
 		mustContain(t, get(t, c, base+"cron", 200), "cron", `id="schedules"`, `data-name="digest"`, `class="tick state-available"`)
-		mustContain(t, get(t, c, base+"events", 200), "events", `id="groups"`)
+		page = get(t, c, base+"events", 200)
+		mustContain(t, page, "events", `id="groups"`, `data-group="billing"`,
+			`<tr class="topic" data-topic="order.placed"><td>order.placed</td><td class="n events">5</td>`,
+			`<tr class="topic" data-topic="order.shipped"><td>order.shipped</td><td class="n events">1</td>`,
+			fmt.Sprintf(`<tr class="dead-letter" data-event="%d">`, f.Dead[0]), `value="events-replay-dead"`, dashseed.PoisonText)
+		// Every partition of the group, with its owner: the first instance, the only one
+		// subscribed.
+		owners := fmt.Sprintf(`<td class="owner">%s</td>`, n.ID())
+		if k := strings.Count(page, owners); k != dashseed.Partitions {
+			t.Errorf("the events page names the owner of %d partitions, want %d:\n%s", k, dashseed.Partitions, page)
+		}
 		mustContain(t, get(t, c, base+"presence", 200), "presence", `<td class="n" id="sessions">1</td>`,
 			`<td class="n" id="signed-in">1</td>`, `<td class="n" id="online">1</td>`, `data-room="lobby"`)
 
@@ -201,6 +212,59 @@ func TestPages(t *testing.T) {
 		// Another site's form is refused.
 		post(t, c, base+"action", url.Values{"op": {"queue-resume"}, "queue": {"mail"}}, http.StatusForbidden,
 			"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example")
+	})
+}
+
+// Replaying one dead letter from its row hands that event to the group again and leaves
+// the group's other dead letters dead, both events being handled now.
+func TestReplayOneDeadLetter(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		f := dashseed.Open(t, s, 1)
+		n := f.Nodes[0]
+		logs := &testnode.Buffer{}
+		d, err := Handler(n, Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := serve(t, d)
+		c := &http.Client{}
+		for _, id := range f.Dead {
+			f.Cure(id)
+		}
+		replay, stays := f.Dead[0], f.Dead[1]
+		page := post(t, c, base+"action", url.Values{"op": {"events-replay-dead"}, "group": {dashseed.Group}, "id": {fmt.Sprint(replay)}, "back": {"events"}}, 200)
+		mustContain(t, page, "events", fmt.Sprintf("group %s handles event %d again", dashseed.Group, replay))
+		testnode.EventuallyNil(t, 30*time.Second, func() error {
+			dead, err := n.Events().DeadLetters(ctx, dashseed.Group, 0, 0)
+			if err != nil || len(dead) != 1 || dead[0].EventID != stays || dead[0].Replaying || f.Handled(replay) != 1 {
+				return fmt.Errorf("dead letters %+v (%v), event %d handled %d times", dead, err, replay, f.Handled(replay))
+			}
+			return nil
+		})
+		if k := f.Handled(stays); k != 0 {
+			t.Errorf("the dead letter not replayed was handled %d times", k)
+		}
+		d.hub.mu.Lock()
+		d.hub.snap = nil
+		d.hub.mu.Unlock()
+		page = get(t, c, base+"events", 200)
+		mustContain(t, page, "events", fmt.Sprintf(`<tr class="dead-letter" data-event="%d">`, stays))
+		if strings.Contains(page, fmt.Sprintf(`data-event="%d"`, replay)) {
+			t.Errorf("the replayed dead letter is still listed:\n%s", page)
+		}
+		if !strings.Contains(logs.String(), "action=events-replay-dead") {
+			t.Errorf("the action is not logged:\n%s", logs)
+		}
+		// Gone, unknown, malformed, and from another site: refused.
+		post(t, c, base+"action", url.Values{"op": {"events-replay-dead"}, "group": {dashseed.Group}, "id": {fmt.Sprint(replay)}}, http.StatusNotFound)
+		post(t, c, base+"action", url.Values{"op": {"events-replay-dead"}, "group": {dashseed.Group}, "id": {"x"}}, http.StatusBadRequest)
+		post(t, c, base+"action", url.Values{"op": {"events-replay-dead"}, "id": {fmt.Sprint(stays)}}, http.StatusBadRequest)
+		post(t, c, base+"action", url.Values{"op": {"events-replay-dead"}, "group": {dashseed.Group}, "id": {fmt.Sprint(stays)}}, http.StatusForbidden,
+			"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example")
+		if dead, err := n.Events().DeadLetters(ctx, dashseed.Group, 0, 0); err != nil || len(dead) != 1 || dead[0].Replaying {
+			t.Errorf("after the refused actions: %+v, %v", dead, err)
+		}
 	})
 }
 

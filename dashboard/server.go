@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/workflow"
@@ -285,7 +286,8 @@ func errStatus(err error) int {
 	switch {
 	case errors.Is(err, errBadInput):
 		return http.StatusBadRequest
-	case errors.Is(err, jobs.ErrNotFound), errors.Is(err, workflow.ErrNotFound), errors.Is(err, settings.ErrNotFound):
+	case errors.Is(err, jobs.ErrNotFound), errors.Is(err, workflow.ErrNotFound), errors.Is(err, settings.ErrNotFound),
+		errors.Is(err, events.ErrNoDeadLetter), errors.Is(err, events.ErrNoGroup):
 		return http.StatusNotFound
 	}
 	return http.StatusConflict

@@ -34,6 +34,7 @@ type snapshot struct {
 	Health  *health.Report // of the local instance; nil without one
 	Queues  []jobs.QueueStats
 	Flows   []workflow.Summary
+	Topics  []events.TopicStats
 	Groups  []groupView
 	Cron    []cron.Entry
 	// Ticks are each schedule's latest ticks with their jobs' states, by schedule.
@@ -45,7 +46,8 @@ type snapshot struct {
 	Errs []string
 }
 
-// groupView is an event consumer group: its lag and its latest dead letters.
+// groupView is an event consumer group: its lag per partition, with each partition's
+// owner, and its latest dead letters.
 type groupView struct {
 	events.Lag
 	Members     int
@@ -75,6 +77,8 @@ func (db *Dashboard) read(ctx context.Context, seq int64) *snapshot {
 	fail("jobs", err)
 	s.Flows, err = db.flows.List(ctx, workflow.ListParams{Limit: recentWorkflows})
 	fail("workflows", err)
+	s.Topics, err = db.events.Topics(ctx)
+	fail("topics", err)
 	for _, p := range s.Status.Partitions {
 		group, ok := strings.CutPrefix(p.Set, events.LeasePrefix)
 		if !ok {
@@ -83,6 +87,13 @@ func (db *Dashboard) read(ctx context.Context, seq int64) *snapshot {
 		g := groupView{Members: len(p.Members)}
 		g.Lag, err = db.events.Lag(ctx, group)
 		fail("events "+group, err)
+		// The dashboard's Log holds no leases: the owners come from the status's reading of
+		// them, so they cost no statement of their own.
+		for i, pl := range g.Lag.Partitions {
+			if pl.Owner == "" {
+				g.Lag.Partitions[i].Owner = p.Owners[pl.Partition]
+			}
+		}
 		if g.Lag.DeadLetters > 0 {
 			g.DeadLetters, err = db.events.DeadLetters(ctx, group, 0, deadLetters)
 			fail("dead letters "+group, err)

@@ -112,6 +112,26 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got := open("events", text("#groups th")); got != "Consumer group" {
 		t.Errorf("the events page: %q", got)
 	}
+	topic := func(name string) string { return text(`tr.topic[data-topic="` + name + `"] td.events`) }
+	if got, _ := chromedp.Run(ctx, chromedp.Evaluate[string](topic(dashseed.Topic)+` + "/" + `+topic(dashseed.OtherTopic))); got != fmt.Sprintf("%d/1", dashseed.PlacedEvents) {
+		t.Errorf("the events page counts %s events in %s/%s, want %d/1", got, dashseed.Topic, dashseed.OtherTopic, dashseed.PlacedEvents)
+	}
+	owners := `Array.from(document.querySelectorAll('table.partitions[data-group="` + dashseed.Group + `"] td.owner'), td => td.textContent).join(",")`
+	if got, _ := chromedp.Run(ctx, chromedp.Evaluate[string](owners)); got != strings.TrimSuffix(strings.Repeat(node.ID()+",", dashseed.Partitions), ",") {
+		t.Errorf("the events page shows the owners of %s's partitions as %q, want %s on each of %d", dashseed.Group, got, node.ID(), dashseed.Partitions)
+	}
+	// Replay one dead letter by clicking (and confirming): only it leaves the list.
+	svc.Cure(svc.Dead[0])
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(window.confirm = () => true, "")`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(fmt.Sprintf(`tr.dead-letter[data-event="%d"] button.replay-one`, svc.Dead[0])), chromedp.WaitVisible("#done")); err != nil {
+		t.Fatal(err)
+	}
+	eventually("the replayed dead letter gone from the page", `Array.from(document.querySelectorAll("tr.dead-letter"), r => r.dataset.event).join(",")`, fmt.Sprint(svc.Dead[1]))
+	if svc.Handled(svc.Dead[0]) != 1 || svc.Handled(svc.Dead[1]) != 0 {
+		t.Errorf("after replaying dead letter %d: handled %d and %d times", svc.Dead[0], svc.Handled(svc.Dead[0]), svc.Handled(svc.Dead[1]))
+	}
 	shot("events")
 	if got := open("cron", text("#schedules th")); got != "Name" {
 		t.Errorf("the cron page: %q", got)
