@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -209,17 +208,7 @@ func (h *harness) measure(ctx context.Context, sys eventSystem, p eventsParams) 
 
 func medianRow(rs []eventsRow) eventsRow {
 	m := rs[0]
-	med := func(f func(eventsRow) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
-		}
-		slices.Sort(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
-		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
-	}
+	med := func(f func(eventsRow) float64) float64 { return medianBy(rs, f) }
 	m.PublishPerSec = med(func(r eventsRow) float64 { return r.PublishPerSec })
 	m.ConsumePerSec = med(func(r eventsRow) float64 { return r.ConsumePerSec })
 	m.CommitsPerEvent = med(func(r eventsRow) float64 { return r.CommitsPerEvent })
