@@ -54,6 +54,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,8 @@ type params struct {
 	sqliteWork int
 	only       string
 	cpuProfile string
+	rounds     int
+	statements bool
 	txLatency  bool
 	secret     []byte // twice's Config.ClusterSecret; nil unless --signed
 }
@@ -106,7 +109,9 @@ func main() {
 	flag.IntVar(&p.rate, "rate", 100, "jobs per second in the latency runs")
 	flag.IntVar(&p.sqliteWork, "sqlite-work", 30_000, "jobs drained by three processes on SQLite (0 skips it)")
 	flag.StringVar(&p.only, "only", "both", "twice, river or both")
-	flag.StringVar(&p.cpuProfile, "cpuprofile", "", "write a CPU profile of twice's default work run here")
+	flag.StringVar(&p.cpuProfile, "cpuprofile", "", "write a CPU profile of twice's default work run (the first round's) here")
+	flag.IntVar(&p.rounds, "rounds", 1, "rounds; each runs every system once, in turn, and the median is reported (a comparison wants 3 or more)")
+	flag.BoolVar(&p.statements, "statements", false, "report each work run's top statements from pg_stat_statements, when the server has it loaded")
 	flag.BoolVar(&p.txLatency, "tx-latency", false, "twice's latency runs enqueue with EnqueueTx in a transaction that then commits")
 	signed := flag.Bool("signed", false, "twice's nodes sign their bus messages with a random cluster secret")
 	asJSON := flag.Bool("json", false, "print JSON")
@@ -186,15 +191,22 @@ type system interface {
 	latency(ctx context.Context, schema string, n, rate int) ([]timed, error)
 }
 
-// result is a whole run: a row per system and configuration, and twice's figure on SQLite.
+// result is a whole run: a row per system and configuration, each figure the median of its
+// rounds, and twice's figure on SQLite.
 type result struct {
 	p            params
 	rows         []row
+	rounds       [][]row // per system, as in rows: its figures in each round
 	sqlitePerSec float64
+	sqliteRounds []float64
+	statements   []systemStatements // with --statements, per system as in rows
 }
 
 func run(ctx context.Context, p params) (result, error) {
 	res := result{p: p}
+	if p.rounds < 1 {
+		return res, errors.New("--rounds must be positive")
+	}
 	admin, err := pgx.Connect(ctx, p.dsn)
 	if err != nil {
 		return res, err
@@ -207,50 +219,96 @@ func run(ctx context.Context, p params) (result, error) {
 	if p.only != "twice" {
 		systems = append(systems, riverDefaults(p), riverTuned(p))
 	}
-	for _, sys := range systems {
-		s, cfg, desc := sys.name()
-		r := row{System: s, Config: cfg, Description: desc}
-		progress("%s %s: work %d", s, cfg, p.work)
-		var w workMeter
-		d, err := withSchema(ctx, admin, func(schema string) (time.Duration, error) {
-			if p.cpuProfile != "" && s == "twice" && cfg == "defaults" {
-				return profiled(p.cpuProfile, func() (time.Duration, error) { return sys.work(ctx, schema, p.work, &w) })
+	var stats *statementStats
+	if p.statements {
+		if stats, err = openStatementStats(ctx, admin); err != nil {
+			return res, err
+		}
+	}
+	rounds := make([][]row, len(systems))
+	used := make([][]statement, len(systems))
+	for r := range p.rounds {
+		// Each round starts with the next system, so none always runs first or after the same one.
+		for k := range systems {
+			i := (r + k) % len(systems)
+			rw, st, err := measure(ctx, admin, systems[i], p, r, stats)
+			if err != nil {
+				return res, err
 			}
-			return sys.work(ctx, schema, p.work, &w)
-		})
-		r.Work = w.stop(d)
-		if err != nil {
-			return res, fmt.Errorf("%s %s work: %w", s, cfg, err)
+			rounds[i], used[i] = append(rounds[i], rw), append(used[i], st...)
 		}
-		r.WorkS, r.WorkPerSec = d.Seconds(), float64(p.work)/d.Seconds()
-		progress("%s %s: insert %d", s, cfg, p.insert)
-		d, err = withSchema(ctx, admin, func(schema string) (time.Duration, error) { return sys.insert(ctx, schema, p.insert) })
-		if err != nil {
-			return res, fmt.Errorf("%s %s insert: %w", s, cfg, err)
+		if p.sqliteWork > 0 && p.only != "river" {
+			progress("round %d: twice sqlite: work %d with 3 processes", r+1, p.sqliteWork)
+			d, err := sqliteWork(ctx, p.sqliteWork)
+			if err != nil {
+				return res, fmt.Errorf("sqlite: %w", err)
+			}
+			res.sqliteRounds = append(res.sqliteRounds, float64(p.sqliteWork)/d.Seconds())
 		}
-		r.InsertPer = float64(p.insert) / d.Seconds()
-		progress("%s %s: latency %d at %d/s", s, cfg, p.latency, p.rate)
-		var lat []timed
-		_, err = withSchema(ctx, admin, func(schema string) (time.Duration, error) {
-			var err error
-			lat, err = sys.latency(ctx, schema, p.latency, p.rate)
-			return 0, err
-		})
-		if err != nil {
-			return res, fmt.Errorf("%s %s latency: %w", s, cfg, err)
-		}
-		r.latencies(lat)
-		res.rows = append(res.rows, r)
 	}
-	if p.sqliteWork > 0 && p.only != "river" {
-		progress("twice sqlite: work %d with 3 processes", p.sqliteWork)
-		d, err := sqliteWork(ctx, p.sqliteWork)
-		if err != nil {
-			return res, fmt.Errorf("sqlite: %w", err)
+	res.rounds = rounds
+	for i, rs := range rounds {
+		res.rows = append(res.rows, medianOfRounds(rs))
+		if stats != nil {
+			res.statements = append(res.statements, systemStatements{System: res.rows[i].System, Config: res.rows[i].Config, Top: topStatements(used[i], 5)})
 		}
-		res.sqlitePerSec = float64(p.sqliteWork) / d.Seconds()
 	}
+	res.sqlitePerSec = median(res.sqliteRounds)
 	return res, nil
+}
+
+// measure runs sys once, round r: its work, insert and latency runs, each in a fresh schema.
+// With stats it also returns the statements of the work run, from when it starts working.
+func measure(ctx context.Context, admin *pgx.Conn, sys system, p params, r int, stats *statementStats) (row, []statement, error) {
+	s, cfg, desc := sys.name()
+	rw := row{System: s, Config: cfg, Description: desc}
+	progress("round %d: %s %s: work %d", r+1, s, cfg, p.work)
+	var w workMeter
+	var st []statement
+	var resetErr error
+	d, err := withSchema(ctx, admin, func(schema string) (time.Duration, error) {
+		if stats != nil {
+			// The reset runs as the run starts working, before its clock starts: the
+			// statements are the draining's, not the pre-insertion's.
+			w.onStart = func() { resetErr = stats.reset(ctx) }
+		}
+		var d time.Duration
+		var err error
+		if p.cpuProfile != "" && s == "twice" && cfg == "defaults" && r == 0 {
+			d, err = profiled(p.cpuProfile, func() (time.Duration, error) { return sys.work(ctx, schema, p.work, &w) })
+		} else {
+			d, err = sys.work(ctx, schema, p.work, &w)
+		}
+		if err == nil && stats != nil {
+			if err = resetErr; err == nil {
+				st, err = stats.read(ctx, schema)
+			}
+		}
+		return d, err
+	})
+	rw.Work = w.stop(d)
+	if err != nil {
+		return rw, nil, fmt.Errorf("%s %s work: %w", s, cfg, err)
+	}
+	rw.WorkS, rw.WorkPerSec = d.Seconds(), float64(p.work)/d.Seconds()
+	progress("round %d: %s %s: insert %d", r+1, s, cfg, p.insert)
+	d, err = withSchema(ctx, admin, func(schema string) (time.Duration, error) { return sys.insert(ctx, schema, p.insert) })
+	if err != nil {
+		return rw, nil, fmt.Errorf("%s %s insert: %w", s, cfg, err)
+	}
+	rw.InsertPer = float64(p.insert) / d.Seconds()
+	progress("round %d: %s %s: latency %d at %d/s", r+1, s, cfg, p.latency, p.rate)
+	var lat []timed
+	_, err = withSchema(ctx, admin, func(schema string) (time.Duration, error) {
+		var err error
+		lat, err = sys.latency(ctx, schema, p.latency, p.rate)
+		return 0, err
+	})
+	if err != nil {
+		return rw, nil, fmt.Errorf("%s %s latency: %w", s, cfg, err)
+	}
+	rw.latencies(lat)
+	return rw, st, nil
 }
 
 func progress(format string, args ...any) {
@@ -297,7 +355,7 @@ func (res result) find(sys, cfg string) row {
 func (res result) print(out io.Writer, asJSON bool) error {
 	find, rows, sqlitePerSec := res.find, res.rows, res.sqlitePerSec
 	if asJSON {
-		res := map[string]any{
+		doc := map[string]any{
 			"twice_work_jobs_per_sec":         find("twice", "defaults").WorkPerSec,
 			"river_work_jobs_per_sec":         find("river", "tuned").WorkPerSec,
 			"twice_insert_jobs_per_sec":       find("twice", "defaults").InsertPer,
@@ -306,10 +364,23 @@ func (res result) print(out io.Writer, asJSON bool) error {
 			"river_latency_p99_ms":            find("river", "tuned").LatencyP99,
 			"twice_sqlite_3proc_jobs_per_sec": sqlitePerSec,
 			"runs":                            rows,
+			"rounds":                          res.byRound(),
+		}
+		if res.sqliteRounds != nil {
+			doc["twice_sqlite_3proc_rounds"] = res.sqliteRounds
+		}
+		if ratios := res.workRatios(); ratios != nil {
+			doc["twice_vs_river_tuned_work_rounds"] = ratios
+		}
+		if res.statements != nil {
+			doc["statements"] = res.statements
 		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return enc.Encode(doc)
+	}
+	if n := len(res.byRound()); n > 1 {
+		fmt.Fprintf(out, "median of %d rounds, the systems taking turns\n\n", n)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SYSTEM\tCONFIG\tWORK jobs/s\tINSERT jobs/s\tLATENCY p50 ms\tp99 ms\tSETTINGS")
@@ -323,6 +394,10 @@ func (res result) print(out io.Writer, asJSON bool) error {
 	if c := res.comparisons(); len(c) > 0 {
 		fmt.Fprintf(out, "\n%s\n", strings.Join(c, "\n"))
 	}
+	if res.statements != nil {
+		fmt.Fprintln(out)
+		printStatements(out, res.statements, len(res.byRound()))
+	}
 	return nil
 }
 
@@ -330,7 +405,11 @@ func (res result) print(out io.Writer, asJSON bool) error {
 func (res result) comparisons() []string {
 	var out []string
 	if t, r := res.find("twice", "defaults"), res.find("river", "tuned"); t.WorkPerSec > 0 && r.WorkPerSec > 0 {
-		out = append(out, fmt.Sprintf("twice defaults vs River tuned: work %.2fx (target 2x), p99 %.2f ms (target 5 ms)", t.WorkPerSec/r.WorkPerSec, t.LatencyP99))
+		spread := ""
+		if ratios := res.workRatios(); len(ratios) > 1 {
+			spread = fmt.Sprintf(" (rounds %.2fx to %.2fx)", slices.Min(ratios), slices.Max(ratios))
+		}
+		out = append(out, fmt.Sprintf("twice defaults vs River tuned: work %.2fx%s (target 2x), p99 %.2f ms (target 5 ms)", t.WorkPerSec/r.WorkPerSec, spread, t.LatencyP99))
 	}
 	if t, r := res.find("twice", "defaults"), res.find("river", "defaults"); t.InsertPer > 0 && r.InsertPer > 0 {
 		out = append(out, fmt.Sprintf("bulk insert, twice EnqueueMany vs River InsertManyFast: %.2fx (target 1.5x)", t.InsertPer/r.InsertPer))

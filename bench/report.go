@@ -20,12 +20,18 @@ const meterBeat = 50 * time.Millisecond
 // workMeter counts the jobs a work run's handler ran, and reads the count on a beat from
 // the moment the run starts working.
 type workMeter struct {
-	worked atomic.Int64
-	meter  *report.Meter
+	worked  atomic.Int64
+	meter   *report.Meter
+	onStart func() // if set, called by start before the readings begin
 }
 
-// start begins the readings; the work run calls it when it starts the clock.
-func (w *workMeter) start() { w.meter = report.StartMeter(meterBeat, w.worked.Load) }
+// start begins the readings; the work run calls it just before it starts the clock.
+func (w *workMeter) start() {
+	if w.onStart != nil {
+		w.onStart()
+	}
+	w.meter = report.StartMeter(meterBeat, w.worked.Load)
+}
 
 // stop ends the readings and returns the jobs per second over the d the run measured; a
 // run that never started has none.
@@ -128,6 +134,9 @@ func (res result) page() *report.Page {
 		{Name: "work", Value: fmt.Sprintf("%s pre-inserted no-op jobs drained, until each is recorded completed", report.Format(float64(p.work), 0))},
 		{Name: "bulk insert", Value: fmt.Sprintf("%s jobs in batches of 5,000 (twice EnqueueMany, River InsertManyFast)", report.Format(float64(p.insert), 0))},
 		{Name: "latency", Value: fmt.Sprintf("%d single jobs at %d/s, enqueue to handler start", p.latency, p.rate)}}
+	if n := len(res.byRound()); n > 1 {
+		facts = append(facts, report.Fact{Name: "rounds", Value: fmt.Sprintf("the median of %d rounds, the systems taking turns; the charts show the round nearest the median", n)})
+	}
 	if res.sqlitePerSec > 0 {
 		facts = append(facts, report.Fact{Name: "twice on SQLite", Value: fmt.Sprintf("%s jobs/s, three processes working %s jobs from one file",
 			report.Format(res.sqlitePerSec, 0), report.Format(float64(p.sqliteWork), 0))})

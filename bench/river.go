@@ -54,7 +54,9 @@ func (r *riverSystem) client(ctx context.Context, schema string, fn func(job *ri
 		return nil, nil, err
 	}
 	drv := riverpgxv5.New(pl)
-	m, err := rivermigrate.New(drv, &rivermigrate.Config{Logger: slog.New(slog.DiscardHandler)})
+	// River is told its schema, as well as the pool's search_path, so that its statements
+	// name it, as twice's do: --statements tells a run's statements by it.
+	m, err := rivermigrate.New(drv, &rivermigrate.Config{Logger: slog.New(slog.DiscardHandler), Schema: schema})
 	if err != nil {
 		pl.Close()
 		return nil, nil, err
@@ -66,7 +68,7 @@ func (r *riverSystem) client(ctx context.Context, schema string, fn func(job *ri
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &riverWorker{fn: fn})
 	cfg := &river.Config{Queues: map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 100}}, Workers: workers,
-		Logger: slog.New(slog.DiscardHandler)}
+		Logger: slog.New(slog.DiscardHandler), Schema: schema}
 	r.tune(cfg)
 	c, err := river.NewClient(drv, cfg)
 	if err != nil {
