@@ -14,6 +14,21 @@
 // twice and River side by side: the figures, each work run's jobs per second over time, and
 // each latency run's percentiles over time.
 //
+// --rounds N runs every system and configuration N times, the systems taking turns and each
+// round starting with the next; the table and JSON's figures are the medians, JSON's rounds
+// the figures of each round, and the work ratio of twice defaults to River tuned is also
+// shown as its range over the rounds, each round's from two runs close in time. It defaults
+// to 1; on a shared machine one run's ratio swings widely, so a comparison wants 3 or more.
+//
+// --statements resets pg_stat_statements as each work run starts working and reads it when
+// the run ends, and prints each system's top 5 statements by execution time (calls, total
+// ms, rows, µs per row), summed over the rounds; JSON has them as statements. A run's
+// statements are those naming its schema (both systems qualify their tables with it), so
+// BEGIN, COMMIT and the bench's own polls are not among them. The reset clears the
+// server's statistics for every database. The server needs shared_preload_libraries =
+// 'pg_stat_statements' (and a restart); without it the bench says so and goes on. With
+// --cpuprofile, the two show where twice's time goes, in its process and in PostgreSQL.
+//
 // The events subcommand runs twice's event log against watermill v1.5.1 with
 // watermill-sql/v4 v4.1.2 (PostgreSQL schema and offsets adapters, publishing through a
 // *sql.Tx), at watermill's defaults (poll 1 s, batch 100) and tuned (poll 10 ms, batch
