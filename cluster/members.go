@@ -64,6 +64,12 @@ type Config struct {
 	// then noticed by its heartbeat alone, after DeadAfter. Needed where a session cannot
 	// be kept, as behind PgBouncer in transaction mode.
 	NoLivenessLock bool
+	// Report, if set, says what the instance tells the others about itself: each heartbeat
+	// (and registration) calls it and writes its result to the instance's row, in the
+	// same statement, so it costs no statement of its own; [List] returns it as
+	// [Member.Report]. It runs on the heartbeat loop: it must be quick and not block.
+	// Defaults to nil: the instance reports nothing.
+	Report func() Report
 }
 
 // Member is an instance as the database sees it.
@@ -81,6 +87,9 @@ type Member struct {
 	Uptime       time.Duration `json:"uptime"`        // since it registered, in database time
 	DeadAfter    time.Duration `json:"dead_after"`
 	Alive        bool          `json:"alive"`
+	// Report is what the instance said of itself at its last heartbeat; nil if it says
+	// nothing (see [Config.Report]).
+	Report *Report `json:"report,omitempty"`
 }
 
 // Membership registers this instance and keeps it alive with heartbeats.
@@ -188,7 +197,7 @@ func (m *Membership) register(ctx context.Context) error {
 	m.lastAttempt.Store(int64(start.Sub(m.epoch)))
 	var death store.Time
 	err := m.s.Control().QueryRow(ctx, m.q.insert, m.s.NowArg(), c.Service, c.ID, c.Host, c.PID, c.Version, c.Addr,
-		string(m.State()), c.DeadAfter.Milliseconds(), m.liveKey()).Scan(&death)
+		string(m.State()), c.DeadAfter.Milliseconds(), m.liveKey(), m.report()).Scan(&death)
 	if err != nil {
 		return fmt.Errorf("cluster: register %s: %w", c.ID, err)
 	}
@@ -276,19 +285,18 @@ func (m *Membership) Beat(ctx context.Context) error {
 	m.mu.Lock()
 	carried := slices.Clone(m.carried)
 	m.mu.Unlock()
-	var succ sql.NullInt64
-	var death store.Time
+	b := beatArgs{report: m.report()}
 	var after []func(context.Context, time.Time)
 	var err error
 	if len(carried) > 0 {
-		after, err = m.beatCarrying(ctx, carried, &succ, &death)
+		after, err = m.beatCarrying(ctx, carried, &b)
 		if err != nil && !errors.Is(err, store.ErrNoRows) && ctx.Err() == nil {
 			m.log.Warn("cluster: a heartbeat's transaction failed; heartbeating alone", "err", err)
 			after = nil
-			err = m.beatAlone(ctx, &succ, &death)
+			err = m.beatAlone(ctx, &b)
 		}
 	} else {
-		err = m.beatAlone(ctx, &succ, &death)
+		err = m.beatAlone(ctx, &b)
 	}
 	if errors.Is(err, store.ErrNoRows) {
 		m.log.Warn("cluster: this instance's row was reaped (it was counted dead); registering again")
@@ -302,21 +310,48 @@ func (m *Membership) Beat(ctx context.Context) error {
 		fn(ctx, start)
 	}
 	if m.live != nil {
-		m.live.follow(succ.Int64)
+		m.live.follow(b.succ.Int64)
 	}
-	m.sawDeath(death.Time)
+	m.sawDeath(b.death.Time)
 	return nil
+}
+
+// beatArgs are what a heartbeat writes besides its time and state, and what it reads.
+type beatArgs struct {
+	report any // the instance's report (see Config.Report), or NULL
+
+	succ  sql.NullInt64 // the successor's liveness key
+	death store.Time    // the latest heartbeat among dead members
+}
+
+// beatIn runs the heartbeat's statement in q.
+func (m *Membership) beatIn(ctx context.Context, q store.Querier, b *beatArgs) error {
+	var idle any
+	return q.QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State()), b.report).Scan(&b.succ, &b.death, &idle)
+}
+
+// report is the instance's report as its row holds it: NULL without Config.Report, or if
+// it cannot be encoded (then logged).
+func (m *Membership) report() any {
+	if m.cfg.Report == nil {
+		return nil
+	}
+	r, err := encodeReport(m.cfg.Report())
+	if err != nil {
+		m.log.Warn("cluster: this instance's report cannot be encoded; it reports nothing", "err", err)
+		return nil
+	}
+	return r
 }
 
 // beatAlone heartbeats with one statement, sent a second time at once if the first fails:
 // the control pool does not ping a connection before each use (see store.Store.Control),
 // so the first statement after the server ended a session (a restart, an idle timeout)
 // fails, and the pool has dropped that connection by the second.
-func (m *Membership) beatAlone(ctx context.Context, succ *sql.NullInt64, death *store.Time) error {
+func (m *Membership) beatAlone(ctx context.Context, b *beatArgs) error {
 	var err error
 	for range 2 {
-		var idle any
-		err = m.s.Control().QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(succ, death, &idle)
+		err = m.beatIn(ctx, m.s.Control(), b)
 		if err == nil || errors.Is(err, store.ErrNoRows) || ctx.Err() != nil {
 			break
 		}
@@ -326,7 +361,7 @@ func (m *Membership) beatAlone(ctx context.Context, succ *sql.NullInt64, death *
 
 // beatCarrying heartbeats and runs carried in one transaction, and returns what carried
 // asked to run after the commit.
-func (m *Membership) beatCarrying(ctx context.Context, carried []Carried, succ *sql.NullInt64, death *store.Time) (after []func(context.Context, time.Time), err error) {
+func (m *Membership) beatCarrying(ctx context.Context, carried []Carried, b *beatArgs) (after []func(context.Context, time.Time), err error) {
 	tx, err := m.s.BeginControl(ctx)
 	if err != nil {
 		return nil, err
@@ -336,8 +371,7 @@ func (m *Membership) beatCarrying(ctx context.Context, carried []Carried, succ *
 			_ = tx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
-	var idle any
-	if err := tx.QueryRow(ctx, m.q.beat, m.s.NowArg(), m.cfg.Service, m.cfg.ID, string(m.State())).Scan(succ, death, &idle); err != nil {
+	if err := m.beatIn(ctx, tx, b); err != nil {
 		return nil, err
 	}
 	for _, fn := range carried {
@@ -526,11 +560,13 @@ func List(ctx context.Context, s *store.Store, service string) ([]Member, error)
 		var age, up store.Micros
 		var deadMS int64
 		var st string
+		var report *string
 		if err := rows.Scan(&mb.ID, &mb.Service, &mb.Host, &mb.PID, &mb.Version, &mb.Addr, &st,
-			&started, &beat, &deadMS, &age, &up); err != nil {
+			&started, &beat, &deadMS, &age, &up, &report); err != nil {
 			return nil, fmt.Errorf("cluster: members: %w", err)
 		}
 		mb.StartedAt, mb.HeartbeatAt, mb.HeartbeatAge, mb.Uptime = started.Time, beat.Time, age.Duration, up.Duration
+		mb.Report = decodeReport(report, mb.HeartbeatAge)
 		mb.DeadAfter = time.Duration(deadMS) * time.Millisecond
 		mb.Alive = mb.HeartbeatAge < mb.DeadAfter
 		mb.State = State(st)

@@ -37,11 +37,11 @@ const latestDeath = `(SELECT max(d.heartbeat_at) FROM twice_members d
 // templates are the statements as written, once for both dialects (see [store.Store.SQL]).
 var templates = queries{
 	insert: `
-INSERT INTO twice_members (service, id, host, pid, version, addr, state, dead_after_ms, started_at, heartbeat_at, live_key)
-VALUES ($2, $3, $4, $5, $6, $7, $8, $9, {now}, {now}, $10)
+INSERT INTO twice_members (service, id, host, pid, version, addr, state, dead_after_ms, started_at, heartbeat_at, live_key, report)
+VALUES ($2, $3, $4, $5, $6, $7, $8, $9, {now}, {now}, $10, $11)
 ON CONFLICT (service, id) DO UPDATE
 SET state = excluded.state, dead_after_ms = excluded.dead_after_ms, heartbeat_at = excluded.heartbeat_at,
-    live_key = excluded.live_key
+    live_key = excluded.live_key, report = excluded.report
 RETURNING ` + latestDeath,
 	// A heartbeat also tells the instance whose liveness lock to watch (the ring follows
 	// the members at no extra statement) and the latest death, as registering does.
@@ -49,8 +49,9 @@ RETURNING ` + latestDeath,
 	// other instance from taking those leases while this process is frozen (SIGSTOP, a
 	// stalled VM) between its statements: on PostgreSQL the beat makes the server abort
 	// the transaction once it sits idle for DeadAfter, as a fenced write's check does.
+	// It writes the instance's report ($5, see Config.Report), which so costs nothing more.
 	beat: `
-UPDATE twice_members SET heartbeat_at = {now}, state = $4
+UPDATE twice_members SET heartbeat_at = {now}, state = $4, report = $5
 WHERE service = $2 AND id = $3
 RETURNING ` + successorOf + `, ` + latestDeath + `,
        {pg set_config('idle_in_transaction_session_timeout', dead_after_ms::text, true)}{sqlite NULL}`,
@@ -68,7 +69,7 @@ RETURNING id`,
 	list: `
 SELECT id, service, host, pid, version, addr, state, started_at, heartbeat_at, dead_after_ms,
        {age {now}, heartbeat_at},
-       {age {now}, started_at}
+       {age {now}, started_at}, report
 FROM twice_members WHERE service = $2 ORDER BY started_at, id`,
 	reap: `
 DELETE FROM twice_members

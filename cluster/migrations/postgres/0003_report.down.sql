@@ -1,0 +1,1 @@
+ALTER TABLE twice_members DROP COLUMN report;
