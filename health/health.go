@@ -87,10 +87,12 @@ type check struct {
 type Health struct {
 	cfg Config
 
-	mu     sync.Mutex // protects checks and failing
+	mu     sync.Mutex // protects checks, failing and last
 	checks []check
 	// failing holds the checks whose last run failed, so each change is logged once.
 	failing map[string]bool
+	// last holds each check's latest result and when it was taken, for Last.
+	last map[string]taken
 
 	live, all probe // the shared runs behind /livez, and behind /readyz and /healthz
 }
@@ -103,7 +105,13 @@ func New(cfg Config) *Health {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Health{cfg: cfg, failing: map[string]bool{}}
+	return &Health{cfg: cfg, failing: map[string]bool{}, last: map[string]taken{}}
+}
+
+// taken is a check's result and when its run ended.
+type taken struct {
+	r  Result
+	at time.Time
 }
 
 // Register adds a readiness check: /readyz fails while fn fails or takes longer than
@@ -221,10 +229,14 @@ func (h *Health) Run(ctx context.Context, kinds ...Kind) []Result {
 	return out
 }
 
+// logChanges logs each check whose result changed since its last run, and keeps the
+// results for Last.
 func (h *Health) logChanges(rs []Result) {
+	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, r := range rs {
+		h.last[r.Name] = taken{r: r, at: now}
 		switch {
 		case !r.OK && !h.failing[r.Name]:
 			h.failing[r.Name] = true
@@ -256,6 +268,26 @@ func kindName(k Kind) string {
 		return "liveness"
 	}
 	return "readiness"
+}
+
+// Last returns the latest result of each check that has run, in the order they were
+// registered, and when the oldest of them was taken (zero if none has run). It runs
+// nothing: the results are those of the latest probe or run, whoever asked for it. The
+// node reports them to the other instances with its heartbeat (see cluster.Report).
+func (h *Health) Last() (rs []Result, oldest time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.checks {
+		t, ok := h.last[c.name]
+		if !ok {
+			continue
+		}
+		rs = append(rs, t.r)
+		if oldest.IsZero() || t.at.Before(oldest) {
+			oldest = t.at
+		}
+	}
+	return rs, oldest
 }
 
 // Report runs every check.

@@ -234,3 +234,55 @@ func TestProbesShareARun(t *testing.T) {
 type writer func(p []byte) (int, error)
 
 func (f writer) Write(p []byte) (int, error) { return f(p) }
+
+// Last runs nothing: it returns each check's latest result from whatever ran it, in the
+// order the checks were registered, and when the oldest was taken.
+func TestLast(t *testing.T) {
+	t.Parallel()
+	h := health.New(health.Config{Logger: slog.New(slog.DiscardHandler)})
+	var runs atomic.Int32
+	for _, name := range []string{"db", "payments"} {
+		if err := h.Register(name, 0, func(context.Context) error {
+			runs.Add(1)
+			if name == "payments" {
+				return errors.New("refused")
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.RegisterKind("loop", health.Liveness, 0, func(context.Context) error { runs.Add(1); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if rs, at := h.Last(); rs != nil || !at.IsZero() {
+		t.Fatalf("before any run: %+v at %v", rs, at)
+	}
+	before := time.Now()
+	if code, _ := get(t, h, "/livez"); code != http.StatusOK {
+		t.Fatalf("/livez = %d", code)
+	}
+	rs, first := h.Last()
+	if len(rs) != 1 || rs[0].Name != "loop" || !rs[0].OK || first.Before(before) {
+		t.Fatalf("after /livez: %+v at %v", rs, first)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if code, _ := get(t, h, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d", code)
+	}
+	n := runs.Load()
+	rs, oldest := h.Last()
+	var names []string
+	for _, r := range rs {
+		names = append(names, r.Name)
+	}
+	if strings.Join(names, ",") != "db,payments,loop" || rs[1].OK || rs[1].Error != "refused" || !rs[0].OK {
+		t.Fatalf("after /readyz: %+v", rs)
+	}
+	if !oldest.After(first) { // /readyz ran the liveness check again
+		t.Errorf("the oldest result is from %v, not after /livez's %v", oldest, first)
+	}
+	if runs.Load() != n {
+		t.Error("Last ran checks")
+	}
+}
