@@ -66,6 +66,10 @@ type Node struct {
 	draining  atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+
+	// requests and failed count the HTTP requests the instance answered, and those that
+	// failed (see CountRequest).
+	requests, failed atomic.Int64
 }
 
 // Open connects to the database, migrates it (see [Config.Migrate]), registers this
@@ -108,11 +112,13 @@ func (n *Node) start(ctx context.Context) error {
 	}
 
 	host, _ := os.Hostname()
+	// The health checks exist before the first heartbeat, which reports their results.
+	n.health = n.newHealth()
 	var err error
 	n.members, err = cluster.NewMembership(n.store, cluster.Config{
 		Service: cfg.Name, ID: cfg.InstanceID, Host: host, PID: os.Getpid(), Version: cfg.Version,
 		Addr: cfg.AdvertiseAddr, HeartbeatInterval: cfg.HeartbeatInterval, DeadAfter: cfg.DeadAfter, Logger: n.log,
-		Panics: &n.panics, NoLivenessLock: cfg.NoLivenessLock,
+		Panics: &n.panics, NoLivenessLock: cfg.NoLivenessLock, Report: n.report,
 	})
 	if err != nil {
 		return err
@@ -137,7 +143,6 @@ func (n *Node) start(ctx context.Context) error {
 	n.members.Carry(n.leases.RenewIn)
 	n.leases.Carried(cfg.HeartbeatInterval)
 	n.locks = lock.New(n.leases)
-	n.health = n.newHealth()
 	lc := cluster.LeaderConfig{TTL: cfg.LeaseTTL, Poll: cfg.LeaderPoll, Logger: n.log, Panics: &n.panics}
 	if cfg.DeadAfter <= cfg.LeaseTTL {
 		// A silent leader is found dead before its lease runs out, and that wakes the
@@ -308,7 +313,9 @@ type Member struct {
 	Leader bool `json:"leader"`
 }
 
-// Members lists the service's instances, dead ones included until they are reaped.
+// Members lists the service's instances, dead ones included until they are reaped, each
+// with what it reported at its last heartbeat (its health checks' latest results and its
+// request counts: [cluster.Member.Report]).
 func (n *Node) Members(ctx context.Context) ([]Member, error) {
 	return Members(ctx, n.store, n.cfg.Name)
 }

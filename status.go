@@ -26,6 +26,10 @@ type ServiceStatus struct {
 	// Partitions summarizes each partition set (and event group) by instance; their
 	// leases are not listed among Locks.
 	Partitions []PartitionSetStatus `json:"partitions,omitempty"`
+	// Requests sums the HTTP requests that the instances listed in Members counted, each
+	// since it started (see [Node.CountRequest]): Requests.Availability() is the service's
+	// request-based availability over them.
+	Requests cluster.Requests `json:"requests"`
 }
 
 // PartitionSetStatus is one partition set as its leases show it: its members, and how many
@@ -106,6 +110,11 @@ func Status(ctx context.Context, s *store.Store, service string) ([]ServiceStatu
 		var err error
 		if st.Members, err = Members(ctx, s, svc); err != nil {
 			return nil, err
+		}
+		for _, m := range st.Members {
+			if m.Report != nil {
+				st.Requests = st.Requests.Add(m.Report.Requests)
+			}
 		}
 		l, err := lease.Lookup(ctx, s, svc, cluster.LeaderLease)
 		if err != nil && !errors.Is(err, lease.ErrNotFound) {

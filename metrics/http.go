@@ -22,6 +22,10 @@ import (
 //
 // over every instance of a service (sum by (instance_id) for each instance's own). A
 // request whose handler panics counts as 5xx (the panic goes on).
+//
+// Each request is also counted on the node ([twice.Node.CountRequest]), whether or not
+// Prometheus scrapes these series: every instance reports its counts with its heartbeat,
+// and [twice.Status] and the dashboard show each instance's availability since it started.
 func (m *Metrics) Middleware(next http.Handler) http.Handler {
 	return m.middleware(nil, next)
 }
@@ -69,6 +73,7 @@ func (m *Metrics) count(route, method string, code int, start time.Time) {
 		route = "unmatched"
 	}
 	method = methodLabel(method)
+	m.node.CountRequest(code)
 	m.requests.WithLabelValues(route, method, codeClass(code)).Inc()
 	m.reqDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 }

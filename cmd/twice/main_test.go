@@ -216,7 +216,7 @@ func TestMigrateAndStatus(t *testing.T) {
 		}
 		testnode.Eventually(t, 30*time.Second, "the instance holds the 4 partitions", func() bool { return len(rooms.Mine()) == 4 })
 		code, out, stderr = cli(t, env, with("status")...)
-		if code != 0 || !strings.Contains(out, "service shop: 1 instances") || !strings.Contains(out, n.ID()) || !strings.Contains(out, "lock:nightly") ||
+		if code != 0 || !strings.Contains(out, "service shop: 1 instances") || !strings.Contains(out, n.ID()) || !strings.Contains(out, "lock:nightly") || !strings.Contains(out, "HEALTH  AVAIL") ||
 			!strings.Contains(out, "rooms  1        "+n.ID()+" 4") || strings.Contains(out, "part/rooms") {
 			t.Fatalf("status: %d %q %q", code, out, stderr)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/cluster"
 )
 
 func statusCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -53,16 +54,20 @@ func printStatus(w io.Writer, dsn string, sts []twice.ServiceStatus) {
 		if st.Leader != "" {
 			leader = fmt.Sprintf("%s (token %d)", st.Leader, st.LeaderToken)
 		}
-		fmt.Fprintf(w, "service %s: %d instances, leader %s\n", st.Service, len(st.Members), leader)
+		fmt.Fprintf(w, "service %s: %d instances, leader %s, availability: %s\n", st.Service, len(st.Members), leader, st.Requests)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  \tINSTANCE\tSTATE\tHEARTBEAT\tUP\tHOST\tPID\tVERSION\tADDR")
+		fmt.Fprintln(tw, "  \tINSTANCE\tSTATE\tHEARTBEAT\tUP\tHEALTH\tAVAIL\tHOST\tPID\tVERSION\tADDR")
 		for _, m := range st.Members {
 			mark := ""
 			if m.Leader {
 				mark = "*"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s ago\t%s\t%s\t%d\t%s\t%s\n", mark, m.ID, m.State,
-				round(m.HeartbeatAge), round(m.Uptime), m.Host, m.PID, m.Version, m.Addr)
+			reqs := "-"
+			if m.Report != nil {
+				reqs = m.Report.Requests.String()
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s ago\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", mark, m.ID, m.State,
+				round(m.HeartbeatAge), round(m.Uptime), healthText(m.Report), reqs, m.Host, m.PID, m.Version, m.Addr)
 		}
 		_ = tw.Flush()
 		if len(st.Locks) > 0 {
@@ -88,6 +93,19 @@ func printStatus(w io.Writer, dsn string, sts []twice.ServiceStatus) {
 			}
 			_ = tw.Flush()
 		}
+	}
+}
+
+// healthText sums up an instance's health checks as it reported them: "ok", the failing
+// checks, "-" when none has run on it (nothing probed it), or when it reports nothing.
+func healthText(r *cluster.Report) string {
+	switch failing := r.Failing(); {
+	case r == nil || len(r.Checks) == 0:
+		return "-"
+	case len(failing) > 0:
+		return "failing:" + strings.Join(failing, ",")
+	default:
+		return "ok"
 	}
 }
 
