@@ -85,7 +85,9 @@ type Target struct {
 	// Instance names who acts in the records the blocks keep (a setting's history).
 	// Defaults to "dashboard@HOST".
 	Instance string
-	// Health, if set, is the local instance's health checks, shown on the cluster page.
+	// Health, if set, is the local instance's health checks, run at each refresh and shown
+	// in full on the cluster page (every instance's latest results are shown from their
+	// heartbeats' reports, with or without it).
 	Health *health.Health
 }
 
@@ -103,6 +105,8 @@ type Dashboard struct {
 	mux    http.Handler
 	hub    *hub
 	live   liveCache
+	// requests keeps the instances' request counts of recent snapshots.
+	requests requestHistory
 
 	setsMu sync.Mutex // serializes the settings' refresh and reads
 }

@@ -19,6 +19,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/internal/dashseed"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
@@ -517,4 +519,117 @@ func TestWorkflowFilterAndRetry(t *testing.T) {
 		})
 		post(t, c, base+"action", url.Values{"op": {"workflow-retry"}, "id": {"refund-1"}}, http.StatusConflict)
 	})
+}
+
+// The cluster page shows every instance's health and availability as the store holds
+// them, not only the local instance's: another instance's failing check and requests, and
+// the service's availability summed over the instances.
+func TestClusterPageShowsEveryInstance(t *testing.T) {
+	twicetest.Each(t, func(t *testing.T, s twicetest.Store) {
+		ctx := context.Background()
+		f := dashseed.Open(t, s, 2)
+		local, other := f.Nodes[0], f.Nodes[1]
+		if err := other.Health().Register("payments", 0, func(context.Context) error {
+			return errors.New("payments: connection refused")
+		}); err != nil {
+			t.Fatal(err)
+		}
+		other.Health().Report(ctx) // as a probe would
+		for _, code := range []int{200, 200, 404, 503} {
+			other.CountRequest(code)
+		}
+		var members []twice.Member
+		reported := func(total int64) {
+			t.Helper()
+			waitFor(t, "the other instance's report in the store", func() bool {
+				var err error
+				members, err = twice.Members(ctx, local.Store(), "shop")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, m := range members {
+					if m.ID == other.ID() {
+						return m.Report != nil && m.Report.Requests.Total == total && len(m.Report.Checks) > 0
+					}
+				}
+				return false
+			})
+		}
+		reported(4)
+		d, err := Handler(local, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := serve(t, d)
+		page := get(t, &http.Client{}, base, 200)
+		var sum cluster.Requests
+		for _, m := range members {
+			row := memberRow(t, page, m.ID)
+			if m.Report != nil {
+				sum = sum.Add(m.Report.Requests)
+			}
+			if m.ID != other.ID() {
+				continue
+			}
+			// What the store holds, as the page must show it.
+			if r := m.Report.Requests; r != (cluster.Requests{Total: 4, Failed: 1}) {
+				t.Fatalf("the store holds requests %+v for the other instance", r)
+			}
+			mustContain(t, row, "the other instance's row", `<td class="n avail">75.00% of 4 (1 failed)</td>`,
+				`failing: payments</span>`, `title="payments: payments: connection refused"`,
+				`<td class="n recent">—</td>`) // no earlier snapshot
+		}
+		// The sum over the instances as the store holds them (neither counts requests
+		// after the look above).
+		mustContain(t, page, "cluster", `<b id="availability">`+sum.String()+`</b>`, `id="avail-note"`)
+
+		// Two more requests, one failed: the next snapshot shows them as recent, beside
+		// the six since the start.
+		other.CountRequest(200)
+		other.CountRequest(500)
+		reported(6)
+		d.hub.mu.Lock()
+		d.hub.snap = nil // read again now
+		d.hub.mu.Unlock()
+		page = get(t, &http.Client{}, base, 200)
+		mustContain(t, memberRow(t, page, other.ID()), "the other instance's row", `<td class="n avail">66.67% of 6 (2 failed)</td>`,
+			`<td class="n recent">50.00% of 2 (1 failed)</td>`)
+		mustContain(t, page, "cluster", `<b id="recent">50.00% of 2 (1 failed)</b>`)
+	})
+}
+
+// memberRow returns the row of instance id in the cluster page.
+func memberRow(t *testing.T, page, id string) string {
+	t.Helper()
+	_, row, ok := strings.Cut(page, `<tr class="member" data-id="`+id+`">`)
+	if !ok {
+		t.Fatalf("the cluster page has no row for %s:\n%s", id, page)
+	}
+	row, _, _ = strings.Cut(row, "</tr>")
+	return row
+}
+
+// The recent requests are those since the oldest snapshot within the window; an instance
+// the earlier snapshot did not list, or listed with more requests, started since.
+func TestRequestHistory(t *testing.T) {
+	member := func(id string, total, failed int64) twice.Member {
+		var m twice.Member
+		m.ID, m.Report = id, &cluster.Report{Requests: cluster.Requests{Total: total, Failed: failed}}
+		return m
+	}
+	var h requestHistory
+	t0 := time.Now()
+	if r := h.add(t0, []twice.Member{member("a", 10, 1), member("b", 50, 0)}); r.For != 0 || r.ByID != nil {
+		t.Fatalf("recent without an earlier snapshot: %+v", r)
+	}
+	r := h.add(t0.Add(time.Minute), []twice.Member{member("a", 14, 2), member("b", 3, 1), member("c", 5, 0)})
+	want := map[string]cluster.Requests{"a": {Total: 4, Failed: 1}, "b": {Total: 3, Failed: 1}, "c": {Total: 5}}
+	if r.For != time.Minute || fmt.Sprint(r.ByID) != fmt.Sprint(want) || r.Total != (cluster.Requests{Total: 12, Failed: 2}) {
+		t.Errorf("a minute later: %+v, want %v", r, want)
+	}
+	// The first snapshot leaves the window: the second is the base.
+	r = h.add(t0.Add(recentWindow+30*time.Second), []twice.Member{member("a", 20, 2)})
+	if r.For != recentWindow-30*time.Second || r.ByID["a"] != (cluster.Requests{Total: 6}) {
+		t.Errorf("past the window: %+v", r)
+	}
 }

@@ -42,6 +42,8 @@ type snapshot struct {
 	Config   []settings.Setting
 	Online   presence.Counts
 	Sessions session.Counts
+	// Recent are the requests since an earlier snapshot, by instance.
+	Recent recent
 	// Errs are what could not be read, by part; the rest is shown.
 	Errs []string
 }
@@ -68,6 +70,7 @@ func (db *Dashboard) read(ctx context.Context, seq int64) *snapshot {
 	fail("cluster", err)
 	if len(sts) == 1 {
 		s.Status = sts[0]
+		s.Recent = db.requests.add(s.At, s.Status.Members)
 	}
 	if db.t.Health != nil {
 		r := db.t.Health.Report(ctx)

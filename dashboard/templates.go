@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"html/template"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/twicehq/twice"
+	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/workflow"
 )
 
@@ -19,14 +21,16 @@ import (
 var files embed.FS
 
 var tmpl = template.Must(template.New("").Funcs(template.FuncMap{
-	"stamp": stamp,
-	"ago":   func(t time.Time) string { return since(time.Since(t)) },
-	"dur":   since,
-	"short": short,
-	"json":  func(b json.RawMessage) string { return short(string(b), 120) },
-	"held":  held,
-	"list":  func(s ...string) []string { return s },
-	"query": query,
+	"stamp":    stamp,
+	"ago":      func(t time.Time) string { return since(time.Since(t)) },
+	"dur":      since,
+	"short":    short,
+	"json":     func(b json.RawMessage) string { return short(string(b), 120) },
+	"held":     held,
+	"list":     func(s ...string) []string { return s },
+	"join":     strings.Join,
+	"failures": failures,
+	"query":    query,
 	"flowRows": func(flows []workflow.Summary, canAct bool, back string) flowRows {
 		return flowRows{Flows: flows, CanAct: canAct, Back: back}
 	},
@@ -107,4 +111,15 @@ func held(st twice.ServiceStatus, instance string) string {
 		return "—"
 	}
 	return fmt.Sprintf("%d in %d sets", n, sets)
+}
+
+// failures lists the failing checks of a report with their errors.
+func failures(r *cluster.Report) string {
+	var fs []string
+	for _, c := range r.Checks {
+		if !c.OK {
+			fs = append(fs, c.Name+": "+c.Error)
+		}
+	}
+	return strings.Join(fs, "; ")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/dashseed"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
@@ -23,6 +25,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	needChromium(t)
 	svc := dashseed.Open(t, twicetest.SQLite, 1)
 	node := svc.Nodes[0]
+	// A failing check, run as a probe would, and requests: the instance reports them with
+	// its heartbeat, and the dashboard's process shows them.
+	if err := node.Health().Register("payments", 0, func(context.Context) error { return errors.New("payments: connection refused") }); err != nil {
+		t.Fatal(err)
+	}
+	node.Health().Report(context.Background())
+	node.CountRequest(200)
+	node.CountRequest(503)
 	base, log := startDashboard(t, node, "--interval", "200ms")
 	ctx, watch := browser(t)
 
@@ -66,6 +76,12 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("the cluster page lists instances %q, want %s", got, node.ID())
 	}
 	eventually("the leader on the cluster page", text("#leader"), node.ID())
+	eventually("the instance's availability on the cluster page", text("tr.member td.avail"), "50.00% of 2 (1 failed)")
+	eventually("the instance's failing check on the cluster page", text("tr.member td.health span.state"), "failing: payments")
+	ms, err := twice.Members(context.Background(), node.Store(), node.Service())
+	if err != nil || len(ms) != 1 || ms[0].Report == nil || ms[0].Report.Requests.String() != "50.00% of 2 (1 failed)" {
+		t.Errorf("the store holds %+v, %v", ms, err)
+	}
 	shot("cluster")
 
 	if got := open("jobs", text(`tr.queue[data-queue="mail"] td.available`)); got != fmt.Sprint(dashseed.MailJobs) {
