@@ -17,16 +17,18 @@ import (
 // pgLiveness holds the lock as a session advisory lock on a connection of its own, which
 // otherwise sits idle waiting for the server: an idle backend sees its client die at once
 // (and so frees the lock), and the client sees the server end the session at once. The
-// wait for the successor's lock runs on a second connection, which holds no lock: were
-// the wait on the holding session, the ring of waits would be a cycle of lock waits, which
-// PostgreSQL's deadlock detector finds and breaks every second (it locks the whole lock
-// table while it looks). A changed successor interrupts the wait with a cancel request.
+// wait for the successor's lock runs on a second connection, which holds no lock until it
+// takes the successor's. A changed successor interrupts the wait with a cancel request.
 //
-// A waiting statement holds a snapshot, and with it the server's horizon for removing dead
-// rows, so each wait lasts at most [pgLivenessSlice] (the session's lock_timeout) and is
-// then asked again: a statement every slice per instance, and dead rows kept at most that
-// much longer. PostgreSQL logs each ended slice as an error ("canceling statement due to
-// lock timeout").
+// The wait is a loop on the server (watchSQL) that tries the lock every [pgWatchPoll] and
+// commits between tries, not a blocked lock request: a statement holds a snapshot for as
+// long as it runs, and with it the horizon below which the whole database's dead rows
+// cannot be removed, so a lock request blocked for seconds would keep every table's dead
+// rows (the jobs', the checkpoints', the service's own) that long. The loop holds a
+// snapshot for one try and one sleep at most. It also makes no lock wait for the deadlock
+// detector to look at (a ring of blocked requests would be a cycle if a session held and
+// waited). Each statement lasts at most [pgWatchRound] and returns normally; the session's
+// locks then say whether it took the lock (holdsSQL), even if a cancel cut it short.
 type pgLiveness struct {
 	s           *store.Store
 	log         *slog.Logger
@@ -40,8 +42,33 @@ type pgLiveness struct {
 	warnedCheck bool
 }
 
-// pgLivenessSlice is how long one wait for a successor's lock lasts at most.
-const pgLivenessSlice = 30 * time.Second
+// pgWatchPoll is how often the watch's loop tries the successor's lock: a crash is noticed
+// this much later at most, and a waiting instance costs its server about 0.2% of a core.
+const pgWatchPoll = 50 * time.Millisecond
+
+// pgWatchRound is how long one watch statement lasts at most. It bounds how long the
+// backend of a killed watcher loops on a server that cannot check for a dead client
+// (before PostgreSQL 14).
+const pgWatchRound = 30 * time.Second
+
+// watchSQL is the watch's loop for the lock of key: it ends when it has taken the lock or
+// after a round. A DO block takes no parameters, so the key is written in (an integer).
+func watchSQL(key int64) string {
+	return fmt.Sprintf(`DO $twice$
+BEGIN
+	FOR i IN 1..%d LOOP
+		EXIT WHEN pg_try_advisory_lock(%d);
+		PERFORM pg_sleep(%g);
+		COMMIT;
+	END LOOP;
+END
+$twice$`, int(pgWatchRound/pgWatchPoll), key, pgWatchPoll.Seconds())
+}
+
+// holdsSQL says whether this session holds the advisory lock of the key $1 (PostgreSQL
+// lists a bigint key as its high and low halves).
+const holdsSQL = `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+	AND objsubid = 1 AND granted AND ((classid::bigint << 32) | objid::bigint) = $1)`
 
 // pgClientCheck is how often the server checks, during a wait, that this process lives, so
 // that a killed watcher's backend does not wait on.
@@ -52,9 +79,9 @@ func (p *pgLiveness) connect(ctx context.Context, name string, cancelRequests bo
 	cfg.RuntimeParams["application_name"] = name
 	if cancelRequests {
 		// A wait cut short answers the cancel request within milliseconds; the deadline is
-		// a fallback past the slice, so a slow answer never closes the connection.
+		// a fallback past the round, so a slow answer never closes the connection.
 		cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
-			return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: pgLivenessSlice + loop.StatementTimeout}
+			return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: pgWatchRound + loop.StatementTimeout}
 		}
 	}
 	return pgx.ConnectConfig(ctx, cfg)
@@ -111,14 +138,16 @@ func (p *pgLiveness) watch(ctx context.Context, key int64) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("liveness watch connection: %w", err)
 		}
-		if _, err := conn.Exec(ctx, "SELECT set_config('lock_timeout', $1, false)", fmt.Sprint(pgLivenessSlice.Milliseconds())); err != nil {
+		// A statement_timeout of the role's would cut the rounds short, as errors in the
+		// server's log.
+		if _, err := conn.Exec(ctx, "SELECT set_config('statement_timeout', '0', false)"); err != nil {
 			conn.Close(ctx)
 			return false, err
 		}
 		if _, err := conn.Exec(ctx, "SELECT set_config('client_connection_check_interval', $1, false)",
 			fmt.Sprint(pgClientCheck.Milliseconds())); err != nil && !p.warnedCheck {
 			p.warnedCheck = true
-			p.log.Warn("cluster: this PostgreSQL cannot check for a dead client during a query (it needs version 14); the backend of a killed instance's liveness watch waits until its slice ends", "err", err)
+			p.log.Warn("cluster: this PostgreSQL cannot check for a dead client during a query (it needs version 14); the backend of a killed instance's liveness watch loops until its round ends", "err", err)
 		}
 		p.waiter = conn
 	}
@@ -126,20 +155,29 @@ func (p *pgLiveness) watch(ctx context.Context, key int64) (bool, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(p.lost, cancel)()
-	_, err := p.waiter.Exec(wctx, "SELECT pg_advisory_lock($1)", key)
-	if lostErr := p.lostErr(); lostErr != nil {
+	// Exec without arguments uses the simple protocol, in which a DO block may commit.
+	_, err := p.waiter.Exec(wctx, watchSQL(key))
+	// A cancel may end the loop just after it took the lock, which the rollback of its
+	// transaction does not give back: the session's locks say.
+	var taken bool
+	if !p.waiter.IsClosed() {
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loop.StatementTimeout)
+		herr := p.waiter.QueryRow(hctx, holdsSQL, key).Scan(&taken)
+		cancel()
 		if err == nil {
+			err = herr
+		}
+	}
+	if lostErr := p.lostErr(); lostErr != nil {
+		if taken {
 			p.forget(context.WithoutCancel(ctx), key) // taken as we lost ours: not a death we can vouch for
 		}
 		return false, lostErr
 	}
-	if err == nil {
+	if taken {
 		return true, nil
 	}
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "55P03" {
-		return false, nil // the slice ended: wait again
-	}
-	return false, err
+	return false, err // nil after a round without the lock: wait again
 }
 
 // idle waits for ctx, or until this instance's own session ends.
