@@ -178,18 +178,28 @@ func allow(allowed map[token.Pos]bool) func(ast.Node) bool {
 // jobs spend 30 ms on searching alone. The batch goes sorted by id and width_bucket finds
 // the place by binary search instead (see jobs' sortByID).
 func TestNoLinearSearchPerRow(t *testing.T) {
+	eachString(t, func(pos token.Position, value string) {
+		if searchesLinearly(value) {
+			t.Errorf("%s: a statement uses array_position; sort the batch and use width_bucket", pos)
+		}
+	})
+	if !searchesLinearly("attempt = ($5::integer[])[array_position($4::bigint[], id)]") {
+		t.Error("a planted array_position is not found")
+	}
+}
+
+// eachString calls fn with every string literal of the module's code, and fails the test
+// if there is none.
+func eachString(t *testing.T, fn func(pos token.Position, value string)) {
+	t.Helper()
 	src := parseModule(t)
 	checked := 0
 	for _, files := range src.files {
 		for _, f := range files {
 			ast.Inspect(f, func(n ast.Node) bool {
-				lit, ok := n.(*ast.BasicLit)
-				if !ok || lit.Kind != token.STRING {
-					return true
-				}
-				checked++
-				if searchesLinearly(lit.Value) {
-					t.Errorf("%s: a statement uses array_position; sort the batch and use width_bucket", src.fset.Position(lit.Pos()))
+				if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					checked++
+					fn(src.fset.Position(lit.Pos()), lit.Value)
 				}
 				return true
 			})
@@ -198,11 +208,37 @@ func TestNoLinearSearchPerRow(t *testing.T) {
 	if checked == 0 {
 		t.Fatal("no string was checked: the test reads nothing")
 	}
-	if !searchesLinearly("attempt = ($5::integer[])[array_position($4::bigint[], id)]") {
-		t.Error("a planted array_position is not found")
-	}
 }
 
 func searchesLinearly(sql string) bool {
 	return strings.Contains(strings.ToLower(sql), "array_position(")
+}
+
+// A statement that waits for another session's lock for long holds its snapshot, and
+// with it the horizon below which the database's dead rows cannot be removed, for every
+// table, for as long as it waits. A session-level advisory lock is the one held for the
+// life of a process (the liveness locks), so no statement may wait for one: try it in a
+// loop that commits between tries (cluster/pg.go). Transaction-level ones are held for a
+// transaction, and waits for them are short.
+func TestNoWaitForSessionLock(t *testing.T) {
+	eachString(t, func(pos token.Position, value string) {
+		if waitsForSessionLock(value) {
+			t.Errorf("%s: a statement waits for a session advisory lock; try it in a loop that commits between tries", pos)
+		}
+	})
+	for _, planted := range []string{"SELECT pg_advisory_lock($1)", "select PG_ADVISORY_LOCK_SHARED(1, 2)"} {
+		if !waitsForSessionLock(planted) {
+			t.Errorf("a planted %q is not found", planted)
+		}
+	}
+	for _, fine := range []string{"SELECT pg_try_advisory_lock($1)", "SELECT pg_advisory_xact_lock($1)", "SELECT pg_advisory_unlock($1)"} {
+		if waitsForSessionLock(fine) {
+			t.Errorf("%q is refused", fine)
+		}
+	}
+}
+
+func waitsForSessionLock(sql string) bool {
+	l := strings.ToLower(sql)
+	return strings.Contains(l, "pg_advisory_lock(") || strings.Contains(l, "pg_advisory_lock_shared(")
 }
