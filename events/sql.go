@@ -33,6 +33,14 @@ const columns = `id, topic, key, payload, headers, coalesce(stream, ''), coalesc
 // committed or aborted, so the rows below it are final.
 const pgFrontier = `pg_snapshot_xmin(pg_current_snapshot())::text::bigint`
 
+// after says an event comes after the position (xid, id), where another condition bounds
+// the index scan from below: the look for held-back events starts at the frontier, near
+// the log's end. Written as a row comparison, PostgreSQL would start the scan at the
+// position instead and walk every event after it.
+func after(xid, id string) string {
+	return "(xid > " + xid + " OR (xid = " + xid + " AND id > " + id + "))"
+}
+
 // inPartition says an event is in partition $6 of $5 (every event when $5 is 0).
 const inPartition = `($5::int = 0 OR hash % $5::int = $6::int)`
 
@@ -82,7 +90,7 @@ ORDER BY {pg xid, }id LIMIT $7{pg )
 UNION ALL
 SELECT 0, '', '', ''::bytea, NULL, '', 0, 0, now(), $9::bool AND EXISTS (
 	SELECT 1 FROM twice_events
-	WHERE service = $1 AND /*topics*/ AND (xid, id) > ($3, $4) AND xid >= ` + pgFrontier + ` AND ` + inPartition + `),
+	WHERE service = $1 AND /*topics*/ AND xid >= ` + pgFrontier + ` AND ` + after("$3", "$4") + ` AND ` + inPartition + `),
 	false
 WHERE $9::bool
 ) AS r ORDER BY xid, id}`,
@@ -112,7 +120,7 @@ SELECT r.part, e.*, false, false FROM r CROSS JOIN LATERAL (
 UNION ALL
 SELECT r.part, 0, '', '', ''::bytea, NULL, '', 0, 0, now(), r.ask AND EXISTS (
 	SELECT 1 FROM twice_events
-	WHERE service = $1 AND /*topics*/ AND (xid, id) > (r.xid, r.id) AND xid >= ` + pgFrontier + `
+	WHERE service = $1 AND /*topics*/ AND xid >= ` + pgFrontier + ` AND ` + after("r.xid", "r.id") + `
 	  AND hash % $14::int = r.part),
 	EXISTS (SELECT 1 FROM ck WHERE ck.part = r.part)
 FROM r
