@@ -175,11 +175,91 @@ func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, er
 		return 0, fmt.Errorf("jobs: cancel %d: %w", id, err)
 	}
 	if st == bitCancelled && batch != nil {
-		if _, err := q.Exec(ctx, c.q.releaseBatches, c.s.NowArg(), c.d.Service, c.s.List([]int64{*batch})); err != nil {
+		if _, err := c.releaseBatch(ctx, q, *batch); err != nil {
 			return 0, err
 		}
 	}
 	return st, nil
+}
+
+// releaseBatch makes the callback of batch available if none of its members is left to
+// run, as the completion of a member does; it returns the callback's queue if it did.
+func (c *Client) releaseBatch(ctx context.Context, q store.Querier, batch int64) (map[string]bool, error) {
+	rows, err := q.Query(ctx, c.q.releaseBatches, c.s.NowArg(), c.d.Service, c.s.List([]int64{batch}))
+	if err != nil {
+		return nil, fmt.Errorf("jobs: release batch %d: %w", batch, err)
+	}
+	defer rows.Close()
+	queues := map[string]bool{}
+	for rows.Next() {
+		var queue string
+		if err := rows.Scan(&queue); err != nil {
+			return nil, err
+		}
+		queues[queue] = true
+	}
+	return queues, rows.Err()
+}
+
+// Discard ends a job that neither runs nor has finished (one available, scheduled or
+// waiting for a retry included, or a batch callback waiting for its batch) as [Discarded]
+// at once, whatever attempts it has left. Its last error says it was discarded by hand,
+// with reason if one is given, the whole cut to [MaxErrorLen] bytes. A discarded batch
+// member counts as finished for its batch, whose callback runs once the others are.
+// [Client.Retry] runs a discarded job again.
+//
+// A running job returns [ErrRunning]: [Client.Cancel] stops it. A finished one returns
+// [ErrFinished], an unknown id [ErrNotFound].
+func (c *Client) Discard(ctx context.Context, id int64, reason string) error {
+	queues, err := c.discard(ctx, c.s, id, reason)
+	if err != nil {
+		return err
+	}
+	c.wakeQueues(ctx, queues)
+	return nil
+}
+
+// DiscardTx is [Client.Discard] inside the caller's transaction: nothing changes unless tx
+// commits.
+func (c *Client) DiscardTx(ctx context.Context, tx any, id int64, reason string) error {
+	q, err := c.s.Wrap(tx)
+	if err != nil {
+		return err
+	}
+	queues, err := c.discard(ctx, q, id, reason)
+	if err != nil {
+		return err
+	}
+	c.notifyInTx(ctx, tx, queues)
+	return nil
+}
+
+// discard runs the discard statement and releases the job's batch; it returns the queue of
+// a batch callback it made available, to wake.
+func (c *Client) discard(ctx context.Context, q store.Querier, id int64, reason string) (map[string]bool, error) {
+	msg := "discarded by hand"
+	if reason != "" {
+		msg += ": " + strings.ToValidUTF8(reason, "\uFFFD")
+	}
+	var batch *int64
+	err := q.QueryRow(ctx, c.q.discard, c.s.NowArg(), c.d.Service, id, capError(msg)).Scan(&batch)
+	if errors.Is(err, sql.ErrNoRows) {
+		row, gerr := c.getOn(ctx, q, id)
+		if gerr != nil {
+			return nil, gerr
+		}
+		if row.State == Running {
+			return nil, fmt.Errorf("%w: job %d runs on %s: cancel it to stop it, or wait for it to finish", ErrRunning, id, row.Owner)
+		}
+		return nil, fmt.Errorf("%w: job %d is %s", ErrFinished, id, row.State)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jobs: discard %d: %w", id, err)
+	}
+	if batch == nil {
+		return nil, nil
+	}
+	return c.releaseBatch(ctx, q, *batch)
 }
 
 func (c *Client) getOn(ctx context.Context, q store.Querier, id int64) (*Row, error) {

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Args are a job's arguments: a JSON-encodable value whose Kind names the worker that runs
@@ -46,7 +47,8 @@ const (
 	Completed State = "completed"
 	// Cancelled jobs were cancelled before or while running, or by their worker.
 	Cancelled State = "cancelled"
-	// Discarded jobs failed on every attempt. They are kept, and can be retried.
+	// Discarded jobs failed on every attempt, could not be decoded, or were discarded by
+	// hand ([Client.Discard]). They are kept, and can be retried.
 	Discarded State = "discarded"
 	// Waiting jobs are batch callbacks waiting for their batch to finish.
 	Waiting State = "waiting"
@@ -144,6 +146,9 @@ const (
 	MaxArgsBytes = 1 << 20
 	MaxPriority  = 100
 	MaxTags      = 32
+	// MaxErrorLen is the most bytes of a job's last error that are kept: an attempt's error,
+	// or the reason given to [Client.Discard] with its prefix.
+	MaxErrorLen = 4000
 )
 
 // DefaultQueue is the queue of a job that names none.
@@ -197,9 +202,9 @@ func (f WorkFunc[T]) Work(ctx context.Context, job *Job[T]) error { return f(ctx
 var (
 	// ErrNotFound is returned for a job id that does not exist in the service.
 	ErrNotFound = errors.New("jobs: job not found")
-	// ErrFinished is returned when cancelling a job that has already finished.
+	// ErrFinished is returned when cancelling or discarding a job that has already finished.
 	ErrFinished = errors.New("jobs: job already finished")
-	// ErrRunning is returned when retrying a job that is running.
+	// ErrRunning is returned when retrying or discarding a job that is running.
 	ErrRunning = errors.New("jobs: job is running")
 	// ErrCancelled is the cause of a running job's context when the job was cancelled.
 	ErrCancelled = errors.New("jobs: job cancelled")
@@ -230,6 +235,19 @@ func (e *cancelError) Unwrap() error { return e.err }
 
 // Cancel, returned by a worker, cancels the job for good (no retry), recording err.
 func Cancel(err error) error { return &cancelError{err: err} }
+
+// capError cuts s to MaxErrorLen bytes, at the start of a UTF-8 sequence: the database
+// stores it as text, which PostgreSQL refuses to hold a split character.
+func capError(s string) string {
+	if len(s) <= MaxErrorLen {
+		return s
+	}
+	cut := MaxErrorLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
 
 func errString(err error) string {
 	if err == nil {

@@ -461,10 +461,7 @@ func (c *Client) backoff(attempt int) time.Duration {
 func (c *Client) outcome(ctx context.Context, row *Row, err error) result {
 	res := result{id: row.ID, attempt: row.Attempt, queue: row.Queue, keyed: row.Key != "", batchID: row.BatchID}
 	msg := func(e error) *string {
-		s := e.Error()
-		if len(s) > 4000 {
-			s = s[:4000]
-		}
+		s := capError(e.Error())
 		return &s
 	}
 	cause := context.Cause(ctx)

@@ -49,7 +49,7 @@ type queries struct {
 	// upkeep
 	prune, releaseBatches, batchBackstop string
 	// administration
-	cancel, retry, get, pause, stats, tagFilter, argsFilter string
+	cancel, discard, retry, get, pause, stats, tagFilter, argsFilter string
 	// twice_queue_workers (see queues.go)
 	announce, withdraw, workers, pruneWorkers string
 
@@ -167,6 +167,13 @@ SET state = CASE WHEN state = 2 THEN 2 ELSE 8 END,
     last_error = CASE WHEN state = 2 THEN last_error ELSE 'cancelled before it ran' END
 WHERE service = $2 AND id = $3 AND state IN (1, 2, 32)
 RETURNING state, coalesce(owner, ''), batch_id`,
+	// discard ends a job that has not started (available or waiting) as discarded; $4 is
+	// its last error. A running job is left alone: only its worker can stop it.
+	discard: `
+UPDATE twice_jobs
+SET state = 16, finished_at = {now}, last_error = $4
+WHERE service = $2 AND id = $3 AND state IN (1, 32)
+RETURNING batch_id`,
 	retry: `
 UPDATE twice_jobs
 SET state = 1, run_at = {now}, finished_at = NULL, cancel_requested = false,

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
@@ -116,7 +117,7 @@ func raiseTo(m *atomic.Int32, v int32) {
 }
 
 // exerciseJobs checks a job's life: enqueue (alone or in the caller's transaction), work,
-// retry, discard, snooze, cancel, timeout, bad input, batches and pruning.
+// retry, discard, snooze, cancel, discard by hand, timeout, bad input, batches and pruning.
 func exerciseJobs(t *testing.T, backend Backend) {
 	runAll(t, backend, []test{
 		{"EnqueueAndWork", jobsEnqueueAndWork},
@@ -124,6 +125,8 @@ func exerciseJobs(t *testing.T, backend Backend) {
 		{"RetryDiscardAndRetryFromCLI", jobsRetryDiscardAndRetryFromCLI},
 		{"SnoozeDoesNotCountAnAttempt", jobsSnoozeDoesNotCountAnAttempt},
 		{"CancelPendingAndRunning", jobsCancelPendingAndRunning},
+		{"DiscardPendingRefuseRunning", jobsDiscardPendingRefuseRunning},
+		{"DiscardReleasesTheBatch", jobsDiscardReleasesTheBatch},
 		{"TimeoutRetries", jobsTimeoutRetries},
 		{"InvalidInput", jobsInvalidInput},
 		{"UndecodableArgsAreDiscarded", jobsUndecodableArgsAreDiscarded},
@@ -356,6 +359,165 @@ func jobsCancelPendingAndRunning(t *testing.T, backend Backend) {
 	row := waitState(t, b, r.ID, jobs.Cancelled)
 	if row.Attempt != 1 {
 		t.Errorf("cancelled on attempt %d", row.Attempt)
+	}
+}
+
+// Discard ends a scheduled job at once, with the reason as its error, in the caller's
+// transaction if asked; it refuses a running, finished or unknown job, and Retry runs a
+// discarded one again.
+func jobsDiscardPendingRefuseRunning(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	n := backend.node(t, db, "svc", jobsFast())
+	started := make(chan int64, 10)
+	mustRegister(t, n, func(ctx context.Context, job *jobs.Job[blocking]) error {
+		started <- job.ID
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	var ran counter
+	mustRegister(t, n, func(ctx context.Context, job *jobs.Job[noop]) error {
+		ran.add(job.ID)
+		return nil
+	})
+	later, err := n.Jobs().Enqueue(ctx, noop{}, &jobs.Opts{Delay: time.Hour, MaxAttempts: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Jobs().Discard(ctx, later.ID, "wrong customer"); err != nil {
+		t.Fatal(err)
+	}
+	row, err := n.Jobs().Get(ctx, later.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row.State != jobs.Discarded || row.LastError != "discarded by hand: wrong customer" || row.FinishedAt.IsZero() || row.Attempt != 0 {
+		t.Errorf("discarded job: %s, attempt %d, error %q, finished at %v", row.State, row.Attempt, row.LastError, row.FinishedAt)
+	}
+	if err := n.Jobs().Discard(ctx, later.ID, ""); !errors.Is(err, jobs.ErrFinished) || !strings.Contains(err.Error(), "discarded") {
+		t.Errorf("discarding a discarded job: %v", err)
+	}
+	if err := n.Jobs().Discard(ctx, 999999, ""); !errors.Is(err, jobs.ErrNotFound) {
+		t.Errorf("discarding a missing job: %v", err)
+	}
+	if err := n.Jobs().Retry(ctx, later.ID); err != nil {
+		t.Fatal(err)
+	}
+	if row := waitState(t, n, later.ID, jobs.Completed); row.Attempt != 1 || ran.get(later.ID) != 1 {
+		t.Errorf("the retried discarded job completed on attempt %d after %d runs", row.Attempt, ran.get(later.ID))
+	}
+
+	// In the caller's transaction: nothing changes unless it commits. No reason, and a
+	// reason too long to keep whole.
+	for _, commit := range []bool{false, true} {
+		r, err := n.Jobs().Enqueue(ctx, noop{}, &jobs.Opts{Delay: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := n.Store().DB().BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback() // a no-op once it has ended
+		reason := ""
+		if commit {
+			reason = strings.Repeat("é", jobs.MaxErrorLen)
+		}
+		if err := n.Jobs().DiscardTx(ctx, tx, r.ID, reason); err != nil {
+			t.Fatal(err)
+		}
+		end := tx.Rollback
+		if commit {
+			end = tx.Commit
+		}
+		if err := end(); err != nil {
+			t.Fatal(err)
+		}
+		row, err := n.Jobs().Get(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case !commit && (row.State != jobs.Available || row.LastError != ""):
+			t.Errorf("discarded in a transaction rolled back: %s, error %q", row.State, row.LastError)
+		case commit && (row.State != jobs.Discarded || len(row.LastError) > jobs.MaxErrorLen || len(row.LastError) < jobs.MaxErrorLen-1 ||
+			!strings.HasPrefix(row.LastError, "discarded by hand: éé") || !utf8.ValidString(row.LastError)):
+			t.Errorf("discarded with a long reason: %s, error of %d bytes starting %.30q", row.State, len(row.LastError), row.LastError)
+		}
+	}
+
+	// A running job is refused, with a word on how to stop it, and runs on.
+	r, err := n.Jobs().Enqueue(ctx, blocking{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := <-started; id != r.ID {
+		t.Fatalf("started %d, want %d", id, r.ID)
+	}
+	if err := n.Jobs().Discard(ctx, r.ID, "too late"); !errors.Is(err, jobs.ErrRunning) || !strings.Contains(err.Error(), "cancel it") {
+		t.Errorf("discarding a running job: %v", err)
+	}
+	if row, _ := n.Jobs().Get(ctx, r.ID); row.State != jobs.Running || row.LastError != "" {
+		t.Errorf("the running job refused a discard is %s, error %q", row.State, row.LastError)
+	}
+	if err := n.Jobs().Cancel(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, n, r.ID, jobs.Cancelled)
+}
+
+// Discarding a batch's members releases its callback, which runs once; a waiting callback
+// can be discarded itself, and its members still run.
+func jobsDiscardReleasesTheBatch(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	n := backend.node(t, db, "svc", jobsFast())
+	var members, callbacks counter
+	mustRegister(t, n, func(ctx context.Context, job *jobs.Job[noop]) error {
+		members.add(job.ID)
+		return nil
+	})
+	mustRegister(t, n, func(ctx context.Context, job *jobs.Job[aggregate]) error {
+		callbacks.add(job.ID)
+		return nil
+	})
+	later := &jobs.Opts{Delay: time.Hour}
+	res, err := n.Jobs().EnqueueBatch(ctx, []jobs.Params{{Args: noop{N: 1}, Opts: later}, {Args: noop{N: 2}, Opts: later}},
+		jobs.Params{Args: aggregate{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Jobs().Discard(ctx, res.Jobs[0].ID, "not needed"); err != nil {
+		t.Fatal(err)
+	}
+	if row, _ := n.Jobs().Get(ctx, res.ID); row.State != jobs.Waiting {
+		t.Fatalf("the callback is %s with a member left", row.State)
+	}
+	if err := n.Jobs().Discard(ctx, res.Jobs[1].ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, n, res.ID, jobs.Completed)
+	st, err := n.Jobs().Batch(ctx, res.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Finished || st.ByState[jobs.Discarded] != 2 || callbacks.get(res.ID) != 1 || members.len() != 0 {
+		t.Errorf("batch %+v, callback runs %d, member runs %d", st, callbacks.get(res.ID), members.len())
+	}
+
+	res, err = n.Jobs().EnqueueBatch(ctx, []jobs.Params{{Args: noop{N: 3}, Opts: later}}, jobs.Params{Args: aggregate{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Jobs().Discard(ctx, res.ID, "no summary"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Jobs().Retry(ctx, res.Jobs[0].ID); err != nil { // the member runs now
+		t.Fatal(err)
+	}
+	waitState(t, n, res.Jobs[0].ID, jobs.Completed)
+	if row, _ := n.Jobs().Get(ctx, res.ID); row.State != jobs.Discarded || callbacks.get(res.ID) != 0 {
+		t.Errorf("the discarded callback is %s after %d runs", row.State, callbacks.get(res.ID))
 	}
 }
 
