@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/jobs"
@@ -69,17 +70,20 @@ func redact(f url.Values) string {
 // act runs op and says what it did.
 func (db *Dashboard) act(ctx context.Context, caller who, op string, f url.Values) (string, error) {
 	switch op {
-	case "job-retry", "job-cancel":
+	case "job-retry", "job-cancel", "job-discard":
 		id, err := strconv.ParseInt(f.Get("id"), 10, 64)
 		if err != nil || id < 1 {
 			return "", fmt.Errorf("%w: %q is not a job id", errBadInput, f.Get("id"))
 		}
-		if op == "job-retry" {
+		switch op {
+		case "job-retry":
 			return fmt.Sprintf("job %d retried", id), db.jobs.Retry(ctx, id)
+		case "job-discard":
+			return fmt.Sprintf("job %d discarded", id), db.jobs.Discard(ctx, id, discardReason(caller, f))
 		}
 		return fmt.Sprintf("job %d cancelled", id), db.jobs.Cancel(ctx, id)
-	case "jobs-retry-matching", "jobs-cancel-matching":
-		return db.actMatching(ctx, op == "jobs-retry-matching", f)
+	case "jobs-retry-matching", "jobs-cancel-matching", "jobs-discard-matching":
+		return db.actMatching(ctx, caller, op, f)
 	case "queue-pause", "queue-resume":
 		q := f.Get("queue")
 		if q == "" {
@@ -134,13 +138,15 @@ func (db *Dashboard) act(ctx context.Context, caller who, op string, f url.Value
 	return "", fmt.Errorf("%w: unknown action %q", errBadInput, op)
 }
 
-// maxMatching is the most jobs one retry or cancel of a filter's jobs acts on.
+// maxMatching is the most jobs one retry, cancel or discard of a filter's jobs acts on.
 const maxMatching = 1000
 
-// actMatching retries (or cancels) the jobs the filter in f matches, newest first, at most
-// maxMatching: one statement per job, the jobs package having no statement for many; the
-// jobs that cannot be (running ones for a retry, finished ones for a cancel) are skipped.
-func (db *Dashboard) actMatching(ctx context.Context, retry bool, f url.Values) (string, error) {
+// actMatching retries, cancels or discards (as op says) the jobs the filter in f matches,
+// newest first, at most maxMatching: one statement per job, the jobs package having no
+// statement for many. The jobs that cannot be are skipped: running ones for a retry or a
+// discard, waiting ones for a retry, finished ones for a cancel or a discard, and those
+// that started or finished between the list and the discard.
+func (db *Dashboard) actMatching(ctx context.Context, caller who, op string, f url.Values) (string, error) {
 	v := &view{}
 	p, err := jobParams(f, v)
 	if err != nil {
@@ -154,13 +160,19 @@ func (db *Dashboard) actMatching(ctx context.Context, retry bool, f url.Values) 
 	if err != nil {
 		return "", err
 	}
+	reason := discardReason(caller, f)
 	done := 0
 	for _, r := range rows {
 		switch {
-		case retry && r.State != jobs.Running && r.State != jobs.Waiting:
+		case op == "jobs-retry-matching" && r.State != jobs.Running && r.State != jobs.Waiting:
 			err = db.jobs.Retry(ctx, r.ID)
-		case !retry && !r.State.Finished():
+		case op == "jobs-cancel-matching" && !r.State.Finished():
 			err = db.jobs.Cancel(ctx, r.ID)
+		case op == "jobs-discard-matching" && !r.State.Finished() && r.State != jobs.Running:
+			err = db.jobs.Discard(ctx, r.ID, reason)
+			if errors.Is(err, jobs.ErrRunning) || errors.Is(err, jobs.ErrFinished) {
+				continue
+			}
 		default:
 			continue
 		}
@@ -169,15 +181,22 @@ func (db *Dashboard) actMatching(ctx context.Context, retry bool, f url.Values) 
 		}
 		done++
 	}
-	verb := "cancelled"
-	if retry {
-		verb = "retried"
-	}
+	verb := map[string]string{"jobs-retry-matching": "retried", "jobs-cancel-matching": "cancelled", "jobs-discard-matching": "discarded"}[op]
 	msg := fmt.Sprintf("%d of the %d jobs matching %s %s", done, len(rows), v.Filter.Query(), verb)
 	if len(rows) == maxMatching {
 		msg += fmt.Sprintf(" (at most %d at a time: there may be more)", maxMatching)
 	}
 	return msg, nil
+}
+
+// discardReason is the reason a discard from the dashboard records on its jobs: who asked,
+// and why if the form says.
+func discardReason(caller who, f url.Values) string {
+	reason := "from the dashboard by " + caller.name
+	if why := strings.TrimSpace(f.Get("reason")); why != "" {
+		reason += ": " + why
+	}
+	return reason
 }
 
 // parseSet reads a setting's change from its form: the key, the new value's text, its

@@ -182,6 +182,28 @@ func TestPages(t *testing.T) {
 		if strings.Count(page, `data-state="available"`) != 3 {
 			t.Errorf("after the retry of every cancelled mail job:\n%s", page)
 		}
+		// Discard one mail job, with a reason, then every one a filter matches: the one
+		// discarded already is skipped.
+		mail, err := n.Jobs().List(context.Background(), jobs.ListParams{Kind: "mail"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		post(t, noRedirect, base+"action", url.Values{"op": {"job-discard"}, "id": {fmt.Sprint(mail[0].ID)}, "reason": {"bounced"},
+			"back": {"jobs?kind=mail"}}, http.StatusSeeOther)
+		if row, _ := n.Jobs().Get(context.Background(), mail[0].ID); row.State != jobs.Discarded ||
+			!strings.HasPrefix(row.LastError, "discarded by hand: from the dashboard by ") || !strings.HasSuffix(row.LastError, ": bounced") {
+			t.Errorf("the job discarded from the dashboard is %s, error %q", row.State, row.LastError)
+		}
+		post(t, c, base+"action", url.Values{"op": {"job-discard"}, "id": {fmt.Sprint(mail[0].ID)}}, http.StatusConflict)
+		mustContain(t, get(t, c, base+"jobs?kind=mail", 200), "jobs", `id="discard-matching"`)
+		page = post(t, c, base+"action", url.Values{"op": {"jobs-discard-matching"}, "kind": {"mail"}, "back": {"jobs?kind=mail"}}, 200)
+		mustContain(t, page, "jobs", "2 of the 3 jobs matching kind=mail discarded")
+		if strings.Count(page, `data-state="discarded"`) != 3 || strings.Contains(page, `value="job-discard"`) {
+			t.Errorf("after the discard of every mail job:\n%s", page)
+		}
+		post(t, c, base+"action", url.Values{"op": {"jobs-discard-matching"}}, http.StatusBadRequest)
+		page = post(t, c, base+"action", url.Values{"op": {"jobs-retry-matching"}, "kind": {"mail"}, "state": {"discarded"}, "back": {"jobs?kind=mail"}}, 200)
+		mustContain(t, page, "jobs", "3 of the 3 jobs matching kind=mail&amp;state=discarded retried")
 		// Pause a queue.
 		post(t, noRedirect, base+"action", url.Values{"op": {"queue-pause"}, "queue": {"mail"}}, http.StatusSeeOther)
 		stats, err := n.Jobs().Stats(context.Background())
@@ -297,12 +319,29 @@ func TestAccess(t *testing.T) {
 		t.Error("the read-only role is shown the form that sets a setting")
 	}
 	post(t, c, base+"action", url.Values{"op": {"queue-pause"}, "queue": {"q"}}, http.StatusForbidden, "Authorization", "Bearer look")
+	// Nor discard a job, one or by filter, nor see the buttons.
+	r, err := nodes[0].Jobs().Enqueue(context.Background(), dashseed.Mail{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page = get(t, c, base+"jobs?kind=mail", 200, "Authorization", "Bearer look")
+	if !strings.Contains(page, fmt.Sprintf(`id="job-%d"`, r.ID)) || strings.Contains(page, `value="job-discard"`) ||
+		strings.Contains(page, `id="discard-matching"`) {
+		t.Errorf("the read-only role's jobs page:\n%s", page)
+	}
+	mustContain(t, get(t, c, base+"jobs?kind=mail", 200, "Authorization", "Bearer s3cret"), "jobs", `value="job-discard"`, `id="discard-matching"`)
+	post(t, c, base+"action", url.Values{"op": {"job-discard"}, "id": {fmt.Sprint(r.ID)}}, http.StatusForbidden, "Authorization", "Bearer look")
+	post(t, c, base+"action", url.Values{"op": {"jobs-discard-matching"}, "kind": {"mail"}}, http.StatusForbidden, "Authorization", "Bearer look")
 
 	ro, err := Handler(nodes[0], Config{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	post(t, c, serve(t, ro)+"action", url.Values{"op": {"queue-pause"}, "queue": {"q"}}, http.StatusForbidden)
+	post(t, c, serve(t, ro)+"action", url.Values{"op": {"job-discard"}, "id": {fmt.Sprint(r.ID)}}, http.StatusForbidden)
+	if row, err := nodes[0].Jobs().Get(context.Background(), r.ID); err != nil || row.State != jobs.Available {
+		t.Errorf("after the read-only discards the job is %v, %v", row, err)
+	}
 
 	if _, err := Handler(nodes[0], Config{Token: "a", ReadOnlyToken: "a"}); err == nil {
 		t.Error("the same token for both roles is accepted")
@@ -631,5 +670,35 @@ func TestRequestHistory(t *testing.T) {
 	r = h.add(t0.Add(recentWindow+30*time.Second), []twice.Member{member("a", 20, 2)})
 	if r.For != recentWindow-30*time.Second || r.ByID["a"] != (cluster.Requests{Total: 6}) {
 		t.Errorf("past the window: %+v", r)
+	}
+}
+
+// Each job of the list offers what can be done to it: discard only while it neither runs
+// nor has finished, cancel until it has finished, retry unless it runs or waits.
+func TestJobButtons(t *testing.T) {
+	want := map[jobs.State]string{jobs.Available: "retry cancel discard", jobs.Waiting: "cancel discard", jobs.Running: "cancel",
+		jobs.Completed: "retry", jobs.Cancelled: "retry", jobs.Discarded: "retry"}
+	v := &view{CanAct: true, Filter: jobFilter{Kind: "mail"}}
+	for st := range want {
+		v.Jobs = append(v.Jobs, &jobs.Row{ID: int64(len(v.Jobs) + 1), State: st})
+	}
+	var b strings.Builder
+	if err := tmpl.ExecuteTemplate(&b, "jobs-list", v); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	mustContain(t, page, "jobs", `id="retry-matching"`, `id="cancel-matching"`, `id="discard-matching"`, `name="reason"`)
+	for _, row := range v.Jobs {
+		_, html, _ := strings.Cut(page, fmt.Sprintf(`id="job-%d"`, row.ID))
+		html, _, _ = strings.Cut(html, "</tr>")
+		var got []string
+		for _, b := range []string{"retry", "cancel", "discard"} {
+			if strings.Contains(html, `value="job-`+b+`"`) {
+				got = append(got, b)
+			}
+		}
+		if strings.Join(got, " ") != want[row.State] {
+			t.Errorf("a %s job offers %q, want %q", row.State, got, want[row.State])
+		}
 	}
 }
