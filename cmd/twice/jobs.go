@@ -106,7 +106,7 @@ func printJSON(w io.Writer, v any) error {
 
 func jobsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: jobs needs list, show, retry, cancel or stats", errUsage)
+		return fmt.Errorf("%w: jobs needs list, show, retry, cancel, discard or stats", errUsage)
 	}
 	var a adminFlags
 	fs := flag.NewFlagSet("jobs "+args[0], flag.ContinueOnError)
@@ -144,7 +144,11 @@ func jobsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			printJobs(stdout, rows)
 			return nil
 		})
-	case "show", "retry", "cancel":
+	case "show", "retry", "cancel", "discard":
+		reason := ""
+		if args[0] == "discard" {
+			fs.StringVar(&reason, "reason", "", "why, recorded as the job's last error")
+		}
 		pos, err := parseN(fs, args[1:], 1, "one job id")
 		if err != nil {
 			return err
@@ -163,6 +167,10 @@ func jobsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 				if err := c.Cancel(ctx, id); err != nil {
 					return err
 				}
+			case "discard":
+				if err := c.Discard(ctx, id, reason); err != nil {
+					return err
+				}
 			}
 			row, err := c.Get(ctx, id)
 			if err != nil {
@@ -178,6 +186,8 @@ func jobsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 				fmt.Fprintf(stdout, "job %d is running on %s: cancellation requested; it stops within that instance's poll\n", id, row.Owner)
 			case args[0] == "cancel":
 				fmt.Fprintf(stdout, "job %d cancelled\n", id)
+			case args[0] == "discard":
+				fmt.Fprintf(stdout, "job %d discarded (attempt %d of %d): retry runs it again\n", id, row.Attempt, row.MaxAttempts)
 			default:
 				printJob(stdout, row)
 			}

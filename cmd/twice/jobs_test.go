@@ -77,6 +77,16 @@ func TestJobsQueuesCronCommands(t *testing.T) {
 		if err := json.Unmarshal([]byte(run(0, "jobs", "retry", fmt.Sprint(r2.ID), "--json")), &row); err != nil || row.State != jobs.Available {
 			t.Errorf("jobs retry --json: %+v %v", row, err)
 		}
+		if out := run(0, "jobs", "discard", fmt.Sprint(r2.ID), "--reason", "wrong day"); !strings.Contains(out, "discarded") {
+			t.Errorf("jobs discard: %s", out)
+		}
+		if err := json.Unmarshal([]byte(run(0, "jobs", "show", fmt.Sprint(r2.ID), "--json")), &row); err != nil ||
+			row.State != jobs.Discarded || row.LastError != "discarded by hand: wrong day" {
+			t.Errorf("the job discarded by the CLI: %s, error %q, %v", row.State, row.LastError, err)
+		}
+		if out := run(1, "jobs", "discard", fmt.Sprint(r2.ID)); !strings.Contains(out, "already finished") {
+			t.Errorf("second discard: %s", out)
+		}
 		if out := run(1, "jobs", "show", "999999"); !strings.Contains(out, "not found") {
 			t.Errorf("show of a missing job: %s", out)
 		}
@@ -111,7 +121,7 @@ func TestJobsQueuesCronCommands(t *testing.T) {
 		}
 
 		for _, bad := range [][]string{{"jobs"}, {"jobs", "show"}, {"jobs", "show", "abc"}, {"jobs", "list", "--state", "nope"},
-			{"jobs", "list", "--limit", "0"}, {"jobs", "frob"}, {"queues"}, {"queues", "pause"}, {"cron"}, {"cron", "trigger"},
+			{"jobs", "list", "--limit", "0"}, {"jobs", "frob"}, {"jobs", "discard"}, {"jobs", "show", "1", "--reason", "x"}, {"queues"}, {"queues", "pause"}, {"cron"}, {"cron", "trigger"},
 			{"cron", "list", "extra"}} {
 			if out := run(2, bad...); !strings.Contains(out, "Usage:") {
 				t.Errorf("twice %v: no usage", bad)

@@ -65,6 +65,7 @@ func init() {
 		{name: "jobs", run: noStderr(jobsCmd), note: adminNote, lines: []usageLine{
 			{"list", "[--state S,S] [--queue Q] [--kind K] [--tag T] [--args JSON] [--limit N]", "jobs, newest first"},
 			{"show|retry|cancel", "ID", "one job; retry a finished one; cancel one"},
+			{"discard", "ID [--reason TEXT]", "end a job that neither runs nor has finished,\nwithout running it"},
 			{"stats", "", "jobs per queue and state"}}},
 		{name: "queues", run: noStderr(queuesCmd), note: adminNote, lines: []usageLine{
 			{"list", "", "queues, paused or not, with their counts"},
