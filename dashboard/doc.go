@@ -2,7 +2,7 @@
 // health and request-based availability (as each reports them with its heartbeat, see
 // [cluster.Report]), its leader, its job queues and jobs, workflows, event consumer groups and dead letters, cron
 // schedules, settings with their history, the locks and leases held, and the sessions and
-// users online; with the actions an operator needs (retry or cancel a job or every job a
+// users online; with the actions an operator needs (retry, cancel or discard a job or every job a
 // filter matches, pause a queue, cancel a workflow, replay a group, change a setting after
 // a confirmation).
 //

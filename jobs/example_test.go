@@ -116,6 +116,31 @@ func ExampleClient_Retry() {
 	// completed 2
 }
 
+// Discard a scheduled job that should not run: it ends at once, with the reason as its last
+// error, and Retry would run it again. A running job is refused: cancel it instead.
+func ExampleClient_Discard() {
+	ctx := context.Background()
+	node, done := openNode(ctx)
+	defer done()
+	r, err := node.Jobs().Enqueue(ctx, SendEmail{UserID: 7}, &jobs.Opts{Delay: time.Hour})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := node.Jobs().Discard(ctx, r.ID, "the user unsubscribed"); err != nil { // `twice jobs discard ID --reason …`
+		log.Fatal(err)
+	}
+	row, err := node.Jobs().Get(ctx, r.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(row.State, row.Attempt, row.LastError)
+	err = node.Jobs().Discard(ctx, r.ID, "")
+	fmt.Println(errors.Is(err, jobs.ErrFinished))
+	// Output:
+	// discarded 0 discarded by hand: the user unsubscribed
+	// true
+}
+
 func waitFor(ctx context.Context, node *twice.Node, id int64, st jobs.State) *jobs.Row {
 	for {
 		row, err := node.Jobs().Get(ctx, id)

@@ -9,7 +9,8 @@
 // concurrency, an optional cluster-wide limit per queue, and per-key serialisation (at most
 // one running job per [Opts].Key, cluster-wide). Failed jobs are retried with exponential
 // backoff and jitter until their attempts run out, then kept as discarded, retryable from the
-// CLI. Instances fetch and complete jobs in batches and wake each other over the bus, with a
+// CLI. An operator cancels, discards or retries one job ([Client.Cancel], [Client.Discard],
+// [Client.Retry]). Instances fetch and complete jobs in batches and wake each other over the bus, with a
 // poll as backstop.
 package jobs
 
