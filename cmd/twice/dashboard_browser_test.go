@@ -18,9 +18,9 @@ import (
 )
 
 // The pages of `twice dashboard` in headless Chromium: each shows what the store holds, a
-// new job appears on the jobs page without a reload (server-sent events), pausing a queue
-// and retrying a discarded job by clicking change them, and a screenshot of each page is
-// kept in .ci/out/dashboard-PAGE.png.
+// new job appears on the jobs page without a reload (server-sent events), pausing a queue,
+// retrying a discarded job and discarding it again by clicking change them, and a
+// screenshot of each page is kept in .ci/out/dashboard-PAGE.png.
 func TestDashboardInBrowser(t *testing.T) {
 	needChromium(t)
 	svc := dashseed.Open(t, twicetest.SQLite, 1)
@@ -114,7 +114,18 @@ func TestDashboardInBrowser(t *testing.T) {
 	if j, err := node.Jobs().Get(context.Background(), svc.Discarded); err != nil || j.State != jobs.Available {
 		t.Errorf("the retried job: %+v, %v", j, err)
 	}
-	if !strings.Contains(log.String(), "action=job-retry") || !strings.Contains(log.String(), "action=queue-pause") {
+	// Discard it again: it waits in the paused queue, neither running nor finished.
+	// The page it came from shows #done already: wait for the job's new state instead.
+	if err := chromedp.Do(ctx, chromedp.Click(row+" button.discard")); err != nil {
+		t.Fatal(err)
+	}
+	eventually("the discarded job on the page", `(document.querySelector("`+row+`") || {dataset: {}}).dataset.state || ""`, "discarded")
+	if j, err := node.Jobs().Get(context.Background(), svc.Discarded); err != nil || j.State != jobs.Discarded ||
+		!strings.HasPrefix(j.LastError, "discarded by hand: from the dashboard by ") {
+		t.Errorf("the discarded job: %+v, %v", j, err)
+	}
+	if !strings.Contains(log.String(), "action=job-retry") || !strings.Contains(log.String(), "action=queue-pause") ||
+		!strings.Contains(log.String(), "action=job-discard") {
 		t.Errorf("the actions are not logged:\n%s", log)
 	}
 
