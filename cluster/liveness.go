@@ -20,8 +20,8 @@ import (
 // advisory lock on a connection of its own, on SQLite a file lock in a directory beside
 // the database file) and records its key in its member row. The live instances form a
 // ring by id, and each one waits for the lock of the next: on PostgreSQL a loop on the
-// server that tries it every 50 ms on a second connection that holds no lock, committing
-// between tries (see pg.go: a blocked lock request would hold its snapshot, and with it
+// server that tries it every 100 ms on a second connection that holds no lock, committing
+// every 500 ms (see pg.go: a blocked lock request would hold its snapshot, and with it
 // the removal of the database's dead rows, for the whole wait); on SQLite a non-blocking
 // try every [livenessPoll], a system call with no database statement. When the wait ends,
 // the holder's process is gone: the watcher marks it dead in the database (see

@@ -21,11 +21,11 @@ import (
 // takes the successor's. A changed successor interrupts the wait with a cancel request.
 //
 // The wait is a loop on the server (watchSQL) that tries the lock every [pgWatchPoll] and
-// commits between tries, not a blocked lock request: a statement holds a snapshot for as
+// commits every [pgWatchCommit], not a blocked lock request: a statement holds a snapshot for as
 // long as it runs, and with it the horizon below which the whole database's dead rows
 // cannot be removed, so a lock request blocked for seconds would keep every table's dead
-// rows (the jobs', the checkpoints', the service's own) that long. The loop holds a
-// snapshot for one try and one sleep at most. It also makes no lock wait for the deadlock
+// rows (the jobs', the checkpoints', the service's own) that long. The loop holds one
+// for pgWatchCommit at most. It also makes no lock wait for the deadlock
 // detector to look at (a ring of blocked requests would be a cycle if a session held and
 // waited). Each statement lasts at most [pgWatchRound] and returns normally; the session's
 // locks then say whether it took the lock (holdsSQL), even if a cancel cut it short.
@@ -43,8 +43,14 @@ type pgLiveness struct {
 }
 
 // pgWatchPoll is how often the watch's loop tries the successor's lock: a crash is noticed
-// this much later at most, and a waiting instance costs its server about 0.2% of a core.
-const pgWatchPoll = 50 * time.Millisecond
+// this much later at most.
+const pgWatchPoll = 100 * time.Millisecond
+
+// pgWatchCommit is how often the watch's loop commits, which lets go of the snapshot it
+// holds: the horizon for removing dead rows is held back this much at most, as a short
+// transaction would. Each commit ends a read-only transaction (no write, no flush): a
+// waiting instance costs its server two a second.
+const pgWatchCommit = 500 * time.Millisecond
 
 // pgWatchRound is how long one watch statement lasts at most. It bounds how long the
 // backend of a killed watcher loops on a server that cannot check for a dead client
@@ -59,10 +65,12 @@ BEGIN
 	FOR i IN 1..%d LOOP
 		EXIT WHEN pg_try_advisory_lock(%d);
 		PERFORM pg_sleep(%g);
-		COMMIT;
+		IF i %% %d = 0 THEN
+			COMMIT;
+		END IF;
 	END LOOP;
 END
-$twice$`, int(pgWatchRound/pgWatchPoll), key, pgWatchPoll.Seconds())
+$twice$`, int(pgWatchRound/pgWatchPoll), key, pgWatchPoll.Seconds(), int(pgWatchCommit/pgWatchPoll))
 }
 
 // holdsSQL says whether this session holds the advisory lock of the key $1 (PostgreSQL
