@@ -67,7 +67,7 @@ func (w *worker) redoOne(e Event) (handled bool, err error) {
 	c, l := w.c, w.c.l
 	gaveUp := func(n int, cause error) func(ctx context.Context, q store.Querier) error {
 		return func(ctx context.Context, q store.Querier) error {
-			_, err := q.Exec(ctx, l.q.redead, l.s.NowArg(), l.d.Service, c.cfg.Name, e.ID, n, cause.Error())
+			_, err := q.Exec(ctx, l.q.redead, l.s.NowArg(), l.d.Service, c.cfg.Name, e.ID, n, store.ErrorText(cause))
 			return err
 		}
 	}

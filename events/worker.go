@@ -449,7 +449,7 @@ func (w *worker) deadLetter(e Event, attempts int, cause error) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 10*time.Second)
 	defer cancel()
-	if _, err := l.s.Exec(ctx, l.q.dead, l.s.NowArg(), l.d.Service, c.cfg.Name, e.ID, attempts, cause.Error()); err != nil {
+	if _, err := l.s.Exec(ctx, l.q.dead, l.s.NowArg(), l.d.Service, c.cfg.Name, e.ID, attempts, store.ErrorText(cause)); err != nil {
 		l.log.Warn("events: cannot record a dead letter", "event", e.ID, "err", err)
 	}
 }
@@ -586,7 +586,7 @@ func (w *worker) processTx(evs []Event) error {
 			return err
 		}, func(n int, cause error) error {
 			return w.inTx(e.pos, func(ctx context.Context, tx store.Tx) error {
-				_, err := tx.Exec(ctx, l.q.dead, l.s.NowArg(), l.d.Service, c.cfg.Name, e.ID, n, cause.Error())
+				_, err := tx.Exec(ctx, l.q.dead, l.s.NowArg(), l.d.Service, c.cfg.Name, e.ID, n, store.ErrorText(cause))
 				return err
 			})
 		})

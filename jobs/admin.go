@@ -239,7 +239,7 @@ func (c *Client) DiscardTx(ctx context.Context, tx any, id int64, reason string)
 func (c *Client) discard(ctx context.Context, q store.Querier, id int64, reason string) (map[string]bool, error) {
 	msg := "discarded by hand"
 	if reason != "" {
-		msg += ": " + strings.ToValidUTF8(reason, "\uFFFD")
+		msg += ": " + reason
 	}
 	var batch *int64
 	err := q.QueryRow(ctx, c.q.discard, c.s.NowArg(), c.d.Service, id, capError(msg)).Scan(&batch)

@@ -20,7 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
-	"unicode/utf8"
+
+	"github.com/twicehq/twice/store"
 )
 
 // Args are a job's arguments: a JSON-encodable value whose Kind names the worker that runs
@@ -149,7 +150,7 @@ const (
 	MaxTags      = 32
 	// MaxErrorLen is the most bytes of a job's last error that are kept: an attempt's error,
 	// or the reason given to [Client.Discard] with its prefix.
-	MaxErrorLen = 4000
+	MaxErrorLen = store.MaxErrorText
 )
 
 // DefaultQueue is the queue of a job that names none.
@@ -237,18 +238,9 @@ func (e *cancelError) Unwrap() error { return e.err }
 // Cancel, returned by a worker, cancels the job for good (no retry), recording err.
 func Cancel(err error) error { return &cancelError{err: err} }
 
-// capError cuts s to MaxErrorLen bytes, at the start of a UTF-8 sequence: the database
-// stores it as text, which PostgreSQL refuses to hold a split character.
-func capError(s string) string {
-	if len(s) <= MaxErrorLen {
-		return s
-	}
-	cut := MaxErrorLen
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut]
-}
+// capError is s as the database keeps an error (see [store.Text]): valid UTF-8 with no NUL,
+// at most MaxErrorLen bytes.
+func capError(s string) string { return store.Text(s, MaxErrorLen) }
 
 func errString(err error) string {
 	if err == nil {

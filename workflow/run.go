@@ -8,6 +8,7 @@ import (
 
 	"github.com/twicehq/twice/internal/safe"
 	"github.com/twicehq/twice/jobs"
+	"github.com/twicehq/twice/store"
 )
 
 // work is the job worker: it runs (or resumes) one workflow. It returns an error only when
@@ -80,7 +81,7 @@ func (e *Engine) work(ctx context.Context, job *jobs.Job[runArgs]) error {
 			}
 			return e.finish(ctx, id, Completed, "")
 		}
-		if _, err := e.s.Exec(ctx, e.q.compensating, e.s.NowArg(), e.d.Service, id, runErr.Error()); err != nil {
+		if _, err := e.s.Exec(ctx, e.q.compensating, e.s.NowArg(), e.d.Service, id, store.ErrorText(runErr)); err != nil {
 			return err
 		}
 	}
@@ -163,7 +164,7 @@ func (e *Engine) compensateOne(wc *Context, c compensation) (bool, error) {
 		if final {
 			state = stepFailed
 		}
-		if _, werr := e.s.Exec(wc, e.q.compFailed, e.s.NowArg(), e.d.Service, wc.id, c.seq, state, attempts, err.Error()); werr != nil {
+		if _, werr := e.s.Exec(wc, e.q.compFailed, e.s.NowArg(), e.d.Service, wc.id, c.seq, state, attempts, store.ErrorText(err)); werr != nil {
 			return false, werr
 		}
 		if final {
@@ -182,6 +183,6 @@ func (e *Engine) finish(ctx context.Context, id string, state State, msg string)
 	if state == Failed {
 		e.log.Error("workflow: failed; a person must look", "workflow", id, "err", msg)
 	}
-	_, err := e.s.Exec(ctx, e.q.finish, e.s.NowArg(), e.d.Service, id, string(state), msg)
+	_, err := e.s.Exec(ctx, e.q.finish, e.s.NowArg(), e.d.Service, id, string(state), store.Text(msg, store.MaxErrorText))
 	return err
 }

@@ -359,7 +359,7 @@ func (p *pending[T]) run(do func(context.Context, string) (T, error), doTx func(
 		if final {
 			state = stepFailed
 		}
-		if _, werr := e.s.Exec(wc, e.q.stepFailed, e.s.NowArg(), e.d.Service, wc.id, seq, name, state, attempts, err.Error()); werr != nil {
+		if _, werr := e.s.Exec(wc, e.q.stepFailed, e.s.NowArg(), e.d.Service, wc.id, seq, name, state, attempts, store.ErrorText(err)); werr != nil {
 			return zero, wc.broken(fmt.Errorf("workflow: step %q: recording a failed attempt: %w", name, werr))
 		}
 		if final {

@@ -127,6 +127,7 @@ func exerciseJobs(t *testing.T, backend Backend) {
 		{"CancelPendingAndRunning", jobsCancelPendingAndRunning},
 		{"DiscardPendingRefuseRunning", jobsDiscardPendingRefuseRunning},
 		{"DiscardReleasesTheBatch", jobsDiscardReleasesTheBatch},
+		{"ErrorTextKept", jobsErrorTextKept},
 		{"TimeoutRetries", jobsTimeoutRetries},
 		{"InvalidInput", jobsInvalidInput},
 		{"UndecodableArgsAreDiscarded", jobsUndecodableArgsAreDiscarded},
@@ -654,5 +655,41 @@ func jobsPrune(t *testing.T, backend Backend) {
 	}
 	if _, err := n.Jobs().Get(ctx, waiting.ID); err != nil {
 		t.Errorf("a pending job was pruned: %v", err)
+	}
+}
+
+// A worker's error with a byte PostgreSQL refuses in text (invalid UTF-8, NUL) is kept, made
+// valid, and the outcomes completed with it in the same batch are recorded too: the
+// statement that records a batch of outcomes must not fail on one message.
+func jobsErrorTextKept(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	n := backend.node(t, db, "svc", jobsFast())
+	mustRegister(t, n, func(ctx context.Context, job *jobs.Job[failing]) error {
+		return errors.New("bad \xff\x00 byte")
+	})
+	var ran counter
+	mustRegister(t, n, func(ctx context.Context, job *jobs.Job[noop]) error {
+		ran.add(job.ID)
+		return nil
+	})
+	bad, err := n.Jobs().Enqueue(ctx, failing{}, &jobs.Opts{MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var good []int64
+	for i := range 20 {
+		r, err := n.Jobs().Enqueue(ctx, noop{N: i}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		good = append(good, r.ID)
+	}
+	row := waitState(t, n, bad.ID, jobs.Discarded)
+	if row.LastError != "bad \uFFFD byte" {
+		t.Errorf("last error %q; want the message made valid", row.LastError)
+	}
+	for _, id := range good {
+		waitState(t, n, id, jobs.Completed)
 	}
 }
