@@ -2,6 +2,7 @@ package codecheck
 
 import (
 	"go/ast"
+	"go/parser"
 	"go/token"
 	"strings"
 	"testing"
@@ -22,6 +23,17 @@ var notLibrary = []string{"/cmd/", "/internal/check", "/internal/instance", "/in
 // literal statement passed straight to Exec, Query or QueryRow, or a table named without
 // Store.Table for CopyFrom, breaks that.
 func TestStatementsGoThroughStoreSQL(t *testing.T) {
+	eachStatementArg(t, func(pos token.Position, a ast.Expr) {
+		if namesTables(a) {
+			t.Errorf("%s: a statement naming twice's tables is run as written; pass it through Store.SQL (or Store.Table for CopyFrom)", pos)
+		}
+	})
+}
+
+// eachStatementArg calls fn with every argument of every call of a query method (Exec,
+// Query, QueryRow…) in the library's packages, and fails the test if there is none.
+func eachStatementArg(t *testing.T, fn func(pos token.Position, arg ast.Expr)) {
+	t.Helper()
 	src := parseModule(t)
 	checked := 0
 	for pkg, files := range src.files {
@@ -34,16 +46,12 @@ func TestStatementsGoThroughStoreSQL(t *testing.T) {
 				if !ok {
 					return true
 				}
-				sel, ok := call.Fun.(*ast.SelectorExpr)
-				if !ok || !queryMethods[sel.Sel.Name] {
+				if sel, ok := call.Fun.(*ast.SelectorExpr); !ok || !queryMethods[sel.Sel.Name] {
 					return true
 				}
 				for _, a := range call.Args {
 					checked++
-					if namesTables(a) {
-						t.Errorf("%s: a statement naming twice's tables is run as written; pass it through Store.SQL (or Store.Table for CopyFrom)",
-							src.fset.Position(a.Pos()))
-					}
+					fn(src.fset.Position(a.Pos()), a)
 				}
 				return true
 			})
@@ -241,4 +249,33 @@ func TestNoWaitForSessionLock(t *testing.T) {
 func waitsForSessionLock(sql string) bool {
 	l := strings.ToLower(sql)
 	return strings.Contains(l, "pg_advisory_lock(") || strings.Contains(l, "pg_advisory_lock_shared(")
+}
+
+// TestErrorTextGoesThroughStoreText: an error's message passed to a statement goes through
+// store.ErrorText (or store.Text): a message from a worker or handler can hold invalid
+// UTF-8 or a NUL byte, which PostgreSQL refuses, failing the statement and all else it
+// writes (a batch of jobs' outcomes), and can be of any length.
+func TestErrorTextGoesThroughStoreText(t *testing.T) {
+	eachStatementArg(t, func(pos token.Position, a ast.Expr) {
+		if isErrorCall(a) {
+			t.Errorf("%s: an error's message is written as it is; pass it through store.ErrorText", pos)
+		}
+	})
+	planted, err := parser.ParseExpr(`s.Exec(ctx, q, id, err.Error())`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !isErrorCall(planted.(*ast.CallExpr).Args[3]) {
+		t.Error("a planted err.Error() argument is not found")
+	}
+}
+
+// isErrorCall reports whether e is a call of a method named Error with no arguments.
+func isErrorCall(e ast.Expr) bool {
+	call, ok := e.(*ast.CallExpr)
+	if !ok || len(call.Args) != 0 {
+		return false
+	}
+	sel, ok := call.Fun.(*ast.SelectorExpr)
+	return ok && sel.Sel.Name == "Error"
 }
