@@ -415,7 +415,10 @@ func TestViewersShareOneRefresher(t *testing.T) {
 			t.Logf("%d viewers: %d statements in %d refreshes; %d in the %d intervals every viewer watched",
 				viewers, n, r, window, spanned)
 		}
-		if perRefresh[1] == 0 || perRefresh[20] != perRefresh[1] {
+		// A refresh's statements depend a little on the seeded state, which the fixture's
+		// nodes still move (a group's dead letters, its partitions' leases, the presence's
+		// revision): one statement more or less. A read per viewer would be twenty times as many.
+		if perRefresh[1] == 0 || perRefresh[20] > 1.1*perRefresh[1] {
 			t.Errorf("statements per refresh: %v with 1 viewer, %v with 20", perRefresh[1], perRefresh[20])
 		}
 		// The windows may each count part of one more refresh: a tenth of a refresh per interval.
