@@ -189,16 +189,8 @@ func (c *Client) releaseBatch(ctx context.Context, q store.Querier, batch int64)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: release batch %d: %w", batch, err)
 	}
-	defer rows.Close()
 	queues := map[string]bool{}
-	for rows.Next() {
-		var queue string
-		if err := rows.Scan(&queue); err != nil {
-			return nil, err
-		}
-		queues[queue] = true
-	}
-	return queues, rows.Err()
+	return queues, collectQueues(rows, queues)
 }
 
 // Discard ends a job that neither runs nor has finished (one available, scheduled or
