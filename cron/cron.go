@@ -351,6 +351,15 @@ func (c *Cron) Remove(name string) {
 	c.mu.Unlock()
 }
 
+// current reports whether sc is still this instance's declaration of its name. A loop
+// lists the declarations, then fires them one by one; a schedule removed or declared
+// anew in between must not fire as it was listed.
+func (c *Cron) current(sc *schedule) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.schedules[sc.name] == sc
+}
+
 // poke makes the leader's loop and the every-instance loop look at the schedules now.
 func (c *Cron) poke() {
 	c.mu.Lock()

@@ -98,6 +98,9 @@ func (c *Cron) fireOne(ctx context.Context, sc *schedule) (fired int, until time
 		var last, updated, now store.Time
 		var lastJob *int64
 		err := tx.QueryRow(ctx, q.lock, c.s.NowArg(), c.d.Service, sc.name).Scan(&last, &lastJob, &updated, &now)
+		if !c.current(sc) {
+			return nil // removed or declared anew since Fire listed it: the new declaration fires
+		}
 		if errors.Is(err, sql.ErrNoRows) {
 			// Deleted by hand: store it again; it fires from now on.
 			_, err := tx.Exec(ctx, q.upsert, c.s.NowArg(), c.d.Service, sc.name, sc.expr, sc.tz, sc.args.KindName,
@@ -293,7 +296,7 @@ func (c *Cron) everyInstance() loop.Step {
 				if next[sc.name].IsZero() {
 					next[sc.name] = sc.sched.Next(now)
 				}
-				if !now.Before(next[sc.name]) {
+				if !now.Before(next[sc.name]) && c.current(sc) {
 					c.runHere(ctx, sc, next[sc.name])
 					next[sc.name] = sc.sched.Next(now)
 				}
