@@ -424,7 +424,7 @@ func (res result) comparisons() []string {
 		if ratios := res.workRatios(); len(ratios) > 1 {
 			spread = fmt.Sprintf(" (rounds %.2fx to %.2fx)", slices.Min(ratios), slices.Max(ratios))
 		}
-		out = append(out, fmt.Sprintf("twice defaults vs River tuned: work %.2fx%s (target 2x), p99 %.2f ms (target 5 ms)", t.WorkPerSec/r.WorkPerSec, spread, t.LatencyP99))
+		out = append(out, fmt.Sprintf("twice defaults vs River tuned: work %.2fx%s (target 2.5x), p99 %.2f ms (target 3 ms)", t.WorkPerSec/r.WorkPerSec, spread, t.LatencyP99))
 	}
 	if t, r := res.find("twice", "defaults"), res.find("river", "defaults"); t.InsertPer > 0 && r.InsertPer > 0 {
 		out = append(out, fmt.Sprintf("bulk insert, twice EnqueueMany vs River InsertManyFast: %.2fx (target 1.5x)", t.InsertPer/r.InsertPer))
