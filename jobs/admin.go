@@ -130,13 +130,14 @@ func argsFilter(raw json.RawMessage) (string, error) {
 // as cancelled when its worker returns (or when it is rescued). Cancelling a finished job
 // returns [ErrFinished].
 func (c *Client) Cancel(ctx context.Context, id int64) error {
-	st, err := c.cancel(ctx, c.s, id)
+	st, queues, err := c.cancel(ctx, c.s, id)
 	if err != nil {
 		return err
 	}
 	if st == bitRunning {
 		c.publish(ctx, CancelChannel, formatID(id))
 	}
+	c.wakeQueues(ctx, queues)
 	return nil
 }
 
@@ -147,10 +148,11 @@ func (c *Client) CancelTx(ctx context.Context, tx any, id int64) error {
 	if err != nil {
 		return err
 	}
-	st, err := c.cancel(ctx, q, id)
+	st, queues, err := c.cancel(ctx, q, id)
 	if err != nil {
 		return err
 	}
+	c.notifyInTx(ctx, tx, queues)
 	if st == bitRunning && c.d.Bus != nil {
 		if err := c.d.Bus.PublishTx(ctx, tx, CancelChannel, []byte(formatID(id))); err != nil {
 			c.log.Debug("jobs: cancel signal not queued; the owner's poll finds it", "job", id, "err", err)
@@ -159,7 +161,10 @@ func (c *Client) CancelTx(ctx context.Context, tx any, id int64) error {
 	return nil
 }
 
-func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, error) {
+// cancel runs the cancel statement and, for a job cancelled at once, releases its batch;
+// it returns the job's state bit as the statement found it, and the queue of a batch
+// callback it made available, to wake.
+func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, map[string]bool, error) {
 	var st int
 	var owner string
 	var batch *int64
@@ -167,19 +172,21 @@ func (c *Client) cancel(ctx context.Context, q store.Querier, id int64) (int, er
 	if errors.Is(err, sql.ErrNoRows) {
 		row, gerr := c.getOn(ctx, q, id)
 		if gerr != nil {
-			return 0, gerr
+			return 0, nil, gerr
 		}
-		return 0, fmt.Errorf("%w: job %d is %s", ErrFinished, id, row.State)
+		return 0, nil, fmt.Errorf("%w: job %d is %s", ErrFinished, id, row.State)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("jobs: cancel %d: %w", id, err)
+		return 0, nil, fmt.Errorf("jobs: cancel %d: %w", id, err)
 	}
-	if st == bitCancelled && batch != nil {
-		if _, err := c.releaseBatch(ctx, q, *batch); err != nil {
-			return 0, err
-		}
+	if st != bitCancelled || batch == nil {
+		return st, nil, nil
 	}
-	return st, nil
+	queues, err := c.releaseBatch(ctx, q, *batch)
+	if err != nil {
+		return 0, nil, err
+	}
+	return st, queues, nil
 }
 
 // releaseBatch makes the callback of batch available if none of its members is left to

@@ -252,6 +252,9 @@ func (c *Client) notifyCommitted(queues map[string]bool) {
 // committed yet: this process's producers at once (an empty look is repeated shortly
 // after), the others' as the engine can before the commit (see engine.signalInTx).
 func (c *Client) notifyInTx(ctx context.Context, tx any, queues map[string]bool) {
+	if len(queues) == 0 {
+		return
+	}
 	for q := range queues {
 		c.wakeLocal(q, true)
 	}

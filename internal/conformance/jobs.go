@@ -127,6 +127,7 @@ func exerciseJobs(t *testing.T, backend Backend) {
 		{"CancelPendingAndRunning", jobsCancelPendingAndRunning},
 		{"DiscardPendingRefuseRunning", jobsDiscardPendingRefuseRunning},
 		{"DiscardReleasesTheBatch", jobsDiscardReleasesTheBatch},
+		{"EndingTheLastMemberWakesTheCallback", jobsEndingTheLastMemberWakesTheCallback},
 		{"ErrorTextKept", jobsErrorTextKept},
 		{"TimeoutRetries", jobsTimeoutRetries},
 		{"InvalidInput", jobsInvalidInput},
@@ -691,5 +692,45 @@ func jobsErrorTextKept(t *testing.T, backend Backend) {
 	}
 	for _, id := range good {
 		waitState(t, n, id, jobs.Completed)
+	}
+}
+
+// A batch whose last pending member is cancelled or discarded by hand releases its
+// callback, and the callback's queue is woken: it runs at once, not at the queue's next
+// poll, here a minute away.
+func jobsEndingTheLastMemberWakesTheCallback(t *testing.T, backend Backend) {
+	ctx := context.Background()
+	db := testdb.New(t, backend.Dialect)
+	cfg := jobsFast()
+	cfg.Jobs.Poll = time.Minute
+	n := backend.node(t, db, "svc", cfg)
+	var callbacks counter
+	mustRegister(t, n, func(ctx context.Context, job *jobs.Job[noop]) error { return nil })
+	mustRegister(t, n, func(ctx context.Context, job *jobs.Job[aggregate]) error {
+		callbacks.add(job.ID)
+		return nil
+	})
+	later := &jobs.Opts{Delay: time.Hour}
+	for _, end := range []struct {
+		how string
+		fn  func(id int64) error
+	}{
+		{"cancel", func(id int64) error { return n.Jobs().Cancel(ctx, id) }},
+		{"discard", func(id int64) error { return n.Jobs().Discard(ctx, id, "") }},
+		{"cancel in a transaction", func(id int64) error {
+			return n.Store().InTx(ctx, func(tx store.Tx) error { return n.Jobs().CancelTx(ctx, tx, id) })
+		}},
+	} {
+		res, err := n.Jobs().EnqueueBatch(ctx, []jobs.Params{{Args: noop{N: 1}, Opts: later}}, jobs.Params{Args: aggregate{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // the queue's looks after the enqueue's wake-up are over
+		if err := end.fn(res.Jobs[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		testnode.Eventually(t, 10*time.Second, "the callback runs after a "+end.how+" of the last member", func() bool {
+			return callbacks.get(res.ID) == 1
+		})
 	}
 }
