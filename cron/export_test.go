@@ -7,12 +7,6 @@ import "context"
 func (c *Cron) FireListedBefore(ctx context.Context, between func()) (fired int, err error) {
 	listed := c.declared(OncePerTick)
 	between()
-	for _, sc := range listed {
-		n, _, err := c.fireOne(ctx, sc)
-		if err != nil {
-			return fired, err
-		}
-		fired += n
-	}
-	return fired, nil
+	fired, _, err = c.fireListed(ctx, listed)
+	return fired, err
 }

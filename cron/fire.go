@@ -75,8 +75,14 @@ func (c *Cron) undeclare(ctx context.Context) error {
 // in a transaction of its own, and returns how many jobs it enqueued and how long until the
 // next tick of any of them. The node's leader calls it at each tick; tests call it directly.
 func (c *Cron) Fire(ctx context.Context) (fired int, wait time.Duration, err error) {
+	return c.fireListed(ctx, c.declared(OncePerTick))
+}
+
+// fireListed is Fire for the schedules listed, each fired only while it is still declared
+// as listed (see fireOne).
+func (c *Cron) fireListed(ctx context.Context, listed []*schedule) (fired int, wait time.Duration, err error) {
 	var errs []error
-	for _, sc := range c.declared(OncePerTick) {
+	for _, sc := range listed {
 		n, until, err := c.fireOne(ctx, sc)
 		fired += n
 		if err != nil {
