@@ -98,13 +98,28 @@ type pgxQuerier struct {
 		Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 		QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+		batcher
 	}
 	obs Observer // nil: none
+	// generic says q is twice's own pool, where a statement that takes a batch runs with
+	// its generic plan (see plans.go).
+	generic bool
 }
 
 func (q pgxQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
 	if q.obs != nil {
 		q.obs.Statement(query)
+	}
+	if q.generic && takesBatch(query) {
+		br, err := sendGeneric(ctx, q.q, query, args)
+		if err != nil {
+			return 0, err
+		}
+		tag, err := br.Exec()
+		if err = errors.Join(err, br.Close()); err != nil {
+			return 0, err
+		}
+		return tag.RowsAffected(), nil
 	}
 	tag, err := q.q.Exec(ctx, query, args...)
 	if err != nil {
@@ -117,6 +132,17 @@ func (q pgxQuerier) Query(ctx context.Context, query string, args ...any) (Rows,
 	if q.obs != nil {
 		q.obs.Statement(query)
 	}
+	if q.generic && takesBatch(query) {
+		br, err := sendGeneric(ctx, q.q, query, args)
+		if err != nil {
+			return nil, err
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return nil, errors.Join(err, br.Close())
+		}
+		return &genericRows{Rows: rows, br: br}, nil
+	}
 	rows, err := q.q.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -127,6 +153,10 @@ func (q pgxQuerier) Query(ctx context.Context, query string, args ...any) (Rows,
 func (q pgxQuerier) QueryRow(ctx context.Context, query string, args ...any) Row {
 	if q.obs != nil {
 		q.obs.Statement(query)
+	}
+	if q.generic && takesBatch(query) {
+		br, err := sendGeneric(ctx, q.q, query, args)
+		return genericRow{br: br, err: err}
 	}
 	return q.q.QueryRow(ctx, query, args...)
 }

@@ -201,7 +201,7 @@ func (s *Store) Control() Querier {
 	if s.dsn.Dialect == SQLite {
 		return sqlQuerier{db: s.ctlConn, dialect: SQLite, stmts: s.ctlStmts, obs: s.obs}
 	}
-	return pgxQuerier{q: s.control, obs: s.obs}
+	return pgxQuerier{q: s.control, obs: s.obs, generic: true}
 }
 
 // Reader returns a querier for read-only statements. On SQLite it does not queue behind this
@@ -210,14 +210,14 @@ func (s *Store) Reader() Querier {
 	if s.dsn.Dialect == SQLite {
 		return sqlQuerier{db: s.reader, dialect: SQLite, stmts: s.readerStmts, obs: s.obs}
 	}
-	return pgxQuerier{q: s.pool, obs: s.obs}
+	return pgxQuerier{q: s.pool, obs: s.obs, generic: true}
 }
 
 func (s *Store) q() Querier {
 	if s.dsn.Dialect == SQLite {
 		return sqlQuerier{db: s.writer, dialect: SQLite, stmts: s.writerStmts, obs: s.obs}
 	}
-	return pgxQuerier{q: s.pool, obs: s.obs}
+	return pgxQuerier{q: s.pool, obs: s.obs, generic: true}
 }
 
 // Begin opens a transaction. On SQLite it holds the database's write lock until it ends.
