@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -298,7 +299,8 @@ func reportEvents(out io.Writer, asJSON bool, p eventsParams, rows []eventsRow, 
 	fmt.Fprintln(out, "run, open to close; bench is this process (twice and watermill run in it), postgres the backends")
 	fmt.Fprintln(out, "connected to the run's database (not the WAL writer, checkpointer or other background processes).")
 	if rt.TwiceVsWatermillTunedConsume > 0 {
-		fmt.Fprintf(out, "\ntwice Publish vs watermill tuned, consume: %.2fx\n", rt.TwiceVsWatermillTunedConsume)
+		fmt.Fprintf(out, "\ntwice Publish vs watermill tuned, consume: %.2fx%s (target 1.3x)\n", rt.TwiceVsWatermillTunedConsume,
+			roundSpread(rounds, func(r eventsRatios) float64 { return r.TwiceVsWatermillTunedConsume }))
 	}
 	if rt.TwicePublishVsBare > 0 {
 		fmt.Fprintf(out, "twice Publish vs bare INSERT+COMMIT, publish: %.2f (target 0.80)\n", rt.TwicePublishVsBare)
@@ -307,6 +309,30 @@ func reportEvents(out io.Writer, asJSON bool, p eventsParams, rows []eventsRow, 
 		fmt.Fprintf(out, "twice PublishTx vs bare INSERT+COMMIT, publish: %.2f\n", rt.TwiceTxPublishVsBare)
 	}
 	return nil
+}
+
+// roundSpread is " (rounds a to b)", the range of one ratio over the rounds, taken within
+// each round; "" for a single round. rounds holds each system's rounds.
+func roundSpread(rounds [][]eventsRow, ratio func(eventsRatios) float64) string {
+	if len(rounds) == 0 || len(rounds[0]) < 2 {
+		return ""
+	}
+	var rs []float64
+	for k := range rounds[0] {
+		var row []eventsRow
+		for _, sys := range rounds {
+			if k < len(sys) {
+				row = append(row, sys[k])
+			}
+		}
+		if r := ratio(ratios(row)); r > 0 {
+			rs = append(rs, r)
+		}
+	}
+	if len(rs) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" (rounds %.2fx to %.2fx)", slices.Min(rs), slices.Max(rs))
 }
 
 // harness creates and drops the runs' databases and measures what each run cost.

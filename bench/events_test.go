@@ -44,3 +44,18 @@ func TestEventsSmoke(t *testing.T) {
 		}
 	}
 }
+
+// The consume ratio's spread is taken within each round, twice's against watermill's of
+// the same round, not between the medians.
+func TestRoundSpread(t *testing.T) {
+	tw := func(v float64) eventsRow { return eventsRow{System: "twice", Config: "Publish", ConsumePerSec: v} }
+	wm := func(v float64) eventsRow { return eventsRow{System: "watermill", Config: "tuned", ConsumePerSec: v} }
+	consume := func(r eventsRatios) float64 { return r.TwiceVsWatermillTunedConsume }
+	rounds := [][]eventsRow{{tw(1200), tw(1500), tw(1300)}, {wm(1000), wm(1000), wm(1300)}}
+	if got := roundSpread(rounds, consume); got != " (rounds 1.00x to 1.50x)" {
+		t.Fatalf("spread %q", got)
+	}
+	if got := roundSpread([][]eventsRow{{tw(1200)}, {wm(1000)}}, consume); got != "" {
+		t.Fatalf("one round: spread %q, want none", got)
+	}
+}
