@@ -688,3 +688,45 @@ func TestRenewalFailuresCounted(t *testing.T) {
 		}
 	})
 }
+
+// A renewal does not bring back a lease that has run out in the database: the others may
+// already count it free. Its holder loses it instead (it had passed its own deadline, here
+// stubbed by the database clock moving on alone).
+func TestRenewalDoesNotReviveAnExpiredLease(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		t.Parallel()
+		ctx := context.Background()
+		clock := testdb.NewClock()
+		a, sa := manager(t, db, clock, "a", 0)
+		l, err := a.TryAcquire(ctx, "x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.TryAcquire(ctx, "y", nil); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(lease.DefaultTTL + time.Millisecond)
+		if listed, err := a.List(ctx, ""); err != nil || len(listed) != 0 {
+			t.Fatalf("after the TTL the database lists %v (%v); want nothing", listed, err)
+		}
+		sent := time.Now()
+		committed, err := a.RenewIn(ctx, sa.Control())
+		if err != nil {
+			t.Fatal(err)
+		}
+		committed(ctx, sent)
+		if listed, err := a.List(ctx, ""); err != nil || len(listed) != 0 {
+			t.Fatalf("a renewal after the TTL brought back %v (%v); want nothing", listed, err)
+		}
+		if l.Valid() {
+			t.Fatal("the holder still believes in a lease the database let run out")
+		}
+		// Anyone may take it now, under the next token.
+		b, _ := manager(t, db, clock, "b", 0)
+		lb, err := b.TryAcquire(ctx, "x", nil)
+		if err != nil || lb.Token() != l.Token()+1 {
+			t.Fatalf("b's acquisition after the expiry: %v, %v", lb, err)
+		}
+	})
+}

@@ -58,10 +58,16 @@ VALUES ($2, $3, $4, 1, $5, {now},
         {now} + {ms $5::bigint})
 ON CONFLICT (service, name) DO NOTHING
 RETURNING token`,
+	// renew extends only leases that have not run out: one that has is free for anyone to
+	// take, and its holder has already stopped believing in it (its own deadline passed
+	// first). Extending it would bring it back for the others to see, until the holder
+	// freed the row it no longer stands for: a member of a partition set, frozen past its
+	// TTL and then woken, came back, went again and came back, and the others moved
+	// partitions each time.
 	renew: `
 UPDATE twice_leases
 SET expires_at = {now} + {ms ttl_ms}
-WHERE service = $2 AND holder = $3
+WHERE service = $2 AND holder = $3 AND expires_at > {now}
 RETURNING name, token`,
 	release: `
 UPDATE twice_leases SET holder = NULL, expires_at = {now}
