@@ -209,7 +209,7 @@ type Client struct {
 	rescuer   *loop.Loop               // rescues the jobs of dead instances
 	canceller *loop.Loop               // cancels running jobs whose cancellation is recorded, when kicked
 	unsub     []func()
-	runCtx    context.Context               // parent of every job's context; cancelled last on Close
+	runCtx    context.Context               // its end cancels every running job (see producer.cancelRunning); cancelled last on Close
 	observer  atomic.Pointer[func(Attempt)] // see Observe; nil for none
 	runCancel context.CancelCauseFunc
 }

@@ -61,7 +61,22 @@ func newProducer(c *Client, queue string, cfg QueueConfig) *producer {
 
 func (p *producer) start() {
 	p.begun.Store(true)
+	context.AfterFunc(p.c.runCtx, p.cancelRunning)
 	go p.loop()
+}
+
+// cancelRunning cancels the jobs running here with the cause the client's run context ended
+// with. Each job's context is its own, not a child of that context: a child registers with
+// its parent under the parent's lock, which every worker of every queue then took twice per
+// job (a tenth of a busy instance's CPU). execute closes the gap for a job that starts after
+// this ran.
+func (p *producer) cancelRunning() {
+	cause := context.Cause(p.c.runCtx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.running {
+		r.cancel(cause)
+	}
 }
 
 func (p *producer) wake(soon bool) {
@@ -282,10 +297,14 @@ func (p *producer) fetchStatement(unlimited, limited string) string {
 // new one. A worker waits a while for its next job before it exits, so a busy queue does
 // not pay for a goroutine and its stack growth per job.
 func (p *producer) execute(row *Row) {
-	ctx, cancel := context.WithCancelCause(p.c.runCtx)
+	ctx, cancel := context.WithCancelCause(context.Background())
 	p.mu.Lock()
 	p.running[row.ID] = &runningJob{row: row, cancel: cancel}
 	p.mu.Unlock()
+	// After the entry: either cancelRunning finds it, or the run context has already ended.
+	if p.c.runCtx.Err() != nil {
+		cancel(context.Cause(p.c.runCtx))
+	}
 	t := task{row: row, ctx: ctx, cancel: cancel}
 	select {
 	case p.tasks <- t:
