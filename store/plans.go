@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
-	"sync"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -27,18 +27,11 @@ import (
 // arrayParam matches a parameter cast to an array type, as twice writes a batch's.
 var arrayParam = regexp.MustCompile(`\$[0-9]+::[a-z][a-z0-9_ ]*\[\]`)
 
-// batchStatements caches whether a statement text takes a batch: the texts are twice's own,
-// a few dozen.
-var batchStatements sync.Map // string → bool
-
-// takesBatch reports whether query has an array parameter.
+// takesBatch reports whether query has an array parameter. Most statements have no "[]"
+// at all, and that look is all they cost; nothing is kept per text, so a caller's many
+// different texts cannot grow anything.
 func takesBatch(query string) bool {
-	if v, ok := batchStatements.Load(query); ok {
-		return v.(bool)
-	}
-	b := arrayParam.MatchString(query)
-	batchStatements.Store(query, b)
-	return b
+	return strings.Contains(query, "[]") && arrayParam.MatchString(query)
 }
 
 // setGeneric makes the statement after it, in the same implicit transaction, use the
