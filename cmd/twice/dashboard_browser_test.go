@@ -69,6 +69,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		})
 	}
 
+	// click clicks the element sel finds in one evaluation in the page, waiting for it to be
+	// there. The live region is replaced whenever a snapshot arrives; chromedp.Click finds
+	// the node and then clicks it, and lost it when a snapshot came in between (CI: "Could
+	// not find node with given id").
+	click := func(sel string) {
+		t.Helper()
+		eventually("a click on "+sel, fmt.Sprintf(`(b => b ? (b.click(), "clicked") : "missing")(document.querySelector(%q))`, sel), "clicked")
+	}
 	text := func(sel string) string {
 		return fmt.Sprintf(`(document.querySelector(%q) || {textContent: "missing"}).textContent.trim()`, sel)
 	}
@@ -95,7 +103,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	shot("jobs")
 
 	// Pause the default queue, so that the retried job waits there to be seen.
-	if err := chromedp.Do(ctx, chromedp.Click(`tr.queue[data-queue="default"] button`), chromedp.WaitVisible("#done")); err != nil {
+	click(`tr.queue[data-queue="default"] button`)
+	if err := chromedp.Do(ctx, chromedp.WaitVisible("#done")); err != nil {
 		t.Fatal(err)
 	}
 	eventually("the default queue paused", text(`tr.queue[data-queue="default"] td .state`), "paused")
@@ -104,7 +113,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got := open("jobs?kind=fail", `document.querySelector("`+row+`").dataset.state`); got != "discarded" {
 		t.Fatalf("the failed job is %s on the page, want discarded", got)
 	}
-	if err := chromedp.Do(ctx, chromedp.Click(row+" button.retry"), chromedp.WaitVisible("#done")); err != nil {
+	click(row + " button.retry")
+	if err := chromedp.Do(ctx, chromedp.WaitVisible("#done")); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("`+row+`").dataset.state`)); err != nil || got != "available" {
@@ -116,9 +126,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	// Discard it again: it waits in the paused queue, neither running nor finished.
 	// The page it came from shows #done already: wait for the job's new state instead.
-	if err := chromedp.Do(ctx, chromedp.Click(row+" button.discard")); err != nil {
-		t.Fatal(err)
-	}
+	click(row + " button.discard")
 	eventually("the discarded job on the page", `(document.querySelector("`+row+`") || {dataset: {}}).dataset.state || ""`, "discarded")
 	if j, err := node.Jobs().Get(context.Background(), svc.Discarded); err != nil || j.State != jobs.Discarded ||
 		!strings.HasPrefix(j.LastError, "discarded by hand: from the dashboard by ") {
@@ -152,7 +160,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(window.confirm = () => true, "")`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := chromedp.Do(ctx, chromedp.Click(fmt.Sprintf(`tr.dead-letter[data-event="%d"] button.replay-one`, svc.Dead[0])), chromedp.WaitVisible("#done")); err != nil {
+	click(fmt.Sprintf(`tr.dead-letter[data-event="%d"] button.replay-one`, svc.Dead[0]))
+	if err := chromedp.Do(ctx, chromedp.WaitVisible("#done")); err != nil {
 		t.Fatal(err)
 	}
 	eventually("the replayed dead letter gone from the page", `Array.from(document.querySelectorAll("tr.dead-letter"), r => r.dataset.event).join(",")`, fmt.Sprint(svc.Dead[1]))
