@@ -28,6 +28,8 @@
 // server's statistics for every database. The server needs shared_preload_libraries =
 // 'pg_stat_statements' (and a restart); without it the bench says so and goes on. With
 // --cpuprofile, the two show where twice's time goes, in its process and in PostgreSQL.
+// --memprofile writes the allocations of the same run (every 512th byte sampled), which
+// show what feeds the garbage collector: `go tool pprof -sample_index=alloc_space`.
 //
 // The events subcommand runs twice's event log against watermill v1.5.1 with
 // watermill-sql/v4 v4.1.2 (PostgreSQL schema and offsets adapters, publishing through a
@@ -68,6 +70,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -98,6 +101,7 @@ type params struct {
 	sqliteWork int
 	only       string
 	cpuProfile string
+	memProfile string
 	rounds     int
 	statements bool
 	txLatency  bool
@@ -125,6 +129,7 @@ func main() {
 	flag.IntVar(&p.sqliteWork, "sqlite-work", 30_000, "jobs drained by three processes on SQLite (0 skips it)")
 	flag.StringVar(&p.only, "only", "both", "twice, river or both")
 	flag.StringVar(&p.cpuProfile, "cpuprofile", "", "write a CPU profile of twice's default work run (the first round's) here")
+	flag.StringVar(&p.memProfile, "memprofile", "", "write an allocation profile of twice's default work run (the first round's) here")
 	flag.IntVar(&p.rounds, "rounds", 1, "rounds; each runs every system once, in turn, and the median is reported (a comparison wants 3 or more)")
 	flag.BoolVar(&p.statements, "statements", false, "report each work run's top statements from pg_stat_statements, when the server has it loaded")
 	flag.BoolVar(&p.txLatency, "tx-latency", false, "twice's latency runs enqueue with EnqueueTx in a transaction that then commits")
@@ -289,8 +294,8 @@ func measure(ctx context.Context, admin *pgx.Conn, sys system, p params, r int, 
 		}
 		var d time.Duration
 		var err error
-		if p.cpuProfile != "" && s == "twice" && cfg == "defaults" && r == 0 {
-			d, err = profiled(p.cpuProfile, func() (time.Duration, error) { return sys.work(ctx, schema, p.work, &w) })
+		if (p.cpuProfile != "" || p.memProfile != "") && s == "twice" && cfg == "defaults" && r == 0 {
+			d, err = profiled(p.cpuProfile, p.memProfile, func() (time.Duration, error) { return sys.work(ctx, schema, p.work, &w) })
 		} else {
 			d, err = sys.work(ctx, schema, p.work, &w)
 		}
@@ -330,17 +335,39 @@ func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }
 
-func profiled(path string, fn func() (time.Duration, error)) (time.Duration, error) {
-	f, err := os.Create(path)
+// profiled runs fn with a CPU profile written to cpu and an allocation profile to mem; an
+// empty path skips that profile. The allocation profile counts from the process's start,
+// but the run it wraps is the first of the bench, so little comes before it.
+func profiled(cpu, mem string, fn func() (time.Duration, error)) (time.Duration, error) {
+	if cpu != "" {
+		f, err := os.Create(cpu)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 0, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if mem == "" {
+		return fn()
+	}
+	f, err := os.Create(mem)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	if err := pprof.StartCPUProfile(f); err != nil {
-		return 0, err
+	// A finer rate than Go's default (one sample per 512 KiB), for what fn allocates.
+	prev := runtime.MemProfileRate
+	runtime.MemProfileRate = 512
+	defer func() { runtime.MemProfileRate = prev }()
+	d, err := fn()
+	if err != nil {
+		return d, err
 	}
-	defer pprof.StopCPUProfile()
-	return fn()
+	runtime.GC() // the profile is as of the last collection
+	return d, pprof.Lookup("allocs").WriteTo(f, 0)
 }
 
 // withSchema runs fn in a fresh schema, dropped afterwards, so no run sees another's rows
