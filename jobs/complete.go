@@ -1,8 +1,10 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,9 +19,13 @@ type completer struct {
 	c *Client
 	l *loop.Loop
 
-	mu      sync.Mutex // protects pending, closed
+	mu      sync.Mutex // protects pending, spare, closed
 	pending []result
-	closed  bool
+	// spare is the array of a batch already recorded, which pending takes when a batch
+	// takes all of it: a busy instance then gathers its results without growing a new
+	// array for each batch.
+	spare  []result
+	closed bool
 }
 
 func newCompleter(c *Client) *completer {
@@ -39,13 +45,37 @@ func (k *completer) add(r result) {
 	k.l.Kick()
 }
 
+// take returns the next batch. One that takes all that is pending takes its array too,
+// and pending goes on in the spare one, if any.
 func (k *completer) take() []result {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	n := min(len(k.pending), k.c.cfg.CompleteBatch)
+	if n == 0 {
+		return nil
+	}
+	if n == len(k.pending) {
+		batch := k.pending
+		k.pending, k.spare = k.spare, nil
+		return batch
+	}
 	batch := k.pending[:n:n]
 	k.pending = k.pending[n:]
 	return batch
+}
+
+// reuse keeps the array of batch, recorded and no longer read, for the pending results of
+// a later batch; an array grown by a burst beyond a few batches is left to the collector.
+func (k *completer) reuse(batch []result) {
+	if cap(batch) > 4*k.c.cfg.CompleteBatch {
+		return
+	}
+	clear(batch) // its errors and queue names
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.spare == nil && !k.closed {
+		k.spare = batch[:0]
+	}
 }
 
 // step records batches until none is pending; each add kicks it.
@@ -55,6 +85,7 @@ func (k *completer) step(ctx context.Context) time.Duration {
 		if len(batch) == 0 || !k.flushRetrying(ctx, batch) {
 			return loop.Forever
 		}
+		k.reuse(batch)
 	}
 }
 
@@ -151,15 +182,15 @@ func (c *Client) finish(ctx context.Context, batch []result) error {
 }
 
 // completedFrom is what a batch's completions recorded as ids (all of unkeyed jobs) tell
-// the caller: the rest is known from the batch.
+// the caller: the rest is known from the batch, which is sorted by id (see sortByID), so
+// each id's result is found by binary search, with no map built per batch.
 func completedFrom(batch []result, ids []int64) []finished {
-	byID := make(map[int64]result, len(batch))
-	for _, r := range batch {
-		byID[r.id] = r
-	}
 	done := make([]finished, 0, len(ids))
 	for _, id := range ids {
-		r := byID[id]
+		var r result
+		if i, ok := slices.BinarySearchFunc(batch, id, func(r result, id int64) int { return cmp.Compare(r.id, id) }); ok {
+			r = batch[i]
+		}
 		f := finished{id: id, state: bitCompleted, queue: r.queue}
 		if r.batchID != 0 {
 			b := r.batchID
