@@ -37,6 +37,7 @@ type engine interface {
 	rescue(ctx context.Context) ([]finished, error)
 	// scanRow reads one row of [rowCols].
 	scanRow(rows store.Row) (*Row, error)
-	// scanFetched reads one row of [fetchCols] into r.
-	scanFetched(rows store.Row, r *Row) error
+	// scanFetched reads one row of [fetchCols] into r, through s, which the rows of one
+	// fetch share.
+	scanFetched(rows store.Row, r *Row, s *fetchScan) error
 }

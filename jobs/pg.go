@@ -241,8 +241,7 @@ func (pgEngine) scanRow(rows store.Row) (*Row, error) {
 }
 
 // scanFetched scans timestamps like scanRow; a fetched job has been created and attempted.
-func (pgEngine) scanFetched(rows store.Row, r *Row) error {
-	var s fetchScan
+func (pgEngine) scanFetched(rows store.Row, r *Row, s *fetchScan) error {
 	if err := rows.Scan(s.dest(r, &r.ScheduledAt, &r.CreatedAt, &r.AttemptedAt)...); err != nil {
 		return err
 	}

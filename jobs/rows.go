@@ -35,9 +35,10 @@ func (c *Client) queryFetched(ctx context.Context, q store.Querier, query string
 	}
 	defer rows.Close()
 	var out []*Row
+	var s fetchScan // one for the fetch: per row, it and its destinations were a tenth of a job's garbage
 	for rows.Next() {
 		r := &Row{State: Running, Owner: c.d.Instance}
-		if err := c.e.scanFetched(rows, r); err != nil {
+		if err := c.e.scanFetched(rows, r, &s); err != nil {
 			return nil, err
 		}
 		out = append(out, r)
@@ -68,19 +69,23 @@ func (s *rowScan) fill(r *Row) {
 	fill(r, s.state, s.args, s.owner, s.key, s.uniqueKey, s.lastError, s.batch, s.timeoutMS, s.cancelReq, s.tags, s.meta)
 }
 
-// fetchScan is [rowScan] for a row of [fetchCols].
+// fetchScan is [rowScan] for the rows of [fetchCols], reused from row to row: every field
+// is a destination that each row's scan sets (a NULL to nil), and the byte slices are the
+// driver's copies, which the row keeps.
 type fetchScan struct {
 	key, uniqueKey, lastError *string
 	batch                     *int64
 	timeoutMS                 int64
 	tags, meta, args          []byte
+	dst                       []any
 }
 
 // dest returns the scan destinations of [fetchCols] for r, with the engine's for run_at,
-// created_at and attempted_at.
+// created_at and attempted_at, in the array of the previous row's.
 func (s *fetchScan) dest(r *Row, runAt, created, attempted any) []any {
-	return []any{&r.ID, &r.Queue, &r.Kind, &s.args, &r.Priority, runAt, &r.Attempt, &r.MaxAttempts, &s.key, &s.uniqueKey,
-		&s.batch, &s.timeoutMS, &s.tags, &s.meta, &s.lastError, created, attempted}
+	s.dst = append(s.dst[:0], &r.ID, &r.Queue, &r.Kind, &s.args, &r.Priority, runAt, &r.Attempt, &r.MaxAttempts, &s.key,
+		&s.uniqueKey, &s.batch, &s.timeoutMS, &s.tags, &s.meta, &s.lastError, created, attempted)
+	return s.dst
 }
 
 func (s *fetchScan) fill(r *Row) {

@@ -220,8 +220,7 @@ func (sqliteEngine) scanRow(rows store.Row) (*Row, error) {
 	return &r, nil
 }
 
-func (sqliteEngine) scanFetched(rows store.Row, r *Row) error {
-	var s fetchScan
+func (sqliteEngine) scanFetched(rows store.Row, r *Row, s *fetchScan) error {
 	var runAt, created, attempted store.Time
 	if err := rows.Scan(s.dest(r, &runAt, &created, &attempted)...); err != nil {
 		return err
