@@ -33,6 +33,10 @@ type eventsParams struct {
 	rate       int
 	rounds     int
 	systems    []string // keys from eventSystemKeys, in the order they run in the first round
+	// cpuProfile, if set, is where the CPU profile of the first round's twice Publish
+	// throughput run goes; profiled says it was written.
+	cpuProfile string
+	profiled   bool
 }
 
 // eventSystem is one event log under test in one configuration. Each call opens the system
@@ -89,6 +93,7 @@ func eventsMain(args []string) {
 	fs.IntVar(&p.rounds, "rounds", 3, "rounds; each runs every system once, in turn, and the median is reported")
 	systems := fs.String("systems", strings.Join(eventSystemKeys(), ","), "systems to run, comma-separated: "+strings.Join(eventSystemKeys(), ", "))
 	asJSON := fs.Bool("json", false, "print JSON")
+	fs.StringVar(&p.cpuProfile, "cpuprofile", "", "write a CPU profile of the first round's twice Publish throughput run here (this process: both nodes and the publishers)")
 	_ = fs.Parse(args)
 	p.systems = strings.Split(*systems, ",")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -152,7 +157,7 @@ func runEvents(ctx context.Context, p eventsParams, asJSON bool, out io.Writer) 
 		// Each round starts with the next system, so none always runs first or after the same one.
 		for k := range systems {
 			i := (r + k) % len(systems)
-			row, err := h.measure(ctx, systems[i], p)
+			row, err := h.measure(ctx, systems[i], &p)
 			if err != nil {
 				s, cfg, _ := systems[i].name()
 				return fmt.Errorf("%s %s, round %d: %w", s, cfg, r+1, err)
@@ -169,14 +174,23 @@ func runEvents(ctx context.Context, p eventsParams, asJSON bool, out io.Writer) 
 
 // measure runs sys once: its throughput run on one fresh database, its latency run on
 // another.
-func (h *harness) measure(ctx context.Context, sys eventSystem, p eventsParams) (eventsRow, error) {
+func (h *harness) measure(ctx context.Context, sys eventSystem, p *eventsParams) (eventsRow, error) {
 	s, cfg, desc := sys.name()
 	row := eventsRow{System: s, Config: cfg, Description: desc}
 	progress("%s %s: throughput, %d events", s, cfg, p.events)
 	var pub, all time.Duration
 	use, err := h.onFreshDatabase(ctx, s+"_"+cfg, func(dsn string) error {
-		var err error
-		pub, all, err = sys.throughput(ctx, dsn, p.events, p.publishers)
+		run := func() (time.Duration, error) {
+			var err error
+			pub, all, err = sys.throughput(ctx, dsn, p.events, p.publishers)
+			return pub, err
+		}
+		if p.cpuProfile == "" || p.profiled || sys != (twiceEvents{}) {
+			_, err := run()
+			return err
+		}
+		p.profiled = true
+		_, err := profiled(p.cpuProfile, "", run)
 		return err
 	})
 	if err != nil {

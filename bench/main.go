@@ -37,7 +37,7 @@
 // 1000), and against a bare loop of BEGIN, INSERT of one row and COMMIT, the publishing
 // side's physical limit:
 //
-//	go run . events --dsn postgres://postgres@127.0.0.1:5432/test?sslmode=disable [--rounds 3] [--json]
+//	go run . events --dsn postgres://postgres@127.0.0.1:5432/test?sslmode=disable [--rounds 3] [--json] [--cpuprofile f]
 //
 // Each system runs the shape of `twice bench events`: 4 publishers, one event per
 // transaction, 20,000 events (--events), consumed by a shared group (twice, 8 partitions)
@@ -53,7 +53,8 @@
 // and the CPU seconds of the PostgreSQL backends connected to the run's database, read from
 // /proc when the server runs on this machine (WAL writer, checkpointer and other
 // background processes not included). --systems picks some of twice, twice-tx,
-// watermill, watermill-tuned and bare.
+// watermill, watermill-tuned and bare. --cpuprofile writes a CPU profile of this process
+// over the first round's twice Publish throughput run.
 package main
 
 import (
