@@ -34,9 +34,8 @@ type eventsParams struct {
 	rounds     int
 	systems    []string // keys from eventSystemKeys, in the order they run in the first round
 	// cpuProfile, if set, is where the CPU profile of the first round's twice Publish
-	// throughput run goes; profiled says it was written.
+	// throughput run goes.
 	cpuProfile string
-	profiled   bool
 }
 
 // eventSystem is one event log under test in one configuration. Each call opens the system
@@ -157,7 +156,11 @@ func runEvents(ctx context.Context, p eventsParams, asJSON bool, out io.Writer) 
 		// Each round starts with the next system, so none always runs first or after the same one.
 		for k := range systems {
 			i := (r + k) % len(systems)
-			row, err := h.measure(ctx, systems[i], &p)
+			profile := ""
+			if r == 0 && systems[i] == (twiceEvents{}) {
+				profile = p.cpuProfile
+			}
+			row, err := h.measure(ctx, systems[i], p, profile)
 			if err != nil {
 				s, cfg, _ := systems[i].name()
 				return fmt.Errorf("%s %s, round %d: %w", s, cfg, r+1, err)
@@ -173,8 +176,8 @@ func runEvents(ctx context.Context, p eventsParams, asJSON bool, out io.Writer) 
 }
 
 // measure runs sys once: its throughput run on one fresh database, its latency run on
-// another.
-func (h *harness) measure(ctx context.Context, sys eventSystem, p *eventsParams) (eventsRow, error) {
+// another. A CPU profile of the throughput run goes to profile, unless it is "".
+func (h *harness) measure(ctx context.Context, sys eventSystem, p eventsParams, profile string) (eventsRow, error) {
 	s, cfg, desc := sys.name()
 	row := eventsRow{System: s, Config: cfg, Description: desc}
 	progress("%s %s: throughput, %d events", s, cfg, p.events)
@@ -185,12 +188,11 @@ func (h *harness) measure(ctx context.Context, sys eventSystem, p *eventsParams)
 			pub, all, err = sys.throughput(ctx, dsn, p.events, p.publishers)
 			return pub, err
 		}
-		if p.cpuProfile == "" || p.profiled || sys != (twiceEvents{}) {
+		if profile == "" {
 			_, err := run()
 			return err
 		}
-		p.profiled = true
-		_, err := profiled(p.cpuProfile, "", run)
+		_, err := profiled(profile, "", run)
 		return err
 	})
 	if err != nil {
