@@ -35,7 +35,7 @@ func (c *Client) queryFetched(ctx context.Context, q store.Querier, query string
 	}
 	defer rows.Close()
 	var out []*Row
-	var s fetchScan // one for the fetch: per row, it and its destinations were a tenth of a job's garbage
+	var s fetchScan // one for the fetch: per row, it and its destinations were a fifth of a worked job's garbage
 	for rows.Next() {
 		r := &Row{State: Running, Owner: c.d.Instance}
 		if err := c.e.scanFetched(rows, r, &s); err != nil {
