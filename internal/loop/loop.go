@@ -148,7 +148,10 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // Every calls fn each time d passes, until ctx ends; the first call is after d. It is the
-// shape of a leader's upkeep: fn's ctx is the term's.
+// shape of a leader's upkeep: fn's ctx is the term's. fn is never called once ctx has
+// ended: when a call outlasts d, the ticker's next tick is already waiting, and a select
+// picks at random between it and ctx's end (the dashboard's refresher, stopping itself
+// from fn, read the database once more with nobody watching).
 func Every(ctx context.Context, d time.Duration, fn func(ctx context.Context)) {
 	t := time.NewTicker(d)
 	defer t.Stop()
@@ -157,6 +160,9 @@ func Every(ctx context.Context, d time.Duration, fn func(ctx context.Context)) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if ctx.Err() != nil {
+			return
 		}
 		fn(ctx)
 	}

@@ -127,6 +127,24 @@ func TestEveryUntilCancelled(t *testing.T) {
 	}
 }
 
+// A call that outlasts the interval and ends ctx is the last: the tick already waiting
+// does not bring another. Each run has it waiting, and a select between it and ctx's end
+// picks at random, so without the check one run in two called fn again.
+func TestEveryStopsWhenACallEndsItsContext(t *testing.T) {
+	for i := range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		var n int
+		Every(ctx, time.Millisecond, func(context.Context) {
+			n++
+			time.Sleep(3 * time.Millisecond) // the next tick is waiting by now
+			cancel()
+		})
+		if n != 1 {
+			t.Fatalf("run %d: fn ran %d times after it ended the context, want 1", i, n)
+		}
+	}
+}
+
 func TestStartEveryKeepsABeatAndIsKicked(t *testing.T) {
 	var n atomic.Int32
 	l := StartEvery(time.Hour, func(context.Context) { n.Add(1) })
