@@ -42,8 +42,13 @@ type producer struct {
 	// filled it (see underTurn) and taken by the loop, which looks again then.
 	slotIn atomic.Int64
 
-	// tasks hands fetched jobs to idle workers; unbuffered, so a job never waits in it.
+	// tasks hands fetched jobs to waiting workers; unbuffered, so a job never waits in it.
+	// Only the loop sends on it: a job, or an empty task that retires the worker taking it
+	// (see retire). The loop closes it when it ends, which ends every worker once its job
+	// returns.
 	tasks chan task
+	// workers counts the worker goroutines that have not returned, for tests.
+	workers atomic.Int32
 
 	mu      sync.Mutex // protects running
 	running map[int64]*runningJob
@@ -97,6 +102,10 @@ func (p *producer) numRunning() int {
 
 func (p *producer) loop() {
 	defer close(p.done)
+	defer close(p.tasks)
+	// pool counts the workers started and not retired; peak is the most jobs running at
+	// once since the last poll. Both are the loop's own, as are the starts and retirements.
+	var pool, peak int
 	every := p.c.cfg.Poll
 	poll := time.NewTimer(every)
 	defer poll.Stop()
@@ -116,7 +125,9 @@ func (p *producer) loop() {
 		}
 		fetched := -1 // no look this round, or a failed one
 		if free := p.cfg.Concurrency - p.numRunning(); more && free > 0 && (woken || free >= threshold || free == p.cfg.Concurrency) {
-			n, err := p.fetch(free)
+			n, started, err := p.fetch(free)
+			pool += started
+			peak = max(peak, p.cfg.Concurrency-free+n)
 			switch {
 			case err != nil:
 				failures++
@@ -153,6 +164,7 @@ func (p *producer) loop() {
 			restUntil = time.Time{}
 			if wait > every {
 				restUntil = time.Now().Add(wait)
+				pool -= p.retire(pool) // nothing runs: no worker is needed until a wake-up
 			}
 		}
 		var soonC <-chan time.Time
@@ -182,7 +194,11 @@ func (p *producer) loop() {
 		case <-poll.C:
 			more, woken, ticked = true, true, true
 			restUntil = time.Time{}
-			if p.numRunning() > 0 {
+			// Workers beyond the most jobs that ran at once since the last poll waited
+			// that whole time for nothing.
+			pool -= p.retire(pool - peak)
+			peak = p.numRunning()
+			if peak > 0 {
 				p.c.kickCancels() // the backstop of the cancellation signal
 			}
 		}
@@ -256,18 +272,21 @@ func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
 	return t
 }
 
-// fetch takes up to n available jobs and starts them.
-func (p *producer) fetch(n int) (int, error) {
+// fetch takes up to n available jobs and starts them. It returns how many it took and
+// how many worker goroutines it started for them.
+func (p *producer) fetch(n int) (took, started int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), loop.BatchTimeout)
 	defer cancel()
 	rows, err := p.c.e.fetch(ctx, p, n)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for _, r := range rows {
-		p.execute(r)
+		if p.execute(r) {
+			started++
+		}
 	}
-	return len(rows), nil
+	return len(rows), started, nil
 }
 
 // limited reports whether the queue is fetched under a cluster-wide limit: one this
@@ -293,10 +312,11 @@ func (p *producer) fetchStatement(unlimited, limited string) string {
 	return unlimited
 }
 
-// execute runs a fetched job on a worker goroutine: an idle one if there is one, else a
-// new one. A worker waits a while for its next job before it exits, so a busy queue does
-// not pay for a goroutine and its stack growth per job.
-func (p *producer) execute(row *Row) {
+// execute runs a fetched job on a worker goroutine: a waiting one if there is one, else a
+// new one, and reports whether it started one. Workers stay for the next job, so a busy
+// queue does not pay for a goroutine and its stack growth per job; the loop retires those
+// a poll's interval did not need.
+func (p *producer) execute(row *Row) (started bool) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	p.mu.Lock()
 	p.running[row.ID] = &runningJob{row: row, cancel: cancel}
@@ -308,24 +328,39 @@ func (p *producer) execute(row *Row) {
 	t := task{row: row, ctx: ctx, cancel: cancel}
 	select {
 	case p.tasks <- t:
+		return false
 	default:
+		p.workers.Add(1)
 		go p.worker(t)
+		return true
 	}
 }
 
-// task is a fetched job on its way to a worker.
+// retire ends up to n waiting workers and returns how many it ended. A worker still on
+// its way back from a job is not waiting, and stays.
+func (p *producer) retire(n int) int {
+	for i := range n {
+		select {
+		case p.tasks <- task{}:
+		default:
+			return i
+		}
+	}
+	return max(n, 0)
+}
+
+// task is a fetched job on its way to a worker, or, with no row, the end of the worker.
 type task struct {
 	row    *Row
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 }
 
-// workerIdle is how long a worker goroutine waits for another job before it exits.
-const workerIdle = time.Second
-
+// worker runs t, then the jobs the loop hands it, until it is retired or the loop ends.
+// It waits on the channel alone: a timer of its own in that wait, reset for every job,
+// cost a busy instance an eighth of its CPU.
 func (p *producer) worker(t task) {
-	idle := time.NewTimer(workerIdle)
-	defer idle.Stop()
+	defer p.workers.Add(-1)
 	for {
 		res := p.c.work(t.ctx, t.row)
 		t.cancel(nil)
@@ -337,12 +372,8 @@ func (p *producer) worker(t task) {
 		case p.freeCh <- struct{}{}:
 		default:
 		}
-		idle.Reset(workerIdle)
-		select {
-		case t = <-p.tasks:
-		case <-idle.C:
-			return
-		case <-p.c.runCtx.Done():
+		var ok bool
+		if t, ok = <-p.tasks; !ok || t.row == nil {
 			return
 		}
 	}
