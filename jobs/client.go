@@ -260,11 +260,11 @@ func Register[T Args](c *Client, w Worker[T]) error {
 		opts = wo.Opts()
 	}
 	wk := &worker{kind: kind, opts: opts, run: func(ctx context.Context, row *Row) error {
-		args, err := DecodeArgs[T](row.Args)
-		if err != nil {
+		job := &Job[T]{Row: row}
+		if err := decodeArgsInto(row.Args, &job.Args); err != nil {
 			return &decodeError{err: err}
 		}
-		return w.Work(ctx, &Job[T]{Row: row, Args: args})
+		return w.Work(ctx, job)
 	}}
 	queue := opts.Queue
 	if queue == "" {

@@ -250,16 +250,25 @@ func errString(err error) string {
 }
 
 // DecodeArgs decodes a job's stored arguments into T, as the worker of T's kind receives
-// them. It rejects anything but one JSON value.
+// them. It rejects anything but one JSON value, and returns the zero T with its error.
 func DecodeArgs[T Args](data []byte) (T, error) {
 	var v T
+	err := decodeArgsInto(data, &v)
+	return v, err
+}
+
+// decodeArgsInto is DecodeArgs into *v, which a worker points at its Job's Args: the
+// arguments are decoded where the job keeps them, with no copy on the heap of their own.
+func decodeArgsInto[T Args](data []byte, v *T) error {
 	if len(data) > MaxArgsBytes {
-		return v, fmt.Errorf("%w: args of %d bytes exceed %d", ErrInvalid, len(data), MaxArgsBytes)
+		return fmt.Errorf("%w: args of %d bytes exceed %d", ErrInvalid, len(data), MaxArgsBytes)
 	}
-	if err := json.Unmarshal(data, &v); err != nil {
-		return v, fmt.Errorf("jobs: decode args into %T: %w", v, err)
+	if err := json.Unmarshal(data, v); err != nil {
+		var zero T
+		*v = zero // what a failed decode left half set is no argument
+		return fmt.Errorf("jobs: decode args into %T: %w", zero, err)
 	}
-	return v, nil
+	return nil
 }
 
 // Raw is arguments already encoded as JSON, for code that enqueues jobs of kinds it has no

@@ -50,6 +50,15 @@ func FuzzDecodeArgs(f *testing.F) {
 	})
 }
 
+// A decode that fails part way leaves nothing of what it read: the decoder sets user_id
+// before it meets the number where the email's string belongs.
+func TestDecodeArgsReturnsTheZeroValueWithItsError(t *testing.T) {
+	v, err := jobs.DecodeArgs[payload]([]byte(`{"user_id":42,"email":5}`))
+	if err == nil || v.UserID != 0 {
+		t.Fatalf("got %+v, %v; want the zero payload and an error", v, err)
+	}
+}
+
 func TestDecodeArgsRejectsOversizedInput(t *testing.T) {
 	big := make([]byte, jobs.MaxArgsBytes+1)
 	if _, err := jobs.DecodeArgs[payload](big); err == nil {
