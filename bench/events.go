@@ -183,16 +183,11 @@ func (h *harness) measure(ctx context.Context, sys eventSystem, p eventsParams, 
 	progress("%s %s: throughput, %d events", s, cfg, p.events)
 	var pub, all time.Duration
 	use, err := h.onFreshDatabase(ctx, s+"_"+cfg, func(dsn string) error {
-		run := func() (time.Duration, error) {
+		_, err := profiled(profile, "", func() (time.Duration, error) {
 			var err error
 			pub, all, err = sys.throughput(ctx, dsn, p.events, p.publishers)
 			return pub, err
-		}
-		if profile == "" {
-			_, err := run()
-			return err
-		}
-		_, err := profiled(profile, "", run)
+		})
 		return err
 	})
 	if err != nil {
