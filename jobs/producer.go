@@ -47,7 +47,8 @@ type producer struct {
 	// (see retire). The loop closes it when it ends, which ends every worker once its job
 	// returns.
 	tasks chan task
-	// workers counts the worker goroutines that have not returned, for tests.
+	// workers counts the worker goroutines that have not returned: the loop retires those
+	// beyond what a poll's interval needed.
 	workers atomic.Int32
 
 	mu      sync.Mutex // protects running
@@ -103,9 +104,8 @@ func (p *producer) numRunning() int {
 func (p *producer) loop() {
 	defer close(p.done)
 	defer close(p.tasks)
-	// pool counts the workers started and not retired; peak is the most jobs running at
-	// once since the last poll. Both are the loop's own, as are the starts and retirements.
-	var pool, peak int
+	// peak is the most jobs running at once since the last poll.
+	var peak int
 	every := p.c.cfg.Poll
 	poll := time.NewTimer(every)
 	defer poll.Stop()
@@ -125,8 +125,7 @@ func (p *producer) loop() {
 		}
 		fetched := -1 // no look this round, or a failed one
 		if free := p.cfg.Concurrency - p.numRunning(); more && free > 0 && (woken || free >= threshold || free == p.cfg.Concurrency) {
-			n, started, err := p.fetch(free)
-			pool += started
+			n, err := p.fetch(free)
 			peak = max(peak, p.cfg.Concurrency-free+n)
 			switch {
 			case err != nil:
@@ -164,7 +163,7 @@ func (p *producer) loop() {
 			restUntil = time.Time{}
 			if wait > every {
 				restUntil = time.Now().Add(wait)
-				pool -= p.retire(pool) // nothing runs: no worker is needed until a wake-up
+				p.retire(int(p.workers.Load())) // nothing runs: no worker is needed until a wake-up
 			}
 		}
 		var soonC <-chan time.Time
@@ -196,7 +195,7 @@ func (p *producer) loop() {
 			restUntil = time.Time{}
 			// Workers beyond the most jobs that ran at once since the last poll waited
 			// that whole time for nothing.
-			pool -= p.retire(pool - peak)
+			p.retire(int(p.workers.Load()) - peak)
 			peak = p.numRunning()
 			if peak > 0 {
 				p.c.kickCancels() // the backstop of the cancellation signal
@@ -272,21 +271,18 @@ func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
 	return t
 }
 
-// fetch takes up to n available jobs and starts them. It returns how many it took and
-// how many worker goroutines it started for them.
-func (p *producer) fetch(n int) (took, started int, err error) {
+// fetch takes up to n available jobs and starts them.
+func (p *producer) fetch(n int) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), loop.BatchTimeout)
 	defer cancel()
 	rows, err := p.c.e.fetch(ctx, p, n)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	for _, r := range rows {
-		if p.execute(r) {
-			started++
-		}
+		p.execute(r)
 	}
-	return len(rows), started, nil
+	return len(rows), nil
 }
 
 // limited reports whether the queue is fetched under a cluster-wide limit: one this
@@ -313,10 +309,9 @@ func (p *producer) fetchStatement(unlimited, limited string) string {
 }
 
 // execute runs a fetched job on a worker goroutine: a waiting one if there is one, else a
-// new one, and reports whether it started one. Workers stay for the next job, so a busy
-// queue does not pay for a goroutine and its stack growth per job; the loop retires those
-// a poll's interval did not need.
-func (p *producer) execute(row *Row) (started bool) {
+// new one. Workers stay for the next job, so a busy queue does not pay for a goroutine and
+// its stack growth per job; the loop retires those a poll's interval did not need.
+func (p *producer) execute(row *Row) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	p.mu.Lock()
 	p.running[row.ID] = &runningJob{row: row, cancel: cancel}
@@ -328,25 +323,22 @@ func (p *producer) execute(row *Row) (started bool) {
 	t := task{row: row, ctx: ctx, cancel: cancel}
 	select {
 	case p.tasks <- t:
-		return false
 	default:
 		p.workers.Add(1)
 		go p.worker(t)
-		return true
 	}
 }
 
-// retire ends up to n waiting workers and returns how many it ended. A worker still on
-// its way back from a job is not waiting, and stays.
-func (p *producer) retire(n int) int {
-	for i := range n {
+// retire ends up to n waiting workers. A worker still on its way back from a job is not
+// waiting, and stays.
+func (p *producer) retire(n int) {
+	for range n {
 		select {
 		case p.tasks <- task{}:
 		default:
-			return i
+			return
 		}
 	}
-	return max(n, 0)
 }
 
 // task is a fetched job on its way to a worker, or, with no row, the end of the worker.
