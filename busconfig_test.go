@@ -98,8 +98,10 @@ func TestClusterSecretSeparatesClusters(t *testing.T) {
 			testdb.Each(t, func(t *testing.T, db testdb.DB) {
 				t.Parallel()
 				ctx := context.Background()
+				// On NATS the subtests of each store share subjects unless their services differ.
+				service := testnats.Service()
 				open := func(secret string) *twice.Node {
-					return testnode.Open(t, db, "svc", twice.Config{Bus: busURL, ClusterSecret: []byte(secret)})
+					return testnode.Open(t, db, service, twice.Config{Bus: busURL, ClusterSecret: []byte(secret)})
 				}
 				one, other := strings.Repeat("1", 32), strings.Repeat("2", 32)
 				a, b, c := open(one), open(one), open(other)

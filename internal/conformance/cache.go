@@ -2,8 +2,6 @@ package conformance
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	mathrand "math/rand/v2"
 	"slices"
@@ -98,7 +96,7 @@ func exerciseCache(t *testing.T, backend Backend) {
 // pending-put race happens for certain at least once.
 func cacheNoOldValueAfterDelivery(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	nodes := []*cacheNode{newCacheNode(t, backend, db, svc), newCacheNode(t, backend, db, svc), newCacheNode(t, backend, db, svc)}
 	s := nodes[0].n.Store()
 	if _, err := s.Exec(ctx, itemsTable); err != nil {
@@ -228,7 +226,7 @@ func cacheNoOldValueAfterDelivery(t *testing.T, backend Backend) {
 
 func cacheRollbackInvalidatesNothing(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	a, b := newCacheNode(t, backend, db, svc), newCacheNode(t, backend, db, svc)
 	if _, err := a.n.Store().Exec(ctx, itemsTable); err != nil {
 		t.Fatal(err)
@@ -268,7 +266,7 @@ func cacheRollbackInvalidatesNothing(t *testing.T, backend Backend) {
 
 func cacheLostBusFlushes(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc, on := testdb.New(t, backend.Dialect), uniqueService(), backend
+	db, svc, on := testdb.New(t, backend.Dialect), testnats.Service(), backend
 	var cut func()
 	switch {
 	case backend.Bus != "":
@@ -312,11 +310,4 @@ func terminateListener(t *testing.T, service string) {
 		bus.ApplicationName(service, "")+"%").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("terminated %d listener connections (%v), want 1", n, err)
 	}
-}
-
-// uniqueService names a service no other test uses.
-func uniqueService() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return "svc-" + hex.EncodeToString(b)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/twicehq/twice/cluster"
 	"github.com/twicehq/twice/events"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnats"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/jobs"
 	"github.com/twicehq/twice/presence"
@@ -53,7 +54,7 @@ func forgedJobsCancel(t *testing.T, backend Backend) {
 	ctx := context.Background()
 	db := testdb.New(t, backend.Dialect)
 	cfg := jobsFast()
-	a := backend.node(t, db, uniqueService(), cfg)
+	a := backend.node(t, db, testnats.Service(), cfg)
 	started, ended := make(chan int64, 10), make(chan int64, 10)
 	mustRegister(t, a, func(ctx context.Context, job *jobs.Job[blocking]) error {
 		started <- job.ID
@@ -104,7 +105,7 @@ func forgedJobsWake(t *testing.T, backend Backend) {
 	ctx := context.Background()
 	db := testdb.New(t, backend.Dialect)
 	cfg := jobsFast()
-	a := backend.node(t, db, uniqueService(), cfg)
+	a := backend.node(t, db, testnats.Service(), cfg)
 	var ran counter
 	mustRegister(t, a, func(ctx context.Context, job *jobs.Job[noop]) error {
 		ran.add(job.ID)
@@ -134,7 +135,7 @@ func forgedJobsWake(t *testing.T, backend Backend) {
 func forgedCache(t *testing.T, backend Backend) {
 	ctx := context.Background()
 	db := testdb.New(t, backend.Dialect)
-	a := backend.node(t, db, uniqueService(), testnode.Calm())
+	a := backend.node(t, db, testnats.Service(), testnode.Calm())
 	var loads atomic.Int64
 	c, err := cache.New(a.Caches(), "users", cache.Config[string, string]{Load: func(ctx context.Context, k string) (string, error) {
 		loads.Add(1)
@@ -191,7 +192,7 @@ func forgedEventsWake(t *testing.T, backend Backend) {
 	ctx := context.Background()
 	db := testdb.New(t, backend.Dialect)
 	cfg := testnode.Fast()
-	a := backend.node(t, db, uniqueService(), cfg)
+	a := backend.node(t, db, testnats.Service(), cfg)
 	var mu sync.Mutex
 	handled := map[string]int{}
 	subscribe(t, a, events.GroupConfig{Name: "g", Topics: []string{"t"}, Rebalance: 50 * time.Millisecond, Handle: func(ctx context.Context, e events.Event) error {
@@ -226,7 +227,7 @@ func forgedEventsWake(t *testing.T, backend Backend) {
 
 func forgedSettings(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	a, b := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
 	if _, err := a.Settings().Set(ctx, "mode", "safe", nil); err != nil {
 		t.Fatal(err)
@@ -256,7 +257,7 @@ func forgedSettings(t *testing.T, backend Backend) {
 // database's, and nothing more: nobody joins or leaves.
 func forgedPresence(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	a, b := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
 	if _, err := a.Presence().Connect(ctx, "alice", "lobby"); err != nil {
 		t.Fatal(err)
@@ -281,7 +282,7 @@ func forgedPresence(t *testing.T, backend Backend) {
 // and nothing more: the holder keeps its lock and the leader its leadership.
 func forgedLeaseRelease(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	cfg := testnode.Steady()
 	a := backend.node(t, db, svc, cfg)
 	testnode.Eventually(t, 20*time.Second, "a leads", a.IsLeader)

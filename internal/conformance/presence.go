@@ -9,6 +9,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnats"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/presence"
 	"github.com/twicehq/twice/twicetest"
@@ -47,9 +48,9 @@ func exercisePresence(t *testing.T, backend Backend) {
 
 func presenceReachesEveryInstance(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	nodes := []*twice.Node{backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())}
-	other := backend.node(t, db, uniqueService(), testnode.Calm())
+	other := backend.node(t, db, testnats.Service(), testnode.Calm())
 	ws := make([]*seen, len(nodes))
 	for i, n := range nodes {
 		ws[i] = &seen{}
@@ -98,7 +99,7 @@ func presenceReachesEveryInstance(t *testing.T, backend Backend) {
 // on both survivors without anyone closing anything.
 func presenceCrashedInstanceLeaves(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	// The crash is found by the liveness lock; the default beats keep a survivor that a
 	// loaded machine holds up from being counted dead with it.
 	cfg := testnode.Calm()
@@ -130,7 +131,7 @@ func presenceCrashedInstanceLeaves(t *testing.T, backend Backend) {
 // runs at Config.Presence.Poll while the bus does not vouch.
 func presencePollFindsUnheardChanges(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	writer, deaf := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
 	w := &seen{}
 	t.Cleanup(deaf.Presence().Watch("lobby", w.Add))

@@ -14,6 +14,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/rtclient"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnats"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/realtime"
 )
@@ -32,7 +33,7 @@ func exerciseRealtime(t *testing.T, backend Backend) {
 // by the "user" query parameter, and may publish.
 func hubs(t *testing.T, backend Backend, n int) (db testdb.DB, nodes []*twice.Node, urls []string) {
 	t.Helper()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	cfg := testnode.Calm()
 	cfg.Realtime = realtime.Config{
 		Authenticate: func(r *http.Request) (string, error) {

@@ -13,6 +13,7 @@ import (
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnats"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/settings"
 	"github.com/twicehq/twice/store"
@@ -58,9 +59,9 @@ func exerciseSettings(t *testing.T, backend Backend) {
 
 func settingsSetReachesEveryInstance(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	nodes := []*twice.Node{backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())}
-	other := backend.node(t, db, uniqueService(), testnode.Calm())
+	other := backend.node(t, db, testnats.Service(), testnode.Calm())
 	ws := make([]*watched, len(nodes))
 	for i, n := range nodes {
 		ws[i] = &watched{}
@@ -117,7 +118,7 @@ func settingsSetReachesEveryInstance(t *testing.T, backend Backend) {
 
 func settingsTypedValuesAndWatchAll(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	a, b := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
 	type limits struct {
 		Max  int      `json:"max"`
@@ -162,7 +163,7 @@ func settingsTypedValuesAndWatchAll(t *testing.T, backend Backend) {
 
 func settingsVersionsAndTypesGuardChanges(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	a, b := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
 	if _, err := a.Settings().Set(ctx, "n", 1, &settings.SetOpts{IfVersion: new(int64(1))}); !errors.Is(err, settings.ErrConflict) {
 		t.Fatalf("IfVersion 1 on a new key: %v", err)
@@ -245,7 +246,7 @@ func settingsVersionsAndTypesGuardChanges(t *testing.T, backend Backend) {
 
 func settingsSetTxCommitsWithTheCaller(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	a, b := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
 	rollback := errors.New("rollback")
 	err := a.Store().InTx(ctx, func(tx store.Tx) error {
@@ -279,7 +280,7 @@ func settingsSetTxCommitsWithTheCaller(t *testing.T, backend Backend) {
 // instances' poll finds its changes all the same. History keeps the last versions.
 func settingsPollCatchesUnannouncedChanges(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	a := backend.node(t, db, svc, testnode.Calm())
 	quiet, err := settings.New(block.Deps{Store: open(t, db, nil), Service: svc, Instance: "tool", Logger: testdb.Logger(t)},
 		settings.Config{KeepHistory: 3})

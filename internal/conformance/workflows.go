@@ -9,6 +9,7 @@ import (
 
 	"github.com/twicehq/twice"
 	"github.com/twicehq/twice/internal/testdb"
+	"github.com/twicehq/twice/internal/testnats"
 	"github.com/twicehq/twice/internal/testnode"
 	"github.com/twicehq/twice/twicetest"
 	"github.com/twicehq/twice/workflow"
@@ -82,7 +83,7 @@ func awaitWorkflow(t *testing.T, n *twice.Node, id string) *workflow.Status {
 
 func workflowsRunAnywhereEachStepOnce(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	r := &ran{n: map[string]int{}}
 	var starter *workflow.Workflow[int]
 	nodes := make([]*twice.Node, 3)
@@ -125,7 +126,7 @@ func workflowsRunAnywhereEachStepOnce(t *testing.T, backend Backend) {
 
 func workflowsCancelFromAnotherInstance(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	r := &ran{n: map[string]int{}}
 	runner, other := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
 	inTwo, release := make(chan struct{}), make(chan struct{})
@@ -184,7 +185,7 @@ func waitsAt(t *testing.T, n *twice.Node, id string, seq int) workflow.StepRecor
 // wakes it when it commits (its wait would otherwise last a day), and is taken once.
 func workflowsSignalFromAnotherInstance(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	r := &ran{n: map[string]int{}}
 	runner, other := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
 	wf, err := workflow.Register(runner.Workflows(), workflow.Def[int]{Name: "approve", Run: func(wc *workflow.Context, in int) error {
@@ -223,7 +224,7 @@ func workflowsSignalFromAnotherInstance(t *testing.T, backend Backend) {
 // runs the rest once the sleep's stored wake-up time has come, not a full sleep later.
 func workflowsSleepSurvivesACrash(t *testing.T, backend Backend) {
 	ctx := context.Background()
-	db, svc := testdb.New(t, backend.Dialect), uniqueService()
+	db, svc := testdb.New(t, backend.Dialect), testnats.Service()
 	r := &ran{n: map[string]int{}}
 	doomed, survivor := backend.node(t, db, svc, testnode.Calm()), backend.node(t, db, svc, testnode.Calm())
 	def := workflow.Def[int]{Name: "nap", Run: func(wc *workflow.Context, in int) error {

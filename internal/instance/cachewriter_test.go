@@ -4,7 +4,6 @@ import (
 	"context"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,7 +39,7 @@ func TestKilledCacheWriter(t *testing.T) {
 
 func killedCacheWriter(t *testing.T, db testdb.DB, busURL string) {
 	ctx := context.Background()
-	service := "svc-" + strconv.FormatUint(rand.Uint64(), 36) // NATS subjects are shared by every test
+	service := testnats.Service()
 	observer, err := twice.Open(ctx, twice.Config{DSN: db.DSN, Schema: db.Schema, Name: service, Bus: busURL, Logger: testdb.Logger(t)})
 	if err != nil {
 		t.Fatal(err)

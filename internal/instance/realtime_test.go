@@ -3,8 +3,6 @@ package instance_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -56,8 +54,7 @@ func realtimeSurvivesKill(t *testing.T, db testdb.DB, busURL string, prune bool)
 	defer cancel()
 	const procs, perProc, sends = 3, 3, 30
 	opts := crashOptions(db)
-	// NATS subjects are shared by every test.
-	opts.Service, opts.Bus = "svc-"+strconv.FormatUint(rand.Uint64(), 36), busURL
+	opts.Service, opts.Bus = testnats.Service(), busURL
 	opts.Workloads = []instance.Workload{instance.Realtime{}}
 	g := instance.NewGroup(spawner(t), opts, t.Output())
 	defer g.Stop(10 * time.Second)

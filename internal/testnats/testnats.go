@@ -3,6 +3,8 @@
 package testnats
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"io"
 	"net"
 	"net/url"
@@ -22,6 +24,17 @@ func URL(t testing.TB) string {
 		t.Skip(EnvNATS + " not set: skipping the NATS suite")
 	}
 	return u
+}
+
+// Service returns a service name no other test uses. Every test shares the one NATS
+// server, whose subjects are named by service alone (twice.bus.<service>.<channel>), not
+// by database or schema: two tests of one service name hear each other's messages. Most
+// only cost a re-read, being hints; a test that asserts on what arrives on the bus, or
+// runs real instances that do, must name its service with Service.
+func Service() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "svc-" + hex.EncodeToString(b)
 }
 
 // Proxy forwards TCP connections to the NATS server until [Proxy.Cut] drops them; clients
