@@ -15,12 +15,12 @@ type wire struct {
 	F string `json:"f"`
 }
 
-// batcher gathers the messages published within one window and hands them to send
-// together, so a burst of publishes costs one NOTIFY (or one insert) instead of one each,
-// and identical messages in a window are sent once. Publish waits for its batch to be sent,
-// which a failed send tries again for a while (see sendAttempts).
+// batcher gathers the messages published while it waits for its next send (see pacer) and
+// hands them to send together, so a burst of publishes costs one NOTIFY (or one insert)
+// instead of one each, and identical messages of a batch are sent once. Publish waits for
+// its batch to be sent, which a failed send tries again for a while (see sendAttempts).
 type batcher struct {
-	window  time.Duration
+	pace    pacer
 	send    func(ctx context.Context, msgs []wire) error
 	backoff loop.Backoff // between attempts to send a batch
 
@@ -30,12 +30,11 @@ type batcher struct {
 	closed  bool
 
 	l         *loop.Loop
-	last      time.Time // when the last send started; only the loop touches it
 	closeOnce sync.Once
 }
 
 func newBatcher(window time.Duration, send func(context.Context, []wire) error) *batcher {
-	b := &batcher{window: window, send: send, backoff: sendBackoff}
+	b := &batcher{pace: pacer{window: window, burst: sendBurst}, send: send, backoff: sendBackoff}
 	b.l = loop.StartAfter(loop.Forever, b.step)
 	return b
 }
@@ -60,15 +59,44 @@ func (b *batcher) publish(ctx context.Context, m wire) error {
 	}
 }
 
-// step sends what is pending; each publish kicks it.
+// step sends what is pending, when the pacer lets it; each publish kicks it. Close cuts
+// the wait short.
 func (b *batcher) step(ctx context.Context) time.Duration {
-	// At most one send per window keeps NOTIFY from serialising commits: a message after a
-	// quiet spell goes at once, and under load each send carries everything that arrived
-	// during the window before it. Close cuts the window short.
-	loop.Sleep(ctx, time.Until(b.last.Add(b.window)))
-	b.last = time.Now()
+	loop.Sleep(ctx, b.pace.wait(time.Now()))
+	b.pace.sent(time.Now())
 	b.flush(ctx, true)
 	return loop.Forever
+}
+
+// sendBurst is how many sends may go at once after a quiet spell (see pacer).
+const sendBurst = 2
+
+// pacer spaces a batcher's sends to at most one per window on average, letting up to burst
+// go at once after a quiet spell (the generic cell rate algorithm). Each send has a price
+// beyond its statement: on PostgreSQL a NOTIFY takes the database's notification lock at
+// commit, which serialises the commits that notify, and every listening connection of the
+// database, one per instance, then reads it in a transaction of its own. Under load each
+// send carries everything published since the one before, so the pacing bounds that price
+// by time instead of by the number of messages; at a light rate no message waits, even
+// one that follows another closely.
+type pacer struct {
+	window time.Duration
+	burst  int
+	due    time.Time // when the next send would go if none went early; zero at first
+}
+
+// wait is how long a send ready at now waits.
+func (p *pacer) wait(now time.Time) time.Duration {
+	early := time.Duration(p.burst-1) * p.window
+	return max(0, p.due.Add(-early).Sub(now))
+}
+
+// sent records a send at now.
+func (p *pacer) sent(now time.Time) {
+	if now.After(p.due) {
+		p.due = now
+	}
+	p.due = p.due.Add(p.window)
 }
 
 // A batch whose send fails is sent again, with backoff, for a while before it is dropped:

@@ -84,3 +84,36 @@ func TestBatchCloseCutsRetries(t *testing.T) {
 		t.Fatalf("%d sends; close should have cut the hour's wait after the first (%v)", calls, time.Since(start))
 	}
 }
+
+// The pacer lets a quiet spell's first sends go at once, burst of them, then spaces the
+// sends one window apart while they keep coming, and forgets the load once it has passed.
+func TestPacerSpacesSendsUnderLoadOnly(t *testing.T) {
+	const w = 4 * time.Millisecond
+	p := pacer{window: w, burst: 2}
+	t0 := time.Unix(1000, 0)
+	at := func(ms float64) time.Time { return t0.Add(time.Duration(ms * float64(time.Millisecond))) }
+	steps := []struct {
+		ready float64 // when a send is ready, in ms
+		wait  float64 // how long it must wait, in ms
+	}{
+		{0, 0}, // the first send goes at once
+		{0, 0}, // and a second with it: the burst
+		{0, 4}, // a third waits a window
+		{4, 4}, // under load, one per window
+		{8.5, 3.5},
+		{50, 0}, // after a quiet spell, at once again
+		{50, 0}, // with the burst
+		{51, 3}, // then one window after the burst began
+		{100, 0},
+		{105, 0}, // a light rate, with one close behind another: no waits
+		{108, 0},
+		{115, 0},
+	}
+	for i, s := range steps {
+		got := p.wait(at(s.ready))
+		if want := time.Duration(s.wait * float64(time.Millisecond)); got != want {
+			t.Fatalf("step %d: a send ready at %v ms waits %v, want %v", i, s.ready, got, want)
+		}
+		p.sent(at(s.ready).Add(got))
+	}
+}

@@ -19,8 +19,10 @@ func Component() store.Component {
 	return store.MustLoadComponent("bus", migrations, store.Table{Name: "twice_bus", Service: "service", Dialect: store.SQLite})
 }
 
-// DefaultFlush is how long the PostgreSQL backend gathers messages into one NOTIFY.
-const DefaultFlush = 2 * time.Millisecond
+// DefaultFlush is the spacing of the store bus's sends under load: at most one NOTIFY (a
+// row on SQLite) per 4 ms on average, each carrying every message published since the one
+// before, and two at once after a quiet spell.
+const DefaultFlush = 4 * time.Millisecond
 
 // DefaultPoll is how often the SQLite backend looks for signals that nobody announced: a
 // pragma read, and a query once a second.
@@ -41,7 +43,8 @@ type Config struct {
 	Service string
 	// Instance is this instance's id, sent as [Message.From].
 	Instance string
-	// Flush is the PostgreSQL batching window. Defaults to [DefaultFlush].
+	// Flush spaces the sends: on average at most one per Flush, two at once after a quiet
+	// spell; the messages published meanwhile go together. Defaults to [DefaultFlush].
 	Flush time.Duration
 	// Poll is how often the SQLite backend looks for signals when nothing wakes it. Its
 	// instances, all on one host, wake each other through Unix datagram sockets in a
