@@ -309,6 +309,9 @@ func reportEvents(out io.Writer, asJSON bool, p eventsParams, rows []eventsRow, 
 	fmt.Fprintln(out, "\nCOMMITS/event: xact_commit of the run's database, setup and close included. CPU s: the throughput")
 	fmt.Fprintln(out, "run, open to close; bench is this process (twice and watermill run in it), postgres the backends")
 	fmt.Fprintln(out, "connected to the run's database (not the WAL writer, checkpointer or other background processes).")
+	fmt.Fprintln(out, "xact_commit also counts a transaction for each NOTIFY in every connection listening on the database,")
+	fmt.Fprintln(out, "which reads the notification in it: twice's two nodes listen, so each of its bus sends counts three;")
+	fmt.Fprintln(out, "watermill polls.")
 	if rt.TwiceVsWatermillTunedConsume > 0 {
 		fmt.Fprintf(out, "\ntwice Publish vs watermill tuned, consume: %.2fx%s (target 1.3x)\n", rt.TwiceVsWatermillTunedConsume,
 			roundSpread(rounds, func(r eventsRatios) float64 { return r.TwiceVsWatermillTunedConsume }))
