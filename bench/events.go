@@ -30,6 +30,7 @@ type eventsParams struct {
 	events     int
 	publishers int
 	latency    int
+	warmup     int // events published at the rate before the latency run's timed ones
 	rate       int
 	rounds     int
 	systems    []string // keys from eventSystemKeys, in the order they run in the first round
@@ -54,9 +55,9 @@ type eventSystem interface {
 type latencySystem interface {
 	eventSystem
 	// latency publishes n single events at rate per second, each carrying the time taken
-	// before its transaction began, and returns how long each took to reach the handler on
-	// the other instance.
-	latency(ctx context.Context, dsn string, n, rate int) ([]time.Duration, error)
+	// before its transaction began, and returns when each was sent and how long it took to
+	// reach the handler on the other instance.
+	latency(ctx context.Context, dsn string, n, rate int) ([]timed, error)
 }
 
 // eventSystemKeys names the systems for --systems, in their default order.
@@ -88,6 +89,8 @@ func eventsMain(args []string) {
 	fs.IntVar(&p.events, "events", 20_000, "events in each throughput run")
 	fs.IntVar(&p.publishers, "publishers", 4, "concurrent publishers in the throughput runs, one event per transaction")
 	fs.IntVar(&p.latency, "latency-events", 2_000, "events in each latency run")
+	fs.IntVar(&p.warmup, "warmup-events", 200, "events each latency run publishes at its rate before the timed ones, and does not time: "+
+		"the first events on a fresh database wait for new connections and the first preparation of every statement")
 	fs.IntVar(&p.rate, "rate", 200, "events per second in the latency runs")
 	fs.IntVar(&p.rounds, "rounds", 3, "rounds; each runs every system once, in turn, and the median is reported")
 	systems := fs.String("systems", strings.Join(eventSystemKeys(), ","), "systems to run, comma-separated: "+strings.Join(eventSystemKeys(), ", "))
@@ -133,6 +136,8 @@ func runEvents(ctx context.Context, p eventsParams, asJSON bool, out io.Writer) 
 	switch {
 	case p.events < 1 || p.publishers < 1 || p.latency < 1 || p.rate < 1 || p.rounds < 1:
 		return errors.New("--events, --publishers, --latency-events, --rate and --rounds must be positive")
+	case p.warmup < 0:
+		return errors.New("--warmup-events must not be negative")
 	case len(p.systems) == 0:
 		return errors.New("--systems names no system")
 	}
@@ -149,8 +154,8 @@ func runEvents(ctx context.Context, p eventsParams, asJSON bool, out io.Writer) 
 		return err
 	}
 	defer h.close()
-	progress("events: %d events from %d publishers, then %d at %d/s; %d systems, %d rounds, a fresh database per run",
-		p.events, p.publishers, p.latency, p.rate, len(systems), p.rounds)
+	progress("events: %d events from %d publishers, then %d at %d/s after %d untimed; %d systems, %d rounds, a fresh database per run",
+		p.events, p.publishers, p.latency, p.rate, p.warmup, len(systems), p.rounds)
 	rounds := make([][]eventsRow, len(systems))
 	for r := range p.rounds {
 		// Each round starts with the next system, so none always runs first or after the same one.
@@ -203,18 +208,19 @@ func (h *harness) measure(ctx context.Context, sys eventSystem, p eventsParams, 
 	if !ok {
 		return row, nil
 	}
-	progress("%s %s: latency, %d events at %d/s", s, cfg, p.latency, p.rate)
-	var lat []time.Duration
+	progress("%s %s: latency, %d events at %d/s after %d untimed", s, cfg, p.latency, p.rate, p.warmup)
+	var lat []timed
 	use, err = h.onFreshDatabase(ctx, s+"_"+cfg, func(dsn string) error {
 		var err error
-		lat, err = ls.latency(ctx, dsn, p.latency, p.rate)
+		lat, err = ls.latency(ctx, dsn, p.warmup+p.latency, p.rate)
 		return err
 	})
 	if err != nil {
 		return row, fmt.Errorf("latency: %w", err)
 	}
-	row.LatencyP50, row.LatencyP99 = percentile(lat, 0.50), percentile(lat, 0.99)
-	row.LatencyCommitsPerEvent = float64(use.commits) / float64(p.latency)
+	timedOnly := durations(afterWarmup(lat, p.warmup))
+	row.LatencyP50, row.LatencyP99 = percentile(timedOnly, 0.50), percentile(timedOnly, 0.99)
+	row.LatencyCommitsPerEvent = float64(use.commits) / float64(p.warmup+p.latency)
 	return row, nil
 }
 
@@ -274,11 +280,12 @@ func reportEvents(out io.Writer, asJSON bool, p eventsParams, rows []eventsRow, 
 			Events        int          `json:"events"`
 			Publishers    int          `json:"publishers"`
 			LatencyEvents int          `json:"latency_events"`
+			WarmupEvents  int          `json:"warmup_events"`
 			Rate          int          `json:"rate"`
 			Rounds        int          `json:"rounds"`
 			Ratios        eventsRatios `json:"ratios"`
 			Systems       []system     `json:"systems"`
-		}{Events: p.events, Publishers: p.publishers, LatencyEvents: p.latency, Rate: p.rate, Rounds: p.rounds, Ratios: rt}
+		}{Events: p.events, Publishers: p.publishers, LatencyEvents: p.latency, WarmupEvents: p.warmup, Rate: p.rate, Rounds: p.rounds, Ratios: rt}
 		for i, r := range rows {
 			res.Systems = append(res.Systems, system{eventsRow: r, Rounds: rounds[i]})
 		}
@@ -286,8 +293,8 @@ func reportEvents(out io.Writer, asJSON bool, p eventsParams, rows []eventsRow, 
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Fprintf(out, "%d events from %d publishers, one per transaction; latency: %d events at %d/s; median of %d rounds\n\n",
-		p.events, p.publishers, p.latency, p.rate, p.rounds)
+	fmt.Fprintf(out, "%d events from %d publishers, one per transaction; latency: %d events at %d/s after %d untimed; median of %d rounds\n\n",
+		p.events, p.publishers, p.latency, p.rate, p.warmup, p.rounds)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SYSTEM\tCONFIG\tPUBLISH/s\tCONSUME/s\tp50 ms\tp99 ms\tCOMMITS/event\tCPU s bench\tCPU s postgres\tCOMMITS/event at rate")
 	dash := func(v float64, format string) string {
@@ -655,6 +662,14 @@ func publishAndConsume(ctx context.Context, n, publishers int, got *consumption,
 
 // paceEvents calls send n times, the i-th at start + i/rate, so a slow send does not slow
 // the rate.
+// afterWarmup returns the events of lat after the first warmup sent, in the order they were
+// sent.
+func afterWarmup(lat []timed, warmup int) []timed {
+	lat = slices.Clone(lat)
+	slices.SortFunc(lat, func(a, b timed) int { return a.sent.Compare(b.sent) })
+	return lat[min(warmup, len(lat)):]
+}
+
 func paceEvents(ctx context.Context, n, rate int, send func(i int) error) error {
 	interval := time.Second / time.Duration(rate)
 	start := time.Now()

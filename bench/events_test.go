@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"testing"
+	"time"
 )
 
 // TestEventsSmoke runs every system of the events suite once with tiny counts and checks
@@ -15,7 +16,7 @@ func TestEventsSmoke(t *testing.T) {
 	if dsn == "" {
 		t.Skip("TWICE_TEST_POSTGRES_URL is not set")
 	}
-	p := eventsParams{dsn: dsn, events: 40, publishers: 4, latency: 10, rate: 100, rounds: 1, systems: eventSystemKeys()}
+	p := eventsParams{dsn: dsn, events: 40, publishers: 4, latency: 10, warmup: 5, rate: 100, rounds: 1, systems: eventSystemKeys()}
 	var out bytes.Buffer
 	if err := runEvents(context.Background(), p, true, &out); err != nil {
 		t.Fatal(err)
@@ -57,5 +58,23 @@ func TestRoundSpread(t *testing.T) {
 	}
 	if got := roundSpread([][]eventsRow{{tw(1200)}, {wm(1000)}}, consume); got != "" {
 		t.Fatalf("one round: spread %q, want none", got)
+	}
+}
+
+// afterWarmup keeps the events sent after the first warmup, whatever order they arrived in.
+func TestAfterWarmupDropsTheFirstSent(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	// Handled out of the order they were sent; the first two sent are the warm-up.
+	lat := []timed{{at(2), 20}, {at(0), 80}, {at(3), 30}, {at(1), 70}}
+	got := afterWarmup(lat, 2)
+	if len(got) != 2 || !got[0].sent.Equal(at(2)) || !got[1].sent.Equal(at(3)) {
+		t.Fatalf("afterWarmup = %v, want the events sent at 2 s and 3 s", got)
+	}
+	if lat[0].d != 20 {
+		t.Fatal("afterWarmup reordered its argument")
+	}
+	if got := afterWarmup(lat, 10); len(got) != 0 {
+		t.Fatalf("a warm-up longer than the run left %v", got)
 	}
 }

@@ -98,7 +98,7 @@ func (t twiceEvents) throughput(ctx context.Context, dsn string, n, publishers i
 	})
 }
 
-func (t twiceEvents) latency(ctx context.Context, dsn string, n, rate int) ([]time.Duration, error) {
+func (t twiceEvents) latency(ctx context.Context, dsn string, n, rate int) ([]timed, error) {
 	r, err := t.open(ctx, dsn)
 	if err != nil {
 		return nil, err
@@ -137,5 +137,5 @@ func (t twiceEvents) latency(ctx context.Context, dsn string, n, rate int) ([]ti
 	if err := got.wait(ctx); err != nil {
 		return nil, err
 	}
-	return durations(rec.got), nil
+	return rec.got, nil
 }

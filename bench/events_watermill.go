@@ -137,7 +137,7 @@ func (w watermillEvents) throughput(ctx context.Context, dsn string, n, publishe
 	return publishAndConsume(ctx, n, publishers, got, func(int) error { return r.publish(ctx, "bench_throughput", payload) })
 }
 
-func (w watermillEvents) latency(ctx context.Context, dsn string, n, rate int) ([]time.Duration, error) {
+func (w watermillEvents) latency(ctx context.Context, dsn string, n, rate int) ([]timed, error) {
 	r, err := w.open(dsn)
 	if err != nil {
 		return nil, err
@@ -168,5 +168,5 @@ func (w watermillEvents) latency(ctx context.Context, dsn string, n, rate int) (
 	if err := got.wait(ctx); err != nil {
 		return nil, err
 	}
-	return durations(rec.got), nil
+	return rec.got, nil
 }
