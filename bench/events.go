@@ -660,8 +660,6 @@ func publishAndConsume(ctx context.Context, n, publishers int, got *consumption,
 	return pubTime, time.Since(start), nil
 }
 
-// paceEvents calls send n times, the i-th at start + i/rate, so a slow send does not slow
-// the rate.
 // afterWarmup returns the events of lat after the first warmup sent, in the order they were
 // sent.
 func afterWarmup(lat []timed, warmup int) []timed {
@@ -670,6 +668,8 @@ func afterWarmup(lat []timed, warmup int) []timed {
 	return lat[min(warmup, len(lat)):]
 }
 
+// paceEvents calls send n times, the i-th at start + i/rate, so a slow send does not slow
+// the rate.
 func paceEvents(ctx context.Context, n, rate int, send func(i int) error) error {
 	interval := time.Second / time.Duration(rate)
 	start := time.Now()
