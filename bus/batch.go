@@ -63,8 +63,12 @@ func (b *batcher) publish(ctx context.Context, m wire) error {
 // the wait short.
 func (b *batcher) step(ctx context.Context) time.Duration {
 	loop.Sleep(ctx, b.pace.wait(time.Now()))
-	b.pace.sent(time.Now())
-	b.flush(ctx, true)
+	start := time.Now()
+	if b.flush(ctx, true) {
+		// Only a send spends the pacer's allowance: a kick whose message went with the
+		// send before finds nothing, and must not delay the next.
+		b.pace.sent(start)
+	}
 	return loop.Forever
 }
 
@@ -110,15 +114,16 @@ const (
 
 var sendBackoff = loop.Backoff{Min: 50 * time.Millisecond, Max: 800 * time.Millisecond}
 
-// flush sends what is pending; with retry it tries again after a failure, until ctx ends
-// (close sends once). Every publisher of the batch gets the final outcome.
-func (b *batcher) flush(ctx context.Context, retry bool) {
+// flush sends what is pending, and reports whether there was anything; with retry it tries
+// again after a failure, until ctx ends (close sends once). Every publisher of the batch
+// gets the final outcome.
+func (b *batcher) flush(ctx context.Context, retry bool) bool {
 	b.mu.Lock()
 	msgs, waiters := b.pending, b.waiters
 	b.pending, b.waiters = nil, nil
 	b.mu.Unlock()
 	if len(msgs) == 0 {
-		return
+		return false
 	}
 	msgs = dedupe(msgs)
 	backoff := b.backoff
@@ -136,6 +141,7 @@ func (b *batcher) flush(ctx context.Context, retry bool) {
 	for _, w := range waiters {
 		w <- err
 	}
+	return true
 }
 
 // close refuses new messages, stops the loop and sends what is still pending. A second
