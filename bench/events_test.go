@@ -66,7 +66,7 @@ func TestAfterWarmupDropsTheFirstSent(t *testing.T) {
 	t0 := time.Unix(100, 0)
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	// Handled out of the order they were sent; the first two sent are the warm-up.
-	lat := []timed{{at(2), 20}, {at(0), 80}, {at(3), 30}, {at(1), 70}}
+	lat := []timed{{sent: at(2), d: 20}, {sent: at(0), d: 80}, {sent: at(3), d: 30}, {sent: at(1), d: 70}}
 	got := afterWarmup(lat, 2)
 	if len(got) != 2 || !got[0].sent.Equal(at(2)) || !got[1].sent.Equal(at(3)) {
 		t.Fatalf("afterWarmup = %v, want the events sent at 2 s and 3 s", got)

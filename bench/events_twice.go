@@ -128,8 +128,13 @@ func (t twiceEvents) latency(ctx context.Context, dsn string, n, rate int) ([]ti
 		}
 	}
 	err = paceEvents(ctx, n, rate, func(i int) error {
-		payload := binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano()))
-		return r.publish(ctx, events.Message{Topic: "bench.latency", Key: strconv.Itoa(i % 100), Payload: payload})
+		sent := time.Now().UnixNano()
+		payload := binary.BigEndian.AppendUint64(nil, uint64(sent))
+		if err := r.publish(ctx, events.Message{Topic: "bench.latency", Key: strconv.Itoa(i % 100), Payload: payload}); err != nil {
+			return err
+		}
+		rec.sent(sent)
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -137,5 +142,5 @@ func (t twiceEvents) latency(ctx context.Context, dsn string, n, rate int) ([]ti
 	if err := got.wait(ctx); err != nil {
 		return nil, err
 	}
-	return rec.got, nil
+	return rec.timed(), nil
 }

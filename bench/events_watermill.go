@@ -159,8 +159,13 @@ func (w watermillEvents) latency(ctx context.Context, dsn string, n, rate int) (
 	}
 	defer stop()
 	err = paceEvents(ctx, n, rate, func(int) error {
+		sent := time.Now().UnixNano()
 		// A JSON number, for the JSON payload column.
-		return r.publish(ctx, "bench_latency", strconv.AppendInt(nil, time.Now().UnixNano(), 10))
+		if err := r.publish(ctx, "bench_latency", strconv.AppendInt(nil, sent, 10)); err != nil {
+			return err
+		}
+		rec.sent(sent)
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -168,5 +173,5 @@ func (w watermillEvents) latency(ctx context.Context, dsn string, n, rate int) (
 	if err := got.wait(ctx); err != nil {
 		return nil, err
 	}
-	return rec.got, nil
+	return rec.timed(), nil
 }

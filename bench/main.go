@@ -9,10 +9,12 @@
 //
 // Work is the time to drain N pre-inserted no-op jobs until every one is recorded as
 // completed; insert is bulk insertion (twice EnqueueMany, River InsertManyFast); latency is
-// enqueue to handler start for single jobs at a light rate. The SQLite figure is twice with
-// three local processes working one file. --report FILE.html writes a page of the run with
-// twice and River side by side: the figures, each work run's jobs per second over time, and
-// each latency run's percentiles over time.
+// enqueue to handler start for single jobs at a light rate. Beside its p99 the table splits
+// the tail: ENQUEUE p99 is the enqueue call's own (its commit included), AFTER p99 that of
+// what followed until the handler started (the wake-up, the fetch, the hand-off). The
+// SQLite figure is twice with three local processes working one file. --report FILE.html
+// writes a page of the run with twice and River side by side: the figures, each work run's
+// jobs per second over time, and each latency run's percentiles over time.
 //
 // --rounds N runs every system and configuration N times, the systems taking turns and each
 // round starting with the next; the table and JSON's figures are the medians, JSON's rounds
@@ -24,8 +26,8 @@
 // the run ends, and prints each system's top 5 statements by execution time (calls, total
 // ms, rows, µs per row), summed over the rounds; JSON has them as statements. A run's
 // statements are those naming its schema (both systems qualify their tables with it), so
-// BEGIN, COMMIT and the bench's own polls are not among them. The reset clears the
-// server's statistics for every database. The server needs shared_preload_libraries =
+// BEGIN, COMMIT and the bench's own polls are not among them. The reset clears the server's
+// statistics for every database. The server needs shared_preload_libraries =
 // 'pg_stat_statements' (and a restart); without it the bench says so and goes on. With
 // --cpuprofile, the two show where twice's time goes, in its process and in PostgreSQL.
 // --memprofile writes the allocations of the same run (every 512th byte sampled), which
@@ -42,17 +44,18 @@
 // Each system runs the shape of `twice bench events`: 4 publishers, one event per
 // transaction, 20,000 events (--events), consumed by a shared group (twice, 8 partitions)
 // or consumer group (watermill) on a second instance in this process; then 2,000 single
-// events at 200/s (--latency-events, --rate), timed from before the publishing transaction
-// begins to the handler. twice runs twice: with Publish, as `twice bench events` does, and
-// with PublishTx in a *sql.Tx like watermill's. Every run gets a database of its own,
-// created beside the --dsn database and dropped afterwards; the systems take turns, each
-// round starting with the next, and the table shows the median of --rounds rounds. Beside
-// throughput and latency it reports commits per event (xact_commit of the run's database
-// in pg_stat_database, read once its last backend has exited, setup and close included),
-// this process's CPU seconds over the throughput run (twice and watermill both run in it),
-// and the CPU seconds of the PostgreSQL backends connected to the run's database, read from
-// /proc when the server runs on this machine (WAL writer, checkpointer and other
-// background processes not included). --systems picks some of twice, twice-tx,
+// events at 200/s (--latency-events, --rate) after 200 untimed ones (--warmup-events),
+// timed from before the publishing transaction begins to the handler, its tail split as the
+// jobs' is (PUBLISH p99, AFTER p99). twice runs twice: with Publish, as `twice bench
+// events` does, and with PublishTx in a *sql.Tx like watermill's. Every run gets a database
+// of its own, created beside the --dsn database and dropped afterwards; the systems take
+// turns, each round starting with the next, and the table shows the median of --rounds
+// rounds. Beside throughput and latency it reports commits per event (xact_commit of the
+// run's database in pg_stat_database, read once its last backend has exited, setup and
+// close included), this process's CPU seconds over the throughput run (twice and watermill
+// both run in it), and the CPU seconds of the PostgreSQL backends connected to the run's
+// database, read from /proc when the server runs on this machine (WAL writer, checkpointer
+// and other background processes not included). --systems picks some of twice, twice-tx,
 // watermill, watermill-tuned and bare. --cpuprofile writes a CPU profile of this process
 // over the first round's twice Publish throughput run.
 package main
@@ -187,12 +190,16 @@ func envOr(name, def string) string {
 
 // row is one measured configuration.
 type row struct {
-	System      string  `json:"system"`
-	Config      string  `json:"config"`
-	WorkPerSec  float64 `json:"work_jobs_per_sec"`
-	InsertPer   float64 `json:"insert_jobs_per_sec"`
-	LatencyP50  float64 `json:"latency_p50_ms"`
-	LatencyP99  float64 `json:"latency_p99_ms"`
+	System     string  `json:"system"`
+	Config     string  `json:"config"`
+	WorkPerSec float64 `json:"work_jobs_per_sec"`
+	InsertPer  float64 `json:"insert_jobs_per_sec"`
+	LatencyP50 float64 `json:"latency_p50_ms"`
+	LatencyP99 float64 `json:"latency_p99_ms"`
+	// Where the tail lies (see split): the p99 of the enqueue call alone, and of what
+	// followed until the handler started.
+	EnqueueP99  float64 `json:"enqueue_p99_ms"`
+	AfterP99    float64 `json:"after_enqueue_p99_ms"`
 	Description string  `json:"description"`
 	// Over time, for --report: the work run's jobs per second from the moment it starts
 	// working, and the latency run's percentiles by when the jobs were enqueued.
@@ -426,11 +433,13 @@ func (res result) print(out io.Writer, asJSON bool) error {
 		fmt.Fprintf(out, "median of %d rounds, the systems taking turns\n\n", n)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SYSTEM\tCONFIG\tWORK jobs/s\tINSERT jobs/s\tLATENCY p50 ms\tp99 ms\tSETTINGS")
+	fmt.Fprintln(tw, "SYSTEM\tCONFIG\tWORK jobs/s\tINSERT jobs/s\tLATENCY p50 ms\tp99 ms\tENQUEUE p99\tAFTER p99\tSETTINGS")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.2f\t%.2f\t%s\n", r.System, r.Config, r.WorkPerSec, r.InsertPer, r.LatencyP50, r.LatencyP99, r.Description)
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\n", r.System, r.Config, r.WorkPerSec, r.InsertPer, r.LatencyP50, r.LatencyP99,
+			r.EnqueueP99, r.AfterP99, r.Description)
 	}
 	_ = tw.Flush()
+	fmt.Fprintln(out, "ENQUEUE p99 is the 99th percentile of the enqueue call alone (its commit included), AFTER p99 that of what followed until the handler started")
 	if sqlitePerSec > 0 {
 		fmt.Fprintf(out, "\ntwice on SQLite, 3 processes on one file: %.0f jobs/s\n", sqlitePerSec)
 	}
@@ -500,10 +509,12 @@ func waitWorked(ctx context.Context, worked *atomic.Int64, n int, count func(con
 	return waitCount(ctx, n, count)
 }
 
-// latencyRecorder collects enqueue-to-start latencies.
+// latencyRecorder collects enqueue-to-start latencies, and when each enqueue returned to
+// its producer: the split of a job's latency between its enqueue's commit and what follows.
 type latencyRecorder struct {
-	mu  sync.Mutex // protects got
-	got []timed
+	mu       sync.Mutex              // protects got and returned
+	got      []timed                 // as each handler starts; returned not yet filled in
+	returned map[int64]time.Duration // by sent time: from sending to the producer's call returning
 }
 
 func (l *latencyRecorder) add(sentUnixNano int64) {
@@ -514,10 +525,34 @@ func (l *latencyRecorder) add(sentUnixNano int64) {
 	l.mu.Unlock()
 }
 
+// sent records that the producer's call for the job sent at sentUnixNano returned, its
+// commit done. Each job's sent time is its key: a producer sends one at a time.
+func (l *latencyRecorder) sent(sentUnixNano int64) {
+	d := time.Since(time.Unix(0, sentUnixNano))
+	l.mu.Lock()
+	if l.returned == nil {
+		l.returned = make(map[int64]time.Duration)
+	}
+	l.returned[sentUnixNano] = d
+	l.mu.Unlock()
+}
+
 func (l *latencyRecorder) n() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.got)
+}
+
+// timed returns the jobs whose handlers started, each with the time its producer's call
+// took where that was recorded.
+func (l *latencyRecorder) timed() []timed {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := slices.Clone(l.got)
+	for i := range out {
+		out[i].returned = l.returned[out[i].sent.UnixNano()]
+	}
+	return out
 }
 
 // pace calls send n times at rate per second.

@@ -43,11 +43,42 @@ func (w *workMeter) stop(d time.Duration) report.Rate {
 	return report.RateOver(counts[0], d.Seconds())
 }
 
-// timed is one job of a latency run: when it was enqueued, and how long until its handler
-// started.
+// timed is one job of a latency run: when it was enqueued, how long until its handler
+// started, and how long until the producer's call that enqueued it returned (0 where that
+// was not recorded). A job whose handler started before its producer's call returned has
+// returned above d.
 type timed struct {
-	sent time.Time
-	d    time.Duration
+	sent     time.Time
+	d        time.Duration
+	returned time.Duration
+}
+
+// afterWarmup returns the jobs (or events) of lat after the first warmup sent, in the order
+// they were sent.
+func afterWarmup(lat []timed, warmup int) []timed {
+	lat = slices.Clone(lat)
+	slices.SortFunc(lat, func(a, b timed) int { return a.sent.Compare(b.sent) })
+	return lat[min(warmup, len(lat)):]
+}
+
+// split is where a latency run's tail lies: the 99th percentile, in milliseconds, of the
+// producer's call alone (the enqueue and its commit), and of what followed until the
+// handler started (the wake-up, the fetch, the hand-off). Each is a percentile of its own,
+// so the two need not add up to the run's p99. Both are 0 when the run recorded no
+// producer's calls.
+func split(jobs []timed) (enqueueP99, afterP99 float64) {
+	var enqueue, after []time.Duration
+	for _, j := range jobs {
+		if j.returned == 0 {
+			continue
+		}
+		enqueue = append(enqueue, j.returned)
+		after = append(after, max(j.d-j.returned, 0))
+	}
+	if len(enqueue) == 0 {
+		return 0, 0
+	}
+	return percentile(enqueue, 0.99), percentile(after, 0.99)
 }
 
 // durations are the latencies of jobs (or events), in their order.
@@ -85,6 +116,7 @@ func (r *row) latencies(jobs []timed) {
 	}
 	slices.Sort(ms)
 	r.LatencyP50, r.LatencyP99 = report.Percentile(ms, 0.50), report.Percentile(ms, 0.99)
+	r.EnqueueP99, r.AfterP99 = split(jobs)
 	r.Latency = report.LatencyOver(samples, r.LatencyS)
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twicehq/twice/internal/report"
 	"github.com/twicehq/twice/internal/report/reporttest"
@@ -67,5 +68,43 @@ func TestPage(t *testing.T) {
 	ticks := reporttest.Text(reporttest.ByID(doc, "work-chart"))
 	if !strings.Contains(ticks, "2 s") {
 		t.Errorf("the work chart's axis does not reach 2 s: %q", ticks)
+	}
+}
+
+// The recorder joins each job's handler start with its producer's call by sent time, and
+// split takes the tail of each side on its own, leaving out jobs whose call was not
+// recorded.
+func TestSplit(t *testing.T) {
+	var rec latencyRecorder
+	base := time.Now().Add(-time.Second).UnixNano()
+	for i := range 100 {
+		sent := base + int64(i)
+		rec.add(sent)
+		if i == 50 {
+			continue // its call never returned, as when the producer failed
+		}
+		rec.sent(sent)
+	}
+	jobs := rec.timed()
+	if len(jobs) != 100 {
+		t.Fatalf("timed() = %d jobs, want 100", len(jobs))
+	}
+	for _, j := range jobs {
+		if (j.returned == 0) != (j.sent.UnixNano() == base+50) {
+			t.Fatalf("job sent at +%d ns: returned %v", j.sent.UnixNano()-base, j.returned)
+		}
+	}
+	// Made up: the enqueue is slow for the first job, what follows for the second.
+	at := time.Unix(0, base)
+	made := []timed{{sent: at, d: 12 * time.Millisecond, returned: 10 * time.Millisecond}, {sent: at, d: 9 * time.Millisecond, returned: time.Millisecond}}
+	for range 98 {
+		made = append(made, timed{sent: at, d: 2 * time.Millisecond, returned: time.Millisecond})
+	}
+	made = append(made, timed{sent: at, d: 50 * time.Millisecond}) // not recorded: left out
+	if enqueue, after := split(made); enqueue != 10 || after != 8 {
+		t.Fatalf("split = %v ms enqueue, %v ms after; want 10 and 8", enqueue, after)
+	}
+	if enqueue, after := split(made[100:]); enqueue != 0 || after != 0 {
+		t.Fatalf("split of a run with no calls recorded = %v, %v; want 0, 0", enqueue, after)
 	}
 }

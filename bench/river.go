@@ -139,8 +139,12 @@ func (r *riverSystem) latency(ctx context.Context, schema string, n, rate int) (
 	}
 	defer c.Stop(context.Background())
 	err = pace(ctx, n, rate, func(int) error {
-		_, err := c.Insert(ctx, riverArgs{Sent: time.Now().UnixNano()}, nil)
-		return err
+		sent := time.Now().UnixNano()
+		if _, err := c.Insert(ctx, riverArgs{Sent: sent}, nil); err != nil {
+			return err
+		}
+		rec.sent(sent)
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -148,5 +152,5 @@ func (r *riverSystem) latency(ctx context.Context, schema string, n, rate int) (
 	if err := waitCount(ctx, n, func(context.Context) (int, error) { return rec.n(), nil }); err != nil {
 		return nil, err
 	}
-	return rec.got, nil
+	return rec.timed(), nil
 }

@@ -36,6 +36,8 @@ func medianOfRounds(rs []row) row {
 	m.InsertPer = medianBy(rs, func(r row) float64 { return r.InsertPer })
 	m.LatencyP50 = medianBy(rs, func(r row) float64 { return r.LatencyP50 })
 	m.LatencyP99 = medianBy(rs, func(r row) float64 { return r.LatencyP99 })
+	m.EnqueueP99 = medianBy(rs, func(r row) float64 { return r.EnqueueP99 })
+	m.AfterP99 = medianBy(rs, func(r row) float64 { return r.AfterP99 })
 	w := nearest(rs, m.WorkPerSec, func(r row) float64 { return r.WorkPerSec })
 	m.WorkS, m.Work = w.WorkS, w.Work
 	l := nearest(rs, m.LatencyP99, func(r row) float64 { return r.LatencyP99 })

@@ -108,19 +108,27 @@ func (t *twiceSystem) latency(ctx context.Context, schema string, n, rate int) (
 	// a service enqueues with its business write: its wake-up is a hint sent before the
 	// commit, and the producer looks again shortly if it finds nothing yet.
 	err = pace(ctx, n, rate, func(i int) error {
+		sent := time.Now().UnixNano()
 		if !t.p.txLatency {
-			_, err := node.Jobs().Enqueue(ctx, noopArgs{Sent: time.Now().UnixNano()}, nil)
-			return err
+			if _, err := node.Jobs().Enqueue(ctx, noopArgs{Sent: sent}, nil); err != nil {
+				return err
+			}
+			rec.sent(sent)
+			return nil
 		}
 		tx, err := node.Store().Pool().Begin(ctx)
 		if err != nil {
 			return err
 		}
 		defer tx.Rollback(ctx)
-		if _, err := node.Jobs().EnqueueTx(ctx, tx, noopArgs{Sent: time.Now().UnixNano()}, nil); err != nil {
+		if _, err := node.Jobs().EnqueueTx(ctx, tx, noopArgs{Sent: sent}, nil); err != nil {
 			return err
 		}
-		return tx.Commit(ctx)
+		if err := tx.Commit(ctx); err != nil {
+			return err
+		}
+		rec.sent(sent)
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -128,5 +136,5 @@ func (t *twiceSystem) latency(ctx context.Context, schema string, n, rate int) (
 	if err := waitCount(ctx, n, func(context.Context) (int, error) { return rec.n(), nil }); err != nil {
 		return nil, err
 	}
-	return rec.got, nil
+	return rec.timed(), nil
 }
