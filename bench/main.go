@@ -9,12 +9,13 @@
 //
 // Work is the time to drain N pre-inserted no-op jobs until every one is recorded as
 // completed; insert is bulk insertion (twice EnqueueMany, River InsertManyFast); latency is
-// enqueue to handler start for single jobs at a light rate. Beside its p99 the table splits
-// the tail: ENQUEUE p99 is the enqueue call's own (its commit included), AFTER p99 that of
-// what followed until the handler started (the wake-up, the fetch, the hand-off). The
-// SQLite figure is twice with three local processes working one file. --report FILE.html
-// writes a page of the run with twice and River side by side: the figures, each work run's
-// jobs per second over time, and each latency run's percentiles over time.
+// enqueue to handler start for single jobs at a light rate, after --warmup (200) jobs
+// enqueued the same way and not timed. Beside its p99 the table splits the tail: ENQUEUE
+// p99 is the enqueue call's own (its commit included), AFTER p99 that of what followed
+// until the handler started (the wake-up, the fetch, the hand-off). The SQLite figure is
+// twice with three local processes working one file. --report FILE.html writes a page of
+// the run with twice and River side by side: the figures, each work run's jobs per second
+// over time, and each latency run's percentiles over time.
 //
 // --rounds N runs every system and configuration N times, the systems taking turns and each
 // round starting with the next; the table and JSON's figures are the medians, JSON's rounds
@@ -101,6 +102,7 @@ type params struct {
 	work       int
 	insert     int
 	latency    int
+	warmup     int
 	rate       int
 	sqliteWork int
 	only       string
@@ -129,6 +131,8 @@ func main() {
 	flag.IntVar(&p.work, "work", 100_000, "jobs drained in each work run")
 	flag.IntVar(&p.insert, "insert", 100_000, "jobs bulk-inserted in each insert run")
 	flag.IntVar(&p.latency, "latency", 2_000, "single jobs enqueued in each latency run (its p99 is the 20th slowest of the default 2,000)")
+	flag.IntVar(&p.warmup, "warmup", 200, "jobs each latency run enqueues at its rate before the timed ones, and does not time: "+
+		"the first jobs on a run's fresh schema wait for new connections and first statement preparations")
 	flag.IntVar(&p.rate, "rate", 100, "jobs per second in the latency runs")
 	flag.IntVar(&p.sqliteWork, "sqlite-work", 30_000, "jobs drained by three processes on SQLite (0 skips it)")
 	flag.StringVar(&p.only, "only", "both", "twice, river or both")
@@ -235,6 +239,9 @@ func run(ctx context.Context, p params) (result, error) {
 	if p.rounds < 1 {
 		return res, errors.New("--rounds must be positive")
 	}
+	if p.warmup < 0 {
+		return res, errors.New("--warmup must not be negative")
+	}
 	admin, err := pgx.Connect(ctx, p.dsn)
 	if err != nil {
 		return res, err
@@ -325,17 +332,17 @@ func measure(ctx context.Context, admin *pgx.Conn, sys system, p params, r int, 
 		return rw, nil, fmt.Errorf("%s %s insert: %w", s, cfg, err)
 	}
 	rw.InsertPer = float64(p.insert) / d.Seconds()
-	progress("round %d: %s %s: latency %d at %d/s", r+1, s, cfg, p.latency, p.rate)
+	progress("round %d: %s %s: latency %d at %d/s after %d untimed", r+1, s, cfg, p.latency, p.rate, p.warmup)
 	var lat []timed
 	_, err = withSchema(ctx, admin, func(schema string) (time.Duration, error) {
 		var err error
-		lat, err = sys.latency(ctx, schema, p.latency, p.rate)
+		lat, err = sys.latency(ctx, schema, p.warmup+p.latency, p.rate)
 		return 0, err
 	})
 	if err != nil {
 		return rw, nil, fmt.Errorf("%s %s latency: %w", s, cfg, err)
 	}
-	rw.latencies(lat)
+	rw.latencies(afterWarmup(lat, p.warmup))
 	return rw, st, nil
 }
 
