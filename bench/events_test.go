@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"testing"
 	"time"
 )
@@ -12,10 +11,7 @@ import (
 // TestEventsSmoke runs every system of the events suite once with tiny counts and checks
 // each reports figures; it asserts nothing about how fast they are.
 func TestEventsSmoke(t *testing.T) {
-	dsn := os.Getenv("TWICE_TEST_POSTGRES_URL")
-	if dsn == "" {
-		t.Skip("TWICE_TEST_POSTGRES_URL is not set")
-	}
+	dsn := testDSN(t)
 	p := eventsParams{dsn: dsn, events: 40, publishers: 4, latency: 10, warmup: 5, rate: 100, rounds: 1, systems: eventSystemKeys()}
 	var out bytes.Buffer
 	if err := runEvents(context.Background(), p, true, &out); err != nil {
@@ -42,6 +38,9 @@ func TestEventsSmoke(t *testing.T) {
 		if r.ConsumePerSec <= 0 || r.LatencyP50 <= 0 || r.LatencyP99 <= 0 || r.LatencyCommitsPerEvent <= 0 {
 			t.Errorf("%s: consume %v/s, p50 %v ms, p99 %v ms, %v commits/event at rate; want all positive",
 				name, r.ConsumePerSec, r.LatencyP50, r.LatencyP99, r.LatencyCommitsPerEvent)
+		}
+		if r.PublishP99 <= 0 || r.PublishP99 > r.LatencyP99 {
+			t.Errorf("%s: publish p99 %v ms, latency p99 %v ms; want the publish call's positive and within the latency", name, r.PublishP99, r.LatencyP99)
 		}
 	}
 }

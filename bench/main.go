@@ -12,10 +12,13 @@
 // enqueue to handler start for single jobs at a light rate, after --warmup (200) jobs
 // enqueued the same way and not timed. Beside its p99 the table splits the tail: ENQUEUE
 // p99 is the enqueue call's own (its commit included), AFTER p99 that of what followed
-// until the handler started (the wake-up, the fetch, the hand-off). The SQLite figure is
-// twice with three local processes working one file. --report FILE.html writes a page of
-// the run with twice and River side by side: the figures, each work run's jobs per second
-// over time, and each latency run's percentiles over time.
+// until the handler started (the wake-up, the fetch, the hand-off). Each round also
+// measures the floor of the server at the same rate: an INSERT's commit, then an UPDATE of
+// the row by its id from a second connection, with no wake-up (see floorLatency); a queue
+// that commits its enqueue and its claim cannot be faster. The SQLite figure is twice with
+// three local processes working one file. --report FILE.html writes a page of the run with
+// twice and River side by side: the figures, each work run's jobs per second over time, and
+// each latency run's percentiles over time.
 //
 // --rounds N runs every system and configuration N times, the systems taking turns and each
 // round starting with the next; the table and JSON's figures are the medians, JSON's rounds
@@ -231,6 +234,8 @@ type result struct {
 	rounds       [][]row // per system, as in rows: its figures in each round
 	sqlitePerSec float64
 	sqliteRounds []float64
+	floor        row                // the median of floorRounds: see floorLatency
+	floorRounds  []row              // the floor's latency figures in each round
 	statements   []systemStatements // with --statements, per system as in rows
 }
 
@@ -272,6 +277,19 @@ func run(ctx context.Context, p params) (result, error) {
 			}
 			rounds[i], used[i] = append(rounds[i], rw), append(used[i], st...)
 		}
+		progress("round %d: floor: %d pairs of commits at %d/s after %d untimed", r+1, p.latency, p.rate, p.warmup)
+		var lat []timed
+		_, err := withSchema(ctx, admin, func(schema string) (time.Duration, error) {
+			var err error
+			lat, err = floorLatency(ctx, p.dsn, schema, p.warmup+p.latency, p.rate)
+			return 0, err
+		})
+		if err != nil {
+			return res, err
+		}
+		fr := row{System: floorName, Config: "two commits", Description: "INSERT, then UPDATE by id from a second connection; no wake-up"}
+		fr.latencies(afterWarmup(lat, p.warmup))
+		res.floorRounds = append(res.floorRounds, fr)
 		if p.sqliteWork > 0 && p.only != "river" {
 			progress("round %d: twice sqlite: work %d with 3 processes", r+1, p.sqliteWork)
 			d, err := sqliteWork(ctx, p.sqliteWork)
@@ -282,6 +300,9 @@ func run(ctx context.Context, p params) (result, error) {
 		}
 	}
 	res.rounds = rounds
+	if len(res.floorRounds) > 0 {
+		res.floor = medianOfRounds(res.floorRounds)
+	}
 	for i, rs := range rounds {
 		res.rows = append(res.rows, medianOfRounds(rs))
 		if stats != nil {
@@ -426,6 +447,9 @@ func (res result) print(out io.Writer, asJSON bool) error {
 		if res.sqliteRounds != nil {
 			doc["twice_sqlite_3proc_rounds"] = res.sqliteRounds
 		}
+		if res.floorRounds != nil {
+			doc["floor"], doc["floor_rounds"] = res.floor, res.floorRounds
+		}
 		if ratios := res.workRatios(); ratios != nil {
 			doc["twice_vs_river_tuned_work_rounds"] = ratios
 		}
@@ -447,6 +471,10 @@ func (res result) print(out io.Writer, asJSON bool) error {
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(out, "ENQUEUE p99 is the 99th percentile of the enqueue call alone (its commit included), AFTER p99 that of what followed until the handler started")
+	if f := res.floor; f.LatencyP99 > 0 {
+		fmt.Fprintf(out, "\nfloor of this server, two one-row commits in series at %d/s (%s): p50 %.2f ms, p99 %.2f ms (first commit p99 %.2f, second %.2f)\n",
+			res.p.rate, f.Description, f.LatencyP50, f.LatencyP99, f.EnqueueP99, f.AfterP99)
+	}
 	if sqlitePerSec > 0 {
 		fmt.Fprintf(out, "\ntwice on SQLite, 3 processes on one file: %.0f jobs/s\n", sqlitePerSec)
 	}
@@ -468,7 +496,11 @@ func (res result) comparisons() []string {
 		if ratios := res.workRatios(); len(ratios) > 1 {
 			spread = fmt.Sprintf(" (rounds %.2fx to %.2fx)", slices.Min(ratios), slices.Max(ratios))
 		}
-		out = append(out, fmt.Sprintf("twice defaults vs River tuned: work %.2fx%s (target 2.5x), p99 %.2f ms (target 3 ms)", t.WorkPerSec/r.WorkPerSec, spread, t.LatencyP99))
+		floor := ""
+		if res.floor.LatencyP99 > 0 {
+			floor = fmt.Sprintf("; the floor's %.2f ms", res.floor.LatencyP99)
+		}
+		out = append(out, fmt.Sprintf("twice defaults vs River tuned: work %.2fx%s (target 2.5x), p99 %.2f ms (target 3 ms%s)", t.WorkPerSec/r.WorkPerSec, spread, t.LatencyP99, floor))
 	}
 	if t, r := res.find("twice", "defaults"), res.find("river", "defaults"); t.InsertPer > 0 && r.InsertPer > 0 {
 		out = append(out, fmt.Sprintf("bulk insert, twice EnqueueMany vs River InsertManyFast: %.2fx (target 1.5x)", t.InsertPer/r.InsertPer))
