@@ -165,10 +165,12 @@ func New(d block.Deps, cfg Config) (*Log, error) {
 	return l, nil
 }
 
-// Start starts the log's wake-ups: publishers announce new topics on the bus, the events
-// of PublishTx are watched until they commit, and readers are woken by both. Without
-// Start, readers find events only by polling. The node calls it when the application
-// first uses its events.
+// Start starts the log's wake-ups: the events of PublishTx are watched until they commit,
+// and this instance's readers are woken by that and by the announcements on the bus. A
+// Publish announces its events on the bus whether the log was started or not, so an
+// instance that only publishes still wakes the readers elsewhere, whose bus, delivering,
+// lets them poll only at the Backstop; without Start, this instance's own readers find
+// events only by polling. The node calls it when the application first uses its events.
 func (l *Log) Start(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -185,7 +187,9 @@ func (l *Log) Start(ctx context.Context) error {
 		}
 	}
 	if b := l.d.Bus; b != nil {
-		l.ann = newAnnouncer(b, l.log)
+		if l.ann == nil {
+			l.ann = newAnnouncer(b, l.log)
+		}
 		unwake := b.Subscribe(WakeChannel, func(m bus.Message) {
 			if m.Lost {
 				l.wake.all()
@@ -223,16 +227,22 @@ func (l *Log) consumersOf(group string, all bool) []*Consumer {
 	return cs
 }
 
-// watcher and announcer are what Start made, or nil before it.
+// watcher is what Start made, or nil before it.
 func (l *Log) watcher() *watcher {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.watch
 }
 
+// announcer is made at its first use, by Start or by a Publish before it: a log that was
+// never started still announces what it publishes (see Start). It is nil without a bus;
+// a log closed before its first use makes none.
 func (l *Log) announcer() *announcer {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.ann == nil && l.d.Bus != nil && !l.closed {
+		l.ann = newAnnouncer(l.d.Bus, l.log)
+	}
 	return l.ann
 }
 
