@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -227,6 +228,43 @@ func TestCrashHandsOverFenced(t *testing.T) {
 				}
 			}
 		}
+	})
+}
+
+// Instances crash and come back at once, as restarted processes under new ids, ten times
+// a few hundred milliseconds apart, with short leases (as internal/instance's kill tests
+// run them): a newcomer joins while a dead one's leases may still run, and the partitions
+// they free may belong by the plan to an instance that saw no death. The set still
+// spreads over the live instances, by signals alone: the Backstop is an hour.
+func TestCrashAndRestartTakesOverBeforeBackstop(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db testdb.DB) {
+		ctx := context.Background()
+		cfg := testnode.Steady()
+		cfg.Backstop = time.Hour
+		cfg.LeaseTTL, cfg.DeadAfter, cfg.HeartbeatInterval = 500*time.Millisecond, 400*time.Millisecond, 100*time.Millisecond
+		var nodes []*twice.Node
+		var sets []*partition.Set
+		join := func() {
+			n := testnode.Open(t, db, "svc", cfg)
+			s, err := n.Partitions().Join(ctx, partition.Config{Name: "shards", Partitions: 8})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodes, sets = append(nodes, n), append(sets, s)
+		}
+		for range 3 {
+			join()
+		}
+		waitSpread(t, sets)
+		live := []int{0, 1, 2}
+		for range 10 {
+			time.Sleep(100*time.Millisecond + rand.N(150*time.Millisecond))
+			i := rand.IntN(3)
+			twicetest.Crash(t, nodes[live[i]])
+			join()
+			live[i] = len(nodes) - 1
+		}
+		waitSpread(t, []*partition.Set{sets[live[0]], sets[live[1]], sets[live[2]]})
 	})
 }
 
