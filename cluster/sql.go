@@ -90,9 +90,17 @@ func queriesFor(s *store.Store) queries {
 // alive at nowExpr (usually {now}), for building blocks that rescue work by its owner's
 // liveness. It names twice_members as written: build the statement that uses it with
 // [store.Store.SQL].
+//
+// It is a scalar subquery, not EXISTS, so that it is asked again of the row a statement
+// finally locks. Under READ COMMITTED, a row that FOR UPDATE (or UPDATE) finds changed by a
+// transaction that committed after the statement's snapshot is checked again in its new
+// version, but PostgreSQL turns [NOT] EXISTS into a join and keeps the join's answer for
+// the old version: a rescue that found a job running on a dead instance would then take it
+// from the live instance that had rescued and claimed it meanwhile (twice_members of the
+// new owner is never looked at). A scalar subquery runs again with the new row's values.
 func Alive(serviceExpr, idExpr, nowExpr string) string {
-	return "EXISTS (SELECT 1 FROM twice_members m WHERE m.service = " + serviceExpr + " AND m.id = " + idExpr +
-		" AND m.heartbeat_at > " + nowExpr + " - {ms m.dead_after_ms})"
+	return "(COALESCE((SELECT 1 FROM twice_members m WHERE m.service = " + serviceExpr + " AND m.id = " + idExpr +
+		" AND m.heartbeat_at > " + nowExpr + " - {ms m.dead_after_ms} LIMIT 1), 0) = 1)"
 }
 
 // livenessFor returns the liveness lock of s's dialect for the instance cfg describes, or
