@@ -11,11 +11,13 @@ import (
 	"github.com/twicehq/twice/internal/block"
 	"github.com/twicehq/twice/internal/testdb"
 	"github.com/twicehq/twice/internal/testnode"
+	"github.com/twicehq/twice/store"
 )
 
 // A log that was never started, as an instance that only publishes may hold, still
-// announces what it publishes: the readers on another instance, whose bus delivers and so
-// lets them poll only at the Backstop (an hour here), get each event at once.
+// announces what it publishes, with Publish and with PublishTx (watched until it commits):
+// the readers on another instance, whose bus delivers and so lets them poll only at the
+// Backstop (an hour here), get each event at once.
 func TestPublishAnnouncesWithoutStart(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, db testdb.DB) {
 		ctx := context.Background()
@@ -49,10 +51,19 @@ func TestPublishAnnouncesWithoutStart(t *testing.T) {
 		defer pub.Close(ctx)
 		// Each event after the readers have settled into their wait: only a signal wakes
 		// them within the test's bound.
-		for i := range 3 {
+		for i := range 4 {
 			time.Sleep(200 * time.Millisecond)
 			key := strconv.Itoa(i)
-			if _, err := pub.Publish(ctx, events.Message{Topic: "t", Key: key}); err != nil {
+			msg := events.Message{Topic: "t", Key: key}
+			if i%2 == 0 {
+				_, err = pub.Publish(ctx, msg)
+			} else {
+				err = s.InTx(ctx, func(tx store.Tx) error {
+					_, err := pub.PublishTx(ctx, tx, msg)
+					return err
+				})
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 			select {

@@ -121,13 +121,14 @@ type Log struct {
 	cfg Config
 	log *slog.Logger
 
-	watch *watcher
+	watch *watcher // made at the first PublishTx or AppendTx
 	wake  waker
-	ann   *announcer         // nil without a bus
+	ann   *announcer         // made at the first announcement; nil without a bus
 	parts *partition.Manager // the Shared and ExactlyOnce groups' partitions; nil without Deps.Leases
 
-	mu        sync.Mutex // protects consumers, closed, watch, ann, unsub
+	mu        sync.Mutex // protects consumers, started, closed, watch, ann, unsub
 	consumers map[*Consumer]struct{}
+	started   bool
 	closed    bool
 	unsub     func()
 }
@@ -165,31 +166,29 @@ func New(d block.Deps, cfg Config) (*Log, error) {
 	return l, nil
 }
 
-// Start starts the log's wake-ups: the events of PublishTx are watched until they commit,
-// and this instance's readers are woken by that and by the announcements on the bus. A
-// Publish announces its events on the bus whether the log was started or not, so an
-// instance that only publishes still wakes the readers elsewhere, whose bus, delivering,
-// lets them poll only at the Backstop; without Start, this instance's own readers find
-// events only by polling. The node calls it when the application first uses its events.
+// Start lets this instance's readers be woken by the announcements of other instances on
+// the bus (without it they find those events only by polling) and starts the partition
+// sets of its groups. Publishing needs no Start: Publish announces its events, and the
+// events of PublishTx and AppendTx are watched until they commit and then announced,
+// whether the log was started or not, so an instance that only publishes still wakes the
+// readers elsewhere, whose bus, delivering, lets them poll only at the Backstop. The node
+// calls Start when the application first uses its events.
 func (l *Log) Start(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return ErrClosed
 	}
-	if l.watch != nil {
+	if l.started {
 		return nil
 	}
-	l.watch = newWatcher(l)
+	l.started = true
 	if l.parts != nil {
 		if err := l.parts.Start(ctx); err != nil {
 			return err
 		}
 	}
 	if b := l.d.Bus; b != nil {
-		if l.ann == nil {
-			l.ann = newAnnouncer(b, l.log)
-		}
 		unwake := b.Subscribe(WakeChannel, func(m bus.Message) {
 			if m.Lost {
 				l.wake.all()
@@ -227,16 +226,18 @@ func (l *Log) consumersOf(group string, all bool) []*Consumer {
 	return cs
 }
 
-// watcher is what Start made, or nil before it.
+// watcher and announcer are made at their first use, started or not (see Start): a log
+// that was never started still announces what it publishes. The announcer is nil without
+// a bus; a log closed before the first use makes neither.
 func (l *Log) watcher() *watcher {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.watch == nil && !l.closed {
+		l.watch = newWatcher(l)
+	}
 	return l.watch
 }
 
-// announcer is made at its first use, by Start or by a Publish before it: a log that was
-// never started still announces what it publishes (see Start). It is nil without a bus;
-// a log closed before its first use makes none.
 func (l *Log) announcer() *announcer {
 	l.mu.Lock()
 	defer l.mu.Unlock()
