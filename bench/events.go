@@ -223,7 +223,8 @@ func (h *harness) measure(ctx context.Context, sys eventSystem, p eventsParams, 
 		return row, fmt.Errorf("latency: %w", err)
 	}
 	timedOnly := afterWarmup(lat, p.warmup)
-	row.LatencyP50, row.LatencyP99 = percentile(durations(timedOnly), 0.50), percentile(durations(timedOnly), 0.99)
+	ds := durations(timedOnly)
+	row.LatencyP50, row.LatencyP99 = percentile(ds, 0.50), percentile(ds, 0.99)
 	row.PublishP99, row.AfterP99 = split(timedOnly)
 	row.LatencyCommitsPerEvent = float64(use.commits) / float64(p.warmup+p.latency)
 	return row, nil
