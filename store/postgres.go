@@ -168,5 +168,32 @@ type pgxTx struct {
 	tx pgx.Tx
 }
 
-func (t *pgxTx) Commit(ctx context.Context) error   { return t.tx.Commit(ctx) }
+// commitGrace is how long a COMMIT already sent is waited for after its ctx ends.
+const commitGrace = 10 * time.Second
+
+// Commit sees a COMMIT it has sent through to the server's answer, even when ctx ends
+// meanwhile. Cut off, it would leave the outcome unknown: pgx cancels the statement and
+// closes the connection, and the caller gets ctx's error whether or not the server
+// committed, then counts, wakes or retries as if nothing had. A ctx already ended stops
+// the COMMIT from being sent (the caller rolls back), and a server silent for commitGrace
+// after ctx ends gets the cut-off all the same.
+func (t *pgxTx) Commit(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	answered := make(chan struct{})
+	defer close(answered)
+	stop := context.AfterFunc(ctx, func() {
+		select {
+		case <-answered:
+		case <-time.After(commitGrace):
+			cancel()
+		}
+	})
+	defer stop()
+	return t.tx.Commit(cctx)
+}
+
 func (t *pgxTx) Rollback(ctx context.Context) error { return t.tx.Rollback(ctx) }
