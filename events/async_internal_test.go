@@ -3,9 +3,6 @@ package events
 import (
 	"context"
 	"testing"
-
-	"github.com/twicehq/twice/internal/testdb"
-	"github.com/twicehq/twice/store"
 )
 
 // A batched read that writes a checkpoint commits without waiting for the WAL flush, and
@@ -13,12 +10,8 @@ import (
 // The statement runs here in an explicit transaction, whose setting the test then reads.
 func TestBatchedCheckpointCommitsWithoutFlush(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t, store.Postgres)
-	s := db.Open(t, nil)
+	s := pgLog(t)
 	ctx := context.Background()
-	if _, err := store.NewMigrator(s, Component()).Up(ctx); err != nil {
-		t.Fatal(err)
-	}
 	q := queriesFor(s)
 	if _, err := s.Exec(ctx, q.ensureOffset, s.NowArg(), "svc", "g", 0, int64(0), int64(0)); err != nil {
 		t.Fatal(err)

@@ -17,12 +17,8 @@ import (
 // about a hundred.
 func TestHeldBackLookStartsAtTheFrontier(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t, store.Postgres)
-	s := db.Open(t, nil)
+	s := pgLog(t)
 	ctx := context.Background()
-	if _, err := store.NewMigrator(s, Component()).Up(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := s.Exec(ctx, s.SQL(`INSERT INTO twice_events (service, topic, key, hash, payload)
 		SELECT 'svc', 't', 'k' || i, i, '\x00'::bytea FROM generate_series(1, 20000) i`)); err != nil {
 		t.Fatal(err)
@@ -51,4 +47,14 @@ func TestHeldBackLookStartsAtTheFrontier(t *testing.T) {
 	if pages > 30 {
 		t.Fatalf("a read of one event touched %d pages: the look for held-back events walks the log from the position\n%s", pages, raw)
 	}
+}
+
+// pgLog is a PostgreSQL store, in a schema of t's, with the log's tables.
+func pgLog(t *testing.T) *store.Store {
+	db := testdb.New(t, store.Postgres)
+	s := db.Open(t, nil)
+	if _, err := store.NewMigrator(s, Component()).Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
