@@ -270,8 +270,11 @@ func eventsAbandonLeavesProgressToRedo(t *testing.T, backend Backend) {
 	// A log abandoned as in a crash cancels its handler and commits nothing, even for an
 	// event the handler then reports handled, and releases nothing: once its instance's
 	// leases are freed (here as when it is found dead), the partition's new owner handles
-	// that event again.
-	leases, err := lease.NewManager(n.Store(), lease.Config{Service: n.Service(), Holder: "ghost", TTL: 500 * time.Millisecond,
+	// that event again. The ghost's leases last long enough that none ends on its own, before
+	// the test frees them, however long a loaded machine stalls the ghost's renewals (a TTL
+	// of 500 ms ran out under load in CI, and the partition was then no longer the ghost's
+	// to free).
+	leases, err := lease.NewManager(n.Store(), lease.Config{Service: n.Service(), Holder: "ghost", TTL: 10 * time.Second,
 		Logger: testdb.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
