@@ -182,13 +182,13 @@ func (t *pgxTx) Commit(ctx context.Context) error {
 		return err
 	}
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	answered := make(chan struct{})
-	defer close(answered)
+	defer cancel() // after stop: ends the grace's wait below once the answer is in
 	stop := context.AfterFunc(ctx, func() {
+		grace := time.NewTimer(commitGrace)
+		defer grace.Stop()
 		select {
-		case <-answered:
-		case <-time.After(commitGrace):
+		case <-cctx.Done():
+		case <-grace.C:
 			cancel()
 		}
 	})
