@@ -15,13 +15,8 @@ import (
 // does not wait on ctx: database/sql finishes one that has begun.)
 func TestCommitOutlivesItsContext(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t, store.Postgres)
+	s := testdb.New(t, store.Postgres).Open(t, nil)
 	ctx := context.Background()
-	s, err := store.Open(ctx, db.DSN, &store.Options{Schema: db.Schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	for _, q := range []string{
 		"CREATE TABLE twice_test_commit (n integer)",
 		"CREATE FUNCTION twice_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$",
